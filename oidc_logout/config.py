@@ -1,0 +1,99 @@
+"""One frozen settings object: every default of the OP side, documented in one place.
+
+The Flask integration reads ``OIDC_LOGOUT_<NAME>`` config keys into it; the worker reads the
+same names from the environment (see docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: The OP's issuer identifier (Core 1.0 §2, Discovery 1.0 §3): https, no query or fragment.
+    issuer: str = "http://127.0.0.1:5000"
+    #: SQLAlchemy database URL; SQLite is the embedded default.
+    database_url: str = "sqlite:///oidc-logout.db"
+    #: Development mode: allows http and loopback logout/redirect URIs (never in production).
+    dev_mode: bool = False
+    #: Addresses admitted for logout URIs besides public ones (CIDRs), e.g. an internal RP.
+    address_allowlist: tuple[str, ...] = ()
+
+    # Tokens
+    access_token_lifetime: int = 3600
+    refresh_token_lifetime: int = 30 * 86400
+    id_token_lifetime: int = 3600
+    authorization_code_lifetime: int = 300
+    default_id_token_alg: str = "RS256"
+    #: Logout token lifetime (Back-Channel Logout §2.4 errata: exp is required; keep it short).
+    logout_token_lifetime: int = 120
+
+    # OP sessions (expiry goes through terminate(), so RPs hear of it)
+    session_idle_lifetime: int = 8 * 3600
+    session_absolute_lifetime: int = 24 * 3600
+    session_cookie_name: str = "op_session"
+    #: Interval of the expiry sweep in the embedded dispatcher (seconds; 0 disables it).
+    expiry_sweep_interval: float = 60.0
+
+    # Delivery (Back-Channel Logout §2.5, §2.8)
+    delivery_timeout: float = 5.0
+    delivery_connect_timeout: float = 2.0
+    delivery_max_attempts: int = 8
+    delivery_max_age: int = 24 * 3600
+    delivery_backoff_base: float = 1.0
+    delivery_backoff_cap: float = 300.0
+    delivery_retry_after_cap: float = 600.0
+    delivery_concurrency: int = 16
+    delivery_lease_seconds: int = 60
+    delivery_batch_size: int = 100
+    #: The logout response waits at most this long for deliveries, then answers.
+    logout_wait_bound: float = 2.0
+    #: Run the in-process dispatcher thread (embedded mode). Off when separate workers run.
+    embedded_dispatcher: bool = True
+    max_response_bytes: int = 64 * 1024
+
+    # Front-channel page
+    frontchannel_timeout_ms: int = 3000
+
+    # Requests
+    max_request_bytes: int = 64 * 1024
+    admin_scope: str = "oidc_logout:admin"
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(value: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    if isinstance(like, tuple):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return value
+
+
+def settings_from_mapping(values: dict[str, Any], prefix: str = "OIDC_LOGOUT_",
+                          base: Settings | None = None) -> Settings:
+    """Build settings from ``PREFIX_NAME`` keys (a Flask config or ``os.environ``)."""
+    base = base or Settings()
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        key = prefix + f.name.upper()
+        if key in values and f.name != "extra":
+            raw = values[key]
+            default = getattr(base, f.name)
+            changes[f.name] = _coerce(raw, default) if isinstance(raw, str) else raw
+    return base.replace(**changes)
+
+
+def settings_from_env(base: Settings | None = None) -> Settings:
+    return settings_from_mapping(dict(os.environ), base=base)

@@ -1,0 +1,61 @@
+"""Framework-free error base: an error code from the governing spec, a description and the
+HTTP status it maps to. Endpoints raise these; one place renders them (oidc_logout.flask)."""
+
+from __future__ import annotations
+
+
+class OIDCLogoutError(Exception):
+    """An error with an OAuth/OIDC error code (RFC 6749 §5.2 style)."""
+
+    error: str = "server_error"
+    status_code: int = 400
+
+    def __init__(self, description: str = "", *, error: str | None = None,
+                 status_code: int | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        if error is not None:
+            self.error = error
+        if status_code is not None:
+            self.status_code = status_code
+
+    def as_dict(self) -> dict[str, str]:
+        body = {"error": self.error}
+        if self.description:
+            body["error_description"] = self.description
+        return body
+
+
+class InvalidRequest(OIDCLogoutError):
+    error = "invalid_request"
+
+
+class InvalidClientMetadata(OIDCLogoutError):
+    """RFC 7591 §3.2.2."""
+
+    error = "invalid_client_metadata"
+
+
+class InvalidRedirectURI(OIDCLogoutError):
+    """RFC 7591 §3.2.2."""
+
+    error = "invalid_redirect_uri"
+
+
+class NotFound(OIDCLogoutError):
+    error = "not_found"
+    status_code = 404
+
+
+class InsufficientScope(OIDCLogoutError):
+    """RFC 6750 §3.1."""
+
+    error = "insufficient_scope"
+    status_code = 403
+
+
+class InvalidToken(OIDCLogoutError):
+    """RFC 6750 §3.1."""
+
+    error = "invalid_token"
+    status_code = 401

@@ -1,0 +1,265 @@
+"""Typed SQLAlchemy 2.x models of the OP: clients, grants, tokens (hashes only), OP sessions,
+session participants, terminations and the delivery outbox.
+
+Tokens and client secrets are stored only as SHA-256 hashes: a copy of the database hands an
+attacker nothing that works at the token or revocation endpoints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .base import Base, intpk, str40, str64, str255, text, utcnow
+
+# Delivery states (the outbox). ``pending`` rows are due at ``next_attempt_at``; ``in_flight``
+# rows are leased to a dispatcher or worker until ``lease_until``; the rest are final.
+PENDING = "pending"
+IN_FLIGHT = "in_flight"
+DELIVERED = "delivered"
+FAILED = "failed"  # permanent failure: the RP answered a 4xx (Back-Channel Logout §2.8)
+DEAD = "dead"  # retries exhausted (attempts or age)
+# Front-channel rows: the browser reports which iframes loaded (best effort).
+CONFIRMED = "confirmed"
+UNCONFIRMED = "unconfirmed"
+
+FINAL_STATES = frozenset({DELIVERED, FAILED, DEAD, CONFIRMED, UNCONFIRMED})
+
+BACKCHANNEL = "backchannel"
+FRONTCHANNEL = "frontchannel"
+
+
+class Client(Base):
+    """A registered client with its OIDC and logout metadata (RFC 7591, Back-/Front-Channel)."""
+
+    __tablename__ = "oidc_client"
+
+    client_id: Mapped[str64] = mapped_column(primary_key=True)
+    #: SHA-256 hex of the current secret; None for public clients.
+    client_secret_hash: Mapped[str64 | None]
+    #: Bumped on every secret rotation; grants remember the version that authenticated them.
+    secret_version: Mapped[int] = mapped_column(Integer, default=1)
+    secret_rotated_at: Mapped[dt.datetime | None]
+    client_name: Mapped[str255 | None]
+    token_endpoint_auth_method: Mapped[str40] = mapped_column(default="client_secret_basic")
+    redirect_uris: Mapped[list[str]] = mapped_column(default=list)
+    grant_types: Mapped[list[str]] = mapped_column(default=list)
+    response_types: Mapped[list[str]] = mapped_column(default=list)
+    scope: Mapped[str] = mapped_column(Text, default="")
+    id_token_signed_response_alg: Mapped[str40] = mapped_column(default="RS256")
+    post_logout_redirect_uris: Mapped[list[str]] = mapped_column(default=list)
+    backchannel_logout_uri: Mapped[text | None]
+    backchannel_logout_session_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    frontchannel_logout_uri: Mapped[text | None]
+    frontchannel_logout_session_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Remaining RFC 7591 metadata, as registered.
+    extra_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class OPSession(Base):
+    """An OP (browser) session; ``sid`` is the Core 1.0 / Back-Channel Logout session id."""
+
+    __tablename__ = "op_session"
+
+    sid: Mapped[str64] = mapped_column(primary_key=True)
+    #: SHA-256 of the browser cookie value. The cookie is NOT the sid: the sid is shown to
+    #: every RP (logout tokens, front-channel URLs), so it must not work as a credential.
+    cookie_hash: Mapped[str64 | None] = mapped_column(unique=True)
+    subject: Mapped[str255] = mapped_column(index=True)
+    auth_time: Mapped[dt.datetime]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    end_reason: Mapped[text | None]
+    termination_id: Mapped[str40 | None] = mapped_column(ForeignKey("termination.id"))
+
+    participants: Mapped[list[SessionParticipant]] = relationship(back_populates="session")
+
+    @property
+    def active(self) -> bool:
+        return self.ended_at is None
+
+
+class SessionParticipant(Base):
+    """A client that received an ID token within an OP session (who must hear of its end)."""
+
+    __tablename__ = "session_participant"
+    __table_args__ = (UniqueConstraint("sid", "client_id"),)
+
+    id: Mapped[intpk]
+    sid: Mapped[str64] = mapped_column(ForeignKey("op_session.sid"), index=True)
+    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"), index=True)
+    first_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[dt.datetime | None]
+
+    session: Mapped[OPSession] = relationship(back_populates="participants")
+
+
+class AuthorizationCode(Base):
+    """A one-time authorization code (hash only), with what the token endpoint needs."""
+
+    __tablename__ = "authorization_code"
+
+    id: Mapped[intpk]
+    code_hash: Mapped[str64] = mapped_column(unique=True)
+    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"))
+    redirect_uri: Mapped[text]
+    scope: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str255]
+    sid: Mapped[str64] = mapped_column(ForeignKey("op_session.sid"))
+    nonce: Mapped[text | None]
+    auth_time: Mapped[dt.datetime]
+    code_challenge: Mapped[str255 | None]
+    code_challenge_method: Mapped[str40 | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+    #: The grant the code was exchanged for: a second use revokes it (RFC 6749 §4.1.2).
+    grant_id: Mapped[str40 | None]
+
+
+class Grant(Base):
+    """One authorization: the family of access and refresh tokens it produces."""
+
+    __tablename__ = "oauth_grant"
+
+    id: Mapped[str40] = mapped_column(primary_key=True)
+    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"), index=True)
+    grant_type: Mapped[str40]
+    subject: Mapped[str255 | None] = mapped_column(index=True)
+    sid: Mapped[str64 | None] = mapped_column(ForeignKey("op_session.sid"), index=True)
+    scope: Mapped[str] = mapped_column(Text, default="")
+    #: Back-Channel Logout §2.7: offline_access refresh tokens normally outlive the session.
+    offline: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The client secret version that authenticated this grant (secret rotation ends older ones).
+    credential_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None]
+    revoked_reason: Mapped[text | None]
+
+
+class Token(Base):
+    """An access or refresh token, stored as the SHA-256 hash of its value."""
+
+    __tablename__ = "oauth_token"
+    __table_args__ = (Index("ix_oauth_token_grant_kind", "grant_id", "kind"),)
+
+    id: Mapped[intpk]
+    token_hash: Mapped[str64] = mapped_column(unique=True)
+    kind: Mapped[str40]  # "access_token" | "refresh_token"
+    grant_id: Mapped[str40] = mapped_column(ForeignKey("oauth_grant.id"))
+    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"), index=True)
+    subject: Mapped[str255 | None] = mapped_column(index=True)
+    sid: Mapped[str64 | None] = mapped_column(index=True)
+    scope: Mapped[str] = mapped_column(Text, default="")
+    issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+    revoked_reason: Mapped[text | None]
+
+    grant: Mapped[Grant] = relationship(lazy="joined")
+
+    # The token protocol Authlib's endpoints expect (duck-typed, no Authlib import).
+    def check_client(self, client: object) -> bool:
+        return getattr(client, "client_id", None) == self.client_id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_expires_at(self) -> int:
+        return int(self.expires_at.timestamp()) if self.expires_at else 0
+
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= utcnow()
+
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None or self.grant.revoked_at is not None
+
+
+class Termination(Base):
+    """The audit record of one termination: what was ended, why, by whom."""
+
+    __tablename__ = "termination"
+
+    id: Mapped[str40] = mapped_column(primary_key=True)
+    target_kind: Mapped[str40]  # sid | subject | client | grant | credential | expiry
+    target_value: Mapped[str255]
+    reason: Mapped[text]
+    initiator: Mapped[str255]
+    include_offline: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    sessions_ended: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_revoked: Mapped[int] = mapped_column(Integer, default=0)
+
+    deliveries: Mapped[list[Delivery]] = relationship(
+        back_populates="termination", order_by="Delivery.id"
+    )
+
+
+class Delivery(Base):
+    """One RP notification to deliver (the transactional outbox row)."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("termination_id", "channel", "client_id", "sid"),
+        Index("ix_delivery_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[intpk]
+    termination_id: Mapped[str40] = mapped_column(ForeignKey("termination.id"), index=True)
+    channel: Mapped[str40]  # backchannel | frontchannel
+    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"))
+    sid: Mapped[str64 | None]
+    subject: Mapped[str255 | None]
+    target_uri: Mapped[text]
+    state: Mapped[str40] = mapped_column(default=PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str64 | None]
+    lease_until: Mapped[dt.datetime | None]
+    last_status: Mapped[int | None]
+    last_error: Mapped[text | None]
+    completed_at: Mapped[dt.datetime | None]
+
+    termination: Mapped[Termination] = relationship(back_populates="deliveries")
+    attempt_log: Mapped[list[DeliveryAttempt]] = relationship(
+        back_populates="delivery", order_by="DeliveryAttempt.id"
+    )
+
+
+class DeliveryAttempt(Base):
+    """Every attempt at a delivery: proof of what the RP answered and when."""
+
+    __tablename__ = "delivery_attempt"
+
+    id: Mapped[intpk]
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("delivery.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime]
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    http_status: Mapped[int | None]
+    outcome: Mapped[str40]  # delivered | retry | failed | dead
+    error: Mapped[text | None]
+    jti: Mapped[str64 | None]
+    worker: Mapped[str64 | None]
+
+    delivery: Mapped[Delivery] = relationship(back_populates="attempt_log")
+
+
+class SigningKey(Base):
+    """A JWS signing key (private JWK, managed with jwcrypto), shared by every OP instance."""
+
+    __tablename__ = "signing_key"
+
+    kid: Mapped[str64] = mapped_column(primary_key=True)
+    alg: Mapped[str40]
+    private_jwk: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: Retired keys stay published (to verify old ID tokens) but no longer sign.
+    retired_at: Mapped[dt.datetime | None]

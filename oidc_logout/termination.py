@@ -1,0 +1,293 @@
+"""Termination: THE one operation that ends sessions, revokes tokens and writes the outbox.
+
+Whatever starts it (RP-initiated logout, the admin API, the CLI, session expiry, a client kill
+switch, a secret rotation), :func:`terminate` runs inside the caller's transaction and writes:
+
+* the OP sessions it ends (with reason and the termination that ended them),
+* the revocation of every refresh and access token that must stop working,
+* one :class:`~oidc_logout.storage.models.Termination` audit record,
+* one :class:`~oidc_logout.storage.models.Delivery` row per (session, RP) notification
+  (a transactional outbox: rows exist if and only if the termination committed).
+
+It never commits and never performs I/O beyond the database; delivery starts after commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from .errors import InvalidRequest, NotFound
+from .storage.base import utcnow
+from .storage.models import (
+    BACKCHANNEL,
+    FRONTCHANNEL,
+    PENDING,
+    UNCONFIRMED,
+    Client,
+    Delivery,
+    Grant,
+    OPSession,
+    SessionParticipant,
+    Termination,
+    Token,
+)
+from .tokens import new_id
+
+TargetKind = Literal["sid", "subject", "client", "grant", "credential", "expiry"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to terminate. Build one with the ``by_*`` helpers."""
+
+    kind: TargetKind
+    value: str
+    #: For ``expiry``: the sessions found expired. For ``credential``: unused.
+    sids: tuple[str, ...] = ()
+    #: For ``credential``: grants authenticated with a secret version below this one end.
+    below_version: int = 0
+
+
+def by_sid(sid: str) -> Target:
+    return Target("sid", sid)
+
+
+def by_subject(sub: str) -> Target:
+    return Target("subject", sub)
+
+
+def by_client(client_id: str) -> Target:
+    return Target("client", client_id)
+
+
+def by_grant(grant_id: str) -> Target:
+    return Target("grant", grant_id)
+
+
+def by_credential(client_id: str, below_version: int) -> Target:
+    return Target("credential", client_id, below_version=below_version)
+
+
+def by_expiry(sids: Sequence[str], why: str = "expired") -> Target:
+    return Target("expiry", why, sids=tuple(sids))
+
+
+@dataclass
+class _Plan:
+    sessions: list[str] = field(default_factory=list)  # OP sessions to end
+    participations: list[tuple[str, str]] = field(default_factory=list)  # (sid, client_id) only
+    grant_filter: object = None  # SQL condition on Grant selecting grants to revoke
+    access_sids: list[str] = field(default_factory=list)  # sessions whose access tokens die
+
+
+def terminate(
+    db: Session,
+    target: Target,
+    *,
+    reason: str,
+    initiator: str,
+    include_offline: bool = False,
+    browser_present: bool = False,
+    now: dt.datetime | None = None,
+) -> Termination:
+    """End what ``target`` names, in the caller's transaction, and return the audit record.
+
+    :param include_offline: also revoke offline_access refresh tokens of ended sessions
+        (Back-Channel Logout §2.7 says they normally survive a logout; a client kill or a
+        credential rotation always revokes them).
+    :param browser_present: a user agent will render the front-channel page for this
+        termination; without one, front-channel rows are recorded as not confirmable.
+    """
+    if not reason or len(reason) > 500:
+        raise InvalidRequest("a reason of 1 to 500 characters is required")
+    now = now or utcnow()
+    plan = _plan(db, target, include_offline)
+
+    if target.kind == "sid" and not plan.sessions:
+        # Idempotent: terminating an already ended session gives back its termination,
+        # so two instances ending one session at once produce one termination.
+        existing = db.scalar(select(OPSession.termination_id).where(OPSession.sid == target.value))
+        if existing:
+            term = db.get(Termination, existing)
+            if term is not None:
+                return term
+
+    term = Termination(
+        id=new_id(12), target_kind=target.kind, target_value=target.value[:255], reason=reason,
+        initiator=initiator[:255], include_offline=include_offline, created_at=now,
+    )
+    db.add(term)
+    db.flush()
+
+    # End the sessions; the conditional UPDATE makes a concurrent termination of the same
+    # session end it once (the loser sees ended_at already set and ends nothing).
+    ended: list[str] = []
+    if plan.sessions:
+        for chunk in _chunks(plan.sessions, 500):
+            res = db.execute(
+                update(OPSession)
+                .where(OPSession.sid.in_(chunk), OPSession.ended_at.is_(None))
+                .values(ended_at=now, end_reason=reason[:2048], termination_id=term.id)
+                .returning(OPSession.sid)
+            )
+            ended.extend(r[0] for r in res)
+    term.sessions_ended = len(ended)
+
+    # Who must be told: every participant of the ended sessions, plus the named
+    # participations (client kill switch, credential rotation).
+    notify: list[tuple[str, str]] = []
+    if ended:
+        for chunk in _chunks(ended, 500):
+            notify.extend(
+                (r.sid, r.client_id)
+                for r in db.execute(
+                    select(SessionParticipant.sid, SessionParticipant.client_id).where(
+                        SessionParticipant.sid.in_(chunk), SessionParticipant.ended_at.is_(None)
+                    )
+                )
+            )
+    notify.extend(plan.participations)
+    notify = sorted(set(notify))
+    if notify:
+        for chunk in _chunks(notify, 300):
+            db.execute(
+                update(SessionParticipant)
+                .where(or_(*[and_(SessionParticipant.sid == s, SessionParticipant.client_id == c)
+                             for s, c in chunk]))
+                .values(ended_at=now)
+            )
+
+    term.tokens_revoked = _revoke_tokens(db, plan, ended, reason, now, include_offline)
+    _write_outbox(db, term, notify, now, browser_present)
+    db.flush()
+    return term
+
+
+def _plan(db: Session, target: Target, include_offline: bool) -> _Plan:
+    plan = _Plan()
+    kind, value = target.kind, target.value
+    if kind == "sid":
+        row = db.get(OPSession, value)
+        if row is None:
+            raise NotFound("no OP session with that sid")
+        if row.ended_at is None:
+            plan.sessions = [value]
+    elif kind == "subject":
+        plan.sessions = list(db.scalars(select(OPSession.sid).where(
+            OPSession.subject == value, OPSession.ended_at.is_(None))))
+    elif kind == "expiry":
+        plan.sessions = list(target.sids)
+    elif kind == "client":
+        if db.get(Client, value) is None:
+            raise NotFound("no client with that client_id")
+        # The kill switch: every grant of the client, offline ones and client_credentials
+        # included, and its participation in every live session.
+        plan.grant_filter = Grant.client_id == value
+        plan.participations = [
+            (r.sid, r.client_id) for r in db.execute(
+                select(SessionParticipant.sid, SessionParticipant.client_id)
+                .join(OPSession, OPSession.sid == SessionParticipant.sid)
+                .where(SessionParticipant.client_id == value, SessionParticipant.ended_at.is_(None),
+                       OPSession.ended_at.is_(None)))
+        ]
+    elif kind == "credential":
+        if db.get(Client, value) is None:
+            raise NotFound("no client with that client_id")
+        cond = and_(Grant.client_id == value, Grant.credential_version < target.below_version)
+        plan.grant_filter = cond
+        sids = set(db.scalars(select(Grant.sid).where(cond, Grant.revoked_at.is_(None),
+                                                      Grant.sid.is_not(None))))
+        plan.participations = [
+            (r.sid, r.client_id) for r in db.execute(
+                select(SessionParticipant.sid, SessionParticipant.client_id)
+                .join(OPSession, OPSession.sid == SessionParticipant.sid)
+                .where(SessionParticipant.client_id == value, SessionParticipant.sid.in_(sids),
+                       SessionParticipant.ended_at.is_(None), OPSession.ended_at.is_(None)))
+        ] if sids else []
+    elif kind == "grant":
+        if db.get(Grant, value) is None:
+            raise NotFound("no grant with that id")
+        plan.grant_filter = Grant.id == value
+    else:  # pragma: no cover - Target is a closed set
+        raise InvalidRequest(f"unknown termination target {kind!r}")
+    return plan
+
+
+def _revoke_tokens(db: Session, plan: _Plan, ended: list[str], reason: str, now: dt.datetime,
+                   include_offline: bool) -> int:
+    """Revoke grants (and so their refresh tokens) and access tokens; returns tokens revoked."""
+    grant_conds = []
+    if plan.grant_filter is not None:
+        grant_conds.append(plan.grant_filter)
+    for chunk in _chunks(ended, 500):
+        # backchannel §2.7: "Refresh tokens issued without the offline_access property to a
+        # session being logged out SHOULD be revoked. Refresh tokens issued with the
+        # offline_access property normally SHOULD NOT be revoked."
+        cond = Grant.sid.in_(chunk)
+        if not include_offline:
+            cond = and_(cond, Grant.offline.is_(False))
+        grant_conds.append(cond)
+    revoked = 0
+    if grant_conds:
+        grant_ids = select(Grant.id).where(or_(*grant_conds), Grant.revoked_at.is_(None))
+        ids = list(db.scalars(grant_ids))
+        for chunk in _chunks(ids, 500):
+            db.execute(update(Grant).where(Grant.id.in_(chunk))
+                       .values(revoked_at=now, revoked_reason=reason[:2048]))
+            revoked += db.execute(
+                update(Token).where(Token.grant_id.in_(chunk), Token.revoked_at.is_(None))
+                .values(revoked_at=now, revoked_reason=reason[:2048])
+            ).rowcount or 0
+    # Access tokens bound to an ended session stop working at once, offline grants
+    # included: their client can mint new, session-less ones with its refresh token.
+    for chunk in _chunks(ended, 500):
+        revoked += db.execute(
+            update(Token).where(Token.sid.in_(chunk), Token.kind == "access_token",
+                                Token.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=reason[:2048])
+        ).rowcount or 0
+    return revoked
+
+
+def _write_outbox(db: Session, term: Termination, notify: list[tuple[str, str]],
+                  now: dt.datetime, browser_present: bool) -> None:
+    if not notify:
+        return
+    client_ids = sorted({c for _, c in notify})
+    clients = {c.client_id: c for c in db.scalars(select(Client).where(Client.client_id.in_(client_ids)))}
+    subjects = dict(db.execute(select(OPSession.sid, OPSession.subject).where(
+        OPSession.sid.in_(sorted({s for s, _ in notify})))).tuples().all()) if len(notify) < 5000 else {}
+    if not subjects:
+        for chunk in _chunks(sorted({s for s, _ in notify}), 500):
+            subjects.update(db.execute(select(OPSession.sid, OPSession.subject)
+                                       .where(OPSession.sid.in_(chunk))).tuples().all())
+    rows: list[dict[str, object]] = []
+    for sid, client_id in notify:
+        client = clients.get(client_id)
+        if client is None:
+            continue
+        base = dict(termination_id=term.id, client_id=client_id, sid=sid,
+                    subject=subjects.get(sid), created_at=now, next_attempt_at=now, attempts=0)
+        if client.backchannel_logout_uri:
+            rows.append(dict(base, channel=BACKCHANNEL, target_uri=client.backchannel_logout_uri,
+                             state=PENDING))
+        if client.frontchannel_logout_uri:
+            rows.append(dict(
+                base, channel=FRONTCHANNEL, target_uri=client.frontchannel_logout_uri,
+                state=PENDING if browser_present else UNCONFIRMED,
+                last_error=None if browser_present else "no user agent took part in this termination",
+                completed_at=None if browser_present else now))
+    for chunk in _chunks(rows, 1000):
+        db.execute(insert(Delivery), chunk)
+
+
+def _chunks(items: Sequence | Iterable, n: int):  # type: ignore[no-untyped-def,type-arg]
+    items = list(items)
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
