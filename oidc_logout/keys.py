@@ -33,7 +33,7 @@ class LoadedKey:
 def generate_key(alg: str) -> jwk.JWK:
     kty, params = SUPPORTED_ALGS[alg]
     key = jwk.JWK.generate(kty=kty, use="sig", alg=alg, **params)
-    key_dict = json.loads(key.export_private())
+    key_dict = key.export(private_key=True, as_dict=True)
     key_dict["kid"] = key.thumbprint()
     return jwk.JWK(**key_dict)
 
@@ -44,7 +44,7 @@ def ensure_keys(db: Session, algs: tuple[str, ...] = ("RS256", "ES256")) -> None
     for alg in algs:
         if alg not in existing:
             key = generate_key(alg)
-            db.add(SigningKey(kid=key.key_id, alg=alg, private_jwk=key.export_private()))
+            db.add(SigningKey(kid=key["kid"], alg=alg, private_jwk=_private_json(key)))
 
 
 def rotate_key(db: Session, alg: str) -> str:
@@ -53,8 +53,12 @@ def rotate_key(db: Session, alg: str) -> str:
                                                   SigningKey.retired_at.is_(None))):
         k.retired_at = utcnow()
     key = generate_key(alg)
-    db.add(SigningKey(kid=key.key_id, alg=alg, private_jwk=key.export_private()))
-    return key.key_id
+    db.add(SigningKey(kid=key["kid"], alg=alg, private_jwk=_private_json(key)))
+    return str(key["kid"])
+
+
+def _private_json(key: jwk.JWK) -> str:
+    return json.dumps(key.export(private_key=True, as_dict=True))
 
 
 class KeyRing:

@@ -122,6 +122,31 @@ class AuthorizationCode(Base):
     #: The grant the code was exchanged for: a second use revokes it (RFC 6749 §4.1.2).
     grant_id: Mapped[str40 | None]
 
+    # The authorization-code protocol Authlib's grants expect (duck-typed).
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return int(self.auth_time.timestamp())
+
+    def get_acr(self) -> str | None:
+        return None
+
+    def get_amr(self) -> list[str] | None:
+        return ["pwd"]
+
+    def get_code_challenge(self) -> str | None:
+        return self.code_challenge
+
+    def get_code_challenge_method(self) -> str | None:
+        return self.code_challenge_method
+
 
 class Grant(Base):
     """One authorization: the family of access and refresh tokens it produces."""

@@ -1,0 +1,308 @@
+"""Outbound HTTP of the OP (back-channel logout delivery) and its address policy (SSRF guard).
+
+Logout URIs are chosen by whoever registers a client, so an OP that POSTs to them is an
+SSRF vector: ``http://169.254.169.254/`` (cloud metadata), ``http://10.0.0.5:6379/`` and the
+like must never be reached. :func:`check_uri_address` refuses such URIs at registration, and
+the session built by :func:`make_session` applies the same policy *at connect time*:
+
+* DNS rebinding: the connection classes below resolve the host themselves, check every
+  resolved address and then connect to exactly the address that was checked (the socket is
+  opened to the IP literal). The ``Host`` header, TLS SNI and certificate verification still
+  use the hostname, so HTTPS works unchanged. There is no window between check and connect.
+* No proxies (``trust_env`` off: an ``HTTP_PROXY`` variable would bypass the policy), no
+  redirects (a 3xx to ``http://169.254.169.254/`` is the classic bypass), (connect, read)
+  timeouts, a pool sized to the delivery concurrency and a cap on response bytes read.
+
+Limitation: ``getaddrinfo`` itself is not bounded by the connect timeout (the resolver's own
+timeouts apply).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.poolmanager import PoolManager
+from urllib3.util import connection as u3connection
+
+from .errors import OIDCLogoutError
+
+__all__ = [
+    "AddressPolicy",
+    "DisallowedAddress",
+    "check_address",
+    "check_uri_address",
+    "make_session",
+    "read_capped",
+]
+
+logger = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class DisallowedAddress(OIDCLogoutError):
+    """The URI's host is (or resolves to) an address the OP must not contact.
+
+    Maps to ``invalid_client_metadata`` (RFC 7591 §3.2.2) when raised at registration.
+    """
+
+    error = "invalid_client_metadata"
+    status_code = 400
+
+    def __init__(self, description: str, *, address: str | None = None) -> None:
+        super().__init__(description)
+        self.address = address
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which addresses outbound requests may reach.
+
+    Public (globally routable) addresses are allowed. Everything else (loopback, private,
+    link-local incl. 169.254.169.254, unique-local, unspecified, multicast, reserved, shared
+    CGNAT space, documentation ranges) is refused unless it is inside ``allowlist`` or it is
+    loopback and ``dev_mode`` is on.
+    """
+
+    dev_mode: bool = False
+    allowlist: tuple[str, ...] = ()
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(c, strict=False) for c in self.allowlist]
+
+
+def _classify(ip: IPAddress) -> str | None:
+    """Why ``ip`` is not a public address (None if it is)."""
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_private:
+        return "private"
+    if ip.is_reserved:
+        return "reserved"
+    if not ip.is_global:
+        return "non-global"
+    return None
+
+
+def check_address(address: str | IPAddress, *, dev_mode: bool,
+                  allowlist: Iterable[str] = ()) -> None:
+    """Raise :class:`DisallowedAddress` unless the policy admits the IP ``address``."""
+    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    # ::ffff:169.254.169.254 is 169.254.169.254 to the kernel: judge the embedded IPv4.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    reason = _classify(ip)
+    if reason is None:
+        return
+    for net in AddressPolicy(dev_mode, tuple(allowlist)).networks():
+        if ip.version == net.version and ip in net:
+            return
+    if reason == "loopback" and dev_mode:
+        return
+    raise DisallowedAddress(f"address {ip} is {reason} and not allowed", address=str(ip))
+
+
+def _resolve(host: str, port: int) -> list[tuple[Any, ...]]:
+    """``getaddrinfo`` for TCP (a seam for tests that simulate DNS rebinding)."""
+    return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+
+
+def _resolve_checked(host: str, port: int, policy: AddressPolicy) -> list[tuple[Any, ...]]:
+    """Resolve ``host`` and check every address; refuse if ANY of them is disallowed (a name
+    that resolves to both a public and a private address is not trustworthy)."""
+    host = host.strip("[]")
+    infos = _resolve(host, port)
+    if not infos:
+        raise DisallowedAddress(f"host {host!r} does not resolve")
+    for info in infos:
+        check_address(info[4][0].split("%", 1)[0], dev_mode=policy.dev_mode,
+                      allowlist=policy.allowlist)
+    return infos
+
+
+def check_uri_address(uri: str, *, dev_mode: bool, allowlist: Iterable[str] = ()) -> None:
+    """Refuse ``uri`` if its host is, or resolves to, a disallowed address.
+
+    Used at client registration (backchannel_logout_uri and other outbound URIs) and,
+    through the pinned connections of :func:`make_session`, again at every connect.
+    An IP literal is judged without any DNS query; no traffic is ever sent.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        raise DisallowedAddress("only http and https URIs can be contacted")
+    host = parts.hostname
+    if not host:
+        raise DisallowedAddress("URI has no host")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise DisallowedAddress("URI has an invalid port") from None
+    try:
+        literal = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        literal = None
+    if literal is not None:
+        check_address(literal, dev_mode=dev_mode, allowlist=allowlist)
+        return
+    try:
+        _resolve_checked(host, port, AddressPolicy(dev_mode, tuple(allowlist)))
+    except socket.gaierror:
+        raise DisallowedAddress(f"host {host!r} does not resolve") from None
+
+
+class _PinnedConnectionMixin:
+    """Resolve, check, then connect to exactly the checked address (no rebinding window)."""
+
+    address_policy: AddressPolicy = AddressPolicy()
+    # Provided by urllib3's HTTPConnection:
+    host: str
+    port: int
+    timeout: Any
+    source_address: Any
+    socket_options: Any
+    _dns_host: str
+
+    def _new_conn(self) -> socket.socket:
+        try:
+            infos = _resolve_checked(self._dns_host, self.port, self.address_policy)
+        except socket.gaierror as e:
+            raise NameResolutionError(self.host, self, e) from e  # type: ignore[arg-type]
+        last: OSError | None = None
+        for family, _type, _proto, _canon, sockaddr in infos:
+            ip = sockaddr[0]
+            try:
+                # An IP literal: urllib3 does no further DNS lookup for it.
+                sock = u3connection.create_connection(
+                    (ip, self.port), self.timeout, source_address=self.source_address,
+                    socket_options=self.socket_options)
+                return sock
+            except socket.timeout as e:
+                raise ConnectTimeoutError(
+                    self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
+                ) from e
+            except OSError as e:
+                last = e
+        raise NewConnectionError(self, f"Failed to establish a new connection: {last}")  # type: ignore[arg-type]
+
+
+class _PinnedHTTPConnection(_PinnedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _PinnedHTTPSConnection(_PinnedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class _PinnedPoolManager(PoolManager):
+    """A PoolManager whose pools open only policy-checked, pinned connections."""
+
+    def __init__(self, policy: AddressPolicy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        http_conn = type("PolicyHTTPConnection", (_PinnedHTTPConnection,),
+                         {"address_policy": policy})
+        https_conn = type("PolicyHTTPSConnection", (_PinnedHTTPSConnection,),
+                          {"address_policy": policy})
+        self.pool_classes_by_scheme = {
+            "http": type("PolicyHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+            "https": type("PolicyHTTPSPool", (HTTPSConnectionPool,),
+                          {"ConnectionCls": https_conn}),
+        }
+
+
+class PolicyAdapter(HTTPAdapter):
+    """An HTTPAdapter that enforces an :class:`AddressPolicy` at connect time, never uses a
+    proxy and never retries on its own (retries are the outbox's business)."""
+
+    def __init__(self, policy: AddressPolicy, *, pool_connections: int, pool_maxsize: int) -> None:
+        self._policy = policy
+        super().__init__(pool_connections=pool_connections, pool_maxsize=pool_maxsize,
+                         max_retries=0, pool_block=False)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
+                         **pool_kwargs: Any) -> None:
+        self._pool_connections = connections
+        self._pool_maxsize = maxsize
+        self._pool_block = block
+        self.poolmanager = _PinnedPoolManager(
+            getattr(self, "_policy", AddressPolicy()), num_pools=connections, maxsize=maxsize,
+            block=block, **pool_kwargs)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        raise DisallowedAddress("outbound proxies are not used for logout delivery")
+
+    def __getstate__(self) -> dict[str, Any]:  # keep the policy when pickled
+        state = super().__getstate__()
+        state["_policy"] = self._policy
+        return state
+
+
+class _NoRedirectSession(requests.Session):
+    """Never follows redirects, whatever the caller passes: a 3xx to an internal address is
+    the classic way around an address check."""
+
+    def request(self, method: str | bytes, url: str | bytes,  # type: ignore[override]
+                *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs["allow_redirects"] = False
+        return super().request(method, url, *args, **kwargs)
+
+
+def make_session(*, concurrency: int = 16, dev_mode: bool = False,
+                 allowlist: Sequence[str] = (), user_agent: str = "oidc-logout") -> requests.Session:
+    """A pooled :class:`requests.Session` for outbound delivery, safe to share across threads
+    for plain POSTs (requests' pool is thread-safe; no cookies are relied upon).
+
+    Redirects are never followed. Callers must pass ``timeout=(connect, read)`` and
+    ``stream=True`` (then :func:`read_capped`) on each request; :mod:`.backchannel.request`
+    does.
+    """
+    policy = AddressPolicy(dev_mode=dev_mode, allowlist=tuple(allowlist))
+    policy.networks()  # validate the CIDRs now, not at first delivery
+    session = _NoRedirectSession()
+    session.trust_env = False  # no *_PROXY / netrc: a proxy would bypass the address policy
+    session.headers["User-Agent"] = user_agent
+    adapter = PolicyAdapter(policy, pool_connections=max(10, concurrency),
+                            pool_maxsize=max(1, concurrency))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def read_capped(resp: requests.Response, max_bytes: int,
+                deadline: float | None = None) -> tuple[bytes, bool]:
+    """Read a streamed body up to ``max_bytes`` (and until the monotonic ``deadline``).
+
+    Returns ``(body, truncated)``. When truncated the connection is closed rather than
+    drained, so an RP answering an endless body costs at most ``max_bytes`` of reading.
+    """
+    declared = resp.headers.get("Content-Length")
+    chunks: list[bytes] = []
+    total = 0
+    truncated = bool(declared and declared.isdigit() and int(declared) > max_bytes)
+    if not truncated:
+        for chunk in resp.iter_content(chunk_size=8192):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes or (deadline is not None and time.monotonic() > deadline):
+                truncated = True
+                break
+    if truncated:
+        resp.close()  # closes the socket: the unread rest is never drained into memory
+    return b"".join(chunks)[:max_bytes], truncated

@@ -1,0 +1,1 @@
+"""The demo IdP (users alice and bob) and its sample relying parties."""

@@ -1,0 +1,57 @@
+"""One place that renders errors: OAuth-style JSON for API endpoints, a page for browsers.
+No request gets a traceback page or a bare 500."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from flask import Flask, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from ..errors import OIDCLogoutError
+
+log = logging.getLogger(__name__)
+BROWSER_PATHS = ("/login", "/authorize", "/end_session", "/logout")
+
+
+def wants_html() -> bool:
+    return request.path.startswith(BROWSER_PATHS)
+
+
+def error_response(error: str, description: str, status: int) -> Response:
+    if wants_html():
+        nonce = secrets.token_urlsafe(12)
+        resp = Response(render_template("error.html", error=error, description=description,
+                                        csp_nonce=nonce), status=status)
+        resp.headers["Content-Security-Policy"] = (
+            f"default-src 'none'; style-src 'nonce-{nonce}'; frame-ancestors 'none'")
+    else:
+        resp = jsonify({"error": error, "error_description": description})
+        resp.status_code = status
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(OIDCLogoutError)
+    def _oidc_error(exc: OIDCLogoutError) -> Response:
+        return error_response(exc.error, exc.description, exc.status_code)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        code = exc.code or 400
+        error = {404: "not_found", 405: "invalid_request", 413: "invalid_request"}.get(code, "invalid_request")
+        if code == 413:
+            desc = "request body too large"
+        elif code == 405:
+            desc = f"method {request.method} not allowed here"
+        else:
+            desc = exc.description or exc.name
+        return error_response(error, desc, code if code < 500 else 400)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # Never a traceback to the client; the log gets the type, not request data.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response("server_error", "the server could not handle the request", 500)

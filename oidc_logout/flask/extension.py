@@ -1,0 +1,73 @@
+"""``OIDCLogout(app=None)`` + ``init_app()``: the OP side as a Flask extension.
+
+Settings are read once from ``OIDC_LOGOUT_*`` config keys (see :class:`oidc_logout.config.Settings`);
+state lives in ``app.extensions["oidc_logout"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, current_app, g
+
+from ..config import Settings, settings_from_mapping
+from ..protocols import UserDirectory
+from ..provider import Provider
+from .server import OPServer
+
+
+class OIDCLogout:
+    def __init__(self, app: Flask | None = None, *, users: UserDirectory | None = None,
+                 settings: Settings | None = None, provider: Provider | None = None,
+                 start_background: bool = True) -> None:
+        self._users = users
+        self._settings = settings
+        self._provider = provider
+        self._start_background = start_background
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        if "oidc_logout" in app.extensions:
+            raise RuntimeError("OIDCLogout is already registered on this app; call init_app once.")
+        provider = self._provider
+        if provider is None:
+            if self._users is None:
+                raise RuntimeError("OIDCLogout needs a UserDirectory: OIDCLogout(app, users=...)")
+            settings = settings_from_mapping(dict(app.config), base=self._settings)
+            provider = Provider(settings, self._users)
+            provider.setup()
+        settings = provider.settings
+        app.config.setdefault("MAX_CONTENT_LENGTH", settings.max_request_bytes)
+        if not app.secret_key:
+            raise RuntimeError("OIDCLogout needs app.secret_key (CSRF tokens live in Flask's signed session).")
+        server = OPServer(provider)
+        app.extensions["oidc_logout"] = _State(provider, server)
+
+        from .errors import register_error_handlers
+        from .views import blueprint
+
+        app.register_blueprint(blueprint)
+        register_error_handlers(app)
+        app.teardown_appcontext(_close_db)
+        if self._start_background:
+            provider.start_background()
+
+
+class _State:
+    def __init__(self, provider: Provider, server: OPServer) -> None:
+        self.provider = provider
+        self.server = server
+
+
+def state() -> _State:
+    try:
+        return current_app.extensions["oidc_logout"]  # type: ignore[no-any-return]
+    except KeyError:
+        raise RuntimeError("OIDCLogout is not registered on this app; did you forget init_app()?") from None
+
+
+def _close_db(_exc: Any) -> None:
+    db = g.pop("_oidc_logout_db", None)
+    if db is not None:
+        db.close()

@@ -1,0 +1,72 @@
+"""The OP session cookie: an opaque random value whose hash points at the server-side
+session row. A session ended server-side is refused whatever the cookie says."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import secrets
+
+from flask import Response, current_app, request, session
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..config import Settings
+from ..storage.base import utcnow
+from ..storage.models import OPSession
+from ..tokens import new_id, new_token, token_hash
+
+
+def current_op_session(db: Session, settings: Settings) -> OPSession | None:
+    value = request.cookies.get(settings.session_cookie_name)
+    if not value or len(value) > 128:
+        return None
+    row = db.scalar(select(OPSession).where(OPSession.cookie_hash == token_hash(value)))
+    if row is None or row.ended_at is not None:
+        return None
+    now = utcnow()
+    # Expired but not yet swept: refuse it now; the sweep notifies the RPs.
+    if row.last_seen_at < now - dt.timedelta(seconds=settings.session_idle_lifetime) or \
+            row.created_at < now - dt.timedelta(seconds=settings.session_absolute_lifetime):
+        return None
+    return row
+
+
+def start_op_session(db: Session, subject: str) -> tuple[OPSession, str]:
+    cookie = new_token()
+    now = utcnow()
+    # Core 1.0 / Back-Channel §2.1: sid is an opaque, unguessable identifier (>= 128 bits).
+    row = OPSession(sid=new_id(24), cookie_hash=token_hash(cookie), subject=subject,
+                    auth_time=now, created_at=now, last_seen_at=now)
+    db.add(row)
+    return row, cookie
+
+
+def set_cookie(response: Response, settings: Settings, value: str) -> None:
+    response.set_cookie(settings.session_cookie_name, value, httponly=True, samesite="Lax",
+                        secure=request.is_secure or settings.issuer.startswith("https:"),
+                        path="/")
+
+
+def clear_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(settings.session_cookie_name, path="/", httponly=True, samesite="Lax",
+                           secure=request.is_secure or settings.issuer.startswith("https:"))
+
+
+def csrf_token() -> str:
+    """A per-browser CSRF token kept in Flask's signed session cookie (synchronizer token)."""
+    token = session.get("_csrf")
+    if not token:
+        token = secrets.token_urlsafe(24)
+        session["_csrf"] = token
+    return str(token)
+
+
+def check_csrf() -> bool:
+    expected = session.get("_csrf")
+    given = request.form.get("csrf_token", "")
+    return bool(expected) and isinstance(given, str) and hmac.compare_digest(str(expected), given)
+
+
+__all__ = ["current_op_session", "start_op_session", "set_cookie", "clear_cookie",
+           "csrf_token", "check_csrf", "current_app"]

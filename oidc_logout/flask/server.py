@@ -1,0 +1,69 @@
+"""Authlib's Flask AuthorizationServer wired to oidc_logout storage and provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6750 import BearerTokenGenerator
+from flask import g
+from sqlalchemy.orm import Session
+
+from ..core.client import OAuthClient
+from ..core.grants import (
+    AuthorizationCodeGrant,
+    ClientCredentialsGrant,
+    OpenIDCode,
+    RefreshTokenGrant,
+    S256CodeChallenge,
+    save_token,
+)
+from ..provider import Provider
+from ..rfc7009.endpoint import RevocationEndpoint
+from ..rfc7662.endpoint import IntrospectionEndpoint
+from ..rpinitiated.end_session import EndSessionEndpoint
+from ..storage.models import Client
+from ..tokens import new_token
+
+
+def request_db(provider: Provider) -> Session:
+    """The request's database session (one transaction per request; closed at teardown)."""
+    db = g.get("_oidc_logout_db")
+    if db is None:
+        db = provider.session_factory()
+        g._oidc_logout_db = db
+    return db
+
+
+class OPServer(AuthorizationServer):  # type: ignore[misc]
+    def __init__(self, provider: Provider) -> None:
+        super().__init__()
+        self.provider = provider
+        self._query_client = self._load_client
+        self._save_token = lambda token, request: save_token(self, token, request)
+        settings = provider.settings
+        self.register_token_generator("default", BearerTokenGenerator(
+            access_token_generator=lambda **_: new_token(),
+            refresh_token_generator=lambda **_: new_token(),
+            expires_generator=lambda client, grant_type: settings.access_token_lifetime,
+        ))
+        self.scopes_supported = None
+        self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDCode(self)])
+        self.register_grant(RefreshTokenGrant)
+        self.register_grant(ClientCredentialsGrant)
+        self.register_endpoint(RevocationEndpoint)
+        self.register_endpoint(IntrospectionEndpoint)
+        self.register_endpoint(EndSessionEndpoint)
+
+    @property
+    def db(self) -> Session:
+        return request_db(self.provider)
+
+    def _load_client(self, client_id: Any) -> OAuthClient | None:
+        if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
+            return None
+        row = self.db.get(Client, client_id)
+        return OAuthClient(row) if row is not None else None
+
+    def load_config(self, config: Any) -> None:  # our generator and settings stand
+        self._error_uris = None

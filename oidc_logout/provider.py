@@ -1,0 +1,225 @@
+"""The OP core object: settings, database, keys, users and the delivery dispatcher, with the
+operations every front end (Flask views, admin API, CLI, expiry sweep) shares."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from jwcrypto import jws, jwk
+from sqlalchemy import Engine, or_, select, update
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from .config import Settings
+from .keys import KeyRing, ensure_keys
+from .protocols import UserDirectory
+from .storage.base import utcnow
+from .storage.models import BACKCHANNEL, FINAL_STATES, Client, Delivery, OPSession, Termination
+from .storage.schema import make_engine, upgrade
+from .termination import Target, by_credential, by_expiry, terminate
+from .tokens import token_hash
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TerminationOutcome:
+    """What a committed termination did, and whether its back-channel deliveries finished
+    within the wait bound."""
+
+    termination_id: str
+    delivery_ids: tuple[int, ...]
+    frontchannel: tuple[tuple[int, str, str | None], ...]  # (delivery id, uri, sid)
+    settled: bool
+
+
+class Provider:
+    """Framework-free OP core. The Flask extension builds one per app."""
+
+    def __init__(self, settings: Settings, users: UserDirectory, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.users = users
+        self.engine = engine or make_engine(settings.database_url)
+        self.session_factory: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
+        self.keyring = KeyRing(self.session_factory)
+        self.dispatcher: Any = None
+        self._sweeper: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def setup(self, migrate: bool = True) -> None:
+        """Migrate the schema (Alembic) and make sure signing keys exist."""
+        if migrate:
+            upgrade(self.engine)
+        with self.session_factory.begin() as db:
+            ensure_keys(db, tuple(sorted({"RS256", "ES256", self.settings.default_id_token_alg})))
+        self.keyring.refresh()
+
+    def start_background(self) -> None:
+        """Embedded mode: the in-process dispatcher thread and the session expiry sweep."""
+        if self.settings.embedded_dispatcher and self.dispatcher is None:
+            from .delivery.dispatcher import Dispatcher
+
+            self.dispatcher = Dispatcher(self.session_factory, self.keyring, self.settings)
+            self.dispatcher.start()
+        if self.settings.expiry_sweep_interval > 0 and self._sweeper is None:
+            self._sweeper = threading.Thread(target=self._sweep_loop, name="oidc-logout-expiry",
+                                             daemon=True)
+            self._sweeper.start()
+
+    def stop_background(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self.dispatcher is not None:
+            self.dispatcher.stop(timeout)
+            self.dispatcher = None
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.settings.expiry_sweep_interval):
+            try:
+                self.expire_sessions()
+            except Exception:  # noqa: BLE001 - the sweep must survive a bad minute
+                log.exception("session expiry sweep failed")
+
+    # -- termination ---------------------------------------------------------------------
+    def terminate_now(self, target: Target, *, reason: str, initiator: str,
+                      include_offline: bool = False, browser_present: bool = False,
+                      wait: float | None = None) -> TerminationOutcome:
+        """Run :func:`terminate` in its own transaction, commit, then hand the outbox rows to
+        the dispatcher and wait at most ``wait`` seconds (None: the configured bound)."""
+        with self.session_factory.begin() as db:
+            term = terminate(db, target, reason=reason, initiator=initiator,
+                             include_offline=include_offline, browser_present=browser_present)
+            outcome_rows = db.execute(select(Delivery.id, Delivery.channel, Delivery.target_uri,
+                                             Delivery.sid, Delivery.state)
+                                      .where(Delivery.termination_id == term.id)).all()
+            term_id = term.id
+        return self.after_commit(term_id, outcome_rows, wait)
+
+    def after_commit(self, term_id: str, rows: Any, wait: float | None = None) -> TerminationOutcome:
+        back = tuple(r.id for r in rows if r.channel == BACKCHANNEL and r.state not in FINAL_STATES)
+        front = tuple((r.id, r.target_uri, r.sid) for r in rows
+                      if r.channel != BACKCHANNEL and r.state not in FINAL_STATES)
+        settled = not back
+        if back and self.dispatcher is not None:
+            self.dispatcher.kick()
+            bound = self.settings.logout_wait_bound if wait is None else wait
+            if bound > 0:
+                settled = bool(self.dispatcher.wait_for(list(back), bound))
+        return TerminationOutcome(term_id, back, front, settled)
+
+    def expire_sessions(self, now: dt.datetime | None = None, batch: int = 500) -> list[str]:
+        """End sessions past their idle or absolute lifetime through the one termination path,
+        so their RPs are notified like for any other logout. Returns termination ids."""
+        now = now or utcnow()
+        idle_cut = now - dt.timedelta(seconds=self.settings.session_idle_lifetime)
+        abs_cut = now - dt.timedelta(seconds=self.settings.session_absolute_lifetime)
+        out = []
+        while True:
+            with self.session_factory() as db:
+                sids = list(db.scalars(select(OPSession.sid).where(
+                    OPSession.ended_at.is_(None),
+                    or_(OPSession.last_seen_at < idle_cut, OPSession.created_at < abs_cut),
+                ).limit(batch)))
+            if not sids:
+                return out
+            outcome = self.terminate_now(by_expiry(sids), reason="session expired",
+                                         initiator="expiry", wait=0)
+            out.append(outcome.termination_id)
+            if len(sids) < batch:
+                return out
+
+    def rotate_client_secret(self, client_id: str, *, end_previous: bool, reason: str,
+                             initiator: str) -> tuple[str, TerminationOutcome | None]:
+        """Give the client a new secret; with ``end_previous`` every grant authenticated with an
+        older secret (and the client's sessions it was used in) ends in the same transaction."""
+        new_secret = secrets.token_urlsafe(32)
+        with self.session_factory.begin() as db:
+            client = db.get(Client, client_id, with_for_update=True)
+            if client is None:
+                from .errors import NotFound
+
+                raise NotFound("no client with that client_id")
+            client.secret_version += 1
+            client.client_secret_hash = token_hash(new_secret)
+            client.secret_rotated_at = utcnow()
+            if not end_previous:
+                return new_secret, None
+            term = terminate(db, by_credential(client_id, client.secret_version), reason=reason,
+                             initiator=initiator, include_offline=True)
+            rows = db.execute(select(Delivery.id, Delivery.channel, Delivery.target_uri,
+                                     Delivery.sid, Delivery.state)
+                              .where(Delivery.termination_id == term.id)).all()
+            term_id = term.id
+        return new_secret, self.after_commit(term_id, rows, wait=0)
+
+    def termination_report(self, db: Session, termination_id: str) -> dict[str, Any] | None:
+        term = db.scalar(select(Termination).where(Termination.id == termination_id).options(
+            selectinload(Termination.deliveries).selectinload(Delivery.attempt_log)))
+        if term is None:
+            return None
+        return termination_to_dict(term)
+
+    def record_frontchannel_report(self, db: Session, termination_id: str,
+                                   loaded: set[int]) -> int:
+        """Front-channel §4 is best effort: store which iframes the browser saw load."""
+        now = utcnow()
+        n = 0
+        for d in db.scalars(select(Delivery).where(Delivery.termination_id == termination_id,
+                                                   Delivery.channel != BACKCHANNEL,
+                                                   Delivery.state == "pending")):
+            d.state = "confirmed" if d.id in loaded else "unconfirmed"
+            d.completed_at = now
+            d.attempts += 1
+            if d.id not in loaded:
+                d.last_error = "iframe did not report loading within the timeout"
+            n += 1
+        return n
+
+    # -- helpers -------------------------------------------------------------------------
+    def client_row(self, db: Session, client_id: str) -> Client | None:
+        return db.get(Client, client_id)
+
+    def is_own_id_token(self, token: str) -> bool:
+        """Whether ``token`` is a JWS signed by one of this OP's keys (e.g. an ID token)."""
+        try:
+            obj = jws.JWS()
+            obj.deserialize(token)
+            keyset = jwk.JWKSet.from_json(__import__("json").dumps(self.keyring.public_jwks()))
+            obj.verify(keyset)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not ours"
+            return False
+
+
+def termination_to_dict(term: Termination) -> dict[str, Any]:
+    def ts(v: dt.datetime | None) -> str | None:
+        return v.isoformat() if v else None
+
+    return {
+        "id": term.id,
+        "target": {"kind": term.target_kind, "value": term.target_value},
+        "reason": term.reason,
+        "initiator": term.initiator,
+        "include_offline": term.include_offline,
+        "created_at": ts(term.created_at),
+        "sessions_ended": term.sessions_ended,
+        "tokens_revoked": term.tokens_revoked,
+        "deliveries": [
+            {
+                "id": d.id, "channel": d.channel, "client_id": d.client_id, "sid": d.sid,
+                "target_uri": d.target_uri, "state": d.state, "attempts": d.attempts,
+                "last_status": d.last_status, "last_error": d.last_error,
+                "next_attempt_at": ts(d.next_attempt_at), "completed_at": ts(d.completed_at),
+                "attempt_log": [
+                    {"number": a.number, "started_at": ts(a.started_at), "duration_ms": a.duration_ms,
+                     "http_status": a.http_status, "outcome": a.outcome, "error": a.error}
+                    for a in d.attempt_log
+                ],
+            }
+            for d in term.deliveries
+        ],
+    }

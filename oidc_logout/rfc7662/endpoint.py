@@ -1,0 +1,64 @@
+"""RFC 7662 introspection: ``active: false`` the moment a token is revoked or its session ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import InvalidRequestError
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
+from sqlalchemy import select
+
+from ..storage.models import OPSession, Token
+from ..tokens import token_hash
+
+#: A client with this scope registered may introspect any token (a resource server).
+INTROSPECT_SCOPE = "oidc_logout:introspect"
+
+
+class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]
+    # §2.1: "the endpoint MUST also require some form of authorization"; public clients can't.
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def check_params(self, request: Any, client: Any) -> None:
+        token = request.form.get("token")
+        if not token or not isinstance(token, str) or len(token) > 4096:
+            raise InvalidRequestError("the 'token' parameter is required")
+        # §2.1: an unknown token_type_hint does not stop the search; it is ignored.
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Token | None:
+        return self.server.db.scalar(select(Token).where(Token.token_hash == token_hash(token_string)))
+
+    def check_permission(self, token: Token, client: Any, request: Any) -> bool:
+        # §4: the server must not reveal tokens to resource servers not entitled to them.
+        return token.client_id == client.get_client_id() or \
+            INTROSPECT_SCOPE in (client.row.scope or "").split()
+
+    def create_introspection_payload(self, token: Token | None) -> dict[str, Any]:
+        # §2.2: "If the introspection call is properly authorized but the token is not active,
+        # does not exist on this server, or the protected resource is not allowed to introspect
+        # this particular token, then the authorization server MUST return ... active false".
+        if token is None or token.is_expired() or token.is_revoked():
+            return {"active": False}
+        if token.sid is not None:
+            session = self.server.db.get(OPSession, token.sid)
+            if session is None or session.ended_at is not None:
+                return {"active": False}
+        return self.introspect_token(token)
+
+    def introspect_token(self, token: Token) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "active": True,
+            "scope": token.scope,
+            "client_id": token.client_id,
+            "token_type": "Bearer" if token.kind == "access_token" else "refresh_token",
+            "iat": int(token.issued_at.timestamp()),
+            "iss": self.server.provider.settings.issuer,
+            "aud": token.client_id,
+        }
+        if token.expires_at:
+            body["exp"] = int(token.expires_at.timestamp())
+        if token.subject:
+            body["sub"] = token.subject
+        if token.sid:
+            body["sid"] = token.sid
+        return body

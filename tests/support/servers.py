@@ -1,0 +1,32 @@
+"""Real HTTP servers on loopback ports for tests (no mocked HTTP peers)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from werkzeug.serving import make_server
+
+
+class LiveServer:
+    """A threaded werkzeug server on 127.0.0.1 with a free port; the WSGI app can be set
+    after the port is known (an issuer URL needs the port)."""
+
+    def __init__(self, app: Callable[..., Any] | None = None) -> None:
+        self.app = app
+        self._server = make_server("127.0.0.1", 0, self._dispatch, threaded=True)
+        self.port = self._server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _dispatch(self, environ: dict[str, Any], start_response: Any) -> Any:
+        assert self.app is not None, "LiveServer app not set"
+        return self.app(environ, start_response)
+
+    def start(self) -> "LiveServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
