@@ -40,8 +40,13 @@ class SessionStore(Protocol):
         """The session's data, or None if it does not exist (ended or expired)."""
         ...
 
-    def save(self, session_id: str, data: dict[str, Any], ttl: float) -> None:
-        """Create or replace the session, valid for ``ttl`` seconds."""
+    def save(self, session_id: str, data: dict[str, Any], ttl: float, *, must_exist: bool = False) -> bool:
+        """Create or replace the session, valid for ``ttl`` seconds; return True if written.
+
+        With ``must_exist=True`` the write only happens if the session still exists (done
+        atomically where the backend allows): a request that loaded the session before a
+        back-channel logout deleted it must not resurrect it when it saves.
+        """
         ...
 
     def delete(self, session_id: str) -> None:
@@ -55,24 +60,44 @@ class MemorySessionIndex:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_local: dict[str, tuple[str, str | None, str | None]] = {}
+        self._by_sid: dict[tuple[str, str], set[str]] = {}
+        self._by_sub: dict[tuple[str, str], set[str]] = {}
 
     def register(self, iss: str, sub: str | None, sid: str | None, local_session_id: str) -> None:
         if sub is None and sid is None:
             raise ValueError("need sub or sid")
         with self._lock:
+            self._forget(local_session_id)
             self._by_local[local_session_id] = (iss, sub, sid)
+            if sid is not None:
+                self._by_sid.setdefault((iss, sid), set()).add(local_session_id)
+            if sub is not None:
+                self._by_sub.setdefault((iss, sub), set()).add(local_session_id)
 
     def local_sessions_for(self, iss: str, sub: str | None = None, sid: str | None = None) -> set[str]:
-        if sub is None and sid is None:
-            return set()
         with self._lock:
             if sid is not None:
-                return {k for k, (i, _, s) in self._by_local.items() if i == iss and s == sid}
-            return {k for k, (i, u, _) in self._by_local.items() if i == iss and u == sub}
+                return set(self._by_sid.get((iss, sid), ()))
+            if sub is not None:
+                return set(self._by_sub.get((iss, sub), ()))
+            return set()
+
+    def _forget(self, local_session_id: str) -> None:
+        entry = self._by_local.pop(local_session_id, None)
+        if entry is None:
+            return
+        iss, sub, sid = entry
+        for table, key in ((self._by_sid, sid), (self._by_sub, sub)):
+            if key is not None:
+                ids = table.get((iss, key))
+                if ids is not None:
+                    ids.discard(local_session_id)
+                    if not ids:
+                        del table[(iss, key)]
 
     def forget(self, local_session_id: str) -> None:
         with self._lock:
-            self._by_local.pop(local_session_id, None)
+            self._forget(local_session_id)
 
 
 class MemorySessionStore:
@@ -93,9 +118,14 @@ class MemorySessionStore:
                 return None
             return dict(item[0])
 
-    def save(self, session_id: str, data: dict[str, Any], ttl: float) -> None:
+    def save(self, session_id: str, data: dict[str, Any], ttl: float, *, must_exist: bool = False) -> bool:
         with self._lock:
+            if must_exist:
+                item = self._data.get(session_id)
+                if item is None or item[1] <= self._clock():
+                    return False
             self._data[session_id] = (dict(data), self._clock() + ttl)
+            return True
 
     def delete(self, session_id: str) -> None:
         with self._lock:

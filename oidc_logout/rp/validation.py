@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeGuard
 
 from jwcrypto import jws as jwcrypto_jws
 from jwcrypto import jwt as jwcrypto_jwt
@@ -79,11 +79,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: Any) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _nonempty_str(v: Any) -> bool:
+def _nonempty_str(v: Any) -> TypeGuard[str]:
     return isinstance(v, str) and v != ""
 
 
@@ -177,7 +177,7 @@ class LogoutTokenValidator:
         if len(parts) == 5:
             raise LogoutTokenError("encrypted_not_supported", "encrypted logout tokens are not supported")
         # JWS Compact Serialization only (RFC 7515 §7.1); JSON serialization is refused.
-        if len(parts) != 3 or not all(parts):
+        if len(parts) != 3 or not parts[0]:
             raise LogoutTokenError("malformed", "logout token is not a JWS compact serialization")
 
         header = self._parse_header(parts[0])
@@ -192,6 +192,8 @@ class LogoutTokenValidator:
             # RFC 7515 §4.1.11: unknown critical extensions must make the JWS invalid.
             raise LogoutTokenError("crit_unsupported", "critical header extensions are not supported")
 
+        if not parts[1] or not parts[2]:
+            raise LogoutTokenError("malformed", "logout token has an empty payload or signature")
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise LogoutTokenError("malformed", "kid is not a string")

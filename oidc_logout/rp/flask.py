@@ -1,0 +1,239 @@
+"""Flask integration: server-side sessions plus back- and front-channel logout endpoints.
+
+Usage::
+
+    rp = RPLogout(app, validator=validator, session_index=index, session_store=store)
+    # after the OIDC callback validated the ID token:
+    rp.register_login(sub=id_token["sub"], sid=id_token.get("sid"))
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, request, session
+from flask.sessions import SessionInterface, SessionMixin
+from werkzeug.datastructures import CallbackDict
+
+from .receiver import BackchannelLogoutReceiver, handle_backchannel_request
+from .sessions import SessionIndex, SessionStore
+from .validation import LogoutTokenValidator
+
+__all__ = ["RPLogout", "ServerSession", "ServerSideSessionInterface"]
+
+EXTENSION_KEY = "oidc_logout_rp"
+_SID_RE = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
+
+
+def _new_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class ServerSession(CallbackDict, SessionMixin):  # type: ignore[misc]
+    """Session whose data lives in a :class:`SessionStore`; the cookie holds only ``sid``."""
+
+    def __init__(self, initial: dict[str, Any] | None = None, sid: str | None = None, new: bool = False) -> None:
+        def on_update(self: ServerSession) -> None:
+            self.modified = True
+
+        super().__init__(initial, on_update)
+        self.sid = sid or _new_id()
+        self.new = new
+        self.modified = False
+        self.rotated_from: str | None = None
+
+    def regenerate(self) -> None:
+        """Give the session a fresh id (call at login against session fixation)."""
+        if not self.new and self.rotated_from is None:
+            self.rotated_from = self.sid
+        self.sid = _new_id()
+        self.new = True
+        self.modified = True
+
+
+class ServerSideSessionInterface(SessionInterface):
+    """Flask session interface backed by a :class:`SessionStore`.
+
+    Logging out deletes the data on the server, so a stolen or replayed cookie is useless
+    afterwards. A request that loaded a session which is deleted meanwhile (back-channel
+    logout racing a request) does not resurrect it: updates use ``must_exist=True``.
+    """
+
+    def __init__(self, store: SessionStore, ttl: float | None = None) -> None:
+        self.store = store
+        self.ttl = ttl
+
+    def open_session(self, app: Flask, request: Any) -> ServerSession:
+        sid = request.cookies.get(self.get_cookie_name(app))
+        if sid and _SID_RE.match(sid):
+            data = self.store.load(sid)
+            if data is not None:
+                return ServerSession(data, sid=sid)
+        return ServerSession(new=True)
+
+    def save_session(self, app: Flask, session: ServerSession, response: Response) -> None:  # type: ignore[override]
+        name = self.get_cookie_name(app)
+        domain = self.get_cookie_domain(app)
+        path = self.get_cookie_path(app)
+        response.vary.add("Cookie")
+        if session.rotated_from is not None:
+            self.store.delete(session.rotated_from)
+            session.rotated_from = None
+        if not session:
+            if not session.new or session.modified:
+                self.store.delete(session.sid)
+                response.delete_cookie(name, domain=domain, path=path,
+                                       secure=self.get_cookie_secure(app),
+                                       samesite=self.get_cookie_samesite(app),
+                                       httponly=self.get_cookie_httponly(app))
+            return
+        if not (session.modified or session.new or self.should_set_cookie(app, session)):
+            return
+        ttl = self.ttl if self.ttl is not None else app.permanent_session_lifetime.total_seconds()
+        written = self.store.save(session.sid, dict(session), ttl, must_exist=not session.new)
+        if not written:
+            # Ended on the server while this request ran: make the browser drop it too.
+            response.delete_cookie(name, domain=domain, path=path)
+            return
+        response.set_cookie(
+            name,
+            session.sid,
+            expires=self.get_expiration_time(app, session),
+            httponly=self.get_cookie_httponly(app),
+            domain=domain,
+            path=path,
+            secure=self.get_cookie_secure(app),
+            samesite=self.get_cookie_samesite(app),
+        )
+
+
+@dataclass
+class _State:
+    receiver: BackchannelLogoutReceiver
+    store: SessionStore | None
+    index: SessionIndex
+    issuer: str
+
+
+_NO_STORE = {"Cache-Control": "no-cache, no-store", "Pragma": "no-cache"}
+_FRONT_PAGE = "<!doctype html><html><head><title>Logged out</title></head><body>{}</body></html>"
+
+
+class RPLogout:
+    """Flask extension exposing the logout endpoints of an OIDC relying party.
+
+    Give either a ready ``receiver``, or ``validator`` + ``session_index`` +
+    ``session_store`` (then sessions are ended by deleting them from the store). With a
+    ``session_store`` the app's session interface is replaced by
+    :class:`ServerSideSessionInterface`. State lives in ``app.extensions["oidc_logout_rp"]``.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        validator: LogoutTokenValidator | None = None,
+        session_index: SessionIndex | None = None,
+        session_store: SessionStore | None = None,
+        receiver: BackchannelLogoutReceiver | None = None,
+        backchannel_path: str = "/oidc/backchannel-logout",
+        frontchannel_path: str = "/oidc/frontchannel-logout",
+    ) -> None:
+        self.validator = validator
+        self.session_index = session_index
+        self.session_store = session_store
+        self.receiver = receiver
+        self.backchannel_path = backchannel_path
+        self.frontchannel_path = frontchannel_path
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        receiver = self.receiver
+        store = self.session_store
+        if receiver is None:
+            if self.validator is None or self.session_index is None or store is None:
+                raise ValueError("give receiver, or validator + session_index + session_store")
+            receiver = BackchannelLogoutReceiver(self.validator, self.session_index, store.delete)
+        if store is not None:
+            app.session_interface = ServerSideSessionInterface(store)
+        app.extensions[EXTENSION_KEY] = _State(
+            receiver=receiver, store=store, index=receiver.sessions, issuer=receiver.validator.issuer
+        )
+        app.add_url_rule(self.backchannel_path, "oidc_logout_rp_backchannel",
+                         _backchannel_view, methods=["POST"])
+        app.add_url_rule(self.frontchannel_path, "oidc_logout_rp_frontchannel",
+                         _frontchannel_view, methods=["GET"])
+
+    # -- helpers for the app's own login/logout views --------------------------------
+
+    @staticmethod
+    def _state() -> _State:
+        from flask import current_app
+
+        return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+
+    def register_login(self, sub: str | None, sid: str | None) -> str:
+        """Rotate the session id and index it under the ID token's sub/sid; return it."""
+        state = self._state()
+        if isinstance(session, ServerSession):
+            if not session.new:
+                state.index.forget(session.sid)
+            session.regenerate()
+            local_id = session.sid
+        else:  # cookie sessions cannot be ended server-side; index a random marker
+            local_id = session.setdefault("_oidc_local_sid", _new_id())
+        state.index.register(state.issuer, sub, sid, local_id)
+        return local_id
+
+    def logout_local(self) -> None:
+        """End the current browser's session here (before redirecting to end_session)."""
+        _end_own_session(self._state())
+
+
+def _end_own_session(state: _State) -> None:
+    local_id = session.sid if isinstance(session, ServerSession) else session.get("_oidc_local_sid")
+    if local_id:
+        state.index.forget(local_id)
+        if state.store is not None:
+            state.store.delete(local_id)
+    session.clear()
+
+
+def _backchannel_view() -> Response:
+    state: _State = RPLogout._state()
+    status, headers, body = handle_backchannel_request(
+        request.get_data(cache=False), request.content_type, state.receiver
+    )
+    return Response(body, status=status, headers=headers)
+
+
+def _frontchannel_view() -> Response:
+    # Front-Channel Logout 1.0 §2: the OP renders frontchannel_logout_uri in an iframe,
+    # adding iss and sid when frontchannel_logout_session_required; without them the RP
+    # logs out the session of this user agent (its own cookie).
+    state: _State = RPLogout._state()
+    iss, sid = request.args.get("iss"), request.args.get("sid")
+    status = 200
+    if iss is None and sid is None:
+        _end_own_session(state)
+        msg = "Logged out."
+    elif iss is None or sid is None or iss != state.issuer:
+        # Front-Channel Logout 1.0 §2: iss and sid are sent together and identify the OP
+        # session; a request for another issuer (or with only one of them) ends nothing.
+        status, msg = 400, "Logout request not accepted."
+    else:
+        ended = state.index.local_sessions_for(iss, sid=sid)
+        for local_id in ended:
+            state.receiver.end_local_session(local_id)
+            state.index.forget(local_id)
+        own = session.sid if isinstance(session, ServerSession) else session.get("_oidc_local_sid")
+        if own in ended:
+            session.clear()
+        msg = "Logged out."
+    # Front-Channel Logout 1.0: the response must not be cached (Cache-Control no-cache,
+    # no-store; Pragma no-cache). No X-Frame-Options: the OP loads this page in an iframe.
+    return Response(_FRONT_PAGE.format(msg), status=status, mimetype="text/html", headers=_NO_STORE)
