@@ -261,12 +261,10 @@ def _write_outbox(db: Session, term: Termination, notify: list[tuple[str, str]],
         return
     client_ids = sorted({c for _, c in notify})
     clients = {c.client_id: c for c in db.scalars(select(Client).where(Client.client_id.in_(client_ids)))}
-    subjects = dict(db.execute(select(OPSession.sid, OPSession.subject).where(
-        OPSession.sid.in_(sorted({s for s, _ in notify})))).tuples().all()) if len(notify) < 5000 else {}
-    if not subjects:
-        for chunk in _chunks(sorted({s for s, _ in notify}), 500):
-            subjects.update(db.execute(select(OPSession.sid, OPSession.subject)
-                                       .where(OPSession.sid.in_(chunk))).tuples().all())
+    subjects: dict[str, str] = {}
+    for chunk in _chunks(sorted({s for s, _ in notify}), 500):
+        subjects.update({sid: sub for sid, sub in db.execute(
+            select(OPSession.sid, OPSession.subject).where(OPSession.sid.in_(chunk)))})
     rows: list[dict[str, object]] = []
     for sid, client_id in notify:
         client = clients.get(client_id)
