@@ -59,7 +59,7 @@ def validate_metadata(metadata: object, *, dev_mode: bool) -> dict[str, Any]:
                             for u in redirect_uris]
 
     method = metadata.get("token_endpoint_auth_method", "client_secret_basic")
-    if method not in AUTH_METHODS:
+    if not isinstance(method, str) or method not in AUTH_METHODS:
         raise InvalidClientMetadata(f"token_endpoint_auth_method must be one of {list(AUTH_METHODS)}")
     if method == "none" and "client_credentials" in grant_types:
         raise InvalidClientMetadata("a public client (auth method 'none') cannot use client_credentials")
@@ -67,17 +67,18 @@ def validate_metadata(metadata: object, *, dev_mode: bool) -> dict[str, Any]:
 
     alg = metadata.get("id_token_signed_response_alg", "RS256")
     # Core Registration §2 allows 'none' only without the code flow; this OP never signs with it.
-    if alg not in SUPPORTED_ALGS:
+    if not isinstance(alg, str) or alg not in SUPPORTED_ALGS:
         raise InvalidClientMetadata(f"id_token_signed_response_alg must be one of {sorted(SUPPORTED_ALGS)}")
     out["id_token_signed_response_alg"] = alg
 
     scope = metadata.get("scope", "openid profile email offline_access")
-    if not isinstance(scope, str) or len(scope) > 1000:
+    if not isinstance(scope, str) or len(scope) > 1000 or not scope.isprintable():
         raise InvalidClientMetadata("scope must be a space-separated string")
     out["scope"] = scope
     name = metadata.get("client_name")
-    if name is not None and (not isinstance(name, str) or len(name) > 255):
-        raise InvalidClientMetadata("client_name must be a string of at most 255 characters")
+    # Control characters (NUL: PostgreSQL refuses it in text columns) are refused, not a 500.
+    if name is not None and (not isinstance(name, str) or len(name) > 255 or not name.isprintable()):
+        raise InvalidClientMetadata("client_name must be a string of at most 255 printable characters")
     out["client_name"] = name
 
     # rpinitiated §3.1: post_logout_redirect_uris, exact-match targets for redirection.
@@ -89,11 +90,31 @@ def validate_metadata(metadata: object, *, dev_mode: bool) -> dict[str, Any]:
     return out
 
 
+#: Scopes that give a client power over other clients' tokens and sessions (the admin API,
+#: introspection of any token). Only the operator grants them (clients loaded from
+#: configuration, with an explicit client_id), never open dynamic registration.
+RESERVED_SCOPE_PREFIX = "oidc_logout:"
+
+
 def create_client(db: Session, metadata: dict[str, Any], *, dev_mode: bool,
                   client_id: str | None = None, client_secret: str | None = None,
-                  check_address=None) -> tuple[Client, str | None]:  # type: ignore[no-untyped-def]
-    """Validate and store a client; returns it with its plaintext secret (shown once)."""
+                  check_address=None, allow_reserved_scopes: bool | None = None,  # type: ignore[no-untyped-def]
+                  reserved_scopes: tuple[str, ...] = ()) -> tuple[Client, str | None]:
+    """Validate and store a client; returns it with its plaintext secret (shown once).
+
+    :param allow_reserved_scopes: whether the metadata may ask for a reserved scope (any
+        ``oidc_logout:*`` scope, and ``reserved_scopes``). ``None`` means: only when the caller
+        names the client_id (operator provisioning); RFC 7591 registration never does.
+    """
     clean = validate_metadata(metadata, dev_mode=dev_mode)
+    if allow_reserved_scopes is None:
+        allow_reserved_scopes = client_id is not None
+    if not allow_reserved_scopes:
+        reserved = [s for s in clean["scope"].split()
+                    if s.startswith(RESERVED_SCOPE_PREFIX) or s in reserved_scopes]
+        if reserved:
+            # RFC 7591 §3.2.2 invalid_client_metadata: "the server has rejected this request".
+            raise InvalidClientMetadata(f"scope {reserved} cannot be requested by dynamic registration")
     if check_address is not None and clean.get("backchannel_logout_uri"):
         check_address(clean["backchannel_logout_uri"])
     extra = {k: v for k, v in metadata.items() if k not in COLUMNS and k not in (

@@ -32,6 +32,10 @@ def validate_registered_uri(value: object, field: str, *, dev_mode: bool,
     err = InvalidRedirectURI if redirect else InvalidClientMetadata
     if not isinstance(value, str) or not value or len(value) > 2000:
         raise err(f"{field} must be a non-empty string URI of at most 2000 characters")
+    if not value.isprintable():
+        # RFC 3986 §2: control characters (NUL included, which PostgreSQL cannot store) never
+        # appear in a URI.
+        raise err(f"{field} contains characters that are not allowed in a URI")
     try:
         parts = urlsplit(value)
         port = parts.port  # raises on a malformed port

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..protocols import EndUser
+from .client import check_client_credentials_syntax
 from ..storage.base import utcnow
 from ..storage.models import AuthorizationCode, Grant, OPSession, SessionParticipant, Token
 from ..termination import by_grant, terminate
@@ -41,8 +42,37 @@ class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
         super().validate_code_challenge(grant, redirect_uri)
 
 
-class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+#: Longest nonce accepted (the column holds 2048; Core 1.0 sets no limit, real ones are short).
+MAX_NONCE_LENGTH = 512
+
+
+def check_nonce(request: Any, redirect_uri: str | None = None) -> None:
+    """Core 1.0 §3.1.2.1 nonce: a string value; one with control characters (NUL: PostgreSQL
+    cannot store it) or longer than the column is an ``invalid_request``, never a 500."""
+    nonce = request.payload.data.get("nonce")
+    if nonce is not None and (not isinstance(nonce, str) or len(nonce) > MAX_NONCE_LENGTH
+                              or not nonce.isprintable()):
+        raise InvalidRequestError(f"'nonce' must be at most {MAX_NONCE_LENGTH} printable characters",
+                                  redirect_uri=redirect_uri)
+
+
+class _CheckedClientAuth:
+    """Malformed client credentials are ``invalid_client`` (RFC 6749 §5.2), not a 500."""
+
+    def authenticate_token_endpoint_client(self) -> Any:
+        check_client_credentials_syntax(self.request)  # type: ignore[attr-defined]
+        return super().authenticate_token_endpoint_client()  # type: ignore[misc]
+
+
+class AuthorizationCodeGrant(_CheckedClientAuth, grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def validate_authorization_request(self) -> Any:
+        # A client_id the database cannot hold (NUL, control characters) is an unknown client.
+        check_client_credentials_syntax(self.request)
+        redirect_uri = super().validate_authorization_request()
+        check_nonce(self.request, redirect_uri)  # also without 'openid': the code row stores it
+        return redirect_uri
 
     def save_authorization_code(self, code: str, request: Any) -> None:
         user: EndUser = request.user
@@ -97,7 +127,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
                        authorization_code.get_auth_time())
 
 
-class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
+class RefreshTokenGrant(_CheckedClientAuth, grants.RefreshTokenGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     #: Rotation: every use returns a new refresh token and retires the old one.
     INCLUDE_NEW_REFRESH_TOKEN = True
@@ -136,7 +166,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         refresh_token.revoked_reason = "rotated"
 
 
-class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
+class ClientCredentialsGrant(_CheckedClientAuth, grants.ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
@@ -149,6 +179,8 @@ class OpenIDCode(oidc_grants.OpenIDCode):  # type: ignore[misc]
         self.op_server = server
 
     def exists_nonce(self, nonce: str, request: Any) -> bool:
+        # Runs inside Authlib's payload validation, so the error is redirected to the client.
+        check_nonce(request)
         db = self.op_server.db
         return db.scalar(select(AuthorizationCode.id).where(
             AuthorizationCode.client_id == request.payload.client_id,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from werkzeug.serving import make_server
 
+from .._redact import install_server_log_redaction
 from ..config import settings_from_env
 from .idp import create_idp_app, read_clients_file
 from .rp_app import RPConfig, create_rp_app
@@ -32,6 +33,7 @@ def run_demo(*, host: str, port: int, database_url: str, password: str,
              clients_file: str | None, dev: bool, rps: bool = True) -> int:
     if database_url.startswith("sqlite:///") and not database_url.startswith("sqlite:////"):
         Path(database_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    install_server_log_redaction()
     issuer = f"http://{host}:{port}"
     settings = settings_from_env().replace(issuer=issuer, database_url=database_url, dev_mode=dev)
     rp_configs = sample_rps(issuer, host, port + 1) if rps else []

@@ -34,6 +34,13 @@ def error_response(error: str, description: str, status: int) -> Response:
 
 
 def register_error_handlers(app: Flask) -> None:
+    # Flask's default config already holds MAX_CONTENT_LENGTH = None, so the extension's
+    # ``config.setdefault`` never applied Settings.max_request_bytes and no body was ever
+    # refused with 413. Apply the limit here (an explicit application value still wins).
+    ext = app.extensions.get("oidc_logout")
+    if app.config.get("MAX_CONTENT_LENGTH") is None and ext is not None:
+        app.config["MAX_CONTENT_LENGTH"] = ext.provider.settings.max_request_bytes
+
     @app.errorhandler(OIDCLogoutError)
     def _oidc_error(exc: OIDCLogoutError) -> Response:
         return error_response(exc.error, exc.description, exc.status_code)

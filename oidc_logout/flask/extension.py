@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Flask, current_app, g
 
+from .._redact import install_library_log_redaction
 from ..config import Settings, settings_from_mapping
 from ..protocols import UserDirectory
 from ..provider import Provider
@@ -38,6 +39,7 @@ class OIDCLogout:
             provider = Provider(settings, self._users)
             provider.setup()
         settings = provider.settings
+        install_library_log_redaction()
         app.config.setdefault("MAX_CONTENT_LENGTH", settings.max_request_bytes)
         if not app.secret_key:
             raise RuntimeError("OIDCLogout needs app.secret_key (CSRF tokens live in Flask's signed session).")

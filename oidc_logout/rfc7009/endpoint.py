@@ -8,6 +8,7 @@ from authlib.oauth2.rfc6749 import InvalidRequestError, UnsupportedTokenTypeErro
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from sqlalchemy import select
 
+from ..core.client import check_client_credentials_syntax
 from ..storage.base import utcnow
 from ..storage.models import Token
 from ..termination import by_grant, terminate
@@ -18,6 +19,10 @@ class RevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
     # §2.1: the client authenticates as at the token endpoint; public clients send client_id.
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     SUPPORTED_TOKEN_TYPES = ("access_token", "refresh_token")
+
+    def authenticate_endpoint_client(self, request: Any) -> Any:
+        check_client_credentials_syntax(request)
+        return super().authenticate_endpoint_client(request)
 
     def check_params(self, request: Any, client: Any) -> None:
         token = request.form.get("token")
@@ -34,7 +39,12 @@ class RevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
         if row is None and token_string.count(".") == 2 and self.server.provider.is_own_id_token(token_string):
             # §2.2.1 unsupported_token_type: "The authorization server does not support the
             # revocation of the presented token type." ID tokens cannot be revoked.
-            raise UnsupportedTokenTypeError("ID tokens cannot be revoked; revoke the refresh or access token")
+            # §2.2.1: the error response is RFC 6749 §5.2's, i.e. HTTP 400 (Authlib's error class
+            # defaults to 401, which is for client authentication failures only).
+            err = UnsupportedTokenTypeError()
+            err.description = "ID tokens cannot be revoked; revoke the refresh or access token"
+            err.status_code = 400
+            raise err
         return row
 
     def revoke_token(self, token: Token, request: Any) -> None:

@@ -8,6 +8,7 @@ from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
 from sqlalchemy import select
 
+from ..core.client import check_client_credentials_syntax
 from ..storage.models import OPSession, Token
 from ..tokens import token_hash
 
@@ -18,6 +19,10 @@ INTROSPECT_SCOPE = "oidc_logout:introspect"
 class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]
     # §2.1: "the endpoint MUST also require some form of authorization"; public clients can't.
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def authenticate_endpoint_client(self, request: Any) -> Any:
+        check_client_credentials_syntax(request)
+        return super().authenticate_endpoint_client(request)
 
     def check_params(self, request: Any, client: Any) -> None:
         token = request.form.get("token")

@@ -50,6 +50,19 @@ class EndSessionEndpoint(_EndSessionEndpoint):  # type: ignore[misc]
                 raise InvalidRequestError("'post_logout_redirect_uri' is not registered for this client")
         return req
 
+    def resolve_client_from_id_token_claims(self, id_token_claims: dict[str, Any]) -> Any | None:
+        # Core §2: aud is a string or an array; a one-element array names the client too
+        # (Authlib's default only resolves the string form). With several audiences, azp names it.
+        aud = id_token_claims.get("aud")
+        if isinstance(aud, list):
+            if len(aud) == 1 and isinstance(aud[0], str):
+                aud = aud[0]
+            elif isinstance(id_token_claims.get("azp"), str):
+                aud = id_token_claims["azp"]
+        if isinstance(aud, str):
+            return self.server.query_client(aud)
+        return None
+
     def end_session(self, end_session_request: EndSessionRequest) -> None:
         # The Flask view performs the termination (it knows the browser's OP session).
         return None

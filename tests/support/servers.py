@@ -7,12 +7,15 @@ from typing import Any, Callable
 
 from werkzeug.serving import make_server
 
+from oidc_logout._redact import install_server_log_redaction
+
 
 class LiveServer:
     """A threaded werkzeug server on 127.0.0.1 with a free port; the WSGI app can be set
     after the port is known (an issuer URL needs the port)."""
 
     def __init__(self, app: Callable[..., Any] | None = None) -> None:
+        install_server_log_redaction()
         self.app = app
         self._server = make_server("127.0.0.1", 0, self._dispatch, threaded=True)
         self.port = self._server.server_port
