@@ -258,7 +258,7 @@ class _NoRedirectSession(requests.Session):
     """Never follows redirects, whatever the caller passes: a 3xx to an internal address is
     the classic way around an address check."""
 
-    def request(self, method: str | bytes, url: str | bytes,  # type: ignore[override]
+    def request(self, method: Any, url: Any,  # type: ignore[override]
                 *args: Any, **kwargs: Any) -> requests.Response:
         kwargs["allow_redirects"] = False
         return super().request(method, url, *args, **kwargs)

@@ -1,0 +1,342 @@
+"""The delivery dispatcher: claims due outbox rows and delivers them in parallel.
+
+Embedded mode (the default): one :class:`Dispatcher` per OP process runs a background thread
+that polls the outbox (every ``poll_interval`` seconds, immediately when :meth:`kick`-ed and
+exactly when a scheduled retry falls due). Deliveries to different RPs run concurrently in a
+bounded thread pool (``settings.delivery_concurrency``) that shares one pooled,
+address-policed :class:`requests.Session`; every request has (connect, read) timeouts, so a
+hanging RP occupies one pool slot for at most its timeout and delays nobody else.
+
+The logout response uses :meth:`deliver_now` right after the termination commits, then
+:meth:`wait_for` with a bound ("wait a little, then let the background finish"). Completions
+are signalled through a Condition, so waiting costs no database polling for rows this
+process delivers; rows delivered by another process are re-checked in the database at most
+every ``recheck_interval``.
+
+Everything lives in the database: a retry scheduled before a restart is picked up by the next
+dispatcher or worker, and a claim whose owner crashed comes back when its lease expires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+
+import requests
+
+from .._http import make_session
+from ..backchannel.request import RETRY, AttemptResult, attempt_delivery
+from ..config import Settings
+from ..keys import KeyRing
+from ..storage.base import utcnow
+from ..storage.models import FINAL_STATES, PENDING
+from . import outbox
+from .outbox import LOST, ClaimedDelivery, SessionFactory
+
+__all__ = ["Dispatcher", "default_owner"]
+
+logger = logging.getLogger(__name__)
+
+OnResult = Callable[[ClaimedDelivery, AttemptResult], None]
+
+#: How many completed ids are remembered for :meth:`Dispatcher.wait_for`.
+_FINAL_MEMORY = 100_000
+
+
+def default_owner() -> str:
+    """A lease owner name unique per process start: host, pid and a random suffix."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class Dispatcher:
+    """In-process delivery of back-channel logout notifications (see module docstring)."""
+
+    def __init__(self, session_factory: SessionFactory, keyring: KeyRing, settings: Settings,
+                 owner: str | None = None, *, on_result: OnResult | None = None,
+                 http: requests.Session | None = None, poll_interval: float = 0.5,
+                 recheck_interval: float = 0.5) -> None:
+        self.session_factory = session_factory
+        self.keyring = keyring
+        self.settings = settings
+        self.owner = (owner or default_owner())[:64]
+        self.on_result = on_result
+        self.poll_interval = poll_interval
+        self.recheck_interval = recheck_interval
+        self._own_http = http is None
+        self.http = http or make_session(
+            concurrency=settings.delivery_concurrency, dev_mode=settings.dev_mode,
+            allowlist=settings.address_allowlist)
+        self._concurrency = max(1, settings.delivery_concurrency)
+        #: Claims held at once (running + queued); more would only hold leases idle.
+        self._capacity = self._concurrency * 2
+        self._executor = ThreadPoolExecutor(max_workers=self._concurrency,
+                                            thread_name_prefix="oidc-logout-delivery")
+        self._cond = threading.Condition()
+        self._final: OrderedDict[int, str] = OrderedDict()
+        self._inflight: dict[int, tuple[ClaimedDelivery, Future[str]]] = {}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_due: float | None = None  # monotonic time of the earliest local retry
+        self._saturated = False
+        self._closed = False
+        self._periodic: list[list[object]] = []  # [interval, fn, next_run]
+        #: Outcome counters (delivered / retry / failed / dead / lost / error).
+        self.stats: Counter[str] = Counter()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background polling thread (idempotent). A stopped dispatcher cannot be
+        restarted: make a new one."""
+        if self._closed:
+            raise RuntimeError("dispatcher was stopped; create a new one")
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self.run_forever, name="oidc-logout-dispatcher",
+                                        daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        """Wake the polling thread now (e.g. right after a termination committed)."""
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        """Stop claiming new work (signal-handler safe: only sets events)."""
+        self._stopping.set()
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop claiming, let running attempts finish (up to ``timeout``), give back claims
+        that never started. Returns True if everything in flight finished in time."""
+        deadline = time.monotonic() + timeout
+        self.request_stop()
+        self._closed = True
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        done = self.drain(max(0.0, deadline - time.monotonic()))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_http:
+            self.http.close()
+        return done
+
+    def drain(self, timeout: float) -> bool:
+        """Wait for running attempts; release (back to pending) claims not yet started."""
+        with self._cond:
+            items = list(self._inflight.values())
+        not_started = [c for c, fut in items if fut.cancel()]
+        if not_started:
+            try:
+                n = outbox.release(self.session_factory, not_started, self.owner)
+                logger.info("%s released %d unstarted claims", self.owner, n)
+            except Exception:  # the leases will expire instead
+                logger.exception("releasing unstarted claims failed")
+            with self._cond:
+                for c in not_started:
+                    self._inflight.pop(c.id, None)
+        running = [fut for _c, fut in items if not fut.cancelled()]
+        _done, not_done = futures_wait(running, timeout=timeout)
+        return not not_done
+
+    def add_periodic(self, interval: float, fn: Callable[[], object]) -> None:
+        """Run ``fn`` every ``interval`` seconds in the polling thread (e.g. an expiry sweep,
+        which then feeds the outbox). Exceptions are logged, never fatal."""
+        if interval > 0:
+            self._periodic.append([interval, fn, time.monotonic() + interval])
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """Poll-claim-dispatch until :meth:`request_stop` (the thread body; the worker runs
+        it in the foreground)."""
+        logger.info("delivery dispatcher %s started", self.owner)
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                claimed = self._cycle()
+            except Exception:
+                logger.exception("claiming due deliveries failed; retrying shortly")
+                claimed = 0
+            self._run_periodic()
+            if claimed and not self._saturated:
+                continue  # there may be more due rows right now
+            self._wake.wait(self._sleep_time())
+        logger.info("delivery dispatcher %s stopped claiming", self.owner)
+
+    def _sleep_time(self) -> float:
+        now = time.monotonic()
+        delay = self.poll_interval
+        with self._cond:
+            if self._next_due is not None:
+                delay = min(delay, max(0.0, self._next_due - now))
+        for interval, _fn, next_run in self._periodic:
+            delay = min(delay, max(0.0, float(next_run) - now))  # type: ignore[arg-type]
+        return delay
+
+    def _run_periodic(self) -> None:
+        now = time.monotonic()
+        for entry in self._periodic:
+            interval, fn, next_run = entry
+            if now >= float(next_run):  # type: ignore[arg-type]
+                entry[2] = now + float(interval)  # type: ignore[arg-type]
+                try:
+                    fn()  # type: ignore[operator]
+                except Exception:
+                    logger.exception("periodic task failed")
+
+    def _cycle(self) -> int:
+        with self._cond:
+            free = self._capacity - len(self._inflight)
+            if self._next_due is not None and self._next_due <= time.monotonic():
+                self._next_due = None
+        self._saturated = free <= 0
+        if free <= 0:
+            return 0
+        limit = min(self.settings.delivery_batch_size, free)
+        claims = outbox.claim_due(self.session_factory, self.owner, limit,
+                                  self.settings.delivery_lease_seconds)
+        self._submit(claims)
+        self._saturated = len(claims) >= free
+        return len(claims)
+
+    # -- delivering ----------------------------------------------------------------------
+
+    def deliver_now(self, ids: Iterable[int]) -> list[int]:
+        """Claim the given rows (those still due) and start delivering them in parallel;
+        returns the ids claimed here. Does not wait: use :meth:`wait_for`."""
+        id_list = list(ids)
+        if not id_list or self._closed:
+            return []
+        claims = outbox.claim_due(self.session_factory, self.owner, len(id_list),
+                                  self.settings.delivery_lease_seconds, ids=id_list)
+        self._submit(claims)
+        return [c.id for c in claims]
+
+    def run_once(self, timeout: float | None = None) -> dict[str, int]:
+        """Claim everything due now, deliver it, record it; return outcome counts
+        (``delivered``, ``retry``, ``failed``, ``dead``, ``lost``). For tests and the CLI."""
+        futures: list[Future[str]] = []
+        batch = max(1, self.settings.delivery_batch_size)
+        for _ in range(10_000):  # bounded: quickly re-due retries cannot loop forever
+            claims = outbox.claim_due(self.session_factory, self.owner, batch,
+                                      self.settings.delivery_lease_seconds)
+            futures.extend(self._submit(claims))
+            if len(claims) < batch:
+                break
+        futures_wait(futures, timeout=timeout)
+        counts: Counter[str] = Counter()
+        for fut in futures:
+            if fut.done() and not fut.cancelled():
+                state = fut.result()
+                counts["retry" if state == PENDING else state] += 1
+            else:
+                counts["unfinished"] += 1
+        return dict(counts)
+
+    def _submit(self, claims: list[ClaimedDelivery]) -> list[Future[str]]:
+        futures = []
+        for n, c in enumerate(claims):
+            with self._cond:
+                try:
+                    fut = self._executor.submit(self._process, c)
+                except RuntimeError:  # shut down meanwhile: give the rest back
+                    outbox.release(self.session_factory, claims[n:], self.owner)
+                    break
+                self._inflight[c.id] = (c, fut)
+            futures.append(fut)
+        return futures
+
+    def _process(self, claimed: ClaimedDelivery) -> str:
+        """One attempt end to end: token, POST, record, signal. Never raises."""
+        state = "error"
+        result: AttemptResult | None = None
+        try:
+            try:
+                result = attempt_delivery(
+                    self.http, self.keyring, self.settings, client_id=claimed.client_id,
+                    target_uri=claimed.target_uri, sid=claimed.sid, sub=claimed.subject,
+                    alg=claimed.alg)
+            except Exception as exc:  # a bug must not lose the row: record it as a retry
+                logger.exception("delivery %s: attempt crashed", claimed.id)
+                result = AttemptResult(RETRY, None, f"internal error: {type(exc).__name__}",
+                                       None, 0, None)
+            try:
+                state, next_at = outbox.record_result_detail(
+                    self.session_factory, claimed, result, self.owner, self.settings)
+            except Exception:
+                # The row stays in_flight; it comes back when the lease expires.
+                logger.exception("delivery %s: recording the result failed", claimed.id)
+                state, next_at = "error", None
+            if state == PENDING:
+                self._schedule_wake(next_at)
+        finally:
+            with self._cond:
+                self._inflight.pop(claimed.id, None)
+                if state in FINAL_STATES:
+                    self._final[claimed.id] = state
+                    while len(self._final) > _FINAL_MEMORY:
+                        self._final.popitem(last=False)
+                self.stats["retry" if state == PENDING else state] += 1
+                self._cond.notify_all()
+            if self._saturated:
+                self._wake.set()  # a slot is free: claim more
+        if self.on_result is not None and result is not None and state != LOST:
+            try:
+                self.on_result(claimed, result)
+            except Exception:
+                logger.exception("on_result hook failed")
+        return state
+
+    def _schedule_wake(self, next_attempt_at: dt.datetime | None) -> None:
+        """Make the polling thread wake exactly when this retry falls due (if before the
+        next poll), so short backoffs are not rounded up to the poll interval."""
+        if next_attempt_at is None:
+            return
+        when = time.monotonic() + max(0.0, (next_attempt_at - utcnow()).total_seconds())
+        with self._cond:
+            if self._next_due is None or when < self._next_due:
+                self._next_due = when
+        self._wake.set()  # re-evaluate the sleep time
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def wait_for(self, delivery_ids: Iterable[int], timeout: float) -> bool:
+        """True if every one of ``delivery_ids`` reached a final state within ``timeout``."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        pending = set(delivery_ids)
+        with self._cond:
+            pending -= self._final.keys()
+        last_check = 0.0
+        while pending:
+            now = time.monotonic()
+            with self._cond:
+                local = pending & self._inflight.keys()
+            if len(local) < len(pending) and now - last_check >= self.recheck_interval:
+                # Some rows are not being delivered by this process: ask the database.
+                try:
+                    with self.session_factory() as db:
+                        pending -= outbox.final_states(db, pending).keys()
+                except Exception:
+                    logger.exception("checking delivery states failed")
+                last_check = now
+                if not pending:
+                    break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._cond:
+                pending -= self._final.keys()
+                if pending:
+                    self._cond.wait(min(remaining, self.recheck_interval))
+                    pending -= self._final.keys()
+        return True

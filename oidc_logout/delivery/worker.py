@@ -1,0 +1,92 @@
+"""The standalone delivery worker (``oidc-logout worker``): run N of these processes against
+PostgreSQL when the OP runs with ``embedded_dispatcher`` off.
+
+Each worker claims batches with ``FOR UPDATE SKIP LOCKED`` under a lease (so workers never
+share a row and a crashed worker's rows come back), delivers them in parallel and records the
+results. SIGTERM/SIGINT: stop claiming, let running attempts finish (bounded by the delivery
+timeouts), give back claims that never started, exit 0.
+
+Configuration comes from ``OIDC_LOGOUT_*`` environment variables (:func:`settings_from_env`),
+e.g. ``OIDC_LOGOUT_DATABASE_URL``, ``OIDC_LOGOUT_ISSUER``, ``OIDC_LOGOUT_DELIVERY_CONCURRENCY``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from sqlalchemy.orm import sessionmaker
+
+from ..config import Settings, settings_from_env
+from ..keys import KeyRing
+from ..storage.schema import make_engine
+from .dispatcher import Dispatcher, default_owner
+from .outbox import SessionFactory
+
+__all__ = ["Worker", "main", "run_worker"]
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    """A foreground claim-deliver-record loop with graceful shutdown on SIGTERM/SIGINT."""
+
+    def __init__(self, session_factory: SessionFactory, keyring: KeyRing, settings: Settings,
+                 owner: str | None = None, *, poll_interval: float = 0.5) -> None:
+        self.settings = settings
+        self.owner = (owner or default_owner())[:64]
+        self.dispatcher = Dispatcher(session_factory, keyring, settings, self.owner,
+                                     poll_interval=poll_interval)
+
+    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        """Stop claiming (safe to call from a signal handler)."""
+        if signum is not None:
+            logger.info("worker %s: signal %s, finishing in-flight deliveries", self.owner, signum)
+        self.dispatcher.request_stop()
+
+    def run(self, *, install_signal_handlers: bool = True) -> int:
+        """Run until stopped; returns the process exit code (0 on a graceful stop)."""
+        previous = {}
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, self.request_stop)
+        try:
+            self.dispatcher.run_forever()
+        finally:
+            # In-flight attempts are bounded by connect + read timeouts; allow a margin.
+            grace = (self.settings.delivery_connect_timeout + self.settings.delivery_timeout) * 2
+            finished = self.dispatcher.stop(timeout=grace + 1.0)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if not finished:
+            logger.warning("worker %s: some attempts did not finish; their leases will expire",
+                           self.owner)
+        logger.info("worker %s exiting: %s", self.owner, dict(self.dispatcher.stats))
+        return 0
+
+
+def run_worker(settings: Settings | None = None) -> int:
+    """Entry point for ``oidc-logout worker``: build the engine, key ring and worker from
+    ``settings`` (default: the environment) and run until SIGTERM/SIGINT."""
+    settings = settings or settings_from_env()
+    engine = make_engine(settings.database_url)
+    if engine.dialect.name == "sqlite":
+        logger.warning("the standalone worker is meant for PostgreSQL; on SQLite prefer the "
+                       "embedded dispatcher")
+    factory = sessionmaker(engine, expire_on_commit=False)
+    try:
+        return Worker(factory, KeyRing(factory), settings).run()
+    finally:
+        engine.dispose()
+
+
+def main() -> int:  # ``python -m oidc_logout.delivery.worker``
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_worker()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
