@@ -27,6 +27,9 @@ class ProviderMetadata:
 
     issuer: str
     jwks_uri: str
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    userinfo_endpoint: str | None = None
     end_session_endpoint: str | None = None
     revocation_endpoint: str | None = None
     revocation_endpoint_auth_methods_supported: tuple[str, ...] = ()
@@ -55,6 +58,9 @@ class ProviderMetadata:
         return cls(
             issuer=expected_issuer,
             jwks_uri=jwks_uri,
+            authorization_endpoint=opt_str("authorization_endpoint"),
+            token_endpoint=opt_str("token_endpoint"),
+            userinfo_endpoint=opt_str("userinfo_endpoint"),
             end_session_endpoint=opt_str("end_session_endpoint"),
             revocation_endpoint=opt_str("revocation_endpoint"),
             revocation_endpoint_auth_methods_supported=str_list("revocation_endpoint_auth_methods_supported"),

@@ -1,0 +1,197 @@
+"""RP profile checks: the RP's back-channel logout endpoint (Back-Channel Logout 1.0 §2.6
+validation, §2.7 actions, §2.8 response) exercised with valid and invalid logout tokens."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import requests
+
+from ..adapters import SessionAdapter
+from ..model import Recorder, Status
+from ..redact import decode_jwt
+from ..rp_op import EVENT, RunnerOP
+
+
+@dataclass
+class Sent:
+    token: str
+    status: int
+    headers: dict[str, str]
+    body: str
+
+    def evidence(self) -> dict[str, Any]:
+        return {"sent": {"Content-Type": "application/x-www-form-urlencoded",
+                         "logout_token": decode_jwt(self.token)},
+                "response": {"status": self.status,
+                             "cache_control": self.headers.get("Cache-Control"),
+                             "content_type": self.headers.get("Content-Type"), "body": self.body[:300]}}
+
+
+class RPChecks:
+    def __init__(self, rec: Recorder, op: RunnerOP, backchannel_uri: str, client_id: str,
+                 sessions: SessionAdapter | None) -> None:
+        self.rec = rec
+        self.op = op
+        self.uri = backchannel_uri
+        self.client_id = client_id
+        self.sessions = sessions
+        self.http = requests.Session()
+        self.responses: list[tuple[str, Sent]] = []  # (check id, response) for the no-store check
+        self.errors: list[tuple[str, Sent]] = []  # 400 responses for the error-body check
+
+    def send(self, token: str) -> Sent:
+        r = self.http.post(self.uri, data={"logout_token": token}, timeout=15, allow_redirects=False)
+        return Sent(token, r.status_code, dict(r.headers), r.text)
+
+    def _ids(self) -> tuple[str, str]:
+        return f"conformance-user-{secrets.token_hex(4)}", f"conformance-sid-{secrets.token_hex(8)}"
+
+    def _establish(self, sub: str, sid: str | None) -> tuple[Any, str | None]:
+        if self.sessions is None:
+            return None, None
+        try:
+            handle = self.sessions.establish(sub, sid)
+        except Exception as exc:  # noqa: BLE001
+            return None, f"could not establish an RP session: {exc}"
+        if not self.sessions.is_active(handle):
+            return None, "the session adapter's session is not active right after login"
+        return handle, None
+
+    def _active(self, handle: Any) -> bool | None:
+        return None if handle is None or self.sessions is None else self.sessions.is_active(handle)
+
+    # -- valid tokens ---------------------------------------------------------------------
+    def valid(self) -> None:
+        sub, sid = self._ids()
+        handle, problem = self._establish(sub, sid)
+        sent = self.send(self.op.sign(self.op.claims(self.client_id, sub, sid)))
+        self.responses.append(("RP-BCL-2.8-valid", sent))
+        ok = sent.status in (200, 204)
+        self.rec.verdict("RP-BCL-2.8-valid", [] if ok else [f"a valid logout token was answered {sent.status}"],
+                         evidence=sent.evidence(),
+                         ok="answered 204 (§2.8: OPs are told to accept 204 too)" if sent.status == 204 else "")
+        if self.sessions is None:
+            self.rec.skip("RP-BCL-2.7-session-ended", "no session adapter was configured")
+        elif problem:
+            self.rec.record("RP-BCL-2.7-session-ended", Status.FAIL, problem)
+        else:
+            active = self._active(handle)
+            self.rec.verdict("RP-BCL-2.7-session-ended", ["the RP session is still active"] if active else [],
+                             evidence={"sub": sub, "sid": sid, "active_after": active, **sent.evidence()})
+
+    def sub_only(self) -> None:
+        sub, _ = self._ids()
+        sids = [f"conformance-sid-{secrets.token_hex(8)}" for _ in range(2)]
+        handles = []
+        problem = None
+        for s in sids:
+            h, p = self._establish(sub, s)
+            handles.append(h)
+            problem = problem or p
+        sent = self.send(self.op.sign(self.op.claims(self.client_id, sub, None)))
+        self.responses.append(("RP-BCL-2.7-sub-only", sent))
+        failures = [] if sent.status in (200, 204) else [f"a valid sub-only token was answered {sent.status}"]
+        ev: dict[str, Any] = sent.evidence()
+        if self.sessions is not None and not problem:
+            still = [s for s, h in zip(sids, handles) if self._active(h)]
+            ev["still_active"] = still
+            if still:
+                failures.append(f"{len(still)} of the user's 2 sessions are still active")
+        elif problem:
+            failures.append(problem)
+        self.rec.verdict("RP-BCL-2.7-sub-only", failures, evidence=ev)
+
+    def replay(self) -> None:
+        sub, sid = self._ids()
+        handle, problem = self._establish(sub, sid)
+        token = self.op.sign(self.op.claims(self.client_id, sub, sid))
+        first = self.send(token)
+        if first.status not in (200, 204):
+            self.rec.skip("RP-BCL-2.6-replay", f"the original token was not accepted ({first.status})")
+            return
+        handle2, problem2 = self._establish(sub, sid)
+        second = self.send(token)
+        self.responses.append(("RP-BCL-2.6-replay", second))
+        failures = []
+        if second.status in (200, 204):
+            failures.append(f"the replayed token was accepted ({second.status})")
+        elif second.status == 400:
+            self.errors.append(("RP-BCL-2.6-replay", second))
+        if handle2 is not None and self._active(handle2) is False:
+            failures.append("the replayed token ended the re-established session")
+        self.rec.verdict("RP-BCL-2.6-replay", failures,
+                         evidence={"first": first.evidence(), "replay": second.evidence()})
+
+    # -- invalid tokens -------------------------------------------------------------------
+    def invalid(self, check_id: str, make: Callable[[str, str], str]) -> None:
+        sub, sid = self._ids()
+        handle, problem = self._establish(sub, sid)
+        sent = self.send(make(sub, sid))
+        self.responses.append((check_id, sent))
+        failures: list[str] = []
+        warnings: list[str] = []
+        if 200 <= sent.status < 300:
+            failures.append(f"the invalid token was accepted ({sent.status})")
+        elif sent.status == 400:
+            self.errors.append((check_id, sent))
+        elif 400 < sent.status < 500:
+            warnings.append(f"rejected with {sent.status}; §2.8 says 400 Bad Request")
+        else:
+            failures.append(f"answered {sent.status}; §2.8 requires 400 Bad Request")
+        ev = sent.evidence()
+        if handle is not None:
+            active = self._active(handle)
+            ev["session_active_after"] = active
+            if active is False:
+                failures.append("the RP session was ended by an invalid token")
+        elif problem:
+            ev["session"] = problem
+        self.rec.verdict(check_id, failures, warnings, evidence=ev)
+
+    def run_all(self) -> None:
+        op, cid = self.op, self.client_id
+        other_key = op.stranger_key
+        now = int(time.time())
+        self.valid()
+        self.sub_only()
+        cases: list[tuple[str, Callable[[str, str], str]]] = [
+            ("RP-BCL-2.6-alg-none", lambda s, d: op.sign(op.claims(cid, s, d), alg="none")),
+            ("RP-BCL-2.6-hs256-pubkey", lambda s, d: op.sign(op.claims(cid, s, d), alg="HS256")),
+            ("RP-BCL-2.6-bad-signature", lambda s, d: op.break_signature(op.sign(op.claims(cid, s, d)))),
+            ("RP-BCL-2.6-unknown-kid", lambda s, d: op.sign(op.claims(cid, s, d), key=other_key)),
+            ("RP-BCL-2.6-wrong-iss", lambda s, d: op.sign(op.claims(cid, s, d, iss=op.issuer + "/other"))),
+            ("RP-BCL-2.6-wrong-aud", lambda s, d: op.sign(op.claims(cid, s, d, aud="another-client"))),
+            ("RP-BCL-2.6-iat-missing", lambda s, d: op.sign(op.claims(cid, s, d, iat=None))),
+            ("RP-BCL-2.6-iat-stale", lambda s, d: op.sign(op.claims(cid, s, d, iat=now - 3600, exp=now + 120))),
+            ("RP-BCL-2.6-exp-expired", lambda s, d: op.sign(op.claims(cid, s, d, iat=now - 250, exp=now - 180))),
+            ("RP-BCL-2.6-exp-missing", lambda s, d: op.sign(op.claims(cid, s, d, exp=None))),
+            ("RP-BCL-2.6-jti-missing", lambda s, d: op.sign(op.claims(cid, s, d, jti=None))),
+            ("RP-BCL-2.6-events-missing", lambda s, d: op.sign(op.claims(cid, s, d, events=None))),
+            ("RP-BCL-2.6-events-not-object", lambda s, d: op.sign(op.claims(cid, s, d, events=[EVENT]))),
+            ("RP-BCL-2.6-nonce", lambda s, d: op.sign(op.claims(cid, s, d, nonce=secrets.token_urlsafe(8)))),
+            ("RP-BCL-2.6-no-sid-sub", lambda s, d: op.sign(op.claims(cid, None, None))),
+            ("RP-BCL-2.6-typ", lambda s, d: op.sign(op.claims(cid, s, d), header={"typ": "at+jwt"})),
+        ]
+        for check_id, make in cases:
+            self.invalid(check_id, make)
+        self.replay()
+        missing = [f"{c}: Cache-Control {s.headers.get('Cache-Control')!r}" for c, s in self.responses
+                   if "no-store" not in (s.headers.get("Cache-Control") or "").lower()]
+        self.rec.verdict("RP-BCL-2.8-no-store", missing, evidence={"responses": len(self.responses)})
+        bad_body = []
+        for c, s in self.errors:
+            try:
+                body = json.loads(s.body)
+                if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+                    bad_body.append(f"{c}: JSON without an error member")
+            except ValueError:
+                bad_body.append(f"{c}: body is not JSON")
+        if self.errors:
+            self.rec.verdict("RP-BCL-2.8-error-body", bad_body, evidence={"error_responses": len(self.errors)})
+        else:
+            self.rec.skip("RP-BCL-2.8-error-body", "the RP answered no request with 400")

@@ -1,0 +1,468 @@
+"""The ``op`` profile: test an OpenID Provider's logout behaviour end to end.
+
+Flow (all HTTP is real; the runner's RP endpoints are a :class:`CaptureServer`):
+discovery and JWKS -> register (or load) the clients -> revocation/introspection session ->
+main session (one login, every client authorized) -> RP-initiated logout with
+id_token_hint, post_logout_redirect_uri and state -> bounded wait for back-channel logout
+requests -> token/session checks -> negative RP-initiated logout requests, each in a
+throwaway session.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+from jwcrypto import jwk
+
+from .adapters import LoginAdapter
+from .checks import op_backchannel, op_discovery
+from .checks.op_rpinitiated import LogoutOutcome, forge_hint, goes_to, page_redirect_targets, state_of
+from .model import Recorder, Status
+from .net import check_target
+from .opclient import Browser, FlowError, OPClient, OPConnection, Tokens
+from .receivers import CaptureServer
+from .redact import decode_jwt
+
+FORM_HTML = b"<!doctype html><html><body>ok</body></html>"
+
+
+@dataclass
+class OPOptions:
+    issuer: str
+    login_adapter: LoginAdapter
+    client_config: list[dict[str, Any]] | None = None
+    clients: int = 2
+    receiver_host: str = "127.0.0.1"
+    receiver_port: int = 0
+    wait: float = 10.0
+    settle: float = 1.0
+    allow_remote: bool = False
+    scope: str = "openid"
+    registration_token: str | None = None
+
+
+class OPRun:
+    def __init__(self, opts: OPOptions, rec: Recorder) -> None:
+        self.o = opts
+        self.rec = rec
+        self.red = rec.redactor
+        self.issuer = opts.issuer.rstrip("/") if opts.issuer.endswith("/") and len(opts.issuer) > 8 else opts.issuer
+        self.receiver = CaptureServer(opts.receiver_host, opts.receiver_port,
+                                      responder=lambda c: (200, {"Content-Type": "text/html"}, FORM_HTML))
+        self.keyset: jwk.JWKSet | None = None
+        self.op: OPConnection | None = None
+        self.clients: list[OPClient] = []
+        self.features: dict[str, bool] = {}
+
+    # -- helpers -------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        self.rec.log.append(msg)
+
+    def _get_json(self, url: str) -> dict[str, Any]:
+        check_target(url, self.o.allow_remote)
+        resp = requests.get(url, timeout=15)
+        resp.raise_for_status()
+        body = resp.json()
+        if not isinstance(body, dict):
+            raise ValueError(f"{url} did not return a JSON object")
+        return body
+
+    def run(self) -> None:
+        self.receiver.start()
+        try:
+            self._run()
+        except FlowError as exc:
+            self.log(f"flow stopped: {exc}")
+            self.rec.skip_rest(f"not reached: {exc}")
+        finally:
+            self.receiver.stop()
+
+    # -- the run -------------------------------------------------------------------------
+    def _run(self) -> None:
+        issuer = self.o.issuer
+        disc_url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+        try:
+            doc = self._get_json(disc_url)
+        except Exception as exc:  # noqa: BLE001
+            self.rec.record("DISC-4.3-issuer", Status.FAIL, f"discovery document unavailable: {exc}",
+                            {"url": disc_url})
+            self.rec.skip_rest("not reached: no discovery document")
+            return
+        self.features = op_discovery.check_discovery(self.rec, issuer, doc)
+        try:
+            self.keyset = jwk.JWKSet.from_json(json.dumps(self._get_json(doc["jwks_uri"])))
+        except Exception as exc:  # noqa: BLE001
+            self.log(f"JWKS unavailable: {exc}")
+        self.op = OPConnection(issuer, doc, self.o.login_adapter, self.red, self.o.allow_remote, self.o.scope)
+        self._setup_clients()
+        if len(self.clients) < 2:
+            raise FlowError("at least two clients are needed (one login at several RPs)")
+        if self.features.get("revocation") or self.features.get("introspection"):
+            self._token_endpoints()
+        if not self.features.get("end_session"):
+            raise FlowError("the OP has no end_session_endpoint")
+        self._main_logout()
+        self._negatives()
+
+    def _setup_clients(self) -> None:
+        assert self.op is not None
+        base = self.receiver.base_url
+        if self.o.client_config is not None:
+            self.rec.skip("REG-7591-registration", "clients were configured (--client-config)")
+            for meta in self.o.client_config:
+                self.red.register(meta.get("client_secret"))
+                self.clients.append(self._client_from(meta, meta))
+            return
+        if not self.op.endpoint("registration_endpoint"):
+            self.rec.record("REG-7591-registration", Status.FAIL,
+                            "no registration_endpoint: pass --client-config with pre-registered clients")
+            raise FlowError("no way to obtain clients")
+        problems: list[str] = []
+        evidence: list[dict[str, Any]] = []
+        for i in range(self.o.clients):
+            name = f"rp{i + 1}-{secrets.token_hex(3)}"
+            meta: dict[str, Any] = {
+                "client_name": f"conformance {name}",
+                "redirect_uris": [f"{base}/{name}/callback"],
+                "post_logout_redirect_uris": [f"{base}/{name}/logged-out"],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "scope": self.o.scope,
+                "token_endpoint_auth_method": "client_secret_basic",
+                "id_token_signed_response_alg": "RS256",
+                "backchannel_logout_uri": f"{base}/{name}/backchannel",
+                "backchannel_logout_session_required": True,
+            }
+            if self.features.get("frontchannel"):
+                meta["frontchannel_logout_uri"] = f"{base}/{name}/frontchannel"
+                meta["frontchannel_logout_session_required"] = True
+            headers = {}
+            resp = self.op.register(meta) if not self.o.registration_token else self.op.http.post(
+                self.op.endpoint("registration_endpoint") or "", json=meta, timeout=15,
+                headers={"Authorization": f"Bearer {self.o.registration_token}"})
+            del headers
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {}
+            self.red.register(body.get("client_secret"), body.get("registration_access_token"))
+            evidence.append({"request": meta, "status": resp.status_code, "response": body})
+            if resp.status_code not in (200, 201) or not body.get("client_id"):
+                problems.append(f"registration answered {resp.status_code}: {str(body)[:200]}")
+                continue
+            for key in ("backchannel_logout_uri", "frontchannel_logout_uri"):
+                if key in meta and body.get(key) != meta[key]:
+                    problems.append(f"{key} not echoed in the client information response")
+            self.clients.append(self._client_from(body, meta))
+        self.rec.verdict("REG-7591-registration", problems, evidence={"registrations": evidence})
+        if problems and len(self.clients) < 2:
+            raise FlowError("client registration failed")
+
+    @staticmethod
+    def _client_from(body: dict[str, Any], meta: dict[str, Any]) -> OPClient:
+        merged = {**meta, **body}
+        return OPClient(
+            client_id=str(merged["client_id"]), client_secret=merged.get("client_secret"), metadata=merged,
+            redirect_uri=merged["redirect_uris"][0],
+            post_logout_redirect_uri=(merged.get("post_logout_redirect_uris") or [""])[0],
+            backchannel_logout_uri=merged.get("backchannel_logout_uri"),
+            frontchannel_logout_uri=merged.get("frontchannel_logout_uri"))
+
+    def _path(self, uri: str | None) -> str | None:
+        return urlsplit(uri).path if uri else None
+
+    # -- RFC 7009 / RFC 7662 (their own session) --------------------------------------------
+    def _token_endpoints(self) -> None:
+        op = self.op
+        assert op is not None
+        a, b = self.clients[0], self.clients[1]
+        browser = Browser(op)
+        t = op.login_and_authorize(browser, a)
+        rt = t.refresh_token
+        if not rt:
+            reason = "the OP issued no refresh token (grant_types refresh_token was requested)"
+            for cid in ("RFC7009-2.1-revoke", "RFC7009-2.1-other-client", "RFC7662-2.2-active",
+                        "RFC7662-2.2-inactive"):
+                self.rec.skip(cid, reason)
+        intro = self.features.get("introspection")
+        revo = self.features.get("revocation")
+
+        def active(resp: requests.Response) -> Any:
+            try:
+                return resp.json().get("active")
+            except ValueError:
+                return None
+
+        if intro:
+            resp = op.introspect(None, t.access_token or rt or "x")
+            ev = {"status": resp.status_code, "body": resp.text[:300]}
+            if resp.status_code == 401:
+                self.rec.verdict("RFC7662-2.1-auth", evidence=ev)
+            elif resp.status_code >= 400:
+                self.rec.verdict("RFC7662-2.1-auth", warnings=[f"refused with {resp.status_code}, not 401"], evidence=ev)
+            else:
+                self.rec.verdict("RFC7662-2.1-auth", [f"unauthenticated introspection answered {resp.status_code}"],
+                                 evidence=ev)
+        if rt and intro:
+            resp = op.introspect(a, rt)
+            self.rec.verdict("RFC7662-2.2-active", [] if resp.status_code == 200 and active(resp) is True else
+                             [f"introspection of a fresh refresh token answered {resp.status_code} active={active(resp)!r}"],
+                             evidence={"status": resp.status_code, "body": _json(resp)})
+        if revo:
+            resp = op.revoke(a, "unknown-" + secrets.token_urlsafe(24), "refresh_token")
+            self.rec.verdict("RFC7009-2.2-unknown-token",
+                             [] if resp.status_code == 200 else [f"answered {resp.status_code}"],
+                             evidence={"status": resp.status_code, "body": resp.text[:300]})
+        if rt and revo:
+            other = op.revoke(b, rt, "refresh_token")
+            still = None
+            if intro:
+                still = active(op.introspect(a, rt))
+                failures = [] if still is True else [f"after {b.client_id} revoked {a.client_id}'s token, introspection active={still!r}"]
+            else:
+                probe = op.refresh(a, rt)
+                still = probe.status_code == 200
+                if still:
+                    rt = (probe.json() or {}).get("refresh_token") or rt
+                    self.red.register(rt)
+                failures = [] if still else ["the token stopped working after another client revoked it"]
+            self.rec.verdict("RFC7009-2.1-other-client", failures,
+                             evidence={"revoke_by_other_client": {"status": other.status_code, "body": other.text[:300]},
+                                       "still_active": still})
+            resp = op.revoke(a, rt, "refresh_token")
+            refresh = op.refresh(a, rt)
+            failures = []
+            if resp.status_code != 200:
+                failures.append(f"revocation answered {resp.status_code}")
+            if refresh.status_code == 200:
+                self.red.register(*(refresh.json() or {}).values())
+                failures.append("the revoked refresh token still refreshes")
+            self.rec.verdict("RFC7009-2.1-revoke", failures,
+                             evidence={"revoke": {"status": resp.status_code, "body": resp.text[:300]},
+                                       "refresh_after": {"status": refresh.status_code, "body": _json(refresh)}})
+            if intro:
+                resp = op.introspect(a, rt)
+                self.rec.verdict("RFC7662-2.2-inactive", [] if resp.status_code == 200 and active(resp) is False else
+                                 [f"introspection of a revoked token answered {resp.status_code} active={active(resp)!r}"],
+                                 evidence={"status": resp.status_code, "body": _json(resp)})
+
+    # -- main session: one login, all clients, RP-initiated logout -------------------------
+    def _end_session(self, browser: Browser, params: dict[str, str], confirm: bool,
+                     stop: tuple[str, ...]) -> LogoutOutcome:
+        assert self.op is not None
+        url = self.op.endpoint("end_session_endpoint") or ""
+        resp = browser.get(url, **params)
+        final, redirect, hops, pages = browser.walk(resp, stop, login=False, confirm_url=url if confirm else None)
+        return LogoutOutcome(hops, pages, final, redirect, page_redirect_targets(pages))
+
+    def _session_alive(self, browser: Browser, client: OPClient) -> dict[str, Any]:
+        assert self.op is not None
+        res = self.op.authorize(browser, client, prompt="none")
+        return {"alive": "code" in res, "result": res.get("error") or res.get("stopped") or "code issued"}
+
+    def _main_logout(self) -> None:
+        op = self.op
+        assert op is not None
+        browser = Browser(op)
+        tokens = [op.login_and_authorize(browser, c) for c in self.clients]
+        sids = [t.id_claims.get("sid") for t in tokens]
+        ev_ids = [{"client_id": t.client.client_id, "id_token": {"header": t.id_header, "claims": t.id_claims}}
+                  for t in tokens]
+        if self.rec.results.get("BCL-2.1-session-supported") and \
+                self.rec.results["BCL-2.1-session-supported"].status is Status.PASS:
+            self.rec.verdict("BCL-2.1-id-token-sid",
+                             [f"{t.client.client_id}: the ID token has no sid" for t in tokens if not t.id_claims.get("sid")]
+                             + (["ID tokens of one login carry different sids"] if len(set(map(str, sids))) > 1 else []),
+                             evidence={"id_tokens": ev_ids})
+        else:
+            self.rec.skip("BCL-2.1-id-token-sid", "the OP does not advertise backchannel_logout_session_supported")
+        first = tokens[0]
+        if not first.id_token:
+            raise FlowError("the token response has no id_token")
+        state = secrets.token_urlsafe(16)
+        mark = len(self.receiver.requests)
+        started = time.monotonic()
+        plru = first.client.post_logout_redirect_uri
+        outcome = self._end_session(browser, {"id_token_hint": first.id_token, "post_logout_redirect_uri": plru,
+                                              "state": state}, confirm=True, stop=(plru,))
+        status = outcome.status()
+        ok = outcome.redirect is not None or (status is not None and status < 400)
+        self.rec.verdict("RPI-2-logout", [] if ok else [f"end_session answered {status}"],
+                         evidence={"request": {"id_token_hint": {"header": first.id_header, "claims": first.id_claims},
+                                               "post_logout_redirect_uri": plru, "state": state},
+                                   **outcome.evidence()})
+        targets = [u for u in outcome.targets() if goes_to(u, plru)]
+        if not targets:
+            self.rec.verdict("RPI-3-state", ["the OP did not redirect to the registered post_logout_redirect_uri "
+                                             "(no Location, meta refresh or link to it)"], evidence=outcome.evidence())
+        else:
+            bad = [u for u in targets if state_of(u) != [state]]
+            self.rec.verdict("RPI-3-state", ["state was not echoed exactly once on the redirect"] if bad else [],
+                             evidence={"redirect_targets": targets, "state_sent": state})
+        self._frontchannel(outcome, tokens)
+        # Back-channel: bounded wait for every client with a backchannel_logout_uri.
+        expected = [t for t in tokens if t.client.backchannel_logout_uri]
+        paths = {self._path(t.client.backchannel_logout_uri) for t in expected}
+
+        def arrived(reqs: list[Any]) -> bool:
+            got = {r.path for r in reqs[mark:]}
+            return paths <= got
+
+        self.receiver.wait_for(arrived, self.o.wait)
+        time.sleep(self.o.settle)
+        waited = time.monotonic() - started
+        deliveries = []
+        by_path = {self._path(c.backchannel_logout_uri): c for c in self.clients if c.backchannel_logout_uri}
+        for r in self.receiver.requests[mark:]:
+            client = by_path.get(r.path)
+            if client is not None:
+                deliveries.append(op_backchannel.parse_delivery(client, r))
+        op_backchannel.check_deliveries(self.rec, self.issuer, expected, deliveries, self.keyset, waited,
+                                        session_sid_required=True)
+        alive = self._session_alive(browser, first.client)
+        self.rec.verdict("RPI-2-session-ended", ["the OP still issues codes without login (prompt=none)"]
+                         if alive["alive"] else [], evidence=alive)
+        self._refresh_revoked(tokens)
+
+    def _refresh_revoked(self, tokens: list[Tokens]) -> None:
+        op = self.op
+        assert op is not None
+        failures: list[str] = []
+        evidence: list[dict[str, Any]] = []
+        with_rt = [t for t in tokens if t.refresh_token]
+        if not with_rt:
+            self.rec.skip("BCL-2.7-refresh-revoked", "the OP issued no refresh tokens")
+            return
+        for t in with_rt:
+            item: dict[str, Any] = {"client_id": t.client.client_id}
+            if self.features.get("introspection"):
+                r = op.introspect(t.client, t.refresh_token or "")
+                item["introspection"] = {"status": r.status_code, "body": _json(r)}
+                if r.status_code == 200 and _json(r).get("active") is not False:
+                    failures.append(f"{t.client.client_id}: introspection still says active")
+            r = op.refresh(t.client, t.refresh_token or "")
+            item["refresh"] = {"status": r.status_code, "body": _json(r)}
+            if r.status_code == 200:
+                self.red.register(*_json(r).values())
+                failures.append(f"{t.client.client_id}: the refresh token still works after logout")
+            evidence.append(item)
+        self.rec.verdict("BCL-2.7-refresh-revoked", failures, evidence={"tokens": evidence, "scope": self.o.scope})
+
+    def _frontchannel(self, outcome: LogoutOutcome, tokens: list[Tokens]) -> None:
+        if not self.features.get("frontchannel"):
+            return
+        from .adapters import parse_html
+
+        fc = [t for t in tokens if t.client.frontchannel_logout_uri]
+        if not fc:
+            for cid in ("FCL-4-iframes", "FCL-3-iss-sid"):
+                self.rec.skip(cid, "no client has a frontchannel_logout_uri")
+            return
+        srcs: list[str] = []
+        for page in outcome.pages:
+            srcs.extend(f.get("src", "") for f in parse_html(page.text).iframes)
+        missing, wrong, ev = [], [], []
+        for t in fc:
+            uri = t.client.frontchannel_logout_uri or ""
+            mine = [s for s in srcs if goes_to(s, uri)]
+            if not mine:
+                missing.append(t.client.client_id)
+                continue
+            for s in mine:
+                q = parse_qs(urlsplit(s).query)
+                ev.append({"client_id": t.client.client_id, "iframe_src": s})
+                if q.get("iss") != [self.issuer]:
+                    wrong.append(f"{t.client.client_id}: iss parameter {q.get('iss')!r}")
+                if q.get("sid") != [t.id_claims.get("sid")]:
+                    wrong.append(f"{t.client.client_id}: sid parameter {q.get('sid')!r} is not the ID token's sid")
+        self.rec.verdict("FCL-4-iframes", [f"no iframe for {', '.join(missing)} on the logged-out page"] if missing else [],
+                         evidence={"pages": len(outcome.pages), "iframes": srcs})
+        if len(missing) == len(fc):
+            self.rec.skip("FCL-3-iss-sid", "no front-channel iframe was rendered")
+        else:
+            self.rec.verdict("FCL-3-iss-sid", wrong, evidence={"iframes": ev, "issuer": self.issuer})
+
+    # -- negative RP-initiated logout requests, each in a throwaway session ------------------
+    def _negative(self, check_id: str, make_params: Any, bad_uri: str | None, error_expected: bool) -> None:
+        op = self.op
+        assert op is not None
+        a = self.clients[0]
+        browser = Browser(op)
+        t = op.login_and_authorize(browser, a)
+        params = make_params(t)
+        mark = len(self.receiver.requests)
+        outcome = self._end_session(browser, params, confirm=False,
+                                    stop=tuple(c.post_logout_redirect_uri for c in self.clients) + ((bad_uri,) if bad_uri else ()))
+        failures: list[str] = []
+        warnings: list[str] = []
+        uris = [bad_uri] if bad_uri else [c.post_logout_redirect_uri for c in self.clients]
+        redirected = [u for u in outcome.targets() if any(goes_to(u, x) for x in uris)]
+        if redirected:
+            failures.append(f"the OP redirected to {redirected[0]}")
+        status = outcome.status()
+        ev: dict[str, Any] = {"request": {k: ({"header": decode_jwt(v).get("header"), "claims": decode_jwt(v).get("claims"),
+                                               "signature": "[REDACTED]"} if k == "id_token_hint" else v)
+                                          for k, v in params.items()}, **outcome.evidence()}
+        if error_expected:
+            time.sleep(min(self.o.settle, 0.5))
+            sid = t.id_claims.get("sid")
+            hits = []
+            for r in self.receiver.requests[mark:]:
+                if r.method == "POST" and r.path in {self._path(c.backchannel_logout_uri) for c in self.clients}:
+                    claims = op_backchannel.parse_delivery(a, r).claims
+                    if claims.get("sid") == sid or (not claims.get("sid") and claims.get("sub") == t.id_claims.get("sub")):
+                        hits.append(r)
+            alive = self._session_alive(browser, a)
+            ev["session_after"] = alive
+            ev["backchannel_requests_after"] = len(hits)
+            if not alive["alive"]:
+                failures.append("the session was ended")
+            if hits:
+                failures.append("a back-channel logout was sent for the session")
+            if status is not None and status < 400 and not redirected:
+                warnings.append(f"answered {status} instead of an error page")
+        self.rec.verdict(check_id, failures, warnings, evidence=ev)
+
+    def _negatives(self) -> None:
+        a, b = self.clients[0], self.clients[1]
+        plru = a.post_logout_redirect_uri
+        unregistered = f"{self.receiver.base_url}/not-registered/logged-out"
+        modified = plru + ("&" if "?" in plru else "?") + "added=1"
+        st = secrets.token_urlsafe(8)
+        steps = [
+            ("RPI-3-unregistered-uri", lambda t: {"id_token_hint": t.id_token, "post_logout_redirect_uri": unregistered,
+                                                  "state": st}, unregistered, False),
+            ("RPI-3-modified-uri", lambda t: {"id_token_hint": t.id_token, "post_logout_redirect_uri": modified,
+                                              "state": st}, None, False),
+            ("RPI-2-forged-hint", lambda t: {"id_token_hint": forge_hint(t.id_token), "post_logout_redirect_uri": plru,
+                                             "state": st}, None, True),
+            ("RPI-2-client-id-mismatch", lambda t: {"id_token_hint": t.id_token, "client_id": b.client_id,
+                                                    "post_logout_redirect_uri": plru, "state": st}, None, True),
+        ]
+        for check_id, make, bad, err in steps:
+            try:
+                if check_id == "RPI-3-modified-uri":
+                    self._modified(make)
+                else:
+                    self._negative(check_id, make, bad, err)
+            except FlowError as exc:
+                self.rec.record(check_id, Status.SKIPPED, f"could not set up a session: {exc}")
+
+    def _modified(self, make: Any) -> None:
+        """Registered URI with an added query: any redirect to that path is a violation
+        (exact match, §3), with or without the added query."""
+        self._negative("RPI-3-modified-uri", make, self.clients[0].post_logout_redirect_uri, False)
+
+
+def _json(resp: requests.Response) -> dict[str, Any]:
+    try:
+        body = resp.json()
+        return body if isinstance(body, dict) else {"_": body}
+    except ValueError:
+        return {"_text": resp.text[:200]}

@@ -1,0 +1,59 @@
+"""The ``rp`` profile: the runner is the OP (issuer, discovery, JWKS on loopback) and
+sends valid and invalid logout tokens to the RP's back-channel logout endpoint."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import requests
+
+from .adapters import SessionAdapter
+from .checks.rp_backchannel import RPChecks
+from .model import Recorder, Status
+from .net import check_target
+from .rp_op import RunnerOP
+
+
+@dataclass
+class RPOptions:
+    backchannel_uri: str
+    client_id: str
+    sessions: SessionAdapter | None = None
+    issuer_host: str = "127.0.0.1"
+    issuer_port: int = 0
+    wait_for_rp: float = 10.0
+    allow_remote: bool = False
+
+
+def wait_reachable(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(url, timeout=2, allow_redirects=False)
+            return True
+        except requests.RequestException:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
+
+def run_rp(opts: RPOptions, rec: Recorder, op: RunnerOP | None = None, announce: bool = True) -> None:
+    check_target(opts.backchannel_uri, opts.allow_remote)
+    own = op is None
+    op = op or RunnerOP(opts.issuer_host, opts.issuer_port)
+    if own:
+        op.start()
+    rec.meta.update({"issuer": op.issuer, "backchannel_uri": opts.backchannel_uri, "client_id": opts.client_id,
+                     "session_adapter": type(opts.sessions).__name__ if opts.sessions else None})
+    if announce:
+        print(f"ISSUER {op.issuer}", flush=True)
+    try:
+        if not wait_reachable(opts.backchannel_uri, opts.wait_for_rp):
+            rec.record("RP-BCL-2.8-valid", Status.FAIL, f"{opts.backchannel_uri} is not reachable")
+            rec.skip_rest("not reached: the back-channel logout URI is not reachable")
+            return
+        RPChecks(rec, op, opts.backchannel_uri, opts.client_id, opts.sessions).run_all()
+    finally:
+        if own:
+            op.stop()

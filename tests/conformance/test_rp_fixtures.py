@@ -1,0 +1,95 @@
+"""Every RP check is shown able to fail: the rp profile runs against a hand-written RP
+(tests/conformance/fixtures/broken_rp.py), correct by default and broken one rule at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conformance.catalog import rp_checks
+from conformance.model import Recorder
+from conformance.report import write
+from conformance.rp_op import RunnerOP
+from conformance.rp_profile import RPOptions, run_rp
+from conformance.adapters import HttpSessionAdapter
+
+from .fixtures.broken_rp import CLIENT_ID, RP_FLAGS, BrokenRP
+
+CASES: dict[str, tuple[set[str], set[str]]] = {
+    "skip_signature": ({"RP-BCL-2.6-alg-none", "RP-BCL-2.6-hs256-pubkey", "RP-BCL-2.6-bad-signature",
+                        "RP-BCL-2.6-unknown-kid"}, set()),
+    "accept_alg_none": ({"RP-BCL-2.6-alg-none"}, set()),
+    "ignore_iss": ({"RP-BCL-2.6-wrong-iss"}, set()),
+    "ignore_aud": ({"RP-BCL-2.6-wrong-aud"}, set()),
+    "iat_optional": ({"RP-BCL-2.6-iat-missing"}, set()),
+    "accept_stale_iat": (set(), {"RP-BCL-2.6-iat-stale"}),
+    "accept_expired": ({"RP-BCL-2.6-exp-expired"}, set()),
+    "exp_optional": ({"RP-BCL-2.6-exp-missing"}, set()),
+    "jti_optional": ({"RP-BCL-2.6-jti-missing"}, set()),
+    "events_lax": ({"RP-BCL-2.6-events-missing", "RP-BCL-2.6-events-not-object"}, set()),
+    "accept_nonce": ({"RP-BCL-2.6-nonce"}, set()),
+    "sid_sub_optional": ({"RP-BCL-2.6-no-sid-sub"}, set()),
+    "ignore_typ": (set(), {"RP-BCL-2.6-typ"}),
+    "no_replay_cache": (set(), {"RP-BCL-2.6-replay"}),
+    "no_session_end": ({"RP-BCL-2.7-session-ended", "RP-BCL-2.7-sub-only"}, set()),
+    "sub_only_unsupported": ({"RP-BCL-2.7-sub-only"}, set()),
+    "no_cache_header": (set(), {"RP-BCL-2.8-no-store"}),
+    "text_errors": (set(), {"RP-BCL-2.8-error-body"}),
+}
+
+
+@pytest.fixture(scope="module")
+def op() -> Iterator[RunnerOP]:
+    server = RunnerOP().start()
+    yield server
+    server.stop()
+
+
+def _run(tmp_path: Path, op: RunnerOP, **flags: bool) -> dict:
+    rp = BrokenRP(op.issuer, **flags)
+    try:
+        rec = Recorder("rp")
+        adapter = HttpSessionAdapter(rp.url + "/login?sub={sub}&sid={sid}", rp.url + "/protected")
+        run_rp(RPOptions(rp.url + "/backchannel", CLIENT_ID, adapter), rec, op=op, announce=False)
+        return write(rec, tmp_path)
+    finally:
+        rp.stop()
+
+
+def _status(report: dict, status: str) -> set[str]:
+    return {c["id"] for c in report["checks"] if c["status"] == status}
+
+
+def test_correct_rp_fixture_passes_everything(tmp_path: Path, op: RunnerOP) -> None:
+    report = _run(tmp_path, op)
+    assert _status(report, "pass") == set(rp_checks()), report["summary"]
+
+
+@pytest.mark.parametrize("flag", sorted(CASES))
+def test_broken_rp_fails_exactly_the_right_checks(tmp_path: Path, op: RunnerOP, flag: str) -> None:
+    fails, warns = CASES[flag]
+    report = _run(tmp_path, op, **{flag: True})
+    assert _status(report, "fail") == fails
+    assert _status(report, "warning") == warns
+    assert report["result"] == ("fail" if fails else "pass")
+
+
+def test_every_rp_check_is_shown_able_to_fail() -> None:
+    covered = set().union(*(f | w for f, w in CASES.values()))
+    # RP-BCL-2.8-valid is shown failing by test_unreachable_rp_fails_valid_check.
+    assert set(rp_checks()) - covered == {"RP-BCL-2.8-valid"}
+    assert set(RP_FLAGS) == set(CASES)
+
+
+def test_unreachable_rp_fails_valid_check(tmp_path: Path) -> None:
+    op = RunnerOP().start()
+    try:
+        rec = Recorder("rp")
+        run_rp(RPOptions("http://127.0.0.1:9/backchannel", CLIENT_ID, None, wait_for_rp=0.2), rec, op=op,
+               announce=False)
+        report = write(rec, tmp_path)
+    finally:
+        op.stop()
+    assert _status(report, "fail") == {"RP-BCL-2.8-valid"}

@@ -1,0 +1,75 @@
+"""Self-run: both profiles against the project's own demo OP (tests/support/idp.py,
+SQLite, dev_mode) and its own RP library (oidc_logout.rp.flask.RPLogout), through the
+command-line entry point. Everything must pass; reports must never contain a token or secret."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+
+from conformance.catalog import op_checks, rp_checks
+from tests.support.idp import PASSWORD, start_idp
+from tests.support.servers import LiveServer
+
+from .fixtures.project_rp import CLIENT_ID, create_project_rp
+from .helpers import by_status, run
+
+COMPACT_JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def _assert_redacted(report_dir: Path) -> None:
+    for name in ("report.json", "report.html"):
+        text = (report_dir / name).read_text()
+        assert not COMPACT_JWT.search(text), f"{name} contains a compact JWT"
+    html = (report_dir / "report.html").read_text()
+    assert "<script" not in html and "http-equiv" not in html and "<link" not in html
+
+
+def test_op_profile_against_project_demo_op(tmp_path: Path) -> None:
+    idp = start_idp(f"sqlite:///{tmp_path / 'op.db'}")
+    try:
+        rc, report = run(["op", "--issuer", idp.url, "--username", "alice", "--password", PASSWORD,
+                          "--wait", "8", "--settle", "0.3"], tmp_path / "report")
+    finally:
+        idp.stop()
+    failing = {c["id"]: c["reason"] for c in report["checks"] if c["status"] != "pass"}
+    assert failing == {}, failing
+    assert by_status(report, "pass") == set(op_checks())
+    assert rc == 0
+    _assert_redacted(tmp_path / "report")
+    # The client secrets and refresh tokens the runner handled are nowhere in the report.
+    text = (tmp_path / "report" / "report.json").read_text()
+    assert '"client_secret": "[REDACTED]"' in text
+
+
+def test_rp_profile_against_project_rp(tmp_path: Path) -> None:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    rp = LiveServer(create_project_rp(f"http://127.0.0.1:{port}")).start()
+    try:
+        rc, report = run(["rp", "--backchannel-uri", rp.url + "/oidc/backchannel-logout", "--client-id", CLIENT_ID,
+                          "--issuer-port", str(port), "--session-adapter", "http",
+                          "--session-login-url", rp.url + "/login?sub={sub}&sid={sid}",
+                          "--session-check-url", rp.url + "/protected"], tmp_path / "report")
+    finally:
+        rp.stop()
+    failing = {c["id"]: c["reason"] for c in report["checks"] if c["status"] != "pass"}
+    assert failing == {}, failing
+    assert by_status(report, "pass") == set(rp_checks())
+    assert rc == 0
+    _assert_redacted(tmp_path / "report")
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    valid = next(c for c in data["checks"] if c["id"] == "RP-BCL-2.8-valid")
+    assert valid["evidence"]["sent"]["logout_token"]["signature"] == "[REDACTED]"
+    assert valid["evidence"]["sent"]["logout_token"]["claims"]["aud"] == CLIENT_ID
+
+
+def test_non_loopback_target_is_refused(tmp_path: Path) -> None:
+    from conformance.runner import main
+
+    assert main(["op", "--issuer", "https://op.example.com", "--username", "u", "--password", "p",
+                 "--report-dir", str(tmp_path)]) == 2
