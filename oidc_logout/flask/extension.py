@@ -56,6 +56,21 @@ class OIDCLogout:
             provider.start_background()
 
 
+    @staticmethod
+    def sign_in(response: Any, subject: str) -> str:
+        """Start an OP session for ``subject`` from the host's own login view and set its
+        cookie on ``response``; returns the new sid. Commit happens here."""
+        from .opsession import set_cookie, start_op_session
+        from .server import request_db
+
+        provider = state().provider
+        db = request_db(provider)
+        row, cookie = start_op_session(db, subject)
+        db.commit()
+        set_cookie(response, provider.settings, cookie)
+        return row.sid
+
+
 class _State:
     def __init__(self, provider: Provider, server: OPServer) -> None:
         self.provider = provider
