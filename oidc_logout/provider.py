@@ -4,6 +4,7 @@ operations every front end (Flask views, admin API, CLI, expiry sweep) shares.""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import secrets
 import threading
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jwcrypto import jws, jwk
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from .config import Settings
@@ -188,7 +189,7 @@ class Provider:
         try:
             obj = jws.JWS()
             obj.deserialize(token)
-            keyset = jwk.JWKSet.from_json(__import__("json").dumps(self.keyring.public_jwks()))
+            keyset = jwk.JWKSet.from_json(json.dumps(self.keyring.public_jwks()))
             obj.verify(keyset)
             return True
         except Exception:  # noqa: BLE001 - any failure means "not ours"
