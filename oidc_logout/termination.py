@@ -137,6 +137,17 @@ def terminate(
                 .returning(OPSession.sid)
             )
             ended.extend(r[0] for r in res)
+    if target.kind == "sid" and not ended:
+        # Lost a race with a concurrent termination of the same session: that one ended it
+        # (its row is committed once our conditional UPDATE returned nothing), so give back
+        # its record instead of committing an empty one.
+        winner = db.scalar(select(OPSession.termination_id).where(OPSession.sid == target.value))
+        if winner and winner != term.id:
+            db.delete(term)
+            db.flush()
+            existing_term = db.get(Termination, winner)
+            if existing_term is not None:
+                return existing_term
     term.sessions_ended = len(ended)
 
     # Who must be told: every participant of the ended sessions, plus the named

@@ -81,6 +81,8 @@ def check_client_credentials_syntax(request: Any) -> None:
     §2.3.1) or a client_id the database cannot even hold. Authlib's own parser lets a
     non-ASCII or non-UTF-8 header escape as an exception (a 500)."""
     auth = request.headers.get("Authorization") or ""
+    if " " in auth and len(auth.split(None, 1)) != 2:  # e.g. " " or "\x85 x": Authlib's split crashes
+        raise InvalidClientError(status_code=401, description="malformed Authorization header")
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "basic":
         try:

@@ -70,6 +70,11 @@ class Worker:
 def run_worker(settings: Settings | None = None) -> int:
     """Entry point for ``oidc-logout worker``: build the engine, key ring and worker from
     ``settings`` (default: the environment) and run until SIGTERM/SIGINT."""
+    if not logging.getLogger().handlers:
+        # ``oidc-logout worker`` reaches here without configuring logging: an operator must see
+        # the start, the per-attempt outcomes and the shutdown summary on stderr.
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings or settings_from_env()
     engine = make_engine(settings.database_url)
     if engine.dialect.name == "sqlite":

@@ -7,6 +7,7 @@ import logging
 import secrets
 
 from flask import Flask, Response, jsonify, render_template, request
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from ..errors import OIDCLogoutError
@@ -55,7 +56,25 @@ def register_error_handlers(app: Flask) -> None:
             desc = f"method {request.method} not allowed here"
         else:
             desc = exc.description or exc.name
-        return error_response(error, desc, code if code < 500 else 400)
+        resp = error_response(error, desc, code if code < 500 else 400)
+        if code == 405:
+            # RFC 9110 §15.5.6: "The origin server MUST generate an Allow header field in a 405
+            # response containing a list of the target resource's currently supported methods."
+            for name, value in exc.get_headers():
+                if name.lower() == "allow":
+                    resp.headers["Allow"] = value
+        return resp
+
+    @app.errorhandler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response:
+        # A JSON body nested thousands deep: a client error, not a server fault.
+        return error_response("invalid_request", "the request body is nested too deeply", 400)
+
+    @app.errorhandler(DataError)
+    def _bad_data(exc: DataError) -> Response:
+        # A value the database cannot store or compare (e.g. NUL on PostgreSQL): the
+        # request is malformed; the session rolls back at teardown, so nothing changed.
+        return error_response("invalid_request", "the request contains a value that is not allowed", 400)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

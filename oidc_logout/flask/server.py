@@ -26,6 +26,18 @@ from ..storage.models import Client
 from ..tokens import new_token
 
 
+DEFAULT_DESCRIPTIONS = {
+    "invalid_client": "client authentication failed",
+    "invalid_grant": "the grant or token is invalid, expired, revoked or issued to another client",
+    "unsupported_grant_type": "this grant_type is not supported",
+    "invalid_request": "the request is missing a parameter or is malformed",
+    "unauthorized_client": "the client is not allowed to use this grant type",
+    "invalid_scope": "the requested scope is invalid or exceeds what was granted",
+    "unsupported_token_type": "this token type cannot be revoked",
+    "access_denied": "the request was denied",
+}
+
+
 def request_db(provider: Provider) -> Session:
     """The request's database session (one transaction per request; closed at teardown)."""
     db = g.get("_oidc_logout_db")
@@ -60,10 +72,19 @@ class OPServer(AuthorizationServer):  # type: ignore[misc]
         return request_db(self.provider)
 
     def _load_client(self, client_id: Any) -> OAuthClient | None:
-        if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
+        # A client_id that cannot exist never reaches the database (PostgreSQL refuses NUL).
+        if not isinstance(client_id, str) or not client_id or len(client_id) > 64 or \
+                not client_id.isprintable():
             return None
         row = self.db.get(Client, client_id)
         return OAuthClient(row) if row is not None else None
+
+    def handle_error_response(self, request: Any, error: Any) -> Any:
+        # RFC 6749 §5.2: error_description is optional, but a clear error is this project's
+        # rule; fill one where Authlib raised the bare code.
+        if not getattr(error, "description", None):
+            error.description = DEFAULT_DESCRIPTIONS.get(error.error, error.error.replace("_", " "))
+        return super().handle_error_response(request, error)
 
     def load_config(self, config: Any) -> None:  # our generator and settings stand
         self._error_uris = None

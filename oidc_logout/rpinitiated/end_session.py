@@ -27,7 +27,10 @@ class EndSessionEndpoint(_EndSessionEndpoint):  # type: ignore[misc]
         client_id = data.get("client_id")
         if client_id and self.server.query_client(client_id) is None:
             raise InvalidRequestError("unknown 'client_id'")
-        req: EndSessionRequest = super().validate_request(request)
+        try:
+            req: EndSessionRequest = super().validate_request(request)
+        except (TypeError, ValueError, KeyError, RecursionError):  # joserfc on e.g. {"crit": 5}
+            raise InvalidRequestError("'id_token_hint' is malformed") from None
         claims = req.id_token_claims
         if claims is not None:
             # rpinitiated §2: "the OP MUST validate that it was the issuer of the ID Token".
