@@ -40,7 +40,9 @@ class OIDCLogout:
             provider.setup()
         settings = provider.settings
         install_library_log_redaction()
-        app.config.setdefault("MAX_CONTENT_LENGTH", settings.max_request_bytes)
+        # Flask's default config holds MAX_CONTENT_LENGTH = None, so setdefault would not apply.
+        if app.config.get("MAX_CONTENT_LENGTH") is None:
+            app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
         if not app.secret_key:
             raise RuntimeError("OIDCLogout needs app.secret_key (CSRF tokens live in Flask's signed session).")
         server = OPServer(provider)

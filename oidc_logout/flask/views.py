@@ -19,6 +19,7 @@ from ..discovery import provider_metadata
 from ..errors import InsufficientScope, InvalidRequest, InvalidToken, NotFound, OIDCLogoutError
 from ..frontchannel.page import Frame, frame_origins, iframe_url
 from ..protocols import EndUser
+from ..rfc7662.endpoint import INTROSPECT_SCOPE
 from ..registration import client_metadata_response, create_client
 from ..storage.base import utcnow
 from ..storage.models import OPSession, Token
@@ -61,7 +62,7 @@ def _page(template: str, status: int = 200, frame_src: list[str] | None = None, 
     frames = " ".join(frame_src or []) or "'none'"
     resp.headers["Content-Security-Policy"] = (
         f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-        f"frame-src {frames}; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+        f"frame-src {frames}; connect-src 'self'; base-uri 'none'; "
         "frame-ancestors 'none'")
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["Referrer-Policy"] = "no-referrer"
@@ -236,10 +237,16 @@ def register() -> Response:
             raise InvalidToken("an initial access token is required to register (RFC 7591 §3)")
     if (request.mimetype or "") != "application/json":
         raise InvalidRequest("Content-Type must be application/json")
-    metadata = request.get_json(silent=True)
+    try:
+        metadata = request.get_json(silent=True)
+    except RecursionError:  # deeply nested JSON: json.loads raises this, not ValueError
+        metadata = None  # -> invalid_client_metadata "must be a JSON object"
     db = request_db(provider)
+    # Open registration never hands out the admin or introspection scopes.
     client, secret = create_client(db, metadata, dev_mode=provider.settings.dev_mode,
-                                   check_address=_address_check(provider))
+                                   check_address=_address_check(provider),
+                                   allow_reserved_scopes=False,
+                                   reserved_scopes=(provider.settings.admin_scope, INTROSPECT_SCOPE))
     db.commit()
     resp = jsonify(client_metadata_response(client, secret))
     resp.status_code = 201

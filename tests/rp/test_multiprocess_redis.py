@@ -4,6 +4,7 @@ received by one replica ends the session served by the other."""
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import time
@@ -27,7 +28,10 @@ def spawn(issuer: str, prefix: str) -> tuple[subprocess.Popen[str], str]:
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
+    # Bounded wait for the child's "PORT n" line: a child that never starts must fail the
+    # test, not hang the suite.
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    line = proc.stdout.readline() if ready else ""
     if not line.startswith("PORT "):
         proc.kill()
         pytest.fail(f"RP process did not start: {line!r}")
