@@ -118,7 +118,7 @@ class Provider:
         now = now or utcnow()
         idle_cut = now - dt.timedelta(seconds=self.settings.session_idle_lifetime)
         abs_cut = now - dt.timedelta(seconds=self.settings.session_absolute_lifetime)
-        out = []
+        out: list[str] = []
         while True:
             with self.session_factory() as db:
                 sids = list(db.scalars(select(OPSession.sid).where(

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from .errors import InvalidRequest, NotFound
@@ -82,7 +82,7 @@ def by_expiry(sids: Sequence[str], why: str = "expired") -> Target:
 class _Plan:
     sessions: list[str] = field(default_factory=list)  # OP sessions to end
     participations: list[tuple[str, str]] = field(default_factory=list)  # (sid, client_id) only
-    grant_filter: object = None  # SQL condition on Grant selecting grants to revoke
+    grant_filter: ColumnElement[bool] | None = None  # SQL condition selecting grants to revoke
     access_sids: list[str] = field(default_factory=list)  # sessions whose access tokens die
 
 
@@ -233,14 +233,14 @@ def _plan(db: Session, target: Target, include_offline: bool) -> _Plan:
 def _revoke_tokens(db: Session, plan: _Plan, ended: list[str], reason: str, now: dt.datetime,
                    include_offline: bool) -> int:
     """Revoke grants (and so their refresh tokens) and access tokens; returns tokens revoked."""
-    grant_conds = []
+    grant_conds: list[ColumnElement[bool]] = []
     if plan.grant_filter is not None:
         grant_conds.append(plan.grant_filter)
     for chunk in _chunks(ended, 500):
         # backchannel §2.7: "Refresh tokens issued without the offline_access property to a
         # session being logged out SHOULD be revoked. Refresh tokens issued with the
         # offline_access property normally SHOULD NOT be revoked."
-        cond = Grant.sid.in_(chunk)
+        cond: ColumnElement[bool] = Grant.sid.in_(chunk)
         if not include_offline:
             cond = and_(cond, Grant.offline.is_(False))
         grant_conds.append(cond)
@@ -251,18 +251,16 @@ def _revoke_tokens(db: Session, plan: _Plan, ended: list[str], reason: str, now:
         for chunk in _chunks(ids, 500):
             db.execute(update(Grant).where(Grant.id.in_(chunk))
                        .values(revoked_at=now, revoked_reason=reason[:2048]))
-            revoked += db.execute(
+            revoked += _rowcount(db.execute(
                 update(Token).where(Token.grant_id.in_(chunk), Token.revoked_at.is_(None))
-                .values(revoked_at=now, revoked_reason=reason[:2048])
-            ).rowcount or 0
+                .values(revoked_at=now, revoked_reason=reason[:2048])))
     # Access tokens bound to an ended session stop working at once, offline grants
     # included: their client can mint new, session-less ones with its refresh token.
     for chunk in _chunks(ended, 500):
-        revoked += db.execute(
+        revoked += _rowcount(db.execute(
             update(Token).where(Token.sid.in_(chunk), Token.kind == "access_token",
                                 Token.revoked_at.is_(None))
-            .values(revoked_at=now, revoked_reason=reason[:2048])
-        ).rowcount or 0
+            .values(revoked_at=now, revoked_reason=reason[:2048])))
     return revoked
 
 
@@ -294,6 +292,10 @@ def _write_outbox(db: Session, term: Termination, notify: list[tuple[str, str]],
                 completed_at=None if browser_present else now))
     for chunk in _chunks(rows, 1000):
         db.execute(insert(Delivery), chunk)
+
+
+def _rowcount(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _chunks(items: Sequence | Iterable, n: int):  # type: ignore[no-untyped-def,type-arg]

@@ -224,6 +224,7 @@ def record_participation(db: Any, sid: str, client_id: str) -> None:
     now = utcnow()
     dialect = db.get_bind().dialect.name
     values = dict(sid=sid, client_id=client_id, first_at=now, last_at=now)
+    stmt: Any
     if dialect == "postgresql":
         stmt = pg_insert(SessionParticipant).values(**values).on_conflict_do_update(
             index_elements=["sid", "client_id"], set_={"last_at": now, "ended_at": None})

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 import requests
 from flask import Flask, Response, redirect, request, session
+from werkzeug.wrappers import Response as BaseResponse
 from jwcrypto import jwt
 from markupsafe import escape
 
@@ -83,7 +84,7 @@ def create_rp_app(cfg: RPConfig) -> Flask:
     http = requests.Session()
 
     @app.get("/")
-    def home() -> Response:
+    def home() -> BaseResponse:
         user = session.get("user")
         if user:
             body = (f"<p>Signed in as <strong id='user'>{escape(user)}</strong> "
@@ -94,13 +95,13 @@ def create_rp_app(cfg: RPConfig) -> Flask:
         return _page(cfg.name, body)
 
     @app.get("/protected")
-    def protected() -> Response:
+    def protected() -> BaseResponse:
         if not session.get("user"):
             return redirect("/login?next=/protected")
         return _page(cfg.name, f"<p id='protected'>Secret page of {escape(session['user'])}.</p>")
 
     @app.get("/login")
-    def login() -> Response:
+    def login() -> BaseResponse:
         meta = discovery.get()
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -114,12 +115,12 @@ def create_rp_app(cfg: RPConfig) -> Flask:
         return redirect(f"{meta.authorization_endpoint}?{urlencode(params)}")
 
     @app.get("/callback")
-    def callback() -> Response:
+    def callback() -> BaseResponse:
         flow = session.pop("flow", None)
         if not flow or request.args.get("state") != flow["state"] or "code" not in request.args:
             return _page(cfg.name, "<p>Sign-in failed: bad state or no code.</p>", 400)
         meta = discovery.get()
-        resp = http.post(meta.token_endpoint, data={
+        resp = http.post(meta.token_endpoint or f"{cfg.issuer}/token", data={
             "grant_type": "authorization_code", "code": request.args["code"],
             "redirect_uri": f"{cfg.base_url}/callback", "code_verifier": flow["verifier"]},
             auth=(cfg.client_id, cfg.client_secret), timeout=10)
@@ -144,7 +145,7 @@ def create_rp_app(cfg: RPConfig) -> Flask:
         return redirect(flow.get("next") or "/")
 
     @app.get("/logout")
-    def logout() -> Response:
+    def logout() -> BaseResponse:
         id_token = session.get("id_token")
         refresh_token = session.get("refresh_token")
         rp.logout_local()
@@ -161,7 +162,7 @@ def create_rp_app(cfg: RPConfig) -> Flask:
                                               state=state, client_id=cfg.client_id))
 
     @app.get("/logged-out")
-    def logged_out() -> Response:
+    def logged_out() -> BaseResponse:
         state = request.args.get("state", "")
         return _page(cfg.name, f"<p id='logged-out'>Signed out.</p><p>state: <code id='state'>{escape(state)}</code></p>"
                      "<p><a href='/'>Home</a></p>")

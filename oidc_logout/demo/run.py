@@ -46,8 +46,8 @@ def run_demo(*, host: str, port: int, database_url: str, password: str,
         clients.extend(read_clients_file(clients_file))
     idp = create_idp_app(settings, password=password, clients=clients)
     servers = [make_server(host, port, idp, threaded=True)]
-    servers += [make_server(host, c.base_url.rsplit(":", 1)[1] and int(c.base_url.rsplit(":", 1)[1]),
-                            create_rp_app(c), threaded=True) for c in rp_configs]
+    servers += [make_server(host, int(c.base_url.rsplit(":", 1)[1]), create_rp_app(c), threaded=True)
+                for c in rp_configs]
     if dev:
         print("Development mode is ON: http and loopback URIs are accepted (never use this in production).")
     print(f"Issuer:    {issuer}")

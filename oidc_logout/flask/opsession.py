@@ -7,7 +7,8 @@ import datetime as dt
 import hmac
 import secrets
 
-from flask import Response, current_app, request, session
+from flask import current_app, request, session
+from werkzeug.wrappers import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 

@@ -10,13 +10,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.oauth2 import OAuth2Error
-from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
 
 from ..core.grants import touch_session
 from ..discovery import provider_metadata
-from ..errors import InsufficientScope, InvalidRequest, InvalidToken, NotFound, OIDCLogoutError
+from ..errors import InsufficientScope, InvalidClientMetadata, InvalidRequest, InvalidToken, NotFound, OIDCLogoutError
 from ..frontchannel.page import Frame, frame_origins, iframe_url
 from ..protocols import EndUser
 from ..rfc7662.endpoint import INTROSPECT_SCOPE
@@ -50,13 +51,13 @@ def _server():  # type: ignore[no-untyped-def]
     return state().server
 
 
-def _no_store(resp: Response) -> Response:
+def _no_store(resp: BaseResponse) -> BaseResponse:
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["Pragma"] = "no-cache"
     return resp
 
 
-def _page(template: str, status: int = 200, frame_src: list[str] | None = None, **ctx: Any) -> Response:
+def _page(template: str, status: int = 200, frame_src: list[str] | None = None, **ctx: Any) -> BaseResponse:
     nonce = secrets.token_urlsafe(16)
     resp = Response(render_template(template, csp_nonce=nonce, **ctx), status=status)
     frames = " ".join(frame_src or []) or "'none'"
@@ -75,7 +76,7 @@ def _require_form() -> None:
         raise InvalidRequest("Content-Type must be application/x-www-form-urlencoded")
 
 
-def _authlib_endpoint(fn) -> Response:  # type: ignore[no-untyped-def]
+def _authlib_endpoint(fn) -> BaseResponse:  # type: ignore[no-untyped-def]
     """Run an Authlib endpoint in the request transaction: commit on success only, so a
     refused request changes nothing."""
     db = request_db(_provider())
@@ -94,7 +95,7 @@ def _authlib_endpoint(fn) -> Response:  # type: ignore[no-untyped-def]
 # -- discovery and keys --------------------------------------------------------------------
 @blueprint.get("/.well-known/openid-configuration")
 @blueprint.get("/.well-known/oauth-authorization-server")
-def discovery() -> Response:
+def discovery() -> BaseResponse:
     provider = _provider()
     iss = provider.settings.issuer.rstrip("/")
     endpoints = {
@@ -113,7 +114,7 @@ def discovery() -> Response:
 
 
 @blueprint.get("/jwks")
-def jwks() -> Response:
+def jwks() -> BaseResponse:
     resp = jsonify(_provider().keyring.public_jwks())
     resp.headers["Cache-Control"] = "public, max-age=300"
     return resp
@@ -131,7 +132,7 @@ def _safe_next(value: str | None) -> str:
 
 
 @blueprint.route("/login", methods=["GET", "POST"])
-def login() -> Response:
+def login() -> BaseResponse:
     provider = _provider()
     next_url = _safe_next(request.values.get("next"))
     if request.method == "GET":
@@ -157,7 +158,7 @@ def login() -> Response:
 
 
 @blueprint.get("/account")
-def logged_in() -> Response:
+def logged_in() -> BaseResponse:
     provider = _provider()
     row = current_op_session(request_db(provider), provider.settings)
     if row is None:
@@ -166,7 +167,7 @@ def logged_in() -> Response:
 
 
 @blueprint.get("/authorize")
-def authorize() -> Response:
+def authorize() -> BaseResponse:
     provider = _provider()
     server = _server()
     db = request_db(provider)
@@ -192,13 +193,13 @@ def authorize() -> Response:
 
 
 @blueprint.post("/token")
-def token() -> Response:
+def token() -> BaseResponse:
     _require_form()
     return _authlib_endpoint(lambda: _server().create_token_response())
 
 
 @blueprint.route("/userinfo", methods=["GET", "POST"])
-def userinfo() -> Response:
+def userinfo() -> BaseResponse:
     provider = _provider()
     db = request_db(provider)
     row = _bearer_token(db)
@@ -228,7 +229,7 @@ def _bearer_token(db) -> Token:  # type: ignore[no-untyped-def]
 
 # -- registration (RFC 7591) ---------------------------------------------------------------
 @blueprint.post("/register")
-def register() -> Response:
+def register() -> BaseResponse:
     provider = _provider()
     expected = provider.settings.extra.get("registration_token")
     if expected:
@@ -237,10 +238,9 @@ def register() -> Response:
             raise InvalidToken("an initial access token is required to register (RFC 7591 §3)")
     if (request.mimetype or "") != "application/json":
         raise InvalidRequest("Content-Type must be application/json")
-    try:
-        metadata = request.get_json(silent=True)
-    except RecursionError:  # deeply nested JSON: json.loads raises this, not ValueError
-        metadata = None  # -> invalid_client_metadata "must be a JSON object"
+    metadata = request.get_json(silent=True)  # too-deep JSON: RecursionError -> 400 (errors.py)
+    if not isinstance(metadata, dict):
+        raise InvalidClientMetadata("the request body must be a JSON object")
     db = request_db(provider)
     # Open registration never hands out the admin or introspection scopes.
     client, secret = create_client(db, metadata, dev_mode=provider.settings.dev_mode,
@@ -258,8 +258,6 @@ def _address_check(provider):  # type: ignore[no-untyped-def]
         from .._http import DisallowedAddress, check_uri_address
     except ImportError:  # pragma: no cover
         return None
-    from ..errors import InvalidClientMetadata
-
     def check(uri: str) -> None:
         try:
             check_uri_address(uri, dev_mode=provider.settings.dev_mode,
@@ -272,13 +270,13 @@ def _address_check(provider):  # type: ignore[no-untyped-def]
 
 # -- revocation and introspection ----------------------------------------------------------
 @blueprint.post("/revoke")
-def revoke() -> Response:
+def revoke() -> BaseResponse:
     _require_form()
     return _authlib_endpoint(lambda: _server().create_endpoint_response("revocation"))
 
 
 @blueprint.post("/introspect")
-def introspect() -> Response:
+def introspect() -> BaseResponse:
     _require_form()
     return _authlib_endpoint(lambda: _server().create_endpoint_response("introspection"))
 
@@ -289,7 +287,7 @@ END_SESSION_PARAMS = ("id_token_hint", "client_id", "post_logout_redirect_uri", 
 
 
 @blueprint.route("/end_session", methods=["GET", "POST"])
-def end_session() -> Response:
+def end_session() -> BaseResponse:
     provider = _provider()
     server = _server()
     db = request_db(provider)
@@ -354,13 +352,11 @@ def end_session() -> Response:
 
 
 def _report_signer() -> URLSafeSerializer:
-    from flask import current_app
-
-    return URLSafeSerializer(current_app.secret_key, salt="oidc-logout-frontchannel-report")
+    return URLSafeSerializer(current_app.secret_key or "", salt="oidc-logout-frontchannel-report")
 
 
 @blueprint.post("/logout/frontchannel-report")
-def frontchannel_report() -> Response:
+def frontchannel_report() -> BaseResponse:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise InvalidRequest("a JSON object is required")
@@ -389,7 +385,7 @@ def _require_admin(db) -> Token:  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/admin/terminations")
-def admin_terminate() -> Response:
+def admin_terminate() -> BaseResponse:
     provider = _provider()
     db = request_db(provider)
     admin = _require_admin(db)
@@ -424,7 +420,7 @@ def admin_terminate() -> Response:
 
 
 @blueprint.get("/admin/terminations/<termination_id>")
-def admin_termination(termination_id: str) -> Response:
+def admin_termination(termination_id: str) -> BaseResponse:
     provider = _provider()
     db = request_db(provider)
     _require_admin(db)
@@ -435,7 +431,7 @@ def admin_termination(termination_id: str) -> Response:
 
 
 @blueprint.post("/admin/clients/<client_id>/rotate-secret")
-def admin_rotate_secret(client_id: str) -> Response:
+def admin_rotate_secret(client_id: str) -> BaseResponse:
     provider = _provider()
     db = request_db(provider)
     admin = _require_admin(db)
