@@ -1,0 +1,310 @@
+"""Revocation endpoint throughput and CPU per request (issue 7): our OP's ``/revoke`` against
+a plain Authlib ``RevocationEndpoint`` (bench/reference_authlib.py) on the same stack
+(Flask + SQLAlchemy ORM + SQLite file), both served by gunicorn with the same number of sync
+workers, driven by the same bounded load generator.
+
+Every request revokes a distinct, valid access token (pre-issued straight into each app's
+database), authenticated with HTTP Basic client credentials, ``token_type_hint=access_token``.
+
+Load generator: Python threads (1 or 8), each with its own ``http.client`` connection
+(re-opened when the server closes it: gunicorn's sync workers close after every response, for
+both apps alike), bounded by a request count and a time limit. It runs on the same 2 cores
+as the server; its own CPU is reported.
+
+CPU per request = (CPU seconds of the gunicorn master + workers, from /proc, after - before)
+/ requests. The reference runs twice: with SQLAlchemy's stock SQLite settings (rollback
+journal, synchronous=FULL), and with the WAL + synchronous=NORMAL pragmas oidc_logout's engine
+sets (so the ratio can be read with and without that advantage).
+
+Then both apps are profiled in-process (Flask test client, cProfile) to show where a
+request's time goes.
+
+    python -m bench.revocation [--quick] [--requests 3000] [--concurrency 1,8] [--workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import cProfile
+import http.client
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import (PYTHON, Proc, cumulative_of, free_port, make_provider, profile_report,
+                     rp_meta, seed_access_tokens, start_op, table, tree_cpu, write_summary)
+from .machine import print_facts
+from . import reference_authlib as ref
+
+CLIENT_ID = "revoker"
+SECRET = "revoker-secret-" + "z" * 24
+
+
+def _client_meta() -> dict[str, Any]:
+    meta = rp_meta(CLIENT_ID, None, secret=SECRET)
+    meta.update(grant_types=["client_credentials"], response_types=[], scope="read")
+    return meta
+
+
+def _basic() -> str:
+    return "Basic " + base64.b64encode(f"{CLIENT_ID}:{SECRET}".encode()).decode()
+
+
+def load(port: int, tokens: list[str], concurrency: int, max_seconds: float) -> dict[str, Any]:
+    """POST /revoke once per token with ``concurrency`` threads; bounded by len(tokens) and
+    ``max_seconds``."""
+    lock = threading.Lock()
+    it = iter(tokens)
+    statuses: dict[int, int] = {}
+    errors = [0]
+    headers = {"Authorization": _basic(), "Content-Type": "application/x-www-form-urlencoded"}
+    deadline = time.monotonic() + max_seconds
+
+    def worker() -> None:
+        conn: http.client.HTTPConnection | None = None
+        while time.monotonic() < deadline:
+            with lock:
+                tok = next(it, None)
+            if tok is None:
+                break
+            body = f"token={tok}&token_type_hint=access_token"
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("POST", "/revoke", body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                with lock:
+                    statuses[resp.status] = statuses.get(resp.status, 0) + 1
+                if resp.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException):
+                with lock:
+                    errors[0] += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max_seconds + 30)
+    wall = time.perf_counter() - t0
+    n = sum(statuses.values())
+    return {"requests": n, "wall": wall, "rps": n / wall if wall else 0.0, "statuses": statuses,
+            "errors": errors[0], "client_cpu": time.process_time() - c0}
+
+
+def _wait(port: int, path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", path)
+            if c.getresponse().status == 200:
+                c.close()
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not answer {path}")
+
+
+def _settle(pid: int, timeout: float = 30.0) -> None:
+    """Wait until the server tree is idle (all gunicorn workers booted: each one builds its
+    app after the master starts listening)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c0 = tree_cpu(pid)
+        time.sleep(0.4)
+        if tree_cpu(pid) - c0 < 0.02:
+            return
+
+
+def measure(name: str, proc: Proc, port: int, tokens: list[str], levels: list[int], per_level: int,
+            warmup: int, max_seconds: float) -> list[dict[str, Any]]:
+    out = []
+    _settle(proc.pid)
+    load(port, tokens[:warmup], min(8, max(levels)), 30)  # every worker connects, warms caches
+    _settle(proc.pid)
+    pos = warmup
+    for c in levels:
+        toks = tokens[pos:pos + per_level]
+        pos += per_level
+        cpu0 = tree_cpu(proc.pid)
+        r = load(port, toks, c, max_seconds)
+        cpu = tree_cpu(proc.pid) - cpu0
+        r.update(app=name, concurrency=c, server_cpu=cpu,
+                 cpu_ms_per_req=cpu / r["requests"] * 1000 if r["requests"] else float("nan"),
+                 client_cpu_ms_per_req=r["client_cpu"] / r["requests"] * 1000 if r["requests"] else float("nan"))
+        out.append(r)
+        print(f"  {name:<28} c={c}: {r['rps']:7.0f} req/s, server CPU {r['cpu_ms_per_req']:.2f} ms/req, "
+              f"statuses {r['statuses']}, errors {r['errors']}", flush=True)
+    return out
+
+
+def gunicorn(app: str, port: int, workers: int, env: dict[str, str]) -> Proc:
+    return Proc([PYTHON, "-m", "gunicorn", app, "-b", f"127.0.0.1:{port}", "-w", str(workers),
+                 "--worker-class", "sync", "--backlog", "2048", "--log-level", "info"],
+                env=env, ready="Listening at", timeout=60)
+
+
+def profile_ours(db_url: str, n: int) -> tuple[str, float]:
+    from oidc_logout.demo.idp import create_idp_app
+
+    from .common import bench_settings, seed_access_tokens as seed
+
+    app = create_idp_app(bench_settings("http://127.0.0.1:9", db_url), start_background=False,
+                         secret_key="k" * 32, clients=[_client_meta()])
+    provider = app.extensions["oidc_logout"].provider
+    tokens = seed(provider.session_factory, CLIENT_ID, n + 50)
+    return _profile_client(app, tokens, n)
+
+
+def profile_ref(db_url: str, n: int, pragmas: bool) -> tuple[str, float]:
+    tokens = ref.setup_db(db_url, CLIENT_ID, SECRET, n + 50, pragmas)
+    app = ref.create_app(db_url, pragmas)
+    return _profile_client(app, tokens, n)
+
+
+def _profile_client(app: Any, tokens: list[str], n: int) -> tuple[str, float]:
+    client = app.test_client()
+    hdr = {"Authorization": _basic()}
+
+    def call(tok: str) -> None:
+        r = client.post("/revoke", data={"token": tok, "token_type_hint": "access_token"}, headers=hdr)
+        assert r.status_code == 200, r.data
+
+    for tok in tokens[:50]:
+        call(tok)
+    c0 = time.process_time()
+    for tok in tokens[50:50 + n // 2]:
+        call(tok)  # unprofiled: plain in-process CPU per request
+    cpu = (time.process_time() - c0) / (n // 2)
+    prof = cProfile.Profile()
+    rest = tokens[50 + n // 2:50 + n]
+    prof.enable()
+    for tok in rest:
+        call(tok)
+    prof.disable()
+    report = profile_report(prof, len(rest), top=20) + "\n\n" + cumulative_of(prof, len(rest), [
+        "app.py:wsgi_app", "app.py:full_dispatch_request", "views.py:revoke",
+        "authorization_server.py:create_endpoint_response", "base.py:authenticate_endpoint_client",
+        "server.py:_load_client", "functions.py:query_client", "authenticate_client",
+        "endpoint.py:query_token", "functions.py:query_token", "endpoint.py:revoke_token",
+        "functions.py:revoke_token", "session.py:commit", "session.py:scalar", "query.py:first",
+        "session.py:get", "session.py:close", "scoping.py:remove", "test.py:open"])
+    return report, cpu * 1000
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="100 requests per level, no profile (smoke)")
+    p.add_argument("--requests", type=int, help="requests per concurrency level (default 3000)")
+    p.add_argument("--concurrency", default="1,8")
+    p.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1),
+                   help="gunicorn sync workers per app (default 2 x cores)")
+    p.add_argument("--max-seconds", type=float, default=25.0, help="time bound per level")
+    p.add_argument("--profile", type=int, help="requests profiled in-process per app (default 2000; 0 = none)")
+    p.add_argument("--summary-json")
+    a = p.parse_args(argv)
+    per_level = a.requests or (100 if a.quick else 3000)
+    levels = [int(x) for x in a.concurrency.split(",")]
+    n_prof = a.profile if a.profile is not None else (0 if a.quick else 2000)
+    warmup = 40 if a.quick else 200
+    print("== RFC 7009 revocation: our /revoke vs a plain Authlib RevocationEndpoint ==")
+    print(f"command: python -m bench.revocation {' '.join(argv if argv is not None else sys.argv[1:])}")
+    facts = print_facts(pg=False)
+    print(f"setup: gunicorn {a.workers} sync workers per app, SQLite file, distinct valid access token "
+          f"per request; load generator = Python threads + http.client in this process, "
+          f"{per_level} requests per level (at most {a.max_seconds:.0f} s)")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-revoke-"))
+    n_tok = warmup + per_level * len(levels)
+    rows: list[dict[str, Any]] = []
+    try:
+        # (a) ours
+        db_url = f"sqlite:///{tmp / 'ours.db'}"
+        provider = make_provider(db_url)
+        from oidc_logout.demo.idp import load_clients
+
+        load_clients(provider, [_client_meta()])
+        tokens = seed_access_tokens(provider.session_factory, CLIENT_ID, n_tok)
+        proc, url = start_op(db_url, server="gunicorn", workers=a.workers, background=False)
+        try:
+            rows += measure("ours (oidc_logout /revoke)", proc, int(url.rsplit(":", 1)[1]), tokens,
+                            levels, per_level, warmup, a.max_seconds)
+        finally:
+            proc.stop()
+        from sqlalchemy import func, select
+
+        from oidc_logout.storage.models import Token
+
+        with provider.session_factory() as db:
+            revoked_ours = db.scalar(select(func.count()).select_from(Token).where(Token.revoked_at.is_not(None)))
+        provider.engine.dispose()
+        # (b) the plain Authlib endpoint, stock SQLite settings and with our pragmas
+        revoked_ref = {}
+        for pragmas in (False, True):
+            name = "plain Authlib" + (" + WAL/NORMAL" if pragmas else " (stock SQLite)")
+            ref_url = f"sqlite:///{tmp / ('ref-wal.db' if pragmas else 'ref.db')}"
+            ref_tokens = ref.setup_db(ref_url, CLIENT_ID, SECRET, n_tok, pragmas)
+            port = free_port()
+            proc = gunicorn("bench.reference_authlib:wsgi_app()", port, a.workers,
+                            {"BENCH_REF_DB": ref_url, "BENCH_REF_PRAGMAS": "1" if pragmas else "0"})
+            try:
+                _wait(port, "/health")
+                rows += measure(name, proc, port, ref_tokens, levels, per_level, warmup, a.max_seconds)
+            finally:
+                proc.stop()
+            from sqlalchemy import create_engine, text
+
+            eng = create_engine(ref_url)
+            with eng.connect() as conn:
+                revoked_ref[name] = conn.execute(text(
+                    "SELECT count(*) FROM oauth2_token WHERE access_token_revoked_at > 0")).scalar()
+            eng.dispose()
+        print(f"  tokens revoked in the databases: ours {revoked_ours}, "
+              + ", ".join(f"{k} {v}" for k, v in revoked_ref.items()))
+        prof_ours = prof_ref = ""
+        app_cpu: dict[str, float] = {}
+        if n_prof:
+            prof_ours, app_cpu["ours"] = profile_ours(f"sqlite:///{tmp / 'prof-ours.db'}", n_prof)
+            prof_ref, app_cpu["plain"] = profile_ref(f"sqlite:///{tmp / 'prof-ref.db'}", n_prof, False)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    base = {r["concurrency"]: r for r in rows if r["app"] == "plain Authlib (stock SQLite)"}
+    basew = {r["concurrency"]: r for r in rows if r["app"] == "plain Authlib + WAL/NORMAL"}
+    print(table(["app", "concurrency", "requests", "req/s", "server CPU ms/req", "client CPU ms/req",
+                 "non-200", "req/s vs plain (stock)", "req/s vs plain + WAL"],
+                [[r["app"], r["concurrency"], r["requests"], f"{r['rps']:.0f}", f"{r['cpu_ms_per_req']:.2f}",
+                  f"{r['client_cpu_ms_per_req']:.2f}",
+                  sum(v for k, v in r["statuses"].items() if k != 200) + r["errors"],
+                  f"{r['rps'] / base[r['concurrency']]['rps']:.2f}x" if r["concurrency"] in base else "",
+                  f"{r['rps'] / basew[r['concurrency']]['rps']:.2f}x" if r["concurrency"] in basew else ""]
+                 for r in rows]))
+    print("\nproject target: ours >= 3x the plain figure (req/s).")
+    if app_cpu:
+        print(f"\nin-process (Flask test client, no HTTP server), CPU per request: ours "
+              f"{app_cpu['ours']:.2f} ms, plain Authlib (stock SQLite) {app_cpu['plain']:.2f} ms")
+        print("\n-- profile: ours (in-process, cProfile) --\n" + prof_ours)
+        print("\n-- profile: plain Authlib (in-process, cProfile) --\n" + prof_ref)
+    summary = {"bench": "revocation", "facts": facts, "rows": rows, "workers": a.workers,
+               "app_cpu_ms": app_cpu}
+    write_summary(a.summary_json, summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
