@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,23 +43,15 @@ class Env:
     browser: Browser
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+@pytest.fixture(scope="module")
+def env(module_database_url: str) -> Iterator[Env]:
     """One OP per module and database, with a live session and tokens that bad input must not touch."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('badinput')) / 'op.db'}"
-        dbs = None
-    else:
-        dbs = request.getfixturevalue("pg_databases")
-        url = dbs.new()
-    server = start_idp(url, clients=[RP])
+    server = start_idp(module_database_url, clients=[RP])
     browser = Browser(server.url)
     assert browser.login().status_code == 303
     tokens = authorize(browser, RP, scope="openid offline_access")
     yield Env(server, tokens, browser)
     server.stop()
-    if dbs is not None:
-        dbs.drop(url)
 
 
 def _state(idp: IdP) -> dict[str, int]:

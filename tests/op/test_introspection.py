@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -32,20 +31,12 @@ RS = client_meta("int-rs", secret="rs-secret-" + "r" * 20, grant_types=["client_
                  scope="oidc_logout:introspect")
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def idp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
+@pytest.fixture(scope="module")
+def idp(module_database_url: str) -> Iterator[IdP]:
     """One OP per module and database; every test uses its own login (session and grant)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('introspection')) / 'op.db'}"
-        dbs = None
-    else:
-        dbs = request.getfixturevalue("pg_databases")
-        url = dbs.new()
-    server = start_idp(url, clients=[RP_A, RP_B, PUBLIC, RS])
+    server = start_idp(module_database_url, clients=[RP_A, RP_B, PUBLIC, RS])
     yield server
     server.stop()
-    if dbs is not None:
-        dbs.drop(url)
 
 
 def _login_and_tokens(idp: IdP, meta: dict = RP_A, scope: str = "openid profile offline_access"):

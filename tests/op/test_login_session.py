@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -22,20 +21,12 @@ from tests.support.idp import PASSWORD, Browser, IdP, client_meta, pkce_pair, st
 RP = client_meta("login-a")
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def idp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
+@pytest.fixture(scope="module")
+def idp(module_database_url: str) -> Iterator[IdP]:
     """One OP per module and database; every test uses its own browser (cookie jar)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('login')) / 'op.db'}"
-        dbs = None
-    else:
-        dbs = request.getfixturevalue("pg_databases")
-        url = dbs.new()
-    server = start_idp(url, clients=[RP])
+    server = start_idp(module_database_url, clients=[RP])
     yield server
     server.stop()
-    if dbs is not None:
-        dbs.drop(url)
 
 
 class _Inputs(HTMLParser):

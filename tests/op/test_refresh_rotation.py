@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -24,20 +23,12 @@ RP = client_meta("rot-a")
 OTHER = client_meta("rot-b", secret="other-secret-" + "y" * 20)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def idp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
+@pytest.fixture(scope="module")
+def idp(module_database_url: str) -> Iterator[IdP]:
     """One OP per module and database; every test uses its own login (session and grant)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('rotation')) / 'op.db'}"
-        dbs = None
-    else:
-        dbs = request.getfixturevalue("pg_databases")
-        url = dbs.new()
-    server = start_idp(url, clients=[RP, OTHER])
+    server = start_idp(module_database_url, clients=[RP, OTHER])
     yield server
     server.stop()
-    if dbs is not None:
-        dbs.drop(url)
 
 
 def _tokens(idp: IdP, meta: dict = RP) -> dict:

@@ -4,7 +4,6 @@ Front-Channel §2, RP-Initiated §3.1), over HTTP and at the function level."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,20 +18,12 @@ from tests.support.idp import IdP, start_idp
 CB = "http://127.0.0.1:9/callback"
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def idp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
+@pytest.fixture(scope="module")
+def idp(module_database_url: str) -> Iterator[IdP]:
     """One OP (dev mode) per module and database; each registration creates a new client."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('registration')) / 'op.db'}"
-        dbs = None
-    else:
-        dbs = request.getfixturevalue("pg_databases")
-        url = dbs.new()
-    server = start_idp(url)
+    server = start_idp(module_database_url)
     yield server
     server.stop()
-    if dbs is not None:
-        dbs.drop(url)
 
 
 def _register(idp: IdP, body: Any) -> requests.Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -28,20 +27,12 @@ RP_B = client_meta("rev-b", secret="other-secret-" + "y" * 20)
 PUBLIC = client_meta("rev-pub", secret=None)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def idp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
+@pytest.fixture(scope="module")
+def idp(module_database_url: str) -> Iterator[IdP]:
     """One OP per module and database; every test uses its own login (session and grant)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('revocation')) / 'op.db'}"
-        dbs = None
-    else:
-        dbs = request.getfixturevalue("pg_databases")
-        url = dbs.new()
-    server = start_idp(url, clients=[RP_A, RP_B, PUBLIC])
+    server = start_idp(module_database_url, clients=[RP_A, RP_B, PUBLIC])
     yield server
     server.stop()
-    if dbs is not None:
-        dbs.drop(url)
 
 
 def _tokens(idp: IdP, meta: dict, scope: str = "openid offline_access") -> dict:
