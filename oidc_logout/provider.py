@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jwcrypto import jws, jwk
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from .config import Settings
@@ -82,8 +82,23 @@ class Provider:
         while not self._stop.wait(self.settings.expiry_sweep_interval):
             try:
                 self.expire_sessions()
+                self.settle_stale_frontchannel()
             except Exception:  # noqa: BLE001 - the sweep must survive a bad minute
                 log.exception("session expiry sweep failed")
+
+    def settle_stale_frontchannel(self, grace: float = 60.0, now: dt.datetime | None = None) -> int:
+        """Front-channel rows whose browser never reported (JavaScript off, tab closed) become
+        ``unconfirmed`` once the page's timeout and a grace period have passed, so operators
+        see them as unproven instead of pending forever."""
+        now = now or utcnow()
+        cut = now - dt.timedelta(seconds=self.settings.frontchannel_timeout_ms / 1000 + grace)
+        with self.session_factory.begin() as db:
+            result = db.execute(update(Delivery).where(
+                Delivery.channel != BACKCHANNEL, Delivery.state == "pending",
+                Delivery.created_at < cut).values(
+                state="unconfirmed", completed_at=now,
+                last_error="no report from the browser (JavaScript off or page closed)"))
+            return int(getattr(result, "rowcount", 0) or 0)
 
     # -- termination ---------------------------------------------------------------------
     def terminate_now(self, target: Target, *, reason: str, initiator: str,

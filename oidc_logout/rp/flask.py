@@ -236,4 +236,14 @@ def _frontchannel_view() -> Response:
         msg = "Logged out."
     # Front-Channel Logout 1.0: the response must not be cached (Cache-Control no-cache,
     # no-store; Pragma no-cache). No X-Frame-Options: the OP loads this page in an iframe.
-    return Response(_FRONT_PAGE.format(msg), status=status, mimetype="text/html", headers=_NO_STORE)
+    # Only the OP may frame this page (Front-Channel Logout §4 renders it in the OP's iframe).
+    headers = dict(_NO_STORE)
+    headers["Content-Security-Policy"] = f"default-src 'none'; frame-ancestors {_origin(state.issuer)}"
+    return Response(_FRONT_PAGE.format(msg), status=status, mimetype="text/html", headers=headers)
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else "'none'"

@@ -129,6 +129,8 @@ def test_frontchannel_logout_with_iss_and_sid_ends_the_matching_session(op: Fake
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
     assert "no-store" in r.headers["Cache-Control"] and r.headers["Pragma"] == "no-cache"
     assert "X-Frame-Options" not in r.headers
+    # Only the OP may frame the RP's logout page.
+    assert f"frame-ancestors {op.issuer.rstrip('/')}" in r.headers["Content-Security-Policy"]
     assert not rp.logged_in(browser) and rp.logged_in(other)
 
 
