@@ -56,12 +56,13 @@ def cmd_terminate(args: argparse.Namespace) -> int:
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
     from .delivery.outbox import list_deliveries, summary
+    from .provider import delivery_to_dict
 
     provider = _provider(args)
     with provider.session_factory() as db:
         states = tuple(args.state) if args.state else ("pending", "in_flight", "failed", "dead")
-        rows = list_deliveries(db, states)
-        print(json.dumps({"summary": summary(db), "deliveries": rows}, indent=2, default=str))
+        rows = [delivery_to_dict(d, attempts=False) for d in list_deliveries(db, states, limit=args.limit)]
+        print(json.dumps({"summary": summary(db), "deliveries": rows}, indent=2))
     return 0
 
 
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dl = sub.add_parser("deliveries", help="list RP notifications (pending, failed, dead)")
     dl.add_argument("--state", action="append", help="filter by state (repeatable)")
+    dl.add_argument("--limit", type=int, default=100, help="at most this many rows (oldest first)")
     dl.add_argument("--database-url")
     dl.set_defaults(func=cmd_deliveries)
 

@@ -211,31 +211,37 @@ class Provider:
             return False
 
 
-def termination_to_dict(term: Termination) -> dict[str, Any]:
-    def ts(v: dt.datetime | None) -> str | None:
-        return v.isoformat() if v else None
+def _ts(v: dt.datetime | None) -> str | None:
+    return v.isoformat() if v else None
 
+
+def delivery_to_dict(d: Delivery, *, attempts: bool = True) -> dict[str, Any]:
+    """One outbox row as the admin API and the CLI show it (attempts: the proof log)."""
+    out: dict[str, Any] = {
+        "id": d.id, "termination_id": d.termination_id, "channel": d.channel,
+        "client_id": d.client_id, "sid": d.sid, "target_uri": d.target_uri, "state": d.state,
+        "attempts": d.attempts, "last_status": d.last_status, "last_error": d.last_error,
+        "created_at": _ts(d.created_at), "next_attempt_at": _ts(d.next_attempt_at),
+        "completed_at": _ts(d.completed_at),
+    }
+    if attempts:
+        out["attempt_log"] = [
+            {"number": a.number, "started_at": _ts(a.started_at), "duration_ms": a.duration_ms,
+             "http_status": a.http_status, "outcome": a.outcome, "error": a.error}
+            for a in d.attempt_log
+        ]
+    return out
+
+
+def termination_to_dict(term: Termination) -> dict[str, Any]:
     return {
         "id": term.id,
         "target": {"kind": term.target_kind, "value": term.target_value},
         "reason": term.reason,
         "initiator": term.initiator,
         "include_offline": term.include_offline,
-        "created_at": ts(term.created_at),
+        "created_at": _ts(term.created_at),
         "sessions_ended": term.sessions_ended,
         "tokens_revoked": term.tokens_revoked,
-        "deliveries": [
-            {
-                "id": d.id, "channel": d.channel, "client_id": d.client_id, "sid": d.sid,
-                "target_uri": d.target_uri, "state": d.state, "attempts": d.attempts,
-                "last_status": d.last_status, "last_error": d.last_error,
-                "next_attempt_at": ts(d.next_attempt_at), "completed_at": ts(d.completed_at),
-                "attempt_log": [
-                    {"number": a.number, "started_at": ts(a.started_at), "duration_ms": a.duration_ms,
-                     "http_status": a.http_status, "outcome": a.outcome, "error": a.error}
-                    for a in d.attempt_log
-                ],
-            }
-            for d in term.deliveries
-        ],
+        "deliveries": [delivery_to_dict(d) for d in term.deliveries],
     }
