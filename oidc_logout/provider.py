@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jwcrypto import jws, jwk
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from .config import Settings
@@ -172,12 +172,24 @@ class Provider:
             term_id = term.id
         return new_secret, self.after_commit(term_id, rows, wait=0)
 
-    def termination_report(self, db: Session, termination_id: str) -> dict[str, Any] | None:
-        term = db.scalar(select(Termination).where(Termination.id == termination_id).options(
-            selectinload(Termination.deliveries).selectinload(Delivery.attempt_log)))
+    def termination_report(self, db: Session, termination_id: str, *, limit: int = 200,
+                           offset: int = 0) -> dict[str, Any] | None:
+        """The termination with a per-state count of its deliveries and one page of them
+        (a subject with thousands of sessions must not produce a response of thousands)."""
+        term = db.get(Termination, termination_id)
         if term is None:
             return None
-        return termination_to_dict(term)
+        counts: dict[str, int] = {state: n for state, n in db.execute(
+            select(Delivery.state, func.count()).where(Delivery.termination_id == termination_id)
+            .group_by(Delivery.state))}
+        page = db.scalars(select(Delivery).where(Delivery.termination_id == termination_id)
+                          .order_by(Delivery.id).limit(limit).offset(offset)
+                          .options(selectinload(Delivery.attempt_log))).all()
+        report = termination_to_dict(term, deliveries=page)
+        report["delivery_summary"] = counts
+        report["deliveries_total"] = sum(counts.values())
+        report["deliveries_offset"] = offset
+        return report
 
     def record_frontchannel_report(self, db: Session, termination_id: str,
                                    loaded: set[int]) -> int:
@@ -233,7 +245,7 @@ def delivery_to_dict(d: Delivery, *, attempts: bool = True) -> dict[str, Any]:
     return out
 
 
-def termination_to_dict(term: Termination) -> dict[str, Any]:
+def termination_to_dict(term: Termination, deliveries: Any = None) -> dict[str, Any]:
     return {
         "id": term.id,
         "target": {"kind": term.target_kind, "value": term.target_value},
@@ -243,5 +255,6 @@ def termination_to_dict(term: Termination) -> dict[str, Any]:
         "created_at": _ts(term.created_at),
         "sessions_ended": term.sessions_ended,
         "tokens_revoked": term.tokens_revoked,
-        "deliveries": [delivery_to_dict(d) for d in term.deliveries],
+        "deliveries": [delivery_to_dict(d) for d in
+                       (term.deliveries if deliveries is None else deliveries)],
     }

@@ -9,6 +9,8 @@ import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
+from authlib.consts import default_json_headers
+from authlib.integrations.flask_oauth2.signals import token_revoked
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
@@ -20,6 +22,7 @@ from ..discovery import provider_metadata
 from ..errors import InsufficientScope, InvalidClientMetadata, InvalidRequest, InvalidToken, NotFound, OIDCLogoutError
 from ..frontchannel.page import Frame, frame_origins, iframe_url
 from ..protocols import EndUser
+from ..rfc7009.fastpath import try_revoke_access_token
 from ..rfc7662.endpoint import INTROSPECT_SCOPE
 from ..registration import client_metadata_response, create_client
 from ..storage.base import utcnow
@@ -272,6 +275,14 @@ def _address_check(provider):  # type: ignore[no-untyped-def]
 @blueprint.post("/revoke")
 def revoke() -> BaseResponse:
     _require_form()
+    # RFC 7009 §2.1/§2.2: a confidential client revoking one of its own live access tokens is
+    # one Core UPDATE and one commit; anything else (errors included) changes nothing there and
+    # is answered by the full Authlib endpoint below.
+    # Authlib's token_revoked signal carries ORM objects: with a listener, always the full path.
+    if not token_revoked.receivers and try_revoke_access_token(
+            _provider().engine, request.headers.get("Authorization"),
+            request.form.items(multi=True), bool(request.query_string)):
+        return _no_store(_server().handle_response(200, {}, default_json_headers))
     return _authlib_endpoint(lambda: _server().create_endpoint_response("revocation"))
 
 
@@ -424,7 +435,12 @@ def admin_termination(termination_id: str) -> BaseResponse:
     provider = _provider()
     db = request_db(provider)
     _require_admin(db)
-    report = provider.termination_report(db, termination_id[:40])
+    try:
+        limit = min(max(int(request.args.get("limit", 200)), 1), 1000)
+        offset = max(int(request.args.get("offset", 0)), 0)
+    except ValueError:
+        raise InvalidRequest("'limit' and 'offset' must be integers") from None
+    report = provider.termination_report(db, termination_id[:40], limit=limit, offset=offset)
     if report is None:
         raise NotFound("no termination with that id")
     return _no_store(jsonify(report))

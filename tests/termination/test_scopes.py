@@ -167,6 +167,11 @@ def test_admin_api_terminates_by_subject_and_reports_every_delivery(env):
                        if r.headers["Location"].startswith("/") else r.headers["Location"], headers=hdr, timeout=5).json()
     assert all(d["state"] == "delivered" for d in got["deliveries"])
     assert all(d["attempt_log"][0]["http_status"] == 200 for d in got["deliveries"])
+    assert got["delivery_summary"] == {"delivered": 2} and got["deliveries_total"] == 2
+    page = requests.get(r.headers["Location"] if not r.headers["Location"].startswith("/")
+                        else env.idp.url + r.headers["Location"], params={"limit": 1, "offset": 1},
+                        headers=hdr, timeout=5).json()
+    assert len(page["deliveries"]) == 1 and page["deliveries"][0]["id"] == got["deliveries"][1]["id"]
 
 
 def test_admin_api_refuses_bad_requests_and_missing_scope(env):
