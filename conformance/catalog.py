@@ -43,7 +43,7 @@ CATALOG: dict[str, CheckSpec] = {
     "DISC-4.3-issuer": _op("OIDC Discovery 1.0 §4.3", "issuer in the discovery document equals the issuer URL it was fetched for"),
     "BCL-2.1-supported": _op(f"{BCL} §2.1", "backchannel_logout_supported is true", oidf=_BCL_DISC),
     "BCL-2.1-session-supported": _op(f"{BCL} §2.1", "backchannel_logout_session_supported is true", "SHOULD", _BCL_DISC),
-    "FCL-3-supported": _op(f"{FCL} §3", "frontchannel_logout_supported is true (else front-channel checks are skipped)", oidf="oidcc-frontchannel-logout-discovery-endpoint-verification"),
+    "FCL-3-supported": _op(f"{FCL} §3", "frontchannel_logout_supported is a boolean; true runs the front-channel checks (absent or false: skipped, front-channel logout is optional)", oidf="oidcc-frontchannel-logout-discovery-endpoint-verification"),
     "FCL-3-session-supported": _op(f"{FCL} §3", "frontchannel_logout_session_supported is true", "SHOULD", "oidcc-frontchannel-logout-discovery-endpoint-verification"),
     "RPI-2.1-end-session-endpoint": _op(f"{RPI} §2.1", "end_session_endpoint is advertised", oidf="oidcc-rp-initiated-logout-discovery-endpoint-verification"),
     "RFC7009-endpoint": _op("RFC 8414 §2 / RFC 7009 §2", "revocation_endpoint is advertised (else RFC 7009 checks are skipped)", "SHOULD"),
@@ -59,6 +59,11 @@ CATALOG: dict[str, CheckSpec] = {
     "RPI-3-modified-uri": _op(f"{RPI} §3", "a registered post_logout_redirect_uri with an added query is never redirected to (exact match)", oidf="oidcc-rp-initiated-logout-query-added-to-post-logout-redirect-uri"),
     "RPI-2-forged-hint": _op(f"{RPI} §2, §4", "a modified id_token_hint is an error: no redirect and the session is not ended", oidf="oidcc-rp-initiated-logout-modified-id-token-hint"),
     "RPI-2-client-id-mismatch": _op(f"{RPI} §2", "client_id not matching the id_token_hint's aud is an error: no redirect, session not ended"),
+    "RPI-2-bad-hint": _op(f"{RPI} §2, §4", "an id_token_hint the OP did not issue (signed by the runner's own key; then a non-JWT string) is an error: no redirect, session not ended", oidf="oidcc-rp-initiated-logout-bad-id-token-hint"),
+    "RPI-3-no-state": _op(f"{RPI} §3", "id_token_hint and registered post_logout_redirect_uri without state: redirected to that URI, with no state parameter", oidf="oidcc-rp-initiated-logout-no-state"),
+    "RPI-6-no-id-token-hint": _op(f"{RPI} §6, §3", "client_id, registered post_logout_redirect_uri and state but no id_token_hint: the End-User is asked (a page, no redirect) and the session is not ended before confirming", "SHOULD", "oidcc-rp-initiated-logout-no-id-token-hint"),
+    "RPI-6-no-params": _op(f"{RPI} §2, §3, §6", "end_session with no parameters: a page (no redirect to any RP, no 5xx); ending the session without confirmation is a warning", oidf="oidcc-rp-initiated-logout-no-params"),
+    "RPI-3-only-state": _op(f"{RPI} §3, §6", "end_session with only state: no redirect to any RP (there is no post_logout_redirect_uri); ending the session without confirmation is a warning", oidf="oidcc-rp-initiated-logout-only-state"),
     # -- OP: back-channel logout request and token ----------------------------------------
     "BCL-2.5-delivered": _op(f"{BCL} §2.5", "every RP of the session receives a back-channel logout request (bounded wait)", oidf=_BCL_OP),
     "BCL-2.5-form-post": _op(f"{BCL} §2.5", "POST, Content-Type application/x-www-form-urlencoded, exactly one logout_token parameter", oidf=_BCL_OP),
@@ -80,6 +85,7 @@ CATALOG: dict[str, CheckSpec] = {
     # -- OP: front-channel ----------------------------------------------------------------
     "FCL-4-iframes": _op(f"{FCL} §4", "the logged-out page renders an iframe for each front-channel RP of the session", oidf=_FCL_OP),
     "FCL-3-iss-sid": _op(f"{FCL} §3", "iframe URLs carry iss (= issuer) and sid (= ID token sid)", oidf=_FCL_OP),
+    "FCL-4-browser": _op(f"{FCL} §2, §4 / {RPI} §3", "in a real browser (--browser), the logged-out page makes the user agent request every front-channel logout URI with iss and sid, and the post-logout redirect (with state) still arrives", oidf=_FCL_OP),
     # -- OP: RFC 7009 / RFC 7662 ----------------------------------------------------------
     "RFC7009-2.2-unknown-token": _op("RFC 7009 §2.2", "revoking an unknown token answers 200"),
     "RFC7009-2.1-revoke": _op("RFC 7009 §2.1, §2.2", "revoking a refresh token answers 200 and the token no longer refreshes"),
@@ -110,6 +116,10 @@ CATALOG: dict[str, CheckSpec] = {
     "RP-BCL-2.6-replay": _rp(f"{BCL} §2.6 step 8 (optional)", "a replayed jti is rejected and the re-established session is kept", "SHOULD"),
     "RP-BCL-2.6-typ": _rp(f"{BCL} §4.1, RFC 8725 §3.11", "a token explicitly typed as another kind of JWT (typ at+jwt) is rejected", "SHOULD"),
     "RP-BCL-2.8-error-body": _rp(f"{BCL} §2.8", "400 responses carry a JSON body with an error member", "SHOULD"),
+    # -- RP: front-channel endpoint (--frontchannel-uri) ----------------------------------
+    "RP-FCL-2-session-ended": _rp(f"{FCL} §2", "GET frontchannel_logout_uri with iss and sid of an RP session (no cookie) ends that session", oidf="oidcc-client-test-rp-frontchannel-rpinitlogout (closest: the OIDF module loads the iframe in the user's browser)"),
+    "RP-FCL-2-wrong-iss": _rp(f"{FCL} §2", "a front-channel request with another iss (the session's sid) leaves the session alone", "SHOULD"),
+    "RP-FCL-2-no-store": _rp(f"{FCL} §2", "front-channel responses carry Cache-Control: no-store", "SHOULD"),
 }
 
 

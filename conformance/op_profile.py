@@ -4,8 +4,10 @@ Flow (all HTTP is real; the runner's RP endpoints are a :class:`CaptureServer`):
 discovery and JWKS -> register (or load) the clients -> revocation/introspection session ->
 main session (one login, every client authorized) -> RP-initiated logout with
 id_token_hint, post_logout_redirect_uri and state -> bounded wait for back-channel logout
-requests -> token/session checks -> negative RP-initiated logout requests, each in a
-throwaway session.
+requests -> token/session checks -> (with ``--browser``) a second session logged out in
+Chromium, watching the front-channel iframes and the post-logout redirect arrive -> the
+other RP-initiated logout variants (errors, no state, no id_token_hint, no parameters, only
+state), each in a throwaway session.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from jwcrypto import jwk
 
 from .adapters import LoginAdapter
 from .checks import op_backchannel, op_discovery
-from .checks.op_rpinitiated import LogoutOutcome, forge_hint, goes_to, page_redirect_targets, state_of
+from .checks.op_rpinitiated import (
+    LogoutOutcome,
+    confirmation_forms,
+    foreign_hint,
+    forge_hint,
+    goes_to,
+    page_redirect_targets,
+    state_of,
+)
 from .model import Recorder, Status
 from .net import check_target
 from .opclient import Browser, FlowError, OPClient, OPConnection, Tokens
@@ -45,6 +55,7 @@ class OPOptions:
     allow_remote: bool = False
     scope: str = "openid"
     registration_token: str | None = None
+    browser: str | None = None  # path of a Chromium executable: load the logged-out page for real
 
 
 class OPRun:
@@ -59,6 +70,7 @@ class OPRun:
         self.op: OPConnection | None = None
         self.clients: list[OPClient] = []
         self.features: dict[str, bool] = {}
+        self._shared: tuple[Browser, Tokens] | None = None
 
     # -- helpers -------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -108,6 +120,7 @@ class OPRun:
         if not self.features.get("end_session"):
             raise FlowError("the OP has no end_session_endpoint")
         self._main_logout()
+        self._browser_frontchannel()
         self._negatives()
 
     def _setup_clients(self) -> None:
@@ -388,46 +401,139 @@ class OPRun:
         else:
             self.rec.verdict("FCL-3-iss-sid", wrong, evidence={"iframes": ev, "issuer": self.issuer})
 
+    # -- the front-channel page in a real browser ---------------------------------------------
+    def _browser_frontchannel(self) -> None:
+        if "FCL-4-browser" in self.rec.results:
+            return  # skipped by the discovery checks
+        if not self.o.browser:
+            self.rec.skip("FCL-4-browser", "no --browser given: the logged-out page was parsed, not loaded")
+            return
+        if not any(c.frontchannel_logout_uri for c in self.clients):
+            self.rec.skip("FCL-4-browser", "no client has a frontchannel_logout_uri")
+            return
+        from .checks.op_browser import check_in_browser
+
+        try:
+            check_in_browser(self, self.o.browser)
+        except FlowError as exc:
+            self.rec.record("FCL-4-browser", Status.SKIPPED, f"could not set up a session: {exc}")
+
     # -- negative RP-initiated logout requests, each in a throwaway session ------------------
+    def _request_ev(self, params: dict[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in params.items():
+            if k == "id_token_hint":
+                dec = decode_jwt(v)
+                out[k] = ({"header": dec.get("header"), "claims": dec.get("claims"), "signature": "[REDACTED]"}
+                          if isinstance(dec.get("claims"), dict) else "[not a JWT]")
+            else:
+                out[k] = v
+        return out
+
+    def _bc_hits(self, t: Tokens, mark: int) -> list[Any]:
+        """Back-channel logout requests received since ``mark`` for the session of ``t``."""
+        sid, sub = t.id_claims.get("sid"), t.id_claims.get("sub")
+        paths = {self._path(c.backchannel_logout_uri) for c in self.clients if c.backchannel_logout_uri}
+        hits = []
+        for r in self.receiver.requests[mark:]:
+            if r.method == "POST" and r.path in paths:
+                claims = op_backchannel.parse_delivery(t.client, r).claims
+                if (sid and claims.get("sid") == sid) or (not claims.get("sid") and claims.get("sub") == sub):
+                    hits.append(r)
+        return hits
+
+    def _attempt(self, browser: Browser, t: Tokens, params: dict[str, str], uris: list[str],
+                 confirm: bool = False, extra_stop: tuple[str, ...] = ()) -> dict[str, Any]:
+        """One end_session request in ``t``'s session: where it led, whether it redirected to
+        one of ``uris``, whether the session survived (prompt=none) and back-channel traffic."""
+        mark = len(self.receiver.requests)
+        outcome = self._end_session(browser, params, confirm=confirm,
+                                    stop=tuple(c.post_logout_redirect_uri for c in self.clients) + extra_stop)
+        redirected = [u for u in outcome.targets() if any(goes_to(u, x) for x in uris)]
+        alive = self._session_alive(browser, t.client)
+        if alive["alive"]:
+            time.sleep(min(self.o.settle, 0.5))  # a back-channel logout sent for a session kept alive
+        else:
+            self._shared = None  # the next request needs a fresh session
+        hits = self._bc_hits(t, mark)
+        ev = {"request": self._request_ev(params), **outcome.evidence(), "session_after": alive,
+              "backchannel_requests_after": len(hits)}
+        return {"outcome": outcome, "redirected": redirected, "alive": alive["alive"], "hits": hits, "ev": ev}
+
+    def _session(self) -> tuple[Browser, Tokens]:
+        """A session for requests that must leave it alive: shared between them (a login can
+        be slow) until one of them ends it."""
+        if self._shared is None:
+            assert self.op is not None
+            browser = Browser(self.op)
+            self._shared = (browser, self.op.login_and_authorize(browser, self.clients[0]))
+        return self._shared
+
     def _negative(self, check_id: str, make_params: Any, bad_uri: str | None, error_expected: bool) -> None:
+        browser, t = self._session()
+        variants = make_params(t)
+        if isinstance(variants, dict):
+            variants = [variants]
+        failures: list[str] = []
+        warnings: list[str] = []
+        evs = []
+        uris = [bad_uri] if bad_uri else [c.post_logout_redirect_uri for c in self.clients]
+        for params in variants:
+            r = self._attempt(browser, t, params, uris, extra_stop=(bad_uri,) if bad_uri else ())
+            evs.append(r["ev"])
+            if r["redirected"]:
+                failures.append(f"the OP redirected to {r['redirected'][0]}")
+            if error_expected:
+                status = r["outcome"].status()
+                if not r["alive"]:
+                    failures.append("the session was ended")
+                if r["hits"]:
+                    failures.append("a back-channel logout was sent for the session")
+                if status is not None and status < 400 and not r["redirected"]:
+                    warnings.append(f"answered {status} instead of an error page")
+            if failures or not r["alive"]:
+                break
+        self.rec.verdict(check_id, failures, warnings, evidence=evs[0] if len(evs) == 1 else {"requests": evs})
+
+    def _no_state(self) -> None:
+        """Registered post_logout_redirect_uri without state: redirected there, no state added."""
         op = self.op
         assert op is not None
         a = self.clients[0]
         browser = Browser(op)
         t = op.login_and_authorize(browser, a)
-        params = make_params(t)
-        mark = len(self.receiver.requests)
-        outcome = self._end_session(browser, params, confirm=False,
-                                    stop=tuple(c.post_logout_redirect_uri for c in self.clients) + ((bad_uri,) if bad_uri else ()))
+        params = {"id_token_hint": t.id_token or "", "post_logout_redirect_uri": a.post_logout_redirect_uri}
+        outcome = self._end_session(browser, params, confirm=True, stop=(a.post_logout_redirect_uri,))
+        targets = [u for u in outcome.targets() if goes_to(u, a.post_logout_redirect_uri)]
+        failures = []
+        if not targets:
+            failures.append("the OP did not redirect to the registered post_logout_redirect_uri")
+        elif any(state_of(u) for u in targets):
+            failures.append("the redirect carries a state parameter although none was sent")
+        self.rec.verdict("RPI-3-no-state", failures,
+                         evidence={"request": self._request_ev(params), **outcome.evidence()})
+
+    def _without_hint(self, check_id: str, params: dict[str, str], redirect_is_failure: bool) -> None:
+        """Requests without id_token_hint: the OP should ask the End-User (§6) and must not
+        redirect to an RP on its own; nothing may be ended before the End-User confirms."""
+        op = self.op
+        assert op is not None
+        browser, t = self._session()
+        r = self._attempt(browser, t, params, [c.post_logout_redirect_uri for c in self.clients])
+        outcome: LogoutOutcome = r["outcome"]
         failures: list[str] = []
         warnings: list[str] = []
-        uris = [bad_uri] if bad_uri else [c.post_logout_redirect_uri for c in self.clients]
-        redirected = [u for u in outcome.targets() if any(goes_to(u, x) for x in uris)]
-        if redirected:
-            failures.append(f"the OP redirected to {redirected[0]}")
         status = outcome.status()
-        ev: dict[str, Any] = {"request": {k: ({"header": decode_jwt(v).get("header"), "claims": decode_jwt(v).get("claims"),
-                                               "signature": "[REDACTED]"} if k == "id_token_hint" else v)
-                                          for k, v in params.items()}, **outcome.evidence()}
-        if error_expected:
-            time.sleep(min(self.o.settle, 0.5))
-            sid = t.id_claims.get("sid")
-            hits = []
-            for r in self.receiver.requests[mark:]:
-                if r.method == "POST" and r.path in {self._path(c.backchannel_logout_uri) for c in self.clients}:
-                    claims = op_backchannel.parse_delivery(a, r).claims
-                    if claims.get("sid") == sid or (not claims.get("sid") and claims.get("sub") == t.id_claims.get("sub")):
-                        hits.append(r)
-            alive = self._session_alive(browser, a)
-            ev["session_after"] = alive
-            ev["backchannel_requests_after"] = len(hits)
-            if not alive["alive"]:
-                failures.append("the session was ended")
-            if hits:
-                failures.append("a back-channel logout was sent for the session")
-            if status is not None and status < 400 and not redirected:
-                warnings.append(f"answered {status} instead of an error page")
-        self.rec.verdict(check_id, failures, warnings, evidence=ev)
+        if r["redirected"]:
+            (failures if redirect_is_failure else warnings).append(
+                f"the OP redirected to {r['redirected'][0]} without id_token_hint or confirmation")
+        if status is not None and status >= 500:
+            failures.append(f"end_session answered {status}")
+        if not r["alive"] or r["hits"]:
+            warnings.append("the session was ended without asking the End-User (§6: obtain confirmation)")
+        url = op.endpoint("end_session_endpoint") or ""
+        r["ev"]["confirmation_form"] = bool(confirmation_forms(outcome.pages, url))
+        self.rec.verdict(check_id, failures, warnings, evidence=r["ev"])
 
     def _negatives(self) -> None:
         a, b = self.clients[0], self.clients[1]
@@ -435,29 +541,39 @@ class OPRun:
         unregistered = f"{self.receiver.base_url}/not-registered/logged-out"
         modified = plru + ("&" if "?" in plru else "?") + "added=1"
         st = secrets.token_urlsafe(8)
-        steps = [
-            ("RPI-3-unregistered-uri", lambda t: {"id_token_hint": t.id_token, "post_logout_redirect_uri": unregistered,
-                                                  "state": st}, unregistered, False),
-            ("RPI-3-modified-uri", lambda t: {"id_token_hint": t.id_token, "post_logout_redirect_uri": modified,
-                                              "state": st}, None, False),
-            ("RPI-2-forged-hint", lambda t: {"id_token_hint": forge_hint(t.id_token), "post_logout_redirect_uri": plru,
-                                             "state": st}, None, True),
-            ("RPI-2-client-id-mismatch", lambda t: {"id_token_hint": t.id_token, "client_id": b.client_id,
-                                                    "post_logout_redirect_uri": plru, "state": st}, None, True),
+        steps: list[tuple[str, Any]] = [
+            ("RPI-3-unregistered-uri", lambda: self._negative(
+                "RPI-3-unregistered-uri", lambda t: {"id_token_hint": t.id_token, "post_logout_redirect_uri": unregistered,
+                                                     "state": st}, unregistered, False)),
+            # Registered URI with an added query: any redirect to that path is a violation
+            # (exact match, §3), with or without the added query.
+            ("RPI-3-modified-uri", lambda: self._negative(
+                "RPI-3-modified-uri", lambda t: {"id_token_hint": t.id_token, "post_logout_redirect_uri": modified,
+                                                 "state": st}, plru, False)),
+            ("RPI-2-forged-hint", lambda: self._negative(
+                "RPI-2-forged-hint", lambda t: {"id_token_hint": forge_hint(t.id_token), "post_logout_redirect_uri": plru,
+                                                "state": st}, None, True)),
+            ("RPI-2-client-id-mismatch", lambda: self._negative(
+                "RPI-2-client-id-mismatch", lambda t: {"id_token_hint": t.id_token, "client_id": b.client_id,
+                                                       "post_logout_redirect_uri": plru, "state": st}, None, True)),
+            ("RPI-2-bad-hint", lambda: self._negative(
+                "RPI-2-bad-hint", lambda t: [
+                    {"id_token_hint": foreign_hint(t.id_claims), "post_logout_redirect_uri": plru, "state": st},
+                    {"id_token_hint": "not-a-jwt." + secrets.token_urlsafe(12), "post_logout_redirect_uri": plru,
+                     "state": st}], None, True)),
+            ("RPI-3-no-state", self._no_state),
+            ("RPI-6-no-id-token-hint", lambda: self._without_hint(
+                "RPI-6-no-id-token-hint", {"client_id": a.client_id, "post_logout_redirect_uri": plru, "state": st},
+                redirect_is_failure=False)),
+            ("RPI-6-no-params", lambda: self._without_hint("RPI-6-no-params", {}, redirect_is_failure=True)),
+            ("RPI-3-only-state", lambda: self._without_hint("RPI-3-only-state", {"state": st},
+                                                            redirect_is_failure=True)),
         ]
-        for check_id, make, bad, err in steps:
+        for check_id, step in steps:
             try:
-                if check_id == "RPI-3-modified-uri":
-                    self._modified(make)
-                else:
-                    self._negative(check_id, make, bad, err)
+                step()
             except FlowError as exc:
                 self.rec.record(check_id, Status.SKIPPED, f"could not set up a session: {exc}")
-
-    def _modified(self, make: Any) -> None:
-        """Registered URI with an added query: any redirect to that path is a violation
-        (exact match, §3), with or without the added query."""
-        self._negative("RPI-3-modified-uri", make, self.clients[0].post_logout_redirect_uri, False)
 
 
 def _json(resp: requests.Response) -> dict[str, Any]:

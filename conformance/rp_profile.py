@@ -1,5 +1,6 @@
 """The ``rp`` profile: the runner is the OP (issuer, discovery, JWKS on loopback) and
-sends valid and invalid logout tokens to the RP's back-channel logout endpoint."""
+sends valid and invalid logout tokens to the RP's back-channel logout endpoint, then (with
+``--frontchannel-uri``) front-channel logout requests to its front-channel logout URI."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import requests
 
 from .adapters import SessionAdapter
 from .checks.rp_backchannel import RPChecks
+from .checks.rp_frontchannel import FC_CHECKS, RPFrontChannelChecks
 from .model import Recorder, Status
 from .net import check_target
 from .rp_op import RunnerOP
@@ -24,6 +26,7 @@ class RPOptions:
     issuer_port: int = 0
     wait_for_rp: float = 10.0
     allow_remote: bool = False
+    frontchannel_uri: str | None = None
 
 
 def wait_reachable(url: str, timeout: float) -> bool:
@@ -40,11 +43,14 @@ def wait_reachable(url: str, timeout: float) -> bool:
 
 def run_rp(opts: RPOptions, rec: Recorder, op: RunnerOP | None = None, announce: bool = True) -> None:
     check_target(opts.backchannel_uri, opts.allow_remote)
+    if opts.frontchannel_uri:
+        check_target(opts.frontchannel_uri, opts.allow_remote)
     own = op is None
     op = op or RunnerOP(opts.issuer_host, opts.issuer_port)
     if own:
         op.start()
-    rec.meta.update({"issuer": op.issuer, "backchannel_uri": opts.backchannel_uri, "client_id": opts.client_id,
+    rec.meta.update({"issuer": op.issuer, "backchannel_uri": opts.backchannel_uri,
+                     "frontchannel_uri": opts.frontchannel_uri, "client_id": opts.client_id,
                      "session_adapter": type(opts.sessions).__name__ if opts.sessions else None})
     if announce:
         print(f"ISSUER {op.issuer}", flush=True)
@@ -53,7 +59,13 @@ def run_rp(opts: RPOptions, rec: Recorder, op: RunnerOP | None = None, announce:
             rec.record("RP-BCL-2.8-valid", Status.FAIL, f"{opts.backchannel_uri} is not reachable")
             rec.skip_rest("not reached: the back-channel logout URI is not reachable")
             return
-        RPChecks(rec, op, opts.backchannel_uri, opts.client_id, opts.sessions).run_all()
+        checks = RPChecks(rec, op, opts.backchannel_uri, opts.client_id, opts.sessions)
+        checks.run_all()
+        if opts.frontchannel_uri:
+            RPFrontChannelChecks(rec, op.issuer, opts.frontchannel_uri, opts.sessions, checks._establish).run_all()
+        else:
+            for cid in FC_CHECKS:
+                rec.skip(cid, "no --frontchannel-uri given")
     finally:
         if own:
             op.stop()

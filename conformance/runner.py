@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .adapters import FormLoginAdapter, HttpSessionAdapter, load_object
 from .model import Recorder
@@ -54,9 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="port of the runner's RP endpoints (fixed when using --client-config)")
     op.add_argument("--wait", type=float, default=10.0, help="max seconds to wait for back-channel deliveries")
     op.add_argument("--settle", type=float, default=1.0, help="extra seconds to catch duplicate deliveries")
+    op.add_argument("--browser", metavar="CHROMIUM",
+                    help="path of a Chromium executable (e.g. /usr/bin/chromium; needs the playwright package): "
+                         "load the logged-out page in it and watch the front-channel iframes and the post-logout "
+                         "redirect arrive (FCL-4-browser; skipped without this option)")
 
-    rp = sub.add_parser("rp", help="test a relying party's back-channel logout endpoint")
+    rp = sub.add_parser("rp", help="test a relying party's back-channel (and front-channel) logout endpoints")
     rp.add_argument("--backchannel-uri", required=True)
+    rp.add_argument("--frontchannel-uri", help="the RP's frontchannel_logout_uri (optional: the RP-FCL checks are "
+                                               "skipped without it)")
     rp.add_argument("--client-id", required=True, help="the RP's client_id (the aud of the logout tokens)")
     rp.add_argument("--issuer-host", default="127.0.0.1")
     rp.add_argument("--issuer-port", type=int, default=0,
@@ -113,15 +120,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          clients=max(2, args.clients), receiver_host=args.receiver_host,
                          receiver_port=args.receiver_port, wait=args.wait, settle=args.settle,
                          allow_remote=args.allow_remote, scope=args.scope,
-                         registration_token=args.registration_token)
+                         registration_token=args.registration_token, browser=args.browser)
         rec.meta.update({"issuer": args.issuer, "login_adapter": args.login_adapter,
                          "clients": "configured" if config else f"dynamic x{opts.clients}",
-                         "wait": args.wait, "scope": args.scope})
+                         "wait": args.wait, "scope": args.scope, "browser": args.browser})
         OPRun(opts, rec).run()
     else:
         from .rp_profile import RPOptions, run_rp
 
-        opts_rp = RPOptions(backchannel_uri=args.backchannel_uri, client_id=args.client_id,
+        opts_rp = RPOptions(backchannel_uri=args.backchannel_uri, frontchannel_uri=args.frontchannel_uri,
+                            client_id=args.client_id,
                             sessions=_session_adapter(args), issuer_host=args.issuer_host,
                             issuer_port=args.issuer_port, wait_for_rp=args.wait_for_rp,
                             allow_remote=args.allow_remote)

@@ -26,16 +26,25 @@ def check_discovery(rec: Recorder, issuer: str, doc: dict[str, Any]) -> dict[str
                 [] if doc.get("backchannel_logout_session_supported") is True
                 else ["backchannel_logout_session_supported is not true (sid in logout tokens not promised)"],
                 evidence=ev)
-    fcl = doc.get("frontchannel_logout_supported") is True
+    fcl_value = doc.get("frontchannel_logout_supported")
+    fcl = fcl_value is True
+    fc_checks = ("FCL-3-session-supported", "FCL-4-iframes", "FCL-3-iss-sid", "FCL-4-browser")
     if fcl:
         rec.verdict("FCL-3-supported", evidence=ev)
         rec.verdict("FCL-3-session-supported",
                     [] if doc.get("frontchannel_logout_session_supported") is True
                     else ["frontchannel_logout_session_supported is not true"], evidence=ev)
-    else:
+    elif fcl_value is None or fcl_value is False:
+        # Front-Channel Logout is optional: an OP that does not offer it is not at fault.
         reason = "the OP does not advertise frontchannel_logout_supported"
-        for cid in ("FCL-3-supported", "FCL-3-session-supported", "FCL-4-iframes", "FCL-3-iss-sid"):
+        for cid in ("FCL-3-supported", *fc_checks):
             rec.skip(cid, reason)
+    else:
+        # FCL §3: "frontchannel_logout_supported OPTIONAL. Boolean value ..."
+        rec.verdict("FCL-3-supported", [f"frontchannel_logout_supported is {fcl_value!r}, not a boolean"],
+                    evidence=ev)
+        for cid in fc_checks:
+            rec.skip(cid, "frontchannel_logout_supported is not a boolean: front-channel logout not exercised")
     end_session = doc.get("end_session_endpoint")
     rec.verdict("RPI-2.1-end-session-endpoint",
                 [] if isinstance(end_session, str) and end_session.startswith(("https://", "http://"))
@@ -48,6 +57,8 @@ def check_discovery(rec: Recorder, issuer: str, doc: dict[str, Any]) -> dict[str
     if not revocation:
         for cid in ("RFC7009-2.2-unknown-token", "RFC7009-2.1-revoke", "RFC7009-2.1-other-client"):
             rec.skip(cid, "the OP advertises no revocation_endpoint")
+    if not revocation and introspection:
+        rec.skip("RFC7662-2.2-inactive", "needs a token revoked at the revocation_endpoint, which is not advertised")
     if not introspection:
         for cid in ("RFC7662-2.2-active", "RFC7662-2.2-inactive", "RFC7662-2.1-auth"):
             rec.skip(cid, "the OP advertises no introspection_endpoint")

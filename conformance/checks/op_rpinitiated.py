@@ -72,3 +72,27 @@ def forge_hint(id_token: str) -> str:
     claims["sub"] = str(claims.get("sub", "")) + "-forged"
     forged = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).rstrip(b"=").decode()
     return f"{header}.{forged}.{sig}"
+
+
+def foreign_hint(claims: dict[str, Any]) -> str:
+    """The ID token's claims signed by a key the runner made up (kid unknown to the OP), as
+    the OpenID Foundation's bad-id-token-hint test does ("an id_token_hint signed by the test
+    suite"): the OP did not issue it and must refuse it."""
+    import secrets
+
+    from jwcrypto import jwk, jws
+
+    key = jwk.JWK.generate(kty="RSA", size=2048, kid=f"conformance-{secrets.token_hex(4)}")
+    s = jws.JWS(json.dumps(claims, separators=(",", ":")).encode())
+    s.add_signature(key, alg="RS256", protected=json.dumps({"alg": "RS256", "typ": "JWT", "kid": key.get("kid")}))
+    return str(s.serialize(compact=True))
+
+
+def confirmation_forms(pages: list[requests.Response], end_session_url: str) -> list[Any]:
+    """Forms on the pages that submit to the end_session endpoint (a logout confirmation)."""
+    out = []
+    for page in pages:
+        for form in parse_html(page.text).forms:
+            if urlsplit(urljoin(page.url, form.action or page.url)).path == urlsplit(end_session_url).path:
+                out.append(form)
+    return out

@@ -1,19 +1,20 @@
 """Every RP check is shown able to fail: the rp profile runs against a hand-written RP
-(tests/conformance/fixtures/broken_rp.py), correct by default and broken one rule at a time."""
+(tests/conformance/fixtures/broken_rp.py), correct by default and broken one rule at a time
+(back-channel and front-channel logout URIs); one fixture server serves the whole module."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
+from conformance.adapters import HttpSessionAdapter
 from conformance.catalog import rp_checks
 from conformance.model import Recorder
 from conformance.report import write
 from conformance.rp_op import RunnerOP
 from conformance.rp_profile import RPOptions, run_rp
-from conformance.adapters import HttpSessionAdapter
 
 from .fixtures.broken_rp import CLIENT_ID, RP_FLAGS, BrokenRP
 
@@ -37,6 +38,9 @@ CASES: dict[str, tuple[set[str], set[str]]] = {
     "sub_only_unsupported": ({"RP-BCL-2.7-sub-only"}, set()),
     "no_cache_header": (set(), {"RP-BCL-2.8-no-store"}),
     "text_errors": (set(), {"RP-BCL-2.8-error-body"}),
+    "fc_ignore_iss": (set(), {"RP-FCL-2-wrong-iss"}),
+    "fc_no_session_end": ({"RP-FCL-2-session-ended"}, set()),
+    "fc_no_cache_header": (set(), {"RP-FCL-2-no-store"}),
 }
 
 
@@ -47,30 +51,36 @@ def op() -> Iterator[RunnerOP]:
     server.stop()
 
 
-def _run(tmp_path: Path, op: RunnerOP, **flags: bool) -> dict:
-    rp = BrokenRP(op.issuer, **flags)
-    try:
-        rec = Recorder("rp")
-        adapter = HttpSessionAdapter(rp.url + "/login?sub={sub}&sid={sid}", rp.url + "/protected")
-        run_rp(RPOptions(rp.url + "/backchannel", CLIENT_ID, adapter), rec, op=op, announce=False)
-        return write(rec, tmp_path)
-    finally:
-        rp.stop()
+@pytest.fixture(scope="module")
+def broken_rp(op: RunnerOP) -> Iterator[BrokenRP]:
+    rp = BrokenRP(op.issuer)
+    yield rp
+    rp.stop()
+
+
+def _run(tmp_path: Path, op: RunnerOP, rp: BrokenRP, **flags: bool) -> dict:
+    rp.reset(**flags)
+    rec = Recorder("rp")
+    adapter = HttpSessionAdapter(rp.url + "/login?sub={sub}&sid={sid}", rp.url + "/protected")
+    run_rp(RPOptions(rp.url + "/backchannel", CLIENT_ID, adapter, frontchannel_uri=rp.url + "/frontchannel"),
+           rec, op=op, announce=False)
+    return write(rec, tmp_path)
 
 
 def _status(report: dict, status: str) -> set[str]:
     return {c["id"] for c in report["checks"] if c["status"] == status}
 
 
-def test_correct_rp_fixture_passes_everything(tmp_path: Path, op: RunnerOP) -> None:
-    report = _run(tmp_path, op)
+def test_correct_rp_fixture_passes_everything(tmp_path: Path, op: RunnerOP, broken_rp: BrokenRP) -> None:
+    report = _run(tmp_path, op, broken_rp)
     assert _status(report, "pass") == set(rp_checks()), report["summary"]
 
 
 @pytest.mark.parametrize("flag", sorted(CASES))
-def test_broken_rp_fails_exactly_the_right_checks(tmp_path: Path, op: RunnerOP, flag: str) -> None:
+def test_broken_rp_fails_exactly_the_right_checks(tmp_path: Path, op: RunnerOP, broken_rp: BrokenRP,
+                                                  flag: str) -> None:
     fails, warns = CASES[flag]
-    report = _run(tmp_path, op, **{flag: True})
+    report = _run(tmp_path, op, broken_rp, **{flag: True})
     assert _status(report, "fail") == fails
     assert _status(report, "warning") == warns
     assert report["result"] == ("fail" if fails else "pass")
@@ -93,3 +103,14 @@ def test_unreachable_rp_fails_valid_check(tmp_path: Path) -> None:
     finally:
         op.stop()
     assert _status(report, "fail") == {"RP-BCL-2.8-valid"}
+
+
+def test_frontchannel_checks_skipped_without_uri(tmp_path: Path, op: RunnerOP, broken_rp: BrokenRP) -> None:
+    rp = broken_rp.reset()
+    rec = Recorder("rp")
+    adapter = HttpSessionAdapter(rp.url + "/login?sub={sub}&sid={sid}", rp.url + "/protected")
+    run_rp(RPOptions(rp.url + "/backchannel", CLIENT_ID, adapter), rec, op=op, announce=False)
+    report = write(rec, tmp_path)
+    fc = {"RP-FCL-2-session-ended", "RP-FCL-2-wrong-iss", "RP-FCL-2-no-store"}
+    assert _status(report, "skipped") == fc
+    assert all(c["reason"] == "no --frontchannel-uri given" for c in report["checks"] if c["id"] in fc)
