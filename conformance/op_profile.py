@@ -128,9 +128,9 @@ class OPRun:
         base = self.receiver.base_url
         if self.o.client_config is not None:
             self.rec.skip("REG-7591-registration", "clients were configured (--client-config)")
-            for meta in self.o.client_config:
-                self.red.register(meta.get("client_secret"))
-                self.clients.append(self._client_from(meta, meta))
+            for configured in self.o.client_config:
+                self.red.register(configured.get("client_secret"))
+                self.clients.append(self._client_from(configured, configured))
             return
         if not self.op.endpoint("registration_endpoint"):
             self.rec.record("REG-7591-registration", Status.FAIL,
@@ -155,7 +155,7 @@ class OPRun:
             if self.features.get("frontchannel"):
                 meta["frontchannel_logout_uri"] = f"{base}/{name}/frontchannel"
                 meta["frontchannel_logout_session_required"] = True
-            headers = {}
+            headers: dict[str, str] = {}
             resp = self.op.register(meta) if not self.o.registration_token else self.op.http.post(
                 self.op.endpoint("registration_endpoint") or "", json=meta, timeout=15,
                 headers={"Authorization": f"Bearer {self.o.registration_token}"})

@@ -217,8 +217,9 @@ class OPConnection:
         if body.get("id_token"):
             tokens.id_token = body["id_token"]
             decoded = decode_jwt(body["id_token"])
-            tokens.id_header = decoded.get("header") if isinstance(decoded.get("header"), dict) else {}
-            tokens.id_claims = decoded.get("claims") if isinstance(decoded.get("claims"), dict) else {}
+            header, claims = decoded.get("header"), decoded.get("claims")
+            tokens.id_header = header if isinstance(header, dict) else {}
+            tokens.id_claims = claims if isinstance(claims, dict) else {}
         return tokens
 
     def refresh(self, client: OPClient, refresh_token: str) -> requests.Response:

@@ -159,6 +159,7 @@ def check_deliveries(rec: Recorder, issuer: str, expected: list[Tokens], deliver
         v = d.claims.get("iat")
         if not _num(v):
             return [f"iat is missing or not a number ({v!r})"]
+        assert isinstance(v, (int, float))
         if abs(v - d.request.at) > SKEW:
             return [f"iat is {v - d.request.at:+.0f}s from the time of delivery"]
         return []
@@ -212,7 +213,7 @@ def check_deliveries(rec: Recorder, issuer: str, expected: list[Tokens], deliver
         return out
 
     per("BCL-2.4-sid-match", match)
-    jtis = [d.claims.get("jti") for d in deliveries if d.claims.get("jti")]
+    jtis = [str(d.claims["jti"]) for d in deliveries if d.claims.get("jti")]
     dupes = sorted({j for j in jtis if jtis.count(j) > 1})
     rec.verdict("BCL-2.4-jti-unique", [f"{len(dupes)} jti value(s) used more than once"] if dupes else [],
                 evidence={"tokens": len(jtis), "distinct": len(set(jtis))})
