@@ -7,8 +7,8 @@ import secrets
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
-from authlib.jose import JsonWebKey
-from authlib.oidc.core import CodeIDToken
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import KeySet
 
 from tests.support.idp import Browser, client_meta, start_idp
 
@@ -36,13 +36,14 @@ def test_authlib_oauth2_session_completes_the_code_flow_with_discovery(idp):
     assert resp.status_code == 302
     token = client.fetch_token(doc["token_endpoint"], authorization_response=resp.headers["Location"],
                                code_verifier=verifier, state=state)
-    keys = JsonWebKey.import_key_set(requests.get(doc["jwks_uri"], timeout=5).json())
-    from authlib.jose import jwt as authlib_jwt
-
-    claims = authlib_jwt.decode(token["id_token"], keys, claims_cls=CodeIDToken,
-                                claims_options={"iss": {"value": doc["issuer"]}},
-                                claims_params={"nonce": nonce, "client_id": meta["client_id"]})
-    claims.validate()
+    keys = KeySet.import_key_set(requests.get(doc["jwks_uri"], timeout=5).json())
+    decoded = jose_jwt.decode(token["id_token"], keys, algorithms=doc["id_token_signing_alg_values_supported"])
+    registry = jose_jwt.JWTClaimsRegistry(iss={"essential": True, "value": doc["issuer"]},
+                                          aud={"essential": True, "value": meta["client_id"]},
+                                          nonce={"essential": True, "value": nonce},
+                                          sid={"essential": True})
+    registry.validate(decoded.claims)
+    claims = decoded.claims
     assert claims["sub"] == "bob" and claims["sid"]
     info = client.get(doc["userinfo_endpoint"], timeout=5).json()
     assert info["sub"] == "bob" and info["email"] == "bob@example.org"
