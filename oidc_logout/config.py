@@ -59,6 +59,9 @@ class Settings:
     # Front-channel page
     frontchannel_timeout_ms: int = 3000
 
+    # Registration (RFC 7591 §3): when set, POST /register needs "Authorization: Bearer <it>".
+    registration_token: str = ""
+
     # Requests
     max_request_bytes: int = 64 * 1024
     admin_scope: str = "oidc_logout:admin"

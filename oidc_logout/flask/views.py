@@ -234,7 +234,7 @@ def _bearer_token(db) -> Token:  # type: ignore[no-untyped-def]
 @blueprint.post("/register")
 def register() -> BaseResponse:
     provider = _provider()
-    expected = provider.settings.extra.get("registration_token")
+    expected = provider.settings.registration_token
     if expected:
         auth = request.headers.get("Authorization", "")
         if not secrets.compare_digest(auth, f"Bearer {expected}"):
