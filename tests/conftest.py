@@ -14,6 +14,8 @@ import pytest
 
 PG_ADMIN_URL = os.environ.get("OIDC_LOGOUT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SERVICE_MARKERS = ("postgres", "redis", "browser")
+#: A skip whose reason names one of these also counts, marked or not.
+SERVICE_WORDS = ("postgres", "redis", "chromium", "browser", "playwright")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -52,7 +54,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     bad = []
     for rep in reporter.stats.get("skipped", []):
         keywords = getattr(rep, "keywords", {}) or {}
-        if any(m in keywords for m in SERVICE_MARKERS):
+        reason = str(getattr(rep, "longrepr", "") or "").lower()
+        if any(m in keywords for m in SERVICE_MARKERS) or any(w in reason for w in SERVICE_WORDS):
             bad.append(rep.nodeid)
     if bad:
         reporter.write_line(f"CI=true: {len(bad)} test(s) needing PostgreSQL/Redis/Chromium were skipped:",
