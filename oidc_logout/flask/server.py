@@ -7,6 +7,7 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from flask import g
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ..core.client import OAuthClient
@@ -36,6 +37,11 @@ DEFAULT_DESCRIPTIONS = {
     "unsupported_token_type": "this token type cannot be revoked",
     "access_denied": "the request was denied",
 }
+
+
+_clients = Client.__table__
+#: Built once, compiled once (SQLAlchemy's statement cache).
+_CLIENT_BY_ID = select(_clients).where(_clients.c.client_id == bindparam("cid"))
 
 
 def request_db(provider: Provider) -> Session:
@@ -76,8 +82,11 @@ class OPServer(AuthorizationServer):  # type: ignore[misc]
         if not isinstance(client_id, str) or not client_id or len(client_id) > 64 or \
                 not client_id.isprintable():
             return None
-        row = self.db.get(Client, client_id)
-        return OAuthClient(row) if row is not None else None
+        # A Core row (attribute access like the entity, read-only) on the request's own
+        # connection and transaction: no ORM entity to build for a lookup every token,
+        # revocation and introspection request makes.
+        row = self.db.connection().execute(_CLIENT_BY_ID, {"cid": client_id}).first()
+        return OAuthClient(row) if row is not None else None  # type: ignore[arg-type]
 
     def handle_error_response(self, request: Any, error: Any) -> Any:
         # RFC 6749 §5.2: error_description is optional, but a clear error is this project's

@@ -276,8 +276,8 @@ def _address_check(provider):  # type: ignore[no-untyped-def]
 def revoke() -> BaseResponse:
     _require_form()
     # RFC 7009 §2.1/§2.2: a confidential client revoking one of its own live access tokens is
-    # one Core UPDATE and one commit; anything else (errors included) changes nothing there and
-    # is answered by the full Authlib endpoint below.
+    # one UPDATE and one commit (oidc_logout/rfc7009/fastpath.py); anything else (errors
+    # included) changes nothing there and is answered by the full Authlib endpoint below.
     # Authlib's token_revoked signal carries ORM objects: with a listener, always the full path.
     if not token_revoked.receivers and try_revoke_access_token(
             _provider().engine, request.headers.get("Authorization"),

@@ -15,6 +15,10 @@ from ..termination import by_grant, terminate
 from ..tokens import token_hash
 
 
+#: revoked_reason of an access token its client revoked (here and in fastpath.py).
+REVOKED_REASON = "revoked by its client (RFC 7009)"
+
+
 class RevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
     # §2.1: the client authenticates as at the token endpoint; public clients send client_id.
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
@@ -62,4 +66,4 @@ class RevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
         else:
             # §2.1: revoking an access token MAY revoke its refresh token; we leave it alone.
             token.revoked_at = utcnow()
-            token.revoked_reason = "revoked by its client (RFC 7009)"
+            token.revoked_reason = REVOKED_REASON

@@ -117,7 +117,10 @@ def test_garbage_tokens_at_revocation_introspection_userinfo(hostile_op: Hostile
     for path in ("/revoke", "/introspect"):
         resp = hostile_op.client.post(path, data={"token": token}, headers=headers)
         assert_api_error_or_ok(resp)
-    resp = hostile_op.client.get("/userinfo", headers={"Authorization": "Bearer " + token[:3000]})
+    # A header value cannot carry CR/LF (HTTP clients refuse to send one), so those bytes are
+    # replaced for the header case; the form-body cases above keep the raw value.
+    header_token = token[:3000].replace("\r", " ").replace("\n", " ")
+    resp = hostile_op.client.get("/userinfo", headers={"Authorization": "Bearer " + header_token})
     assert resp.status_code == 401 and json.loads(resp.data)["error"] == "invalid_token"
     assert hostile_op.fingerprint() == before
 
