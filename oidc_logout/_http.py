@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -44,6 +44,7 @@ __all__ = [
     "check_address",
     "check_uri_address",
     "make_session",
+    "post_form",
     "read_capped",
 ]
 
@@ -283,6 +284,34 @@ def make_session(*, concurrency: int = 16, dev_mode: bool = False,
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def post_form(session: requests.Session, url: str, fields: dict[str, str], *,
+              headers: dict[str, str], timeout: tuple[float, float]) -> requests.Response:
+    """POST ``fields`` form-encoded to ``url`` through ``session``'s mounted adapter, streamed
+    (read the body with :func:`read_capped`), redirects not followed.
+
+    For a session of :func:`make_session` (a :class:`PolicyAdapter` mounted, no proxies, no
+    cookies, no hooks) the prepared request goes straight to the adapter: the same connection
+    pool, address check, timeouts, exceptions and :class:`requests.Response` as
+    ``session.post``, without :meth:`requests.Session.request`'s per-call merging of settings,
+    environment, cookies and hooks (about a quarter of the CPU of a delivery's POST). Any other
+    session is used through ``session.post``.
+    """
+    adapter = session.get_adapter(url)
+    if not isinstance(adapter, PolicyAdapter) or session.cookies or session.auth \
+            or session.trust_env or session.proxies or session.params \
+            or any(session.hooks.values()):
+        return session.post(url, data=fields, headers=headers, timeout=timeout,
+                            allow_redirects=False, stream=True)
+    prepared = requests.PreparedRequest()
+    merged = dict(session.headers)
+    merged.update(headers)
+    merged["Content-Type"] = "application/x-www-form-urlencoded"
+    # Encoded here: a str body skips requests' isinstance checks against runtime Protocols.
+    prepared.prepare(method="POST", url=url, headers=merged, data=urlencode(fields))
+    return adapter.send(prepared, stream=True, timeout=timeout, verify=session.verify,
+                        cert=session.cert, proxies={})
 
 
 def read_capped(resp: requests.Response, max_bytes: int,

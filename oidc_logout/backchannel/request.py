@@ -24,7 +24,7 @@ from typing import Mapping
 
 import requests
 
-from .._http import DisallowedAddress, read_capped
+from .._http import DisallowedAddress, post_form, read_capped
 from ..config import Settings
 from ..keys import KeyRing
 from ..storage.base import utcnow
@@ -148,13 +148,11 @@ def post_logout_token(http: requests.Session, uri: str, token: str, *, jti: str 
     try:
         # §2.5: "The OP uses an HTTP POST to the registered Back-Channel Logout URI [...]
         # using the application/x-www-form-urlencoded format" with the logout_token parameter.
-        resp = http.post(
-            uri,
-            data={"logout_token": token},
+        # (redirects are never followed; the body is streamed and read capped below)
+        resp = post_form(
+            http, uri, {"logout_token": token},
             headers={"Accept": "application/json", "Cache-Control": "no-store"},
             timeout=(connect_timeout, read_timeout),
-            allow_redirects=False,
-            stream=True,
         )
     except DisallowedAddress as exc:
         return done(FAILED, None, f"address not allowed: {exc.description}")

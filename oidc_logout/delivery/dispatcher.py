@@ -15,6 +15,16 @@ every ``recheck_interval``.
 
 Everything lives in the database: a retry scheduled before a restart is picked up by the next
 dispatcher or worker, and a claim whose owner crashed comes back when its lease expires.
+
+Throughput (docs/performance.md, "Delivery throughput"): results are written by *group
+commit*: an attempt thread hands its result to :meth:`Dispatcher._record` and waits until it is
+committed; whichever thread finds no write in progress writes every result queued so far in
+one transaction (:func:`.outbox.record_results`), so under load many results share one
+transaction and one pooled connection, and at light load a result is written at once. A thread
+takes new work only after its result is committed, so at most ``delivery_concurrency``
+attempts can have reached an RP without being recorded (the bound on repeats after a crash).
+Claims are refilled in batches: the polling thread is woken to claim again only when at least
+half of ``delivery_concurrency`` claim slots are free, not after every completed attempt.
 """
 
 from __future__ import annotations
@@ -52,6 +62,25 @@ OnResult = Callable[[ClaimedDelivery, AttemptResult], None]
 _FINAL_MEMORY = 100_000
 
 
+class _PendingResult:
+    """One attempt's result waiting for its group commit (see :meth:`Dispatcher._record`)."""
+
+    __slots__ = ("batch", "claimed", "error", "finished", "outcome", "result", "wake")
+
+    def __init__(self, claimed: ClaimedDelivery, result: AttemptResult) -> None:
+        self.claimed = claimed
+        self.result = result
+        self.finished = False
+        self.outcome: tuple[str, dt.datetime | None] = (LOST, None)
+        self.error: BaseException | None = None
+        #: Set for the thread asked to write the next batch: that batch.
+        self.batch: list[_PendingResult] = []
+        #: Held until the result is written or its thread is asked to write (a lock used as
+        #: a one-shot signal: cheaper than an Event).
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+
 def default_owner() -> str:
     """A lease owner name unique per process start: host, pid and a random suffix."""
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -78,6 +107,13 @@ class Dispatcher:
         self._concurrency = max(1, settings.delivery_concurrency)
         #: Claims held at once (running + queued); more would only hold leases idle.
         self._capacity = self._concurrency * 2
+        #: A saturated dispatcher claims again once this many claim slots are free (a batch
+        #: per claim transaction instead of one claim per completed attempt).
+        self._refill_at = max(1, self._concurrency // 2)
+        # Group commit of results (see _record).
+        self._rec_lock = threading.Lock()
+        self._rec_queue: list[_PendingResult] = []
+        self._rec_busy = False
         self._executor = ThreadPoolExecutor(max_workers=self._concurrency,
                                             thread_name_prefix="oidc-logout-delivery")
         self._cond = threading.Condition()
@@ -271,8 +307,7 @@ class Dispatcher:
                 result = AttemptResult(RETRY, None, f"internal error: {type(exc).__name__}",
                                        None, 0, None)
             try:
-                state, next_at = outbox.record_result_detail(
-                    self.session_factory, claimed, result, self.owner, self.settings)
+                state, next_at = self._record(claimed, result)
             except Exception:
                 # The row stays in_flight; it comes back when the lease expires.
                 logger.exception("delivery %s: recording the result failed", claimed.id)
@@ -288,14 +323,83 @@ class Dispatcher:
                         self._final.popitem(last=False)
                 self.stats["retry" if state == PENDING else state] += 1
                 self._cond.notify_all()
-            if self._saturated:
-                self._wake.set()  # a slot is free: claim more
+                refill = self._capacity - len(self._inflight) >= self._refill_at
+            if self._saturated and refill:
+                self._wake.set()  # enough slots are free: claim a batch more
         if self.on_result is not None and result is not None and state != LOST:
             try:
                 self.on_result(claimed, result)
             except Exception:
                 logger.exception("on_result hook failed")
         return state
+
+    def _record(self, claimed: ClaimedDelivery,
+                result: AttemptResult) -> tuple[str, dt.datetime | None]:
+        """Record one result by group commit; returns ``(state, next_attempt_at)`` once it is
+        committed (or :data:`.outbox.LOST`), raises if writing it failed.
+
+        If no write is in progress the calling thread writes its result at once. Otherwise
+        it queues the result and sleeps; the writer, when done, wakes each thread of its batch
+        and hands the whole queue, as the next batch, to the first thread queued (one
+        wake-up per thread and batch, no thundering herd). Fencing, the attempt row and the
+        returned state are per result exactly as in :func:`.outbox.record_result_detail`."""
+        item = _PendingResult(claimed, result)
+        with self._rec_lock:
+            if self._rec_busy:
+                self._rec_queue.append(item)
+                batch = None
+            else:
+                self._rec_busy = True
+                batch = [item]
+        if batch is None:
+            item.wake.acquire()  # released when written, or when asked to write
+            if item.finished:
+                return self._outcome(item)
+            batch = item.batch
+        try:
+            self._write(batch)
+        finally:
+            for it in batch:
+                it.finished = True
+                if it is not item:
+                    it.wake.release()
+            with self._rec_lock:
+                nxt = self._rec_queue
+                if nxt:
+                    self._rec_queue = []
+                    nxt[0].batch = nxt  # the next writer: first queued, writes all queued
+                else:
+                    self._rec_busy = False
+            if nxt:
+                nxt[0].wake.release()
+        return self._outcome(item)
+
+    @staticmethod
+    def _outcome(item: _PendingResult) -> tuple[str, dt.datetime | None]:
+        if item.error is not None:
+            raise item.error
+        return item.outcome
+
+    def _write(self, batch: list[_PendingResult]) -> None:
+        """One transaction for ``batch``; retried once (a dropped pooled connection is
+        replaced on the next checkout). A retry after an ambiguous commit is harmless: the
+        fence then no longer matches, nothing is written twice and the result reads LOST."""
+        items = [(it.claimed, it.result) for it in batch]
+        for attempt in (1, 2):
+            try:
+                outcomes = outbox.record_results(self.session_factory, items, self.owner,
+                                                 self.settings)
+            except Exception as exc:
+                if attempt == 1:
+                    logger.warning("recording %d delivery results failed (%s); retrying once",
+                                   len(items), type(exc).__name__)
+                    continue
+                for it in batch:
+                    it.error = exc
+                return
+            for it, outcome in zip(batch, outcomes):
+                it.outcome = outcome
+            return
 
     def _schedule_wake(self, next_attempt_at: dt.datetime | None) -> None:
         """Make the polling thread wake exactly when this retry falls due (if before the

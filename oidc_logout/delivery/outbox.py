@@ -16,6 +16,12 @@ newer claimant's outcome.
 * SQLite and others: a conditional ``UPDATE ... WHERE id=? AND <still claimable>`` per row
   (compare-and-set); SQLite ignores ``FOR UPDATE`` but serializes writers, so a row whose
   CAS matched zero rows was taken by someone else.
+
+Cost per delivery (see docs/performance.md): a claim is one statement sequence for a whole
+batch (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...``; on
+SQLite one atomic ``UPDATE ... RETURNING``), and :func:`record_results` writes the results of
+many attempts in one transaction (one fenced ``UPDATE ... RETURNING id`` per group of rows
+that end the same way, one multi-row ``INSERT`` into ``delivery_attempt``).
 """
 
 from __future__ import annotations
@@ -24,16 +30,27 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import (
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from ..backchannel.request import DELIVERED as R_DELIVERED
 from ..backchannel.request import FAILED as R_FAILED
 from ..backchannel.request import AttemptResult
 from ..config import Settings
-from ..storage.base import utcnow
+from ..storage.base import UTCDateTime, utcnow
 from ..storage.models import (
     BACKCHANNEL,
     DEAD,
@@ -49,7 +66,8 @@ from ..storage.models import (
 from . import policy
 
 __all__ = ["LOST", "ClaimedDelivery", "claim_due", "final_states", "list_deliveries",
-           "record_result", "record_result_detail", "release", "retry_now", "summary"]
+           "record_result", "record_result_detail", "record_results", "release", "retry_now",
+           "summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +126,177 @@ def _snapshots(db: Session, owner: str, lease_until: dt.datetime,
     ]
 
 
+_T = cast(Table, Delivery.__table__)
+_A = cast(Table, DeliveryAttempt.__table__)
+_SNAPSHOT_COLUMNS = (_T.c.id, _T.c.client_id, _T.c.sid, _T.c.subject, _T.c.target_uri,
+                     _T.c.attempts, _T.c.created_at, _T.c.termination_id, _T.c.lease_until)
+
+
+def _returned_snapshots(db: Session, rows: Sequence[Any]) -> list[ClaimedDelivery]:
+    """Snapshots from ``UPDATE ... RETURNING`` rows, with each client's signing alg (one
+    query for the whole batch). A row whose client vanished is skipped, as the join of
+    :func:`_snapshots` does (its lease expires)."""
+    if not rows:
+        return []
+    client_ids = sorted({r.client_id for r in rows})
+    algs = dict(db.execute(
+        select(Client.client_id, Client.id_token_signed_response_alg)
+        .where(Client.client_id.in_(client_ids))).all())
+    return sorted((
+        ClaimedDelivery(
+            id=r.id, client_id=r.client_id, sid=r.sid, subject=r.subject,
+            target_uri=r.target_uri, alg=algs[r.client_id] or "RS256", attempts=r.attempts,
+            created_at=r.created_at, termination_id=r.termination_id, lease_until=r.lease_until,
+        )
+        for r in rows if r.client_id in algs), key=lambda c: c.id)
+
+
+def _due_pending(now: dt.datetime) -> Any:
+    """Due pending back-channel rows: exactly the predicate of ``ix_delivery_pending_due``
+    (a partial index on ``(next_attempt_at, id)``), so the ordered ``LIMIT`` reads the index."""
+    return and_(Delivery.state == PENDING, Delivery.channel == BACKCHANNEL,
+                Delivery.next_attempt_at <= now)
+
+
+def _lease_expired(now: dt.datetime) -> Any:
+    """In-flight rows whose lease expired (few: at most the claims held by all workers; the
+    ``state`` prefix of ``ix_delivery_due`` finds them)."""
+    return and_(Delivery.state == IN_FLIGHT, Delivery.channel == BACKCHANNEL,
+                or_(Delivery.lease_until.is_(None), Delivery.lease_until < now))
+
+
+# -- PostgreSQL: one statement per claim and per batch of results -------------------------
+#
+# On PostgreSQL a claim and a batch of results are each ONE statement run in autocommit mode (a
+# single statement is atomic): no BEGIN/COMMIT round trips, no separate snapshot query. The
+# locking and fencing are those of the generic path: ``FOR UPDATE SKIP LOCKED`` in the
+# claim's CTEs, the lease fence in the UPDATE's WHERE, and an attempt row inserted only for
+# the rows that UPDATE returned (a data-modifying CTE feeding the INSERT).
+
+_PG_CLAIM = """
+WITH expired AS (
+    SELECT id, next_attempt_at, 0 AS k FROM delivery
+    WHERE state = 'in_flight' AND channel = 'backchannel'
+      AND (lease_until IS NULL OR lease_until < :now) {only}
+    ORDER BY next_attempt_at, id LIMIT :lim FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT id, next_attempt_at, 1 AS k FROM delivery
+    WHERE state = 'pending' AND channel = 'backchannel' AND next_attempt_at <= :now {only}
+    ORDER BY next_attempt_at, id LIMIT :lim FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM (SELECT * FROM expired UNION ALL SELECT * FROM due) AS p
+    ORDER BY k, next_attempt_at, id LIMIT :lim
+)
+UPDATE delivery AS d SET state = 'in_flight', lease_owner = :owner, lease_until = :lease_until
+FROM picked, oidc_client AS c
+WHERE d.id = picked.id AND c.client_id = d.client_id
+RETURNING d.id, d.client_id, d.sid, d.subject, d.target_uri, d.attempts, d.created_at,
+          d.termination_id, d.lease_until, c.id_token_signed_response_alg AS alg
+"""
+
+_PG_RECORD = text("""
+WITH v AS (
+    SELECT * FROM unnest(CAST(:ids AS BIGINT[]), CAST(:lease AS TIMESTAMPTZ[]),
+                         CAST(:states AS VARCHAR[]), CAST(:attempts AS INTEGER[]),
+                         CAST(:statuses AS INTEGER[]), CAST(:errors AS VARCHAR[]),
+                         CAST(:completed AS TIMESTAMPTZ[]), CAST(:next_at AS TIMESTAMPTZ[]),
+                         CAST(:started AS TIMESTAMPTZ[]), CAST(:durations AS INTEGER[]),
+                         CAST(:outcomes AS VARCHAR[]), CAST(:jtis AS VARCHAR[]))
+        AS t (id, lease_until, state, attempts, last_status, last_error, completed_at,
+              next_attempt_at, started_at, duration_ms, outcome, jti)
+), upd AS (
+    UPDATE delivery AS d SET state = v.state, attempts = v.attempts, lease_owner = NULL,
+        lease_until = NULL, last_status = v.last_status, last_error = v.last_error,
+        completed_at = v.completed_at,
+        next_attempt_at = COALESCE(v.next_attempt_at, d.next_attempt_at)
+    FROM v
+    WHERE d.id = v.id AND d.state = 'in_flight' AND d.lease_owner = :owner
+      AND d.lease_until = v.lease_until
+    RETURNING d.id
+)
+INSERT INTO delivery_attempt (delivery_id, number, started_at, duration_ms, http_status,
+                              outcome, error, jti, worker)
+SELECT v.id, v.attempts, v.started_at, v.duration_ms, v.last_status, v.outcome,
+       v.last_error, v.jti, :worker
+FROM v JOIN upd ON upd.id = v.id
+RETURNING delivery_id
+""")
+
+_UTC = UTCDateTime()
+
+
+def _pg_claim_stmt(only: bool) -> Any:
+    stmt = text(_PG_CLAIM.format(only="AND id = ANY(:ids)" if only else ""))
+    stmt = stmt.bindparams(bindparam("now", type_=_UTC), bindparam("lease_until", type_=_UTC))
+    return stmt.columns(created_at=_UTC, lease_until=_UTC)
+
+
+#: The claim statement, without and with an ``ids`` restriction (built once: the SQL text
+#: is constant, so SQLAlchemy's and psycopg's statement caches apply).
+_PG_CLAIM_STMTS = {False: _pg_claim_stmt(False), True: _pg_claim_stmt(True)}
+
+
+def _pg_engine(session_factory: SessionFactory) -> Engine | None:
+    """The Engine behind ``session_factory`` if it is PostgreSQL (else None: generic path)."""
+    bind = getattr(session_factory, "kw", {}).get("bind")  # a sessionmaker: no Session needed
+    if bind is None:
+        with session_factory() as db:
+            bind = db.get_bind()
+    if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+        return bind
+    return None
+
+
+def _pg_claim(engine: Engine, owner: str, limit: int, now: dt.datetime,
+              lease_until: dt.datetime, id_list: list[int] | None) -> list[ClaimedDelivery]:
+    params: dict[str, Any] = dict(now=now, lease_until=lease_until, lim=limit, owner=owner)
+    if id_list is not None:
+        params["ids"] = id_list
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        rows = conn.execute(_PG_CLAIM_STMTS[id_list is not None], params).all()
+    return sorted((
+        ClaimedDelivery(
+            id=r.id, client_id=r.client_id, sid=r.sid, subject=r.subject,
+            target_uri=r.target_uri, alg=r.alg or "RS256", attempts=r.attempts,
+            created_at=r.created_at, termination_id=r.termination_id, lease_until=r.lease_until,
+        )
+        for r in rows), key=lambda c: c.id)
+
+
+def _pg_record(engine: Engine, items: Sequence[tuple[ClaimedDelivery, AttemptResult]],
+               plans: Sequence[tuple[str, str, dict[str, Any], dt.datetime | None]],
+               owner: str) -> set[int]:
+    """Indexes of ``items`` whose fence held (and whose attempt row was inserted). One
+    parameter array per column (``unnest``): the statement text is the same whatever the
+    batch size."""
+    results = [r for _c, r in items]
+    values = [p[2] for p in plans]
+    params: dict[str, Any] = {
+        "owner": owner, "worker": owner[:64],
+        "ids": [c.id for c, _r in items],
+        "lease": [c.lease_until for c, _r in items],
+        "states": [v["state"] for v in values],
+        "attempts": [v["attempts"] for v in values],
+        "statuses": [v["last_status"] for v in values],
+        "errors": [v["last_error"] for v in values],
+        "completed": [v["completed_at"] for v in values],
+        "next_at": [p[3] for p in plans],
+        "started": [r.started_at for r in results],
+        "durations": [r.duration_ms for r in results],
+        "outcomes": [p[1] for p in plans],
+        "jtis": [r.jti for r in results],
+    }
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        hit = set(conn.execute(_PG_RECORD, params).scalars())
+    return {n for n, (c, _r) in enumerate(items) if c.id in hit}
+
+
 def claim_due(session_factory: SessionFactory, owner: str, limit: int, lease_seconds: int,
               ids: Iterable[int] | None = None) -> list[ClaimedDelivery]:
     """Claim up to ``limit`` due back-channel rows (only among ``ids`` if given) for ``owner``
     for ``lease_seconds``, in one short committed transaction. Attempts are not counted yet
-    (that happens when the result is recorded)."""
+    (that happens when the result is recorded). Rows whose lease expired come first (they
+    are the oldest work), then due pending rows by ``next_attempt_at, id``."""
     if limit <= 0:
         return []
     id_list = list(ids) if ids is not None else None
@@ -120,41 +304,59 @@ def claim_due(session_factory: SessionFactory, owner: str, limit: int, lease_sec
         return []
     now = utcnow()
     lease_until = now + dt.timedelta(seconds=lease_seconds)
+    pg = _pg_engine(session_factory)
+    if pg is not None:
+        claimed = _pg_claim(pg, owner, limit, now, lease_until, id_list)
+        if claimed:
+            logger.debug("%s claimed %d deliveries", owner, len(claimed))
+        return claimed
+    claim_values = dict(state=IN_FLIGHT, lease_owner=owner, lease_until=lease_until)
     with session_factory() as db, db.begin():
-        cond = _claimable(now)
-        if id_list is not None:
-            cond = and_(cond, Delivery.id.in_(id_list))
-        if db.get_bind().dialect.name == "postgresql":
-            # Locked rows belong to another claimer right now: skip them, do not wait.
-            picked = db.scalars(
-                select(Delivery.id).where(cond)
-                .order_by(Delivery.next_attempt_at, Delivery.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
-            if picked:
-                db.execute(
-                    update(Delivery).where(Delivery.id.in_(picked))
-                    .values(state=IN_FLIGHT, lease_owner=owner, lease_until=lease_until)
-                    .execution_options(synchronize_session=False)
-                )
-            claimed_ids = list(picked)
+        dialect = db.get_bind().dialect
+        only = Delivery.id.in_(id_list) if id_list is not None else None
+
+        def pick(cond: Any, n: int) -> Any:
+            q = select(Delivery.id).where(cond if only is None else and_(cond, only))
+            return q.order_by(Delivery.next_attempt_at, Delivery.id).limit(n)
+
+        if dialect.name == "postgresql":
+            # (A Session bound to a Connection, not an Engine: the same claim in the caller's
+            # transaction.) Locked rows belong to another claimer right now: skip them.
+            # Expired leases first (rare; a crashed worker's rows), then due pending rows
+            # through the partial index (the OR of the two never could use an index).
+            picked = list(db.scalars(pick(_lease_expired(now), limit)
+                                     .with_for_update(skip_locked=True)).all())
+            if len(picked) < limit:
+                picked += db.scalars(pick(_due_pending(now), limit - len(picked))
+                                     .with_for_update(skip_locked=True)).all()
+            if not picked:
+                return []
+            rows = db.execute(
+                update(_T).where(_T.c.id.in_(picked)).values(**claim_values)
+                .returning(*_SNAPSHOT_COLUMNS)).all()
+            claimed = _returned_snapshots(db, rows)
+        elif dialect.update_returning:
+            # One atomic statement: SQLite holds the write lock for the whole UPDATE, so the
+            # re-check of the claimable condition in its WHERE is the compare-and-set.
+            cond = _claimable(now)
+            rows = db.execute(
+                update(_T).where(_T.c.id.in_(pick(cond, limit).correlate(None)), cond)
+                .values(**claim_values).returning(*_SNAPSHOT_COLUMNS)).all()
+            claimed = _returned_snapshots(db, rows)
         else:
-            candidates = db.scalars(
-                select(Delivery.id).where(cond)
-                .order_by(Delivery.next_attempt_at, Delivery.id).limit(limit)
-            ).all()
+            cond = _claimable(now)
+            candidates = db.scalars(pick(cond, limit)).all()
             claimed_ids = []
             for row_id in candidates:
                 # Compare-and-set: only if the row is still claimable right now.
                 res = db.execute(
                     update(Delivery).where(Delivery.id == row_id, _claimable(now))
-                    .values(state=IN_FLIGHT, lease_owner=owner, lease_until=lease_until)
+                    .values(**claim_values)
                     .execution_options(synchronize_session=False)
                 )
                 if res.rowcount == 1:  # type: ignore[attr-defined]
                     claimed_ids.append(row_id)
-        claimed = _snapshots(db, owner, lease_until, claimed_ids)
+            claimed = _snapshots(db, owner, lease_until, claimed_ids)
     if claimed:
         logger.debug("%s claimed %d deliveries", owner, len(claimed))
     return claimed
@@ -172,7 +374,12 @@ def record_result_detail(session_factory: SessionFactory, claimed: ClaimedDelive
                          result: AttemptResult, owner: str, settings: Settings,
                          *, now: dt.datetime | None = None) -> tuple[str, dt.datetime | None]:
     """:func:`record_result` that also returns the ``next_attempt_at`` of a retry."""
-    now = now or utcnow()
+    return record_results(session_factory, [(claimed, result)], owner, settings, now=now)[0]
+
+
+def _plan(claimed: ClaimedDelivery, result: AttemptResult, settings: Settings,
+          now: dt.datetime) -> tuple[str, str, dict[str, Any], dt.datetime | None]:
+    """(new state, attempt outcome, column values, next_attempt_at) of one attempt's result."""
     attempts = claimed.attempts + 1
     next_at: dt.datetime | None = None
     if result.outcome == R_DELIVERED:
@@ -200,24 +407,79 @@ def record_result_detail(session_factory: SessionFactory, claimed: ClaimedDelive
     }
     if next_at is not None:
         values["next_attempt_at"] = next_at
-    with session_factory() as db, db.begin():
-        res = db.execute(
-            update(Delivery)
-            .where(Delivery.id == claimed.id, Delivery.state == IN_FLIGHT,
-                   Delivery.lease_owner == owner, Delivery.lease_until == claimed.lease_until)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if res.rowcount != 1:  # type: ignore[attr-defined]
+    return state, outcome, values, next_at
+
+
+def record_results(session_factory: SessionFactory,
+                   items: Sequence[tuple[ClaimedDelivery, AttemptResult]], owner: str,
+                   settings: Settings, *, now: dt.datetime | None = None,
+                   ) -> list[tuple[str, dt.datetime | None]]:
+    """Record the results of several attempts in ONE transaction; per item, exactly what
+    :func:`record_result_detail` does: the row's next state is written only if the row is
+    still ``in_flight`` under this claim (same owner, same ``lease_until`` - the fencing
+    token), and an attempt row is inserted only for rows so written. Returns, per item,
+    ``(new state, next_attempt_at)`` or ``(LOST, None)``.
+
+    On PostgreSQL this is one statement (:data:`_PG_RECORD`); elsewhere one transaction
+    (:func:`_record_generic`)."""
+    if not items:
+        return []
+    now = now or utcnow()
+    plans = [_plan(c, r, settings, now) for c, r in items]
+    pg = _pg_engine(session_factory)
+    if pg is not None:
+        won = _pg_record(pg, items, plans, owner)  # indexes into items
+    else:
+        won = _record_generic(session_factory, items, plans, owner)
+    out: list[tuple[str, dt.datetime | None]] = []
+    for n, (c, r) in enumerate(items):
+        if n in won:
+            out.append((plans[n][0], plans[n][3]))
+        else:
             logger.warning("delivery %s: lease lost by %s before its result (%s) was recorded",
-                           claimed.id, owner, result.outcome)
-            return LOST, None
-        db.add(DeliveryAttempt(
-            delivery_id=claimed.id, number=attempts, started_at=result.started_at,
-            duration_ms=result.duration_ms, http_status=result.http_status, outcome=outcome,
-            error=result.error, jti=result.jti, worker=owner[:64],
-        ))
-    return state, next_at
+                           c.id, owner, r.outcome)
+            out.append((LOST, None))
+    return out
+
+
+def _record_generic(session_factory: SessionFactory,
+                    items: Sequence[tuple[ClaimedDelivery, AttemptResult]],
+                    plans: Sequence[tuple[str, str, dict[str, Any], dt.datetime | None]],
+                    owner: str) -> set[int]:
+    """One transaction: per group of rows that end the same way under the same claim, one
+    fenced ``UPDATE ... RETURNING id`` (per-row UPDATEs where RETURNING is unsupported),
+    then one multi-row INSERT of the attempts of the rows so written."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for n, ((c, _r), (_s, _o, values, _n)) in enumerate(zip(items, plans)):
+        groups.setdefault((c.lease_until, tuple(sorted(values.items()))), []).append(n)
+    won: set[int] = set()
+    with session_factory() as db, db.begin():
+        returning = db.get_bind().dialect.update_returning
+        for (lease_until, _), members in groups.items():
+            values = plans[members[0]][2]
+            fence = and_(_T.c.state == IN_FLIGHT, _T.c.lease_owner == owner,
+                         _T.c.lease_until == lease_until)
+            if returning:
+                ids = {items[n][0].id for n in members}
+                hit = set(db.execute(
+                    update(_T).where(_T.c.id.in_(ids), fence).values(**values)
+                    .returning(_T.c.id)).scalars())
+                won.update(n for n in members if items[n][0].id in hit)
+            else:
+                for n in members:
+                    res = db.execute(update(_T).where(_T.c.id == items[n][0].id, fence)
+                                     .values(**values))
+                    if res.rowcount == 1:  # type: ignore[attr-defined]
+                        won.add(n)
+        attempt_rows = [
+            dict(delivery_id=c.id, number=c.attempts + 1, started_at=r.started_at,
+                 duration_ms=r.duration_ms, http_status=r.http_status, outcome=plans[n][1],
+                 error=r.error, jti=r.jti, worker=owner[:64])
+            for n, (c, r) in enumerate(items) if n in won
+        ]
+        if attempt_rows:
+            db.execute(insert(_A), attempt_rows)
+    return won
 
 
 def release(session_factory: SessionFactory, claimed: Iterable[ClaimedDelivery],

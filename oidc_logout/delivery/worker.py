@@ -13,6 +13,8 @@ e.g. ``OIDC_LOGOUT_DATABASE_URL``, ``OIDC_LOGOUT_ISSUER``, ``OIDC_LOGOUT_DELIVER
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import queue
 import signal
 import threading
 from types import FrameType
@@ -75,6 +77,33 @@ def run_worker(settings: Settings | None = None) -> int:
         # the start, the per-attempt outcomes and the shutdown summary on stderr.
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    listener = _log_off_thread()
+    try:
+        return _run(settings)
+    finally:
+        if listener is not None:
+            listener.stop()  # flushes every queued record
+            logging.getLogger().handlers[:] = list(listener.handlers)
+
+
+def _log_off_thread() -> logging.handlers.QueueListener | None:
+    """Move the root logger's stream handlers behind a queue: the worker logs one line per
+    attempt from up to ``delivery_concurrency`` threads, and with the handlers called in those
+    threads each line took the handler lock around a write to stderr (a pipe that may be slow
+    to drain), so attempt threads queued on that lock. Records now go through a queue to one
+    listener thread that writes them, in order. Only plain stream handlers are moved."""
+    root = logging.getLogger()
+    if not root.handlers or not all(type(h) is logging.StreamHandler for h in root.handlers):
+        return None
+    handlers = list(root.handlers)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    listener.start()
+    return listener
+
+
+def _run(settings: Settings | None) -> int:
     settings = settings or settings_from_env()
     engine = make_engine(settings.database_url)
     if engine.dialect.name == "sqlite":

@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, intpk, str40, str64, str255, text, utcnow
@@ -30,6 +31,9 @@ FINAL_STATES = frozenset({DELIVERED, FAILED, DEAD, CONFIRMED, UNCONFIRMED})
 
 BACKCHANNEL = "backchannel"
 FRONTCHANNEL = "frontchannel"
+
+#: The rows a delivery claim looks for first (partial index ``ix_delivery_pending_due``).
+PENDING_BACKCHANNEL_PREDICATE = "state = 'pending' AND channel = 'backchannel'"
 
 
 class Client(Base):
@@ -233,6 +237,11 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("termination_id", "channel", "client_id", "sid"),
         Index("ix_delivery_due", "state", "next_attempt_at"),
+        # The claim query's exact predicate and order (outbox.claim_due): an ordered LIMIT
+        # over due back-channel rows reads this index instead of sorting the table.
+        Index("ix_delivery_pending_due", "next_attempt_at", "id",
+              postgresql_where=sql_text(PENDING_BACKCHANNEL_PREDICATE),
+              sqlite_where=sql_text(PENDING_BACKCHANNEL_PREDICATE)),
     )
 
     id: Mapped[intpk]
