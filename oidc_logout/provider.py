@@ -8,6 +8,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,12 +121,30 @@ class Provider:
         front = tuple((r.id, r.target_uri, r.sid) for r in rows
                       if r.channel != BACKCHANNEL and r.state not in FINAL_STATES)
         settled = not back
+        bound = self.settings.logout_wait_bound if wait is None else wait
         if back and self.dispatcher is not None:
             self.dispatcher.kick()
-            bound = self.settings.logout_wait_bound if wait is None else wait
             if bound > 0:
                 settled = bool(self.dispatcher.wait_for(list(back), bound))
+        elif back and bound > 0:
+            # Worker mode: other processes deliver; watch the rows reach a final state.
+            settled = self._wait_for_rows(back, bound)
         return TerminationOutcome(term_id, back, front, settled)
+
+    def _wait_for_rows(self, ids: tuple[int, ...], bound: float) -> bool:
+        from .delivery.outbox import final_states
+
+        deadline = time.monotonic() + bound
+        pause = 0.02
+        while True:
+            with self.session_factory() as db:
+                if len(final_states(db, ids)) == len(ids):
+                    return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.2)
 
     def expire_sessions(self, now: dt.datetime | None = None, batch: int = 500) -> list[str]:
         """End sessions past their idle or absolute lifetime through the one termination path,

@@ -22,6 +22,7 @@ from typing import Literal
 from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from .delivery.notify import announce
 from .errors import InvalidRequest, NotFound
 from .storage.base import utcnow
 from .storage.models import (
@@ -292,6 +293,8 @@ def _write_outbox(db: Session, term: Termination, notify: list[tuple[str, str]],
                 completed_at=None if browser_present else now))
     for chunk in _chunks(rows, 1000):
         db.execute(insert(Delivery), chunk)
+    if any(r["channel"] == BACKCHANNEL for r in rows):
+        announce(db)  # wakes every worker when (and only if) this transaction commits
 
 
 def _rowcount(result: object) -> int:

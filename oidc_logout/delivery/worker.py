@@ -24,6 +24,7 @@ from sqlalchemy.orm import sessionmaker
 from ..config import Settings, settings_from_env
 from ..keys import KeyRing
 from ..storage.schema import make_engine
+from .notify import Listener
 from .dispatcher import Dispatcher, default_owner
 from .outbox import SessionFactory
 
@@ -38,6 +39,7 @@ class Worker:
     def __init__(self, session_factory: SessionFactory, keyring: KeyRing, settings: Settings,
                  owner: str | None = None, *, poll_interval: float = 0.5) -> None:
         self.settings = settings
+        self._session_factory = session_factory
         self.owner = (owner or default_owner())[:64]
         self.dispatcher = Dispatcher(session_factory, keyring, settings, self.owner,
                                      poll_interval=poll_interval)
@@ -54,9 +56,13 @@ class Worker:
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, self.request_stop)
+        bind = getattr(self._session_factory, "kw", {}).get("bind")
+        listener = Listener(bind, self.dispatcher.kick).start() if bind is not None else None
         try:
             self.dispatcher.run_forever()
         finally:
+            if listener is not None:
+                listener.stop()
             # In-flight attempts are bounded by connect + read timeouts; allow a margin.
             grace = (self.settings.delivery_connect_timeout + self.settings.delivery_timeout) * 2
             finished = self.dispatcher.stop(timeout=grace + 1.0)
