@@ -116,16 +116,23 @@ def pg_databases() -> Iterator[PGDatabases]:
     dbs.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated database: every test using it runs on SQLite and on PostgreSQL."""
+BOTH_DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _fresh_database(request: pytest.FixtureRequest, sqlite_dir: Path) -> Iterator[str]:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'op.db'}"
+        yield f"sqlite:///{sqlite_dir / 'op.db'}"
         return
     dbs: PGDatabases = request.getfixturevalue("pg_databases")
     url = dbs.new()
     yield url
     dbs.drop(url)
+
+
+@pytest.fixture(params=BOTH_DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database: every test using it runs on SQLite and on PostgreSQL."""
+    yield from _fresh_database(request, tmp_path)
 
 
 @pytest.fixture
@@ -133,14 +140,8 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'op.db'}"
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=BOTH_DATABASES)
 def module_database_url(request: pytest.FixtureRequest,
                         tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated database shared by one test module, on SQLite and on PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'op.db'}"
-        return
-    dbs: PGDatabases = request.getfixturevalue("pg_databases")
-    url = dbs.new()
-    yield url
-    dbs.drop(url)
+    yield from _fresh_database(request, tmp_path_factory.mktemp("db"))

@@ -22,7 +22,7 @@ from ..protocols import EndUser
 from .client import check_client_credentials_syntax
 from ..storage.base import utcnow
 from ..storage.models import AuthorizationCode, Grant, OPSession, SessionParticipant, Token
-from ..termination import by_grant, terminate
+from ..termination import by_grant
 from ..tokens import new_id, token_hash
 
 log = logging.getLogger(__name__)

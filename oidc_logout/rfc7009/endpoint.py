@@ -4,42 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from authlib.oauth2.rfc6749 import InvalidRequestError, UnsupportedTokenTypeError
+from authlib.oauth2.rfc6749 import UnsupportedTokenTypeError
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
-from sqlalchemy import select
 
-from ..core.client import check_client_credentials_syntax
+from ..core.token_lookup import HashedTokenLookup
 from ..storage.base import utcnow
 from ..storage.models import Token
 from ..termination import by_grant, terminate
-from ..tokens import token_hash
 
 
 #: revoked_reason of an access token its client revoked (here and in fastpath.py).
 REVOKED_REASON = "revoked by its client (RFC 7009)"
 
 
-class RevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
+class RevocationEndpoint(HashedTokenLookup, _RevocationEndpoint):  # type: ignore[misc]
     # §2.1: the client authenticates as at the token endpoint; public clients send client_id.
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     SUPPORTED_TOKEN_TYPES = ("access_token", "refresh_token")
 
-    def authenticate_endpoint_client(self, request: Any) -> Any:
-        check_client_credentials_syntax(request)
-        return super().authenticate_endpoint_client(request)
-
-    def check_params(self, request: Any, client: Any) -> None:
-        token = request.form.get("token")
-        if not token or not isinstance(token, str) or len(token) > 4096:
-            raise InvalidRequestError("the 'token' parameter is required")
-        # §2.1: "If the server is unable to locate the token using the given hint, it MUST
-        # extend its search across all of its supported token types." An unknown hint value is
-        # therefore ignored rather than refused (Authlib's stock endpoint refuses it).
-
     def query_token(self, token_string: str, token_type_hint: str | None) -> Token | None:
-        # One lookup by hash covers every type: the hint can only order the search (§2.1),
-        # and a hash lookup has nothing to order.
-        row = self.server.db.scalar(select(Token).where(Token.token_hash == token_hash(token_string)))
+        row = super().query_token(token_string, token_type_hint)
         if row is None and token_string.count(".") == 2 and self.server.provider.is_own_id_token(token_string):
             # §2.2.1 unsupported_token_type: "The authorization server does not support the
             # revocation of the presented token type." ID tokens cannot be revoked.

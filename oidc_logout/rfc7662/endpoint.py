@@ -4,34 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
-from sqlalchemy import select
 
-from ..core.client import check_client_credentials_syntax
+from ..core.token_lookup import HashedTokenLookup
 from ..storage.models import OPSession, Token
-from ..tokens import token_hash
 
 #: A client with this scope registered may introspect any token (a resource server).
 INTROSPECT_SCOPE = "oidc_logout:introspect"
 
 
-class IntrospectionEndpoint(_IntrospectionEndpoint):  # type: ignore[misc]
+class IntrospectionEndpoint(HashedTokenLookup, _IntrospectionEndpoint):  # type: ignore[misc]
     # §2.1: "the endpoint MUST also require some form of authorization"; public clients can't.
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
-
-    def authenticate_endpoint_client(self, request: Any) -> Any:
-        check_client_credentials_syntax(request)
-        return super().authenticate_endpoint_client(request)
-
-    def check_params(self, request: Any, client: Any) -> None:
-        token = request.form.get("token")
-        if not token or not isinstance(token, str) or len(token) > 4096:
-            raise InvalidRequestError("the 'token' parameter is required")
-        # §2.1: an unknown token_type_hint does not stop the search; it is ignored.
-
-    def query_token(self, token_string: str, token_type_hint: str | None) -> Token | None:
-        return self.server.db.scalar(select(Token).where(Token.token_hash == token_hash(token_string)))
 
     def check_permission(self, token: Token, client: Any, request: Any) -> bool:
         # §4: the server must not reveal tokens to resource servers not entitled to them.
