@@ -103,6 +103,18 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from .keys import rotate_key
+
+    provider = _provider(args)
+    with provider.session_factory.begin() as db:
+        kid = rotate_key(db, args.alg)
+    # Running OP instances and workers pick the new key up within the key ring's cache TTL;
+    # the retired key stays in the JWKS so tokens it signed still verify.
+    print(json.dumps({"alg": args.alg, "kid": kid}))
+    return 0
+
+
 def cmd_expire(args: argparse.Namespace) -> int:
     provider = _provider(args)
     print(json.dumps({"terminations": provider.expire_sessions()}))
@@ -168,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--keep-previous", action="store_true", help="do not end grants of the previous secret")
     rs.add_argument("--database-url")
     rs.set_defaults(func=cmd_rotate_secret)
+
+    rk = sub.add_parser("rotate-key", help="sign with a new key from now on (the old one stays published)")
+    rk.add_argument("--alg", default="RS256", choices=["RS256", "PS256", "ES256"])
+    rk.add_argument("--database-url")
+    rk.set_defaults(func=cmd_rotate_key)
 
     e = sub.add_parser("expire", help="end sessions past their idle or absolute lifetime now")
     e.add_argument("--database-url")

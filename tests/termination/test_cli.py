@@ -74,3 +74,29 @@ def test_demo_help_documents_every_option():
     assert out.returncode == 0
     for option in ("--host", "--port", "--database-url", "--demo-password", "--clients", "--dev"):
         assert option in out.stdout
+
+
+def test_rotate_key_signs_new_tokens_with_a_new_kid_and_keeps_the_old_one_published(database_url):
+    """`oidc-logout rotate-key`: new kid for new tokens; the JWKS still has the old key."""
+    import requests
+
+    env = make_env(database_url)
+    try:
+        old = env.idp.provider.keyring.signing_key("RS256").kid
+        out = _cli(env, "rotate-key", "--alg", "RS256")
+        assert out.returncode == 0, out.stderr
+        new = json.loads(out.stdout)["kid"]
+        assert new != old
+        env.idp.provider.keyring.refresh()  # running instances do this within the cache TTL
+        kids = {k["kid"] for k in requests.get(f"{env.idp.url}/jwks", timeout=5).json()["keys"]}
+        assert {old, new} <= kids
+        browser = Browser(env.idp.url)
+        browser.login()
+        tokens = authorize(browser, env.metas["rp-a"])
+        import base64
+
+        header = json.loads(base64.urlsafe_b64decode(tokens["id_token"].split(".")[0] + "=="))
+        assert header["kid"] == new
+    finally:
+        env.idp.stop()
+        env.rps.stop()
