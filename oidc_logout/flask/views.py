@@ -26,7 +26,7 @@ from ..rfc7009.fastpath import try_revoke_access_token
 from ..rfc7662.endpoint import INTROSPECT_SCOPE
 from ..registration import client_metadata_response, create_client
 from ..storage.base import utcnow
-from ..storage.models import OPSession, Token
+from ..storage.models import OPSession, SessionParticipant, Token
 from ..termination import Target, by_client, by_sid, by_subject
 from ..tokens import token_hash
 from .extension import state
@@ -311,8 +311,15 @@ def end_session() -> BaseResponse:
         # rpinitiated §4: on an error the OP MUST NOT redirect; nothing is terminated.
         return _page("error.html", status=400, error=err.error, description=err.description or "")
     browser = current_op_session(db, provider.settings)
-    if req.needs_confirmation and not (request.method == "POST" and request.form.get("confirm") == "yes"
-                                       and check_csrf()):
+    claims = req.id_token_claims
+    if claims is not None and not _hint_matches_a_session(db, claims, req.client):
+        # rpinitiated §2: "If the ID Token's sid claim does not correspond to the RP's current
+        # session or a recent session at the OP, the OP SHOULD treat the logout request as
+        # suspect" - we treat it like a request without a hint: confirm, no redirect.
+        claims = None
+        req.redirect_uri = None
+    confirmed = request.method == "POST" and request.form.get("confirm") == "yes" and check_csrf()
+    if claims is None and not confirmed:
         # rpinitiated §6: without a valid id_token_hint, ask the End-User first (a bare
         # logout link must not be a denial of service).
         params = [(k, request.values[k]) for k in END_SESSION_PARAMS if request.values.get(k)]
@@ -320,16 +327,10 @@ def end_session() -> BaseResponse:
         return _page("confirm_logout.html", action=url_for("oidc_logout.end_session"),
                      csrf_token=csrf_token(), params=params, client_name=client_name)
     sids: list[str] = []
-    claims = req.id_token_claims
     if claims is not None:
-        if claims.get("sid"):
-            sids.append(str(claims["sid"]))
+        sids.append(str(claims["sid"]))
         if browser is not None and browser.subject == claims.get("sub") and browser.sid not in sids:
             sids.append(browser.sid)
-        if not claims.get("sid") and browser is None and claims.get("sub"):
-            # An ID token without sid: end this subject's sessions (§2 logs out the End-User).
-            sids.extend(db.scalars(select(OPSession.sid).where(
-                OPSession.subject == str(claims["sub"]), OPSession.ended_at.is_(None))))
     elif browser is not None:
         sids.append(browser.sid)
     db.rollback()
@@ -360,6 +361,15 @@ def end_session() -> BaseResponse:
                  timeout_ms=timeout_ms, refresh_seconds=max(1, timeout_ms // 1000 + 1))
     clear_cookie(resp, provider.settings)
     return resp
+
+
+def _hint_matches_a_session(db: Any, claims: dict[str, Any], client: Any) -> bool:
+    """The hint's sid names an OP session in which the hint's client took part."""
+    sid = claims.get("sid")
+    if not isinstance(sid, str) or not sid or client is None:
+        return False
+    return db.scalar(select(SessionParticipant.id).where(
+        SessionParticipant.sid == sid, SessionParticipant.client_id == client.get_client_id())) is not None
 
 
 def _report_signer() -> URLSafeSerializer:

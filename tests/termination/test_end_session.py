@@ -128,3 +128,20 @@ def test_logout_page_is_not_cacheable_and_has_a_strict_csp(env):
     page = _get(browser, env)
     assert page.headers["Cache-Control"] == "no-store"
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+
+
+def test_hint_whose_sid_the_client_never_took_part_in_is_treated_as_suspect(env):
+    """rpinitiated §2: a hint whose sid does not correspond to the RP's session is suspect:
+    no silent logout of that session, no redirect; the End-User is asked instead."""
+    victim_browser, victim = _login(env, names=("rp-b",))
+    victim_sid = _claims(victim["rp-b"]["id_token"])["sid"]
+    attacker_browser, attacker = _login(env, names=("rp-a",))
+    key = env.idp.provider.keyring.signing_key("RS256")
+    claims = _claims(attacker["rp-a"]["id_token"])
+    claims["sid"] = victim_sid  # a genuine OP signature, but rp-a never took part in that session
+    tok = jwt.JWT(header={"alg": "RS256", "kid": key.kid}, claims=claims)
+    tok.make_signed_token(key.key)
+    resp = _get(victim_browser, env, id_token_hint=tok.serialize(), state="s",
+                post_logout_redirect_uri=env.metas["rp-a"]["post_logout_redirect_uris"][0])
+    assert resp.status_code == 200 and 'name="confirm"' in resp.text and "Location" not in resp.headers
+    assert introspect(env.idp.url, env.metas["rp-b"], victim["rp-b"]["access_token"])["active"] is True
