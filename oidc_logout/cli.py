@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from .config import Settings, settings_from_env
+from .config import settings_from_env
 
 DEFAULT_PASSWORD = "wonderland"
 
@@ -204,4 +204,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
-__all__ = ["main", "Settings"]
+__all__ = ["main"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -43,4 +42,4 @@ class DemoUsers:
         return out
 
 
-__all__ = ["DemoUsers", "DEMO_USERS", "hmac"]
+__all__ = ["DemoUsers", "DEMO_USERS"]

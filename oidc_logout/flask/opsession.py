@@ -7,7 +7,7 @@ import datetime as dt
 import hmac
 import secrets
 
-from flask import current_app, request, session
+from flask import request, session
 from werkzeug.wrappers import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -70,4 +70,4 @@ def check_csrf() -> bool:
 
 
 __all__ = ["current_op_session", "start_op_session", "set_cookie", "clear_cookie",
-           "csrf_token", "check_csrf", "current_app"]
+           "csrf_token", "check_csrf"]

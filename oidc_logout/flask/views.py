@@ -3,7 +3,6 @@ revocation, introspection, end_session (+ front-channel page) and the terminatio
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import secrets
 from typing import Any
@@ -19,13 +18,12 @@ from sqlalchemy import select
 
 from ..core.grants import touch_session
 from ..discovery import provider_metadata
-from ..errors import InsufficientScope, InvalidClientMetadata, InvalidRequest, InvalidToken, NotFound, OIDCLogoutError
+from ..errors import InsufficientScope, InvalidClientMetadata, InvalidRequest, InvalidToken, NotFound
 from ..frontchannel.page import Frame, frame_origins, iframe_url
 from ..protocols import EndUser
 from ..rfc7009.fastpath import try_revoke_access_token
 from ..rfc7662.endpoint import INTROSPECT_SCOPE
 from ..registration import client_metadata_response, create_client
-from ..storage.base import utcnow
 from ..storage.models import OPSession, SessionParticipant, Token
 from ..termination import Target, by_client, by_sid, by_subject
 from ..tokens import token_hash
@@ -477,4 +475,4 @@ def admin_rotate_secret(client_id: str) -> BaseResponse:
     return _no_store(jsonify(body_out))
 
 
-__all__ = ["blueprint", "OIDCLogoutError", "dt", "utcnow", "log"]
+__all__ = ["blueprint"]
