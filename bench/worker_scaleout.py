@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ]
         if i["worker_hwm_kib"]:
             rows_i.append(["worker peak RSS (VmHWM)", f"{i['worker_hwm_kib'] / 1024:.0f} MiB"])
-        print(table([f"10,000-delivery fan-out, PostgreSQL" if i["deliveries"] == 10_000
+        print(table(["10,000-delivery fan-out, PostgreSQL" if i["deliveries"] == 10_000
                      else f"{i['deliveries']}-delivery fan-out, PostgreSQL", "value"], rows_i))
     write_summary(a.summary_json, out)
     return out

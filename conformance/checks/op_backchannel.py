@@ -4,7 +4,6 @@ Back-Channel Logout 1.0 §2.4 (token), §2.5 (request), §2.7 (refresh tokens)."
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -150,7 +149,6 @@ def check_deliveries(rec: Recorder, issuer: str, expected: list[Tokens], deliver
         return [] if ok else [f"aud is {a!r}, expected {d.client.client_id!r}"]
 
     per("BCL-2.4-aud", aud)
-    now = time.time()
 
     def _num(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool)
