@@ -56,32 +56,24 @@ def test_upgrade_downgrade_upgrade_round_trip(database_url):
         engine.dispose()
 
 
-def test_migrated_schema_matches_the_models(database_url):
+def test_migrated_schema_matches_the_models(migrated_engine):
     """Alembic autogenerate: after upgrade there is no difference between the models and the database."""
-    engine = make_engine(database_url)
-    try:
-        upgrade(engine)
-        with engine.connect() as conn:
-            version_table = _version_table()
-            ctx = MigrationContext.configure(conn, opts={
-                "compare_type": False, "version_table": version_table,
-                "include_name": lambda name, kind, _parent: not (kind == "table" and name == version_table)})
-            diffs = compare_metadata(ctx, Base.metadata)
-        assert diffs == []
-    finally:
-        engine.dispose()
+    engine = migrated_engine
+    with engine.connect() as conn:
+        version_table = _version_table()
+        ctx = MigrationContext.configure(conn, opts={
+            "compare_type": False, "version_table": version_table,
+            "include_name": lambda name, kind, _parent: not (kind == "table" and name == version_table)})
+        diffs = compare_metadata(ctx, Base.metadata)
+    assert diffs == []
 
 
-def test_upgrade_is_idempotent(database_url):
+def test_upgrade_is_idempotent(migrated_engine):
     """Alembic: upgrading a database already at head changes nothing and keeps the data."""
-    engine = make_engine(database_url)
-    try:
-        upgrade(engine)
-        with engine.begin() as conn:
-            conn.execute(text("INSERT INTO signing_key (kid, alg, private_jwk, created_at) "
-                              "VALUES ('k1', 'RS256', '{}', CURRENT_TIMESTAMP)"))
-        upgrade(engine)
-        with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM signing_key WHERE kid = 'k1'")).scalar() == 1
-    finally:
-        engine.dispose()
+    engine = migrated_engine
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO signing_key (kid, alg, private_jwk, created_at) "
+                          "VALUES ('k1', 'RS256', '{}', CURRENT_TIMESTAMP)"))
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM signing_key WHERE kid = 'k1'")).scalar() == 1

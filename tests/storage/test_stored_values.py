@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from oidc_logout.storage.base import utcnow
 from oidc_logout.storage.models import Client, OPSession, Token
-from oidc_logout.storage.schema import make_engine, upgrade
 from oidc_logout.tokens import token_hash
 from tests.support.idp import (
     Browser,
@@ -78,35 +77,27 @@ def test_tokens_codes_secrets_and_cookies_are_stored_only_as_sha256_hashes(datab
         idp.stop()
 
 
-def test_datetimes_come_back_timezone_aware(database_url):
+def test_datetimes_come_back_timezone_aware(migrated_engine):
     """Storage contract: every datetime read back is aware UTC (SQLite stores them naive)."""
-    engine = make_engine(database_url)
-    try:
-        upgrade(engine)
-        moment = dt.datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
-        with Session(engine) as db, db.begin():
-            db.add(OPSession(sid="tz-sid", cookie_hash=None, subject="alice", auth_time=moment,
-                             created_at=utcnow(), last_seen_at=utcnow()))
-        with Session(engine) as db:
-            row = db.get(OPSession, "tz-sid")
-            for value in (row.auth_time, row.created_at, row.last_seen_at):
-                assert value.tzinfo is not None and value.utcoffset() == dt.timedelta(0)
-            assert row.auth_time == moment  # the same instant, converted to UTC
-            assert row.ended_at is None
-            assert row.created_at <= utcnow()  # comparable with aware "now" (no TypeError)
-    finally:
-        engine.dispose()
+    engine = migrated_engine
+    moment = dt.datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    with Session(engine) as db, db.begin():
+        db.add(OPSession(sid="tz-sid", cookie_hash=None, subject="alice", auth_time=moment,
+                         created_at=utcnow(), last_seen_at=utcnow()))
+    with Session(engine) as db:
+        row = db.get(OPSession, "tz-sid")
+        for value in (row.auth_time, row.created_at, row.last_seen_at):
+            assert value.tzinfo is not None and value.utcoffset() == dt.timedelta(0)
+        assert row.auth_time == moment  # the same instant, converted to UTC
+        assert row.ended_at is None
+        assert row.created_at <= utcnow()  # comparable with aware "now" (no TypeError)
 
 
-def test_naive_datetime_is_refused(database_url):
+def test_naive_datetime_is_refused(migrated_engine):
     """Storage contract: a naive datetime is a bug; it is refused instead of stored ambiguously."""
-    engine = make_engine(database_url)
-    try:
-        upgrade(engine)
-        with Session(engine) as db:
-            db.add(OPSession(sid="naive", subject="alice", auth_time=dt.datetime(2030, 1, 1),
-                             created_at=utcnow(), last_seen_at=utcnow()))
-            with pytest.raises(Exception, match="naive datetime"):
-                db.flush()
-    finally:
-        engine.dispose()
+    engine = migrated_engine
+    with Session(engine) as db:
+        db.add(OPSession(sid="naive", subject="alice", auth_time=dt.datetime(2030, 1, 1),
+                         created_at=utcnow(), last_seen_at=utcnow()))
+        with pytest.raises(Exception, match="naive datetime"):
+            db.flush()
