@@ -1,5 +1,5 @@
-"""``oidc-logout``: run the demo, terminate sessions, inspect and retry deliveries, run a
-delivery worker, rotate client secrets."""
+"""oidc-logout: run the demo, terminate sessions, inspect and retry deliveries, run a
+delivery worker, rotate client secrets and signing keys, expire sessions, migrate the schema."""
 
 from __future__ import annotations
 
