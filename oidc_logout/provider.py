@@ -21,6 +21,7 @@ from .keys import KeyRing, ensure_keys
 from .protocols import UserDirectory
 from .storage.base import utcnow
 from .storage.models import BACKCHANNEL, FINAL_STATES, Client, Delivery, OPSession, Termination
+from .storage.queries import lifetime_cutoffs
 from .storage.schema import make_engine, upgrade
 from .termination import Target, by_credential, by_expiry, terminate
 from .tokens import token_hash
@@ -110,11 +111,8 @@ class Provider:
         with self.session_factory.begin() as db:
             term = terminate(db, target, reason=reason, initiator=initiator,
                              include_offline=include_offline, browser_present=browser_present)
-            outcome_rows = db.execute(select(Delivery.id, Delivery.channel, Delivery.target_uri,
-                                             Delivery.sid, Delivery.state)
-                                      .where(Delivery.termination_id == term.id)).all()
-            term_id = term.id
-        return self.after_commit(term_id, outcome_rows, wait)
+            rows, term_id = _outbox_rows(db, term.id), term.id
+        return self.after_commit(term_id, rows, wait)
 
     def after_commit(self, term_id: str, rows: Any, wait: float | None = None) -> TerminationOutcome:
         back = tuple(r.id for r in rows if r.channel == BACKCHANNEL and r.state not in FINAL_STATES)
@@ -150,8 +148,7 @@ class Provider:
         """End sessions past their idle or absolute lifetime through the one termination path,
         so their RPs are notified like for any other logout. Returns termination ids."""
         now = now or utcnow()
-        idle_cut = now - dt.timedelta(seconds=self.settings.session_idle_lifetime)
-        abs_cut = now - dt.timedelta(seconds=self.settings.session_absolute_lifetime)
+        idle_cut, abs_cut = lifetime_cutoffs(self.settings, now)
         out: list[str] = []
         while True:
             with self.session_factory() as db:
@@ -185,10 +182,7 @@ class Provider:
                 return new_secret, None
             term = terminate(db, by_credential(client_id, client.secret_version), reason=reason,
                              initiator=initiator, include_offline=True)
-            rows = db.execute(select(Delivery.id, Delivery.channel, Delivery.target_uri,
-                                     Delivery.sid, Delivery.state)
-                              .where(Delivery.termination_id == term.id)).all()
-            term_id = term.id
+            rows, term_id = _outbox_rows(db, term.id), term.id
         return new_secret, self.after_commit(term_id, rows, wait=0)
 
     def termination_report(self, db: Session, termination_id: str, *, limit: int = 200,
@@ -240,6 +234,12 @@ class Provider:
             return True
         except Exception:  # noqa: BLE001 - any failure means "not ours"
             return False
+
+
+def _outbox_rows(db: Session, termination_id: str) -> Any:
+    """What after_commit needs of a termination's delivery rows."""
+    return db.execute(select(Delivery.id, Delivery.channel, Delivery.target_uri, Delivery.sid,
+                             Delivery.state).where(Delivery.termination_id == termination_id)).all()
 
 
 def _ts(v: dt.datetime | None) -> str | None:

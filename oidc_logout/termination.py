@@ -201,27 +201,15 @@ def _plan(db: Session, target: Target, include_offline: bool) -> _Plan:
         # The kill switch: every grant of the client, offline ones and client_credentials
         # included, and its participation in every live session.
         plan.grant_filter = Grant.client_id == value
-        plan.participations = [
-            (r.sid, r.client_id) for r in db.execute(
-                select(SessionParticipant.sid, SessionParticipant.client_id)
-                .join(OPSession, OPSession.sid == SessionParticipant.sid)
-                .where(SessionParticipant.client_id == value, SessionParticipant.ended_at.is_(None),
-                       OPSession.ended_at.is_(None)))
-        ]
+        plan.participations = _live_participations(db, value)
     elif kind == "credential":
         if db.get(Client, value) is None:
             raise NotFound("no client with that client_id")
         cond = and_(Grant.client_id == value, Grant.credential_version < target.below_version)
         plan.grant_filter = cond
-        sids = set(db.scalars(select(Grant.sid).where(cond, Grant.revoked_at.is_(None),
-                                                      Grant.sid.is_not(None))))
-        plan.participations = [
-            (r.sid, r.client_id) for r in db.execute(
-                select(SessionParticipant.sid, SessionParticipant.client_id)
-                .join(OPSession, OPSession.sid == SessionParticipant.sid)
-                .where(SessionParticipant.client_id == value, SessionParticipant.sid.in_(sids),
-                       SessionParticipant.ended_at.is_(None), OPSession.ended_at.is_(None)))
-        ] if sids else []
+        sids = {sid for sid in db.scalars(select(Grant.sid).where(
+            cond, Grant.revoked_at.is_(None), Grant.sid.is_not(None))) if sid}
+        plan.participations = _live_participations(db, value, sids) if sids else []
     elif kind == "grant":
         if db.get(Grant, value) is None:
             raise NotFound("no grant with that id")
@@ -229,6 +217,18 @@ def _plan(db: Session, target: Target, include_offline: bool) -> _Plan:
     else:  # pragma: no cover - Target is a closed set
         raise InvalidRequest(f"unknown termination target {kind!r}")
     return plan
+
+
+def _live_participations(db: Session, client_id: str,
+                         sids: set[str] | None = None) -> list[tuple[str, str]]:
+    """(sid, client_id) of the client's not-yet-ended participation in live sessions."""
+    query = (select(SessionParticipant.sid, SessionParticipant.client_id)
+             .join(OPSession, OPSession.sid == SessionParticipant.sid)
+             .where(SessionParticipant.client_id == client_id, SessionParticipant.ended_at.is_(None),
+                    OPSession.ended_at.is_(None)))
+    if sids is not None:
+        query = query.where(SessionParticipant.sid.in_(sorted(sids)))
+    return [(sid, cid) for sid, cid in db.execute(query)]
 
 
 def _revoke_tokens(db: Session, plan: _Plan, ended: list[str], reason: str, now: dt.datetime,

@@ -21,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from ..protocols import EndUser
 from .client import check_client_credentials_syntax
 from ..storage.base import utcnow
+from ..storage.queries import session_is_live
 from ..storage.models import AuthorizationCode, Grant, OPSession, SessionParticipant, Token
 from ..termination import by_grant
 from ..tokens import new_id, token_hash
@@ -112,8 +113,7 @@ class AuthorizationCodeGrant(_CheckedClientAuth, grants.AuthorizationCodeGrant):
             return None
         if row.expires_at <= utcnow():
             return None
-        session = db.get(OPSession, row.sid)
-        if session is None or session.ended_at is not None:
+        if not session_is_live(db, row.sid):
             return None  # the session ended between authorization and token request
         return row
 
@@ -149,10 +149,8 @@ class RefreshTokenGrant(_CheckedClientAuth, grants.RefreshTokenGrant):  # type: 
             return None
         if row.is_expired() or row.grant.revoked_at is not None:
             return None
-        if row.grant.sid and not row.grant.offline:
-            session = db.get(OPSession, row.grant.sid)
-            if session is None or session.ended_at is not None:
-                return None
+        if row.grant.sid and not row.grant.offline and not session_is_live(db, row.grant.sid):
+            return None
         return row
 
     def authenticate_user(self, refresh_token: Token) -> EndUser | None:
@@ -245,12 +243,8 @@ def save_token(server: Any, token: dict[str, Any], request: Any) -> None:
     grant_type = request.payload.grant_type
     if grant_type == "refresh_token":
         grant = request.refresh_token.grant
-        session_alive = False
-        if grant.sid:
-            session = db.get(OPSession, grant.sid)
-            session_alive = session is not None and session.ended_at is None
         # Tokens refreshed from an offline grant after its session ended belong to no session.
-        sid = grant.sid if session_alive else None
+        sid = grant.sid if session_is_live(db, grant.sid) else None
         subject = grant.subject
     elif grant_type == "authorization_code":
         code: AuthorizationCode = request.authorization_code

@@ -3,7 +3,6 @@ session row. A session ended server-side is refused whatever the cookie says."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import secrets
 
@@ -15,6 +14,7 @@ from sqlalchemy.orm import Session
 from ..config import Settings
 from ..storage.base import utcnow
 from ..storage.models import OPSession
+from ..storage.queries import lifetime_cutoffs
 from ..tokens import new_id, new_token, token_hash
 
 
@@ -25,10 +25,9 @@ def current_op_session(db: Session, settings: Settings) -> OPSession | None:
     row = db.scalar(select(OPSession).where(OPSession.cookie_hash == token_hash(value)))
     if row is None or row.ended_at is not None:
         return None
-    now = utcnow()
+    idle_cut, absolute_cut = lifetime_cutoffs(settings, utcnow())
     # Expired but not yet swept: refuse it now; the sweep notifies the RPs.
-    if row.last_seen_at < now - dt.timedelta(seconds=settings.session_idle_lifetime) or \
-            row.created_at < now - dt.timedelta(seconds=settings.session_absolute_lifetime):
+    if row.last_seen_at < idle_cut or row.created_at < absolute_cut:
         return None
     return row
 

@@ -25,6 +25,7 @@ from ..rfc7009.fastpath import try_revoke_access_token
 from ..rfc7662.endpoint import INTROSPECT_SCOPE
 from ..registration import client_metadata_response, create_client
 from ..storage.models import OPSession, SessionParticipant, Token
+from ..storage.queries import session_is_live
 from ..termination import Target, by_client, by_sid, by_subject
 from ..tokens import token_hash
 from .extension import state
@@ -221,10 +222,8 @@ def _bearer_token(db) -> Token:  # type: ignore[no-untyped-def]
                                         Token.kind == "access_token"))
     if row is None or row.is_revoked() or row.is_expired():
         raise InvalidToken("the access token is not active")
-    if row.sid:
-        sess = db.get(OPSession, row.sid)
-        if sess is None or sess.ended_at is not None:
-            raise InvalidToken("the access token's session has ended")
+    if row.sid and not session_is_live(db, row.sid):
+        raise InvalidToken("the access token's session has ended")
     return row
 
 

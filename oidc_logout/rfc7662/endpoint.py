@@ -7,7 +7,8 @@ from typing import Any
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
 
 from ..core.token_lookup import HashedTokenLookup
-from ..storage.models import OPSession, Token
+from ..storage.models import Token
+from ..storage.queries import session_is_live
 
 #: A client with this scope registered may introspect any token (a resource server).
 INTROSPECT_SCOPE = "oidc_logout:introspect"
@@ -28,10 +29,8 @@ class IntrospectionEndpoint(HashedTokenLookup, _IntrospectionEndpoint):  # type:
         # this particular token, then the authorization server MUST return ... active false".
         if token is None or token.is_expired() or token.is_revoked():
             return {"active": False}
-        if token.sid is not None:
-            session = self.server.db.get(OPSession, token.sid)
-            if session is None or session.ended_at is not None:
-                return {"active": False}
+        if token.sid is not None and not session_is_live(self.server.db, token.sid):
+            return {"active": False}
         return self.introspect_token(token)
 
     def introspect_token(self, token: Token) -> dict[str, Any]:
