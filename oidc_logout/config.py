@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from .limits import MAX_REQUEST_BYTES
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,9 @@ class Settings:
     registration_token: str = ""
 
     # Requests
-    max_request_bytes: int = 64 * 1024
+    max_request_bytes: int = MAX_REQUEST_BYTES
     admin_scope: str = "oidc_logout:admin"
 
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -91,7 +92,7 @@ def settings_from_mapping(values: dict[str, Any], prefix: str = "OIDC_LOGOUT_",
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         key = prefix + f.name.upper()
-        if key in values and f.name != "extra":
+        if key in values:
             raw = values[key]
             default = getattr(base, f.name)
             changes[f.name] = _coerce(raw, default) if isinstance(raw, str) else raw
@@ -100,3 +101,6 @@ def settings_from_mapping(values: dict[str, Any], prefix: str = "OIDC_LOGOUT_",
 
 def settings_from_env(base: Settings | None = None) -> Settings:
     return settings_from_mapping(dict(os.environ), base=base)
+
+
+__all__ = ["Settings", "settings_from_env", "settings_from_mapping"]

@@ -11,13 +11,24 @@ class OIDCLogoutError(Exception):
     status_code: int = 400
 
     def __init__(self, description: str = "", *, error: str | None = None,
-                 status_code: int | None = None) -> None:
+                 status_code: int | None = None, challenge: str | None = None) -> None:
         super().__init__(description)
         self.description = description
         if error is not None:
             self.error = error
         if status_code is not None:
             self.status_code = status_code
+        #: RFC 6750 §3 / RFC 9110 §11.6.1: the ``WWW-Authenticate`` value of a 401 or 403.
+        self.challenge = challenge
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the error needs besides its body."""
+        if self.challenge:
+            return {"WWW-Authenticate": self.challenge}
+        if self.status_code == 401:
+            return {"WWW-Authenticate": f'Bearer error="{self.error}"'}
+        return {}
 
     def as_dict(self) -> dict[str, str]:
         body = {"error": self.error}
@@ -59,3 +70,7 @@ class InvalidToken(OIDCLogoutError):
 
     error = "invalid_token"
     status_code = 401
+
+
+__all__ = ["InsufficientScope", "InvalidClientMetadata", "InvalidRedirectURI", "InvalidRequest",
+           "InvalidToken", "NotFound", "OIDCLogoutError"]

@@ -20,11 +20,12 @@ from .config import Settings
 from .keys import KeyRing, ensure_keys
 from .protocols import UserDirectory
 from .storage.base import utcnow
-from .storage.models import BACKCHANNEL, FINAL_STATES, Client, Delivery, OPSession, Termination
+from .storage.models import Client, Delivery, OPSession, Termination
 from .storage.queries import lifetime_cutoffs
 from .storage.schema import make_engine, upgrade
 from .termination import Target, by_credential, by_expiry, terminate
 from .tokens import token_hash
+from .vocabulary import FINAL_STATES, Channel, DeliveryState
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,9 @@ class Provider:
         cut = now - dt.timedelta(seconds=self.settings.frontchannel_timeout_ms / 1000 + grace)
         with self.session_factory.begin() as db:
             result = db.execute(update(Delivery).where(
-                Delivery.channel != BACKCHANNEL, Delivery.state == "pending",
+                Delivery.channel != Channel.BACKCHANNEL, Delivery.state == DeliveryState.PENDING,
                 Delivery.created_at < cut).values(
-                state="unconfirmed", completed_at=now,
+                state=DeliveryState.UNCONFIRMED, completed_at=now,
                 last_error="no report from the browser (JavaScript off or page closed)"))
             return int(getattr(result, "rowcount", 0) or 0)
 
@@ -115,9 +116,10 @@ class Provider:
         return self.after_commit(term_id, rows, wait)
 
     def after_commit(self, term_id: str, rows: Any, wait: float | None = None) -> TerminationOutcome:
-        back = tuple(r.id for r in rows if r.channel == BACKCHANNEL and r.state not in FINAL_STATES)
+        back = tuple(r.id for r in rows
+                     if r.channel == Channel.BACKCHANNEL and r.state not in FINAL_STATES)
         front = tuple((r.id, r.target_uri, r.sid) for r in rows
-                      if r.channel != BACKCHANNEL and r.state not in FINAL_STATES)
+                      if r.channel != Channel.BACKCHANNEL and r.state not in FINAL_STATES)
         settled = not back
         bound = self.settings.logout_wait_bound if wait is None else wait
         if back and self.dispatcher is not None:
@@ -210,9 +212,9 @@ class Provider:
         now = utcnow()
         n = 0
         for d in db.scalars(select(Delivery).where(Delivery.termination_id == termination_id,
-                                                   Delivery.channel != BACKCHANNEL,
-                                                   Delivery.state == "pending")):
-            d.state = "confirmed" if d.id in loaded else "unconfirmed"
+                                                   Delivery.channel != Channel.BACKCHANNEL,
+                                                   Delivery.state == DeliveryState.PENDING)):
+            d.state = DeliveryState.CONFIRMED if d.id in loaded else DeliveryState.UNCONFIRMED
             d.completed_at = now
             d.attempts += 1
             if d.id not in loaded:
@@ -221,9 +223,6 @@ class Provider:
         return n
 
     # -- helpers -------------------------------------------------------------------------
-    def client_row(self, db: Session, client_id: str) -> Client | None:
-        return db.get(Client, client_id)
-
     def is_own_id_token(self, token: str) -> bool:
         """Whether ``token`` is a JWS signed by one of this OP's keys (e.g. an ID token)."""
         try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar
 
 from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
@@ -26,10 +26,6 @@ from .delivery.notify import announce
 from .errors import InvalidRequest, NotFound
 from .storage.base import utcnow
 from .storage.models import (
-    BACKCHANNEL,
-    FRONTCHANNEL,
-    PENDING,
-    UNCONFIRMED,
     Client,
     Delivery,
     Grant,
@@ -39,44 +35,115 @@ from .storage.models import (
     Token,
 )
 from .tokens import new_id
+from .vocabulary import Channel, DeliveryState, TargetKind, TokenKind
 
-TargetKind = Literal["sid", "subject", "client", "grant", "credential", "expiry"]
+@dataclass(frozen=True)
+class Sessions:
+    """OP sessions by sid: one for an administrator's ``--sid``, two when an RP-initiated logout
+    ends the hinted session and the browser's own (still one termination)."""
+
+    sids: tuple[str, ...]
+    kind: ClassVar[TargetKind] = TargetKind.SESSIONS
+
+    @property
+    def value(self) -> str:
+        return " ".join(self.sids)
 
 
 @dataclass(frozen=True)
-class Target:
-    """What to terminate. Build one with the ``by_*`` helpers."""
+class Subject:
+    """Every live OP session of a subject, with its grants' tokens."""
 
-    kind: TargetKind
-    value: str
-    #: For ``expiry``: the sessions found expired. For ``credential``: unused.
-    sids: tuple[str, ...] = ()
-    #: For ``credential``: grants authenticated with a secret version below this one end.
-    below_version: int = 0
+    sub: str
+    kind: ClassVar[TargetKind] = TargetKind.SUBJECT
 
-
-def by_sid(sid: str) -> Target:
-    return Target("sid", sid)
+    @property
+    def value(self) -> str:
+        return self.sub
 
 
-def by_subject(sub: str) -> Target:
-    return Target("subject", sub)
+@dataclass(frozen=True)
+class ClientKill:
+    """The kill switch: every grant of a client (offline and client_credentials included) and
+    its participation in every live session."""
+
+    client_id: str
+    kind: ClassVar[TargetKind] = TargetKind.CLIENT
+
+    @property
+    def value(self) -> str:
+        return self.client_id
 
 
-def by_client(client_id: str) -> Target:
-    return Target("client", client_id)
+@dataclass(frozen=True)
+class GrantTarget:
+    """One grant and every token it produced."""
+
+    grant_id: str
+    kind: ClassVar[TargetKind] = TargetKind.GRANT
+
+    @property
+    def value(self) -> str:
+        return self.grant_id
 
 
-def by_grant(grant_id: str) -> Target:
-    return Target("grant", grant_id)
+@dataclass(frozen=True)
+class Credential:
+    """Grants a client obtained with a secret older than ``below_version`` (secret rotation)."""
+
+    client_id: str
+    below_version: int
+    kind: ClassVar[TargetKind] = TargetKind.CREDENTIAL
+
+    @property
+    def value(self) -> str:
+        return self.client_id
 
 
-def by_credential(client_id: str, below_version: int) -> Target:
-    return Target("credential", client_id, below_version=below_version)
+@dataclass(frozen=True)
+class Expiry:
+    """Sessions the expiry sweep found past their idle or absolute lifetime."""
+
+    sids: tuple[str, ...]
+    why: str = "expired"
+    kind: ClassVar[TargetKind] = TargetKind.EXPIRY
+
+    @property
+    def value(self) -> str:
+        return self.why
 
 
-def by_expiry(sids: Sequence[str], why: str = "expired") -> Target:
-    return Target("expiry", why, sids=tuple(sids))
+#: What a termination can name: exactly one of these kinds.
+Target = Sessions | Subject | ClientKill | GrantTarget | Credential | Expiry
+
+
+def by_sid(sid: str) -> Sessions:
+    return Sessions((sid,))
+
+
+def by_sessions(sids: Iterable[str]) -> Sessions:
+    """Several OP sessions in one termination (duplicates dropped, order kept)."""
+    return Sessions(tuple(dict.fromkeys(sids)))
+
+
+def by_subject(sub: str) -> Subject:
+    return Subject(sub)
+
+
+def by_client(client_id: str) -> ClientKill:
+    return ClientKill(client_id)
+
+
+def by_grant(grant_id: str) -> GrantTarget:
+    return GrantTarget(grant_id)
+
+
+def by_credential(client_id: str, below_version: int) -> Credential:
+    return Credential(client_id, below_version)
+
+
+def by_expiry(sids: Sequence[str], why: str = "expired") -> Expiry:
+    return Expiry(tuple(sids), why)
 
 
 @dataclass
@@ -84,7 +151,6 @@ class _Plan:
     sessions: list[str] = field(default_factory=list)  # OP sessions to end
     participations: list[tuple[str, str]] = field(default_factory=list)  # (sid, client_id) only
     grant_filter: ColumnElement[bool] | None = None  # SQL condition selecting grants to revoke
-    access_sids: list[str] = field(default_factory=list)  # sessions whose access tokens die
 
 
 def terminate(
@@ -110,14 +176,12 @@ def terminate(
     now = now or utcnow()
     plan = _plan(db, target, include_offline)
 
-    if target.kind == "sid" and not plan.sessions:
-        # Idempotent: terminating an already ended session gives back its termination,
-        # so two instances ending one session at once produce one termination.
-        existing = db.scalar(select(OPSession.termination_id).where(OPSession.sid == target.value))
-        if existing:
-            term = db.get(Termination, existing)
-            if term is not None:
-                return term
+    if isinstance(target, Sessions) and not plan.sessions:
+        # Idempotent: terminating already ended sessions gives back the termination that
+        # ended the first of them, so two instances ending one session at once produce one.
+        existing = _termination_of(db, target.sids)
+        if existing is not None:
+            return existing
 
     term = Termination(
         id=new_id(12), target_kind=target.kind, target_value=target.value[:255], reason=reason,
@@ -138,17 +202,15 @@ def terminate(
                 .returning(OPSession.sid)
             )
             ended.extend(r[0] for r in res)
-    if target.kind == "sid" and not ended:
-        # Lost a race with a concurrent termination of the same session: that one ended it
-        # (its row is committed once our conditional UPDATE returned nothing), so give back
-        # its record instead of committing an empty one.
-        winner = db.scalar(select(OPSession.termination_id).where(OPSession.sid == target.value))
-        if winner and winner != term.id:
+    if isinstance(target, Sessions) and plan.sessions and not ended:
+        # Lost a race with a concurrent termination of the same sessions: that one ended
+        # them (its rows are committed once our conditional UPDATE returned nothing), so give
+        # back its record instead of committing an empty one.
+        winner = _termination_of(db, target.sids)
+        if winner is not None and winner.id != term.id:
             db.delete(term)
             db.flush()
-            existing_term = db.get(Termination, winner)
-            if existing_term is not None:
-                return existing_term
+            return winner
     term.sessions_ended = len(ended)
 
     # Who must be told: every participant of the ended sessions, plus the named
@@ -183,40 +245,47 @@ def terminate(
 
 def _plan(db: Session, target: Target, include_offline: bool) -> _Plan:
     plan = _Plan()
-    kind, value = target.kind, target.value
-    if kind == "sid":
-        row = db.get(OPSession, value)
-        if row is None:
-            raise NotFound("no OP session with that sid")
-        if row.ended_at is None:
-            plan.sessions = [value]
-    elif kind == "subject":
-        plan.sessions = list(db.scalars(select(OPSession.sid).where(
-            OPSession.subject == value, OPSession.ended_at.is_(None))))
-    elif kind == "expiry":
-        plan.sessions = list(target.sids)
-    elif kind == "client":
-        if db.get(Client, value) is None:
-            raise NotFound("no client with that client_id")
-        # The kill switch: every grant of the client, offline ones and client_credentials
-        # included, and its participation in every live session.
-        plan.grant_filter = Grant.client_id == value
-        plan.participations = _live_participations(db, value)
-    elif kind == "credential":
-        if db.get(Client, value) is None:
-            raise NotFound("no client with that client_id")
-        cond = and_(Grant.client_id == value, Grant.credential_version < target.below_version)
-        plan.grant_filter = cond
-        sids = {sid for sid in db.scalars(select(Grant.sid).where(
-            cond, Grant.revoked_at.is_(None), Grant.sid.is_not(None))) if sid}
-        plan.participations = _live_participations(db, value, sids) if sids else []
-    elif kind == "grant":
-        if db.get(Grant, value) is None:
-            raise NotFound("no grant with that id")
-        plan.grant_filter = Grant.id == value
-    else:  # pragma: no cover - Target is a closed set
-        raise InvalidRequest(f"unknown termination target {kind!r}")
+    match target:
+        case Sessions(sids=sids):
+            if not sids:
+                raise InvalidRequest("at least one sid is required")
+            rows = db.execute(select(OPSession.sid, OPSession.ended_at)
+                              .where(OPSession.sid.in_(sids))).all()
+            if not rows:
+                raise NotFound("no OP session with that sid")
+            plan.sessions = [sid for sid, ended_at in rows if ended_at is None]
+        case Subject(sub=sub):
+            plan.sessions = list(db.scalars(select(OPSession.sid).where(
+                OPSession.subject == sub, OPSession.ended_at.is_(None))))
+        case Expiry(sids=sids):
+            plan.sessions = list(sids)
+        case ClientKill(client_id=client_id):
+            if db.get(Client, client_id) is None:
+                raise NotFound("no client with that client_id")
+            # The kill switch: every grant of the client, offline ones and client_credentials
+            # included, and its participation in every live session.
+            plan.grant_filter = Grant.client_id == client_id
+            plan.participations = _live_participations(db, client_id)
+        case Credential(client_id=client_id, below_version=below):
+            if db.get(Client, client_id) is None:
+                raise NotFound("no client with that client_id")
+            cond = and_(Grant.client_id == client_id, Grant.credential_version < below)
+            plan.grant_filter = cond
+            grant_sids = {sid for sid in db.scalars(select(Grant.sid).where(
+                cond, Grant.revoked_at.is_(None), Grant.sid.is_not(None))) if sid}
+            plan.participations = _live_participations(db, client_id, grant_sids) if grant_sids else []
+        case GrantTarget(grant_id=grant_id):
+            if db.get(Grant, grant_id) is None:
+                raise NotFound("no grant with that id")
+            plan.grant_filter = Grant.id == grant_id
     return plan
+
+
+def _termination_of(db: Session, sids: Sequence[str]) -> Termination | None:
+    """The termination that ended the first already-ended session among ``sids``."""
+    term_id = db.scalar(select(OPSession.termination_id).where(
+        OPSession.sid.in_(list(sids)), OPSession.termination_id.is_not(None)).limit(1))
+    return db.get(Termination, term_id) if term_id else None
 
 
 def _live_participations(db: Session, client_id: str,
@@ -259,7 +328,7 @@ def _revoke_tokens(db: Session, plan: _Plan, ended: list[str], reason: str, now:
     # included: their client can mint new, session-less ones with its refresh token.
     for chunk in _chunks(ended, 500):
         revoked += _rowcount(db.execute(
-            update(Token).where(Token.sid.in_(chunk), Token.kind == "access_token",
+            update(Token).where(Token.sid.in_(chunk), Token.kind == TokenKind.ACCESS_TOKEN,
                                 Token.revoked_at.is_(None))
             .values(revoked_at=now, revoked_reason=reason[:2048])))
     return revoked
@@ -283,17 +352,17 @@ def _write_outbox(db: Session, term: Termination, notify: list[tuple[str, str]],
         base = dict(termination_id=term.id, client_id=client_id, sid=sid,
                     subject=subjects.get(sid), created_at=now, next_attempt_at=now, attempts=0)
         if client.backchannel_logout_uri:
-            rows.append(dict(base, channel=BACKCHANNEL, target_uri=client.backchannel_logout_uri,
-                             state=PENDING))
+            rows.append(dict(base, channel=Channel.BACKCHANNEL, target_uri=client.backchannel_logout_uri,
+                             state=DeliveryState.PENDING))
         if client.frontchannel_logout_uri:
             rows.append(dict(
-                base, channel=FRONTCHANNEL, target_uri=client.frontchannel_logout_uri,
-                state=PENDING if browser_present else UNCONFIRMED,
+                base, channel=Channel.FRONTCHANNEL, target_uri=client.frontchannel_logout_uri,
+                state=DeliveryState.PENDING if browser_present else DeliveryState.UNCONFIRMED,
                 last_error=None if browser_present else "no user agent took part in this termination",
                 completed_at=None if browser_present else now))
     for chunk in _chunks(rows, 1000):
         db.execute(insert(Delivery), chunk)
-    if any(r["channel"] == BACKCHANNEL for r in rows):
+    if any(r["channel"] == Channel.BACKCHANNEL for r in rows):
         announce(db)  # wakes every worker when (and only if) this transaction commits
 
 

@@ -24,3 +24,14 @@ def token_hash(value: str) -> str:
 
 def same_hash(value: str, stored_hash: str | None) -> bool:
     return stored_hash is not None and hmac.compare_digest(token_hash(value), stored_hash)
+
+
+def same_secret(given: object, expected: str) -> bool:
+    """Constant-time comparison of a value a client sent with a secret we hold. Compares UTF-8
+    bytes: ``hmac.compare_digest`` refuses non-ASCII ``str`` with a TypeError (a 500)."""
+    if not isinstance(given, str) or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
+
+
+__all__ = ["new_id", "new_token", "same_hash", "same_secret", "token_hash"]

@@ -11,6 +11,7 @@ from authlib.oauth2.rfc6749 import ClientMixin
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc6749.util import list_to_scope, scope_to_list
 
+from ..limits import plausible_client_id
 from ..storage.models import Client
 from ..tokens import same_hash
 
@@ -69,12 +70,6 @@ class OAuthClient(ClientMixin):  # type: ignore[misc]
         return self.row.token_endpoint_auth_method == "none"
 
 
-def _plausible_client_id(value: object) -> bool:
-    """A client_id worth looking up: a short printable string. Anything else (NUL bytes, control
-    characters, which PostgreSQL refuses in text columns) is an unknown client, never a 500."""
-    return isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable()
-
-
 def check_client_credentials_syntax(request: Any) -> None:
     """Refuse malformed client credentials with ``invalid_client`` (RFC 6749 §5.2) before any
     lookup: a ``Basic`` header that is not base64 of UTF-8 ``id:secret`` (RFC 7617 §2, RFC 6749
@@ -91,8 +86,8 @@ def check_client_credentials_syntax(request: Any) -> None:
             raise InvalidClientError(status_code=401,
                                      description="malformed HTTP Basic client credentials") from None
         client_id = unquote(decoded.partition(":")[0])
-        if decoded and not _plausible_client_id(client_id):
+        if decoded and not plausible_client_id(client_id):
             raise InvalidClientError(status_code=401, description="unknown client")
     form_id = request.payload.data.get("client_id")
-    if form_id is not None and not _plausible_client_id(form_id):
+    if form_id is not None and not plausible_client_id(form_id):
         raise InvalidClientError(description="unknown client")

@@ -8,17 +8,18 @@ from typing import Any
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from sqlalchemy import select
 
+from ..context import ServerContext
+from ..limits import MAX_TOKEN_LENGTH
 from ..storage.models import Token
 from ..tokens import token_hash
 from .client import check_client_credentials_syntax
 
-MAX_TOKEN_LENGTH = 4096
 
 
 class HashedTokenLookup:
-    """Mixin for Authlib's token endpoints (``self.server`` is the OPServer)."""
+    """Mixin for Authlib's token endpoints registered on a :class:`ServerContext`."""
 
-    server: Any
+    server: ServerContext
 
     def authenticate_endpoint_client(self, request: Any) -> Any:
         check_client_credentials_syntax(request)
@@ -26,6 +27,8 @@ class HashedTokenLookup:
 
     def check_params(self, request: Any, client: Any) -> None:
         token = request.form.get("token")
+        # Only hashed, so any text up to the limit is looked up (and not found); RFC 7009 §2.2
+        # answers an unknown token with 200.
         if not token or not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
             raise InvalidRequestError("the 'token' parameter is required")
         # RFC 7009 §2.1 / RFC 7662 §2.1: the hint is only a hint. "If the server is unable to
@@ -36,3 +39,6 @@ class HashedTokenLookup:
     def query_token(self, token_string: str, token_type_hint: str | None) -> Token | None:
         # One lookup by hash covers every token type: there is nothing for a hint to order.
         return self.server.db.scalar(select(Token).where(Token.token_hash == token_hash(token_string)))
+
+
+__all__ = ["HashedTokenLookup"]

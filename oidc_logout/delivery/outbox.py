@@ -51,6 +51,7 @@ from ..backchannel.request import FAILED as R_FAILED
 from ..backchannel.request import AttemptResult
 from ..config import Settings
 from ..storage.base import UTCDateTime, utcnow
+from ..vocabulary import AttemptOutcome, DeliveryState
 from ..storage.models import (
     BACKCHANNEL,
     DEAD,
@@ -378,20 +379,22 @@ def record_result_detail(session_factory: SessionFactory, claimed: ClaimedDelive
 
 
 def _plan(claimed: ClaimedDelivery, result: AttemptResult, settings: Settings,
-          now: dt.datetime) -> tuple[str, str, dict[str, Any], dt.datetime | None]:
+          now: dt.datetime) -> tuple[DeliveryState, AttemptOutcome, dict[str, Any], dt.datetime | None]:
     """(new state, attempt outcome, column values, next_attempt_at) of one attempt's result."""
     attempts = claimed.attempts + 1
     next_at: dt.datetime | None = None
+    state: DeliveryState
+    outcome: AttemptOutcome
     if result.outcome == R_DELIVERED:
-        state = outcome = DELIVERED
+        state, outcome = DeliveryState.DELIVERED, AttemptOutcome.DELIVERED
     elif result.outcome == R_FAILED:
-        state = outcome = FAILED
+        state, outcome = DeliveryState.FAILED, AttemptOutcome.FAILED
     elif policy.is_exhausted(attempts=attempts, created_at=claimed.created_at, now=now,
                              max_attempts=settings.delivery_max_attempts,
                              max_age=settings.delivery_max_age):
-        state = outcome = DEAD
+        state, outcome = DeliveryState.DEAD, AttemptOutcome.DEAD
     else:
-        state, outcome = PENDING, "retry"
+        state, outcome = DeliveryState.PENDING, AttemptOutcome.RETRY
         next_at = policy.next_attempt_at(
             now=now, attempts=attempts, base=settings.delivery_backoff_base,
             cap=settings.delivery_backoff_cap, retry_after=result.retry_after,
@@ -527,12 +530,12 @@ def retry_now(db: Session, states: Sequence[str] = (FAILED, DEAD),
 
 def summary(db: Session, channel: str | None = BACKCHANNEL) -> dict[str, int]:
     """Row counts per state (all known back-channel states present, zeros included)."""
-    counts = {s: 0 for s in (PENDING, IN_FLIGHT, DELIVERED, FAILED, DEAD)}
+    counts: dict[str, int] = {str(s): 0 for s in (PENDING, IN_FLIGHT, DELIVERED, FAILED, DEAD)}
     q = select(Delivery.state, func.count()).group_by(Delivery.state)
     if channel is not None:
         q = q.where(Delivery.channel == channel)
     for state, n in db.execute(q):
-        counts[state] = int(n)
+        counts[str(state)] = int(n)
     return counts
 
 

@@ -11,40 +11,39 @@ from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from ..errors import OIDCLogoutError
+from .routes import browser_paths
 
 log = logging.getLogger(__name__)
-BROWSER_PATHS = ("/login", "/authorize", "/end_session", "/logout")
+BROWSER_PATHS = browser_paths()
 
 
 def wants_html() -> bool:
     return request.path.startswith(BROWSER_PATHS)
 
 
-def error_response(error: str, description: str, status: int) -> Response:
+def error_response(error: str, description: str, status: int,
+                   headers: dict[str, str] | None = None) -> Response:
     if wants_html():
         nonce = secrets.token_urlsafe(12)
-        resp = Response(render_template("error.html", error=error, description=description,
-                                        csp_nonce=nonce), status=status)
+        resp = Response(render_template("oidc_logout/error.html", error=error,
+                                        description=description, csp_nonce=nonce), status=status)
         resp.headers["Content-Security-Policy"] = (
             f"default-src 'none'; style-src 'nonce-{nonce}'; frame-ancestors 'none'")
+        resp.headers["X-Frame-Options"] = "DENY"
     else:
         resp = jsonify({"error": error, "error_description": description})
         resp.status_code = status
     resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    for name, value in (headers or {}).items():
+        resp.headers[name] = value
     return resp
 
 
 def register_error_handlers(app: Flask) -> None:
-    # Flask's default config already holds MAX_CONTENT_LENGTH = None, so the extension's
-    # ``config.setdefault`` never applied Settings.max_request_bytes and no body was ever
-    # refused with 413. Apply the limit here (an explicit application value still wins).
-    ext = app.extensions.get("oidc_logout")
-    if app.config.get("MAX_CONTENT_LENGTH") is None and ext is not None:
-        app.config["MAX_CONTENT_LENGTH"] = ext.provider.settings.max_request_bytes
-
     @app.errorhandler(OIDCLogoutError)
     def _oidc_error(exc: OIDCLogoutError) -> Response:
-        return error_response(exc.error, exc.description, exc.status_code)
+        return error_response(exc.error, exc.description, exc.status_code, exc.headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, g
 
 from .._redact import install_library_log_redaction
 from ..config import Settings, settings_from_mapping
 from ..protocols import UserDirectory
 from ..provider import Provider
-from .server import OPServer
+from .opsession import set_cookie, start_op_session
+from .errors import register_error_handlers
+from .server import OPServer, request_db
+from .state import ExtensionState, state
+from .views import blueprint
 
 
 class OIDCLogout:
@@ -46,10 +50,7 @@ class OIDCLogout:
         if not app.secret_key:
             raise RuntimeError("OIDCLogout needs app.secret_key (CSRF tokens live in Flask's signed session).")
         server = OPServer(provider)
-        app.extensions["oidc_logout"] = _State(provider, server)
-
-        from .errors import register_error_handlers
-        from .views import blueprint
+        app.extensions["oidc_logout"] = ExtensionState(provider, server)
 
         app.register_blueprint(blueprint)
         register_error_handlers(app)
@@ -62,9 +63,6 @@ class OIDCLogout:
     def sign_in(response: Any, subject: str) -> str:
         """Start an OP session for ``subject`` from the host's own login view and set its
         cookie on ``response``; returns the new sid. Commit happens here."""
-        from .opsession import set_cookie, start_op_session
-        from .server import request_db
-
         provider = state().provider
         db = request_db(provider)
         row, cookie = start_op_session(db, subject)
@@ -73,20 +71,10 @@ class OIDCLogout:
         return row.sid
 
 
-class _State:
-    def __init__(self, provider: Provider, server: OPServer) -> None:
-        self.provider = provider
-        self.server = server
-
-
-def state() -> _State:
-    try:
-        return current_app.extensions["oidc_logout"]  # type: ignore[no-any-return]
-    except KeyError:
-        raise RuntimeError("OIDCLogout is not registered on this app; did you forget init_app()?") from None
-
-
 def _close_db(_exc: Any) -> None:
     db = g.pop("_oidc_logout_db", None)
     if db is not None:
         db.close()
+
+
+__all__ = ["OIDCLogout"]

@@ -3,7 +3,6 @@ session row. A session ended server-side is refused whatever the cookie says."""
 
 from __future__ import annotations
 
-import hmac
 import secrets
 
 from flask import request, session
@@ -15,7 +14,7 @@ from ..config import Settings
 from ..storage.base import utcnow
 from ..storage.models import OPSession
 from ..storage.queries import lifetime_cutoffs
-from ..tokens import new_id, new_token, token_hash
+from ..tokens import new_id, new_token, same_secret, token_hash
 
 
 def current_op_session(db: Session, settings: Settings) -> OPSession | None:
@@ -64,8 +63,7 @@ def csrf_token() -> str:
 
 def check_csrf() -> bool:
     expected = session.get("_csrf")
-    given = request.form.get("csrf_token", "")
-    return bool(expected) and isinstance(given, str) and hmac.compare_digest(str(expected), given)
+    return bool(expected) and same_secret(request.form.get("csrf_token", ""), str(expected))
 
 
 __all__ = ["current_op_session", "start_op_session", "set_cookie", "clear_cookie",

@@ -1,4 +1,5 @@
-"""Authlib's Flask AuthorizationServer wired to oidc_logout storage and provider."""
+"""Authlib's Flask AuthorizationServer wired to oidc_logout storage and provider; it is the
+:class:`~oidc_logout.context.ServerContext` the spec modules are registered on."""
 
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ from ..core.grants import (
     S256CodeChallenge,
     save_token,
 )
+from ..config import Settings
+from ..limits import plausible_client_id
 from ..provider import Provider
 from ..rfc7009.endpoint import RevocationEndpoint
 from ..rfc7662.endpoint import IntrospectionEndpoint
 from ..rpinitiated.end_session import EndSessionEndpoint
-from ..storage.models import Client
+from ..storage.models import Client, OPSession
 from ..tokens import new_token
+from .opsession import current_op_session
 
 
 DEFAULT_DESCRIPTIONS = {
@@ -77,10 +81,16 @@ class OPServer(AuthorizationServer):  # type: ignore[misc]
     def db(self) -> Session:
         return request_db(self.provider)
 
+    @property
+    def settings(self) -> Settings:
+        return self.provider.settings
+
+    def current_session(self) -> OPSession | None:
+        return current_op_session(self.db, self.provider.settings)
+
     def _load_client(self, client_id: Any) -> OAuthClient | None:
         # A client_id that cannot exist never reaches the database (PostgreSQL refuses NUL).
-        if not isinstance(client_id, str) or not client_id or len(client_id) > 64 or \
-                not client_id.isprintable():
+        if not plausible_client_id(client_id):
             return None
         # A Core row (attribute access like the entity, read-only) on the request's own
         # connection and transaction: no ORM entity to build for a lookup every token,
@@ -97,3 +107,6 @@ class OPServer(AuthorizationServer):  # type: ignore[misc]
 
     def load_config(self, config: Any) -> None:  # our generator and settings stand
         self._error_uris = None
+
+
+__all__ = ["OPServer", "request_db"]

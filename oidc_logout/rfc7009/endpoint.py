@@ -11,6 +11,7 @@ from ..core.token_lookup import HashedTokenLookup
 from ..storage.base import utcnow
 from ..storage.models import Token
 from ..termination import by_grant, terminate
+from ..vocabulary import TokenKind
 
 
 #: revoked_reason of an access token its client revoked (here and in fastpath.py).
@@ -20,7 +21,7 @@ REVOKED_REASON = "revoked by its client (RFC 7009)"
 class RevocationEndpoint(HashedTokenLookup, _RevocationEndpoint):  # type: ignore[misc]
     # §2.1: the client authenticates as at the token endpoint; public clients send client_id.
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
-    SUPPORTED_TOKEN_TYPES = ("access_token", "refresh_token")
+    SUPPORTED_TOKEN_TYPES = tuple(TokenKind)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> Token | None:
         row = super().query_token(token_string, token_type_hint)
@@ -39,7 +40,7 @@ class RevocationEndpoint(HashedTokenLookup, _RevocationEndpoint):  # type: ignor
         # §2.2: "invalid tokens do not cause an error response" - revoking again is harmless.
         if token.revoked_at is not None:
             return
-        if token.kind == "refresh_token":
+        if token.kind == TokenKind.REFRESH_TOKEN:
             # §2.1: "If the token passed to the request is a refresh token and the authorization
             # server supports the revocation of access tokens, then the authorization server
             # SHOULD also invalidate all access tokens based on the same authorization grant."
@@ -51,3 +52,6 @@ class RevocationEndpoint(HashedTokenLookup, _RevocationEndpoint):  # type: ignor
             # §2.1: revoking an access token MAY revoke its refresh token; we leave it alone.
             token.revoked_at = utcnow()
             token.revoked_reason = REVOKED_REASON
+
+
+__all__ = ["REVOKED_REASON", "RevocationEndpoint"]

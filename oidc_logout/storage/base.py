@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Annotated, Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, String, TypeDecorator
+from sqlalchemy import JSON, BigInteger, DateTime, Enum, Integer, MetaData, String, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, mapped_column
 
@@ -60,6 +61,11 @@ class Base(DeclarativeBase):
         dt.datetime: UTCDateTime(),
         dict[str, Any]: JSON(),
         list[str]: JSON(),
+        # The vocabulary (oidc_logout.vocabulary): stored as the members' values in the
+        # VARCHAR(40) columns the schema always had (no database enum type, no CHECK), so a
+        # member compares equal to its stored text in raw SQL too.
+        enum.Enum: Enum(enum.Enum, native_enum=False, create_constraint=False, length=40,
+                        values_callable=lambda members: [m.value for m in members]),
     }
 
 

@@ -14,26 +14,31 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, Text, UniqueConstrai
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from ..vocabulary import (
+    FINAL_STATES,
+    AttemptOutcome,
+    Channel,
+    DeliveryState,
+    TargetKind,
+    TokenKind,
+    sql_literal,
+)
 from .base import Base, intpk, str40, str64, str255, text, utcnow
 
-# Delivery states (the outbox). ``pending`` rows are due at ``next_attempt_at``; ``in_flight``
-# rows are leased to a dispatcher or worker until ``lease_until``; the rest are final.
-PENDING = "pending"
-IN_FLIGHT = "in_flight"
-DELIVERED = "delivered"
-FAILED = "failed"  # permanent failure: the RP answered a 4xx (Back-Channel Logout §2.8)
-DEAD = "dead"  # retries exhausted (attempts or age)
-# Front-channel rows: the browser reports which iframes loaded (best effort).
-CONFIRMED = "confirmed"
-UNCONFIRMED = "unconfirmed"
-
-FINAL_STATES = frozenset({DELIVERED, FAILED, DEAD, CONFIRMED, UNCONFIRMED})
-
-BACKCHANNEL = "backchannel"
-FRONTCHANNEL = "frontchannel"
-
 #: The rows a delivery claim looks for first (partial index ``ix_delivery_pending_due``).
-PENDING_BACKCHANNEL_PREDICATE = "state = 'pending' AND channel = 'backchannel'"
+PENDING_BACKCHANNEL_PREDICATE = (f"state = {sql_literal(DeliveryState.PENDING)} "
+                                 f"AND channel = {sql_literal(Channel.BACKCHANNEL)}")
+
+# Short names kept for the delivery engine's statements.
+PENDING = DeliveryState.PENDING
+IN_FLIGHT = DeliveryState.IN_FLIGHT
+DELIVERED = DeliveryState.DELIVERED
+FAILED = DeliveryState.FAILED
+DEAD = DeliveryState.DEAD
+CONFIRMED = DeliveryState.CONFIRMED
+UNCONFIRMED = DeliveryState.UNCONFIRMED
+BACKCHANNEL = Channel.BACKCHANNEL
+FRONTCHANNEL = Channel.FRONTCHANNEL
 
 
 class Client(Base):
@@ -82,10 +87,6 @@ class OPSession(Base):
     termination_id: Mapped[str40 | None] = mapped_column(ForeignKey("termination.id"))
 
     participants: Mapped[list[SessionParticipant]] = relationship(back_populates="session")
-
-    @property
-    def active(self) -> bool:
-        return self.ended_at is None
 
 
 class SessionParticipant(Base):
@@ -180,7 +181,7 @@ class Token(Base):
 
     id: Mapped[intpk]
     token_hash: Mapped[str64] = mapped_column(unique=True)
-    kind: Mapped[str40]  # "access_token" | "refresh_token"
+    kind: Mapped[TokenKind]
     grant_id: Mapped[str40] = mapped_column(ForeignKey("oauth_grant.id"))
     client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"), index=True)
     subject: Mapped[str255 | None] = mapped_column(index=True)
@@ -216,7 +217,7 @@ class Termination(Base):
     __tablename__ = "termination"
 
     id: Mapped[str40] = mapped_column(primary_key=True)
-    target_kind: Mapped[str40]  # sid | subject | client | grant | credential | expiry
+    target_kind: Mapped[TargetKind]
     target_value: Mapped[str255]
     reason: Mapped[text]
     initiator: Mapped[str255]
@@ -246,12 +247,12 @@ class Delivery(Base):
 
     id: Mapped[intpk]
     termination_id: Mapped[str40] = mapped_column(ForeignKey("termination.id"), index=True)
-    channel: Mapped[str40]  # backchannel | frontchannel
+    channel: Mapped[Channel]
     client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"))
     sid: Mapped[str64 | None]
     subject: Mapped[str255 | None]
     target_uri: Mapped[text]
-    state: Mapped[str40] = mapped_column(default=PENDING)
+    state: Mapped[DeliveryState] = mapped_column(default=DeliveryState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -278,7 +279,7 @@ class DeliveryAttempt(Base):
     started_at: Mapped[dt.datetime]
     duration_ms: Mapped[int] = mapped_column(Integer)
     http_status: Mapped[int | None]
-    outcome: Mapped[str40]  # delivered | retry | failed | dead
+    outcome: Mapped[AttemptOutcome]
     error: Mapped[text | None]
     jti: Mapped[str64 | None]
     worker: Mapped[str64 | None]
@@ -297,3 +298,10 @@ class SigningKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     #: Retired keys stay published (to verify old ID tokens) but no longer sign.
     retired_at: Mapped[dt.datetime | None]
+
+
+__all__ = [
+    "FINAL_STATES", "PENDING_BACKCHANNEL_PREDICATE", "AuthorizationCode", "Client", "Delivery",
+    "DeliveryAttempt", "Grant", "OPSession", "SessionParticipant", "SigningKey", "Termination",
+    "Token",
+]

@@ -1,0 +1,30 @@
+"""Where the extension keeps its state on a Flask app (``app.extensions["oidc_logout"]``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flask import current_app
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from ..provider import Provider
+    from .server import OPServer
+
+__all__ = ["ExtensionState", "state"]
+
+
+@dataclass(frozen=True)
+class ExtensionState:
+    provider: Provider
+    server: OPServer
+
+
+def state() -> ExtensionState:
+    """The extension state of the current app; a clear error when it was never registered."""
+    try:
+        found = current_app.extensions["oidc_logout"]
+    except KeyError:
+        raise RuntimeError("OIDCLogout is not registered on this app; did you forget init_app()?") from None
+    assert isinstance(found, ExtensionState)
+    return found
