@@ -1,5 +1,8 @@
 """The OP core object: settings, database, keys, users and the delivery dispatcher, with the
-operations every front end (Flask views, admin API, CLI, expiry sweep) shares."""
+operations every front end (Flask views, admin API, CLI, expiry sweep) shares.
+
+A host that runs :func:`~oidc_logout.termination.terminate` inside its own transaction hands
+the committed termination to delivery with :meth:`Provider.dispatch`."""
 
 from __future__ import annotations
 
@@ -42,17 +45,27 @@ class TerminationOutcome:
 
 
 class Provider:
-    """Framework-free OP core. The Flask extension builds one per app."""
+    """Framework-free OP core. The Flask extension builds one per app; the operator CLI and
+    the workers build one without a user directory (they never sign anyone in)."""
 
-    def __init__(self, settings: Settings, users: UserDirectory, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings, users: UserDirectory | None = None,
+                 engine: Engine | None = None) -> None:
         self.settings = settings
-        self.users = users
+        self._users = users
         self.engine = engine or make_engine(settings.database_url)
         self.session_factory: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
         self.keyring = KeyRing(self.session_factory)
         self.dispatcher: Any = None
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
+
+    @property
+    def users(self) -> UserDirectory:
+        """The host's user directory (token issuance and userinfo need it)."""
+        if self._users is None:
+            raise RuntimeError("this Provider was built without a UserDirectory: "
+                               "Provider(settings, users=...) to issue tokens or sign users in")
+        return self._users
 
     # -- lifecycle -----------------------------------------------------------------------
     def setup(self, migrate: bool = True) -> None:
@@ -113,9 +126,22 @@ class Provider:
             term = terminate(db, target, reason=reason, initiator=initiator,
                              include_offline=include_offline, browser_present=browser_present)
             rows, term_id = _outbox_rows(db, term.id), term.id
-        return self.after_commit(term_id, rows, wait)
+        return self._deliver(term_id, rows, wait)
 
-    def after_commit(self, term_id: str, rows: Any, wait: float | None = None) -> TerminationOutcome:
+    def dispatch(self, termination_id: str, wait: float | None = 0) -> TerminationOutcome:
+        """Hand a termination the caller committed in its own transaction to delivery: wake the
+        dispatcher (or the workers) and wait at most ``wait`` seconds for its back-channel
+        deliveries (None: the configured logout bound). Call it after the commit, never
+        before: an RP must not hear of a logout that rolled back."""
+        with self.session_factory() as db:
+            if db.get(Termination, termination_id) is None:
+                from .errors import NotFound
+
+                raise NotFound("no termination with that id")
+            rows = _outbox_rows(db, termination_id)
+        return self._deliver(termination_id, rows, wait)
+
+    def _deliver(self, term_id: str, rows: Any, wait: float | None = None) -> TerminationOutcome:
         back = tuple(r.id for r in rows
                      if r.channel == Channel.BACKCHANNEL and r.state not in FINAL_STATES)
         front = tuple((r.id, r.target_uri, r.sid) for r in rows
@@ -185,7 +211,7 @@ class Provider:
             term = terminate(db, by_credential(client_id, client.secret_version), reason=reason,
                              initiator=initiator, include_offline=True)
             rows, term_id = _outbox_rows(db, term.id), term.id
-        return new_secret, self.after_commit(term_id, rows, wait=0)
+        return new_secret, self._deliver(term_id, rows, wait=0)
 
     def termination_report(self, db: Session, termination_id: str, *, limit: int = 200,
                            offset: int = 0) -> dict[str, Any] | None:
@@ -276,3 +302,6 @@ def termination_to_dict(term: Termination, deliveries: Any = None) -> dict[str, 
         "deliveries": [delivery_to_dict(d) for d in
                        (term.deliveries if deliveries is None else deliveries)],
     }
+
+
+__all__ = ["Provider", "TerminationOutcome", "delivery_to_dict", "termination_to_dict"]

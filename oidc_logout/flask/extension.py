@@ -6,6 +6,8 @@ state lives in ``app.extensions["oidc_logout"]``.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from flask import Flask, g
@@ -14,9 +16,9 @@ from .._redact import install_library_log_redaction
 from ..config import Settings, settings_from_mapping
 from ..protocols import UserDirectory
 from ..provider import Provider
-from .opsession import set_cookie, start_op_session
+from .signin import sign_in
 from .errors import register_error_handlers
-from .server import OPServer, request_db
+from .server import OPServer
 from .state import ExtensionState, state
 from .views import blueprint
 
@@ -60,15 +62,13 @@ class OIDCLogout:
 
 
     @staticmethod
-    def sign_in(response: Any, subject: str) -> str:
-        """Start an OP session for ``subject`` from the host's own login view and set its
-        cookie on ``response``; returns the new sid. Commit happens here."""
-        provider = state().provider
-        db = request_db(provider)
-        row, cookie = start_op_session(db, subject)
-        db.commit()
-        set_cookie(response, provider.settings, cookie)
-        return row.sid
+    def sign_in(response: Any, subject: str, *, auth_time: dt.datetime | None = None,
+                amr: Sequence[str] | None = None, acr: str | None = None) -> str:
+        """Start (or renew) the OP session of ``subject`` from the host's own login view, after
+        the host authenticated the End-User its own way (MFA included), and set the session
+        cookie on ``response``; returns the sid. ``auth_time``, ``amr`` (RFC 8176 values) and
+        ``acr`` reach the ID tokens (Core 1.0 §2). Commits the request transaction."""
+        return sign_in(response, state().provider, subject, auth_time=auth_time, amr=amr, acr=acr)
 
 
 def _close_db(_exc: Any) -> None:

@@ -14,7 +14,7 @@ from ..config import Settings
 from ..storage.base import utcnow
 from ..storage.models import OPSession
 from ..storage.queries import lifetime_cutoffs
-from ..tokens import new_id, new_token, same_secret, token_hash
+from ..tokens import same_secret, token_hash
 
 
 def current_op_session(db: Session, settings: Settings) -> OPSession | None:
@@ -29,16 +29,6 @@ def current_op_session(db: Session, settings: Settings) -> OPSession | None:
     if row.last_seen_at < idle_cut or row.created_at < absolute_cut:
         return None
     return row
-
-
-def start_op_session(db: Session, subject: str) -> tuple[OPSession, str]:
-    cookie = new_token()
-    now = utcnow()
-    # Core 1.0 / Back-Channel §2.1: sid is an opaque, unguessable identifier (>= 128 bits).
-    row = OPSession(sid=new_id(24), cookie_hash=token_hash(cookie), subject=subject,
-                    auth_time=now, created_at=now, last_seen_at=now)
-    db.add(row)
-    return row, cookie
 
 
 def set_cookie(response: Response, settings: Settings, value: str) -> None:
@@ -66,5 +56,5 @@ def check_csrf() -> bool:
     return bool(expected) and same_secret(request.form.get("csrf_token", ""), str(expected))
 
 
-__all__ = ["current_op_session", "start_op_session", "set_cookie", "clear_cookie",
+__all__ = ["current_op_session", "set_cookie", "clear_cookie",
            "csrf_token", "check_csrf"]

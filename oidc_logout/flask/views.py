@@ -36,11 +36,10 @@ from .opsession import (
     clear_cookie,
     csrf_token,
     current_op_session,
-    set_cookie,
-    start_op_session,
 )
 from .routes import ROUTES, endpoint_metadata
 from .server import OPServer, request_db
+from .signin import sign_in
 from .state import state
 
 log = logging.getLogger(__name__)
@@ -161,11 +160,9 @@ def login() -> BaseResponse:
         return _page("login.html", status=401, action=url_for("oidc_logout.login"), next=next_url,
                      csrf_token=csrf_token(), error="Unknown username or wrong password.",
                      username=username[:255])
-    db = request_db(provider)
-    _, cookie = start_op_session(db, sub)
-    db.commit()
     resp = redirect(next_url, 303)
-    set_cookie(resp, provider.settings, cookie)
+    # RFC 8176 §2: "pwd" - the bundled form checks a password and nothing else.
+    sign_in(resp, provider, sub, amr=["pwd"])
     return _no_store(resp)
 
 

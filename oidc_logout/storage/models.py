@@ -80,6 +80,10 @@ class OPSession(Base):
     cookie_hash: Mapped[str64 | None] = mapped_column(unique=True)
     subject: Mapped[str255] = mapped_column(index=True)
     auth_time: Mapped[dt.datetime]
+    #: Core 1.0 §2: how the End-User authenticated (``amr``, RFC 8176 values) and the
+    #: Authentication Context Class Reference (``acr``) they reach ID tokens with.
+    amr: Mapped[list[str] | None]
+    acr: Mapped[str255 | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[dt.datetime | None] = mapped_column(index=True)
@@ -127,6 +131,8 @@ class AuthorizationCode(Base):
     #: The grant the code was exchanged for: a second use revokes it (RFC 6749 §4.1.2).
     grant_id: Mapped[str40 | None]
 
+    op_session: Mapped[OPSession] = relationship()
+
     # The authorization-code protocol Authlib's grants expect (duck-typed).
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -141,10 +147,10 @@ class AuthorizationCode(Base):
         return int(self.auth_time.timestamp())
 
     def get_acr(self) -> str | None:
-        return None
+        return self.op_session.acr
 
     def get_amr(self) -> list[str] | None:
-        return ["pwd"]
+        return list(self.op_session.amr) if self.op_session.amr else None
 
     def get_code_challenge(self) -> str | None:
         return self.code_challenge
