@@ -10,18 +10,18 @@ import sys
 from typing import Any
 
 from .config import settings_from_env
+from .provider import Provider
 
 DEFAULT_PASSWORD = "wonderland"
 
 
-def _provider(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .demo.users import DemoUsers
-    from .provider import Provider
-
+def _provider(args: argparse.Namespace) -> Provider:
+    """The OP core as an operator command needs it: no user directory (operators terminate,
+    inspect and rotate; they never sign anyone in)."""
     settings = settings_from_env()
     if getattr(args, "database_url", None):
         settings = settings.replace(database_url=args.database_url)
-    provider = Provider(settings, DemoUsers(os.environ.get("OIDC_LOGOUT_DEMO_PASSWORD", DEFAULT_PASSWORD)))
+    provider = Provider(settings)
     provider.setup()
     return provider
 

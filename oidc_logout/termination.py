@@ -374,3 +374,8 @@ def _chunks(items: Sequence | Iterable, n: int):  # type: ignore[no-untyped-def,
     items = list(items)
     for i in range(0, len(items), n):
         yield items[i:i + n]
+
+
+__all__ = ["ClientKill", "Credential", "Expiry", "GrantTarget", "Sessions", "Subject", "Target",
+           "by_client", "by_credential", "by_expiry", "by_grant", "by_sessions", "by_sid",
+           "by_subject", "terminate"]

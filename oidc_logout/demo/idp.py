@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import secrets
-from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -12,9 +10,7 @@ from flask import Flask
 from ..config import Settings
 from ..flask import OIDCLogout
 from ..provider import Provider
-from ..registration import create_client, validate_metadata
-from ..tokens import token_hash
-from ..storage.models import Client
+from ..clients import load_clients, read_clients_file
 from .users import DemoUsers
 
 
@@ -33,26 +29,4 @@ def create_idp_app(settings: Settings, *, password: str = "wonderland",
     return app
 
 
-def load_clients(provider: Provider, clients: list[dict[str, Any]]) -> None:
-    """Register (or re-register) clients from RFC 7591 metadata with client_id/client_secret."""
-    with provider.session_factory.begin() as db:
-        for meta in clients:
-            if not isinstance(meta, dict) or not meta.get("client_id"):
-                raise ValueError("every client needs a client_id")
-            existing = db.get(Client, meta["client_id"])
-            if existing is not None:
-                clean = validate_metadata(meta, dev_mode=provider.settings.dev_mode)
-                for key, value in clean.items():
-                    setattr(existing, key, value)
-                if meta.get("client_secret"):
-                    existing.client_secret_hash = token_hash(meta["client_secret"])
-                continue
-            create_client(db, meta, dev_mode=provider.settings.dev_mode,
-                          client_id=meta["client_id"], client_secret=meta.get("client_secret"))
-
-
-def read_clients_file(path: str | Path) -> list[dict[str, Any]]:
-    data = json.loads(Path(path).read_text())
-    if not isinstance(data, list):
-        raise ValueError("--clients must be a JSON array of client metadata objects")
-    return data
+__all__ = ["create_idp_app", "load_clients", "read_clients_file"]
