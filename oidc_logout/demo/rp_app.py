@@ -9,7 +9,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 from flask import Flask, Response, redirect, request, session
@@ -58,6 +58,11 @@ class RPConfig:
         return meta
 
 
+#: The demo clients register no id_token_signed_response_alg, so the OP uses RS256 for ID and
+#: logout tokens (Core §3.1.3.7 step 7, Back-Channel Logout §2.6 step 3).
+ID_TOKEN_ALG = "RS256"
+
+
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem}}</style>
 </head><body><h1>{title}</h1>{body}</body></html>"""
@@ -70,6 +75,23 @@ def _page(title: str, body: str, status: int = 200) -> Response:
     return resp
 
 
+def safe_next(target: str | None) -> str:
+    """``target`` if it is a path on this site, else ``/`` (no open redirect).
+
+    Only ``/``-rooted paths are kept. ``//evil`` (scheme-relative) and ``/\\evil`` (browsers
+    read ``\\`` as ``/``) name another host, and control characters or whitespace can be
+    stripped by the browser into one of those, so all of them are refused.
+    """
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/"
+    if "\\" in target or any(ord(c) < 0x21 or ord(c) == 0x7F for c in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
+
+
 def create_rp_app(cfg: RPConfig) -> Flask:
     app = Flask(f"oidc_logout.demo.rp.{cfg.client_id}")
     app.secret_key = secrets.token_urlsafe(32)
@@ -78,9 +100,11 @@ def create_rp_app(cfg: RPConfig) -> Flask:
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     discovery = DiscoveryClient(cfg.issuer)
     keys = JWKSCache(discovery=discovery)
-    validator = LogoutTokenValidator(issuer=cfg.issuer, client_id=cfg.client_id, keys=keys)
+    validator = LogoutTokenValidator(issuer=cfg.issuer, client_id=cfg.client_id, keys=keys,
+                                     allowed_algs=[ID_TOKEN_ALG])
     rp = RPLogout(app, validator=validator, session_index=MemorySessionIndex(),
-                  session_store=MemorySessionStore())
+                  session_store=MemorySessionStore(), frontchannel=cfg.frontchannel,
+                  frontchannel_session_required=True)
     http = requests.Session()
 
     @app.get("/")
@@ -107,7 +131,7 @@ def create_rp_app(cfg: RPConfig) -> Flask:
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
         session["flow"] = {"verifier": verifier, "state": state, "nonce": nonce,
-                           "next": request.args.get("next", "/") if request.args.get("next", "/").startswith("/") else "/"}
+                           "next": safe_next(request.args.get("next"))}
         params = {"response_type": "code", "client_id": cfg.client_id,
                   "redirect_uri": f"{cfg.base_url}/callback", "scope": "openid profile email",
                   "state": state, "nonce": nonce, "code_challenge": challenge,
@@ -127,10 +151,12 @@ def create_rp_app(cfg: RPConfig) -> Flask:
         if resp.status_code != 200:
             return _page(cfg.name, "<p>Sign-in failed at the token endpoint.</p>", 400)
         tokens = resp.json()
-        header = json.loads(base64.urlsafe_b64decode(tokens["id_token"].split(".")[0] + "=="))
         try:
-            (key,) = keys.keys_for(header.get("kid"), header["alg"])[:1]
-            claims = json.loads(jwt.JWT(jwt=tokens["id_token"], key=key, algs=[header["alg"]],
+            header = json.loads(base64.urlsafe_b64decode(tokens["id_token"].split(".")[0] + "=="))
+            # Core §3.1.3.7 step 7: the client's registered alg (RS256 when unspecified), never
+            # the one the token names; the keys come from the same JWKS cache as for logout tokens.
+            (key,) = keys.keys_for(header.get("kid"), ID_TOKEN_ALG)[:1]
+            claims = json.loads(jwt.JWT(jwt=tokens["id_token"], key=key, algs=[ID_TOKEN_ALG],
                                         check_claims={"iss": cfg.issuer, "aud": cfg.client_id,
                                                       "exp": None}).claims)
         except Exception:  # noqa: BLE001 - any validation failure is a failed sign-in
@@ -142,7 +168,7 @@ def create_rp_app(cfg: RPConfig) -> Flask:
         session["sid"] = claims.get("sid")
         session["id_token"] = tokens["id_token"]
         session["refresh_token"] = tokens.get("refresh_token")
-        return redirect(flow.get("next") or "/")
+        return redirect(safe_next(flow.get("next")))
 
     @app.get("/logout")
     def logout() -> BaseResponse:

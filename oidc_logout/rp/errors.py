@@ -6,7 +6,8 @@ count failures without ever logging the token itself.
 
 from __future__ import annotations
 
-__all__ = ["LogoutTokenError", "DiscoveryError", "RevocationError", "OutboundHTTPError"]
+__all__ = ["LogoutTokenError", "LogoutUnavailableError", "DiscoveryError", "RevocationError",
+           "OutboundHTTPError"]
 
 
 class LogoutTokenError(Exception):
@@ -18,11 +19,21 @@ class LogoutTokenError(Exception):
     """
 
     error = "invalid_request"
+    #: HTTP status the back-channel endpoint answers with.
+    status = 400
 
     def __init__(self, reason: str, description: str | None = None) -> None:
         self.reason = reason
         self.description = description or reason.replace("_", " ")
         super().__init__(f"{reason}: {self.description}")
+
+
+class LogoutUnavailableError(LogoutTokenError):
+    """The token could not be checked because the RP's own storage failed (e.g. the replay
+    cache is down). Not the OP's fault: the endpoint answers 503 so the OP retries later."""
+
+    error = "temporarily_unavailable"
+    status = 503
 
 
 class OutboundHTTPError(Exception):

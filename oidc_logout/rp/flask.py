@@ -5,6 +5,10 @@ Usage::
     rp = RPLogout(app, validator=validator, session_index=index, session_store=store)
     # after the OIDC callback validated the ID token:
     rp.register_login(sub=id_token["sub"], sid=id_token.get("sid"))
+
+The back-channel endpoint is always mounted; the front-channel endpoint only with
+``frontchannel=True`` (register ``frontchannel_logout_uri`` for it), and by default it then
+requires ``iss`` and ``sid`` (``frontchannel_logout_session_required``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
 from .receiver import BackchannelLogoutReceiver, handle_backchannel_request
-from .sessions import SessionIndex, SessionStore
+from .sessions import RenewableSessionIndex, SessionIndex, SessionStore
 from .validation import LogoutTokenValidator
 
 __all__ = ["RPLogout", "ServerSession", "ServerSideSessionInterface"]
@@ -62,9 +66,12 @@ class ServerSideSessionInterface(SessionInterface):
     logout racing a request) does not resurrect it: updates use ``must_exist=True``.
     """
 
-    def __init__(self, store: SessionStore, ttl: float | None = None) -> None:
+    def __init__(self, store: SessionStore, ttl: float | None = None,
+                 index: SessionIndex | None = None) -> None:
         self.store = store
         self.ttl = ttl
+        #: Renewed together with the session (see :class:`RenewableSessionIndex`).
+        self.index = index
 
     def open_session(self, app: Flask, request: Any) -> ServerSession:
         sid = request.cookies.get(self.get_cookie_name(app))
@@ -98,6 +105,10 @@ class ServerSideSessionInterface(SessionInterface):
             # Ended on the server while this request ran: make the browser drop it too.
             response.delete_cookie(name, domain=domain, path=path)
             return
+        # The index entry must live as long as the session it points to, or a valid logout
+        # token would end nothing (Back-Channel Logout 1.0 §2.7): renew both together.
+        if isinstance(self.index, RenewableSessionIndex):
+            self.index.touch(session.sid, ttl)
         response.set_cookie(
             name,
             session.sid,
@@ -116,9 +127,11 @@ class _State:
     store: SessionStore | None
     index: SessionIndex
     issuer: str
+    frontchannel_session_required: bool = True
 
 
 _NO_STORE = {"Cache-Control": "no-cache, no-store", "Pragma": "no-cache"}
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
 _FRONT_PAGE = "<!doctype html><html><head><title>Logged out</title></head><body>{}</body></html>"
 
 
@@ -129,6 +142,14 @@ class RPLogout:
     ``session_store`` (then sessions are ended by deleting them from the store). With a
     ``session_store`` the app's session interface is replaced by
     :class:`ServerSideSessionInterface`. State lives in ``app.extensions["oidc_logout_rp"]``.
+
+    :param backchannel_path: where ``POST`` back-channel logout requests arrive (always mounted).
+    :param frontchannel: mount ``GET frontchannel_path``; only for RPs registered with a
+        ``frontchannel_logout_uri`` (default False: no route, no cross-site logout by GET).
+    :param frontchannel_session_required: the value registered as
+        ``frontchannel_logout_session_required``. True (default): a request without both
+        ``iss`` and ``sid`` is refused with 400. False: such a request ends the session of the
+        browser's own cookie (Front-Channel Logout 1.0 §2).
     """
 
     def __init__(
@@ -141,6 +162,8 @@ class RPLogout:
         receiver: BackchannelLogoutReceiver | None = None,
         backchannel_path: str = "/oidc/backchannel-logout",
         frontchannel_path: str = "/oidc/frontchannel-logout",
+        frontchannel: bool = False,
+        frontchannel_session_required: bool = True,
     ) -> None:
         self.validator = validator
         self.session_index = session_index
@@ -148,6 +171,8 @@ class RPLogout:
         self.receiver = receiver
         self.backchannel_path = backchannel_path
         self.frontchannel_path = frontchannel_path
+        self.frontchannel = frontchannel
+        self.frontchannel_session_required = frontchannel_session_required
         if app is not None:
             self.init_app(app)
 
@@ -159,14 +184,32 @@ class RPLogout:
                 raise ValueError("give receiver, or validator + session_index + session_store")
             receiver = BackchannelLogoutReceiver(self.validator, self.session_index, store.delete)
         if store is not None:
-            app.session_interface = ServerSideSessionInterface(store)
+            app.session_interface = ServerSideSessionInterface(store, index=receiver.sessions)
+        else:
+            app.after_request(_renew_cookie_session_index)
         app.extensions[EXTENSION_KEY] = _State(
-            receiver=receiver, store=store, index=receiver.sessions, issuer=receiver.validator.issuer
+            receiver=receiver, store=store, index=receiver.sessions, issuer=receiver.validator.issuer,
+            frontchannel_session_required=self.frontchannel_session_required,
         )
+        # Every method is routed to the views so that a wrong one still gets a 405 with
+        # Cache-Control: no-store (§2.8) instead of Flask's cacheable default.
         app.add_url_rule(self.backchannel_path, "oidc_logout_rp_backchannel",
-                         _backchannel_view, methods=["POST"])
-        app.add_url_rule(self.frontchannel_path, "oidc_logout_rp_frontchannel",
-                         _frontchannel_view, methods=["GET"])
+                         _backchannel_view, methods=_ALL_METHODS, provide_automatic_options=False)
+        paths = {self.backchannel_path}
+        if self.frontchannel:
+            app.add_url_rule(self.frontchannel_path, "oidc_logout_rp_frontchannel",
+                             _frontchannel_view, methods=_ALL_METHODS, provide_automatic_options=False)
+            paths.add(self.frontchannel_path)
+
+        def no_store_on_logout_paths(response: Response) -> Response:
+            # Safety net for methods outside _ALL_METHODS (Werkzeug answers those itself).
+            if request.path in paths:
+                response.headers["Cache-Control"] = "no-store" if request.path == self.backchannel_path \
+                    else _NO_STORE["Cache-Control"]
+                response.headers.setdefault("Pragma", "no-cache")
+            return response
+
+        app.after_request(no_store_on_logout_paths)
 
     # -- helpers for the app's own login/logout views --------------------------------
 
@@ -203,10 +246,34 @@ def _end_own_session(state: _State) -> None:
     session.clear()
 
 
+def _renew_cookie_session_index(response: Response) -> Response:
+    """Cookie sessions: renew the index entry whenever Flask re-sends the cookie."""
+    from flask import current_app
+
+    local_id = session.get("_oidc_local_sid")
+    state: _State | None = current_app.extensions.get(EXTENSION_KEY)
+    if (local_id and state is not None and isinstance(state.index, RenewableSessionIndex)
+            and current_app.session_interface.should_set_cookie(current_app, session)):
+        state.index.touch(local_id, current_app.permanent_session_lifetime.total_seconds())
+    return response
+
+
+def _method_not_allowed(allowed: str) -> Response:
+    body = '{"error": "invalid_request", "error_description": "method_not_allowed: use %s"}' % allowed
+    return Response(body, status=405, mimetype="application/json",
+                    headers={"Allow": allowed, "Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
 def _backchannel_view() -> Response:
+    # Back-Channel Logout 1.0 §2.5: "The OP sends an HTTP POST request"; §2.8: responses carry
+    # Cache-Control: no-store — a wrong method included.
+    if request.method != "POST":
+        return _method_not_allowed("POST")
     state: _State = RPLogout._state()
+    # The body is read from the stream with a cap (16 KiB + 1 byte at most, nothing at all
+    # when Content-Length is already too large), never with get_data(), which reads it all.
     status, headers, body = handle_backchannel_request(
-        request.get_data(cache=False), request.content_type, state.receiver
+        request.stream, request.content_type, state.receiver, content_length=request.content_length
     )
     return Response(body, status=status, headers=headers)
 
@@ -215,10 +282,17 @@ def _frontchannel_view() -> Response:
     # Front-Channel Logout 1.0 §2: the OP renders frontchannel_logout_uri in an iframe,
     # adding iss and sid when frontchannel_logout_session_required; without them the RP
     # logs out the session of this user agent (its own cookie).
+    if request.method != "GET":  # a HEAD, POST, … must not log anyone out
+        return _method_not_allowed("GET")
     state: _State = RPLogout._state()
     iss, sid = request.args.get("iss"), request.args.get("sid")
     status = 200
-    if iss is None and sid is None:
+    if iss is None and sid is None and state.frontchannel_session_required:
+        # Front-Channel Logout 1.0 §2 (frontchannel_logout_session_required): the RP "requires
+        # that iss and sid query parameters be included"; a bare GET (any cross-site page can
+        # send one) ends nothing.
+        status, msg = 400, "Logout request not accepted."
+    elif iss is None and sid is None:
         _end_own_session(state)
         msg = "Logged out."
     elif iss is None or sid is None or iss != state.issuer:

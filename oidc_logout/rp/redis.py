@@ -24,6 +24,39 @@ def _h(*parts: str | None) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
+# Extend-only expiry: EXPIRE each key to ARGV[1] seconds unless it already lives longer (or
+# forever). A (iss, sub) set is shared by all of a user's sessions, so registering or
+# renewing one session must never shorten the entry another, longer-lived session needs.
+# (EXPIRE ... GT would do the same but needs Redis 7.)
+_EXTEND_TTL = """
+local ttl = tonumber(ARGV[1])
+for _, key in ipairs(KEYS) do
+  local current = redis.call('TTL', key)
+  if current ~= -1 and current < ttl then
+    redis.call('EXPIRE', key, ttl)
+  end
+end
+return 0
+"""
+
+# SADD ARGV[2] to each set, which then lives at least ARGV[1] seconds: a new set gets that
+# TTL, an existing one is only ever extended.
+_ADD_MEMBER = """
+local ttl = tonumber(ARGV[1])
+for _, key in ipairs(KEYS) do
+  local current = redis.call('TTL', key)
+  redis.call('SADD', key, ARGV[2])
+  if current == -2 or (current ~= -1 and current < ttl) then
+    redis.call('EXPIRE', key, ttl)
+  end
+end
+return 0
+"""
+
+#: Flask's default ``PERMANENT_SESSION_LIFETIME`` (31 days).
+DEFAULT_INDEX_TTL = 31 * 86400
+
+
 class RedisReplayCache:
     """:class:`~oidc_logout.rp.replay.ReplayCache` using ``SET key 1 NX PX ttl`` (atomic)."""
 
@@ -39,17 +72,23 @@ class RedisReplayCache:
 
 
 class RedisSessionIndex:
-    """:class:`~oidc_logout.rp.sessions.SessionIndex` with one Redis set per (iss, sid) and
-    per (iss, sub), plus a reverse entry per local session for :meth:`forget`.
+    """:class:`~oidc_logout.rp.sessions.RenewableSessionIndex` with one Redis set per
+    (iss, sid) and per (iss, sub), plus a reverse entry per local session for :meth:`forget`.
 
-    Entries expire after ``ttl`` seconds (refreshed on register); keep it at least as long
-    as your session lifetime.
+    Entries live at least ``ttl`` seconds after :meth:`register` (default 31 days, Flask's
+    default session lifetime) and at least ``ttl`` seconds after each :meth:`touch`, which
+    :class:`~oidc_logout.rp.flask.RPLogout` calls with the session's lifetime whenever it
+    saves the session. Without RPLogout, call ``touch`` where you renew your sessions, or set
+    ``ttl`` to your longest session lifetime. Expiry is only ever extended, never shortened.
     """
 
-    def __init__(self, client: redis_lib.Redis, *, prefix: str = DEFAULT_PREFIX, ttl: float = 30 * 86400) -> None:
+    def __init__(self, client: redis_lib.Redis, *, prefix: str = DEFAULT_PREFIX,
+                 ttl: float = DEFAULT_INDEX_TTL) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl = int(ttl)
+        self._extend = client.register_script(_EXTEND_TTL)
+        self._add_member = client.register_script(_ADD_MEMBER)
 
     def _sid_key(self, iss: str, sid: str) -> str:
         return f"{self.prefix}idx:sid:{_h(iss, sid)}"
@@ -69,12 +108,20 @@ class RedisSessionIndex:
             keys.append(self._sid_key(iss, sid))
         if sub is not None:
             keys.append(self._sub_key(iss, sub))
+        local_key = self._local_key(local_session_id)
         pipe = self.client.pipeline(transaction=True)
-        for key in keys:
-            pipe.sadd(key, local_session_id)
-            pipe.expire(key, self.ttl)
-        pipe.set(self._local_key(local_session_id), json.dumps(keys), ex=self.ttl)
+        self._add_member(keys=keys, args=[self.ttl, local_session_id], client=pipe)
+        pipe.set(local_key, json.dumps(keys), ex=self.ttl)
         pipe.execute()
+
+    def touch(self, local_session_id: str, ttl: float) -> None:
+        """Keep this session's entries for at least ``ttl`` more seconds (never shortens)."""
+        local_key = self._local_key(local_session_id)
+        raw = self.client.get(local_key)
+        if raw is None:
+            return
+        seconds = max(1, math.ceil(ttl))
+        self._extend(keys=[local_key, *json.loads(raw)], args=[seconds])
 
     def local_sessions_for(self, iss: str, sub: str | None = None, sid: str | None = None) -> set[str]:
         if sid is not None:

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any, Callable, Protocol, runtime_checkable
 
-__all__ = ["SessionIndex", "SessionStore", "MemorySessionIndex", "MemorySessionStore"]
+__all__ = ["SessionIndex", "RenewableSessionIndex", "SessionStore", "MemorySessionIndex", "MemorySessionStore"]
 
 
 @runtime_checkable
@@ -29,6 +29,21 @@ class SessionIndex(Protocol):
 
     def forget(self, local_session_id: str) -> None:
         """Drop every mapping that points at ``local_session_id``."""
+        ...
+
+
+@runtime_checkable
+class RenewableSessionIndex(SessionIndex, Protocol):
+    """A :class:`SessionIndex` whose entries expire (Redis, SQL): it must outlive the session.
+
+    The Flask integration calls :meth:`touch` with the session's lifetime every time it
+    saves the session, so an index entry never expires while the session it points to is
+    alive; otherwise a valid logout token would find nothing and end nothing (§2.7).
+    """
+
+    def touch(self, local_session_id: str, ttl: float) -> None:
+        """Keep the entries of ``local_session_id`` for at least ``ttl`` more seconds
+        (never shorten them). Unknown ids are ignored."""
         ...
 
 

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TypeGuard
@@ -20,13 +21,14 @@ from jwcrypto import jws as jwcrypto_jws
 from jwcrypto import jwt as jwcrypto_jwt
 from jwcrypto.common import JWException
 
-from .errors import LogoutTokenError
+from .errors import LogoutTokenError, LogoutUnavailableError
 from .jwks import KeyProvider
 from .replay import MemoryReplayCache, ReplayCache
 
 __all__ = [
     "BACKCHANNEL_LOGOUT_EVENT",
     "DEFAULT_ALGS",
+    "SUPPORTED_ALGS",
     "LogoutToken",
     "LogoutTokenValidator",
 ]
@@ -36,14 +38,20 @@ log = logging.getLogger(__name__)
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LOGOUT_TYP = "logout+jwt"
 
-#: Asymmetric algorithms only. OIDC Core's default for ID tokens is RS256.
-DEFAULT_ALGS: tuple[str, ...] = (
+#: The default allowlist: RS256 only. Back-Channel Logout 1.0 §2.6 step 3 validates ``alg``
+#: "in the same way it is validated for ID Tokens", and OIDC Core §3.1.3.7 step 7 says "The alg
+#: value SHOULD be the default of RS256 or the algorithm sent by the Client in the
+#: id_token_signed_response_alg parameter during Registration". Accepting every algorithm the
+#: OP has a published key for would let a token signed with another key type pass.
+DEFAULT_ALGS: tuple[str, ...] = ("RS256",)
+
+#: Every algorithm ``allowed_algs`` may contain (asymmetric only, RFC 8725 §3.1).
+SUPPORTED_ALGS: tuple[str, ...] = (
     "RS256", "RS384", "RS512",
     "PS256", "PS384", "PS512",
     "ES256", "ES384", "ES512",
     "EdDSA",
 )
-_ASYMMETRIC_PREFIXES = ("RS", "PS", "ES", "EdDSA")
 
 
 @dataclass(frozen=True)
@@ -79,8 +87,33 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: Largest magnitude accepted for a NumericDate: beyond 2**53 floats lose integer precision,
+#: and ints this large cannot be added to a float without OverflowError.
+_MAX_NUMERIC_DATE = 2.0**53
+
+
 def _is_number(v: Any) -> TypeGuard[float]:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    # RFC 7519 §2 NumericDate: a JSON number. NaN/Infinity are not JSON numbers (RFC 8259 §6)
+    # and compare False with everything, so "now >= NaN" would never expire a token.
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v) and abs(v) <= _MAX_NUMERIC_DATE
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts the non-standard NaN, Infinity and -Infinity; RFC 8259 §6 does not.
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _json_object(raw: bytes | str) -> Any:
+    """Strict JSON: no duplicate members, no NaN/Infinity; deep nesting is a ValueError."""
+    try:
+        return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except RecursionError:  # deeply nested arrays/objects exhaust the C parser's stack
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _nonempty_str(v: Any) -> TypeGuard[str]:
@@ -93,8 +126,10 @@ class LogoutTokenValidator:
     :param issuer: the OP's issuer identifier, compared exactly.
     :param client_id: this RP's client_id, which ``aud`` must contain.
     :param keys: where verification keys come from (normally a :class:`JWKSCache`).
-    :param allowed_algs: JWS algorithms accepted; ``none`` and HMAC algorithms are refused
-        at construction time because the key set is public (RFC 8725 §3.1).
+    :param allowed_algs: JWS algorithms accepted. Default ``("RS256",)``: pass the client's
+        registered ``id_token_signed_response_alg`` (Back-Channel Logout 1.0 §2.6 step 3 →
+        OIDC Core §3.1.3.7 step 7, RS256 when unspecified). ``none`` and HMAC algorithms are
+        refused at construction time because the key set is public (RFC 8725 §3.1).
     :param clock: callable returning epoch seconds, used for every time check.
     :param leeway: clock-skew tolerance in seconds for ``iat`` and ``exp``.
     :param max_age: how old (by ``iat``) a token may be. Back-Channel Logout 1.0 §4
@@ -122,11 +157,11 @@ class LogoutTokenValidator:
         max_token_bytes: int = 8 * 1024,
         replay_cache: ReplayCache | None | bool = None,
     ) -> None:
-        algs = tuple(allowed_algs)
+        algs = (allowed_algs,) if isinstance(allowed_algs, str) else tuple(allowed_algs)
         for alg in algs:
             # Back-Channel Logout 1.0 §2.6 step 3: "an alg with the value none MUST NOT be
             # used"; RFC 8725 §3.1/§3.2: HMAC with a public key set allows forgery.
-            if alg.lower() == "none" or not alg.startswith(_ASYMMETRIC_PREFIXES):
+            if alg not in SUPPORTED_ALGS:
                 raise ValueError(f"algorithm {alg!r} is not allowed for logout tokens")
         if not algs:
             raise ValueError("allowed_algs must not be empty")
@@ -150,12 +185,20 @@ class LogoutTokenValidator:
     # -- public ---------------------------------------------------------------------
 
     def validate(self, token: str | bytes) -> LogoutToken:
-        """Validate ``token`` and return its claims, or raise :class:`LogoutTokenError`."""
+        """Validate ``token`` and return its claims, or raise :class:`LogoutTokenError`.
+
+        Nothing else escapes: a failure of the replay cache raises
+        :class:`LogoutUnavailableError` (a :class:`LogoutTokenError` the HTTP layer answers
+        with 503 so the OP retries), any other unexpected error ``LogoutTokenError("malformed")``.
+        """
         try:
             return self._validate(token)
         except LogoutTokenError as exc:
             log.info("logout token rejected: %s", exc.reason)
             raise
+        except Exception as exc:  # never let hostile input surface as a 500
+            log.warning("logout token rejected: unexpected %s", type(exc).__name__)
+            raise LogoutTokenError("malformed", "logout token could not be processed") from None
 
     # -- steps ----------------------------------------------------------------------
 
@@ -207,7 +250,7 @@ class LogoutTokenValidator:
 
     def _parse_header(self, part: str) -> dict[str, Any]:
         try:
-            header = json.loads(_b64url_decode(part), object_pairs_hook=_no_duplicates)
+            header = _json_object(_b64url_decode(part))
         except (ValueError, binascii.Error, UnicodeDecodeError):
             raise LogoutTokenError("malformed", "token header is not valid base64url JSON") from None
         if not isinstance(header, dict):
@@ -256,12 +299,12 @@ class LogoutTokenValidator:
                 break
             except jwcrypto_jws.InvalidJWSSignature:
                 continue
-            except (JWException, ValueError, TypeError):
+            except (JWException, ValueError, TypeError, RecursionError):
                 raise LogoutTokenError("malformed", "logout token could not be parsed") from None
         if payload is None:
             raise LogoutTokenError("bad_signature", "signature verification failed")
         try:
-            claims = json.loads(payload, object_pairs_hook=_no_duplicates)
+            claims = _json_object(payload)
         except ValueError:
             raise LogoutTokenError("malformed", "token payload is not valid JSON") from None
         if not isinstance(claims, dict):
@@ -341,5 +384,11 @@ class LogoutTokenValidator:
         if t.exp is not None:
             until = min(until, t.exp + self.leeway)
         until = max(until, self.clock() + 1.0)
-        if not self.replay_cache.add_if_absent(t.iss, t.jti, until):
+        try:
+            first = self.replay_cache.add_if_absent(t.iss, t.jti, until)
+        except Exception as exc:  # storage down or full: not the OP's fault, let it retry
+            log.error("replay cache failed: %s", type(exc).__name__)
+            raise LogoutUnavailableError("replay_cache_unavailable",
+                                         "the replay check could not be performed") from None
+        if not first:
             raise LogoutTokenError("replayed", "logout token was already received")

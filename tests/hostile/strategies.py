@@ -166,3 +166,42 @@ def forgeries(claims: dict[str, Any], public_pem: bytes, public_jwk_json: bytes,
             sig = b64u(hmac.new(key, signing_input.encode(), digest).digest())
         out.append(f"{signing_input}.{sig}")
     return out
+
+
+# --------------------------------------------------------------------------- RP receiver classes
+# (issue 12 item 14: non-ASCII, quotes, control characters, deep nesting, NaN/Infinity and
+# huge bodies, for values that sit *inside correctly signed* logout tokens)
+
+#: Text built from the characters parsers and loggers trip over.
+nasty_text = st.text(st.one_of(
+    st.sampled_from(list("\"'\\`<>&%;=+#?/\x00\x01\x07\x08\t\n\r\x0b\x0c\x1b\x7f\u0085\u2028\u2029\ufeff")),
+    st.characters(min_codepoint=0x80, max_codepoint=0x10FFFF, blacklist_categories=("Cs",)),
+    st.characters(max_codepoint=0x1F),
+), min_size=1, max_size=80)
+
+
+@st.composite
+def non_numeric_date(draw: Any) -> str:
+    """Raw JSON text for an ``exp``/``iat`` value that is not a usable NumericDate."""
+    return draw(st.one_of(
+        st.sampled_from(["NaN", "Infinity", "-Infinity", "1e309", "-1e309", "1e99999",
+                         "1" + "0" * 400, "-" + "9" * 400, "true", "null", '"1700000000"',
+                         "[1700000000]", '{"$date": 1}', "1.7e9.5"]),
+        st.integers(300, 3000).map(lambda d: "[" * d + "]" * d),
+        nasty_text.map(json.dumps),
+    ))
+
+
+@st.composite
+def deep_nesting(draw: Any, min_depth: int = 100, max_depth: int = 3000) -> str:
+    """Raw JSON text of nested arrays/objects, small enough to fit in an 8 KiB token."""
+    depth = draw(st.integers(min_depth, max_depth))
+    if draw(st.booleans()):
+        return "[" * depth + "]" * depth
+    return '{"a":' * min(depth, 1000) + "0" + "}" * min(depth, 1000)
+
+
+@st.composite
+def body_size(draw: Any, limit: int) -> int:
+    """Request body sizes around and far above ``limit`` (the bytes are made, not drawn)."""
+    return draw(st.one_of(st.integers(limit - 2, limit + 2), st.integers(limit, 4 * 1024 * 1024)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import requests
@@ -19,10 +19,11 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 class RP:
-    def __init__(self, op: FakeOP) -> None:
+    def __init__(self, op: FakeOP, **rp_options: Any) -> None:
         self.store = MemorySessionStore()
         self.index = MemorySessionIndex()
-        self.app, self.ext = create_app(op.issuer, index=self.index, store=self.store)
+        rp_options.setdefault("frontchannel", True)
+        self.app, self.ext = create_app(op.issuer, index=self.index, store=self.store, **rp_options)
         self.server = ServerThread(self.app)
         self.url = self.server.url
 
@@ -141,7 +142,17 @@ def test_frontchannel_logout_from_another_issuer_ends_nothing(op: FakeOP, rp: RP
     assert rp.logged_in(browser)
 
 
-def test_frontchannel_logout_without_parameters_ends_the_browsers_own_session(rp: RP) -> None:
+def test_frontchannel_logout_without_parameters_ends_the_browsers_own_session_when_not_session_required(
+        op: FakeOP) -> None:
+    """Front-Channel Logout §2 with frontchannel_logout_session_required=false: the cookie decides."""
+    rp = RP(op, frontchannel_session_required=False)
+    try:
+        _own_session_ends(rp)
+    finally:
+        rp.server.stop()
+
+
+def _own_session_ends(rp: RP) -> None:
     browser, other = rp.browser("alice", "sid-i"), rp.browser("alice", "sid-j")
     cookie = browser.cookies.get("session")
     r = browser.get(rp.url + FC, timeout=5)

@@ -35,7 +35,8 @@ claims = {"iss": "https://op", "aud": "c", "iat": now, "exp": now + 60, "jti": "
 s = jws.JWS(json.dumps(claims).encode())
 s.add_signature(key, alg="ES256", protected=json.dumps({"alg": "ES256", "kid": "k", "typ": "logout+jwt"}))
 keys = rp.StaticKeys({"keys": [key.export_public(as_dict=True)]})
-v = rp.LogoutTokenValidator(issuer="https://op", client_id="c", keys=keys, clock=lambda: now)
+v = rp.LogoutTokenValidator(issuer="https://op", client_id="c", keys=keys, clock=lambda: now,
+                            allowed_algs=["ES256"])
 index = rp.MemorySessionIndex(); index.register("https://op", "u", "s", "local-1")
 ended = []
 receiver = rp.BackchannelLogoutReceiver(v, index, ended.append)

@@ -109,8 +109,8 @@ def test_every_rejection_reason_is_distinct_per_rule() -> None:
 
 ACCEPTED: list[tuple[str, Callable[[], str], dict[str, Any]]] = [
     ("rs256_with_typ_logout_jwt", lambda: logout_token(ISS), {}),
-    ("es256", lambda: logout_token(ISS, ec_key("e1"), alg="ES256"), {}),
-    ("ps256", lambda: logout_token(ISS, alg="PS256"), {}),
+    ("es256_when_registered", lambda: logout_token(ISS, ec_key("e1"), alg="ES256"), {"allowed_algs": ["ES256"]}),
+    ("ps256_when_registered", lambda: logout_token(ISS, alg="PS256"), {"allowed_algs": "PS256"}),
     ("typ_absent", lambda: logout_token(ISS, header={"typ": None}), {}),
     ("typ_generic_jwt", lambda: logout_token(ISS, header={"typ": "JWT"}), {}),
     ("typ_with_media_type_prefix", lambda: logout_token(ISS, header={"typ": "application/logout+jwt"}),
