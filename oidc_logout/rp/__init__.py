@@ -11,7 +11,7 @@ from .client import build_end_session_url, revoke_refresh_token
 from .discovery import DiscoveryClient, ProviderMetadata
 from .errors import DiscoveryError, LogoutTokenError, RevocationError
 from .jwks import JWKSCache, StaticKeys
-from .receiver import BackchannelLogoutReceiver, LogoutHandler, LogoutResult, handle_backchannel_request
+from .receiver import BackchannelLogoutReceiver, LogoutResult, handle_backchannel_request
 from .replay import MemoryReplayCache, ReplayCache
 from .sessions import MemorySessionIndex, MemorySessionStore, SessionIndex, SessionStore
 from .validation import BACKCHANNEL_LOGOUT_EVENT, LogoutToken, LogoutTokenValidator
@@ -22,7 +22,6 @@ __all__ = [
     "DiscoveryClient",
     "DiscoveryError",
     "JWKSCache",
-    "LogoutHandler",
     "LogoutResult",
     "LogoutToken",
     "LogoutTokenError",

@@ -20,7 +20,6 @@ __all__ = [
     "MAX_BODY_BYTES",
     "LogoutResult",
     "BackchannelLogoutReceiver",
-    "LogoutHandler",
     "handle_backchannel_request",
     "read_limited",
 ]
@@ -77,8 +76,6 @@ class BackchannelLogoutReceiver:
         log.info("back-channel logout ended %d local session(s)", len(ended))
         return LogoutResult(token=token, ended=frozenset(ended))
 
-
-LogoutHandler = BackchannelLogoutReceiver
 
 _NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
