@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Union
@@ -86,6 +87,10 @@ class CapturedRequest:
     def claims(self) -> dict[str, Any]:
         """The payload of the logout token, **not verified** (``{}`` if there is none or it
         does not parse). Verify the signature in the test if it matters."""
+        return dict(self._claims)
+
+    @cached_property
+    def _claims(self) -> dict[str, Any]:
         token = self.logout_token
         try:
             payload = token.split(".")[1]  # type: ignore[union-attr]
@@ -96,12 +101,14 @@ class CapturedRequest:
 
     @property
     def sid(self) -> str | None:
-        value = self.claims().get("sid")
+        """The unverified logout token's ``sid`` claim, if any."""
+        value = self._claims.get("sid")
         return value if isinstance(value, str) else None
 
     @property
     def jti(self) -> str | None:
-        value = self.claims().get("jti")
+        """The unverified logout token's ``jti`` claim, if any."""
+        value = self._claims.get("jti")
         return value if isinstance(value, str) else None
 
 
