@@ -1,13 +1,12 @@
-"""Shared benchmark helpers: a loopback RP receiver, an OP server launcher, data seeding
-through the storage models, /proc readings and statistics.
+"""Shared benchmark helpers: a loopback RP receiver (the shared capture server of
+``oidc_logout.testing``), an OP server launcher, data seeding through the storage models, /proc
+readings and statistics.
 
 Every server here binds 127.0.0.1 only; every loop is bounded in count and time.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import datetime as dt
 import json
 import math
@@ -23,7 +22,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
+
+from oidc_logout.testing import CaptureServer, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -105,145 +105,51 @@ def tree_cpu(pid: int) -> float:
 # --------------------------------------------------------------------------- RP receiver
 
 
-def _token_sid(body: bytes) -> str | None:
-    """The ``sid`` of the logout token in a form body (no verification: a bench probe)."""
-    try:
-        for part in body.split(b"&"):
-            k, _, v = part.partition(b"=")
-            if k == b"logout_token":
-                payload = unquote_plus(v.decode()).split(".")[1]
-                payload += "=" * (-len(payload) % 4)
-                return json.loads(base64.urlsafe_b64decode(payload)).get("sid")
-    except Exception:  # noqa: BLE001
-        return None
-    return None
-
-
-class Receiver:
-    """Loopback RP back-channel endpoints on one asyncio HTTP/1.1 server (keep-alive, large
-    backlog, hundreds of concurrent connections). Every path is an RP; each answers 200 after
-    ``delay`` seconds. ``arm_hang(path, sid)`` makes the first request for that (path, sid)
-    never answer (held open for at most ``hang_seconds``, then the connection is closed)."""
+class Receiver(CaptureServer):
+    """Loopback RP back-channel endpoints on the shared capture server
+    (:class:`oidc_logout.testing.CaptureServer`: threaded HTTP/1.1, keep-alive, backlog 1024).
+    Every path is an RP; each answers 200 after ``delay`` seconds. ``arm_hang(path, sid)`` makes
+    the first request for that (path, sid) never answer (held open for at most
+    ``hang_seconds``, then the connection is closed). ``record=False`` keeps counts only.
+    ``GET /__stats`` answers ``{"count": requests to every other path}``."""
 
     def __init__(self, delay: float = 0.0, hang_seconds: float = 30.0, port: int = 0,
-                 parse_sid: bool = True) -> None:
-        self.delay = delay
-        self.hang_seconds = hang_seconds
-        self.parse_sid = parse_sid
-        self.count = 0
-        self._lock = threading.Lock()
-        self._hang: set[tuple[str, str]] = set()
+                 record: bool = True) -> None:
+        super().__init__(port=port, default=Reply(delay=delay), record=record,
+                         hang_timeout=hang_seconds)
         self._expect: set[tuple[str, str | None]] = set()
-        self._last_arrival = 0.0
-        self._done = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._want_port = port
-        self.port = 0
-        self._thread = threading.Thread(target=self._run, daemon=True, name="bench-receiver")
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("receiver did not start")
+        self.script("/__stats", lambda _req: Reply(
+            200, {"Content-Type": "application/json"},
+            json.dumps({"count": self.count() - self.count("/__stats")}).encode()))
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._main())
-        finally:
-            self._loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._handle, "127.0.0.1", self._want_port,
-                                            backlog=1024, reuse_address=True)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        async with server:
-            await self._stop.wait()
-            server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    return
-                method, path, _ = line.decode("latin-1").split(" ", 2)
-                length = 0
-                while True:
-                    h = await reader.readline()
-                    if h in (b"\r\n", b"\n", b""):
-                        break
-                    name, _, value = h.decode("latin-1").partition(":")
-                    if name.strip().lower() == "content-length":
-                        length = int(value.strip())
-                body = await reader.readexactly(length) if length else b""
-                if path == "/__stats":
-                    payload = json.dumps({"count": self.count}).encode()
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
-                    await writer.drain()
-                    continue
-                now = time.monotonic()
-                sid = _token_sid(body) if self.parse_sid else None
-                hang = False
-                with self._lock:
-                    self.count += 1
-                    key = (path, sid)
-                    if key in self._expect:
-                        self._expect.discard(key)
-                        self._last_arrival = now
-                        if not self._expect:
-                            self._done.set()
-                    if sid is not None and (path, sid) in self._hang:
-                        self._hang.discard((path, sid))
-                        hang = True
-                if hang:
-                    await asyncio.sleep(self.hang_seconds)  # bounded "hang"
-                    return
-                if self.delay:
-                    await asyncio.sleep(self.delay)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
-            return
-        finally:
-            writer.close()
+        return self.base_url
 
     def expect(self, keys: Iterable[tuple[str, str | None]]) -> None:
-        """Start waiting for one token per (path, sid)."""
-        with self._lock:
-            self._expect = set(keys)
-            self._done.clear()
-            self._last_arrival = 0.0
+        """Start waiting for one token per (path, sid); forgets earlier requests."""
+        self._expect = set(keys)
+        self.clear()
 
     def arm_hang(self, path: str, sid: str) -> None:
-        with self._lock:
-            self._hang.add((path, sid))
+        self.once(path, Reply(hang=True), where=lambda r: r.sid == sid)
+
+    def _first_arrivals(self) -> dict[tuple[str, str | None], float]:
+        first: dict[tuple[str, str | None], float] = {}
+        for r in self.requests:
+            first.setdefault((r.path, r.sid), r.at)
+        return first
 
     def wait_all(self, timeout: float) -> float | None:
         """Monotonic time of the last expected arrival, or None on timeout."""
-        if not self._done.wait(timeout):
+        want = self._expect
+        if not self.wait_until(lambda reqs: want <= {(r.path, r.sid) for r in reqs}, timeout):
             return None
-        return self._last_arrival
+        first = self._first_arrivals()
+        return max((first[k] for k in want), default=0.0)
 
     def missing(self) -> int:
-        with self._lock:
-            return len(self._expect)
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(5)
+        return len(self._expect - set(self._first_arrivals()))
 
 
 def receiver_main() -> None:
@@ -256,7 +162,7 @@ def receiver_main() -> None:
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--max-seconds", type=float, default=600.0)
     a = p.parse_args(sys.argv[2:])
-    r = Receiver(delay=a.delay, port=a.port, parse_sid=False)
+    r = Receiver(delay=a.delay, port=a.port, record=False)
     print(f"READY {r.port}", flush=True)
     deadline = time.monotonic() + a.max_seconds  # stops by itself
     try:

@@ -27,6 +27,7 @@ Then both apps are profiled in-process (Flask test client, cProfile) to show whe
 request's time goes.
 
     python -m bench.revocation [--quick] [--requests 3000] [--concurrency 1,8] [--workers 4] [--rounds 3]
+    python -m bench.revocation --fastpath-ab REV   # fast path at git REV vs now (bench/fastpath_ab.py)
 """
 
 from __future__ import annotations
@@ -270,7 +271,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-floor", action="store_true", help="skip the GET /health floor row")
     p.add_argument("--profile", type=int, help="requests profiled in-process per app (default 2000; 0 = none)")
     p.add_argument("--summary-json")
+    p.add_argument("--fastpath-ab", metavar="REV",
+                   help="only an in-process A/B of oidc_logout/rfc7009/fastpath.py: the file at git "
+                        "revision REV against the working tree (bench/fastpath_ab.py)")
+    p.add_argument("--ab-calls", type=int, default=2000, help="A/B: calls per level and variant")
+    p.add_argument("--ab-rounds", type=int, default=5, help="A/B: interleaved rounds")
+    p.add_argument("--ab-dbs", default="sqlite,pg", help="A/B: sqlite and/or pg")
     a = p.parse_args(argv)
+    if a.fastpath_ab:
+        from . import fastpath_ab
+
+        summary = fastpath_ab.main(a.fastpath_ab, a.ab_calls, a.ab_rounds, a.ab_dbs.split(","))
+        write_summary(a.summary_json, summary)
+        return summary
     per_level = a.requests or (100 if a.quick else 3000)
     levels = [int(x) for x in a.concurrency.split(",")]
     rounds = max(1, min(a.rounds or (1 if a.quick else 3), per_level))

@@ -3,8 +3,9 @@ live access tokens.
 
 Client authentication (RFC 7009 §2.1, "client_secret_basic" or "client_secret_post") and the
 revocation of the access token are one ``UPDATE ... WHERE ... AND EXISTS (client with this
-secret hash)`` in one short transaction on a pooled connection of the engine, precompiled per
-dialect: no ORM session, no ORM entity, no Authlib request objects.
+secret hash)`` in one short transaction on a pooled connection of the engine (a Core statement
+built once; SQLAlchemy caches its compiled form): no ORM session, no ORM entity, no Authlib
+request objects.
 
 The fast path only ever *succeeds* or *declines*; it never answers an error. It declines
 (returns False, having changed nothing) whenever the request is not plainly the common case -
@@ -41,11 +42,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, cast
+from collections.abc import Iterable
+from typing import Any, cast
 
 from sqlalchemy import (
-    Dialect,
     Engine,
     Table,
     and_,
@@ -163,82 +163,21 @@ def try_revoke_access_token(engine: Engine, authorization: str | None,
     return _execute(engine, params) == 1
 
 
-class _Precompiled(NamedTuple):
-    sql: str
-    order: tuple[str, ...] | None  # positional paramstyles: parameter names in SQL order
-    constants: dict[str, Any]  # the literals' bound values, already processed
-    processors: dict[str, Callable[[Any], Any]]  # per variable parameter, where its type has one
-
-
-_PRECOMPILED: dict[Dialect, _Precompiled | None] = {}
-_VARIABLES = ("h", "cid", "sh", "now", "reason")
-
-
-def _precompile(dialect: Dialect) -> _Precompiled | None:
-    """The statement as SQL text for this dialect with its parameter order and the type
-    processors of its parameters (``UTCDateTime`` for ``now``), so that a request runs it on the
-    DBAPI cursor without SQLAlchemy's per-execution work. None when the compiled form is not a
-    plain one (escaped or post-compiled parameters): such dialects execute the Core statement."""
-    comp = REVOKE_ACCESS_TOKEN.compile(dialect=dialect)
-    if comp.escaped_bind_names or comp.post_compile_params or comp.literal_execute_params or \
-            (comp.positional and not comp.positiontup):
-        return None
-    # Every parameter by the name it has in the SQL: the five variables and the literals.
-    names = comp.construct_params(dict.fromkeys(_VARIABLES))
-    if not set(_VARIABLES) <= set(names):
-        return None
-    processors: dict[str, Callable[[Any], Any]] = {}
-    constants: dict[str, Any] = {}
-    for name, value in names.items():
-        proc = comp.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-        if name in _VARIABLES:
-            if proc is not None:
-                processors[name] = proc
-        else:
-            constants[name] = proc(value) if proc is not None else value
-    order = tuple(comp.positiontup) if comp.positional else None  # type: ignore[arg-type]
-    return _Precompiled(str(comp), order, constants, processors)
-
-
 def _execute(engine: Engine, params: dict[str, Any]) -> int:
-    """Run REVOKE_ACCESS_TOKEN in its own transaction; commit if it changed exactly one row.
-    Returns the row count.
+    """Run REVOKE_ACCESS_TOKEN in its own transaction on a pooled connection; commit if it
+    changed exactly one row. Returns the row count.
 
-    Measured on the benchmark's gunicorn stack: the Core ``Connection.execute`` of the cached
-    statement costs ~0.25-0.3 ms of server CPU per request, the precompiled SQL on the pooled
-    DBAPI connection ~0.2 ms (docs/performance.md, section 4). The pool is SQLAlchemy's (its
-    ``connect`` listeners set the SQLite pragmas; pre-ping and reset-on-return apply); a DBAPI
-    error invalidates the connection and propagates (the app's handler answers 500)."""
-    if engine.dialect not in _PRECOMPILED:
-        _PRECOMPILED[engine.dialect] = _precompile(engine.dialect)
-    pre = _PRECOMPILED[engine.dialect]
-    if pre is None:
-        with engine.connect() as conn:
-            count = conn.execute(REVOKE_ACCESS_TOKEN, params).rowcount
-            if count == 1:
-                conn.commit()
-            else:
-                conn.rollback()
-        return count
-    values = dict(pre.constants)
-    for name in _VARIABLES:
-        proc = pre.processors.get(name)
-        values[name] = proc(params[name]) if proc is not None else params[name]
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        try:
-            cursor.execute(pre.sql, [values[k] for k in pre.order] if pre.order is not None else values)
-            count = cursor.rowcount
-        finally:
-            cursor.close()
+    Public SQLAlchemy API only: ``Connection.execute`` of the module-level Core statement, whose
+    compiled form SQLAlchemy caches per dialect (the column types' bind processing, e.g.
+    ``UTCDateTime`` for ``now``, applies as everywhere else). An earlier version ran SQL text
+    precompiled through compiler internals on the DBAPI cursor; measured side by side it saved
+    too little to justify depending on them (docs/performance.md, "Fast path on public API").
+    A DBAPI error propagates (the app's handler answers 500); the pool invalidates a broken
+    connection."""
+    with engine.connect() as conn:
+        count = conn.execute(REVOKE_ACCESS_TOKEN, params).rowcount
         if count == 1:
-            raw.commit()
+            conn.commit()
         else:
-            raw.rollback()
-    except BaseException:
-        raw.invalidate()
-        raise
-    finally:
-        raw.close()
+            conn.rollback()
     return count

@@ -39,6 +39,13 @@ def test_bench_runs_and_prints_figures(name: str) -> None:
     assert "|---" in out  # a table of figures
 
 
+def test_fastpath_ab_runs_and_prints_figures() -> None:
+    """The in-process A/B of the revocation fast path (old revision from git vs now) runs."""
+    out = run("revocation", ["--fastpath-ab", "HEAD", "--ab-calls", "20", "--ab-rounds", "1",
+                             "--ab-dbs", "sqlite"])
+    assert "machine:" in out and "statement" in out and "|---" in out
+
+
 @pytest.mark.postgres
 def test_worker_bench_runs_and_prints_figures() -> None:
     out = run("worker_scaleout", CASES["worker_scaleout"])

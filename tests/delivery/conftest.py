@@ -1,21 +1,17 @@
 """Fixtures for delivery tests: real loopback RP receivers, SQLite and PostgreSQL outboxes.
 
-RP receivers are real HTTP servers on 127.0.0.1 (port 0) driven by a per-path script of
-replies (200/204/400/500-then-200/429+Retry-After/hang/redirect/huge body). Databases are
+RP receivers are the shared capture server (:class:`oidc_logout.testing.CaptureServer`, a real
+HTTP server on 127.0.0.1, port 0) driven by a per-path script of replies
+(200/204/400/500-then-200/429+Retry-After/hang/redirect/huge body). Databases are
 real: a SQLite file per test, and one dedicated PostgreSQL *database* per test session
 (created from the shared ``test`` database and dropped afterwards).
 """
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 from sqlalchemy import Engine, delete
@@ -32,6 +28,7 @@ from oidc_logout.storage.models import (
     Termination,
 )
 from oidc_logout.storage.schema import make_engine, upgrade
+from oidc_logout.testing import CapturedRequest, CaptureServer, Reply
 
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 ISSUER = "https://op.example.test"
@@ -40,112 +37,14 @@ ISSUER = "https://op.example.test"
 # --------------------------------------------------------------------------- RP receivers
 
 
-@dataclass
-class Reply:
-    """One scripted answer of an RP receiver."""
-
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    delay: float = 0.0  # seconds before answering
-    hang: bool = False  # never answer (until the server stops)
-    stream_bytes: int = 0  # send this many extra body bytes (a huge response)
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    form: dict[str, list[str]]
-    at: float
-
-
-class RPServer:
-    """A real HTTP server on 127.0.0.1 acting as any number of RP logout endpoints."""
-
-    def __init__(self) -> None:
-        self.scripts: dict[str, list[Reply]] = {}
-        self.received: list[Received] = []
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.bytes_sent: dict[str, int] = {}
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:  # quiet
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length).decode()
-                with server.lock:
-                    server.received.append(Received(
-                        self.path, dict(self.headers.items()), parse_qs(raw), time.monotonic()))
-                    script = server.scripts.get(self.path) or [Reply()]
-                    reply = script.pop(0) if len(script) > 1 else script[0]
-                if reply.hang:
-                    server.stopping.wait(30)
-                    return
-                if reply.delay:
-                    time.sleep(reply.delay)
-                self.send_response(reply.status)
-                for k, v in reply.headers.items():
-                    self.send_header(k, v)
-                total = len(reply.body) + reply.stream_bytes
-                self.send_header("Content-Length", str(total))
-                self.end_headers()
-                try:
-                    self.wfile.write(reply.body)
-                    sent = len(reply.body)
-                    chunk = b"x" * 65536
-                    while sent < total and not server.stopping.is_set():
-                        n = min(len(chunk), total - sent)
-                        self.wfile.write(chunk[:n])
-                        sent += n
-                except OSError:
-                    pass
-                finally:
-                    with server.lock:
-                        server.bytes_sent[self.path] = server.bytes_sent.get(self.path, 0) + sent
-
-            do_GET = do_POST
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 256  # 50 simultaneous connects must not hit the backlog
-
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str, *replies: Reply) -> str:
-        """Script ``path`` with ``replies`` (the last one repeats) and return its URL."""
-        if not path.startswith("/"):
-            path = "/" + path
-        with self.lock:
-            self.scripts[path] = list(replies) or [Reply()]
-        return self.base + path
-
-    def hits(self, path: str) -> list[Received]:
-        if not path.startswith("/"):
-            path = "/" + path
-        with self.lock:
-            return [r for r in self.received if r.path == path]
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+#: The one capture server (oidc_logout/testing.py), under the names these tests use.
+RPServer = CaptureServer
+Received = CapturedRequest
 
 
 @pytest.fixture
-def rp() -> Iterator[RPServer]:
-    server = RPServer()
+def rp() -> Iterator[CaptureServer]:
+    server = CaptureServer()  # backlog 1024: 50 simultaneous connects must not hit it
     yield server
     server.stop()
 

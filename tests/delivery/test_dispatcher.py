@@ -68,11 +68,15 @@ def test_a_hanging_rp_delays_neither_the_others_nor_wait_for(
 def test_rp_answering_400_is_not_retried(sqlite_db: DB, rp: RPServer, make_dispatcher) -> None:
     body = b'{"error":"invalid_request","error_description":"unknown sid"}'
     ids = sqlite_db.add_deliveries([rp.url("/400", Reply(400, body=body), Reply(200))])
+    # Positive control: a 500-then-200 RP in the same batch; its retry proves a retry round
+    # has run by the time it arrives (no sleeping for a retry that must not come).
+    control = sqlite_db.add_deliveries([rp.url("/control", Reply(500), Reply(200))])
     disp = make_dispatcher(sqlite_db, poll_interval=0.05)
     disp.start()
     disp.kick()
-    assert disp.wait_for(ids, 5)
-    time.sleep(0.3)  # would be plenty for a (wrong) retry with these backoffs
+    assert disp.wait_for(ids + control, 5)
+    assert rp.wait_for(2, 5, path="/control", answered=True)
+    assert sqlite_db.get(control[0]).state == DELIVERED
     row = sqlite_db.get(ids[0])
     assert row.state == FAILED and row.attempts == 1 and row.last_status == 400
     assert row.last_error == "HTTP 400 invalid_request: unknown sid"
@@ -181,7 +185,7 @@ def test_stop_gives_back_claims_that_never_started(sqlite_db: DB, rp: RPServer) 
     more = sqlite_db.add_deliveries([rp.url(f"/q{i}") for i in range(3)])
     disp = Dispatcher(sqlite_db.factory, sqlite_db.keyring, settings)
     disp.deliver_now(ids + more)  # one running (hanging), three queued behind it
-    time.sleep(0.1)
+    assert rp.wait_for(1, 5, path="/h")  # the hanging attempt is in flight
     assert disp.stop(timeout=3)
     states = {sqlite_db.get(i).state for i in more}
     assert states == {PENDING}  # released, not left leased

@@ -88,9 +88,7 @@ def test_sigterm_finishes_in_flight_deliveries_and_exits_zero(pg_db: DB, pg_engi
     worker = start_worker(pg_engine, OIDC_LOGOUT_DELIVERY_CONCURRENCY="1")
     ids = pg_db.add_deliveries([rp.url("/slow", Reply(200, delay=0.6)),
                                 rp.url("/queued")])
-    deadline = time.monotonic() + 10
-    while not rp.hits("/slow") and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert rp.wait_for(1, 10, path="/slow")
     t0 = time.monotonic()
     assert stop(worker) == 0
     assert time.monotonic() - t0 < 5

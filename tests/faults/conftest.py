@@ -1,5 +1,6 @@
 """Fault-injection fixtures: real worker processes, real PostgreSQL databases, real loopback
-RP receivers that can be stopped and restarted on the same port.
+RP receivers (the shared :class:`oidc_logout.testing.CaptureServer`) that can be stopped and
+restarted on the same port.
 
 Every loop here is bounded in iterations and in wall-clock time.
 """
@@ -17,10 +18,8 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qs
 
 import pytest
 from sqlalchemy import func, select
@@ -31,6 +30,7 @@ from oidc_logout.storage.base import utcnow
 from oidc_logout.storage.models import Client, Delivery, OPSession, SessionParticipant
 from oidc_logout.storage.schema import make_engine, upgrade
 from oidc_logout.termination import by_subject, terminate
+from oidc_logout.testing import CaptureServer, Reply
 
 ROOT = Path(__file__).resolve().parents[2]
 ISSUER = "https://op.faults.test"
@@ -45,77 +45,34 @@ def token_claims(raw: str) -> dict[str, Any]:
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
-class Receiver:
-    """A loopback back-channel logout endpoint that counts notifications per ``sid`` and can
-    be stopped (connection refused) and started again on the same port."""
+class Receiver(CaptureServer):
+    """A loopback back-channel logout endpoint (the shared capture server) answering every
+    request with ``status`` after ``delay`` seconds, with per-``sid`` counts of what it got.
+    ``stop()`` refuses connections; ``start()`` listens again on the same port."""
 
     def __init__(self, port: int = 0, delay: float = 0.0, status: int = 200) -> None:
-        self.delay = delay
-        self.status = status
-        self.lock = threading.Lock()
-        self.per_sid: Counter[str] = Counter()
-        self.jtis: set[str] = set()
-        self.total = 0
-        self.first_at: float | None = None
-        self._port = port
-        self.httpd: ThreadingHTTPServer | None = None
-        self.start()
+        super().__init__(port=port, default=Reply(status, {"Cache-Control": "no-store"},
+                                                  delay=delay))
 
     @property
-    def port(self) -> int:
-        return self._port
+    def per_sid(self) -> Counter[str]:
+        return Counter(r.sid or "?" for r in self.requests)
 
-    def url(self, path: str = "/bc") -> str:
-        return f"http://127.0.0.1:{self._port}{path}"
+    @property
+    def jtis(self) -> set[str]:
+        return {r.jti for r in self.requests if r.jti}
 
-    def start(self) -> None:
-        rec = self
+    @property
+    def total(self) -> int:
+        return self.count()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                form = parse_qs(self.rfile.read(length).decode())
-                claims = token_claims(form["logout_token"][0])
-                with rec.lock:
-                    rec.per_sid[claims.get("sid", "?")] += 1
-                    rec.jtis.add(claims["jti"])
-                    rec.total += 1
-                    if rec.first_at is None:
-                        rec.first_at = time.monotonic()
-                if rec.delay:
-                    time.sleep(rec.delay)
-                self.send_response(rec.status)
-                self.send_header("Content-Length", "0")
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-            request_queue_size = 256
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # a killed worker resets its connections: expected here, not noise
-
-        self.httpd = Server(("127.0.0.1", self._port), Handler)
-        self._port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    def stop(self) -> None:
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.httpd = None
+    @property
+    def first_at(self) -> float | None:
+        reqs = self.requests
+        return reqs[0].at if reqs else None
 
     def duplicates(self) -> int:
-        with self.lock:
-            return sum(n - 1 for n in self.per_sid.values() if n > 1)
+        return sum(n - 1 for n in self.per_sid.values() if n > 1)
 
 
 # --------------------------------------------------------------------------- databases

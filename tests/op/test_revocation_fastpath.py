@@ -334,20 +334,8 @@ def test_declines_without_touching_the_database_on_malformed_input(idp, monkeypa
     assert fastpath.try_revoke_access_token(engine, good, [("token", "never-issued")], False) is False
 
 
-def test_core_statement_route_revokes_alike(idp, fast, monkeypatch):
-    """A dialect whose compiled form is not plain runs the Core statement instead of the
-    precompiled SQL: same outcome."""
-    monkeypatch.setitem(fastpath._PRECOMPILED, idp.provider.engine.dialect, None)
-    tokens = _tokens(idp, RP_A)
-    assert revoke(idp.url, RP_A, tokens["access_token"]).status_code == 200
-    assert revoke(idp.url, RP_B, tokens["refresh_token"]).status_code == 400  # declined, full path
-    assert fast == [True, False]
-    assert _row(idp, tokens["access_token"]).revoked_reason == fastpath.REVOKED_REASON
-    assert _row(idp, tokens["refresh_token"]).revoked_at is None
-
-
 def test_revoked_at_is_stored_as_the_orm_stores_it(idp, fast):
-    """The precompiled route applies the column type's own bind processing (UTCDateTime): the
+    """The fast path's statement applies the column type's own bind processing (UTCDateTime): the
     stored value is what the ORM path writes and reads back as an aware UTC datetime."""
     got: list[Any] = []
     tokens = _tokens(idp, RP_A)

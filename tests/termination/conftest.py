@@ -11,7 +11,8 @@ import pytest
 import requests
 from jwcrypto import jwk, jwt
 
-from tests.delivery.conftest import Reply, RPServer
+from oidc_logout.testing import CaptureServer as RPServer
+from oidc_logout.testing import Reply
 from tests.support.idp import IdP, client_meta, start_idp
 
 RP_NAMES = ("rp-a", "rp-b", "rp-c")

@@ -8,7 +8,6 @@ import json
 import logging
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
@@ -32,9 +31,7 @@ def _sid_of(env, tokens, name="rp-a"):
 
 
 def _wait_hits(env, path, n, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while len(env.rps.hits(path)) < n and time.monotonic() < deadline:
-        time.sleep(0.05)
+    env.rps.wait_for(n, timeout, path=path)
     return len(env.rps.hits(path))
 
 
@@ -214,7 +211,7 @@ def test_no_token_appears_in_logs_during_login_and_logout(env, caplog):
     assert r.status_code == 200
     _wait_hits(env, "/rp-b", 1)
     secrets = [v for tok in t.values() for k, v in tok.items() if k in ("access_token", "refresh_token", "id_token")]
-    secrets += [h.form["logout_token"][0] for h in env.rps.received]
+    secrets += [h.form["logout_token"][0] for h in env.rps.requests]
     secrets += [env.metas["rp-a"]["client_secret"]]
     # urllib3 lines are the test's own HTTP client (the "browser"), not the OP.
     text = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("urllib3"))

@@ -1,0 +1,86 @@
+"""The shared capture server (oidc_logout.testing.CaptureServer) that tests and bench use as RPs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from oidc_logout.testing import CaptureServer, Reply
+
+
+def _token(sid: str) -> str:
+    payload = base64.urlsafe_b64encode(json.dumps({"sid": sid, "jti": "j-" + sid}).encode())
+    return "e30." + payload.decode().rstrip("=") + ".sig"
+
+
+@pytest.fixture
+def server() -> Iterator[CaptureServer]:
+    s = CaptureServer()
+    yield s
+    s.stop()
+
+
+def test_records_the_request_and_answers_the_script_in_turn(server: CaptureServer) -> None:
+    """Scripted replies come in order and the last repeats; every request is recorded."""
+    url = server.url("/bc", Reply(500), Reply(204))
+    statuses = [requests.post(url, data={"logout_token": _token("s1")}, timeout=5).status_code
+                for _ in range(3)]
+    assert statuses == [500, 204, 204]
+    hit = server.hits("/bc")[0]
+    assert hit.method == "POST" and hit.header("content-type") == "application/x-www-form-urlencoded"
+    assert hit.sid == "s1" and hit.jti == "j-s1" and server.count("/bc") == 3
+
+
+def test_wait_for_returns_when_the_requests_arrive_and_false_on_timeout(server: CaptureServer) -> None:
+    """wait_for blocks until n matching requests arrived; it gives up after its bound."""
+    url = server.url("/late")
+    threading.Thread(target=requests.get, args=(url,), kwargs={"timeout": 5}).start()
+    assert server.wait_for(1, 5, path="/late")
+    assert server.wait_for(2, 0.05, path="/late") is False
+
+
+def test_once_overrides_the_next_matching_request_only(server: CaptureServer) -> None:
+    """A one-shot reply applies to the first request it matches, then the script resumes."""
+    url = server.url("/rp", Reply(200))
+    server.once("/rp", Reply(409), where=lambda r: r.sid == "b")
+    got = [requests.post(url, data={"logout_token": _token(s)}, timeout=5).status_code
+           for s in ("a", "b", "b")]
+    assert got == [200, 409, 200]
+
+
+def test_stop_refuses_connections_and_start_listens_on_the_same_port(server: CaptureServer) -> None:
+    """After stop() a request fails to connect; start() serves again on the same port."""
+    url = server.url("/x")
+    with requests.Session() as http:  # a kept-alive connection must not outlive stop()
+        assert http.get(url, timeout=5).status_code == 200
+        server.stop()
+        with pytest.raises(requests.ConnectionError):
+            http.get(url, timeout=2)
+        server.start()
+        assert http.get(url, timeout=5).status_code == 200
+    assert server.count("/x") == 2
+
+
+def test_a_hanging_reply_is_released_by_stop(server: CaptureServer) -> None:
+    """A hanging path never answers; stopping the server closes the held connection."""
+    url = server.url("/hang", Reply(hang=True))
+    errors: list[Exception] = []
+
+    def call() -> None:
+        try:
+            requests.get(url, timeout=10)
+        except requests.RequestException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=call)
+    t.start()
+    assert server.wait_for(1, 5, path="/hang")
+    server.stop()
+    t.join(5)
+    assert not t.is_alive() and len(errors) == 1
+    assert server.wait_for(1, 5, path="/hang", answered=True)
