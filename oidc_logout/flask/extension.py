@@ -31,6 +31,8 @@ class OIDCLogout:
         self._settings = settings
         self._provider = provider
         self._start_background = start_background
+        #: The OP core of the app this extension was initialised on.
+        self.provider: Provider | None = provider
         if app is not None:
             self.init_app(app)
 
@@ -53,6 +55,7 @@ class OIDCLogout:
             raise RuntimeError("OIDCLogout needs app.secret_key (CSRF tokens live in Flask's signed session).")
         server = OPServer(provider)
         app.extensions["oidc_logout"] = ExtensionState(provider, server)
+        self.provider = provider
 
         app.register_blueprint(blueprint)
         register_error_handlers(app)

@@ -52,7 +52,6 @@ def hung_env(database_url: str) -> Iterator[Env]:
     e = make_env(database_url, replies={"rp-a": [Reply(hang=True)], "rp-b": [Reply(hang=True)]},
                  logout_wait_bound=BOUND, delivery_timeout=10.0)
     yield e
-    e.rps.stopping.set()
     e.idp.stop()
     e.rps.stop()
 
@@ -83,7 +82,7 @@ def test_logout_ending_the_hinted_and_the_browsers_session_is_one_termination_an
     assert not _live(env, hinted_sid) and not _live(env, browser_sid)
     assert introspect(env.idp.url, env.metas["rp-b"], current["access_token"]) == {"active": False}
     # Both hung RPs were asked (one in each session) ...
-    assert {h.path for h in env.rps.received} == {"/rp-a", "/rp-b"}
+    assert {h.path for h in env.rps.requests} == {"/rp-a", "/rp-b"}
     # ... and the response waited once: two sequential waits would take 2 x BOUND.
     assert waited < 2 * BOUND - 0.3, waited
 
@@ -133,9 +132,7 @@ def test_logout_token_is_refused_as_id_token_hint(env):
     authorize(first, env.metas["rp-a"])
     assert _end_session(first, env, id_token_hint=authorize(first, env.metas["rp-b"])["id_token"]
                         ).status_code == 200
-    deadline = time.monotonic() + 10
-    while not env.rps.hits("/rp-a") and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert env.rps.wait_for(1, 10, path="/rp-a")
     logout_token = env.rps.hits("/rp-a")[0].form["logout_token"][0]
     browser = Browser(env.idp.url)
     browser.login()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -34,13 +33,6 @@ def _live_sessions(env: Env, subject: str) -> int:
             OPSession.subject == subject, OPSession.ended_at.is_(None))) or 0)
 
 
-def _wait_for_hit(env: Env, path: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not env.rps.hits(path):
-        assert time.monotonic() < deadline, f"no back-channel logout reached {path}"
-        time.sleep(0.02)
-
-
 def test_signing_in_as_another_user_ends_the_earlier_session_everywhere(env):
     """Bob signing in on alice's browser ends alice's session through one termination: her
     tokens die and her RPs are told; the browser holds only bob's session."""
@@ -49,7 +41,7 @@ def test_signing_in_as_another_user_ends_the_earlier_session_everywhere(env):
     alice = authorize(browser, env.metas["rp-a"])
     assert browser.login("bob").status_code == 303
     assert introspect(env.idp.url, env.metas["rp-a"], alice["access_token"]) == {"active": False}
-    _wait_for_hit(env, "/rp-a")
+    assert env.rps.wait_for(1, 10, path="/rp-a")
     assert _live_sessions(env, "alice") == 0 and _live_sessions(env, "bob") == 1
     with env.idp.provider.session_factory() as db:
         term = db.scalar(select(Termination))
