@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from ..protocols import EndUser
 from .client import check_client_credentials_syntax
 from ..storage.base import utcnow
-from ..storage.queries import session_is_live
+from ..storage.queries import session_is_live, token_is_active
 from ..storage.models import AuthorizationCode, Grant, OPSession, SessionParticipant, Token
 from ..termination import by_grant
 from ..tokens import new_id, token_hash
@@ -147,9 +147,7 @@ class RefreshTokenGrant(_CheckedClientAuth, grants.RefreshTokenGrant):  # type: 
                     by_grant(row.grant_id), reason="refresh token reuse detected",
                     initiator="token endpoint")
             return None
-        if row.is_expired() or row.grant.revoked_at is not None:
-            return None
-        if row.grant.sid and not row.grant.offline and not session_is_live(db, row.grant.sid):
+        if not token_is_active(db, row):
             return None
         return row
 
