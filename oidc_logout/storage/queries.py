@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..config import Settings
-from .models import OPSession, Token
+from .models import AuthorizationCode, Grant, OPSession, Token
 
 
 def session_is_live(db: Session, sid: str | None) -> bool:
@@ -33,6 +34,42 @@ def token_is_active(db: Session, token: Token) -> bool:
         grant = token.grant
         return grant.offline or not grant.sid or session_is_live(db, grant.sid)
     return token.sid is None or session_is_live(db, token.sid)
+
+
+def grant_is_revoked(db: Session, grant_id: str) -> bool:
+    """Whether the grant is revoked, read from the database (not the session's cached row)."""
+    return db.scalar(select(Grant.revoked_at).where(Grant.id == grant_id)) is not None
+
+
+def claim_code(db: Session, code_id: int, now: dt.datetime) -> bool:
+    """Mark the authorization code used if nobody has; True for exactly one caller.
+
+    A compare-and-set (``UPDATE ... WHERE used_at IS NULL``): on PostgreSQL a concurrent
+    claimer waits on the row lock and then finds the row changed; on SQLite writers are
+    serialized. Runs in the caller's transaction, so a rollback gives the code back."""
+    result = db.execute(update(AuthorizationCode)
+                        .where(AuthorizationCode.id == code_id, AuthorizationCode.used_at.is_(None))
+                        .values(used_at=now))
+    return _rowcount(result) == 1
+
+
+#: PostgreSQL SQLSTATEs of lock contention: deadlock_detected, lock_not_available,
+#: serialization_failure.
+_PG_LOCK_STATES = frozenset({"40P01", "55P03", "40001"})
+
+
+def is_lock_contention(exc: BaseException) -> bool:
+    """Whether a DBAPI error means "gave up waiting for a lock" (SQLite's busy timeout ran
+    out, a PostgreSQL lock timeout or deadlock): retryable, not a bug."""
+    orig = getattr(exc, "orig", exc)
+    if getattr(orig, "sqlstate", None) in _PG_LOCK_STATES:
+        return True
+    message = str(orig).lower() if type(orig).__module__.startswith("sqlite3") else ""
+    return "database is locked" in message or "database is busy" in message
+
+
+def _rowcount(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def lifetime_cutoffs(settings: Settings, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
