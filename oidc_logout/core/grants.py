@@ -29,6 +29,7 @@ from ..storage.queries import (
     claim_code,
     grant_is_revoked,
     is_lock_contention,
+    retire_refresh_token,
     session_is_live,
     token_is_active,
 )
@@ -37,6 +38,10 @@ from ..termination import by_grant
 from ..tokens import new_id, token_hash
 
 log = logging.getLogger(__name__)
+
+#: ``revoked_reason`` of a refresh token retired by rotation (a later use of it is reuse).
+ROTATED = "rotated"
+
 
 class TemporarilyUnavailableError(OAuth2Error):  # type: ignore[misc]
     """The request waited too long for a database lock: 503 ``temporarily_unavailable``
@@ -195,17 +200,40 @@ class RefreshTokenGrant(_CheckedClientAuth, grants.RefreshTokenGrant):  # type: 
         if row is None:
             return None
         if row.revoked_at is not None:
-            if row.revoked_reason == "rotated" and row.grant.revoked_at is None:
-                # RFC 9700 §4.14.2: a rotated refresh token presented again means it leaked;
-                # revoke the whole grant, the legitimate holder's current token included.
-                log.warning("refresh token reuse detected; revoking grant %s", row.grant_id)
-                self.server.provider.terminate_now(
-                    by_grant(row.grant_id), reason="refresh token reuse detected",
-                    initiator="token endpoint")
+            if row.revoked_reason == ROTATED:
+                self._refresh_token_reused(row.grant_id)
             return None
         if not token_is_active(db, row):
             return None
+        # RFC 9700 §4.14.2: rotation must be atomic, or two concurrent uses of one refresh
+        # token fork two live chains that reuse detection never sees. Retire the presented
+        # token with a compare-and-set in the request transaction: exactly one request
+        # changes the row; the others find it rotated, which is reuse.
+        with lock_contention_is_retryable(db):
+            retired = retire_refresh_token(db, row.id, utcnow(), ROTATED)
+        if not retired:
+            reason = db.scalar(select(Token.revoked_reason).where(Token.id == row.id))
+            if reason == ROTATED:
+                self._refresh_token_reused(row.grant_id)
+            return None
         return row
+
+    def _refresh_token_reused(self, grant_id: str) -> None:
+        # RFC 9700 §4.14.2: "If a refresh token is compromised and subsequently used by both
+        # the attacker and the legitimate client, one of them will present an invalidated
+        # refresh token, which will inform the authorization server of the breach." Revoke
+        # the whole grant, the legitimate holder's current token included.
+        db = self.server.db
+        # The request is refused anyway: end its transaction first, so the termination's own
+        # transaction waits for no lock this request holds (SQLite write lock, PG row locks).
+        db.rollback()
+        if not grant_is_revoked(db, grant_id):
+            log.warning("refresh token reuse detected; revoking grant %s", grant_id)
+            with lock_contention_is_retryable(db):
+                self.server.provider.terminate_now(
+                    by_grant(grant_id), reason="refresh token reuse detected",
+                    initiator="token endpoint")
+        db.rollback()
 
     def authenticate_user(self, refresh_token: Token) -> EndUser | None:
         sub = refresh_token.grant.subject
@@ -214,8 +242,7 @@ class RefreshTokenGrant(_CheckedClientAuth, grants.RefreshTokenGrant):  # type: 
         return EndUser(sub, refresh_token.grant.sid)
 
     def revoke_old_credential(self, refresh_token: Token) -> None:
-        refresh_token.revoked_at = utcnow()
-        refresh_token.revoked_reason = "rotated"
+        """Nothing left to do: :meth:`authenticate_refresh_token` retired the token."""
 
 
 class ClientCredentialsGrant(_CheckedClientAuth, grants.ClientCredentialsGrant):  # type: ignore[misc]

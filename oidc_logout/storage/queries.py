@@ -53,6 +53,15 @@ def claim_code(db: Session, code_id: int, now: dt.datetime) -> bool:
     return _rowcount(result) == 1
 
 
+def retire_refresh_token(db: Session, token_id: int, now: dt.datetime, reason: str) -> bool:
+    """Revoke the token if it is not revoked yet; True for exactly one caller (a
+    compare-and-set like :func:`claim_code`, in the caller's transaction)."""
+    result = db.execute(update(Token)
+                        .where(Token.id == token_id, Token.revoked_at.is_(None))
+                        .values(revoked_at=now, revoked_reason=reason))
+    return _rowcount(result) == 1
+
+
 #: PostgreSQL SQLSTATEs of lock contention: deadlock_detected, lock_not_available,
 #: serialization_failure.
 _PG_LOCK_STATES = frozenset({"40P01", "55P03", "40001"})
