@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -17,16 +20,53 @@ from authlib.oidc.core import grants as oidc_grants
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 
 from ..protocols import EndUser
 from .client import check_client_credentials_syntax
 from ..storage.base import utcnow
-from ..storage.queries import session_is_live
+from ..storage.queries import (
+    claim_code,
+    grant_is_revoked,
+    is_lock_contention,
+    retire_refresh_token,
+    session_is_live,
+    token_is_active,
+)
 from ..storage.models import AuthorizationCode, Grant, OPSession, SessionParticipant, Token
 from ..termination import by_grant
 from ..tokens import new_id, token_hash
 
 log = logging.getLogger(__name__)
+
+#: ``revoked_reason`` of a refresh token retired by rotation (a later use of it is reuse).
+ROTATED = "rotated"
+
+
+class TemporarilyUnavailableError(OAuth2Error):  # type: ignore[misc]
+    """The request waited too long for a database lock: 503 ``temporarily_unavailable``
+    (RFC 6749 §4.1.2.1's code for an overloaded server) with Retry-After, never a 500.
+    Nothing was changed; the client may send the same request again."""
+
+    error = "temporarily_unavailable"
+    status_code = 503
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*super().get_headers(), ("Retry-After", "1")]
+
+
+@contextmanager
+def lock_contention_is_retryable(db: Any) -> Iterator[None]:
+    """Turn "gave up waiting for a lock" (SQLite "database is locked", a PostgreSQL lock
+    timeout or deadlock) into :class:`TemporarilyUnavailableError` after a rollback."""
+    try:
+        yield
+    except OperationalError as exc:
+        if not is_lock_contention(exc):
+            raise
+        db.rollback()
+        log.warning("token request gave up waiting for a database lock")
+        raise TemporarilyUnavailableError("the server is busy; retry the request") from None
 
 
 class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
@@ -103,22 +143,43 @@ class AuthorizationCodeGrant(_CheckedClientAuth, grants.AuthorizationCodeGrant):
         if row is None:
             return None
         if row.used_at is not None:
-            # RFC 6749 §4.1.2: "If an authorization code is used more than once, the
-            # authorization server MUST deny the request and SHOULD revoke (when possible) all
-            # tokens previously issued based on that authorization code."
-            if row.grant_id:
-                self.server.provider.terminate_now(by_grant(row.grant_id),
-                                                   reason="authorization code reused",
-                                                   initiator="token endpoint")
+            self._code_reused(row.id)
             return None
         if row.expires_at <= utcnow():
             return None
         if not session_is_live(db, row.sid):
             return None  # the session ended between authorization and token request
+        # RFC 6749 §10.5: "Authorization codes MUST be short lived and single-use." Claim the
+        # code with a compare-and-set in the request transaction: of concurrent requests
+        # exactly one sees a row change (PostgreSQL: the others wait on the row lock, then
+        # find used_at set; SQLite: writers are serialized). A refused request later on
+        # (PKCE, redirect_uri) rolls the claim back with everything else.
+        with lock_contention_is_retryable(db):
+            claimed = claim_code(db, row.id, utcnow())
+        if not claimed:
+            self._code_reused(row.id)
+            return None
         return row
 
+    def _code_reused(self, code_id: int) -> None:
+        # RFC 6749 §4.1.2: "If an authorization code is used more than once, the
+        # authorization server MUST deny the request and SHOULD revoke (when possible) all
+        # tokens previously issued based on that authorization code."
+        db = self.server.db
+        # The request transaction is refused anyway; end it first, so the termination's own
+        # transaction waits for no lock this request holds (SQLite write lock, PG row locks).
+        db.rollback()
+        grant_id = db.scalar(select(AuthorizationCode.grant_id).where(AuthorizationCode.id == code_id))
+        if grant_id and not grant_is_revoked(db, grant_id):
+            log.warning("authorization code reuse detected; revoking grant %s", grant_id)
+            with lock_contention_is_retryable(db):
+                self.server.provider.terminate_now(by_grant(grant_id),
+                                                   reason="authorization code reused",
+                                                   initiator="token endpoint")
+        db.rollback()
+
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
-        authorization_code.used_at = utcnow()
+        """Nothing left to do: :meth:`query_authorization_code` claimed the code (used_at)."""
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> EndUser | None:
         if not self.server.provider.users.exists(authorization_code.subject):
@@ -139,19 +200,40 @@ class RefreshTokenGrant(_CheckedClientAuth, grants.RefreshTokenGrant):  # type: 
         if row is None:
             return None
         if row.revoked_at is not None:
-            if row.revoked_reason == "rotated" and row.grant.revoked_at is None:
-                # RFC 9700 §4.14.2: a rotated refresh token presented again means it leaked;
-                # revoke the whole grant, the legitimate holder's current token included.
-                log.warning("refresh token reuse detected; revoking grant %s", row.grant_id)
-                self.server.provider.terminate_now(
-                    by_grant(row.grant_id), reason="refresh token reuse detected",
-                    initiator="token endpoint")
+            if row.revoked_reason == ROTATED:
+                self._refresh_token_reused(row.grant_id)
             return None
-        if row.is_expired() or row.grant.revoked_at is not None:
+        if not token_is_active(db, row):
             return None
-        if row.grant.sid and not row.grant.offline and not session_is_live(db, row.grant.sid):
+        # RFC 9700 §4.14.2: rotation must be atomic, or two concurrent uses of one refresh
+        # token fork two live chains that reuse detection never sees. Retire the presented
+        # token with a compare-and-set in the request transaction: exactly one request
+        # changes the row; the others find it rotated, which is reuse.
+        with lock_contention_is_retryable(db):
+            retired = retire_refresh_token(db, row.id, utcnow(), ROTATED)
+        if not retired:
+            reason = db.scalar(select(Token.revoked_reason).where(Token.id == row.id))
+            if reason == ROTATED:
+                self._refresh_token_reused(row.grant_id)
             return None
         return row
+
+    def _refresh_token_reused(self, grant_id: str) -> None:
+        # RFC 9700 §4.14.2: "If a refresh token is compromised and subsequently used by both
+        # the attacker and the legitimate client, one of them will present an invalidated
+        # refresh token, which will inform the authorization server of the breach." Revoke
+        # the whole grant, the legitimate holder's current token included.
+        db = self.server.db
+        # The request is refused anyway: end its transaction first, so the termination's own
+        # transaction waits for no lock this request holds (SQLite write lock, PG row locks).
+        db.rollback()
+        if not grant_is_revoked(db, grant_id):
+            log.warning("refresh token reuse detected; revoking grant %s", grant_id)
+            with lock_contention_is_retryable(db):
+                self.server.provider.terminate_now(
+                    by_grant(grant_id), reason="refresh token reuse detected",
+                    initiator="token endpoint")
+        db.rollback()
 
     def authenticate_user(self, refresh_token: Token) -> EndUser | None:
         sub = refresh_token.grant.subject
@@ -160,8 +242,7 @@ class RefreshTokenGrant(_CheckedClientAuth, grants.RefreshTokenGrant):  # type: 
         return EndUser(sub, refresh_token.grant.sid)
 
     def revoke_old_credential(self, refresh_token: Token) -> None:
-        refresh_token.revoked_at = utcnow()
-        refresh_token.revoked_reason = "rotated"
+        """Nothing left to do: :meth:`authenticate_refresh_token` retired the token."""
 
 
 class ClientCredentialsGrant(_CheckedClientAuth, grants.ClientCredentialsGrant):  # type: ignore[misc]

@@ -8,7 +8,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoi
 
 from ..core.token_lookup import HashedTokenLookup
 from ..storage.models import Token
-from ..storage.queries import session_is_live
+from ..storage.queries import session_is_live, token_is_active
 
 #: A client with this scope registered may introspect any token (a resource server).
 INTROSPECT_SCOPE = "oidc_logout:introspect"
@@ -27,9 +27,9 @@ class IntrospectionEndpoint(HashedTokenLookup, _IntrospectionEndpoint):  # type:
         # §2.2: "If the introspection call is properly authorized but the token is not active,
         # does not exist on this server, or the protected resource is not allowed to introspect
         # this particular token, then the authorization server MUST return ... active false".
-        if token is None or token.is_expired() or token.is_revoked():
-            return {"active": False}
-        if token.sid is not None and not session_is_live(self.server.db, token.sid):
+        # "Active" is what the token and userinfo endpoints accept (token_is_active): an
+        # offline_access refresh token that a logout kept (Back-Channel Logout §2.7) is active.
+        if token is None or not token_is_active(self.server.db, token):
             return {"active": False}
         return self.introspect_token(token)
 
@@ -47,6 +47,7 @@ class IntrospectionEndpoint(HashedTokenLookup, _IntrospectionEndpoint):  # type:
             body["exp"] = int(token.expires_at.timestamp())
         if token.subject:
             body["sub"] = token.subject
-        if token.sid:
+        # An offline grant's refresh token outlives its session: no sid of an ended session.
+        if token.sid and session_is_live(self.server.db, token.sid):
             body["sid"] = token.sid
         return body
