@@ -69,6 +69,12 @@ class RPServer:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.bytes_sent: dict[str, int] = {}
+        #: Requests being answered right now, and the most ever at once (all paths / per path).
+        self.active: dict[str, int] = {}
+        self.max_active = 0
+        self.max_active_by_path: dict[str, int] = {}
+        #: Set whenever a request arrives (tests wait on it instead of sleeping).
+        self.arrived = threading.Condition(self.lock)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -85,6 +91,18 @@ class RPServer:
                         self.path, dict(self.headers.items()), parse_qs(raw), time.monotonic()))
                     script = server.scripts.get(self.path) or [Reply()]
                     reply = script.pop(0) if len(script) > 1 else script[0]
+                    server.active[self.path] = server.active.get(self.path, 0) + 1
+                    server.max_active = max(server.max_active, sum(server.active.values()))
+                    server.max_active_by_path[self.path] = max(
+                        server.max_active_by_path.get(self.path, 0), server.active[self.path])
+                    server.arrived.notify_all()
+                try:
+                    self._answer(reply)
+                finally:
+                    with server.lock:
+                        server.active[self.path] -= 1
+
+            def _answer(self, reply: Reply) -> None:
                 if reply.hang:
                     server.stopping.wait(30)
                     return
@@ -131,6 +149,11 @@ class RPServer:
             self.scripts[path] = list(replies) or [Reply()]
         return self.base + path
 
+    def wait_hits(self, n: int, timeout: float) -> bool:
+        """Wait until at least ``n`` requests arrived (any path); False after ``timeout``."""
+        with self.arrived:
+            return self.arrived.wait_for(lambda: len(self.received) >= n, timeout)
+
     def hits(self, path: str) -> list[Received]:
         if not path.startswith("/"):
             path = "/" + path
@@ -168,6 +191,9 @@ def fast_settings(**changes: Any) -> Settings:
         delivery_lease_seconds=30,
         logout_token_lifetime=120,
         max_response_bytes=64 * 1024,
+        # Every test RP listens on 127.0.0.1: a per-host bound would make "50 RPs" one host.
+        # The bound itself is tested with its own settings (test_target_bounds.py).
+        delivery_max_concurrent_per_host=64,
     )
     return base.replace(**changes)
 
