@@ -43,6 +43,7 @@ __all__ = [
     "DisallowedAddress",
     "check_address",
     "check_uri_address",
+    "embedded_ipv4",
     "make_session",
     "post_form",
     "read_capped",
@@ -103,6 +104,66 @@ def _classify(ip: IPAddress) -> str | None:
     return None
 
 
+#: IPv6 prefixes whose addresses carry the IPv4 address a packet really ends up at: a NAT64
+#: gateway, a 6to4 relay or a Teredo relay forwards there. For the SSRF guard each is judged
+#: like the plain IPv4 it embeds, so 2002:a9fe:a9fe:: is 169.254.169.254.
+_NAT64_WKP = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 §2.1 well-known prefix
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215 local-use prefix
+_SIXTOFOUR = ipaddress.IPv6Network("2002::/16")  # RFC 3056 §2
+_TEREDO = ipaddress.IPv6Network("2001::/32")  # RFC 4380 §2.14
+
+
+def _v4_at(value: int, *spans: tuple[int, int]) -> ipaddress.IPv4Address:
+    """The IPv4 address made of the bit ``spans`` ((start, length), from the most significant
+    bit of the 128-bit ``value``), concatenated."""
+    out = 0
+    for start, length in spans:
+        out = (out << length) | ((value >> (128 - start - length)) & ((1 << length) - 1))
+    return ipaddress.IPv4Address(out)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses an IPv6 address of a translation or tunnel prefix leads to, each
+    with the name of its prefix (empty for any other address)."""
+    value = int(ip)
+    if ip in _NAT64_WKP:
+        # RFC 6052 §2.1/§2.2: the well-known prefix is only used as a /96: v4 in bits 96-127.
+        return [("NAT64 64:ff9b::/96", _v4_at(value, (96, 32)))]
+    if ip in _NAT64_LOCAL:
+        # RFC 8215 §3 / RFC 6052 §2.2: the operator picks the prefix length (48, 56, 64 or
+        # 96 inside 64:ff9b:1::/48) and we cannot know which: judge every possible position
+        # (bits 64-71 are the "u" octet, never part of the IPv4 address).
+        return [("NAT64 64:ff9b:1::/48", v4) for v4 in (
+            _v4_at(value, (48, 16), (72, 16)),   # /48
+            _v4_at(value, (56, 8), (72, 24)),    # /56
+            _v4_at(value, (72, 32)),             # /64
+            _v4_at(value, (96, 32)),             # /96
+        )]
+    if ip in _SIXTOFOUR and ip.sixtofour is not None:
+        # RFC 3056 §2: 2002:V4ADDR::/48, the 6to4 router's IPv4 address in bits 16-47.
+        return [("6to4 2002::/16", ip.sixtofour)]
+    if ip in _TEREDO and ip.teredo is not None:
+        # RFC 4380 §4: 2001:0:<server IPv4>:<flags>:<port>:<client IPv4 XOR ffffffff>;
+        # the relay forwards to the client's (de-obfuscated) address. Both must be allowed.
+        server, client = ip.teredo
+        return [("Teredo 2001::/32", server), ("Teredo 2001::/32", client)]
+    return []
+
+
+def _judge(ip: IPAddress, *, dev_mode: bool,
+           networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str | None:
+    """Why the policy refuses ``ip`` (None if it admits it)."""
+    reason = _classify(ip)
+    if reason is None:
+        return None
+    for net in networks:
+        if ip.version == net.version and ip in net:
+            return None
+    if reason == "loopback" and dev_mode:
+        return None
+    return reason
+
+
 def check_address(address: str | IPAddress, *, dev_mode: bool,
                   allowlist: Iterable[str] = ()) -> None:
     """Raise :class:`DisallowedAddress` unless the policy admits the IP ``address``."""
@@ -110,15 +171,21 @@ def check_address(address: str | IPAddress, *, dev_mode: bool,
     # ::ffff:169.254.169.254 is 169.254.169.254 to the kernel: judge the embedded IPv4.
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    reason = _classify(ip)
-    if reason is None:
-        return
-    for net in AddressPolicy(dev_mode, tuple(allowlist)).networks():
-        if ip.version == net.version and ip in net:
-            return
-    if reason == "loopback" and dev_mode:
-        return
-    raise DisallowedAddress(f"address {ip} is {reason} and not allowed", address=str(ip))
+    networks = AddressPolicy(dev_mode, tuple(allowlist)).networks()
+    if isinstance(ip, ipaddress.IPv6Address):
+        # RFC 6052 (NAT64), RFC 3056 (6to4), RFC 4380 (Teredo): such an address reaches the
+        # IPv4 address it embeds, so that IPv4 is judged exactly like the plain IPv4 (its own
+        # allowlist entries, loopback only in dev mode), even when the IPv6 prefix itself is
+        # allowlisted or counted as global (2002::/16 is).
+        for prefix, v4 in embedded_ipv4(ip):
+            reason = _judge(v4, dev_mode=dev_mode, networks=networks)
+            if reason is not None:
+                raise DisallowedAddress(
+                    f"address {ip} embeds {v4} ({prefix}), which is {reason} and not allowed",
+                    address=str(ip))
+    reason = _judge(ip, dev_mode=dev_mode, networks=networks)
+    if reason is not None:
+        raise DisallowedAddress(f"address {ip} is {reason} and not allowed", address=str(ip))
 
 
 def _resolve(host: str, port: int) -> list[tuple[Any, ...]]:

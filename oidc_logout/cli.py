@@ -107,11 +107,14 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     from .keys import rotate_key
 
     provider = _provider(args)
+    period = 0.0 if args.immediately else (
+        args.publish_for if args.publish_for is not None else provider.settings.key_rollover_period)
     with provider.session_factory.begin() as db:
-        kid = rotate_key(db, args.alg)
-    # Running OP instances and workers pick the new key up within the key ring's cache TTL;
-    # the retired key stays in the JWKS so tokens it signed still verify.
-    print(json.dumps({"alg": args.alg, "kid": kid}))
+        kid, activates = rotate_key(db, args.alg, publish_for=period)
+    # Two-step rollover: the new key is in the JWKS of every OP instance within the key ring's
+    # cache TTL (30 s) and signs only from ``activates_at``; the key it replaces signs until
+    # then and stays published afterwards, so tokens it signed still verify.
+    print(json.dumps({"alg": args.alg, "kid": kid, "activates_at": activates.isoformat()}))
     return 0
 
 
@@ -181,8 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--database-url")
     rs.set_defaults(func=cmd_rotate_secret)
 
-    rk = sub.add_parser("rotate-key", help="sign with a new key from now on (the old one stays published)")
+    rk = sub.add_parser("rotate-key", help="publish a new signing key now, sign with it after "
+                                           "the rollover period (the old one stays published)")
     rk.add_argument("--alg", default="RS256", choices=["RS256", "PS256", "ES256"])
+    rk.add_argument("--publish-for", type=float, metavar="SECONDS",
+                    help="seconds the new key is published before it signs "
+                         "(default: OIDC_LOGOUT_KEY_ROLLOVER_PERIOD, 3600)")
+    rk.add_argument("--immediately", action="store_true",
+                    help="sign with the new key at once (a compromised key): RPs holding a cached "
+                         "JWKS refuse tokens until they refetch; those deliveries are retried")
     rk.add_argument("--database-url")
     rk.set_defaults(func=cmd_rotate_key)
 

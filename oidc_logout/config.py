@@ -33,6 +33,10 @@ class Settings:
     default_id_token_alg: str = "RS256"
     #: Logout token lifetime (Back-Channel Logout §2.4 errata: exp is required; keep it short).
     logout_token_lifetime: int = 120
+    #: ``oidc-logout rotate-key``: seconds a new signing key is published in the JWKS before
+    #: it signs (two-step rollover). Keep it above the JWKS ``max-age`` (300 s) plus the key
+    #: ring cache (30 s) plus the longest JWKS cache of your RPs.
+    key_rollover_period: float = 3600.0
 
     # OP sessions (expiry goes through terminate(), so RPs hear of it)
     session_idle_lifetime: int = 8 * 3600
@@ -49,6 +53,17 @@ class Settings:
     delivery_backoff_base: float = 1.0
     delivery_backoff_cap: float = 300.0
     delivery_retry_after_cap: float = 600.0
+    #: Least delay (s) before retrying a delivery the RP refused for a key reason (400
+    #: ``unknown_kid`` / JWKS unavailable): RPs refetch a JWKS at most once per cooldown.
+    delivery_key_retry_delay: float = 30.0
+    #: Attempts running at once for one client, and for one target host, in each dispatcher
+    #: or worker process (one logout must not turn the OP into a POST cannon).
+    delivery_max_concurrent_per_client: int = 4
+    delivery_max_concurrent_per_host: int = 8
+    #: Retries (attempts after a row's first) one client gets per ``delivery_client_retry_window``
+    #: seconds in each process; further retries wait (they are deferred, not dropped).
+    delivery_client_retry_budget: int = 20
+    delivery_client_retry_window: float = 60.0
     delivery_concurrency: int = 16
     delivery_lease_seconds: int = 60
     delivery_batch_size: int = 100

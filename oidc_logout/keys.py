@@ -3,13 +3,15 @@ every delivery worker signs with the same keys and publishes the same JWKS."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from jwcrypto import jwk
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from .storage.base import utcnow
@@ -28,6 +30,20 @@ class LoadedKey:
     kid: str
     alg: str
     key: jwk.JWK
+    #: When the key starts signing (None: since creation) and stops (None: not retired).
+    activates_at: dt.datetime | None = None
+    retired_at: dt.datetime | None = None
+    created_at: dt.datetime | None = None
+
+    def signs_at(self, now: dt.datetime) -> bool:
+        """True while this key is the one to sign with (published keys that are not yet
+        active, and retired keys, only verify)."""
+        return ((self.activates_at is None or self.activates_at <= now)
+                and (self.retired_at is None or self.retired_at > now))
+
+    @property
+    def since(self) -> dt.datetime:
+        return self.activates_at or self.created_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 
 
 def generate_key(alg: str) -> jwk.JWK:
@@ -38,23 +54,55 @@ def generate_key(alg: str) -> jwk.JWK:
     return jwk.JWK(**key_dict)
 
 
+def _not_retired(now: dt.datetime) -> Any:
+    return or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > now)
+
+
+def _signing_now(now: dt.datetime) -> Any:
+    return and_(_not_retired(now),
+                or_(SigningKey.activates_at.is_(None), SigningKey.activates_at <= now))
+
+
 def ensure_keys(db: Session, algs: tuple[str, ...] = ("RS256", "ES256")) -> None:
-    """Create one active key per algorithm that has none (the caller commits)."""
-    existing = {k.alg for k in db.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None)))}
+    """Create one key per algorithm that has none still in service (the caller commits)."""
+    existing = {k.alg for k in db.scalars(select(SigningKey).where(_not_retired(utcnow())))}
     for alg in algs:
         if alg not in existing:
             key = generate_key(alg)
             db.add(SigningKey(kid=key["kid"], alg=alg, private_jwk=_private_json(key)))
 
 
-def rotate_key(db: Session, alg: str) -> str:
-    """Retire the active key of ``alg`` and create a new one; returns the new kid."""
-    for k in db.scalars(select(SigningKey).where(SigningKey.alg == alg,
-                                                  SigningKey.retired_at.is_(None))):
-        k.retired_at = utcnow()
+def signing_algs(db: Session) -> set[str]:
+    """The algorithms the OP holds a signing key for right now: exactly what discovery
+    advertises as ``id_token_signing_alg_values_supported`` (:meth:`KeyRing.algs`)."""
+    return set(db.scalars(select(SigningKey.alg).where(_signing_now(utcnow())).distinct()))
+
+
+def rotate_key(db: Session, alg: str, *, publish_for: float = 0.0,
+               now: dt.datetime | None = None) -> tuple[str, dt.datetime]:
+    """Start a rotation of the ``alg`` key; returns the new kid and when it starts signing.
+
+    Two steps (RFC 7517 §5 key sets; the rollover practice of publishing the next key
+    before using it): the new key is published in the JWKS at once but signs only
+    ``publish_for`` seconds later, and the keys of ``alg`` still in service retire at that
+    same instant (they stay published, so tokens they signed still verify). An RP that
+    cached the JWKS during the publication period already knows the new ``kid`` when the
+    first token signed with it arrives (Back-Channel Logout §2.6 step 3 needs the key; an
+    RP rate-limits refetches on an unknown ``kid``, OIDC Core §10.1.1). With
+    ``publish_for=0``, or when no key of ``alg`` is in service, the new key signs at once.
+    The caller commits.
+    """
+    now = now or utcnow()
+    current = list(db.scalars(select(SigningKey).where(SigningKey.alg == alg,
+                                                       _not_retired(now))))
+    signing = [k for k in current if k.activates_at is None or k.activates_at <= now]
+    activates = now + dt.timedelta(seconds=max(0.0, publish_for)) if signing else now
+    for k in current:
+        k.retired_at = activates
     key = generate_key(alg)
-    db.add(SigningKey(kid=key["kid"], alg=alg, private_jwk=_private_json(key)))
-    return str(key["kid"])
+    db.add(SigningKey(kid=key["kid"], alg=alg, private_jwk=_private_json(key), created_at=now,
+                      activates_at=None if activates <= now else activates))
+    return str(key["kid"]), activates
 
 
 def _private_json(key: jwk.JWK) -> str:
@@ -70,40 +118,44 @@ class KeyRing:
         self._ttl = ttl
         self._lock = threading.Lock()
         self._loaded_at = 0.0
-        self._active: dict[str, LoadedKey] = {}
         self._all: list[LoadedKey] = []
 
     def _load(self) -> None:
         with self._session_factory() as db:
             rows = db.scalars(select(SigningKey).order_by(SigningKey.created_at)).all()
             keys = [(r, jwk.JWK.from_json(r.private_jwk)) for r in rows]
-        active: dict[str, LoadedKey] = {}
-        all_keys: list[LoadedKey] = []
-        for row, key in keys:
-            loaded = LoadedKey(row.kid, row.alg, key)
-            all_keys.append(loaded)
-            if row.retired_at is None:
-                active[row.alg] = loaded
-        self._active, self._all = active, all_keys
+        self._all = [LoadedKey(row.kid, row.alg, key, row.activates_at, row.retired_at,
+                               row.created_at) for row, key in keys]
         self._loaded_at = time.monotonic()
+
+    def _signing(self) -> dict[str, LoadedKey]:
+        """Per alg, the key that signs now: decided at call time from the cached rows, so a
+        published key takes over exactly at its ``activates_at`` whatever the cache age."""
+        now = utcnow()
+        active: dict[str, LoadedKey] = {}
+        for k in self._all:
+            if k.signs_at(now) and (k.alg not in active or k.since >= active[k.alg].since):
+                active[k.alg] = k
+        return active
 
     def refresh(self) -> None:
         with self._lock:
             self._load()
 
     def _fresh(self) -> None:
-        if time.monotonic() - self._loaded_at > self._ttl or not self._active:
+        if time.monotonic() - self._loaded_at > self._ttl or not self._all:
             with self._lock:
-                if time.monotonic() - self._loaded_at > self._ttl or not self._active:
+                if time.monotonic() - self._loaded_at > self._ttl or not self._all:
                     self._load()
 
     def signing_key(self, alg: str) -> LoadedKey:
-        """The active key for ``alg``; raises KeyError if the OP has none for it."""
+        """The key signing for ``alg`` now; raises KeyError if the OP has none for it."""
         self._fresh()
-        return self._active[alg]
+        return self._signing()[alg]
 
     def public_jwks(self) -> dict[str, list[dict[str, object]]]:
-        """The JWKS document: every key, active and retired, public parts only."""
+        """The JWKS document: every key, published-not-yet-signing, signing and retired,
+        public parts only."""
         self._fresh()
         out = []
         for k in self._all:
@@ -113,5 +165,7 @@ class KeyRing:
         return {"keys": out}
 
     def algs(self) -> list[str]:
+        """The algorithms with a signing key now (discovery's
+        ``id_token_signing_alg_values_supported``)."""
         self._fresh()
-        return sorted(self._active)
+        return sorted(self._signing())

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 from .backchannel import registration as backchannel_registration
 from .errors import InvalidClientMetadata, InvalidRedirectURI
 from .frontchannel import registration as frontchannel_registration
-from .keys import SUPPORTED_ALGS
+from .keys import SUPPORTED_ALGS, signing_algs
 from .storage.models import Client
 from .tokens import new_id, token_hash
 from .uris import validate_registered_uri
@@ -34,9 +35,13 @@ def _str_list(metadata: dict[str, Any], key: str, default: list[str]) -> list[st
     return list(value)
 
 
-def validate_metadata(metadata: object, *, dev_mode: bool) -> dict[str, Any]:
+def validate_metadata(metadata: object, *, dev_mode: bool,
+                      signing_algs: Collection[str] | None = None) -> dict[str, Any]:
     """Validate RFC 7591 client metadata (with the logout metadata); returns the normalized
-    metadata or raises ``invalid_client_metadata`` / ``invalid_redirect_uri`` (RFC 7591 §3.2.2)."""
+    metadata or raises ``invalid_client_metadata`` / ``invalid_redirect_uri`` (RFC 7591 §3.2.2).
+
+    :param signing_algs: the algorithms the OP advertises and holds a signing key for
+        (:func:`oidc_logout.keys.signing_algs`); None: every algorithm it can sign with."""
     if not isinstance(metadata, dict):
         raise InvalidClientMetadata("the request body must be a JSON object")
     out: dict[str, Any] = {}
@@ -67,8 +72,13 @@ def validate_metadata(metadata: object, *, dev_mode: bool) -> dict[str, Any]:
 
     alg = metadata.get("id_token_signed_response_alg", "RS256")
     # Core Registration §2 allows 'none' only without the code flow; this OP never signs with it.
-    if not isinstance(alg, str) or alg not in SUPPORTED_ALGS:
-        raise InvalidClientMetadata(f"id_token_signed_response_alg must be one of {sorted(SUPPORTED_ALGS)}")
+    # RFC 7591 §2: "the authorization server MAY reject ... values" it does not support, and
+    # Discovery §3 lists what it supports in id_token_signing_alg_values_supported: an alg the
+    # OP does not advertise (no key for it) would make every code exchange of the client fail.
+    offered = set(SUPPORTED_ALGS) if signing_algs is None else set(signing_algs) & set(SUPPORTED_ALGS)
+    if not isinstance(alg, str) or alg not in offered:
+        raise InvalidClientMetadata(f"id_token_signed_response_alg must be one of {sorted(offered)} "
+                                    "(id_token_signing_alg_values_supported)")
     out["id_token_signed_response_alg"] = alg
 
     scope = metadata.get("scope", "openid profile email offline_access")
@@ -106,7 +116,7 @@ def create_client(db: Session, metadata: dict[str, Any], *, dev_mode: bool,
         ``oidc_logout:*`` scope, and ``reserved_scopes``). ``None`` means: only when the caller
         names the client_id (operator provisioning); RFC 7591 registration never does.
     """
-    clean = validate_metadata(metadata, dev_mode=dev_mode)
+    clean = validate_metadata(metadata, dev_mode=dev_mode, signing_algs=signing_algs(db))
     if allow_reserved_scopes is None:
         allow_reserved_scopes = client_id is not None
     if not allow_reserved_scopes:

@@ -138,6 +138,11 @@ class CaptureServer:
         self._requests: list[CapturedRequest] = []
         self._answered: list[CapturedRequest] = []
         self._counts: Counter[str] = Counter()
+        self._active: Counter[str] = Counter()
+        #: The most requests being answered at once, over all paths and per path (a sender's
+        #: concurrency bound shows here).
+        self.max_active = 0
+        self.max_active_by_path: dict[str, int] = {}
         self._bytes_sent: Counter[str] = Counter()
         self._scripts: dict[str, list[_Answer]] = {}
         self._once: list[tuple[str, Callable[[CapturedRequest], bool] | None, Reply]] = []
@@ -313,12 +318,17 @@ class CaptureServer:
     def _arrived(self, req: CapturedRequest) -> None:
         with self._cond:
             self._counts[req.path] += 1
+            self._active[req.path] += 1
+            self.max_active = max(self.max_active, sum(self._active.values()))
+            self.max_active_by_path[req.path] = max(self.max_active_by_path.get(req.path, 0),
+                                                    self._active[req.path])
             if self.record:
                 self._requests.append(req)
             self._cond.notify_all()
 
     def _finished(self, req: CapturedRequest, sent: int) -> None:
         with self._cond:
+            self._active[req.path] -= 1
             self._bytes_sent[req.path] += sent
             if self.record:
                 self._answered.append(req)

@@ -6,6 +6,9 @@ Classification:
 * 200 / 204 -> ``delivered``;
 * network error, timeout, 5xx, 429 -> ``retry`` (429 and 503 honour ``Retry-After``, capped);
 * 3xx -> ``failed`` ("redirect not followed": following it would reopen the SSRF hole);
+* 400/401 for a key reason (the RP does not know the ``kid`` yet or could not fetch the
+  JWKS) -> ``retry`` after at least ``delivery_key_retry_delay``: the token was fine, the
+  RP's key cache was not, and it refetches the JWKS after its cooldown;
 * other 4xx -> ``failed``, with the RP's ``error``/``error_description`` recorded (truncated);
 * an address refused by the policy -> ``failed`` (no connection was made).
 
@@ -18,6 +21,7 @@ import datetime as dt
 import email.utils
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -38,6 +42,12 @@ logger = logging.getLogger(__name__)
 DELIVERED = "delivered"
 RETRY = "retry"
 FAILED = "failed"
+
+#: An RP's 400/401 text that says its verification key was missing, not that the token was
+#: bad: ``oidc_logout.rp`` answers ``unknown_kid`` / ``jwks_unavailable``; other RP libraries
+#: say "kid", "JWKS", "signing key" or "no matching key".
+KEY_REASON = re.compile(r"unknown[_ -]?kid|jwks|\bkid\b|signing key|no matching key|"
+                        r"key not found", re.IGNORECASE)
 
 #: Longest RP-provided error text kept (the columns hold 2048; an RP's prose is not ours).
 MAX_ERROR_CHARS = 300
@@ -108,8 +118,10 @@ def _rp_error(body: bytes, truncated: bool, status: int) -> str:
 
 
 def classify_response(status: int, headers: Mapping[str, str], body: bytes, truncated: bool,
-                      *, retry_after_cap: float) -> tuple[str, str | None, float | None]:
-    """(outcome, error, retry_after) for an RP's HTTP answer."""
+                      *, retry_after_cap: float, key_retry_delay: float | None = None,
+                      ) -> tuple[str, str | None, float | None]:
+    """(outcome, error, retry_after) for an RP's HTTP answer. ``key_retry_delay``: the
+    least delay before retrying a key-reason refusal (None: the usual backoff)."""
     # §2.8: "If the logout succeeded, the RP MUST respond with HTTP 200 OK. However, [...]
     # OPs should be prepared to also process an HTTP 204 No Content response as successful"
     if status in (200, 204):
@@ -123,17 +135,25 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes, trun
             retry_after = parse_retry_after(headers.get("Retry-After"), cap=retry_after_cap)
         return RETRY, _rp_error(body, truncated, status), retry_after
     if 400 <= status < 500:
+        error = _rp_error(body, truncated, status)
+        if status in (400, 401) and KEY_REASON.search(error):
+            # §2.6 step 3: the RP validates the signature "using the key ... from the jwks_uri";
+            # right after a key rotation (or while its first JWKS fetch fails) it cannot, and
+            # RPs rate-limit refetches on an unknown kid. The same token verifies once the RP
+            # refetched: retry after its cooldown instead of giving up (issue 12 item 4).
+            return RETRY, error, key_retry_delay
         # §2.8: "If the request failed to validate [...] the RP MUST respond with HTTP 400
         # Bad Request" (optionally with JSON error/error_description): resending the same
         # kind of token will not help, so this is a permanent failure.
-        return FAILED, _rp_error(body, truncated, status), None
+        return FAILED, error, None
     # 1xx or other oddities: treat as a transient server-side problem.
     return RETRY, f"HTTP {status} unexpected status", None
 
 
 def post_logout_token(http: requests.Session, uri: str, token: str, *, jti: str | None,
                       connect_timeout: float, read_timeout: float, max_bytes: int,
-                      retry_after_cap: float) -> AttemptResult:
+                      retry_after_cap: float, key_retry_delay: float | None = None,
+                      ) -> AttemptResult:
     """POST ``logout_token`` to ``uri`` once and classify the reply."""
     started_at = utcnow()
     t0 = time.monotonic()
@@ -170,7 +190,8 @@ def post_logout_token(http: requests.Session, uri: str, token: str, *, jti: str 
             body, truncated = b"", True
             logger.debug("reading the RP response failed: %s", type(exc).__name__)
         outcome, error, retry_after = classify_response(
-            resp.status_code, resp.headers, body, truncated, retry_after_cap=retry_after_cap)
+            resp.status_code, resp.headers, body, truncated, retry_after_cap=retry_after_cap,
+            key_retry_delay=key_retry_delay)
     return done(outcome, resp.status_code, error, retry_after)
 
 
@@ -198,4 +219,5 @@ def attempt_delivery(http: requests.Session, keyring: KeyRing, settings: Setting
         read_timeout=settings.delivery_timeout,
         max_bytes=settings.max_response_bytes,
         retry_after_cap=settings.delivery_retry_after_cap,
+        key_retry_delay=settings.delivery_key_retry_delay,
     )

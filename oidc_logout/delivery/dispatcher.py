@@ -13,6 +13,17 @@ are signalled through a Condition, so waiting costs no database polling for rows
 process delivers; rows delivered by another process are re-checked in the database at most
 every ``recheck_interval``.
 
+Bounds against one target: at most ``delivery_max_concurrent_per_client`` attempts of one
+client and ``delivery_max_concurrent_per_host`` attempts to one target host run at once in a
+process, and a client gets at most ``delivery_client_retry_budget`` retries per
+``delivery_client_retry_window`` seconds (a token bucket: a failing RP is still probed every
+window/budget seconds, and its first success makes its backlog due at once). A claim over a
+bound waits in a short local queue
+(as many as the bound allows to run) or goes back to the outbox, pending and due a little later
+(:func:`.outbox.defer`, no attempt counted), so it neither holds a claim slot other clients
+need nor gets lost. Back-Channel Logout §2.8 leaves retries to the OP; RFC 9110 §15.6.4's
+advice to back off from an overloaded origin applies to every RP sharing a host.
+
 Everything lives in the database: a retry scheduled before a restart is picked up by the next
 dispatcher or worker, and a claim whose owner crashed comes back when its lease expires.
 
@@ -36,10 +47,11 @@ import secrets
 import socket
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
+from urllib.parse import urlsplit
 
 import requests
 
@@ -48,7 +60,7 @@ from ..backchannel.request import RETRY, AttemptResult, attempt_delivery
 from ..config import Settings
 from ..keys import KeyRing
 from ..storage.base import utcnow
-from ..storage.models import FINAL_STATES, PENDING
+from ..storage.models import DELIVERED, FINAL_STATES, PENDING
 from . import outbox
 from .outbox import LOST, ClaimedDelivery, SessionFactory
 
@@ -60,6 +72,18 @@ OnResult = Callable[[ClaimedDelivery, AttemptResult], None]
 
 #: How many completed ids are remembered for :meth:`Dispatcher.wait_for`.
 _FINAL_MEMORY = 100_000
+
+#: The outcome of a claim given back unattempted (a bound was reached; see the module doc).
+DEFERRED = "deferred"
+
+
+def target_host(uri: str) -> str:
+    """The host a delivery goes to, as the per-host bound counts it."""
+    try:
+        host = urlsplit(uri).hostname or ""
+    except ValueError:
+        host = ""
+    return host.rstrip(".").lower()
 
 
 class _PendingResult:
@@ -126,8 +150,20 @@ class Dispatcher:
         self._saturated = False
         self._closed = False
         self._periodic: list[list[object]] = []  # [interval, fn, next_run]
-        #: Outcome counters (delivered / retry / failed / dead / lost / error).
+        #: Outcome counters (delivered / retry / failed / dead / lost / error / deferred).
         self.stats: Counter[str] = Counter()
+        # Per-client / per-host bounds (guarded by _cond): attempts running, claims waiting
+        # for a slot (in claim order), and the start times of each client's recent retries.
+        self._per_client = max(1, settings.delivery_max_concurrent_per_client)
+        self._per_host = max(1, settings.delivery_max_concurrent_per_host)
+        self._running_total = 0
+        self._running_client: Counter[str] = Counter()
+        self._running_host: Counter[str] = Counter()
+        self._parked: deque[ClaimedDelivery] = deque()
+        #: Per-client retry token buckets: client_id -> (tokens, last refill, monotonic).
+        self._retries: dict[str, tuple[float, float]] = {}
+        #: How long a claim over a bound waits in the outbox before it is claimed again.
+        self.defer_delay = max(0.05, poll_interval)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -260,37 +296,196 @@ class Dispatcher:
 
     def run_once(self, timeout: float | None = None) -> dict[str, int]:
         """Claim everything due now, deliver it, record it; return outcome counts
-        (``delivered``, ``retry``, ``failed``, ``dead``, ``lost``). For tests and the CLI."""
-        futures: list[Future[str]] = []
-        batch = max(1, self.settings.delivery_batch_size)
-        for _ in range(10_000):  # bounded: quickly re-due retries cannot loop forever
-            claims = outbox.claim_due(self.session_factory, self.owner, batch,
-                                      self.settings.delivery_lease_seconds)
-            futures.extend(self._submit(claims))
-            if len(claims) < batch:
-                break
-        futures_wait(futures, timeout=timeout)
+        (``delivered``, ``retry``, ``failed``, ``dead``, ``lost``). For tests and the CLI.
+
+        Claims given back because a per-client or per-host bound was reached are claimed
+        again when due (within ``timeout``), so every row due at the start gets its attempt."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         counts: Counter[str] = Counter()
-        for fut in futures:
-            if fut.done() and not fut.cancelled():
-                state = fut.result()
-                counts["retry" if state == PENDING else state] += 1
-            else:
-                counts["unfinished"] += 1
+        batch = max(1, self.settings.delivery_batch_size)
+        for _round in range(10_000):  # bounded; each round makes progress or ends
+            futures: list[Future[str]] = []
+            for _ in range(10_000):  # bounded: quickly re-due retries cannot loop forever
+                claims = outbox.claim_due(self.session_factory, self.owner, batch,
+                                          self.settings.delivery_lease_seconds)
+                futures.extend(self._submit(claims))
+                if len(claims) < batch:
+                    break
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            futures_wait(futures, timeout=remaining)
+            deferred = 0
+            for fut in futures:
+                if fut.done() and not fut.cancelled():
+                    state = fut.result()
+                    if state == DEFERRED:
+                        deferred += 1
+                    else:
+                        counts["retry" if state == PENDING else state] += 1
+                else:
+                    counts["unfinished"] += 1
+            if not deferred:
+                break
+            if deadline is not None and time.monotonic() + self.defer_delay > deadline:
+                counts["deferred"] += deferred
+                break
+            time.sleep(self.defer_delay)  # the deferred rows fall due again
         return dict(counts)
 
     def _submit(self, claims: list[ClaimedDelivery]) -> list[Future[str]]:
-        futures = []
-        for n, c in enumerate(claims):
-            with self._cond:
-                try:
-                    fut = self._executor.submit(self._process, c)
-                except RuntimeError:  # shut down meanwhile: give the rest back
-                    outbox.release(self.session_factory, claims[n:], self.owner)
-                    break
+        """Queue claims for their attempts (started at once where the bounds allow)."""
+        futures: list[Future[str]] = []
+        if not claims:
+            return futures
+        with self._cond:
+            for c in claims:
+                fut: Future[str] = Future()
                 self._inflight[c.id] = (c, fut)
-            futures.append(fut)
+                self._parked.append(c)
+                futures.append(fut)
+        self._pump()
         return futures
+
+    def _retry_budget_left(self, client_id: str, now: float) -> float | None:
+        """None if ``client_id`` may retry now, else seconds until it may (holds _cond).
+
+        A token bucket: ``delivery_client_retry_budget`` retries at once at most, refilled at
+        budget/window per second. A failing RP is not hammered however many rows it has, yet
+        is still probed every window/budget seconds, so its recovery is seen promptly."""
+        budget = self.settings.delivery_client_retry_budget
+        if budget <= 0:
+            return None
+        tokens = self._bucket(client_id, now, budget)
+        if tokens >= 1:
+            return None
+        rate = budget / max(self.settings.delivery_client_retry_window, 1e-3)
+        return max(self.defer_delay, (1 - tokens) / rate)
+
+    def _bucket(self, client_id: str, now: float, budget: int) -> float:
+        entry = self._retries.get(client_id)
+        if entry is None:
+            return float(budget)
+        tokens, at = entry
+        rate = budget / max(self.settings.delivery_client_retry_window, 1e-3)
+        tokens = min(float(budget), tokens + (now - at) * rate)
+        if tokens >= budget:
+            del self._retries[client_id]  # full again: forget the client
+        else:
+            self._retries[client_id] = (tokens, now)
+        return tokens
+
+    def _spend_retry(self, client_id: str, now: float) -> None:
+        budget = self.settings.delivery_client_retry_budget
+        if budget > 0:
+            self._retries[client_id] = (self._bucket(client_id, now, budget) - 1, now)
+
+    def _pump(self) -> None:
+        """Start every queued claim the per-client and per-host bounds allow; keep at most a
+        bound's worth waiting per client and host; give the rest back to the outbox."""
+        start: list[tuple[ClaimedDelivery, Future[str]]] = []
+        defer: dict[float, list[ClaimedDelivery]] = {}
+        now = time.monotonic()
+        with self._cond:
+            keep: deque[ClaimedDelivery] = deque()
+            waiting_client: Counter[str] = Counter()
+            waiting_host: Counter[str] = Counter()
+            for c in self._parked:
+                entry = self._inflight.get(c.id)
+                if entry is None or entry[1].cancelled():
+                    continue  # given back by drain()
+                host = target_host(c.target_uri)
+                wait_budget = self._retry_budget_left(c.client_id, now) if c.attempts else None
+                if wait_budget is not None:
+                    # A client's retries are bounded: a failing RP is not hammered, whatever
+                    # number of rows (sessions) it has. The row waits; nothing is dropped.
+                    defer.setdefault(round(wait_budget, 3), []).append(c)
+                elif (self._running_client[c.client_id] < self._per_client
+                      and self._running_host[host] < self._per_host):
+                    if self._running_total >= self._concurrency:
+                        keep.append(c)  # only the pool is full: next free thread takes it
+                        continue
+                    self._running_total += 1
+                    self._running_client[c.client_id] += 1
+                    self._running_host[host] += 1
+                    if c.attempts:
+                        self._spend_retry(c.client_id, now)
+                    start.append((c, entry[1]))
+                elif (waiting_client[c.client_id] < self._per_client
+                      and waiting_host[host] < self._per_host):
+                    waiting_client[c.client_id] += 1
+                    waiting_host[host] += 1
+                    keep.append(c)
+                else:
+                    defer.setdefault(self.defer_delay, []).append(c)
+            self._parked = keep
+        for delay, claims in defer.items():
+            self._defer(claims, delay)
+        for c, fut in start:
+            if not fut.set_running_or_notify_cancel():  # drain() gave it back meanwhile
+                self._release_slots(c)
+                continue
+            try:
+                self._executor.submit(self._run, c, fut)
+            except RuntimeError:  # shut down meanwhile: give it back
+                self._release_slots(c)
+                try:
+                    outbox.release(self.session_factory, [c], self.owner)
+                finally:
+                    with self._cond:
+                        self._inflight.pop(c.id, None)
+                    fut.set_result(DEFERRED)
+
+    def _defer(self, claims: list[ClaimedDelivery], delay: float) -> None:
+        until = utcnow() + dt.timedelta(seconds=delay)
+        try:
+            outbox.defer(self.session_factory, claims, self.owner, until)
+        except Exception:  # the leases expire instead; the rows are not lost
+            logger.exception("deferring %d claims failed", len(claims))
+        logger.debug("%s deferred %d claims by %.2f s (per-client/per-host bounds)",
+                     self.owner, len(claims), delay)
+        with self._cond:
+            for c in claims:
+                entry = self._inflight.pop(c.id, None)
+                if entry is not None and not entry[1].done():
+                    entry[1].set_result(DEFERRED)
+            self.stats[DEFERRED] += len(claims)
+            self._cond.notify_all()
+        self._schedule_wake(until)
+
+    def _client_recovered(self, client_id: str) -> None:
+        """A retry of ``client_id`` succeeded: its retry budget is full again and its waiting
+        rows become due now (the RP is back: deliver its backlog, don't sit out backoffs)."""
+        with self._cond:
+            had_budget_log = self._retries.pop(client_id, None) is not None
+        try:
+            resumed = outbox.resume_client(self.session_factory, client_id, utcnow())
+        except Exception:  # the rows come due at their own time instead
+            logger.exception("resuming deliveries of a recovered client failed")
+            return
+        if resumed or had_budget_log:
+            self._wake.set()
+
+    def _release_slots(self, c: ClaimedDelivery) -> None:
+        host = target_host(c.target_uri)
+        with self._cond:
+            self._running_total -= 1
+            self._running_client[c.client_id] -= 1
+            if self._running_client[c.client_id] <= 0:
+                del self._running_client[c.client_id]
+            self._running_host[host] -= 1
+            if self._running_host[host] <= 0:
+                del self._running_host[host]
+
+    def _run(self, claimed: ClaimedDelivery, fut: Future[str]) -> None:
+        state = "error"
+        try:
+            state = self._process(claimed)
+        finally:
+            self._release_slots(claimed)
+            fut.set_result(state)
+            try:
+                self._pump()
+            except Exception:
+                logger.exception("starting queued deliveries failed")
 
     def _process(self, claimed: ClaimedDelivery) -> str:
         """One attempt end to end: token, POST, record, signal. Never raises."""
@@ -314,6 +509,8 @@ class Dispatcher:
                 state, next_at = "error", None
             if state == PENDING:
                 self._schedule_wake(next_at)
+            elif state == DELIVERED and claimed.attempts:
+                self._client_recovered(claimed.client_id)
         finally:
             with self._cond:
                 self._inflight.pop(claimed.id, None)

@@ -66,7 +66,7 @@ from ..storage.models import (
 )
 from . import policy
 
-__all__ = ["LOST", "ClaimedDelivery", "claim_due", "final_states", "list_deliveries",
+__all__ = ["LOST", "ClaimedDelivery", "claim_due", "defer", "final_states", "list_deliveries",
            "record_result", "record_result_detail", "record_results", "release", "retry_now",
            "summary"]
 
@@ -500,6 +500,39 @@ def release(session_factory: SessionFactory, claimed: Iterable[ClaimedDelivery],
             )
             n += res.rowcount  # type: ignore[attr-defined]
     return n
+
+
+def defer(session_factory: SessionFactory, claimed: Iterable[ClaimedDelivery], owner: str,
+          until: dt.datetime) -> int:
+    """Give back claims that were not attempted because a per-client or per-host bound was
+    reached (see :mod:`.dispatcher`): pending again, due at ``until``, attempt count unchanged.
+    Fenced like a result (same owner and lease)."""
+    n = 0
+    with session_factory() as db, db.begin():
+        for c in claimed:
+            res = db.execute(
+                update(Delivery)
+                .where(Delivery.id == c.id, Delivery.state == IN_FLIGHT,
+                       Delivery.lease_owner == owner, Delivery.lease_until == c.lease_until)
+                .values(state=PENDING, lease_owner=None, lease_until=None, next_attempt_at=until)
+                .execution_options(synchronize_session=False)
+            )
+            n += res.rowcount  # type: ignore[attr-defined]
+    return n
+
+
+def resume_client(session_factory: SessionFactory, client_id: str, now: dt.datetime) -> int:
+    """An RP that failed has accepted a delivery again: its pending back-channel rows waiting
+    out a backoff or its retry budget become due now (the RP is healthy; its users should not
+    stay logged in for the rest of a backoff)."""
+    with session_factory() as db, db.begin():
+        res = db.execute(
+            update(Delivery)
+            .where(Delivery.client_id == client_id, Delivery.channel == BACKCHANNEL,
+                   Delivery.state == PENDING, Delivery.next_attempt_at > now)
+            .values(next_attempt_at=now)
+            .execution_options(synchronize_session=False))
+        return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def retry_now(db: Session, states: Sequence[str] = (FAILED, DEAD),

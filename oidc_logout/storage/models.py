@@ -302,8 +302,12 @@ class SigningKey(Base):
     alg: Mapped[str40]
     private_jwk: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    #: Retired keys stay published (to verify old ID tokens) but no longer sign.
+    #: Retired keys stay published (to verify old ID tokens) but no longer sign. May lie in
+    #: the future: the instant a rotation's successor key takes over.
     retired_at: Mapped[dt.datetime | None]
+    #: When the key starts signing (None: since it was created). Until then it is only
+    #: published in the JWKS, so RPs can learn it before they see a token it signed.
+    activates_at: Mapped[dt.datetime | None]
 
 
 __all__ = [

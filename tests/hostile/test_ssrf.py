@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from oidc_logout._http import DisallowedAddress, check_address
 from oidc_logout.config import Settings
 from oidc_logout.delivery.dispatcher import Dispatcher
 from oidc_logout.demo.idp import create_idp_app
@@ -39,6 +40,23 @@ REFUSED = [
     "https://[::1]/bc",
     "https://localhost/bc",  # a name that resolves to loopback
     "https://localhost./bc",
+    # Addresses that embed an IPv4 address (issue 12 item 9): judged like that IPv4.
+    "https://[2002:7f00:1::]/bc",  # 6to4 (RFC 3056) of 127.0.0.1
+    "https://[2002:a9fe:a9fe::1]/bc",  # 6to4 of 169.254.169.254 (metadata)
+    "https://[2002:a00:5::]/bc",  # 6to4 of 10.0.0.5
+    "https://[2002:c0a8:10a::]/bc",  # 6to4 of 192.168.1.10
+]
+
+#: (URI, allowlist admitting the IPv6 prefix itself): the embedded IPv4 must still be allowed.
+EMBEDDED = [
+    ("https://[64:ff9b::a9fe:a9fe]/bc", "64:ff9b::/96"),  # NAT64 WKP (RFC 6052 §2.1)
+    ("https://[64:ff9b::7f00:1]/bc", "64:ff9b::/96"),
+    ("https://[64:ff9b::a00:5]/bc", "64:ff9b::/96"),
+    ("https://[64:ff9b:1::a9fe:a9fe]/bc", "64:ff9b:1::/48"),  # RFC 8215 local use, /96 form
+    ("https://[64:ff9b:1:0:a9:fea9:fe00:0]/bc", "64:ff9b:1::/48"),  # ... its /64 form
+    ("https://[2001:0:4136:e378:8000:63bf:f5ff:fffa]/bc", "2001::/32"),  # Teredo → 10.0.0.5
+    ("https://[2001:0:a00:5:8000:63bf:a2a7:eef1]/bc", "2001::/32"),  # Teredo server 10.0.0.5
+    ("https://[2002:a9fe:a9fe::]/bc", "2002::/16"),
 ]
 
 
@@ -93,6 +111,36 @@ def test_allowlist_admits_only_the_listed_networks(apps: dict[str, Any], uri: st
     assert resp.status_code == (201 if ok else 400), resp.data
     if ok:
         assert resp.get_json()["backchannel_logout_uri"] == uri
+
+
+@pytest.mark.parametrize("uri,prefix", EMBEDDED)
+def test_embedded_internal_ipv4_is_refused_even_with_the_prefix_allowlisted(
+        tmp_path: Path, uri: str, prefix: str) -> None:
+    """NAT64, Teredo and 6to4 addresses reach the IPv4 address they embed: allowlisting
+    the translation prefix must not admit 169.254.169.254, 127.0.0.1 or 10.0.0.5 through it."""
+    app = _app(tmp_path, "embedded.db", address_allowlist=(prefix,))
+    try:
+        resp = register(app, uri)
+        assert resp.status_code == 400, resp.data
+        assert resp.get_json()["error"] == "invalid_client_metadata"
+    finally:
+        app.extensions["oidc_logout"].provider.engine.dispose()
+
+
+@pytest.mark.parametrize("address,kw", [
+    ("2002:5db8:d70e::1", {}),  # 6to4 of a public IPv4: as public as that IPv4
+    ("64:ff9b::5db8:d70e", {"allowlist": ("64:ff9b::/96",)}),  # NAT64 of a public IPv4
+    ("2002:a00:5::", {"allowlist": ("10.0.0.0/8",)}),  # the embedded IPv4 is allowlisted
+    ("2002:7f00:1::", {"dev_mode": True}),  # loopback in dev mode, like 127.0.0.1
+])
+def test_embedded_ipv4_is_judged_exactly_like_the_plain_ipv4(address: str,
+                                                              kw: dict[str, Any]) -> None:
+    check_address(address, dev_mode=kw.get("dev_mode", False), allowlist=kw.get("allowlist", ()))
+
+
+def test_embedded_refusal_names_the_embedded_address() -> None:
+    with pytest.raises(DisallowedAddress, match=r"embeds 169\.254\.169\.254 \(6to4"):
+        check_address("2002:a9fe:a9fe::", dev_mode=False)
 
 
 def test_public_literal_is_registered_without_any_traffic(apps: dict[str, Any]) -> None:

@@ -76,27 +76,38 @@ def test_demo_help_documents_every_option():
         assert option in out.stdout
 
 
-def test_rotate_key_signs_new_tokens_with_a_new_kid_and_keeps_the_old_one_published(database_url):
-    """`oidc-logout rotate-key`: new kid for new tokens; the JWKS still has the old key."""
+def test_rotate_key_publishes_first_then_signs_and_keeps_the_old_key_published(database_url):
+    """`oidc-logout rotate-key`: the new key is in the JWKS at once but signs only after the
+    rollover period (RPs with a cached JWKS keep verifying); `--immediately` switches now.
+    The old key stays published either way."""
+    import base64
+
     import requests
+
+    def id_token_kid() -> str:
+        browser = Browser(env.idp.url)
+        browser.login()
+        tokens = authorize(browser, env.metas["rp-a"])
+        return str(json.loads(base64.urlsafe_b64decode(tokens["id_token"].split(".")[0] + "=="))["kid"])
 
     env = make_env(database_url)
     try:
         old = env.idp.provider.keyring.signing_key("RS256").kid
         out = _cli(env, "rotate-key", "--alg", "RS256")
         assert out.returncode == 0, out.stderr
-        new = json.loads(out.stdout)["kid"]
-        assert new != old
+        published = json.loads(out.stdout)["kid"]
+        assert published != old
         env.idp.provider.keyring.refresh()  # running instances do this within the cache TTL
         kids = {k["kid"] for k in requests.get(f"{env.idp.url}/jwks", timeout=5).json()["keys"]}
+        assert {old, published} <= kids
+        assert id_token_kid() == old  # still in its rollover period
+        out = _cli(env, "rotate-key", "--alg", "RS256", "--immediately")
+        assert out.returncode == 0, out.stderr
+        new = json.loads(out.stdout)["kid"]
+        env.idp.provider.keyring.refresh()
+        kids = {k["kid"] for k in requests.get(f"{env.idp.url}/jwks", timeout=5).json()["keys"]}
         assert {old, new} <= kids
-        browser = Browser(env.idp.url)
-        browser.login()
-        tokens = authorize(browser, env.metas["rp-a"])
-        import base64
-
-        header = json.loads(base64.urlsafe_b64decode(tokens["id_token"].split(".")[0] + "=="))
-        assert header["kid"] == new
+        assert id_token_kid() == new
     finally:
         env.idp.stop()
         env.rps.stop()
