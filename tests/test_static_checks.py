@@ -20,8 +20,8 @@ def _tool(name: str) -> str:
 
 
 def test_mypy_finds_no_errors_in_the_package_and_the_runner():
-    """mypy over oidc_logout/ and conformance/ (configured in pyproject.toml)."""
-    out = subprocess.run([_tool("mypy"), "oidc_logout", "conformance"], cwd=ROOT,
+    """mypy over oidc_logout/ and oidc_logout_conformance/ (configured in pyproject.toml)."""
+    out = subprocess.run([_tool("mypy"), "oidc_logout", "oidc_logout_conformance"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-4000:]
 
