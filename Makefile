@@ -1,5 +1,7 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
-# `make test-min` runs the core tests on the declared minimum versions; .ci/run runs both.
+# Quality gates: `make lint` (ruff check + ruff format --check) and `make typecheck`
+# (mypy --strict); `make test-min` runs the core tests on the declared minimum versions.
+# .ci/run runs all four.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,7 @@ MIN_STAMP := $(MIN_VENV)/.installed
 # The core needs no browser: protocol endpoints, termination, the RP library, storage.
 CORE_TESTS := tests/op tests/termination tests/rp tests/storage
 
-.PHONY: demo test test-min bench install clean
+.PHONY: demo test test-min lint typecheck format bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +41,20 @@ test-min: $(MIN_STAMP)
 	$(MIN_VENV)/bin/pip freeze --exclude-editable | grep -iE '^(authlib|flask|werkzeug|sqlalchemy|alembic|jwcrypto|requests|urllib3|psycopg|redis)=='
 	$(MIN_VENV)/bin/pytest -p no:cacheprovider -n 2 $(CORE_TESTS) $(PYTEST_ARGS)
 
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# Not a gate: rewrites files (safe fixes and formatting).
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
