@@ -1,16 +1,31 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
+# Quality gates: `make lint` (ruff check + ruff format --check) and `make typecheck`
+# (mypy --strict); `make test-min` runs the core tests on the declared minimum versions.
+# .ci/run runs all four.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# A second venv holding the lowest versions pyproject.toml declares (constraints-min.txt).
+MIN_VENV := .venv-min
+MIN_STAMP := $(MIN_VENV)/.installed
+# The core needs no browser: protocol endpoints, termination, the RP library, storage.
+CORE_TESTS := tests/op tests/termination tests/rp tests/storage
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-min lint typecheck format bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,postgres,redis]'
+	$(BIN)/pip install -q -e '.[op,postgres,redis,test,dev]'
 	touch $(STAMP)
+
+$(MIN_STAMP): pyproject.toml constraints-min.txt
+	rm -rf $(MIN_VENV)
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install -q --upgrade pip
+	$(MIN_VENV)/bin/pip install -q -c constraints-min.txt -e '.[op,postgres,redis,test]'
+	touch $(MIN_STAMP)
 
 install: $(STAMP)
 
@@ -20,8 +35,26 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The tests wait on loopback servers and PostgreSQL far more than they compute: two workers
+# keep this under three minutes on two cores.
+test-min: $(MIN_STAMP)
+	$(MIN_VENV)/bin/pip freeze --exclude-editable | grep -iE '^(authlib|flask|werkzeug|sqlalchemy|alembic|jwcrypto|requests|urllib3|psycopg|redis)=='
+	$(MIN_VENV)/bin/pytest -p no:cacheprovider -n 2 $(CORE_TESTS) $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# Not a gate: rewrites files (safe fixes and formatting).
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conformance.runner import main
+from oidc_logout_conformance.runner import main
 
 
 def run(argv: list[str], report_dir: Path) -> tuple[int, dict[str, Any]]:

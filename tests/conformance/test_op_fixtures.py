@@ -11,16 +11,29 @@ from pathlib import Path
 
 import pytest
 
-from conformance.catalog import CATALOG, op_checks
+from oidc_logout_conformance.catalog import CATALOG, op_checks
 
 from .fixtures.broken_op import FLAGS, PASSWORD, USER, BrokenOP
 from .helpers import by_status, run
 
 CHROMIUM = "/usr/bin/chromium"
-BCL_TOKEN_CHECKS = {"BCL-2.5-form-post", "BCL-2.4-alg", "BCL-2.4-signature", "BCL-2.4-typ", "BCL-2.4-iss",
-                    "BCL-2.4-aud", "BCL-2.4-iat", "BCL-2.4-exp", "BCL-2.4-jti", "BCL-2.4-events",
-                    "BCL-2.4-sid-sub", "BCL-2.4-no-nonce", "BCL-2.4-sid-match", "BCL-2.4-jti-unique",
-                    "BCL-2.5-one-per-rp"}
+BCL_TOKEN_CHECKS = {
+    "BCL-2.5-form-post",
+    "BCL-2.4-alg",
+    "BCL-2.4-signature",
+    "BCL-2.4-typ",
+    "BCL-2.4-iss",
+    "BCL-2.4-aud",
+    "BCL-2.4-iat",
+    "BCL-2.4-exp",
+    "BCL-2.4-jti",
+    "BCL-2.4-events",
+    "BCL-2.4-sid-sub",
+    "BCL-2.4-no-nonce",
+    "BCL-2.4-sid-match",
+    "BCL-2.4-jti-unique",
+    "BCL-2.5-one-per-rp",
+}
 FC_CHECKS = {"FCL-3-session-supported", "FCL-4-iframes", "FCL-3-iss-sid"}
 
 # flag -> (checks that must fail, checks that must warn, checks skipped besides FCL-4-browser)
@@ -33,11 +46,21 @@ CASES: dict[str, tuple[set[str], set[str], set[str]]] = {
     "fcl_supported_not_bool": ({"FCL-3-supported"}, set(), FC_CHECKS),
     "no_fcl_session_supported": (set(), {"FCL-3-session-supported"}, set()),
     "no_end_session": ({"RPI-2.1-end-session-endpoint"}, set(), set()),  # skips: see the test
-    "no_revocation_endpoint": (set(), {"RFC7009-endpoint"},
-                               {"RFC7009-2.2-unknown-token", "RFC7009-2.1-revoke", "RFC7009-2.1-other-client",
-                                "RFC7662-2.2-inactive"}),
-    "no_introspection_endpoint": (set(), {"RFC7662-endpoint"},
-                                  {"RFC7662-2.2-active", "RFC7662-2.2-inactive", "RFC7662-2.1-auth"}),
+    "no_revocation_endpoint": (
+        set(),
+        {"RFC7009-endpoint"},
+        {
+            "RFC7009-2.2-unknown-token",
+            "RFC7009-2.1-revoke",
+            "RFC7009-2.1-other-client",
+            "RFC7662-2.2-inactive",
+        },
+    ),
+    "no_introspection_endpoint": (
+        set(),
+        {"RFC7662-endpoint"},
+        {"RFC7662-2.2-active", "RFC7662-2.2-inactive", "RFC7662-2.1-auth"},
+    ),
     "registration_drops_bcl_uri": ({"REG-7591-registration"}, set(), set()),
     # logout token and delivery
     "lt_nonce": ({"BCL-2.4-no-nonce"}, set(), set()),
@@ -63,13 +86,26 @@ CASES: dict[str, tuple[set[str], set[str], set[str]]] = {
     # the ID token has no sid (nor have the logout token and the iframe URL: a consistent OP)
     "id_token_no_sid": ({"BCL-2.1-id-token-sid", "FCL-3-iss-sid"}, set(), set()),
     # RP-initiated logout
-    "reject_valid_logout": ({"RPI-2-logout", "RPI-3-state", "RPI-2-session-ended", "BCL-2.5-delivered",
-                             "FCL-4-iframes", "RPI-3-no-state"}, {"BCL-2.7-refresh-revoked"},
-                            BCL_TOKEN_CHECKS | {"FCL-3-iss-sid"}),
+    "reject_valid_logout": (
+        {
+            "RPI-2-logout",
+            "RPI-3-state",
+            "RPI-2-session-ended",
+            "BCL-2.5-delivered",
+            "FCL-4-iframes",
+            "RPI-3-no-state",
+        },
+        {"BCL-2.7-refresh-revoked"},
+        BCL_TOKEN_CHECKS | {"FCL-3-iss-sid"},
+    ),
     "no_state": ({"RPI-3-state"}, set(), set()),
     "no_state_no_redirect": ({"RPI-3-no-state"}, set(), set()),
     "redirect_any_plru": ({"RPI-3-unregistered-uri", "RPI-3-modified-uri"}, set(), set()),
-    "accept_forged_hint": ({"RPI-2-forged-hint", "RPI-2-bad-hint"}, set(), set()),  # no signature check at all
+    "accept_forged_hint": (
+        {"RPI-2-forged-hint", "RPI-2-bad-hint"},
+        set(),
+        set(),
+    ),  # no signature check at all
     "ignore_unverifiable_hint": ({"RPI-2-bad-hint"}, set(), set()),
     "ignore_client_id": ({"RPI-2-client-id-mismatch"}, set(), set()),
     "session_not_ended": ({"RPI-2-session-ended"}, set(), set()),
@@ -123,9 +159,18 @@ def test_broken_op_fails_exactly_the_right_checks(tmp_path: Path, broken_op: Bro
     assert by_status(report, "warning") == warns
     if flag == "no_end_session":
         # The run stops before any logout: only the checks that precede it can have run.
-        assert by_status(report, "pass") == {c for c in op_checks() if c.startswith(("DISC", "RFC", "REG"))
-                                             or c in {"BCL-2.1-supported", "BCL-2.1-session-supported",
-                                                      "FCL-3-supported", "FCL-3-session-supported"}}
+        assert by_status(report, "pass") == {
+            c
+            for c in op_checks()
+            if c.startswith(("DISC", "RFC", "REG"))
+            or c
+            in {
+                "BCL-2.1-supported",
+                "BCL-2.1-session-supported",
+                "FCL-3-supported",
+                "FCL-3-session-supported",
+            }
+        }
     else:
         assert by_status(report, "skipped") == skips | {"FCL-4-browser"}
     assert rc == (1 if fails else 0)
@@ -136,8 +181,9 @@ def test_browser_check_against_fixtures(tmp_path: Path, broken_op: BrokenOP) -> 
     """FCL-4-browser passes against the correct fixture and fails exactly for the flags only a
     browser notices (one Chromium launch per run)."""
     rc, report = _run(tmp_path / "ok", broken_op, "--browser", CHROMIUM)
-    assert by_status(report, "pass") == set(op_checks()), {c["id"]: c["reason"] for c in report["checks"]
-                                                           if c["status"] != "pass"}
+    assert by_status(report, "pass") == set(op_checks()), {
+        c["id"]: c["reason"] for c in report["checks"] if c["status"] != "pass"
+    }
     for flag, fails in BROWSER_CASES.items():
         rc, report = _run(tmp_path / flag, broken_op, "--browser", CHROMIUM, **{flag: True})
         assert by_status(report, "fail") == fails, flag

@@ -9,18 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from conformance.adapters import HttpSessionAdapter
-from conformance.catalog import rp_checks
-from conformance.model import Recorder
-from conformance.report import write
-from conformance.rp_op import RunnerOP
-from conformance.rp_profile import RPOptions, run_rp
+from oidc_logout_conformance.adapters import HttpSessionAdapter
+from oidc_logout_conformance.catalog import rp_checks
+from oidc_logout_conformance.model import Recorder
+from oidc_logout_conformance.report import write
+from oidc_logout_conformance.rp_op import RunnerOP
+from oidc_logout_conformance.rp_profile import RPOptions, run_rp
 
 from .fixtures.broken_rp import CLIENT_ID, RP_FLAGS, BrokenRP
 
 CASES: dict[str, tuple[set[str], set[str]]] = {
-    "skip_signature": ({"RP-BCL-2.6-alg-none", "RP-BCL-2.6-hs256-pubkey", "RP-BCL-2.6-bad-signature",
-                        "RP-BCL-2.6-unknown-kid"}, set()),
+    "skip_signature": (
+        {
+            "RP-BCL-2.6-alg-none",
+            "RP-BCL-2.6-hs256-pubkey",
+            "RP-BCL-2.6-bad-signature",
+            "RP-BCL-2.6-unknown-kid",
+        },
+        set(),
+    ),
     "accept_alg_none": ({"RP-BCL-2.6-alg-none"}, set()),
     "ignore_iss": ({"RP-BCL-2.6-wrong-iss"}, set()),
     "ignore_aud": ({"RP-BCL-2.6-wrong-aud"}, set()),
@@ -62,8 +69,12 @@ def _run(tmp_path: Path, op: RunnerOP, rp: BrokenRP, **flags: bool) -> dict:
     rp.reset(**flags)
     rec = Recorder("rp")
     adapter = HttpSessionAdapter(rp.url + "/login?sub={sub}&sid={sid}", rp.url + "/protected")
-    run_rp(RPOptions(rp.url + "/backchannel", CLIENT_ID, adapter, frontchannel_uri=rp.url + "/frontchannel"),
-           rec, op=op, announce=False)
+    run_rp(
+        RPOptions(rp.url + "/backchannel", CLIENT_ID, adapter, frontchannel_uri=rp.url + "/frontchannel"),
+        rec,
+        op=op,
+        announce=False,
+    )
     return write(rec, tmp_path)
 
 
@@ -77,8 +88,9 @@ def test_correct_rp_fixture_passes_everything(tmp_path: Path, op: RunnerOP, brok
 
 
 @pytest.mark.parametrize("flag", sorted(CASES))
-def test_broken_rp_fails_exactly_the_right_checks(tmp_path: Path, op: RunnerOP, broken_rp: BrokenRP,
-                                                  flag: str) -> None:
+def test_broken_rp_fails_exactly_the_right_checks(
+    tmp_path: Path, op: RunnerOP, broken_rp: BrokenRP, flag: str
+) -> None:
     fails, warns = CASES[flag]
     report = _run(tmp_path, op, broken_rp, **{flag: True})
     assert _status(report, "fail") == fails
@@ -97,8 +109,12 @@ def test_unreachable_rp_fails_valid_check(tmp_path: Path) -> None:
     op = RunnerOP().start()
     try:
         rec = Recorder("rp")
-        run_rp(RPOptions("http://127.0.0.1:9/backchannel", CLIENT_ID, None, wait_for_rp=0.2), rec, op=op,
-               announce=False)
+        run_rp(
+            RPOptions("http://127.0.0.1:9/backchannel", CLIENT_ID, None, wait_for_rp=0.2),
+            rec,
+            op=op,
+            announce=False,
+        )
         report = write(rec, tmp_path)
     finally:
         op.stop()

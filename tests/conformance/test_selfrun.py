@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.catalog import op_checks, rp_checks
+from oidc_logout_conformance.catalog import op_checks, rp_checks
 from tests.support.idp import PASSWORD, IdP, start_idp
 from tests.support.servers import LiveServer
 
@@ -39,14 +39,32 @@ def demo_op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
     idp.stop()
 
 
-@pytest.mark.parametrize("browser", [
-    pytest.param(False, id="parsed"),
-    pytest.param(True, id="chromium", marks=pytest.mark.browser),
-])
+@pytest.mark.parametrize(
+    "browser",
+    [
+        pytest.param(False, id="parsed"),
+        pytest.param(True, id="chromium", marks=pytest.mark.browser),
+    ],
+)
 def test_op_profile_against_project_demo_op(tmp_path: Path, demo_op: IdP, browser: bool) -> None:
     extra = ["--browser", CHROMIUM] if browser else []
-    rc, report = run(["op", "--issuer", demo_op.url, "--username", "alice", "--password", PASSWORD,
-                      "--wait", "8", "--settle", "0.3", *extra], tmp_path / "report")
+    rc, report = run(
+        [
+            "op",
+            "--issuer",
+            demo_op.url,
+            "--username",
+            "alice",
+            "--password",
+            PASSWORD,
+            "--wait",
+            "8",
+            "--settle",
+            "0.3",
+            *extra,
+        ],
+        tmp_path / "report",
+    )
     failing = {c["id"]: c["reason"] for c in report["checks"] if c["status"] != "pass"}
     expected = set(op_checks()) if browser else set(op_checks()) - {"FCL-4-browser"}
     assert {k for k in failing if k in expected} == set(), failing
@@ -70,11 +88,26 @@ def test_rp_profile_against_project_rp(tmp_path: Path) -> None:
     s.close()
     rp = LiveServer(create_project_rp(f"http://127.0.0.1:{port}")).start()
     try:
-        rc, report = run(["rp", "--backchannel-uri", rp.url + "/oidc/backchannel-logout", "--client-id", CLIENT_ID,
-                          "--frontchannel-uri", rp.url + "/oidc/frontchannel-logout",
-                          "--issuer-port", str(port), "--session-adapter", "http",
-                          "--session-login-url", rp.url + "/login?sub={sub}&sid={sid}",
-                          "--session-check-url", rp.url + "/protected"], tmp_path / "report")
+        rc, report = run(
+            [
+                "rp",
+                "--backchannel-uri",
+                rp.url + "/oidc/backchannel-logout",
+                "--client-id",
+                CLIENT_ID,
+                "--frontchannel-uri",
+                rp.url + "/oidc/frontchannel-logout",
+                "--issuer-port",
+                str(port),
+                "--session-adapter",
+                "http",
+                "--session-login-url",
+                rp.url + "/login?sub={sub}&sid={sid}",
+                "--session-check-url",
+                rp.url + "/protected",
+            ],
+            tmp_path / "report",
+        )
     finally:
         rp.stop()
     failing = {c["id"]: c["reason"] for c in report["checks"] if c["status"] != "pass"}
@@ -89,7 +122,21 @@ def test_rp_profile_against_project_rp(tmp_path: Path) -> None:
 
 
 def test_non_loopback_target_is_refused(tmp_path: Path) -> None:
-    from conformance.runner import main
+    from oidc_logout_conformance.runner import main
 
-    assert main(["op", "--issuer", "https://op.example.com", "--username", "u", "--password", "p",
-                 "--report-dir", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "op",
+                "--issuer",
+                "https://op.example.com",
+                "--username",
+                "u",
+                "--password",
+                "p",
+                "--report-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )

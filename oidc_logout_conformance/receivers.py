@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -31,8 +31,12 @@ class Captured:
 class CaptureServer:
     """Captures requests; answers 200 ``ok`` (or what ``responder`` returns)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0,
-                 responder: Callable[[Captured], tuple[int, dict[str, str], bytes]] | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        responder: Callable[[Captured], tuple[int, dict[str, str], bytes]] | None = None,
+    ) -> None:
         self.requests: list[Captured] = []
         self._cond = threading.Condition()
         self.responder = responder
@@ -45,10 +49,16 @@ class CaptureServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(min(length, 1 << 20)) if length else b""
                 parts = urlsplit(self.path)
-                cap = Captured(self.command, parts.path, parse_qs(parts.query, keep_blank_values=True),
-                               {k: v for k, v in self.headers.items()}, body)
-                status, headers, payload = (owner.responder(cap) if owner.responder
-                                            else (200, {"Content-Type": "text/plain"}, b"ok"))
+                cap = Captured(
+                    self.command,
+                    parts.path,
+                    parse_qs(parts.query, keep_blank_values=True),
+                    dict(self.headers.items()),
+                    body,
+                )
+                status, headers, payload = (
+                    owner.responder(cap) if owner.responder else (200, {"Content-Type": "text/plain"}, b"ok")
+                )
                 with owner._cond:
                     owner.requests.append(cap)
                     owner._cond.notify_all()
@@ -69,10 +79,11 @@ class CaptureServer:
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.base_url = f"http://{host}:{self.port}" if ":" not in host else f"http://[{host}]:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
-    def start(self) -> "CaptureServer":
+    def start(self) -> CaptureServer:
         self._thread.start()
         return self
 

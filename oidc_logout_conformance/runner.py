@@ -30,58 +30,96 @@ def _kv(values: list[str] | None) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="oidc-logout-conformance",
-                                description="OIDC logout conformance suite (back-channel, front-channel, "
-                                            "RP-initiated logout, RFC 7009, RFC 7662)")
+    p = argparse.ArgumentParser(
+        prog="oidc-logout-conformance",
+        description="OIDC logout conformance suite (back-channel, front-channel, "
+        "RP-initiated logout, RFC 7009, RFC 7662)",
+    )
     sub = p.add_subparsers(dest="profile", required=True)
 
     op = sub.add_parser("op", help="test an OpenID Provider")
     op.add_argument("--issuer", required=True, help="the OP's issuer URL (discovery is fetched from it)")
-    op.add_argument("--login-adapter", default="form",
-                    help="'form' (built-in HTML form login) or module:attribute of a LoginAdapter factory")
+    op.add_argument(
+        "--login-adapter",
+        default="form",
+        help="'form' (built-in HTML form login) or module:attribute of a LoginAdapter factory",
+    )
     op.add_argument("--username", help="End-User username for the form adapter")
     op.add_argument("--password", help="End-User password for the form adapter")
     op.add_argument("--username-field", default="username")
     op.add_argument("--password-field", default="password")
-    op.add_argument("--client-config", help="JSON array of pre-registered clients (client_id, client_secret, "
-                                            "redirect_uris, post_logout_redirect_uris, backchannel_logout_uri, ...); "
-                                            "default: register clients dynamically (RFC 7591)")
-    op.add_argument("--registration-token", help="initial access token for dynamic registration (RFC 7591 §3)")
+    op.add_argument(
+        "--client-config",
+        help="JSON array of pre-registered clients (client_id, client_secret, "
+        "redirect_uris, post_logout_redirect_uris, backchannel_logout_uri, ...); "
+        "default: register clients dynamically (RFC 7591)",
+    )
+    op.add_argument(
+        "--registration-token", help="initial access token for dynamic registration (RFC 7591 §3)"
+    )
     op.add_argument("--clients", type=int, default=2, help="clients to register (>= 2)")
-    op.add_argument("--scope", default="openid", help="scope requested (no offline_access: §2.7 checks refresh "
-                                                      "tokens of the session)")
+    op.add_argument(
+        "--scope",
+        default="openid",
+        help="scope requested (no offline_access: §2.7 checks refresh tokens of the session)",
+    )
     op.add_argument("--receiver-host", default="127.0.0.1")
-    op.add_argument("--receiver-port", type=int, default=0,
-                    help="port of the runner's RP endpoints (fixed when using --client-config)")
-    op.add_argument("--wait", type=float, default=10.0, help="max seconds to wait for back-channel deliveries")
+    op.add_argument(
+        "--receiver-port",
+        type=int,
+        default=0,
+        help="port of the runner's RP endpoints (fixed when using --client-config)",
+    )
+    op.add_argument(
+        "--wait", type=float, default=10.0, help="max seconds to wait for back-channel deliveries"
+    )
     op.add_argument("--settle", type=float, default=1.0, help="extra seconds to catch duplicate deliveries")
-    op.add_argument("--browser", metavar="CHROMIUM",
-                    help="path of a Chromium executable (e.g. /usr/bin/chromium; needs the playwright package): "
-                         "load the logged-out page in it and watch the front-channel iframes and the post-logout "
-                         "redirect arrive (FCL-4-browser; skipped without this option)")
+    op.add_argument(
+        "--browser",
+        metavar="CHROMIUM",
+        help="path of a Chromium executable (e.g. /usr/bin/chromium; needs the playwright package): "
+        "load the logged-out page in it and watch the front-channel iframes and the post-logout "
+        "redirect arrive (FCL-4-browser; skipped without this option)",
+    )
 
     rp = sub.add_parser("rp", help="test a relying party's back-channel (and front-channel) logout endpoints")
     rp.add_argument("--backchannel-uri", required=True)
-    rp.add_argument("--frontchannel-uri", help="the RP's frontchannel_logout_uri (optional: the RP-FCL checks are "
-                                               "skipped without it)")
+    rp.add_argument(
+        "--frontchannel-uri",
+        help="the RP's frontchannel_logout_uri (optional: the RP-FCL checks are skipped without it)",
+    )
     rp.add_argument("--client-id", required=True, help="the RP's client_id (the aud of the logout tokens)")
     rp.add_argument("--issuer-host", default="127.0.0.1")
-    rp.add_argument("--issuer-port", type=int, default=0,
-                    help="port of the runner's OP; the RP must trust http://HOST:PORT as issuer")
-    rp.add_argument("--session-adapter", default=None,
-                    help="'http' (built-in) or module:attribute of a SessionAdapter factory; none: session "
-                         "checks are skipped")
-    rp.add_argument("--session-login-url", help="http adapter: URL creating an RP session, with {sub} and {sid}")
-    rp.add_argument("--session-check-url", help="http adapter: protected URL answering --session-active-status "
-                                                "while the session lives")
+    rp.add_argument(
+        "--issuer-port",
+        type=int,
+        default=0,
+        help="port of the runner's OP; the RP must trust http://HOST:PORT as issuer",
+    )
+    rp.add_argument(
+        "--session-adapter",
+        default=None,
+        help="'http' (built-in) or module:attribute of a SessionAdapter factory; none: session "
+        "checks are skipped",
+    )
+    rp.add_argument(
+        "--session-login-url", help="http adapter: URL creating an RP session, with {sub} and {sid}"
+    )
+    rp.add_argument(
+        "--session-check-url",
+        help="http adapter: protected URL answering --session-active-status while the session lives",
+    )
     rp.add_argument("--session-active-status", type=int, default=200)
     rp.add_argument("--wait-for-rp", type=float, default=10.0, help="seconds to wait for the RP to come up")
 
     for sp in (op, rp):
         sp.add_argument("--report-dir", required=True)
         sp.add_argument("--adapter-arg", action="append", help="key=value for a module:attribute adapter")
-        sp.add_argument("--allow-remote", action="store_true",
-                        help="allow non-loopback targets (default: 127.0.0.1/::1/localhost only)")
+        sp.add_argument(
+            "--allow-remote",
+            action="store_true",
+            help="allow non-loopback targets (default: 127.0.0.1/::1/localhost only)",
+        )
     return p
 
 
@@ -116,23 +154,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             config = json.loads(Path(args.client_config).read_text())
             if not isinstance(config, list):
                 raise SystemExit("--client-config must be a JSON array")
-        opts = OPOptions(issuer=args.issuer, login_adapter=_login_adapter(args), client_config=config,
-                         clients=max(2, args.clients), receiver_host=args.receiver_host,
-                         receiver_port=args.receiver_port, wait=args.wait, settle=args.settle,
-                         allow_remote=args.allow_remote, scope=args.scope,
-                         registration_token=args.registration_token, browser=args.browser)
-        rec.meta.update({"issuer": args.issuer, "login_adapter": args.login_adapter,
-                         "clients": "configured" if config else f"dynamic x{opts.clients}",
-                         "wait": args.wait, "scope": args.scope, "browser": args.browser})
+        opts = OPOptions(
+            issuer=args.issuer,
+            login_adapter=_login_adapter(args),
+            client_config=config,
+            clients=max(2, args.clients),
+            receiver_host=args.receiver_host,
+            receiver_port=args.receiver_port,
+            wait=args.wait,
+            settle=args.settle,
+            allow_remote=args.allow_remote,
+            scope=args.scope,
+            registration_token=args.registration_token,
+            browser=args.browser,
+        )
+        rec.meta.update(
+            {
+                "issuer": args.issuer,
+                "login_adapter": args.login_adapter,
+                "clients": "configured" if config else f"dynamic x{opts.clients}",
+                "wait": args.wait,
+                "scope": args.scope,
+                "browser": args.browser,
+            }
+        )
         OPRun(opts, rec).run()
     else:
         from .rp_profile import RPOptions, run_rp
 
-        opts_rp = RPOptions(backchannel_uri=args.backchannel_uri, frontchannel_uri=args.frontchannel_uri,
-                            client_id=args.client_id,
-                            sessions=_session_adapter(args), issuer_host=args.issuer_host,
-                            issuer_port=args.issuer_port, wait_for_rp=args.wait_for_rp,
-                            allow_remote=args.allow_remote)
+        opts_rp = RPOptions(
+            backchannel_uri=args.backchannel_uri,
+            frontchannel_uri=args.frontchannel_uri,
+            client_id=args.client_id,
+            sessions=_session_adapter(args),
+            issuer_host=args.issuer_host,
+            issuer_port=args.issuer_port,
+            wait_for_rp=args.wait_for_rp,
+            allow_remote=args.allow_remote,
+        )
         run_rp(opts_rp, rec)
     return write(rec, args.report_dir)
 
@@ -145,8 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     s = report["summary"]
-    print(f"{args.profile} profile: {s['pass']} pass, {s['fail']} fail, {s['warning']} warning, "
-          f"{s['skipped']} skipped -> {Path(args.report_dir) / 'report.html'}")
+    print(
+        f"{args.profile} profile: {s['pass']} pass, {s['fail']} fail, {s['warning']} warning, "
+        f"{s['skipped']} skipped -> {Path(args.report_dir) / 'report.html'}"
+    )
     for c in report["checks"]:
         if c["status"] in ("fail", "warning"):
             print(f"  {c['status'].upper():7} {c['id']}: {c['reason']}")

@@ -63,9 +63,14 @@ class OPRun:
         self.o = opts
         self.rec = rec
         self.red = rec.redactor
-        self.issuer = opts.issuer.rstrip("/") if opts.issuer.endswith("/") and len(opts.issuer) > 8 else opts.issuer
-        self.receiver = CaptureServer(opts.receiver_host, opts.receiver_port,
-                                      responder=lambda c: (200, {"Content-Type": "text/html"}, FORM_HTML))
+        self.issuer = (
+            opts.issuer.rstrip("/") if opts.issuer.endswith("/") and len(opts.issuer) > 8 else opts.issuer
+        )
+        self.receiver = CaptureServer(
+            opts.receiver_host,
+            opts.receiver_port,
+            responder=lambda c: (200, {"Content-Type": "text/html"}, FORM_HTML),
+        )
         self.keyset: jwk.JWKSet | None = None
         self.op: OPConnection | None = None
         self.clients: list[OPClient] = []
@@ -101,15 +106,16 @@ class OPRun:
         disc_url = issuer.rstrip("/") + "/.well-known/openid-configuration"
         try:
             doc = self._get_json(disc_url)
-        except Exception as exc:  # noqa: BLE001
-            self.rec.record("DISC-4.3-issuer", Status.FAIL, f"discovery document unavailable: {exc}",
-                            {"url": disc_url})
+        except Exception as exc:
+            self.rec.record(
+                "DISC-4.3-issuer", Status.FAIL, f"discovery document unavailable: {exc}", {"url": disc_url}
+            )
             self.rec.skip_rest("not reached: no discovery document")
             return
         self.features = op_discovery.check_discovery(self.rec, issuer, doc)
         try:
             self.keyset = jwk.JWKSet.from_json(json.dumps(self._get_json(doc["jwks_uri"])))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.log(f"JWKS unavailable: {exc}")
         self.op = OPConnection(issuer, doc, self.o.login_adapter, self.red, self.o.allow_remote, self.o.scope)
         self._setup_clients()
@@ -133,8 +139,11 @@ class OPRun:
                 self.clients.append(self._client_from(configured, configured))
             return
         if not self.op.endpoint("registration_endpoint"):
-            self.rec.record("REG-7591-registration", Status.FAIL,
-                            "no registration_endpoint: pass --client-config with pre-registered clients")
+            self.rec.record(
+                "REG-7591-registration",
+                Status.FAIL,
+                "no registration_endpoint: pass --client-config with pre-registered clients",
+            )
             raise FlowError("no way to obtain clients")
         problems: list[str] = []
         evidence: list[dict[str, Any]] = []
@@ -156,9 +165,16 @@ class OPRun:
                 meta["frontchannel_logout_uri"] = f"{base}/{name}/frontchannel"
                 meta["frontchannel_logout_session_required"] = True
             headers: dict[str, str] = {}
-            resp = self.op.register(meta) if not self.o.registration_token else self.op.http.post(
-                self.op.endpoint("registration_endpoint") or "", json=meta, timeout=15,
-                headers={"Authorization": f"Bearer {self.o.registration_token}"})
+            resp = (
+                self.op.register(meta)
+                if not self.o.registration_token
+                else self.op.http.post(
+                    self.op.endpoint("registration_endpoint") or "",
+                    json=meta,
+                    timeout=15,
+                    headers={"Authorization": f"Bearer {self.o.registration_token}"},
+                )
+            )
             del headers
             try:
                 body = resp.json()
@@ -181,11 +197,14 @@ class OPRun:
     def _client_from(body: dict[str, Any], meta: dict[str, Any]) -> OPClient:
         merged = {**meta, **body}
         return OPClient(
-            client_id=str(merged["client_id"]), client_secret=merged.get("client_secret"), metadata=merged,
+            client_id=str(merged["client_id"]),
+            client_secret=merged.get("client_secret"),
+            metadata=merged,
             redirect_uri=merged["redirect_uris"][0],
             post_logout_redirect_uri=(merged.get("post_logout_redirect_uris") or [""])[0],
             backchannel_logout_uri=merged.get("backchannel_logout_uri"),
-            frontchannel_logout_uri=merged.get("frontchannel_logout_uri"))
+            frontchannel_logout_uri=merged.get("frontchannel_logout_uri"),
+        )
 
     def _path(self, uri: str | None) -> str | None:
         return urlsplit(uri).path if uri else None
@@ -200,8 +219,12 @@ class OPRun:
         rt = t.refresh_token
         if not rt:
             reason = "the OP issued no refresh token (grant_types refresh_token was requested)"
-            for cid in ("RFC7009-2.1-revoke", "RFC7009-2.1-other-client", "RFC7662-2.2-active",
-                        "RFC7662-2.2-inactive"):
+            for cid in (
+                "RFC7009-2.1-revoke",
+                "RFC7009-2.1-other-client",
+                "RFC7662-2.2-active",
+                "RFC7662-2.2-inactive",
+            ):
                 self.rec.skip(cid, reason)
         intro = self.features.get("introspection")
         revo = self.features.get("revocation")
@@ -218,26 +241,45 @@ class OPRun:
             if resp.status_code == 401:
                 self.rec.verdict("RFC7662-2.1-auth", evidence=ev)
             elif resp.status_code >= 400:
-                self.rec.verdict("RFC7662-2.1-auth", warnings=[f"refused with {resp.status_code}, not 401"], evidence=ev)
+                self.rec.verdict(
+                    "RFC7662-2.1-auth", warnings=[f"refused with {resp.status_code}, not 401"], evidence=ev
+                )
             else:
-                self.rec.verdict("RFC7662-2.1-auth", [f"unauthenticated introspection answered {resp.status_code}"],
-                                 evidence=ev)
+                self.rec.verdict(
+                    "RFC7662-2.1-auth",
+                    [f"unauthenticated introspection answered {resp.status_code}"],
+                    evidence=ev,
+                )
         if rt and intro:
             resp = op.introspect(a, rt)
-            self.rec.verdict("RFC7662-2.2-active", [] if resp.status_code == 200 and active(resp) is True else
-                             [f"introspection of a fresh refresh token answered {resp.status_code} active={active(resp)!r}"],
-                             evidence={"status": resp.status_code, "body": _json(resp)})
+            self.rec.verdict(
+                "RFC7662-2.2-active",
+                []
+                if resp.status_code == 200 and active(resp) is True
+                else [
+                    f"introspection of a fresh refresh token answered {resp.status_code} active={active(resp)!r}"
+                ],
+                evidence={"status": resp.status_code, "body": _json(resp)},
+            )
         if revo:
             resp = op.revoke(a, "unknown-" + secrets.token_urlsafe(24), "refresh_token")
-            self.rec.verdict("RFC7009-2.2-unknown-token",
-                             [] if resp.status_code == 200 else [f"answered {resp.status_code}"],
-                             evidence={"status": resp.status_code, "body": resp.text[:300]})
+            self.rec.verdict(
+                "RFC7009-2.2-unknown-token",
+                [] if resp.status_code == 200 else [f"answered {resp.status_code}"],
+                evidence={"status": resp.status_code, "body": resp.text[:300]},
+            )
         if rt and revo:
             other = op.revoke(b, rt, "refresh_token")
             still = None
             if intro:
                 still = active(op.introspect(a, rt))
-                failures = [] if still is True else [f"after {b.client_id} revoked {a.client_id}'s token, introspection active={still!r}"]
+                failures = (
+                    []
+                    if still is True
+                    else [
+                        f"after {b.client_id} revoked {a.client_id}'s token, introspection active={still!r}"
+                    ]
+                )
             else:
                 probe = op.refresh(a, rt)
                 still = probe.status_code == 200
@@ -245,9 +287,14 @@ class OPRun:
                     rt = (probe.json() or {}).get("refresh_token") or rt
                     self.red.register(rt)
                 failures = [] if still else ["the token stopped working after another client revoked it"]
-            self.rec.verdict("RFC7009-2.1-other-client", failures,
-                             evidence={"revoke_by_other_client": {"status": other.status_code, "body": other.text[:300]},
-                                       "still_active": still})
+            self.rec.verdict(
+                "RFC7009-2.1-other-client",
+                failures,
+                evidence={
+                    "revoke_by_other_client": {"status": other.status_code, "body": other.text[:300]},
+                    "still_active": still,
+                },
+            )
             resp = op.revoke(a, rt, "refresh_token")
             refresh = op.refresh(a, rt)
             failures = []
@@ -256,22 +303,36 @@ class OPRun:
             if refresh.status_code == 200:
                 self.red.register(*(refresh.json() or {}).values())
                 failures.append("the revoked refresh token still refreshes")
-            self.rec.verdict("RFC7009-2.1-revoke", failures,
-                             evidence={"revoke": {"status": resp.status_code, "body": resp.text[:300]},
-                                       "refresh_after": {"status": refresh.status_code, "body": _json(refresh)}})
+            self.rec.verdict(
+                "RFC7009-2.1-revoke",
+                failures,
+                evidence={
+                    "revoke": {"status": resp.status_code, "body": resp.text[:300]},
+                    "refresh_after": {"status": refresh.status_code, "body": _json(refresh)},
+                },
+            )
             if intro:
                 resp = op.introspect(a, rt)
-                self.rec.verdict("RFC7662-2.2-inactive", [] if resp.status_code == 200 and active(resp) is False else
-                                 [f"introspection of a revoked token answered {resp.status_code} active={active(resp)!r}"],
-                                 evidence={"status": resp.status_code, "body": _json(resp)})
+                self.rec.verdict(
+                    "RFC7662-2.2-inactive",
+                    []
+                    if resp.status_code == 200 and active(resp) is False
+                    else [
+                        f"introspection of a revoked token answered {resp.status_code} active={active(resp)!r}"
+                    ],
+                    evidence={"status": resp.status_code, "body": _json(resp)},
+                )
 
     # -- main session: one login, all clients, RP-initiated logout -------------------------
-    def _end_session(self, browser: Browser, params: dict[str, str], confirm: bool,
-                     stop: tuple[str, ...]) -> LogoutOutcome:
+    def _end_session(
+        self, browser: Browser, params: dict[str, str], confirm: bool, stop: tuple[str, ...]
+    ) -> LogoutOutcome:
         assert self.op is not None
         url = self.op.endpoint("end_session_endpoint") or ""
         resp = browser.get(url, **params)
-        final, redirect, hops, pages = browser.walk(resp, stop, login=False, confirm_url=url if confirm else None)
+        final, redirect, hops, pages = browser.walk(
+            resp, stop, login=False, confirm_url=url if confirm else None
+        )
         return LogoutOutcome(hops, pages, final, redirect, page_redirect_targets(pages))
 
     def _session_alive(self, browser: Browser, client: OPClient) -> dict[str, Any]:
@@ -285,16 +346,28 @@ class OPRun:
         browser = Browser(op)
         tokens = [op.login_and_authorize(browser, c) for c in self.clients]
         sids = [t.id_claims.get("sid") for t in tokens]
-        ev_ids = [{"client_id": t.client.client_id, "id_token": {"header": t.id_header, "claims": t.id_claims}}
-                  for t in tokens]
-        if self.rec.results.get("BCL-2.1-session-supported") and \
-                self.rec.results["BCL-2.1-session-supported"].status is Status.PASS:
-            self.rec.verdict("BCL-2.1-id-token-sid",
-                             [f"{t.client.client_id}: the ID token has no sid" for t in tokens if not t.id_claims.get("sid")]
-                             + (["ID tokens of one login carry different sids"] if len(set(map(str, sids))) > 1 else []),
-                             evidence={"id_tokens": ev_ids})
+        ev_ids = [
+            {"client_id": t.client.client_id, "id_token": {"header": t.id_header, "claims": t.id_claims}}
+            for t in tokens
+        ]
+        if (
+            self.rec.results.get("BCL-2.1-session-supported")
+            and self.rec.results["BCL-2.1-session-supported"].status is Status.PASS
+        ):
+            self.rec.verdict(
+                "BCL-2.1-id-token-sid",
+                [
+                    f"{t.client.client_id}: the ID token has no sid"
+                    for t in tokens
+                    if not t.id_claims.get("sid")
+                ]
+                + (["ID tokens of one login carry different sids"] if len(set(map(str, sids))) > 1 else []),
+                evidence={"id_tokens": ev_ids},
+            )
         else:
-            self.rec.skip("BCL-2.1-id-token-sid", "the OP does not advertise backchannel_logout_session_supported")
+            self.rec.skip(
+                "BCL-2.1-id-token-sid", "the OP does not advertise backchannel_logout_session_supported"
+            )
         first = tokens[0]
         if not first.id_token:
             raise FlowError("the token response has no id_token")
@@ -302,22 +375,43 @@ class OPRun:
         mark = len(self.receiver.requests)
         started = time.monotonic()
         plru = first.client.post_logout_redirect_uri
-        outcome = self._end_session(browser, {"id_token_hint": first.id_token, "post_logout_redirect_uri": plru,
-                                              "state": state}, confirm=True, stop=(plru,))
+        outcome = self._end_session(
+            browser,
+            {"id_token_hint": first.id_token, "post_logout_redirect_uri": plru, "state": state},
+            confirm=True,
+            stop=(plru,),
+        )
         status = outcome.status()
         ok = outcome.redirect is not None or (status is not None and status < 400)
-        self.rec.verdict("RPI-2-logout", [] if ok else [f"end_session answered {status}"],
-                         evidence={"request": {"id_token_hint": {"header": first.id_header, "claims": first.id_claims},
-                                               "post_logout_redirect_uri": plru, "state": state},
-                                   **outcome.evidence()})
+        self.rec.verdict(
+            "RPI-2-logout",
+            [] if ok else [f"end_session answered {status}"],
+            evidence={
+                "request": {
+                    "id_token_hint": {"header": first.id_header, "claims": first.id_claims},
+                    "post_logout_redirect_uri": plru,
+                    "state": state,
+                },
+                **outcome.evidence(),
+            },
+        )
         targets = [u for u in outcome.targets() if goes_to(u, plru)]
         if not targets:
-            self.rec.verdict("RPI-3-state", ["the OP did not redirect to the registered post_logout_redirect_uri "
-                                             "(no Location, meta refresh or link to it)"], evidence=outcome.evidence())
+            self.rec.verdict(
+                "RPI-3-state",
+                [
+                    "the OP did not redirect to the registered post_logout_redirect_uri "
+                    "(no Location, meta refresh or link to it)"
+                ],
+                evidence=outcome.evidence(),
+            )
         else:
             bad = [u for u in targets if state_of(u) != [state]]
-            self.rec.verdict("RPI-3-state", ["state was not echoed exactly once on the redirect"] if bad else [],
-                             evidence={"redirect_targets": targets, "state_sent": state})
+            self.rec.verdict(
+                "RPI-3-state",
+                ["state was not echoed exactly once on the redirect"] if bad else [],
+                evidence={"redirect_targets": targets, "state_sent": state},
+            )
         self._frontchannel(outcome, tokens)
         # Back-channel: bounded wait for every client with a backchannel_logout_uri.
         expected = [t for t in tokens if t.client.backchannel_logout_uri]
@@ -336,11 +430,15 @@ class OPRun:
             client = by_path.get(r.path)
             if client is not None:
                 deliveries.append(op_backchannel.parse_delivery(client, r))
-        op_backchannel.check_deliveries(self.rec, self.issuer, expected, deliveries, self.keyset, waited,
-                                        session_sid_required=True)
+        op_backchannel.check_deliveries(
+            self.rec, self.issuer, expected, deliveries, self.keyset, waited, session_sid_required=True
+        )
         alive = self._session_alive(browser, first.client)
-        self.rec.verdict("RPI-2-session-ended", ["the OP still issues codes without login (prompt=none)"]
-                         if alive["alive"] else [], evidence=alive)
+        self.rec.verdict(
+            "RPI-2-session-ended",
+            ["the OP still issues codes without login (prompt=none)"] if alive["alive"] else [],
+            evidence=alive,
+        )
         self._refresh_revoked(tokens)
 
     def _refresh_revoked(self, tokens: list[Tokens]) -> None:
@@ -365,7 +463,9 @@ class OPRun:
                 self.red.register(*_json(r).values())
                 failures.append(f"{t.client.client_id}: the refresh token still works after logout")
             evidence.append(item)
-        self.rec.verdict("BCL-2.7-refresh-revoked", failures, evidence={"tokens": evidence, "scope": self.o.scope})
+        self.rec.verdict(
+            "BCL-2.7-refresh-revoked", failures, evidence={"tokens": evidence, "scope": self.o.scope}
+        )
 
     def _frontchannel(self, outcome: LogoutOutcome, tokens: list[Tokens]) -> None:
         if not self.features.get("frontchannel"):
@@ -393,9 +493,14 @@ class OPRun:
                 if q.get("iss") != [self.issuer]:
                     wrong.append(f"{t.client.client_id}: iss parameter {q.get('iss')!r}")
                 if q.get("sid") != [t.id_claims.get("sid")]:
-                    wrong.append(f"{t.client.client_id}: sid parameter {q.get('sid')!r} is not the ID token's sid")
-        self.rec.verdict("FCL-4-iframes", [f"no iframe for {', '.join(missing)} on the logged-out page"] if missing else [],
-                         evidence={"pages": len(outcome.pages), "iframes": srcs})
+                    wrong.append(
+                        f"{t.client.client_id}: sid parameter {q.get('sid')!r} is not the ID token's sid"
+                    )
+        self.rec.verdict(
+            "FCL-4-iframes",
+            [f"no iframe for {', '.join(missing)} on the logged-out page"] if missing else [],
+            evidence={"pages": len(outcome.pages), "iframes": srcs},
+        )
         if len(missing) == len(fc):
             self.rec.skip("FCL-3-iss-sid", "no front-channel iframe was rendered")
         else:
@@ -424,8 +529,11 @@ class OPRun:
         for k, v in params.items():
             if k == "id_token_hint":
                 dec = decode_jwt(v)
-                out[k] = ({"header": dec.get("header"), "claims": dec.get("claims"), "signature": "[REDACTED]"}
-                          if isinstance(dec.get("claims"), dict) else "[not a JWT]")
+                out[k] = (
+                    {"header": dec.get("header"), "claims": dec.get("claims"), "signature": "[REDACTED]"}
+                    if isinstance(dec.get("claims"), dict)
+                    else "[not a JWT]"
+                )
             else:
                 out[k] = v
         return out
@@ -442,13 +550,24 @@ class OPRun:
                     hits.append(r)
         return hits
 
-    def _attempt(self, browser: Browser, t: Tokens, params: dict[str, str], uris: list[str],
-                 confirm: bool = False, extra_stop: tuple[str, ...] = ()) -> dict[str, Any]:
+    def _attempt(
+        self,
+        browser: Browser,
+        t: Tokens,
+        params: dict[str, str],
+        uris: list[str],
+        confirm: bool = False,
+        extra_stop: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
         """One end_session request in ``t``'s session: where it led, whether it redirected to
         one of ``uris``, whether the session survived (prompt=none) and back-channel traffic."""
         mark = len(self.receiver.requests)
-        outcome = self._end_session(browser, params, confirm=confirm,
-                                    stop=tuple(c.post_logout_redirect_uri for c in self.clients) + extra_stop)
+        outcome = self._end_session(
+            browser,
+            params,
+            confirm=confirm,
+            stop=tuple(c.post_logout_redirect_uri for c in self.clients) + extra_stop,
+        )
         redirected = [u for u in outcome.targets() if any(goes_to(u, x) for x in uris)]
         alive = self._session_alive(browser, t.client)
         if alive["alive"]:
@@ -456,8 +575,12 @@ class OPRun:
         else:
             self._shared = None  # the next request needs a fresh session
         hits = self._bc_hits(t, mark)
-        ev = {"request": self._request_ev(params), **outcome.evidence(), "session_after": alive,
-              "backchannel_requests_after": len(hits)}
+        ev = {
+            "request": self._request_ev(params),
+            **outcome.evidence(),
+            "session_after": alive,
+            "backchannel_requests_after": len(hits),
+        }
         return {"outcome": outcome, "redirected": redirected, "alive": alive["alive"], "hits": hits, "ev": ev}
 
     def _session(self) -> tuple[Browser, Tokens]:
@@ -493,7 +616,9 @@ class OPRun:
                     warnings.append(f"answered {status} instead of an error page")
             if failures or not r["alive"]:
                 break
-        self.rec.verdict(check_id, failures, warnings, evidence=evs[0] if len(evs) == 1 else {"requests": evs})
+        self.rec.verdict(
+            check_id, failures, warnings, evidence=evs[0] if len(evs) == 1 else {"requests": evs}
+        )
 
     def _no_state(self) -> None:
         """Registered post_logout_redirect_uri without state: redirected there, no state added."""
@@ -510,8 +635,9 @@ class OPRun:
             failures.append("the OP did not redirect to the registered post_logout_redirect_uri")
         elif any(state_of(u) for u in targets):
             failures.append("the redirect carries a state parameter although none was sent")
-        self.rec.verdict("RPI-3-no-state", failures,
-                         evidence={"request": self._request_ev(params), **outcome.evidence()})
+        self.rec.verdict(
+            "RPI-3-no-state", failures, evidence={"request": self._request_ev(params), **outcome.evidence()}
+        )
 
     def _without_hint(self, check_id: str, params: dict[str, str], redirect_is_failure: bool) -> None:
         """Requests without id_token_hint: the OP should ask the End-User (§6) and must not
@@ -526,7 +652,8 @@ class OPRun:
         status = outcome.status()
         if r["redirected"]:
             (failures if redirect_is_failure else warnings).append(
-                f"the OP redirected to {r['redirected'][0]} without id_token_hint or confirmation")
+                f"the OP redirected to {r['redirected'][0]} without id_token_hint or confirmation"
+            )
         if status is not None and status >= 500:
             failures.append(f"end_session answered {status}")
         if not r["alive"] or r["hits"]:
@@ -542,32 +669,95 @@ class OPRun:
         modified = plru + ("&" if "?" in plru else "?") + "added=1"
         st = secrets.token_urlsafe(8)
         steps: list[tuple[str, Any]] = [
-            ("RPI-3-unregistered-uri", lambda: self._negative(
-                "RPI-3-unregistered-uri", lambda t: {"id_token_hint": t.id_token, "post_logout_redirect_uri": unregistered,
-                                                     "state": st}, unregistered, False)),
+            (
+                "RPI-3-unregistered-uri",
+                lambda: self._negative(
+                    "RPI-3-unregistered-uri",
+                    lambda t: {
+                        "id_token_hint": t.id_token,
+                        "post_logout_redirect_uri": unregistered,
+                        "state": st,
+                    },
+                    unregistered,
+                    False,
+                ),
+            ),
             # Registered URI with an added query: any redirect to that path is a violation
             # (exact match, §3), with or without the added query.
-            ("RPI-3-modified-uri", lambda: self._negative(
-                "RPI-3-modified-uri", lambda t: {"id_token_hint": t.id_token, "post_logout_redirect_uri": modified,
-                                                 "state": st}, plru, False)),
-            ("RPI-2-forged-hint", lambda: self._negative(
-                "RPI-2-forged-hint", lambda t: {"id_token_hint": forge_hint(t.id_token), "post_logout_redirect_uri": plru,
-                                                "state": st}, None, True)),
-            ("RPI-2-client-id-mismatch", lambda: self._negative(
-                "RPI-2-client-id-mismatch", lambda t: {"id_token_hint": t.id_token, "client_id": b.client_id,
-                                                       "post_logout_redirect_uri": plru, "state": st}, None, True)),
-            ("RPI-2-bad-hint", lambda: self._negative(
-                "RPI-2-bad-hint", lambda t: [
-                    {"id_token_hint": foreign_hint(t.id_claims), "post_logout_redirect_uri": plru, "state": st},
-                    {"id_token_hint": "not-a-jwt." + secrets.token_urlsafe(12), "post_logout_redirect_uri": plru,
-                     "state": st}], None, True)),
+            (
+                "RPI-3-modified-uri",
+                lambda: self._negative(
+                    "RPI-3-modified-uri",
+                    lambda t: {
+                        "id_token_hint": t.id_token,
+                        "post_logout_redirect_uri": modified,
+                        "state": st,
+                    },
+                    plru,
+                    False,
+                ),
+            ),
+            (
+                "RPI-2-forged-hint",
+                lambda: self._negative(
+                    "RPI-2-forged-hint",
+                    lambda t: {
+                        "id_token_hint": forge_hint(t.id_token),
+                        "post_logout_redirect_uri": plru,
+                        "state": st,
+                    },
+                    None,
+                    True,
+                ),
+            ),
+            (
+                "RPI-2-client-id-mismatch",
+                lambda: self._negative(
+                    "RPI-2-client-id-mismatch",
+                    lambda t: {
+                        "id_token_hint": t.id_token,
+                        "client_id": b.client_id,
+                        "post_logout_redirect_uri": plru,
+                        "state": st,
+                    },
+                    None,
+                    True,
+                ),
+            ),
+            (
+                "RPI-2-bad-hint",
+                lambda: self._negative(
+                    "RPI-2-bad-hint",
+                    lambda t: [
+                        {
+                            "id_token_hint": foreign_hint(t.id_claims),
+                            "post_logout_redirect_uri": plru,
+                            "state": st,
+                        },
+                        {
+                            "id_token_hint": "not-a-jwt." + secrets.token_urlsafe(12),
+                            "post_logout_redirect_uri": plru,
+                            "state": st,
+                        },
+                    ],
+                    None,
+                    True,
+                ),
+            ),
             ("RPI-3-no-state", self._no_state),
-            ("RPI-6-no-id-token-hint", lambda: self._without_hint(
-                "RPI-6-no-id-token-hint", {"client_id": a.client_id, "post_logout_redirect_uri": plru, "state": st},
-                redirect_is_failure=False)),
+            (
+                "RPI-6-no-id-token-hint",
+                lambda: self._without_hint(
+                    "RPI-6-no-id-token-hint",
+                    {"client_id": a.client_id, "post_logout_redirect_uri": plru, "state": st},
+                    redirect_is_failure=False,
+                ),
+            ),
             ("RPI-6-no-params", lambda: self._without_hint("RPI-6-no-params", {}, redirect_is_failure=True)),
-            ("RPI-3-only-state", lambda: self._without_hint("RPI-3-only-state", {"state": st},
-                                                            redirect_is_failure=True)),
+            (
+                "RPI-3-only-state",
+                lambda: self._without_hint("RPI-3-only-state", {"state": st}, redirect_is_failure=True),
+            ),
         ]
         for check_id, step in steps:
             try:

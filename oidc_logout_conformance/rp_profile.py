@@ -49,9 +49,15 @@ def run_rp(opts: RPOptions, rec: Recorder, op: RunnerOP | None = None, announce:
     op = op or RunnerOP(opts.issuer_host, opts.issuer_port)
     if own:
         op.start()
-    rec.meta.update({"issuer": op.issuer, "backchannel_uri": opts.backchannel_uri,
-                     "frontchannel_uri": opts.frontchannel_uri, "client_id": opts.client_id,
-                     "session_adapter": type(opts.sessions).__name__ if opts.sessions else None})
+    rec.meta.update(
+        {
+            "issuer": op.issuer,
+            "backchannel_uri": opts.backchannel_uri,
+            "frontchannel_uri": opts.frontchannel_uri,
+            "client_id": opts.client_id,
+            "session_adapter": type(opts.sessions).__name__ if opts.sessions else None,
+        }
+    )
     if announce:
         print(f"ISSUER {op.issuer}", flush=True)
     try:
@@ -62,7 +68,9 @@ def run_rp(opts: RPOptions, rec: Recorder, op: RunnerOP | None = None, announce:
         checks = RPChecks(rec, op, opts.backchannel_uri, opts.client_id, opts.sessions)
         checks.run_all()
         if opts.frontchannel_uri:
-            RPFrontChannelChecks(rec, op.issuer, opts.frontchannel_uri, opts.sessions, checks._establish).run_all()
+            RPFrontChannelChecks(
+                rec, op.issuer, opts.frontchannel_uri, opts.sessions, checks._establish
+            ).run_all()
         else:
             for cid in FC_CHECKS:
                 rec.skip(cid, "no --frontchannel-uri given")

@@ -23,8 +23,14 @@ from ..opclient import Browser
 if TYPE_CHECKING:
     from ..op_profile import OPRun
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 #: Request headers kept as evidence of how the browser fetched a URL.
 SHOWN_HEADERS = ("Sec-Fetch-Dest", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Referer")
 
@@ -32,10 +38,14 @@ SHOWN_HEADERS = ("Sec-Fetch-Dest", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Referer"
 def _cookies(http: Any) -> list[dict[str, Any]]:
     out = []
     for c in http.cookies:
-        item: dict[str, Any] = {"name": c.name, "value": c.value or "", "domain": c.domain, "path": c.path or "/",
-                                "secure": bool(c.secure),
-                                "httpOnly": bool(c.has_nonstandard_attr("HttpOnly")
-                                                 or c.has_nonstandard_attr("httponly"))}
+        item: dict[str, Any] = {
+            "name": c.name,
+            "value": c.value or "",
+            "domain": c.domain,
+            "path": c.path or "/",
+            "secure": bool(c.secure),
+            "httpOnly": bool(c.has_nonstandard_attr("HttpOnly") or c.has_nonstandard_attr("httponly")),
+        }
         if c.expires:
             item["expires"] = float(c.expires)
         out.append(item)
@@ -55,8 +65,9 @@ def check_in_browser(run: OPRun, executable: str) -> None:
     state = secrets.token_urlsafe(16)
     plru = first.client.post_logout_redirect_uri
     url = check_target(op.endpoint("end_session_endpoint") or "", run.o.allow_remote)
-    url += ("&" if "?" in url else "?") + urlencode({"id_token_hint": first.id_token,
-                                                     "post_logout_redirect_uri": plru, "state": state})
+    url += ("&" if "?" in url else "?") + urlencode(
+        {"id_token_hint": first.id_token, "post_logout_redirect_uri": plru, "state": state}
+    )
     fc = [t for t in tokens if t.client.frontchannel_logout_uri]
     plru_path = run._path(plru)
     mark = len(run.receiver.requests)
@@ -95,17 +106,26 @@ def check_in_browser(run: OPRun, executable: str) -> None:
                 final_url = page.url
             finally:
                 chromium.close()
-    except Exception as exc:  # noqa: BLE001 - browser could not be started or driven
-        rec.record("FCL-4-browser", Status.SKIPPED, f"the browser could not be driven: {exc}",
-                   {"executable": executable})
+    except Exception as exc:
+        rec.record(
+            "FCL-4-browser",
+            Status.SKIPPED,
+            f"the browser could not be driven: {exc}",
+            {"executable": executable},
+        )
         return
     waited = time.monotonic() - started
     got = [r for r in run.receiver.requests[mark:] if r.method == "GET"]
     failures: list[str] = []
     seen: list[dict[str, Any]] = []
     for r in got:
-        seen.append({"path": r.path, "query": r.query,
-                     **{h: r.header(h) for h in SHOWN_HEADERS if r.header(h) is not None}})
+        seen.append(
+            {
+                "path": r.path,
+                "query": r.query,
+                **{h: r.header(h) for h in SHOWN_HEADERS if r.header(h) is not None},
+            }
+        )
     for t in fc:
         path = run._path(t.client.frontchannel_logout_uri)
         mine = [r for r in got if r.path == path]
@@ -116,13 +136,23 @@ def check_in_browser(run: OPRun, executable: str) -> None:
         if q.get("iss") != [run.issuer]:
             failures.append(f"{t.client.client_id}: requested with iss {q.get('iss')!r}")
         if q.get("sid") != [t.id_claims.get("sid")]:
-            failures.append(f"{t.client.client_id}: requested with sid {q.get('sid')!r}, not the ID token's sid")
+            failures.append(
+                f"{t.client.client_id}: requested with sid {q.get('sid')!r}, not the ID token's sid"
+            )
     arrived = [r for r in got if r.path == plru_path]
     if not arrived:
         failures.append(f"the post-logout redirect did not reach {plru} in the browser within {timeout:.0f}s")
     elif not any(r.query.get("state") == [state] for r in arrived):
         failures.append("the post-logout redirect arrived without the state sent")
-    rec.verdict("FCL-4-browser", failures,
-                evidence={"browser": executable, "waited_s": round(waited, 2), "final_url": final_url,
-                          "expected_frontchannel": [t.client.client_id for t in fc],
-                          "requests_seen": seen, "state_sent": state})
+    rec.verdict(
+        "FCL-4-browser",
+        failures,
+        evidence={
+            "browser": executable,
+            "waited_s": round(waited, 2),
+            "final_url": final_url,
+            "expected_frontchannel": [t.client.client_id for t in fc],
+            "requests_seen": seen,
+            "state_sent": state,
+        },
+    )

@@ -30,10 +30,14 @@ class Delivery:
     form_problems: list[str] = field(default_factory=list)
 
     def evidence(self) -> dict[str, Any]:
-        return {"client_id": self.client.client_id, "method": self.request.method,
-                "content_type": self.request.header("Content-Type"),
-                "logout_token": {"header": self.header, "claims": self.claims, "signature": "[REDACTED]"}
-                if self.token else None}
+        return {
+            "client_id": self.client.client_id,
+            "method": self.request.method,
+            "content_type": self.request.header("Content-Type"),
+            "logout_token": {"header": self.header, "claims": self.claims, "signature": "[REDACTED]"}
+            if self.token
+            else None,
+        }
 
 
 def parse_delivery(client: OPClient, req: Captured) -> Delivery:
@@ -45,7 +49,9 @@ def parse_delivery(client: OPClient, req: Captured) -> Delivery:
     if req.method != "POST":
         d.form_problems.append(f"method is {req.method}, not POST")
     if ctype != "application/x-www-form-urlencoded":
-        d.form_problems.append(f"Content-Type is {ctype or 'absent'!r}, not application/x-www-form-urlencoded")
+        d.form_problems.append(
+            f"Content-Type is {ctype or 'absent'!r}, not application/x-www-form-urlencoded"
+        )
     values: list[str] = []
     if ctype == "application/x-www-form-urlencoded":
         form = parse_qs(body, keep_blank_values=True)
@@ -87,25 +93,50 @@ def _verify(token: str, header: dict[str, Any], keyset: jwk.JWKSet) -> str | Non
             sig.allowed_algs = [alg]
             sig.verify(key, alg=alg)
             return problem
-        except Exception:  # noqa: BLE001 - any verification failure
+        except Exception:  # noqa: S112 - a key that does not verify it: try the next one
             continue
     return "signature does not verify with the OP's JWKS"
 
 
-def check_deliveries(rec: Recorder, issuer: str, expected: list[Tokens], deliveries: list[Delivery],
-                     keyset: jwk.JWKSet | None, waited: float, session_sid_required: bool) -> None:
+def check_deliveries(
+    rec: Recorder,
+    issuer: str,
+    expected: list[Tokens],
+    deliveries: list[Delivery],
+    keyset: jwk.JWKSet | None,
+    waited: float,
+    session_sid_required: bool,
+) -> None:
     by_client: dict[str, list[Delivery]] = {}
     for d in deliveries:
         by_client.setdefault(d.client.client_id, []).append(d)
     missing = [t.client.client_id for t in expected if not by_client.get(t.client.client_id)]
-    rec.verdict("BCL-2.5-delivered", [f"no logout request for {', '.join(missing)} within {waited:.1f}s"] if missing else [],
-                evidence={"expected": [t.client.client_id for t in expected],
-                          "received": {k: len(v) for k, v in by_client.items()}})
+    rec.verdict(
+        "BCL-2.5-delivered",
+        [f"no logout request for {', '.join(missing)} within {waited:.1f}s"] if missing else [],
+        evidence={
+            "expected": [t.client.client_id for t in expected],
+            "received": {k: len(v) for k, v in by_client.items()},
+        },
+    )
     if not deliveries:
-        for cid in ("BCL-2.5-form-post", "BCL-2.4-alg", "BCL-2.4-signature", "BCL-2.4-typ", "BCL-2.4-iss",
-                    "BCL-2.4-aud", "BCL-2.4-iat", "BCL-2.4-exp", "BCL-2.4-jti", "BCL-2.4-events",
-                    "BCL-2.4-sid-sub", "BCL-2.4-no-nonce", "BCL-2.4-sid-match", "BCL-2.4-jti-unique",
-                    "BCL-2.5-one-per-rp"):
+        for cid in (
+            "BCL-2.5-form-post",
+            "BCL-2.4-alg",
+            "BCL-2.4-signature",
+            "BCL-2.4-typ",
+            "BCL-2.4-iss",
+            "BCL-2.4-aud",
+            "BCL-2.4-iat",
+            "BCL-2.4-exp",
+            "BCL-2.4-jti",
+            "BCL-2.4-events",
+            "BCL-2.4-sid-sub",
+            "BCL-2.4-no-nonce",
+            "BCL-2.4-sid-match",
+            "BCL-2.4-jti-unique",
+            "BCL-2.5-one-per-rp",
+        ):
             rec.skip(cid, "no back-channel logout request was received")
         return
     ev = [d.evidence() for d in deliveries]
@@ -120,14 +151,18 @@ def check_deliveries(rec: Recorder, issuer: str, expected: list[Tokens], deliver
             failures.extend(f"{d.client.client_id}: {p}" for p in fn(d))
         rec.verdict(check_id, failures, evidence={"deliveries": ev})
 
-    rec.verdict("BCL-2.5-form-post", [f"{d.client.client_id}: {p}" for d in deliveries for p in d.form_problems],
-                evidence={"deliveries": ev})
+    rec.verdict(
+        "BCL-2.5-form-post",
+        [f"{d.client.client_id}: {p}" for d in deliveries for p in d.form_problems],
+        evidence={"deliveries": ev},
+    )
 
     def alg(d: Delivery) -> list[str]:
         a = d.header.get("alg")
         want = tokens_by_client.get(d.client.client_id)
         want_alg = (want.id_header.get("alg") if want else None) or d.client.metadata.get(
-            "id_token_signed_response_alg", "RS256")
+            "id_token_signed_response_alg", "RS256"
+        )
         if not isinstance(a, str) or a.lower() == "none":
             return [f"alg is {a!r}: logout tokens MUST be signed"]
         if a != want_alg:
@@ -139,8 +174,14 @@ def check_deliveries(rec: Recorder, issuer: str, expected: list[Tokens], deliver
         rec.skip("BCL-2.4-signature", "the OP's JWKS could not be fetched")
     else:
         per("BCL-2.4-signature", lambda d: [p] if (p := _verify(d.token or "", d.header, keyset)) else [])
-    per("BCL-2.4-typ", lambda d: [] if str(d.header.get("typ", "")).lower() in ("logout+jwt", "application/logout+jwt")
-        else [f"typ is {d.header.get('typ')!r}, logout+jwt is recommended"])
+    per(
+        "BCL-2.4-typ",
+        lambda d: (
+            []
+            if str(d.header.get("typ", "")).lower() in ("logout+jwt", "application/logout+jwt")
+            else [f"typ is {d.header.get('typ')!r}, logout+jwt is recommended"]
+        ),
+    )
     per("BCL-2.4-iss", lambda d: [] if d.claims.get("iss") == issuer else [f"iss is {d.claims.get('iss')!r}"])
 
     def aud(d: Delivery) -> list[str]:
@@ -178,8 +219,14 @@ def check_deliveries(rec: Recorder, issuer: str, expected: list[Tokens], deliver
         return out
 
     per("BCL-2.4-exp", exp)
-    per("BCL-2.4-jti", lambda d: [] if isinstance(d.claims.get("jti"), str) and d.claims["jti"]
-        else [f"jti is {d.claims.get('jti')!r}"])
+    per(
+        "BCL-2.4-jti",
+        lambda d: (
+            []
+            if isinstance(d.claims.get("jti"), str) and d.claims["jti"]
+            else [f"jti is {d.claims.get('jti')!r}"]
+        ),
+    )
 
     def events(d: Delivery) -> list[str]:
         e = d.claims.get("events")
@@ -192,8 +239,10 @@ def check_deliveries(rec: Recorder, issuer: str, expected: list[Tokens], deliver
         return []
 
     per("BCL-2.4-events", events)
-    per("BCL-2.4-sid-sub", lambda d: [] if (d.claims.get("sid") or d.claims.get("sub"))
-        else ["neither sid nor sub is present"])
+    per(
+        "BCL-2.4-sid-sub",
+        lambda d: [] if (d.claims.get("sid") or d.claims.get("sub")) else ["neither sid nor sub is present"],
+    )
     per("BCL-2.4-no-nonce", lambda d: ["a nonce claim is present"] if "nonce" in d.claims else [])
 
     def match(d: Delivery) -> list[str]:
@@ -213,8 +262,14 @@ def check_deliveries(rec: Recorder, issuer: str, expected: list[Tokens], deliver
     per("BCL-2.4-sid-match", match)
     jtis = [str(d.claims["jti"]) for d in deliveries if d.claims.get("jti")]
     dupes = sorted({j for j in jtis if jtis.count(j) > 1})
-    rec.verdict("BCL-2.4-jti-unique", [f"{len(dupes)} jti value(s) used more than once"] if dupes else [],
-                evidence={"tokens": len(jtis), "distinct": len(set(jtis))})
+    rec.verdict(
+        "BCL-2.4-jti-unique",
+        [f"{len(dupes)} jti value(s) used more than once"] if dupes else [],
+        evidence={"tokens": len(jtis), "distinct": len(set(jtis))},
+    )
     many = {k: len(v) for k, v in by_client.items() if len(v) > 1}
-    rec.verdict("BCL-2.5-one-per-rp", [f"{k} received {n} logout requests" for k, n in many.items()],
-                evidence={"received": {k: len(v) for k, v in by_client.items()}})
+    rec.verdict(
+        "BCL-2.5-one-per-rp",
+        [f"{k} received {n} logout requests" for k, n in many.items()],
+        evidence={"received": {k: len(v) for k, v in by_client.items()}},
+    )

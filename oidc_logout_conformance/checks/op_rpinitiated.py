@@ -29,13 +29,21 @@ class LogoutOutcome:
         return ([self.redirect] if self.redirect else []) + self.page_targets
 
     def status(self) -> int | None:
-        return self.final.status_code if self.final is not None else (self.hops[-1].status if self.hops else None)
+        return (
+            self.final.status_code
+            if self.final is not None
+            else (self.hops[-1].status if self.hops else None)
+        )
 
     def evidence(self) -> dict[str, Any]:
-        return {"hops": [{"method": h.method, "url": h.url, "status": h.status, "location": h.location}
-                         for h in self.hops],
-                "final_status": self.status(),
-                "redirect_targets": self.targets()}
+        return {
+            "hops": [
+                {"method": h.method, "url": h.url, "status": h.status, "location": h.location}
+                for h in self.hops
+            ],
+            "final_status": self.status(),
+            "redirect_targets": self.targets(),
+        }
 
 
 def page_redirect_targets(pages: list[requests.Response]) -> list[str]:
@@ -46,7 +54,7 @@ def page_redirect_targets(pages: list[requests.Response]) -> list[str]:
         for meta in parsed.metas:
             if meta.get("http-equiv", "").lower() == "refresh" and "url=" in meta.get("content", "").lower():
                 content = meta["content"]
-                url = content[content.lower().index("url=") + 4:].strip().strip("'\"")
+                url = content[content.lower().index("url=") + 4 :].strip().strip("'\"")
                 out.append(urljoin(page.url, url))
         for link in parsed.links:
             if link.get("href", "").startswith(("http://", "https://")):
@@ -70,7 +78,9 @@ def forge_hint(id_token: str) -> str:
     header, payload, sig = id_token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     claims["sub"] = str(claims.get("sub", "")) + "-forged"
-    forged = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).rstrip(b"=").decode()
+    forged = (
+        base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).rstrip(b"=").decode()
+    )
     return f"{header}.{forged}.{sig}"
 
 
@@ -84,7 +94,9 @@ def foreign_hint(claims: dict[str, Any]) -> str:
 
     key = jwk.JWK.generate(kty="RSA", size=2048, kid=f"conformance-{secrets.token_hex(4)}")
     s = jws.JWS(json.dumps(claims, separators=(",", ":")).encode())
-    s.add_signature(key, alg="RS256", protected=json.dumps({"alg": "RS256", "typ": "JWT", "kid": key.get("kid")}))
+    s.add_signature(
+        key, alg="RS256", protected=json.dumps({"alg": "RS256", "typ": "JWT", "kid": key.get("kid")})
+    )
     return str(s.serialize(compact=True))
 
 

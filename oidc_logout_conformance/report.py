@@ -30,7 +30,7 @@ def build(rec: Recorder, results: list[CheckResult]) -> dict[str, Any]:
         "tool": "oidc-logout-conformance",
         "profile": rec.profile,
         "started": rec.started.isoformat(),
-        "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "finished": dt.datetime.now(dt.UTC).isoformat(),
         "meta": rec.redactor.scrub(rec.meta),
         "summary": {s: counts.get(s, 0) for s in ("pass", "fail", "warning", "skipped")},
         "result": "fail" if counts.get("fail") else "pass",
@@ -46,31 +46,33 @@ def render_html(report: dict[str, Any]) -> str:
         evidence = json.dumps(c["evidence"], indent=2, sort_keys=True, default=str)
         rows.append(
             f"<tr><td><code>{e(c['id'])}</code></td><td>{e(c['section'])}</td><td>{e(c['title'])}"
-            f"<br><small>level: {e(c['level'])}</small></td><td class=\"{e(c['status'])}\">{e(c['status'])}</td>"
-            f"<td>{e(c['reason'])}<details><summary>evidence</summary><pre>{e(evidence)}</pre></details></td></tr>")
+            f'<br><small>level: {e(c["level"])}</small></td><td class="{e(c["status"])}">{e(c["status"])}</td>'
+            f"<td>{e(c['reason'])}<details><summary>evidence</summary><pre>{e(evidence)}</pre></details></td></tr>"
+        )
     s = report["summary"]
     log = "".join(f"<li>{e(line)}</li>" for line in report["log"])
     meta = e(json.dumps(report["meta"], indent=2, sort_keys=True, default=str))
     return (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>Logout conformance: {e(report['profile'])} profile</title><style>{CSS}</style></head><body>"
         f"<h1>Logout conformance report &mdash; {e(report['profile'])} profile: "
-        f"<span class=\"{'fail' if report['result'] == 'fail' else 'pass'}\">{e(report['result'].upper())}</span></h1>"
-        f"<p class=\"summary\"><span class=\"pass\">{s['pass']} pass</span><span class=\"fail\">{s['fail']} fail</span>"
-        f"<span class=\"warning\">{s['warning']} warning</span><span class=\"skipped\">{s['skipped']} skipped</span>"
+        f'<span class="{"fail" if report["result"] == "fail" else "pass"}">{e(report["result"].upper())}</span></h1>'
+        f'<p class="summary"><span class="pass">{s["pass"]} pass</span><span class="fail">{s["fail"]} fail</span>'
+        f'<span class="warning">{s["warning"]} warning</span><span class="skipped">{s["skipped"]} skipped</span>'
         f"<span>started {e(report['started'])}</span></p>"
         f"<details><summary>run parameters</summary><pre>{meta}</pre></details>"
         "<table><thead><tr><th>check</th><th>spec section</th><th>what it proves</th><th>result</th>"
         f"<th>reason / evidence</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         f"<h2>Log</h2><ul>{log}</ul>"
         "<p><small>Tokens are shown decoded (header and claims) with signatures, secrets, codes and "
-        "access/refresh tokens redacted.</small></p></body></html>")
+        "access/refresh tokens redacted.</small></p></body></html>"
+    )
 
 
 def write(rec: Recorder, report_dir: str | Path) -> dict[str, Any]:
     results = rec.finish()
-    report = build(rec, results)
-    report = rec.redactor.scrub(report)
+    # scrub() walks any JSON-like value; a dict in gives a dict out.
+    report: dict[str, Any] = rec.redactor.scrub(build(rec, results))
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=False, default=str))

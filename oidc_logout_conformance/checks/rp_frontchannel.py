@@ -24,8 +24,9 @@ def with_params(uri: str, **params: str) -> str:
 
 
 class RPFrontChannelChecks:
-    def __init__(self, rec: Recorder, issuer: str, uri: str, sessions: SessionAdapter | None,
-                 establish: Any) -> None:
+    def __init__(
+        self, rec: Recorder, issuer: str, uri: str, sessions: SessionAdapter | None, establish: Any
+    ) -> None:
         self.rec = rec
         self.issuer = issuer
         self.uri = uri
@@ -40,9 +41,15 @@ class RPFrontChannelChecks:
 
     @staticmethod
     def _ev(resp: requests.Response, iss: str, sid: str) -> dict[str, Any]:
-        return {"sent": {"method": "GET", "iss": iss, "sid": sid, "cookies": "none"},
-                "response": {"status": resp.status_code, "cache_control": resp.headers.get("Cache-Control"),
-                             "pragma": resp.headers.get("Pragma"), "content_type": resp.headers.get("Content-Type")}}
+        return {
+            "sent": {"method": "GET", "iss": iss, "sid": sid, "cookies": "none"},
+            "response": {
+                "status": resp.status_code,
+                "cache_control": resp.headers.get("Cache-Control"),
+                "pragma": resp.headers.get("Pragma"),
+                "content_type": resp.headers.get("Content-Type"),
+            },
+        }
 
     def _ids(self) -> tuple[str, str]:
         return f"conformance-user-{secrets.token_hex(4)}", f"conformance-fc-sid-{secrets.token_hex(8)}"
@@ -61,8 +68,11 @@ class RPFrontChannelChecks:
             return
         active = self.sessions.is_active(handle)
         ev["session_active_after"] = active
-        self.rec.verdict("RP-FCL-2-wrong-iss", [] if active else ["a request naming another issuer ended the session"],
-                         evidence=ev)
+        self.rec.verdict(
+            "RP-FCL-2-wrong-iss",
+            [] if active else ["a request naming another issuer ended the session"],
+            evidence=ev,
+        )
 
     def session_ended(self) -> None:
         sub, sid = self._ids()
@@ -92,6 +102,9 @@ class RPFrontChannelChecks:
             if not self.responses:
                 self.rec.record("RP-FCL-2-session-ended", Status.FAIL, f"{self.uri} is not reachable: {exc}")
                 return
-        missing = [f"{label}: Cache-Control {r.headers.get('Cache-Control')!r}" for label, r in self.responses
-                   if "no-store" not in (r.headers.get("Cache-Control") or "").lower()]
+        missing = [
+            f"{label}: Cache-Control {r.headers.get('Cache-Control')!r}"
+            for label, r in self.responses
+            if "no-store" not in (r.headers.get("Cache-Control") or "").lower()
+        ]
         self.rec.verdict("RP-FCL-2-no-store", missing, evidence={"responses": len(self.responses)})

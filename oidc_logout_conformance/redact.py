@@ -12,9 +12,22 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 REDACTED = "[REDACTED]"
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 SENSITIVE_KEYS = {
-    "access_token", "refresh_token", "id_token", "logout_token", "id_token_hint", "code",
-    "client_secret", "password", "csrf_token", "token", "authorization", "cookie",
-    "set-cookie", "code_verifier", "registration_access_token", "secret",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "logout_token",
+    "id_token_hint",
+    "code",
+    "client_secret",
+    "password",
+    "csrf_token",
+    "token",
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "code_verifier",
+    "registration_access_token",
+    "secret",
 }
 
 
@@ -28,11 +41,11 @@ def decode_jwt(token: str) -> dict[str, Any]:
     out: dict[str, Any] = {"signature": REDACTED}
     try:
         out["header"] = _b64json(parts[0])
-    except Exception:  # noqa: BLE001 - evidence of a malformed token
+    except Exception:
         out["header"] = "<undecodable>"
     try:
         out["claims"] = _b64json(parts[1]) if len(parts) > 1 else "<missing>"
-    except Exception:  # noqa: BLE001
+    except Exception:
         out["claims"] = "<undecodable>"
     if len(parts) != 3:
         out["note"] = f"not a compact JWS ({len(parts)} parts)"
@@ -64,8 +77,10 @@ class Redactor:
             return self.scrub_text(url)
         if not parts.query:
             return self.scrub_text(url)
-        q = [(k, REDACTED if k.lower() in SENSITIVE_KEYS else v)
-             for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        q = [
+            (k, REDACTED if k.lower() in SENSITIVE_KEYS else v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ]
         return self.scrub_text(urlunsplit(parts._replace(query=urlencode(q, safe="[]"))))
 
     def scrub(self, obj: Any) -> Any:

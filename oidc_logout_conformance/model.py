@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from enum import Enum
-from typing import Any, Iterable
+from enum import StrEnum
+from typing import Any
 
 from .catalog import CATALOG, CheckSpec
 from .redact import Redactor
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     PASS = "pass"
     FAIL = "fail"
     WARNING = "warning"
@@ -42,23 +43,37 @@ class Recorder:
         self.profile = profile
         self.redactor = redactor or Redactor()
         self.results: dict[str, CheckResult] = {}
-        self.started = dt.datetime.now(dt.timezone.utc)
+        self.started = dt.datetime.now(dt.UTC)
         self.meta: dict[str, Any] = {}
         self.log: list[str] = []
 
     def spec(self, check_id: str) -> CheckSpec:
         return CATALOG[check_id]
 
-    def record(self, check_id: str, status: Status, reason: str = "",
-               evidence: dict[str, Any] | None = None) -> CheckResult:
+    def record(
+        self, check_id: str, status: Status, reason: str = "", evidence: dict[str, Any] | None = None
+    ) -> CheckResult:
         spec = CATALOG[check_id]
-        res = CheckResult(check_id, spec.section, spec.title, spec.level, status,
-                          self.redactor.scrub_text(reason), self.redactor.scrub(evidence or {}))
+        res = CheckResult(
+            check_id,
+            spec.section,
+            spec.title,
+            spec.level,
+            status,
+            self.redactor.scrub_text(reason),
+            self.redactor.scrub(evidence or {}),
+        )
         self.results[check_id] = res
         return res
 
-    def verdict(self, check_id: str, failures: Iterable[str] = (), warnings: Iterable[str] = (),
-                evidence: dict[str, Any] | None = None, ok: str = "") -> CheckResult:
+    def verdict(
+        self,
+        check_id: str,
+        failures: Iterable[str] = (),
+        warnings: Iterable[str] = (),
+        evidence: dict[str, Any] | None = None,
+        ok: str = "",
+    ) -> CheckResult:
         """pass when no failure/warning; a failure of a SHOULD-level check is a warning."""
         failures, warnings = list(failures), list(warnings)
         spec = CATALOG[check_id]
@@ -76,9 +91,12 @@ class Recorder:
 
     def skip_rest(self, reason: str, prefix_filter: tuple[str, ...] | None = None) -> None:
         for cid, spec in CATALOG.items():
-            if spec.profile == self.profile and cid not in self.results:
-                if prefix_filter is None or cid.startswith(prefix_filter):
-                    self.skip(cid, reason)
+            if (
+                spec.profile == self.profile
+                and cid not in self.results
+                and (prefix_filter is None or cid.startswith(prefix_filter))
+            ):
+                self.skip(cid, reason)
 
     def finish(self) -> list[CheckResult]:
         self.skip_rest("not reached in this run")

@@ -23,8 +23,9 @@ def b64(data: bytes) -> str:
 
 class RunnerOP:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.key = jwk.JWK.generate(kty="RSA", size=2048, kid=f"conformance-{secrets.token_hex(4)}", alg="RS256",
-                                    use="sig")
+        self.key = jwk.JWK.generate(
+            kty="RSA", size=2048, kid=f"conformance-{secrets.token_hex(4)}", alg="RS256", use="sig"
+        )
         self._stranger: jwk.JWK | None = None
         self.server = CaptureServer(host, port, responder=self._respond)
         self.issuer = self.server.base_url
@@ -38,11 +39,18 @@ class RunnerOP:
 
     def discovery(self) -> dict[str, Any]:
         i = self.issuer
-        return {"issuer": i, "jwks_uri": f"{i}/jwks", "authorization_endpoint": f"{i}/authorize",
-                "token_endpoint": f"{i}/token", "end_session_endpoint": f"{i}/end_session",
-                "response_types_supported": ["code"], "subject_types_supported": ["public"],
-                "id_token_signing_alg_values_supported": ["RS256"],
-                "backchannel_logout_supported": True, "backchannel_logout_session_supported": True}
+        return {
+            "issuer": i,
+            "jwks_uri": f"{i}/jwks",
+            "authorization_endpoint": f"{i}/authorize",
+            "token_endpoint": f"{i}/token",
+            "end_session_endpoint": f"{i}/end_session",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "backchannel_logout_supported": True,
+            "backchannel_logout_session_supported": True,
+        }
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self.key.export_public(as_dict=True)]}
@@ -54,7 +62,7 @@ class RunnerOP:
             return 200, {"Content-Type": "application/json"}, json.dumps(self.jwks()).encode()
         return 404, {"Content-Type": "text/plain"}, b"not found"
 
-    def start(self) -> "RunnerOP":
+    def start(self) -> RunnerOP:
         self.server.start()
         return self
 
@@ -65,8 +73,14 @@ class RunnerOP:
     def claims(self, client_id: str, sub: str | None, sid: str | None, **overrides: Any) -> dict[str, Any]:
         """Valid logout-token claims; an override of ``None`` removes the claim."""
         now = int(time.time())
-        c: dict[str, Any] = {"iss": self.issuer, "aud": client_id, "iat": now, "exp": now + 120,
-                             "jti": secrets.token_urlsafe(16), "events": {EVENT: {}}}
+        c: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": client_id,
+            "iat": now,
+            "exp": now + 120,
+            "jti": secrets.token_urlsafe(16),
+            "events": {EVENT: {}},
+        }
         if sub is not None:
             c["sub"] = sub
         if sid is not None:
@@ -78,8 +92,14 @@ class RunnerOP:
                 c[k] = v
         return c
 
-    def sign(self, claims: dict[str, Any], *, alg: str = "RS256", key: jwk.JWK | None = None,
-             header: dict[str, Any] | None = None) -> str:
+    def sign(
+        self,
+        claims: dict[str, Any],
+        *,
+        alg: str = "RS256",
+        key: jwk.JWK | None = None,
+        header: dict[str, Any] | None = None,
+    ) -> str:
         h: dict[str, Any] = {"alg": alg, "typ": "logout+jwt", "kid": (key or self.key).get("kid")}
         for k, v in (header or {}).items():
             if v is None:
@@ -103,4 +123,4 @@ class RunnerOP:
         header, payload, sig = token.split(".")
         i = len(sig) // 2
         flipped = "A" if sig[i] != "A" else "B"
-        return f"{header}.{payload}.{sig[:i]}{flipped}{sig[i + 1:]}"
+        return f"{header}.{payload}.{sig[:i]}{flipped}{sig[i + 1 :]}"

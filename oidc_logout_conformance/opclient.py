@@ -1,5 +1,5 @@
 """The runner acting as OIDC clients of the OP under test: registration, the code flow with
-PKCE through a :class:`~conformance.adapters.LoginAdapter`, token, refresh, revocation,
+PKCE through a :class:`~oidc_logout_conformance.adapters.LoginAdapter`, token, refresh, revocation,
 introspection and end_session calls. Every secret it handles is registered for redaction."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class Hop:
 class Browser:
     """The End-User's user agent: a cookie jar that follows redirects one hop at a time."""
 
-    def __init__(self, op: "OPConnection") -> None:
+    def __init__(self, op: OPConnection) -> None:
         self.op = op
         self.http = requests.Session()
         self.logged_in = False
@@ -76,9 +76,15 @@ class Browser:
         check_target(url, self.op.allow_remote)
         return self.http.get(url, params=params or None, allow_redirects=False, timeout=TIMEOUT)
 
-    def walk(self, resp: requests.Response, stop_prefixes: tuple[str, ...], *, login: bool = True,
-             confirm_url: str | None = None, max_hops: int = 15) -> tuple[requests.Response | None, str | None,
-                                                                          list[Hop], list[requests.Response]]:
+    def walk(
+        self,
+        resp: requests.Response,
+        stop_prefixes: tuple[str, ...],
+        *,
+        login: bool = True,
+        confirm_url: str | None = None,
+        max_hops: int = 15,
+    ) -> tuple[requests.Response | None, str | None, list[Hop], list[requests.Response]]:
         """Follow redirects until one goes to a URL starting with a ``stop_prefixes`` entry
         (returned, not fetched) or a page is reached. A login page is handled by the login
         adapter once; a logout confirmation form aimed at ``confirm_url`` is submitted once.
@@ -88,8 +94,14 @@ class Browser:
         confirmed = False
         for _ in range(max_hops):
             location = resp.headers.get("Location") if resp.is_redirect else None
-            hops.append(Hop(resp.request.method or "GET", resp.url, resp.status_code,
-                            urljoin(resp.url, location) if location else None))
+            hops.append(
+                Hop(
+                    resp.request.method or "GET",
+                    resp.url,
+                    resp.status_code,
+                    urljoin(resp.url, location) if location else None,
+                )
+            )
             if location:
                 target = urljoin(resp.url, location)
                 if target.startswith(stop_prefixes):
@@ -105,8 +117,12 @@ class Browser:
                     resp = self.op.login_adapter.login(self.http, resp)
                     continue
                 if confirm_url and not confirmed:
-                    forms = [f for f in parsed.forms
-                             if urlsplit(urljoin(resp.url, f.action or resp.url)).path == urlsplit(confirm_url).path]
+                    forms = [
+                        f
+                        for f in parsed.forms
+                        if urlsplit(urljoin(resp.url, f.action or resp.url)).path
+                        == urlsplit(confirm_url).path
+                    ]
                     if forms:
                         confirmed = True
                         resp = self._submit(resp, forms[0])
@@ -132,8 +148,15 @@ class Browser:
 
 
 class OPConnection:
-    def __init__(self, issuer: str, discovery: dict[str, Any], login_adapter: LoginAdapter,
-                 redactor: Redactor, allow_remote: bool = False, scope: str = "openid") -> None:
+    def __init__(
+        self,
+        issuer: str,
+        discovery: dict[str, Any],
+        login_adapter: LoginAdapter,
+        redactor: Redactor,
+        allow_remote: bool = False,
+        scope: str = "openid",
+    ) -> None:
         self.issuer = issuer
         self.discovery = discovery
         self.login_adapter = login_adapter
@@ -179,16 +202,25 @@ class OPConnection:
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         state, nonce = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
-        params = {"response_type": "code", "client_id": client.client_id, "redirect_uri": client.redirect_uri,
-                  "scope": self.scope, "state": state, "nonce": nonce, "code_challenge": challenge,
-                  "code_challenge_method": "S256"}
+        params = {
+            "response_type": "code",
+            "client_id": client.client_id,
+            "redirect_uri": client.redirect_uri,
+            "scope": self.scope,
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
         if prompt:
             params["prompt"] = prompt
         resp = browser.get(self._url("authorization_endpoint"), **params)
         page, stop, hops, _ = browser.walk(resp, (client.redirect_uri,), login=prompt != "none")
         out: dict[str, Any] = {"hops": hops, "verifier": verifier, "nonce": nonce}
         if stop is None:
-            out["stopped"] = f"HTTP {page.status_code if page is not None else '?'} at {page.url if page is not None else '?'}"
+            out["stopped"] = (
+                f"HTTP {page.status_code if page is not None else '?'} at {page.url if page is not None else '?'}"
+            )
             return out
         q = parse_qs(urlsplit(stop).query)
         if q.get("code"):
@@ -203,13 +235,21 @@ class OPConnection:
     def login_and_authorize(self, browser: Browser, client: OPClient) -> Tokens:
         res = self.authorize(browser, client)
         if "code" not in res:
-            raise FlowError(f"authorization for {client.client_id} did not return a code: "
-                            f"{res.get('error') or res.get('stopped')}")
-        data = {"grant_type": "authorization_code", "code": res["code"], "code_verifier": res["verifier"],
-                "redirect_uri": client.redirect_uri}
+            raise FlowError(
+                f"authorization for {client.client_id} did not return a code: "
+                f"{res.get('error') or res.get('stopped')}"
+            )
+        data = {
+            "grant_type": "authorization_code",
+            "code": res["code"],
+            "code_verifier": res["verifier"],
+            "redirect_uri": client.redirect_uri,
+        }
         resp = self.post_form("token_endpoint", client, data)
         if resp.status_code != 200:
-            raise FlowError(f"token request for {client.client_id} answered {resp.status_code}: {resp.text[:300]}")
+            raise FlowError(
+                f"token request for {client.client_id} answered {resp.status_code}: {resp.text[:300]}"
+            )
         body = resp.json()
         for key in ("access_token", "refresh_token", "id_token"):
             self.redactor.register(body.get(key))
@@ -223,8 +263,9 @@ class OPConnection:
         return tokens
 
     def refresh(self, client: OPClient, refresh_token: str) -> requests.Response:
-        return self.post_form("token_endpoint", client, {"grant_type": "refresh_token",
-                                                         "refresh_token": refresh_token})
+        return self.post_form(
+            "token_endpoint", client, {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        )
 
     def introspect(self, client: OPClient | None, token: str) -> requests.Response:
         return self.post_form("introspection_endpoint", client, {"token": token})

@@ -35,8 +35,7 @@ class SessionAdapter(Protocol):
         return a handle for :meth:`is_active`."""
         ...
 
-    def is_active(self, handle: Any) -> bool:
-        ...
+    def is_active(self, handle: Any) -> bool: ...
 
 
 # -- HTML forms ---------------------------------------------------------------------------
@@ -89,8 +88,9 @@ class FormLoginAdapter:
     """Generic HTML-form login: find the form with a password input, keep every hidden
     input (CSRF tokens, ``next`` ...), fill username/password, submit."""
 
-    def __init__(self, username: str, password: str, username_field: str = "username",
-                 password_field: str = "password") -> None:
+    def __init__(
+        self, username: str, password: str, username_field: str = "username", password_field: str = "password"
+    ) -> None:
         self.username = username
         self.password = password
         self.username_field = username_field

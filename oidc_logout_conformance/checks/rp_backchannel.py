@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
@@ -25,16 +26,29 @@ class Sent:
     body: str
 
     def evidence(self) -> dict[str, Any]:
-        return {"sent": {"Content-Type": "application/x-www-form-urlencoded",
-                         "logout_token": decode_jwt(self.token)},
-                "response": {"status": self.status,
-                             "cache_control": self.headers.get("Cache-Control"),
-                             "content_type": self.headers.get("Content-Type"), "body": self.body[:300]}}
+        return {
+            "sent": {
+                "Content-Type": "application/x-www-form-urlencoded",
+                "logout_token": decode_jwt(self.token),
+            },
+            "response": {
+                "status": self.status,
+                "cache_control": self.headers.get("Cache-Control"),
+                "content_type": self.headers.get("Content-Type"),
+                "body": self.body[:300],
+            },
+        }
 
 
 class RPChecks:
-    def __init__(self, rec: Recorder, op: RunnerOP, backchannel_uri: str, client_id: str,
-                 sessions: SessionAdapter | None) -> None:
+    def __init__(
+        self,
+        rec: Recorder,
+        op: RunnerOP,
+        backchannel_uri: str,
+        client_id: str,
+        sessions: SessionAdapter | None,
+    ) -> None:
         self.rec = rec
         self.op = op
         self.uri = backchannel_uri
@@ -56,7 +70,7 @@ class RPChecks:
             return None, None
         try:
             handle = self.sessions.establish(sub, sid)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return None, f"could not establish an RP session: {exc}"
         if not self.sessions.is_active(handle):
             return None, "the session adapter's session is not active right after login"
@@ -72,17 +86,23 @@ class RPChecks:
         sent = self.send(self.op.sign(self.op.claims(self.client_id, sub, sid)))
         self.responses.append(("RP-BCL-2.8-valid", sent))
         ok = sent.status in (200, 204)
-        self.rec.verdict("RP-BCL-2.8-valid", [] if ok else [f"a valid logout token was answered {sent.status}"],
-                         evidence=sent.evidence(),
-                         ok="answered 204 (§2.8: OPs are told to accept 204 too)" if sent.status == 204 else "")
+        self.rec.verdict(
+            "RP-BCL-2.8-valid",
+            [] if ok else [f"a valid logout token was answered {sent.status}"],
+            evidence=sent.evidence(),
+            ok="answered 204 (§2.8: OPs are told to accept 204 too)" if sent.status == 204 else "",
+        )
         if self.sessions is None:
             self.rec.skip("RP-BCL-2.7-session-ended", "no session adapter was configured")
         elif problem:
             self.rec.record("RP-BCL-2.7-session-ended", Status.FAIL, problem)
         else:
             active = self._active(handle)
-            self.rec.verdict("RP-BCL-2.7-session-ended", ["the RP session is still active"] if active else [],
-                             evidence={"sub": sub, "sid": sid, "active_after": active, **sent.evidence()})
+            self.rec.verdict(
+                "RP-BCL-2.7-session-ended",
+                ["the RP session is still active"] if active else [],
+                evidence={"sub": sub, "sid": sid, "active_after": active, **sent.evidence()},
+            )
 
     def sub_only(self) -> None:
         sub, _ = self._ids()
@@ -98,7 +118,7 @@ class RPChecks:
         failures = [] if sent.status in (200, 204) else [f"a valid sub-only token was answered {sent.status}"]
         ev: dict[str, Any] = sent.evidence()
         if self.sessions is not None and not problem:
-            still = [s for s, h in zip(sids, handles) if self._active(h)]
+            still = [s for s, h in zip(sids, handles, strict=True) if self._active(h)]
             ev["still_active"] = still
             if still:
                 failures.append(f"{len(still)} of the user's 2 sessions are still active")
@@ -108,13 +128,13 @@ class RPChecks:
 
     def replay(self) -> None:
         sub, sid = self._ids()
-        handle, problem = self._establish(sub, sid)
+        self._establish(sub, sid)  # a live session for the first delivery to end
         token = self.op.sign(self.op.claims(self.client_id, sub, sid))
         first = self.send(token)
         if first.status not in (200, 204):
             self.rec.skip("RP-BCL-2.6-replay", f"the original token was not accepted ({first.status})")
             return
-        handle2, problem2 = self._establish(sub, sid)
+        handle2, _ = self._establish(sub, sid)
         second = self.send(token)
         self.responses.append(("RP-BCL-2.6-replay", second))
         failures = []
@@ -124,8 +144,9 @@ class RPChecks:
             self.errors.append(("RP-BCL-2.6-replay", second))
         if handle2 is not None and self._active(handle2) is False:
             failures.append("the replayed token ended the re-established session")
-        self.rec.verdict("RP-BCL-2.6-replay", failures,
-                         evidence={"first": first.evidence(), "replay": second.evidence()})
+        self.rec.verdict(
+            "RP-BCL-2.6-replay", failures, evidence={"first": first.evidence(), "replay": second.evidence()}
+        )
 
     # -- invalid tokens -------------------------------------------------------------------
     def invalid(self, check_id: str, make: Callable[[str, str], str]) -> None:
@@ -167,8 +188,14 @@ class RPChecks:
             ("RP-BCL-2.6-wrong-iss", lambda s, d: op.sign(op.claims(cid, s, d, iss=op.issuer + "/other"))),
             ("RP-BCL-2.6-wrong-aud", lambda s, d: op.sign(op.claims(cid, s, d, aud="another-client"))),
             ("RP-BCL-2.6-iat-missing", lambda s, d: op.sign(op.claims(cid, s, d, iat=None))),
-            ("RP-BCL-2.6-iat-stale", lambda s, d: op.sign(op.claims(cid, s, d, iat=now - 3600, exp=now + 120))),
-            ("RP-BCL-2.6-exp-expired", lambda s, d: op.sign(op.claims(cid, s, d, iat=now - 250, exp=now - 180))),
+            (
+                "RP-BCL-2.6-iat-stale",
+                lambda s, d: op.sign(op.claims(cid, s, d, iat=now - 3600, exp=now + 120)),
+            ),
+            (
+                "RP-BCL-2.6-exp-expired",
+                lambda s, d: op.sign(op.claims(cid, s, d, iat=now - 250, exp=now - 180)),
+            ),
             ("RP-BCL-2.6-exp-missing", lambda s, d: op.sign(op.claims(cid, s, d, exp=None))),
             ("RP-BCL-2.6-jti-missing", lambda s, d: op.sign(op.claims(cid, s, d, jti=None))),
             ("RP-BCL-2.6-events-missing", lambda s, d: op.sign(op.claims(cid, s, d, events=None))),
@@ -180,8 +207,11 @@ class RPChecks:
         for check_id, make in cases:
             self.invalid(check_id, make)
         self.replay()
-        missing = [f"{c}: Cache-Control {s.headers.get('Cache-Control')!r}" for c, s in self.responses
-                   if "no-store" not in (s.headers.get("Cache-Control") or "").lower()]
+        missing = [
+            f"{c}: Cache-Control {s.headers.get('Cache-Control')!r}"
+            for c, s in self.responses
+            if "no-store" not in (s.headers.get("Cache-Control") or "").lower()
+        ]
         self.rec.verdict("RP-BCL-2.8-no-store", missing, evidence={"responses": len(self.responses)})
         bad_body = []
         for c, s in self.errors:
@@ -192,6 +222,8 @@ class RPChecks:
             except ValueError:
                 bad_body.append(f"{c}: body is not JSON")
         if self.errors:
-            self.rec.verdict("RP-BCL-2.8-error-body", bad_body, evidence={"error_responses": len(self.errors)})
+            self.rec.verdict(
+                "RP-BCL-2.8-error-body", bad_body, evidence={"error_responses": len(self.errors)}
+            )
         else:
             self.rec.skip("RP-BCL-2.8-error-body", "the RP answered no request with 400")
