@@ -63,3 +63,50 @@ def test_storage_is_the_only_place_models_are_defined():
         if "DeclarativeBase" in path.read_text() or "mapped_column(" in path.read_text():
             offenders.append(rel)
     assert offenders == []
+
+
+SPEC_MODULES = ("oidc_logout.core.grants", "oidc_logout.core.bearer", "oidc_logout.core.token_lookup",
+                "oidc_logout.rfc7009.endpoint", "oidc_logout.rfc7662.endpoint",
+                "oidc_logout.rpinitiated.end_session", "oidc_logout.signin", "oidc_logout.admin",
+                "oidc_logout.clients", "oidc_logout.vocabulary", "oidc_logout.context")
+
+
+def test_spec_modules_import_with_flask_blocked():
+    """The protocol decisions (grants, revocation, introspection, RP-initiated logout, sign-in,
+    admin requests) are framework-free: they import where Flask is absent."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'flask' or name.startswith('flask.'):\n"
+        "            raise ImportError('flask blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"import {', '.join(SPEC_MODULES)}\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_spec_modules_declare_their_server_as_a_server_context():
+    """Every Authlib grant and endpoint of ours says what its ``self.server`` is (a typed
+    ServerContext), so mypy sees the dependency instead of attributes of an Any."""
+    import importlib
+
+    from oidc_logout.context import ServerContext
+
+    classes = []
+    for name in SPEC_MODULES:
+        module = importlib.import_module(name)
+        for obj in vars(module).values():
+            if isinstance(obj, type) and obj.__module__ == name and any(
+                    b.__module__.startswith("authlib.") and b.__name__.endswith(("Grant", "Endpoint"))
+                    for b in obj.__mro__[1:]):
+                classes.append(obj)
+    assert len(classes) >= 6, classes
+    for cls in classes:
+        declared = [vars(c).get("__annotations__", {}).get("server") for c in cls.__mro__
+                    if c.__module__.startswith("oidc_logout.")]
+        declared = [d for d in declared if d is not None]
+        assert declared and declared[0] in ("ServerContext", ServerContext), cls

@@ -28,6 +28,7 @@ from typing import Mapping
 
 import requests
 
+from ..vocabulary import AttemptOutcome
 from .._http import DisallowedAddress, post_form, read_capped
 from ..config import Settings
 from ..keys import KeyRing
@@ -39,9 +40,11 @@ __all__ = ["DELIVERED", "FAILED", "RETRY", "AttemptResult", "attempt_delivery",
 
 logger = logging.getLogger(__name__)
 
-DELIVERED = "delivered"
-RETRY = "retry"
-FAILED = "failed"
+# §2.8's three answers, in the one vocabulary the outbox records (short names for the
+# classification below).
+DELIVERED = AttemptOutcome.DELIVERED
+RETRY = AttemptOutcome.RETRY
+FAILED = AttemptOutcome.FAILED
 
 #: An RP's 400/401 text that says its verification key was missing, not that the token was
 #: bad: ``oidc_logout.rp`` answers ``unknown_kid`` / ``jwks_unavailable``; other RP libraries
@@ -57,7 +60,7 @@ MAX_ERROR_CHARS = 300
 class AttemptResult:
     """What one attempt produced (persisted as a DeliveryAttempt row)."""
 
-    outcome: str  # delivered | retry | failed
+    outcome: AttemptOutcome
     http_status: int | None
     error: str | None
     retry_after: float | None  # seconds the RP asked us to wait (already capped)
@@ -119,7 +122,7 @@ def _rp_error(body: bytes, truncated: bool, status: int) -> str:
 
 def classify_response(status: int, headers: Mapping[str, str], body: bytes, truncated: bool,
                       *, retry_after_cap: float, key_retry_delay: float | None = None,
-                      ) -> tuple[str, str | None, float | None]:
+                      ) -> tuple[AttemptOutcome, str | None, float | None]:
     """(outcome, error, retry_after) for an RP's HTTP answer. ``key_retry_delay``: the
     least delay before retrying a key-reason refusal (None: the usual backoff)."""
     # §2.8: "If the logout succeeded, the RP MUST respond with HTTP 200 OK. However, [...]
@@ -158,7 +161,7 @@ def post_logout_token(http: requests.Session, uri: str, token: str, *, jti: str 
     started_at = utcnow()
     t0 = time.monotonic()
 
-    def done(outcome: str, status: int | None, error: str | None,
+    def done(outcome: AttemptOutcome, status: int | None, error: str | None,
              retry_after: float | None = None) -> AttemptResult:
         ms = int((time.monotonic() - t0) * 1000)
         logger.info("back-channel logout to %s: %s (status=%s, %d ms, jti=%s)%s",

@@ -1,7 +1,7 @@
 """Authlib grants backed by oidc_logout storage.
 
-The grants reach the request's database session and the provider through ``self.server``
-(an :class:`oidc_logout.flask.server.OPServer`): ``server.db`` and ``server.provider``.
+The grants reach the request's database session and the provider through ``self.server``, a
+:class:`~oidc_logout.context.ServerContext` (``server.db``, ``server.provider``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import grants as oidc_grants
+from sqlalchemy.orm import Session
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 
+from ..context import ServerContext
 from ..protocols import EndUser
 from .client import check_client_credentials_syntax
 from ..storage.base import utcnow
@@ -36,6 +38,7 @@ from ..storage.queries import (
 from ..storage.models import AuthorizationCode, Grant, OPSession, SessionParticipant, Token
 from ..termination import by_grant
 from ..tokens import new_id, token_hash
+from ..vocabulary import TokenKind
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,8 @@ def check_nonce(request: Any, redirect_uri: str | None = None) -> None:
 
 
 class _CheckedClientAuth:
+    #: Authlib hands every grant its server; ours is a :class:`ServerContext`.
+    server: ServerContext
     """Malformed client credentials are ``invalid_client`` (RFC 6749 §5.2), not a 500."""
 
     def authenticate_token_endpoint_client(self) -> Any:
@@ -196,8 +201,14 @@ class RefreshTokenGrant(_CheckedClientAuth, grants.RefreshTokenGrant):  # type: 
     def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
         db = self.server.db
         row = db.scalar(select(Token).where(Token.token_hash == token_hash(refresh_token),
-                                            Token.kind == "refresh_token"))
+                                            Token.kind == TokenKind.REFRESH_TOKEN))
         if row is None:
+            return None
+        client = getattr(self.request, "client", None)
+        if client is None or row.client_id != client.get_client_id():
+            # RFC 6749 §6: "validate the refresh token ... and ensure that the refresh token
+            # was issued to the authenticated client". Another client presenting it proves
+            # nothing about reuse by its holder: refused, and revokes nothing.
             return None
         if row.revoked_at is not None:
             if row.revoked_reason == ROTATED:
@@ -253,9 +264,9 @@ class OpenIDCode(oidc_grants.OpenIDCode):  # type: ignore[misc]
     """ID tokens signed with the OP's jwcrypto-managed keys, carrying ``sid``; issuing one
     records the client as a participant of the OP session (who must hear of its end)."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: ServerContext) -> None:
         super().__init__(require_nonce=False)
-        self.op_server = server
+        self.op_server: ServerContext = server
 
     def exists_nonce(self, nonce: str, request: Any) -> bool:
         # Runs inside Authlib's payload validation, so the error is redirected to the client.
@@ -298,7 +309,7 @@ class OpenIDCode(oidc_grants.OpenIDCode):  # type: ignore[misc]
         return info
 
 
-def record_participation(db: Any, sid: str, client_id: str) -> None:
+def record_participation(db: Session, sid: str, client_id: str) -> None:
     """Upsert (sid, client_id) into session participants, race-free on both dialects."""
     now = utcnow()
     dialect = db.get_bind().dialect.name
@@ -313,7 +324,7 @@ def record_participation(db: Any, sid: str, client_id: str) -> None:
     db.execute(stmt)
 
 
-def save_token(server: Any, token: dict[str, Any], request: Any) -> None:
+def save_token(server: ServerContext, token: dict[str, Any], request: Any) -> None:
     """Store the issued tokens as hashes, linked to their grant, client, subject and session."""
     db = server.db
     settings = server.provider.settings
@@ -345,19 +356,19 @@ def save_token(server: Any, token: dict[str, Any], request: Any) -> None:
     db.flush()
     access = token.get("access_token")
     if access:
-        db.add(Token(token_hash=token_hash(access), kind="access_token", grant_id=grant.id,
+        db.add(Token(token_hash=token_hash(access), kind=TokenKind.ACCESS_TOKEN, grant_id=grant.id,
                      client_id=client_row.client_id, subject=subject, sid=sid, scope=scope,
                      issued_at=now,
                      expires_at=now + dt.timedelta(seconds=int(token.get("expires_in") or
                                                                 settings.access_token_lifetime))))
     refresh = token.get("refresh_token")
     if refresh:
-        db.add(Token(token_hash=token_hash(refresh), kind="refresh_token", grant_id=grant.id,
+        db.add(Token(token_hash=token_hash(refresh), kind=TokenKind.REFRESH_TOKEN, grant_id=grant.id,
                      client_id=client_row.client_id, subject=subject, sid=sid, scope=scope,
                      issued_at=now,
                      expires_at=now + dt.timedelta(seconds=settings.refresh_token_lifetime)))
     db.flush()
 
 
-def touch_session(db: Any, sid: str) -> None:
+def touch_session(db: Session, sid: str) -> None:
     db.execute(update(OPSession).where(OPSession.sid == sid).values(last_seen_at=utcnow()))

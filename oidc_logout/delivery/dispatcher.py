@@ -7,7 +7,7 @@ bounded thread pool (``settings.delivery_concurrency``) that shares one pooled,
 address-policed :class:`requests.Session`; every request has (connect, read) timeouts, so a
 hanging RP occupies one pool slot for at most its timeout and delays nobody else.
 
-The logout response uses :meth:`deliver_now` right after the termination commits, then
+The logout response :meth:`kick`\ s the dispatcher right after the termination commits, then
 :meth:`wait_for` with a bound ("wait a little, then let the background finish"). Completions
 are signalled through a Condition, so waiting costs no database polling for rows this
 process delivers; rows delivered by another process are re-checked in the database at most
@@ -149,7 +149,6 @@ class Dispatcher:
         self._next_due: float | None = None  # monotonic time of the earliest local retry
         self._saturated = False
         self._closed = False
-        self._periodic: list[list[object]] = []  # [interval, fn, next_run]
         #: Outcome counters (delivered / retry / failed / dead / lost / error / deferred).
         self.stats: Counter[str] = Counter()
         # Per-client / per-host bounds (guarded by _cond): attempts running, claims waiting
@@ -220,12 +219,6 @@ class Dispatcher:
         _done, not_done = futures_wait(running, timeout=timeout)
         return not not_done
 
-    def add_periodic(self, interval: float, fn: Callable[[], object]) -> None:
-        """Run ``fn`` every ``interval`` seconds in the polling thread (e.g. an expiry sweep,
-        which then feeds the outbox). Exceptions are logged, never fatal."""
-        if interval > 0:
-            self._periodic.append([interval, fn, time.monotonic() + interval])
-
     # -- the loop ------------------------------------------------------------------------
 
     def run_forever(self) -> None:
@@ -239,7 +232,6 @@ class Dispatcher:
             except Exception:
                 logger.exception("claiming due deliveries failed; retrying shortly")
                 claimed = 0
-            self._run_periodic()
             if claimed and not self._saturated:
                 continue  # there may be more due rows right now
             self._wake.wait(self._sleep_time())
@@ -251,20 +243,7 @@ class Dispatcher:
         with self._cond:
             if self._next_due is not None:
                 delay = min(delay, max(0.0, self._next_due - now))
-        for interval, _fn, next_run in self._periodic:
-            delay = min(delay, max(0.0, float(next_run) - now))  # type: ignore[arg-type]
         return delay
-
-    def _run_periodic(self) -> None:
-        now = time.monotonic()
-        for entry in self._periodic:
-            interval, fn, next_run = entry
-            if now >= float(next_run):  # type: ignore[arg-type]
-                entry[2] = now + float(interval)  # type: ignore[arg-type]
-                try:
-                    fn()  # type: ignore[operator]
-                except Exception:
-                    logger.exception("periodic task failed")
 
     def _cycle(self) -> int:
         with self._cond:

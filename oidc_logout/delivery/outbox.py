@@ -46,18 +46,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from ..backchannel.request import DELIVERED as R_DELIVERED
-from ..backchannel.request import FAILED as R_FAILED
 from ..backchannel.request import AttemptResult
 from ..config import Settings
 from ..storage.base import UTCDateTime, utcnow
-from ..vocabulary import AttemptOutcome, DeliveryState
+from ..vocabulary import AttemptOutcome, Channel, DeliveryState, sql_literal
 from ..storage.models import (
     BACKCHANNEL,
     DEAD,
     DELIVERED,
     FAILED,
     FINAL_STATES,
+    PENDING_BACKCHANNEL_PREDICATE,
     IN_FLIGHT,
     PENDING,
     Client,
@@ -174,28 +173,33 @@ def _lease_expired(now: dt.datetime) -> Any:
 # claim's CTEs, the lease fence in the UPDATE's WHERE, and an attempt row inserted only for
 # the rows that UPDATE returned (a data-modifying CTE feeding the INSERT).
 
-_PG_CLAIM = """
+# The vocabulary's words as SQL literals: the statement text is built from the same members
+# the models map, so a renamed state cannot leave a stale string behind in raw SQL.
+_IN_FLIGHT, _PENDING = sql_literal(DeliveryState.IN_FLIGHT), sql_literal(DeliveryState.PENDING)
+_BACK = sql_literal(Channel.BACKCHANNEL)
+
+_PG_CLAIM = f"""
 WITH expired AS (
     SELECT id, next_attempt_at, 0 AS k FROM delivery
-    WHERE state = 'in_flight' AND channel = 'backchannel'
-      AND (lease_until IS NULL OR lease_until < :now) {only}
+    WHERE state = {_IN_FLIGHT} AND channel = {_BACK}
+      AND (lease_until IS NULL OR lease_until < :now) {{only}}
     ORDER BY next_attempt_at, id LIMIT :lim FOR UPDATE SKIP LOCKED
 ), due AS (
     SELECT id, next_attempt_at, 1 AS k FROM delivery
-    WHERE state = 'pending' AND channel = 'backchannel' AND next_attempt_at <= :now {only}
+    WHERE {PENDING_BACKCHANNEL_PREDICATE} AND next_attempt_at <= :now {{only}}
     ORDER BY next_attempt_at, id LIMIT :lim FOR UPDATE SKIP LOCKED
 ), picked AS (
     SELECT id FROM (SELECT * FROM expired UNION ALL SELECT * FROM due) AS p
     ORDER BY k, next_attempt_at, id LIMIT :lim
 )
-UPDATE delivery AS d SET state = 'in_flight', lease_owner = :owner, lease_until = :lease_until
+UPDATE delivery AS d SET state = {_IN_FLIGHT}, lease_owner = :owner, lease_until = :lease_until
 FROM picked, oidc_client AS c
 WHERE d.id = picked.id AND c.client_id = d.client_id
 RETURNING d.id, d.client_id, d.sid, d.subject, d.target_uri, d.attempts, d.created_at,
           d.termination_id, d.lease_until, c.id_token_signed_response_alg AS alg
 """
 
-_PG_RECORD = text("""
+_PG_RECORD = text(f"""
 WITH v AS (
     SELECT * FROM unnest(CAST(:ids AS BIGINT[]), CAST(:lease AS TIMESTAMPTZ[]),
                          CAST(:states AS VARCHAR[]), CAST(:attempts AS INTEGER[]),
@@ -211,7 +215,7 @@ WITH v AS (
         completed_at = v.completed_at,
         next_attempt_at = COALESCE(v.next_attempt_at, d.next_attempt_at)
     FROM v
-    WHERE d.id = v.id AND d.state = 'in_flight' AND d.lease_owner = :owner
+    WHERE d.id = v.id AND d.state = {_IN_FLIGHT} AND d.lease_owner = :owner
       AND d.lease_until = v.lease_until
     RETURNING d.id
 )
@@ -385,9 +389,9 @@ def _plan(claimed: ClaimedDelivery, result: AttemptResult, settings: Settings,
     next_at: dt.datetime | None = None
     state: DeliveryState
     outcome: AttemptOutcome
-    if result.outcome == R_DELIVERED:
+    if result.outcome == AttemptOutcome.DELIVERED:
         state, outcome = DeliveryState.DELIVERED, AttemptOutcome.DELIVERED
-    elif result.outcome == R_FAILED:
+    elif result.outcome == AttemptOutcome.FAILED:
         state, outcome = DeliveryState.FAILED, AttemptOutcome.FAILED
     elif policy.is_exhausted(attempts=attempts, created_at=claimed.created_at, now=now,
                              max_attempts=settings.delivery_max_attempts,

@@ -58,15 +58,16 @@ from sqlalchemy import (
 
 from ..storage.base import utcnow
 from ..storage.models import Client, Token
+from ..limits import MAX_TOKEN_LENGTH, plausible_client_id
 from ..tokens import token_hash
+from ..vocabulary import TokenKind
 from .endpoint import REVOKED_REASON
 
 #: The form parameters of the common case (RFC 7009 §2.1; client_id/client_secret per RFC 6749 §2.3.1).
 _FORM_KEYS = frozenset({"token", "token_type_hint", "client_id", "client_secret"})
 #: §2.1: the hint values this server defines; any other hint goes the full path.
-_HINTS = (None, "access_token", "refresh_token")
+_HINTS = (None, *TokenKind)
 _SECRET_METHODS = ("client_secret_basic", "client_secret_post")
-MAX_TOKEN = 4096  # as RevocationEndpoint.check_params
 MAX_SECRET = 1024
 
 _tok = cast(Table, Token.__table__)
@@ -79,7 +80,7 @@ REVOKE_ACCESS_TOKEN = (
     update(_tok)
     .where(and_(
         _tok.c.token_hash == bindparam("h"),
-        _tok.c.kind == "access_token",
+        _tok.c.kind == TokenKind.ACCESS_TOKEN,
         _tok.c.revoked_at.is_(None),
         _tok.c.client_id == bindparam("cid"),
         exists(select(1).select_from(_cli).where(and_(
@@ -92,10 +93,6 @@ REVOKE_ACCESS_TOKEN = (
     .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason"))
 )
 
-
-def _plausible_client_id(value: str) -> bool:
-    # As OPServer._load_client / check_client_credentials_syntax: anything else is for the full path.
-    return 0 < len(value) <= 64 and value.isprintable()
 
 
 def _credentials(authorization: str | None, form: dict[str, str]) -> tuple[str, str] | None:
@@ -125,7 +122,7 @@ def _credentials(authorization: str | None, form: dict[str, str]) -> tuple[str, 
         # value with '%' is left to the full path rather than decoded a second way here.
         if not sep or not client_id or not secret or "%" in decoded:
             return None
-    if not _plausible_client_id(client_id) or len(secret) > MAX_SECRET:
+    if not plausible_client_id(client_id) or len(secret) > MAX_SECRET:
         return None
     return client_id, secret
 
@@ -147,7 +144,7 @@ def try_revoke_access_token(engine: Engine, authorization: str | None,
             return False  # RFC 6749 §3.2: a repeated parameter - the full path decides
         form[key] = value
     token = form.get("token")
-    if not token or len(token) > MAX_TOKEN:
+    if not token or len(token) > MAX_TOKEN_LENGTH:
         return False  # §2.1: token is REQUIRED - the full path answers invalid_request
     if form.get("token_type_hint") not in _HINTS:
         return False

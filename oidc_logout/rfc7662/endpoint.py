@@ -8,6 +8,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoi
 
 from ..core.token_lookup import HashedTokenLookup
 from ..storage.models import Token
+from ..vocabulary import TokenKind
 from ..storage.queries import session_is_live, token_is_active
 
 #: A client with this scope registered may introspect any token (a resource server).
@@ -38,7 +39,7 @@ class IntrospectionEndpoint(HashedTokenLookup, _IntrospectionEndpoint):  # type:
             "active": True,
             "scope": token.scope,
             "client_id": token.client_id,
-            "token_type": "Bearer" if token.kind == "access_token" else "refresh_token",
+            "token_type": "Bearer" if token.kind == TokenKind.ACCESS_TOKEN else str(TokenKind.REFRESH_TOKEN),
             "iat": int(token.issued_at.timestamp()),
             "iss": self.server.provider.settings.issuer,
             "aud": token.client_id,

@@ -8,6 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..config import Settings
+from ..vocabulary import TokenKind
 from .models import AuthorizationCode, Grant, OPSession, Token
 
 
@@ -30,7 +31,7 @@ def token_is_active(db: Session, token: Token) -> bool:
     end them revokes their grant)."""
     if token.is_expired() or token.is_revoked():
         return False
-    if token.kind == "refresh_token":
+    if token.kind == TokenKind.REFRESH_TOKEN:
         grant = token.grant
         return grant.offline or not grant.sid or session_is_live(db, grant.sid)
     return token.sid is None or session_is_live(db, token.sid)

@@ -107,3 +107,14 @@ def test_access_token_cannot_be_used_as_refresh_token(idp):
     resp = refresh(idp.url, RP, tokens["access_token"])
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant"
     assert _active(idp, tokens["refresh_token"]) and _active(idp, tokens["access_token"])
+
+
+def test_a_rotated_token_presented_by_another_client_revokes_nothing(idp):
+    """RFC 6749 §6: a refresh token is checked against the authenticated client before
+    anything else; another client presenting a stale one proves nothing about the holder and
+    must not be able to revoke the holder's grant (a denial of service otherwise)."""
+    first = _tokens(idp)
+    second = refresh(idp.url, RP, first["refresh_token"]).json()
+    resp = refresh(idp.url, OTHER, first["refresh_token"])
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant"
+    assert _active(idp, second["refresh_token"]) and _active(idp, second["access_token"])

@@ -77,3 +77,20 @@ def test_upgrade_is_idempotent(migrated_engine):
     upgrade(engine)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM signing_key WHERE kid = 'k1'")).scalar() == 1
+
+
+def test_the_partial_index_migration_and_the_model_agree_on_the_predicate():
+    """Migration 0002 is history and keeps its literal; the model builds the same predicate
+    from the vocabulary, so the index the claim query relies on is the one the schema has."""
+    import importlib.util
+    from pathlib import Path
+
+    import oidc_logout.storage.migrations.versions as versions
+    from oidc_logout.storage.models import PENDING_BACKCHANNEL_PREDICATE
+
+    path = Path(versions.__path__[0]) / "0002_delivery_pending_due_index.py"
+    spec = importlib.util.spec_from_file_location("m0002", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.PREDICATE == PENDING_BACKCHANNEL_PREDICATE
