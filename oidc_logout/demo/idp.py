@@ -34,7 +34,8 @@ def create_idp_app(settings: Settings, *, password: str = "wonderland",
 
 
 def load_clients(provider: Provider, clients: list[dict[str, Any]]) -> None:
-    """Register (or re-register) clients from RFC 7591 metadata with client_id/client_secret."""
+    """Register (or re-register) clients from RFC 7591 metadata with client_id/client_secret.
+    The operator loads them, so they are trusted (first-party: no consent page)."""
     with provider.session_factory.begin() as db:
         for meta in clients:
             if not isinstance(meta, dict) or not meta.get("client_id"):
@@ -46,8 +47,9 @@ def load_clients(provider: Provider, clients: list[dict[str, Any]]) -> None:
                     setattr(existing, key, value)
                 if meta.get("client_secret"):
                     existing.client_secret_hash = token_hash(meta["client_secret"])
+                existing.trusted = True  # loaded by the operator: first-party
                 continue
-            create_client(db, meta, dev_mode=provider.settings.dev_mode,
+            create_client(db, meta, dev_mode=provider.settings.dev_mode, trusted=True,
                           client_id=meta["client_id"], client_secret=meta.get("client_secret"))
 
 
