@@ -18,7 +18,10 @@ from .storage.base import utcnow
 from .storage.consent import add_event, clear_events, count_events, prune_events
 from .tokens import token_hash
 
-__all__ = ["Limit", "exceeded", "login_limits", "record", "registration_limits", "reset"]
+#: Events older than this (seconds) are dropped whenever a new one is recorded.
+PRUNE_AFTER = 7 * 86400
+
+__all__ = ["PRUNE_AFTER", "Limit", "exceeded", "login_limits", "record", "registration_limits", "reset"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ def record(db: Session, limits: Iterable[Limit], now: dt.datetime | None = None)
         add_event(db, lim.key_hash, now)
         longest = max(longest, lim.window)
     if longest:
-        prune_events(db, now - dt.timedelta(seconds=max(longest, 86400)))
+        # Older than any sensible window (other limits may have longer ones than these).
+        prune_events(db, now - dt.timedelta(seconds=max(longest, PRUNE_AFTER)))
 
 
 def reset(db: Session, limits: Iterable[Limit]) -> None:
