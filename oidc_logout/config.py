@@ -78,6 +78,23 @@ class Settings:
 
     # Registration (RFC 7591 §3): when set, POST /register needs "Authorization: Bearer <it>".
     registration_token: str = ""
+    #: Dynamic registration without an initial access token. Off by default: registration is
+    #: then closed (403) unless ``registration_token`` is set (RFC 7591 §3, RFC 9700 §4.11).
+    registration_open: bool = False
+    #: Registrations accepted per client address within ``registration_rate_window`` (0: no limit);
+    #: beyond it POST /register answers 429.
+    registration_rate_limit: int = 10
+    #: The window (seconds) of ``registration_rate_limit``.
+    registration_rate_window: int = 3600
+
+    # Login throttling (sliding window over failed sign-ins; a throttled attempt is answered 429
+    # without checking the password)
+    #: Failed sign-ins per account name within ``login_throttle_window`` before it is throttled (0: off).
+    login_max_failures_per_account: int = 5
+    #: Failed sign-ins per client address within ``login_throttle_window`` before it is throttled (0: off).
+    login_max_failures_per_address: int = 30
+    #: The window (seconds) failed sign-ins are counted in.
+    login_throttle_window: int = 900
 
     # Requests
     max_request_bytes: int = MAX_REQUEST_BYTES

@@ -65,6 +65,28 @@ class InsufficientScope(OIDCLogoutError):
     status_code = 403
 
 
+class AccessDenied(OIDCLogoutError):
+    """RFC 6749 §4.1.2.1 / RFC 7591 §3: the server refuses the request (e.g. registration closed)."""
+
+    error = "access_denied"
+    status_code = 403
+
+
+class TooManyRequests(OIDCLogoutError):
+    """RFC 6585 §4: a rate limit is used up; ``Retry-After`` says when to come back."""
+
+    error = "too_many_requests"
+    status_code = 429
+
+    def __init__(self, description: str = "", *, retry_after: int = 60) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(int(self.retry_after))}
+
+
 class InvalidToken(OIDCLogoutError):
     """RFC 6750 §3.1."""
 
@@ -72,5 +94,5 @@ class InvalidToken(OIDCLogoutError):
     status_code = 401
 
 
-__all__ = ["InsufficientScope", "InvalidClientMetadata", "InvalidRedirectURI", "InvalidRequest",
-           "InvalidToken", "NotFound", "OIDCLogoutError"]
+__all__ = ["AccessDenied", "InsufficientScope", "InvalidClientMetadata", "InvalidRedirectURI", "InvalidRequest",
+           "InvalidToken", "NotFound", "OIDCLogoutError", "TooManyRequests"]

@@ -109,12 +109,15 @@ RESERVED_SCOPE_PREFIX = "oidc_logout:"
 def create_client(db: Session, metadata: dict[str, Any], *, dev_mode: bool,
                   client_id: str | None = None, client_secret: str | None = None,
                   check_address=None, allow_reserved_scopes: bool | None = None,  # type: ignore[no-untyped-def]
-                  reserved_scopes: tuple[str, ...] = ()) -> tuple[Client, str | None]:
+                  reserved_scopes: tuple[str, ...] = (),
+                  trusted: bool | None = None) -> tuple[Client, str | None]:
     """Validate and store a client; returns it with its plaintext secret (shown once).
 
     :param allow_reserved_scopes: whether the metadata may ask for a reserved scope (any
         ``oidc_logout:*`` scope, and ``reserved_scopes``). ``None`` means: only when the caller
         names the client_id (operator provisioning); RFC 7591 registration never does.
+    :param trusted: a first-party client, asked no consent (oidc_logout.core.consent).
+        ``None`` means the same rule: trusted only when the operator names the client_id.
     """
     clean = validate_metadata(metadata, dev_mode=dev_mode, signing_algs=signing_algs(db))
     if allow_reserved_scopes is None:
@@ -136,6 +139,7 @@ def create_client(db: Session, metadata: dict[str, Any], *, dev_mode: bool,
         client_id=client_id or new_id(16),
         client_secret_hash=token_hash(secret) if secret else None,
         extra_metadata=extra,
+        trusted=client_id is not None if trusted is None else trusted,
         **clean,
     )
     db.add(client)

@@ -215,7 +215,10 @@ class OPConnection:
         if prompt:
             params["prompt"] = prompt
         resp = browser.get(self._url("authorization_endpoint"), **params)
-        page, stop, hops, _ = browser.walk(resp, (client.redirect_uri,), login=prompt != "none")
+        # A consent page posting back to the authorization endpoint is approved once, as the
+        # End-User would (Core 1.0 §3.1.2.4); its first button is the approval.
+        page, stop, hops, _ = browser.walk(resp, (client.redirect_uri,), login=prompt != "none",
+                                           confirm_url=self._url("authorization_endpoint"))
         out: dict[str, Any] = {"hops": hops, "verifier": verifier, "nonce": nonce}
         if stop is None:
             out["stopped"] = (

@@ -14,7 +14,7 @@ from typing import Any
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import grants as oidc_grants
 from sqlalchemy.orm import Session
@@ -26,6 +26,7 @@ from sqlalchemy.exc import OperationalError
 from ..context import ServerContext
 from ..protocols import EndUser
 from .client import check_client_credentials_syntax
+from .consent import unregistered_scopes
 from ..storage.base import utcnow
 from ..storage.queries import (
     claim_code,
@@ -110,8 +111,35 @@ class _CheckedClientAuth:
         return super().authenticate_token_endpoint_client()  # type: ignore[misc]
 
 
-class AuthorizationCodeGrant(_CheckedClientAuth, grants.AuthorizationCodeGrant):  # type: ignore[misc]
+class _RegisteredScopesOnly:
+    """A requested scope the client is not registered for is ``invalid_scope`` (RFC 6749
+    §4.1.2.1, redirected at the authorization endpoint; §5.2 at the token endpoint), never
+    silently dropped (core/consent.py: unregistered_scopes)."""
+
+    def validate_requested_scope(self) -> None:
+        request = self.request  # type: ignore[attr-defined]
+        if unregistered_scopes(request.client.row.scope, request.payload.scope):
+            # RFC 6749 §5.2 invalid_scope: "The requested scope is invalid, unknown,
+            # malformed, or exceeds the scope granted by the resource owner." The values are
+            # not quoted (error_description is limited to printable ASCII without '"' or '\\').
+            raise InvalidScopeError("a requested scope is not registered for this client",
+                                    state=request.payload.state)
+        super().validate_requested_scope()  # type: ignore[misc]
+
+
+class AuthorizationCodeGrant(_CheckedClientAuth, _RegisteredScopesOnly,  # type: ignore[misc]
+                             grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    @staticmethod
+    def validate_authorization_redirect_uri(request: Any, client: Any) -> str:
+        # RFC 6749 §4.1.2.1 / RFC 9700 §4.11.1: an unregistered redirect_uri is never redirected
+        # to. Authlib's own message quotes the URI, and its OAuth2Error refuses (ValueError, a
+        # 500) a description with '"', '\\' or non-ASCII; this one quotes nothing.
+        uri = request.payload.redirect_uri
+        if uri and not client.check_redirect_uri(uri):
+            raise InvalidRequestError("the redirect_uri is not registered for this client")
+        return grants.AuthorizationCodeGrant.validate_authorization_redirect_uri(request, client)  # type: ignore[no-any-return]
 
     def validate_authorization_request(self) -> Any:
         # A client_id the database cannot hold (NUL, control characters) is an unknown client.
@@ -256,7 +284,8 @@ class RefreshTokenGrant(_CheckedClientAuth, grants.RefreshTokenGrant):  # type: 
         """Nothing left to do: :meth:`authenticate_refresh_token` retired the token."""
 
 
-class ClientCredentialsGrant(_CheckedClientAuth, grants.ClientCredentialsGrant):  # type: ignore[misc]
+class ClientCredentialsGrant(_CheckedClientAuth, _RegisteredScopesOnly,  # type: ignore[misc]
+                             grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
 

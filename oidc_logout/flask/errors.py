@@ -34,7 +34,10 @@ def error_response(error: str, description: str, status: int,
         resp = jsonify({"error": error, "error_description": description})
         resp.status_code = status
     resp.headers["Cache-Control"] = "no-store"
+    # Every error, JSON too and also where no OP view ran (404/405 routing errors): never
+    # sniffed, never framed.
     resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["X-Frame-Options"] = "DENY"
     for name, value in (headers or {}).items():
         resp.headers[name] = value
     return resp

@@ -26,7 +26,7 @@ ROUTES: tuple[Route, ...] = (
     Route("jwks", "/jwks", ("GET",), "jwks_uri"),
     Route("login", "/login", ("GET", "POST"), browser=True),
     Route("logged_in", "/account", ("GET",), browser=True),
-    Route("authorize", "/authorize", ("GET",), "authorization_endpoint", browser=True),
+    Route("authorize", "/authorize", ("GET", "POST"), "authorization_endpoint", browser=True),
     Route("token", "/token", ("POST",), "token_endpoint"),
     Route("userinfo", "/userinfo", ("GET", "POST"), "userinfo_endpoint"),
     Route("register", "/register", ("POST",), "registration_endpoint"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749.errors import UnsupportedResponseTypeError
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from flask import g
 from sqlalchemy import bindparam, select
@@ -97,6 +98,25 @@ class OPServer(AuthorizationServer):  # type: ignore[misc]
         # revocation and introspection request makes.
         row = self.db.connection().execute(_CLIENT_BY_ID, {"cid": client_id}).first()
         return OAuthClient(row) if row is not None else None  # type: ignore[arg-type]
+
+    def get_authorization_grant(self, request: Any) -> Any:
+        """Authlib's lookup, with an error description that never quotes the request: its
+        ``OAuth2Error`` refuses (ValueError, a 500) a description outside RFC 6749 §4.1.2.1's
+        character set, and the raw ``response_type`` may hold quotes, non-ASCII or NUL."""
+        for grant_cls, extensions in self._authorization_grants:
+            if grant_cls.check_authorization_endpoint(request):
+                return super().get_authorization_grant(request)
+        # RFC 6749 §4.1.2.1: redirect the error only to a redirect URI validated for the client.
+        redirect_uri = None
+        client = self.query_client(request.payload.client_id)
+        if client is not None:
+            requested = request.payload.redirect_uri
+            if requested:
+                redirect_uri = requested if client.check_redirect_uri(requested) else None
+            else:
+                redirect_uri = client.get_default_redirect_uri()
+        raise UnsupportedResponseTypeError(None, description="only response_type 'code' is supported",
+                                           redirect_uri=redirect_uri)
 
     def handle_error_response(self, request: Any, error: Any) -> Any:
         # RFC 6749 §5.2: error_description is optional, but a clear error is this project's

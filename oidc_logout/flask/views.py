@@ -7,20 +7,31 @@ import logging
 import secrets
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from authlib.consts import default_json_headers
 from authlib.integrations.flask_oauth2.signals import token_revoked
 from authlib.oauth2 import OAuth2Error
+from authlib.oidc.core.errors import ConsentRequiredError
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..admin import parse_rotate_secret, parse_termination
 from ..core.bearer import BearerProtector
+from ..core.consent import OFFLINE_ACCESS, Decision, decide, requested_scopes
 from ..core.grants import touch_session
 from ..discovery import provider_metadata
-from ..errors import InsufficientScope, InvalidClientMetadata, InvalidRequest, InvalidToken, NotFound
+from .. import throttle
+from ..errors import (
+    AccessDenied,
+    InsufficientScope,
+    InvalidClientMetadata,
+    InvalidRequest,
+    InvalidToken,
+    NotFound,
+    TooManyRequests,
+)
 from ..frontchannel.page import frame_origins
 from ..protocols import EndUser
 from ..provider import Provider
@@ -29,6 +40,8 @@ from ..rfc7009.fastpath import try_revoke_access_token
 from ..rfc7662.endpoint import INTROSPECT_SCOPE
 from ..rpinitiated.end_session import PARAMETERS as END_SESSION_PARAMS
 from ..rpinitiated.end_session import LogoutRequest
+from ..throttle import login_limits, registration_limits
+from ..storage.consent import approved_scopes, remember_consent
 from ..storage.models import Token
 from ..tokens import same_secret
 from .opsession import (
@@ -133,8 +146,11 @@ def jwks() -> BaseResponse:
 
 # -- login and authorization ---------------------------------------------------------------
 def _safe_next(value: str | None) -> str:
-    """Only same-origin relative paths may be a post-login target (no open redirect)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """Only same-origin relative paths may be a post-login target (no open redirect, RFC 9700
+    §4.11). Control characters (CR/LF: header injection, refused by werkzeug with a 500) and
+    anything over 4 KiB are refused too."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value \
+            or not value.isprintable() or len(value) > 4096:
         return url_for("oidc_logout.logged_in")
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:
@@ -142,26 +158,52 @@ def _safe_next(value: str | None) -> str:
     return value
 
 
+#: RFC 9110 §15.5.2: "The server generating a 401 response MUST send a WWW-Authenticate
+#: header field containing at least one challenge applicable to the target resource." HTML
+#: form sign-in has no registered scheme; browsers ignore unknown schemes (no dialog).
+LOGIN_CHALLENGE = 'Form realm="oidc-logout", form-action="/login"'
+
+
+def _login_page(status: int = 200, error: str | None = None, username: str = "",
+                next_url: str | None = None) -> BaseResponse:
+    resp = _page("login.html", status=status, action=url_for("oidc_logout.login"),
+                 next=next_url or _safe_next(request.values.get("next")),
+                 csrf_token=csrf_token(), error=error, username=username[:255])
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = LOGIN_CHALLENGE
+    return resp
+
+
 @view
 def login() -> BaseResponse:
     provider = _provider()
     next_url = _safe_next(request.values.get("next"))
     if request.method == "GET":
-        return _page("login.html", action=url_for("oidc_logout.login"), next=next_url,
-                     csrf_token=csrf_token(), error=None, username="")
+        return _login_page(next_url=next_url)
     if not check_csrf():
-        return _page("login.html", status=400, action=url_for("oidc_logout.login"), next=next_url,
-                     csrf_token=csrf_token(), error="Your form expired; please try again.", username="")
+        return _login_page(400, "Your form expired; please try again.", next_url=next_url)
     username = request.form.get("username", "")
     password = request.form.get("password", "")
+    db = request_db(provider)
+    limits = login_limits(provider.settings, username, request.remote_addr)
+    if retry_after := throttle.exceeded(db, limits):
+        # Throttled: answered before the password is even looked at, so guessing on gains
+        # nothing (the attempt is not counted either: a locked-out user is not kept out longer).
+        resp = _login_page(429, "Too many failed sign-ins; please wait and try again later.",
+                           username=username, next_url=next_url)
+        resp.headers["Retry-After"] = str(retry_after)
+        return resp
     sub = provider.users.authenticate(username, password) if username and password and \
         len(username) < 256 and len(password) < 1024 else None
     if sub is None:
-        return _page("login.html", status=401, action=url_for("oidc_logout.login"), next=next_url,
-                     csrf_token=csrf_token(), error="Unknown username or wrong password.",
-                     username=username[:255])
-    resp = redirect(next_url, 303)
-    # RFC 8176 §2: "pwd" - the bundled form checks a password and nothing else.
+        throttle.record(db, limits)
+        db.commit()
+        return _login_page(401, "Unknown username or wrong password.", username=username,
+                           next_url=next_url)
+    throttle.reset(db, [lim for lim in limits if lim.key.startswith("login:account:")])
+    resp = redirect(next_url, 303)  # built before the commit: nothing can fail after it
+    # RFC 8176 §2: "pwd" - the bundled form checks a password and nothing else. sign_in
+    # commits the request transaction (the throttle reset with it).
     sign_in(resp, provider, sub, amr=["pwd"])
     return _no_store(resp)
 
@@ -175,14 +217,39 @@ def logged_in() -> BaseResponse:
     return _no_store(jsonify({"sub": row.subject, "session_started": row.created_at.isoformat()}))
 
 
+#: The authorization request parameters the consent page carries back (Core 1.0 §3.1.2.1).
+AUTHORIZE_PARAMS = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
+                    "code_challenge", "code_challenge_method", "prompt", "max_age", "ui_locales",
+                    "login_hint", "acr_values", "response_mode", "display", "claims_locales")
+#: The consent page's decision field: "allow" or "deny".
+CONSENT_FIELD = "consent"
+
+
+def _authorize_params() -> list[tuple[str, str]]:
+    return [(k, request.values[k]) for k in AUTHORIZE_PARAMS if request.values.get(k)]
+
+
+def _consent_page(grant: Any, status: int = 200, error: str | None = None) -> BaseResponse:
+    scopes = sorted(requested_scopes(grant.request.payload.scope))
+    client = grant.request.client
+    return _page("consent.html", status=status, action=url_for("oidc_logout.authorize"),
+                 csrf_token=csrf_token(), params=_authorize_params(), scopes=scopes,
+                 offline=OFFLINE_ACCESS in scopes, field=CONSENT_FIELD,
+                 client_name=client.row.client_name or client.get_client_id(),
+                 trusted=bool(client.row.trusted), error=error)
+
+
 @view
 def authorize() -> BaseResponse:
+    """Core 1.0 §3.1.2: GET and POST (the consent page posts back here). The consent decision
+    is :func:`oidc_logout.core.consent.decide`; this view adapts and renders it."""
     provider = _provider()
     server = _server()
     db = request_db(provider)
     row = current_op_session(db, provider.settings)
-    prompt = (request.args.get("prompt") or "").split()
-    if row is not None and "login" in prompt:
+    prompt = (request.values.get("prompt") or "").split()
+    answer = request.form.get(CONSENT_FIELD) if request.method == "POST" else None
+    if row is not None and "login" in prompt and answer is None:
         row = None
     user = EndUser(row.subject, row.sid, int(row.auth_time.timestamp())) if row else None
     try:
@@ -193,11 +260,39 @@ def authorize() -> BaseResponse:
             return _no_store(server.handle_error_response(None, err))
         return _page("error.html", status=400, error=err.error, description=err.description or "")
     if user is None:
-        return redirect(url_for("oidc_logout.login", next=request.full_path))
-    touch_session(db, row.sid)  # type: ignore[union-attr]
+        # Core 1.0 §3.1.2.1 prompt=login: the End-User re-authenticates at the login page;
+        # the request it returns to no longer asks for that (or it would ask forever).
+        params = [(k, " ".join(p for p in v.split() if p != "login") if k == "prompt" else v)
+                  for k, v in _authorize_params()]
+        target = url_for("oidc_logout.authorize") + "?" + urlencode([(k, v) for k, v in params if v])
+        return redirect(url_for("oidc_logout.login", next=target))
+    client = grant.request.client
+    if answer is not None and not check_csrf():
+        # A decision without this browser's CSRF token is no decision (cross-site POST).
+        return _consent_page(grant, status=400, error="Your form expired; please decide again.")
+    if answer == "deny":
+        # RFC 6749 §4.1.2.1: "access_denied - The resource owner or authorization server
+        # denied the request", redirected to the validated redirect_uri.
+        return _no_store(server.create_authorization_response(grant=grant, grant_user=None))
+    requested = requested_scopes(grant.request.payload.scope)
+    decision = decide(trusted=bool(client.row.trusted), prompt=prompt, requested=requested,
+                      approved=approved_scopes(db, user.sub, client.get_client_id()),
+                      approving=answer == "allow")
+    if decision is Decision.CONSENT_REQUIRED:
+        return _no_store(server.handle_error_response(None, ConsentRequiredError(
+            description="the End-User has not consented to this client and scope",
+            redirect_uri=grant.redirect_uri, state=request.values.get("state"))))
+    if decision is Decision.ASK:
+        return _consent_page(grant)
+    if answer == "allow":
+        remember_consent(db, user.sub, client.get_client_id(), requested)
+    assert row is not None  # a signed-in End-User
+    touch_session(db, row.sid)
     resp = server.create_authorization_response(grant=grant, grant_user=user)
-    if resp.status_code < 400:
+    if resp.status_code < 400 and "code=" in (resp.headers.get("Location") or ""):
         db.commit()
+    else:
+        db.rollback()
     return _no_store(resp)
 
 
@@ -223,22 +318,34 @@ def userinfo() -> BaseResponse:
 @view
 def register() -> BaseResponse:
     provider = _provider()
-    expected = provider.settings.registration_token
+    settings = provider.settings
+    expected = settings.registration_token
     if expected:
         auth = request.headers.get("Authorization", "")
         if not same_secret(auth, f"Bearer {expected}"):
             raise InvalidToken("an initial access token is required to register (RFC 7591 §3)")
+    elif not settings.registration_open:
+        # RFC 7591 §3: "the authorization server MAY be configured to accept [...] without
+        # an initial access token" - only when the operator says so (registration_open): open
+        # registration lets any site become a client (RFC 9700 §4.11 open redirection).
+        raise AccessDenied("dynamic client registration is closed on this server")
     if (request.mimetype or "") != "application/json":
         raise InvalidRequest("Content-Type must be application/json")
     metadata = request.get_json(silent=True)  # too-deep JSON: RecursionError -> 400 (errors.py)
     if not isinstance(metadata, dict):
         raise InvalidClientMetadata("the request body must be a JSON object")
     db = request_db(provider)
-    # Open registration never hands out the admin or introspection scopes.
-    client, secret = create_client(db, metadata, dev_mode=provider.settings.dev_mode,
+    limits = registration_limits(settings, request.remote_addr)
+    if retry_after := throttle.exceeded(db, limits):
+        raise TooManyRequests("too many client registrations from this address; try again later",
+                              retry_after=retry_after)
+    # Registration never hands out the admin or introspection scopes, and a client that
+    # registered itself is never trusted: its users are asked for consent (core/consent.py).
+    client, secret = create_client(db, metadata, dev_mode=settings.dev_mode,
                                    check_address=_address_check(provider),
-                                   allow_reserved_scopes=False,
-                                   reserved_scopes=(provider.settings.admin_scope, INTROSPECT_SCOPE))
+                                   allow_reserved_scopes=False, trusted=False,
+                                   reserved_scopes=(settings.admin_scope, INTROSPECT_SCOPE))
+    throttle.record(db, limits)  # only registrations that succeed count (a refusal changes nothing)
     db.commit()
     resp = jsonify(client_metadata_response(client, secret))
     resp.status_code = 201
@@ -397,6 +504,20 @@ def admin_rotate_secret(client_id: str) -> BaseResponse:
     if outcome is not None:
         body_out["termination"] = provider.termination_report(db, outcome.termination_id)
     return _no_store(jsonify(body_out))
+
+
+@blueprint.after_request
+def _security_headers(resp: BaseResponse) -> BaseResponse:
+    """Every OP response, success or error: no MIME sniffing (a JSON body or a reflected
+    value is never run as HTML or script), and no framing (clickjacking of the login and
+    consent pages; RFC 9700 §4.16)."""
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers.setdefault("X-Frame-Options", "DENY")
+    if resp.status_code == 401 and "WWW-Authenticate" not in resp.headers:
+        # RFC 6749 §5.2 / RFC 9110 §15.5.2: a 401 always carries a challenge.
+        resp.headers["WWW-Authenticate"] = LOGIN_CHALLENGE if request.endpoint == "oidc_logout.login" \
+            else 'Basic realm="oidc-logout"'
+    return resp
 
 
 for _route in ROUTES:

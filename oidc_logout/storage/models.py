@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, Text, UniqueConstraint, false
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -67,6 +67,11 @@ class Client(Base):
     #: Remaining RFC 7591 metadata, as registered.
     extra_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: Provisioned by the operator (configuration, ``--clients``): a first-party client whose
+    #: authorization requests need no consent page. Clients that registered themselves
+    #: (RFC 7591) are never trusted; rows from before migration 0004 are untrusted until the
+    #: operator loads them again.
+    trusted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class OPSession(Base):
@@ -293,6 +298,36 @@ class DeliveryAttempt(Base):
     delivery: Mapped[Delivery] = relationship(back_populates="attempt_log")
 
 
+class Consent(Base):
+    """What an End-User approved for a client on the consent page (Core 1.0 §3.1.2.4): the
+    union of the scopes approved so far. Kept server-side; a later request asking for no more
+    than this needs no page (unless ``prompt=consent``)."""
+
+    __tablename__ = "oidc_logout_consent"
+    __table_args__ = (UniqueConstraint("subject", "client_id"),)
+
+    id: Mapped[intpk]
+    subject: Mapped[str255]
+    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"), index=True)
+    #: Space-separated, sorted; may be empty (the client was approved for no scope at all).
+    scope: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class RateEvent(Base):
+    """One counted event of a rate limit (a failed sign-in, a registration), keyed by the
+    SHA-256 of what it counts against (``login:account:<name>``, ``register:addr:<ip>``), so a
+    password typed into the username field is never stored. Shared by every OP instance."""
+
+    __tablename__ = "oidc_logout_rate_event"
+    __table_args__ = (Index("ix_oidc_logout_rate_event_key_at", "key_hash", "at"),)
+
+    id: Mapped[intpk]
+    key_hash: Mapped[str64]
+    at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
 class SigningKey(Base):
     """A JWS signing key (private JWK, managed with jwcrypto), shared by every OP instance."""
 
@@ -311,7 +346,9 @@ class SigningKey(Base):
 
 
 __all__ = [
-    "FINAL_STATES", "PENDING_BACKCHANNEL_PREDICATE", "AuthorizationCode", "Client", "Delivery",
-    "DeliveryAttempt", "Grant", "OPSession", "SessionParticipant", "SigningKey", "Termination",
+    "FINAL_STATES", "PENDING_BACKCHANNEL_PREDICATE", "AuthorizationCode", "Client", "Consent",
+    "Delivery",
+    "DeliveryAttempt", "Grant", "OPSession", "RateEvent", "SessionParticipant", "SigningKey",
+    "Termination",
     "Token",
 ]

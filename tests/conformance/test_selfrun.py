@@ -34,7 +34,9 @@ def _assert_redacted(report_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def demo_op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
-    idp = start_idp(f"sqlite:///{tmp_path_factory.mktemp('op') / 'op.db'}")
+    # The runner registers its clients (RFC 7591): registration is opened explicitly (closed by
+    # default), and its clients are untrusted, so its browser approves the consent page.
+    idp = start_idp(f"sqlite:///{tmp_path_factory.mktemp('op') / 'op.db'}", registration_open=True)
     yield idp
     idp.stop()
 

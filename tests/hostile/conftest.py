@@ -9,7 +9,6 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,10 +77,14 @@ def id_token_claims(op_issuer: str = ISSUER) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def hostile_op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileOP]:
-    path: Path = tmp_path_factory.mktemp("hostile") / "op.db"
-    settings = Settings(issuer=ISSUER, database_url=f"sqlite:///{path}", dev_mode=False,
-                        expiry_sweep_interval=0, embedded_dispatcher=False)
+def hostile_op(module_database_url: str) -> Iterator[HostileOP]:
+    """On SQLite and on PostgreSQL (which refuses NUL in text, unlike SQLite). Registration
+    is opened and throttling is off, so hostile input reaches the code behind them (the
+    gates and limits have tests of their own)."""
+    settings = Settings(issuer=ISSUER, database_url=module_database_url, dev_mode=False,
+                        expiry_sweep_interval=0, embedded_dispatcher=False,
+                        registration_open=True, registration_rate_limit=0,
+                        login_max_failures_per_account=0, login_max_failures_per_address=0)
     clients = [
         {"client_id": "rp-h", "client_secret": SECRET, "redirect_uris": ["https://rp.example.com/cb"],
          "post_logout_redirect_uris": ["https://rp.example.com/bye"],

@@ -25,6 +25,50 @@ header_text = st.text(st.characters(min_codepoint=32, max_codepoint=255,
 # Form values: anything, including NUL, surrogate-free unicode and control characters.
 any_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300)
 
+#: The class of issue 12 item 6: quotes, backslash, DEL, NUL, CR/LF and other controls (C0 and
+#: C1), non-ASCII (Latin-1, BMP, astral, bidi overrides, line/paragraph separators, BOM) -
+#: each rare in ``any_text``'s uniform draw, so drawn on purpose here.
+NASTY_CHARS = ['"', "'", "\\", "\x7f", "\x00", "\r", "\n", "\r\n", "\t", "\x0b", "\x1b", "\x85",
+               "\xa0", "\xe9", "\xff", "\u0100", "\u202e", "\u2028", "\u2029", "\ufeff", "\u2603",
+               "\U0001f600", "%", "%00", "%0d%0a", "%ff", "<", ">", "&", "#", "?", "/", "//", "@", ";",
+               " ", "+", "=", ".."]
+nasty_char = st.sampled_from(NASTY_CHARS)
+nasty_text = st.one_of(
+    st.lists(nasty_char | st.text("abcXYZ019-_.:/", max_size=4), min_size=1, max_size=12).map("".join),
+    any_text,
+)
+
+
+@st.composite
+def nastier(draw: Any, valid: str) -> str:
+    """``valid`` with nasty characters inserted, appended, or in its place: gets past checks
+    that look only at a prefix or at the shape."""
+    how = draw(st.integers(0, 3))
+    if how == 0:
+        return draw(nasty_text)
+    bad = draw(st.lists(nasty_char, min_size=1, max_size=3).map("".join))
+    if how == 1:
+        return valid + bad
+    if how == 2:
+        return bad + valid
+    at = draw(st.integers(0, len(valid)))
+    return valid[:at] + bad + valid[at:]
+
+
+@st.composite
+def hostile_params(draw: Any, valid: dict[str, str], extra_keys: list[str] | None = None) -> dict[str, str]:
+    """A request's parameters: each valid one kept, dropped or made nasty, plus nasty extras."""
+    out: dict[str, str] = {}
+    for key, value in valid.items():
+        choice = draw(st.integers(0, 3))
+        if choice == 0:
+            continue
+        out[key] = value if choice == 1 else draw(nastier(value))
+    for key in draw(st.lists(st.sampled_from(extra_keys or ["x"]) | nasty_text, max_size=3)):
+        out[key] = draw(nasty_text)
+    return out
+
+
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
                          st.floats(allow_nan=False), any_text)
 json_values = st.recursive(json_scalars, lambda inner: st.one_of(

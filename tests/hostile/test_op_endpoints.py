@@ -22,6 +22,7 @@ from .strategies import (
     forgeries,
     garbage_jwt,
     json_values,
+    nasty_text,
 )
 
 PROPS = settings(max_examples=60, deadline=None,
@@ -48,8 +49,9 @@ def assert_api_error_or_ok(resp: Any) -> dict[str, Any] | None:
 
 @st.composite
 def hostile_form(draw: Any, hostile: HostileOP | None = None) -> list[tuple[str, str]]:
-    fields = draw(st.lists(st.tuples(st.sampled_from(FORM_KEYS) | any_text,
-                                     any_text | garbage_jwt()), max_size=8))
+    # nasty_text: quotes, backslash, DEL, NUL, CR/LF, non-ASCII drawn on purpose (issue 12 #6).
+    fields = draw(st.lists(st.tuples(st.sampled_from(FORM_KEYS) | any_text | nasty_text,
+                                     any_text | nasty_text | garbage_jwt()), max_size=8))
     if draw(st.booleans()):
         fields.append(("grant_type", draw(st.sampled_from(GRANT_TYPES))))
     if draw(st.booleans()):
@@ -133,7 +135,7 @@ def registration_body(draw: Any) -> tuple[bytes, str | None]:
             "redirect_uris", "grant_types", "response_types", "token_endpoint_auth_method",
             "backchannel_logout_uri", "frontchannel_logout_uri", "post_logout_redirect_uris",
             "scope", "client_name", "id_token_signed_response_alg", "jwks", "client_id"]) | any_text,
-            json_values | st.lists(any_text, max_size=3), max_size=8))
+            json_values | nasty_text | st.lists(any_text | nasty_text, max_size=3), max_size=8))
         body = json.dumps(meta).encode()
     elif shape == 1:
         body = draw(deep_json()).encode()

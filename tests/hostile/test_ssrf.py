@@ -62,7 +62,8 @@ EMBEDDED = [
 
 def _app(tmp: Path, name: str, **settings: Any) -> Any:
     s = Settings(issuer=ISSUER, database_url=f"sqlite:///{tmp / name}", dev_mode=False,
-                 expiry_sweep_interval=0, embedded_dispatcher=False, **settings)
+                 expiry_sweep_interval=0, embedded_dispatcher=False, registration_open=True,
+                 registration_rate_limit=0, **settings)
     return create_idp_app(s, start_background=False)
 
 

@@ -46,7 +46,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(module_database_url: str) -> Iterator[Env]:
     """One OP per module and database, with a live session and tokens that bad input must not touch."""
-    server = start_idp(module_database_url, clients=[RP])
+    server = start_idp(module_database_url, clients=[RP], registration_open=True)
     browser = Browser(server.url)
     assert browser.login().status_code == 303
     tokens = authorize(browser, RP, scope="openid offline_access")

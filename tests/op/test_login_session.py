@@ -196,3 +196,27 @@ def test_login_next_parameter_cannot_redirect_off_site(idp, target):
     location = resp.headers["Location"]
     assert urlsplit(location).netloc in ("", urlsplit(idp.url).netloc)
     assert "evil" not in location
+
+
+def test_prompt_login_reauthenticates_once_then_issues_a_code(idp):
+    """Core 1.0 §3.1.2.1 prompt=login: a signed-in End-User is sent to the login page; after
+    signing in again the request completes (no endless return to the login page)."""
+    browser = Browser(idp.url)
+    browser.login()
+    _, challenge = pkce_pair()
+    params = {"response_type": "code", "client_id": RP["client_id"], "scope": "openid",
+              "redirect_uri": RP["redirect_uris"][0], "state": "st", "prompt": "login",
+              "code_challenge": challenge, "code_challenge_method": "S256"}
+    first = browser.http.get(f"{idp.url}/authorize", params=params, allow_redirects=False, timeout=10)
+    _assert_sent_to_login(first)
+    next_url = parse_qs(urlsplit(first.headers["Location"]).query)["next"][0]
+    assert "prompt=login" not in next_url and next_url.startswith("/authorize?")
+    page = browser.http.get(f"{idp.url}/login", timeout=10)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    signed_in = browser.http.post(f"{idp.url}/login", data={
+        "csrf_token": csrf, "username": "alice", "password": PASSWORD, "next": next_url},
+        allow_redirects=False, timeout=10)
+    assert signed_in.status_code == 303
+    done = browser.http.get(idp.url + signed_in.headers["Location"], allow_redirects=False, timeout=10)
+    assert done.status_code == 302
+    assert "code" in parse_qs(urlsplit(done.headers["Location"]).query)

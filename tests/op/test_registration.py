@@ -20,8 +20,9 @@ CB = "http://127.0.0.1:9/callback"
 
 @pytest.fixture(scope="module")
 def idp(module_database_url: str) -> Iterator[IdP]:
-    """One OP (dev mode) per module and database; each registration creates a new client."""
-    server = start_idp(module_database_url)
+    """One OP (dev mode) per module and database, registration explicitly opened (it is closed
+    by default); each registration creates a new client."""
+    server = start_idp(module_database_url, registration_open=True, registration_rate_limit=0)
     yield server
     server.stop()
 

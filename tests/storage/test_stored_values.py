@@ -41,7 +41,7 @@ def _dump_all_rows(engine) -> str:  # type: ignore[no-untyped-def]
 
 def test_tokens_codes_secrets_and_cookies_are_stored_only_as_sha256_hashes(database_url):
     """RFC 9700 §4.14 / RFC 6819 §5.1.4.1.3: no issued credential appears in plaintext in any column."""
-    idp = start_idp(database_url, clients=[RP])
+    idp = start_idp(database_url, clients=[RP], registration_open=True)
     try:
         browser = Browser(idp.url)
         assert browser.login().status_code == 303
