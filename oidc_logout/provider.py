@@ -67,6 +67,10 @@ class Provider:
                                "Provider(settings, users=...) to issue tokens or sign users in")
         return self._users
 
+    @users.setter
+    def users(self, users: UserDirectory) -> None:
+        self._users = users
+
     # -- lifecycle -----------------------------------------------------------------------
     def setup(self, migrate: bool = True) -> None:
         """Migrate the schema (Alembic) and make sure signing keys exist."""

@@ -217,8 +217,12 @@ class OPConnection:
         resp = browser.get(self._url("authorization_endpoint"), **params)
         # A consent page posting back to the authorization endpoint is approved once, as the
         # End-User would (Core 1.0 §3.1.2.4); its first button is the approval.
-        page, stop, hops, _ = browser.walk(resp, (client.redirect_uri,), login=prompt != "none",
-                                           confirm_url=self._url("authorization_endpoint"))
+        page, stop, hops, _ = browser.walk(
+            resp,
+            (client.redirect_uri,),
+            login=prompt != "none",
+            confirm_url=self._url("authorization_endpoint"),
+        )
         out: dict[str, Any] = {"hops": hops, "verifier": verifier, "nonce": nonce}
         if stop is None:
             out["stopped"] = (

@@ -31,7 +31,7 @@ class CountingUsers:
 def idp(database_url: str) -> Iterator[IdP]:
     server = start_idp(database_url, login_max_failures_per_account=3,
                        login_max_failures_per_address=6, login_throttle_window=600)
-    server.provider.users = CountingUsers(server.provider.users)  # type: ignore[assignment]
+    server.provider.users = CountingUsers(server.provider.users)
     yield server
     server.stop()
 

@@ -15,7 +15,7 @@ from tests.support.idp import IdP, start_idp
 
 @pytest.fixture
 def idp(database_url: str) -> Iterator[IdP]:
-    server = start_idp(database_url)
+    server = start_idp(database_url, registration_open=True)
     yield server
     server.stop()
 
