@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -54,6 +56,9 @@ class OPOptions:
     settle: float = 1.0
     allow_remote: bool = False
     scope: str = "openid"
+    prompt: str = ""  # prompt for the main session's authorization requests (e.g. consent)
+    token_scope: str = "openid offline_access"  # the RFC 7009/7662 session
+    token_prompt: str = "consent"
     registration_token: str | None = None
     browser: str | None = None  # path of a Chromium executable: load the logged-out page for real
 
@@ -76,6 +81,21 @@ class OPRun:
         self.clients: list[OPClient] = []
         self.features: dict[str, bool] = {}
         self._shared: tuple[Browser, Tokens] | None = None
+        self._current = "discovery"  # the core scenario running now
+
+    @contextmanager
+    def _scenario(self, name: str) -> Iterator[None]:
+        """Run a core scenario: a FlowError inside marks it incomplete with the step and the
+        reason, and propagates (the caller decides whether the run can go on)."""
+        previous, self._current = self._current, name
+        try:
+            yield
+        except FlowError as exc:
+            self.rec.incomplete(name, exc.step or name, str(exc))
+            exc.recorded = True
+            raise
+        finally:
+            self._current = previous
 
     # -- helpers -------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -96,6 +116,8 @@ class OPRun:
             self._run()
         except FlowError as exc:
             self.log(f"flow stopped: {exc}")
+            if not exc.recorded:
+                self.rec.incomplete(self._current, exc.step or self._current, str(exc))
             self.rec.skip_rest(f"not reached: {exc}")
         finally:
             self.receiver.stop()
@@ -110,6 +132,7 @@ class OPRun:
             self.rec.record(
                 "DISC-4.3-issuer", Status.FAIL, f"discovery document unavailable: {exc}", {"url": disc_url}
             )
+            self.rec.incomplete("discovery", "GET " + disc_url, f"discovery document unavailable: {exc}")
             self.rec.skip_rest("not reached: no discovery document")
             return
         self.features = op_discovery.check_discovery(self.rec, issuer, doc)
@@ -117,14 +140,26 @@ class OPRun:
             self.keyset = jwk.JWKSet.from_json(json.dumps(self._get_json(doc["jwks_uri"])))
         except Exception as exc:
             self.log(f"JWKS unavailable: {exc}")
-        self.op = OPConnection(issuer, doc, self.o.login_adapter, self.red, self.o.allow_remote, self.o.scope)
+        self.op = OPConnection(
+            issuer, doc, self.o.login_adapter, self.red, self.o.allow_remote, self.o.scope, self.o.prompt
+        )
         self._setup_clients()
         if len(self.clients) < 2:
-            raise FlowError("at least two clients are needed (one login at several RPs)")
+            raise FlowError("at least two clients are needed (one login at several RPs)", "clients")
+        self.rec.complete("discovery")
         if self.features.get("revocation") or self.features.get("introspection"):
-            self._token_endpoints()
+            try:
+                with self._scenario("token-revocation"):
+                    self._token_endpoints()
+            except FlowError as exc:
+                self.log(f"token endpoint checks stopped: {exc}")
+                self.rec.skip_rest(f"not reached: {exc}", ("RFC7009-2", "RFC7662-2"))
+        else:
+            self.rec.not_applicable("token-revocation", "the OP advertises neither endpoint")
         if not self.features.get("end_session"):
-            raise FlowError("the OP has no end_session_endpoint")
+            self.rec.not_applicable("backchannel", "no logout was possible")
+            self._current = "logout"
+            raise FlowError("the OP has no end_session_endpoint", "discovery: end_session_endpoint")
         self._main_logout()
         self._browser_frontchannel()
         self._negatives()
@@ -210,22 +245,32 @@ class OPRun:
         return urlsplit(uri).path if uri else None
 
     # -- RFC 7009 / RFC 7662 (their own session) --------------------------------------------
+    def _token_scope(self) -> str:
+        """--token-scope; offline_access is dropped when the OP does not list it."""
+        assert self.op is not None
+        wanted = self.o.token_scope.split()
+        supported = self.op.discovery.get("scopes_supported")
+        if isinstance(supported, list):
+            wanted = [s for s in wanted if s in supported or s == "openid"]
+        return " ".join(wanted)
+
     def _token_endpoints(self) -> None:
+        """Access and refresh tokens both (RFC 7009 §2: refresh tokens MUST, access tokens
+        SHOULD be revocable). Refresh tokens are asked for with offline_access and
+        prompt=consent (--token-scope, --token-prompt): Core §11 lets an OP issue them only
+        then, as node oidc-provider does."""
         op = self.op
         assert op is not None
         a, b = self.clients[0], self.clients[1]
-        browser = Browser(op)
-        t = op.login_and_authorize(browser, a)
-        rt = t.refresh_token
-        if not rt:
-            reason = "the OP issued no refresh token (grant_types refresh_token was requested)"
-            for cid in (
-                "RFC7009-2.1-revoke",
-                "RFC7009-2.1-other-client",
-                "RFC7662-2.2-active",
-                "RFC7662-2.2-inactive",
-            ):
-                self.rec.skip(cid, reason)
+        scope, prompt = self._token_scope(), self.o.token_prompt
+        t = op.login_and_authorize(Browser(op), a, prompt=prompt, scope=scope)
+        at, rt = t.access_token, t.refresh_token
+        if not at and not rt:
+            raise FlowError("the token response has neither access_token nor refresh_token", "token response")
+        no_rt = (
+            f"the OP issued no refresh token (scope {scope!r}, prompt={prompt or 'none given'}, "
+            "grant_types refresh_token registered)"
+        )
         intro = self.features.get("introspection")
         revo = self.features.get("revocation")
 
@@ -235,9 +280,14 @@ class OPRun:
             except ValueError:
                 return None
 
+        def kinds() -> list[tuple[str, str]]:
+            return [(k, v) for k, v in (("access_token", at), ("refresh_token", rt)) if v]
+
         if intro:
-            resp = op.introspect(None, t.access_token or rt or "x")
+            resp = op.introspect(None, at or rt or "x")
             ev = {"status": resp.status_code, "body": resp.text[:300]}
+            # RFC 7662 §2.1: the endpoint MUST require authorization; RFC 6749 §5.2: a failed
+            # client authentication is answered 401 invalid_client.
             if resp.status_code == 401:
                 self.rec.verdict("RFC7662-2.1-auth", evidence=ev)
             elif resp.status_code >= 400:
@@ -250,78 +300,125 @@ class OPRun:
                     [f"unauthenticated introspection answered {resp.status_code}"],
                     evidence=ev,
                 )
-        if rt and intro:
-            resp = op.introspect(a, rt)
-            self.rec.verdict(
-                "RFC7662-2.2-active",
+            # RFC 7662 §2.2: active is true for a token that is currently active.
+            failures, evs = [], {}
+            for kind, value in kinds():
+                resp = op.introspect(a, value)
+                evs[kind] = {"status": resp.status_code, "body": _json(resp)}
+                if resp.status_code != 200 or active(resp) is not True:
+                    failures.append(f"a fresh {kind} answered {resp.status_code} active={active(resp)!r}")
+            self.rec.verdict("RFC7662-2.2-active", failures, evidence=evs)
+            self.rec.complete("token-revocation")
+        if not revo:
+            return
+        resp = op.revoke(a, "unknown-" + secrets.token_urlsafe(24), "refresh_token")
+        # RFC 7009 §2.2: "invalid tokens do not cause an error response".
+        self.rec.verdict(
+            "RFC7009-2.2-unknown-token",
+            [] if resp.status_code == 200 else [f"answered {resp.status_code}"],
+            evidence={"status": resp.status_code, "body": resp.text[:300]},
+        )
+        victim_kind, victim = ("refresh_token", rt) if rt else ("access_token", at or "")
+        other = op.revoke(b, victim, victim_kind)
+        if intro:
+            still = active(op.introspect(a, victim))
+            failures = (
                 []
-                if resp.status_code == 200 and active(resp) is True
+                if still is True
                 else [
-                    f"introspection of a fresh refresh token answered {resp.status_code} active={active(resp)!r}"
-                ],
-                evidence={"status": resp.status_code, "body": _json(resp)},
+                    f"after {b.client_id} revoked {a.client_id}'s {victim_kind}, introspection active={still!r}"
+                ]
             )
-        if revo:
-            resp = op.revoke(a, "unknown-" + secrets.token_urlsafe(24), "refresh_token")
-            self.rec.verdict(
-                "RFC7009-2.2-unknown-token",
-                [] if resp.status_code == 200 else [f"answered {resp.status_code}"],
-                evidence={"status": resp.status_code, "body": resp.text[:300]},
-            )
-        if rt and revo:
-            other = op.revoke(b, rt, "refresh_token")
-            still = None
-            if intro:
-                still = active(op.introspect(a, rt))
-                failures = (
-                    []
-                    if still is True
-                    else [
-                        f"after {b.client_id} revoked {a.client_id}'s token, introspection active={still!r}"
-                    ]
-                )
-            else:
-                probe = op.refresh(a, rt)
-                still = probe.status_code == 200
-                if still:
-                    rt = (probe.json() or {}).get("refresh_token") or rt
-                    self.red.register(rt)
-                failures = [] if still else ["the token stopped working after another client revoked it"]
+        elif rt:
+            probe = op.refresh(a, rt)
+            still = probe.status_code == 200
+            if still:
+                rt = (probe.json() or {}).get("refresh_token") or rt
+                self.red.register(rt)
+            failures = [] if still else ["the token stopped working after another client revoked it"]
+        else:
+            still, failures = None, []
+        if still is None:
+            self.rec.skip("RFC7009-2.1-other-client", "no introspection and no refresh token to probe with")
+        else:
+            # RFC 7009 §2.1: the server "first validates the client credentials ... and then
+            # verifies whether the token was issued to the client making the revocation request".
             self.rec.verdict(
                 "RFC7009-2.1-other-client",
                 failures,
                 evidence={
+                    "token": victim_kind,
                     "revoke_by_other_client": {"status": other.status_code, "body": other.text[:300]},
                     "still_active": still,
                 },
             )
-            resp = op.revoke(a, rt, "refresh_token")
-            refresh = op.refresh(a, rt)
-            failures = []
-            if resp.status_code != 200:
-                failures.append(f"revocation answered {resp.status_code}")
-            if refresh.status_code == 200:
-                self.red.register(*(refresh.json() or {}).values())
-                failures.append("the revoked refresh token still refreshes")
-            self.rec.verdict(
-                "RFC7009-2.1-revoke",
-                failures,
-                evidence={
-                    "revoke": {"status": resp.status_code, "body": resp.text[:300]},
-                    "refresh_after": {"status": refresh.status_code, "body": _json(refresh)},
-                },
-            )
+        inactive: dict[str, Any] = {}
+        # Access token first (RFC 7009 §2: SHOULD be supported). Revoking it may revoke the
+        # grant and its refresh token too (RFC 7009 §2.1 allows it), so the refresh-token case
+        # gets a session of its own below.
+        if at:
+            resp = op.revoke(a, at, "access_token")
+            ev2: dict[str, Any] = {"revoke": {"status": resp.status_code, "body": resp.text[:300]}}
+            failures = [] if resp.status_code == 200 else [f"revocation answered {resp.status_code}"]
             if intro:
-                resp = op.introspect(a, rt)
-                self.rec.verdict(
-                    "RFC7662-2.2-inactive",
-                    []
-                    if resp.status_code == 200 and active(resp) is False
-                    else [
-                        f"introspection of a revoked token answered {resp.status_code} active={active(resp)!r}"
-                    ],
-                    evidence={"status": resp.status_code, "body": _json(resp)},
+                r = op.introspect(a, at)
+                ev2["introspection_after"] = {"status": r.status_code, "body": _json(r)}
+                inactive["access_token"] = (r.status_code, active(r))
+                if active(r) is not False:
+                    failures.append(
+                        f"the revoked access token is still active (introspection active={active(r)!r})"
+                    )
+                self.rec.verdict("RFC7009-2.1-revoke-access", failures, evidence=ev2)
+            elif failures:
+                self.rec.verdict("RFC7009-2.1-revoke-access", failures, evidence=ev2)
+            else:
+                self.rec.skip(
+                    "RFC7009-2.1-revoke-access",
+                    "answered 200, but without introspection the effect is not observable",
+                    ev2,
                 )
+            self.rec.complete("token-revocation")
+        else:
+            self.rec.skip("RFC7009-2.1-revoke-access", "the OP issued no access token")
+        if not rt:
+            self.rec.skip("RFC7009-2.1-revoke", no_rt)
+        else:
+            t2 = op.login_and_authorize(Browser(op), a, prompt=prompt, scope=scope)
+            rt2 = t2.refresh_token
+            if not rt2:
+                self.rec.skip("RFC7009-2.1-revoke", no_rt + " in the second session")
+            else:
+                resp = op.revoke(a, rt2, "refresh_token")
+                refresh = op.refresh(a, rt2)
+                failures = []
+                if resp.status_code != 200:
+                    failures.append(f"revocation answered {resp.status_code}")
+                if refresh.status_code == 200:
+                    self.red.register(*(refresh.json() or {}).values())
+                    failures.append("the revoked refresh token still refreshes")
+                self.rec.verdict(
+                    "RFC7009-2.1-revoke",
+                    failures,
+                    evidence={
+                        "revoke": {"status": resp.status_code, "body": resp.text[:300]},
+                        "refresh_after": {"status": refresh.status_code, "body": _json(refresh)},
+                    },
+                )
+                if intro:
+                    r = op.introspect(a, rt2)
+                    inactive["refresh_token"] = (r.status_code, active(r))
+                self.rec.complete("token-revocation")
+        if intro and inactive:
+            # RFC 7662 §2.2: a revoked token is not active.
+            self.rec.verdict(
+                "RFC7662-2.2-inactive",
+                [
+                    f"introspection of a revoked {kind} answered {st} active={act!r}"
+                    for kind, (st, act) in inactive.items()
+                    if st != 200 or act is not False
+                ],
+                evidence={k: {"status": st, "active": act} for k, (st, act) in inactive.items()},
+            )
 
     # -- main session: one login, all clients, RP-initiated logout -------------------------
     def _end_session(
@@ -336,15 +433,35 @@ class OPRun:
         return LogoutOutcome(hops, pages, final, redirect, page_redirect_targets(pages))
 
     def _session_alive(self, browser: Browser, client: OPClient) -> dict[str, Any]:
+        """One client's view of the OP session: prompt=none gives a code (alive),
+        login_required (ended) or anything else, reported as it is (unknown)."""
         assert self.op is not None
         res = self.op.authorize(browser, client, prompt="none")
-        return {"alive": "code" in res, "result": res.get("error") or res.get("stopped") or "code issued"}
+        answer = "code issued" if "code" in res else res.get("error") or f"stopped: {res.get('stopped')}"
+        return {
+            "client_id": client.client_id,
+            "alive": "code" in res,
+            "ended": res.get("error") == "login_required",
+            "result": answer,
+        }
+
+    def _session_state(self, browser: Browser, clients: list[OPClient]) -> list[dict[str, Any]]:
+        """RP-Initiated §2 / Core §3.1.2.1: the session is over only when *every* client of it
+        gets login_required with prompt=none; asking one client misses a partial logout."""
+        return [self._session_alive(browser, c) for c in clients]
 
     def _main_logout(self) -> None:
         op = self.op
         assert op is not None
         browser = Browser(op)
-        tokens = [op.login_and_authorize(browser, c) for c in self.clients]
+        with self._scenario("login"):
+            tokens = [op.login_and_authorize(browser, c) for c in self.clients]
+            if not tokens[0].id_token:
+                raise FlowError(
+                    "the token response has no id_token", f"token response for {tokens[0].client.client_id}"
+                )
+        self.rec.complete("login")
+        self._current = "logout"
         sids = [t.id_claims.get("sid") for t in tokens]
         ev_ids = [
             {"client_id": t.client.client_id, "id_token": {"header": t.id_header, "claims": t.id_claims}}
@@ -360,24 +477,24 @@ class OPRun:
                     f"{t.client.client_id}: the ID token has no sid"
                     for t in tokens
                     if not t.id_claims.get("sid")
-                ]
-                + (["ID tokens of one login carry different sids"] if len(set(map(str, sids))) > 1 else []),
-                evidence={"id_tokens": ev_ids},
+                ],
+                # Different sids per client are not a failure: backchannel §2.1 and frontchannel §3 define sid as the session
+                # identifier *at the RP*; an OP may give each client its own (node
+                # oidc-provider's sidFor(clientId)). BCL-2.4-sid-match checks each client's.
+                evidence={"id_tokens": ev_ids, "distinct_sids": len(set(map(str, sids)))},
             )
         else:
             self.rec.skip(
                 "BCL-2.1-id-token-sid", "the OP does not advertise backchannel_logout_session_supported"
             )
         first = tokens[0]
-        if not first.id_token:
-            raise FlowError("the token response has no id_token")
         state = secrets.token_urlsafe(16)
         mark = len(self.receiver.requests)
         started = time.monotonic()
         plru = first.client.post_logout_redirect_uri
         outcome = self._end_session(
             browser,
-            {"id_token_hint": first.id_token, "post_logout_redirect_uri": plru, "state": state},
+            {"id_token_hint": first.id_token or "", "post_logout_redirect_uri": plru, "state": state},
             confirm=True,
             stop=(plru,),
         )
@@ -423,6 +540,20 @@ class OPRun:
 
         self.receiver.wait_for(arrived, self.o.wait)
         time.sleep(self.o.settle)
+        got = {r.path for r in self.receiver.requests[mark:]}
+        if not expected:
+            self.rec.not_applicable("backchannel", "no client has a backchannel_logout_uri")
+        elif paths <= got:
+            self.rec.complete("backchannel")
+        else:
+            late = [
+                t.client.client_id for t in expected if self._path(t.client.backchannel_logout_uri) not in got
+            ]
+            self.rec.incomplete(
+                "backchannel",
+                "waiting for back-channel logout requests",
+                f"no logout token arrived for {', '.join(late)} within {self.o.wait}s",
+            )
         waited = time.monotonic() - started
         deliveries = []
         by_path = {self._path(c.backchannel_logout_uri): c for c in self.clients if c.backchannel_logout_uri}
@@ -433,12 +564,31 @@ class OPRun:
         op_backchannel.check_deliveries(
             self.rec, self.issuer, expected, deliveries, self.keyset, waited, session_sid_required=True
         )
-        alive = self._session_alive(browser, first.client)
-        self.rec.verdict(
-            "RPI-2-session-ended",
-            ["the OP still issues codes without login (prompt=none)"] if alive["alive"] else [],
-            evidence=alive,
-        )
+        answers = self._session_state(browser, self.clients)
+        alive = [a for a in answers if a["alive"]]
+        unknown = [a for a in answers if not a["alive"] and not a["ended"]]
+        if alive:
+            self.rec.verdict(
+                "RPI-2-session-ended",
+                [
+                    f"{a['client_id']} still gets a code with prompt=none: the session is not over for it"
+                    for a in alive
+                ],
+                evidence={"prompt_none": answers},
+            )
+            self.rec.complete("logout")
+        elif unknown:
+            # Not proof either way: consent_required, interaction_required, an error page ...
+            why = "; ".join(f"{a['client_id']} answered {a['result']}" for a in unknown)
+            self.rec.skip(
+                "RPI-2-session-ended",
+                f"could not tell whether the session ended (login_required expected): {why}",
+                {"prompt_none": answers},
+            )
+            self.rec.incomplete("logout", "prompt=none after logout", why)
+        else:
+            self.rec.verdict("RPI-2-session-ended", evidence={"prompt_none": answers})
+            self.rec.complete("logout")
         self._refresh_revoked(tokens)
 
     def _refresh_revoked(self, tokens: list[Tokens]) -> None:
@@ -581,7 +731,15 @@ class OPRun:
             "session_after": alive,
             "backchannel_requests_after": len(hits),
         }
-        return {"outcome": outcome, "redirected": redirected, "alive": alive["alive"], "hits": hits, "ev": ev}
+        return {
+            "outcome": outcome,
+            "redirected": redirected,
+            "alive": alive["alive"],
+            "ended": alive["ended"],
+            "answer": alive["result"],
+            "hits": hits,
+            "ev": ev,
+        }
 
     def _session(self) -> tuple[Browser, Tokens]:
         """A session for requests that must leave it alive: shared between them (a login can
@@ -608,8 +766,13 @@ class OPRun:
                 failures.append(f"the OP redirected to {r['redirected'][0]}")
             if error_expected:
                 status = r["outcome"].status()
-                if not r["alive"]:
+                if r["ended"]:
                     failures.append("the session was ended")
+                elif not r["alive"]:
+                    warnings.append(
+                        f"afterwards prompt=none answered {r['answer']}: whether the session survived "
+                        "is unknown"
+                    )
                 if r["hits"]:
                     failures.append("a back-channel logout was sent for the session")
                 if status is not None and status < 400 and not r["redirected"]:
@@ -656,8 +819,12 @@ class OPRun:
             )
         if status is not None and status >= 500:
             failures.append(f"end_session answered {status}")
-        if not r["alive"] or r["hits"]:
+        if r["ended"] or r["hits"]:
             warnings.append("the session was ended without asking the End-User (§6: obtain confirmation)")
+        elif not r["alive"]:
+            warnings.append(
+                f"afterwards prompt=none answered {r['answer']}: whether the session survived is unknown"
+            )
         url = op.endpoint("end_session_endpoint") or ""
         r["ev"]["confirmation_form"] = bool(confirmation_forms(outcome.pages, url))
         self.rec.verdict(check_id, failures, warnings, evidence=r["ev"])

@@ -21,7 +21,13 @@ TIMEOUT = 15
 
 
 class FlowError(RuntimeError):
-    """The OP did not let a flow complete (the evidence says where it stopped)."""
+    """The OP did not let a flow complete; ``step`` names where it stopped (the report's
+    core-scenario table shows it)."""
+
+    def __init__(self, message: str, step: str = "") -> None:
+        super().__init__(message)
+        self.step = step
+        self.recorded = False  # already recorded against a core scenario
 
 
 @dataclass
@@ -156,7 +162,9 @@ class OPConnection:
         redactor: Redactor,
         allow_remote: bool = False,
         scope: str = "openid",
+        prompt: str = "",
     ) -> None:
+        self.prompt = prompt
         self.issuer = issuer
         self.discovery = discovery
         self.login_adapter = login_adapter
@@ -197,7 +205,9 @@ class OPConnection:
         return self.http.post(url, json=metadata, timeout=TIMEOUT)
 
     # -- code flow -------------------------------------------------------------------
-    def authorize(self, browser: Browser, client: OPClient, prompt: str | None = None) -> dict[str, Any]:
+    def authorize(
+        self, browser: Browser, client: OPClient, prompt: str | None = None, scope: str | None = None
+    ) -> dict[str, Any]:
         """Run an authorization request; returns {"code"|"error"|"stopped": ..., "hops": ...}."""
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -206,12 +216,13 @@ class OPConnection:
             "response_type": "code",
             "client_id": client.client_id,
             "redirect_uri": client.redirect_uri,
-            "scope": self.scope,
+            "scope": scope or self.scope,
             "state": state,
             "nonce": nonce,
             "code_challenge": challenge,
             "code_challenge_method": "S256",
         }
+        prompt = prompt if prompt is not None else self.prompt
         if prompt:
             params["prompt"] = prompt
         resp = browser.get(self._url("authorization_endpoint"), **params)
@@ -232,12 +243,15 @@ class OPConnection:
             out["error"] = (q.get("error") or ["<none>"])[0]
         return out
 
-    def login_and_authorize(self, browser: Browser, client: OPClient) -> Tokens:
-        res = self.authorize(browser, client)
+    def login_and_authorize(
+        self, browser: Browser, client: OPClient, prompt: str | None = None, scope: str | None = None
+    ) -> Tokens:
+        res = self.authorize(browser, client, prompt=prompt, scope=scope)
         if "code" not in res:
             raise FlowError(
                 f"authorization for {client.client_id} did not return a code: "
-                f"{res.get('error') or res.get('stopped')}"
+                f"{res.get('error') or res.get('stopped')}",
+                step=res.get("step") or f"authorization request for {client.client_id}",
             )
         data = {
             "grant_type": "authorization_code",
@@ -248,7 +262,8 @@ class OPConnection:
         resp = self.post_form("token_endpoint", client, data)
         if resp.status_code != 200:
             raise FlowError(
-                f"token request for {client.client_id} answered {resp.status_code}: {resp.text[:300]}"
+                f"token request for {client.client_id} answered {resp.status_code}: {resp.text[:300]}",
+                step=f"token request for {client.client_id}",
             )
         body = resp.json()
         for key in ("access_token", "refresh_token", "id_token"):

@@ -1,7 +1,8 @@
 """``oidc-logout-conformance``: run the op or rp profile and write report.json + report.html.
 
-Exit status: 0 when no check failed (warnings and skips allowed), 1 when a check failed,
-2 on a usage or setup error.
+Exit status: 0 when no check failed and every core scenario ran (warnings and skips
+allowed), 1 when a check failed, 2 on a usage or setup error, 3 when no check failed but a
+core scenario could not execute (result ``incomplete``: a run that proved nothing).
 """
 
 from __future__ import annotations
@@ -62,6 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope",
         default="openid",
         help="scope requested (no offline_access: §2.7 checks refresh tokens of the session)",
+    )
+    op.add_argument(
+        "--prompt",
+        default="",
+        help="prompt for the main session's authorization requests (default: none sent)",
+    )
+    op.add_argument(
+        "--token-scope",
+        default="openid offline_access",
+        help="scope of the RFC 7009/7662 session (offline_access is dropped when the OP does not "
+        "list it in scopes_supported)",
+    )
+    op.add_argument(
+        "--token-prompt",
+        default="consent",
+        help="prompt of the RFC 7009/7662 session: Core §11 lets OPs issue refresh tokens for "
+        "offline_access only with consent ('' to send none)",
     )
     op.add_argument("--receiver-host", default="127.0.0.1")
     op.add_argument(
@@ -165,6 +183,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             settle=args.settle,
             allow_remote=args.allow_remote,
             scope=args.scope,
+            prompt=args.prompt,
+            token_scope=args.token_scope,
+            token_prompt=args.token_prompt,
             registration_token=args.registration_token,
             browser=args.browser,
         )
@@ -211,7 +232,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for c in report["checks"]:
         if c["status"] in ("fail", "warning"):
             print(f"  {c['status'].upper():7} {c['id']}: {c['reason']}")
-    return 1 if report["result"] == "fail" else 0
+    for sc in report["scenarios"]:
+        if sc["status"] == "incomplete":
+            print(f"  INCOMPLETE scenario {sc['name']}: stopped at {sc['step']}: {sc['reason']}")
+    print(f"result: {report['result']}")
+    return EXIT[report["result"]]
+
+
+#: Exit status per result (2 is a usage error).
+EXIT = {"pass": 0, "fail": 1, "incomplete": 3}
 
 
 if __name__ == "__main__":
