@@ -78,6 +78,11 @@ CATALOG: dict[str, CheckSpec] = {
         f"RFC 7591 §3.2.1, {BCL} §2.2, {FCL} §2",
         "dynamic registration accepts and returns the logout metadata",
     ),
+    "REG-BCL-2.2-fragment": _op(
+        f"{BCL} §2.2",
+        "registering a backchannel_logout_uri with a fragment is refused (the URI MUST NOT include "
+        "a fragment component)",
+    ),
     "BCL-2.1-id-token-sid": _op(
         f"{BCL} §2.1 / {FCL} §3",
         "ID tokens carry a sid claim when session logout is supported (one per client allowed: a sid "
@@ -89,6 +94,10 @@ CATALOG: dict[str, CheckSpec] = {
         f"{RPI} §2",
         "end_session with id_token_hint, registered post_logout_redirect_uri and state is accepted",
         oidf=_RPI,
+    ),
+    "RPI-2-post": _op(
+        f"{RPI} §2",
+        "end_session accepts POST (form-encoded) as well as GET: the OP MUST support both",
     ),
     "RPI-3-state": _op(
         f"{RPI} §3",
@@ -186,6 +195,12 @@ CATALOG: dict[str, CheckSpec] = {
     "BCL-2.7-refresh-revoked": _op(
         f"{BCL} §2.7",
         "non-offline refresh tokens of the session stop working (refresh fails, introspection inactive)",
+        "SHOULD",
+    ),
+    "BCL-2.7-revoked-before-notify": _op(
+        f"{BCL} §2.7, §2.5",
+        "when the logout token arrives, the session's access and refresh tokens are already "
+        "inactive (introspection): an RP reacting to it must not find them usable",
         "SHOULD",
     ),
     # -- OP: front-channel ----------------------------------------------------------------

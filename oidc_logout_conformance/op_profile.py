@@ -74,8 +74,11 @@ class OPRun:
         self.receiver = CaptureServer(
             opts.receiver_host,
             opts.receiver_port,
-            responder=lambda c: (200, {"Content-Type": "text/html"}, FORM_HTML),
+            responder=self._respond,
         )
+        # back-channel path -> the tokens to introspect when its logout token arrives
+        self._probe: dict[str, Tokens] = {}
+        self._probe_results: dict[str, dict[str, Any]] = {}
         self.keyset: jwk.JWKSet | None = None
         self.op: OPConnection | None = None
         self.clients: list[OPClient] = []
@@ -98,6 +101,47 @@ class OPRun:
             self._current = previous
 
     # -- helpers -------------------------------------------------------------------------
+    def _respond(self, cap: Any) -> tuple[int, dict[str, str], bytes]:
+        """The runner's RP endpoints answer 200. A logout token for a session whose tokens
+        are being watched first has them introspected (BCL-2.7-revoked-before-notify): what
+        an RP reacting to the token would find."""
+        t = self._probe.get(cap.path) if cap.method == "POST" else None
+        if (
+            t is not None
+            and cap.path not in self._probe_results
+            and self.op is not None
+            and self.features.get("introspection")
+        ):
+            self._probe_results[cap.path] = {"client_id": t.client.client_id}
+            for kind, value in (("access_token", t.access_token), ("refresh_token", t.refresh_token)):
+                if not value:
+                    continue
+                try:
+                    r = self.op.post_form("introspection_endpoint", t.client, {"token": value}, timeout=5)
+                    self._probe_results[cap.path][kind] = _json(r).get("active")
+                except Exception as exc:  # never let the probe break the OP's delivery
+                    self._probe_results[cap.path][kind] = f"introspection failed: {exc}"
+        return 200, {"Content-Type": "text/html"}, FORM_HTML
+
+    def _revoked_before_notify(self) -> None:
+        if not self.features.get("introspection"):
+            self.rec.skip("BCL-2.7-revoked-before-notify", "the OP advertises no introspection_endpoint")
+            return
+        if not self._probe_results:
+            self.rec.skip("BCL-2.7-revoked-before-notify", "no logout token arrived")
+            return
+        warnings = [
+            f"{r['client_id']}: its {kind} was still active when its logout token arrived"
+            for r in self._probe_results.values()
+            for kind in ("access_token", "refresh_token")
+            if r.get(kind) is True
+        ]
+        self.rec.verdict(
+            "BCL-2.7-revoked-before-notify",
+            warnings=warnings,
+            evidence={"at_delivery": list(self._probe_results.values())},
+        )
+
     def log(self, msg: str) -> None:
         self.rec.log.append(msg)
 
@@ -169,6 +213,7 @@ class OPRun:
         base = self.receiver.base_url
         if self.o.client_config is not None:
             self.rec.skip("REG-7591-registration", "clients were configured (--client-config)")
+            self.rec.skip("REG-BCL-2.2-fragment", "clients were configured (--client-config)")
             for configured in self.o.client_config:
                 self.red.register(configured.get("client_secret"))
                 self.clients.append(self._client_from(configured, configured))
@@ -190,7 +235,9 @@ class OPRun:
                 "post_logout_redirect_uris": [f"{base}/{name}/logged-out"],
                 "grant_types": ["authorization_code", "refresh_token"],
                 "response_types": ["code"],
-                "scope": self.o.scope,
+                # every scope the run asks for (the main session's and the RFC 7009/7662
+                # session's): OPs limit a client to the scopes it registered
+                "scope": " ".join(dict.fromkeys(f"{self.o.scope} {self._token_scope()}".split())),
                 "token_endpoint_auth_method": "client_secret_basic",
                 "id_token_signed_response_alg": "RS256",
                 "backchannel_logout_uri": f"{base}/{name}/backchannel",
@@ -225,8 +272,44 @@ class OPRun:
                     problems.append(f"{key} not echoed in the client information response")
             self.clients.append(self._client_from(body, meta))
         self.rec.verdict("REG-7591-registration", problems, evidence={"registrations": evidence})
+        self._fragment_registration(meta)
         if problems and len(self.clients) < 2:
             raise FlowError("client registration failed")
+
+    def _fragment_registration(self, meta: dict[str, Any]) -> None:
+        """backchannel §2.2: the backchannel_logout_uri "MUST NOT include a fragment
+        component"; RFC 7591 §3.2.2: invalid metadata is answered invalid_client_metadata."""
+        assert self.op is not None
+        bad = {
+            **meta,
+            "client_name": "conformance fragment",
+            "backchannel_logout_uri": meta["backchannel_logout_uri"] + "#frag",
+        }
+        headers = (
+            {"Authorization": f"Bearer {self.o.registration_token}"} if self.o.registration_token else {}
+        )
+        url = self.op.endpoint("registration_endpoint") or ""
+        resp = self.op.http.post(url, json=bad, timeout=15, headers=headers)
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {"_text": resp.text[:200]}
+        if isinstance(body, dict):
+            self.red.register(body.get("client_secret"), body.get("registration_access_token"))
+        ev = {
+            "request": {"backchannel_logout_uri": bad["backchannel_logout_uri"]},
+            "status": resp.status_code,
+            "response": body,
+        }
+        if 200 <= resp.status_code < 300:
+            echoed = body.get("backchannel_logout_uri") if isinstance(body, dict) else None
+            self.rec.verdict(
+                "REG-BCL-2.2-fragment",
+                [f"registration accepted it ({resp.status_code}; backchannel_logout_uri {echoed!r})"],
+                evidence=ev,
+            )
+        else:
+            self.rec.verdict("REG-BCL-2.2-fragment", evidence=ev)
 
     @staticmethod
     def _client_from(body: dict[str, Any], meta: dict[str, Any]) -> OPClient:
@@ -489,6 +572,7 @@ class OPRun:
             )
         first = tokens[0]
         state = secrets.token_urlsafe(16)
+        self._probe = {p: t for t in tokens if (p := self._path(t.client.backchannel_logout_uri)) is not None}
         mark = len(self.receiver.requests)
         started = time.monotonic()
         plru = first.client.post_logout_redirect_uri
@@ -561,9 +645,11 @@ class OPRun:
             client = by_path.get(r.path)
             if client is not None:
                 deliveries.append(op_backchannel.parse_delivery(client, r))
+        self._probe = {}
         op_backchannel.check_deliveries(
             self.rec, self.issuer, expected, deliveries, self.keyset, waited, session_sid_required=True
         )
+        self._revoked_before_notify()
         answers = self._session_state(browser, self.clients)
         alive = [a for a in answers if a["alive"]]
         unknown = [a for a in answers if not a["alive"] and not a["ended"]]
@@ -783,6 +869,38 @@ class OPRun:
             check_id, failures, warnings, evidence=evs[0] if len(evs) == 1 else {"requests": evs}
         )
 
+    def _post_logout(self) -> None:
+        """RP-Initiated §2: "The OP MUST support the use of the HTTP GET and POST methods"
+        at the end_session endpoint (POST form-serialized, as OIDC Core §13.2)."""
+        op = self.op
+        assert op is not None
+        a = self.clients[0]
+        browser = Browser(op)
+        t = op.login_and_authorize(browser, a)
+        url = op.endpoint("end_session_endpoint") or ""
+        params = {
+            "id_token_hint": t.id_token or "",
+            "post_logout_redirect_uri": a.post_logout_redirect_uri,
+            "state": secrets.token_urlsafe(8),
+        }
+        resp = browser.http.post(url, data=params, allow_redirects=False, timeout=15)
+        final, redirect, hops, pages = browser.walk(
+            resp, (a.post_logout_redirect_uri,), login=False, confirm_url=url
+        )
+        outcome = LogoutOutcome(hops, pages, final, redirect, page_redirect_targets(pages))
+        failures = []
+        if resp.status_code in (404, 405, 501) or resp.status_code >= 500:
+            failures.append(f"POST to end_session answered {resp.status_code}")
+        elif not [u for u in outcome.targets() if goes_to(u, a.post_logout_redirect_uri)]:
+            failures.append(
+                f"the POSTed logout did not lead to the post_logout_redirect_uri (HTTP {outcome.status()})"
+            )
+        self.rec.verdict(
+            "RPI-2-post",
+            failures,
+            evidence={"request": {"method": "POST", **self._request_ev(params)}, **outcome.evidence()},
+        )
+
     def _no_state(self) -> None:
         """Registered post_logout_redirect_uri without state: redirected there, no state added."""
         op = self.op
@@ -912,6 +1030,7 @@ class OPRun:
                 ),
             ),
             ("RPI-3-no-state", self._no_state),
+            ("RPI-2-post", self._post_logout),
             (
                 "RPI-6-no-id-token-hint",
                 lambda: self._without_hint(

@@ -14,18 +14,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .adapters import FormLoginAdapter, HttpSessionAdapter, load_object
+from .adapters import FormLoginAdapter, Hints, HttpSessionAdapter, load_object
 from .model import Recorder
 from .net import TargetNotAllowed, check_target
 from .report import write
 
 
-def _kv(values: list[str] | None) -> dict[str, str]:
+def _kv(values: list[str] | None, option: str = "--adapter-arg") -> dict[str, str]:
     out = {}
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"--adapter-arg {item!r} must be key=value")
+            raise SystemExit(f"{option} {item!r} must be key=value")
         out[key] = value
     return out
 
@@ -49,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--password", help="End-User password for the form adapter")
     op.add_argument("--username-field", default="username")
     op.add_argument("--password-field", default="password")
+    op.add_argument(
+        "--field",
+        action="append",
+        metavar="NAME=VALUE",
+        help="form adapter hint: set this field on any OP form that has it (repeatable)",
+    )
+    op.add_argument(
+        "--submit",
+        action="append",
+        metavar="NAME[=VALUE]",
+        help="form adapter hint: press this button when a form has several, e.g. a consent or "
+        "logout confirmation button (repeatable; default: the first button that does not decline)",
+    )
     op.add_argument(
         "--client-config",
         help="JSON array of pre-registered clients (client_id, client_secret, "
@@ -145,7 +158,8 @@ def _login_adapter(args: argparse.Namespace) -> Any:
     if args.login_adapter == "form":
         if not args.username or not args.password:
             raise SystemExit("the form login adapter needs --username and --password")
-        return FormLoginAdapter(args.username, args.password, args.username_field, args.password_field)
+        hints = Hints(fields=_kv(args.field, "--field"), submit=list(args.submit or []))
+        return FormLoginAdapter(args.username, args.password, args.username_field, args.password_field, hints)
     return load_object(args.login_adapter, **_kv(args.adapter_arg))
 
 

@@ -61,9 +61,18 @@ CASES: dict[str, tuple[set[str], set[str], set[str]]] = {
         set(),
         {"RFC7662-endpoint"},
         # revoking the access token answers 200, but its effect is not observable
-        {"RFC7662-2.2-active", "RFC7662-2.2-inactive", "RFC7662-2.1-auth", "RFC7009-2.1-revoke-access"},
+        {
+            "RFC7662-2.2-active",
+            "RFC7662-2.2-inactive",
+            "RFC7662-2.1-auth",
+            "RFC7009-2.1-revoke-access",
+            "BCL-2.7-revoked-before-notify",
+        },
     ),
     "registration_drops_bcl_uri": ({"REG-7591-registration"}, set(), set()),
+    "registration_accepts_fragment": ({"REG-BCL-2.2-fragment"}, set(), set()),
+    "end_session_get_only": ({"RPI-2-post"}, set(), set()),
+    "notify_before_revoke": (set(), {"BCL-2.7-revoked-before-notify"}, set()),
     # logout token and delivery
     "lt_nonce": ({"BCL-2.4-no-nonce"}, set(), set()),
     "lt_no_events": ({"BCL-2.4-events"}, set(), set()),
@@ -81,10 +90,10 @@ CASES: dict[str, tuple[set[str], set[str], set[str]]] = {
     "lt_wrong_iss": ({"BCL-2.4-iss"}, set(), set()),
     "lt_old_iat": ({"BCL-2.4-iat"}, set(), set()),
     "lt_no_sid_sub": ({"BCL-2.4-sid-sub", "BCL-2.4-sid-match"}, set(), set()),
-    "no_delivery": ({"BCL-2.5-delivered"}, set(), BCL_TOKEN_CHECKS),
+    "no_delivery": ({"BCL-2.5-delivered"}, set(), BCL_TOKEN_CHECKS | {"BCL-2.7-revoked-before-notify"}),
     "first_client_only": ({"BCL-2.5-delivered"}, set(), set()),
     "deliver_twice": (set(), {"BCL-2.5-one-per-rp"}, set()),
-    "keep_refresh": (set(), {"BCL-2.7-refresh-revoked"}, set()),
+    "keep_refresh": (set(), {"BCL-2.7-refresh-revoked", "BCL-2.7-revoked-before-notify"}, set()),
     # the ID token has no sid (nor have the logout token and the iframe URL: a consistent OP)
     "id_token_no_sid": ({"BCL-2.1-id-token-sid", "FCL-3-iss-sid"}, set(), set()),
     # not a defect: one sid per client for one login (backchannel §2.1: a sid identifies the
@@ -99,9 +108,10 @@ CASES: dict[str, tuple[set[str], set[str], set[str]]] = {
             "BCL-2.5-delivered",
             "FCL-4-iframes",
             "RPI-3-no-state",
+            "RPI-2-post",
         },
         {"BCL-2.7-refresh-revoked"},
-        BCL_TOKEN_CHECKS | {"FCL-3-iss-sid"},
+        BCL_TOKEN_CHECKS | {"FCL-3-iss-sid", "BCL-2.7-revoked-before-notify"},
     ),
     "no_state": ({"RPI-3-state"}, set(), set()),
     "no_state_no_redirect": ({"RPI-3-no-state"}, set(), set()),
@@ -126,7 +136,7 @@ CASES: dict[str, tuple[set[str], set[str], set[str]]] = {
     "revoke_noop": ({"RFC7009-2.1-revoke", "RFC7662-2.2-inactive"}, {"RFC7009-2.1-revoke-access"}, set()),
     "introspect_always_active": (
         {"RFC7662-2.2-inactive"},
-        {"BCL-2.7-refresh-revoked", "RFC7009-2.1-revoke-access"},
+        {"BCL-2.7-refresh-revoked", "RFC7009-2.1-revoke-access", "BCL-2.7-revoked-before-notify"},
         set(),
     ),
     "introspect_always_inactive": ({"RFC7662-2.2-active", "RFC7009-2.1-other-client"}, set(), set()),
