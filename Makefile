@@ -12,7 +12,12 @@ MIN_STAMP := $(MIN_VENV)/.installed
 # The core needs no browser: protocol endpoints, termination, the RP library, storage.
 CORE_TESTS := tests/op tests/termination tests/rp tests/storage
 
-.PHONY: demo test test-min lint typecheck format bench install clean
+# Third-party peers of the conformance runner (tests/interop), installed from the lock file
+# when node is present; without node their tests skip (and fail under CI=true).
+NODE_PEERS := tests/interop/node
+NODE_STAMP := $(NODE_PEERS)/node_modules/.installed
+
+.PHONY: demo test test-min lint typecheck format bench install clean node-peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +37,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/oidc-logout demo --dev $(DEMO_ARGS)
 
-test: $(STAMP)
+$(NODE_STAMP): $(NODE_PEERS)/package.json $(NODE_PEERS)/package-lock.json
+	cd $(NODE_PEERS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+node-peers:
+	@if command -v node >/dev/null 2>&1; then $(MAKE) --no-print-directory $(NODE_STAMP); \
+	else echo "node not found: tests/interop will skip"; fi
+
+test: $(STAMP) node-peers
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The tests wait on loopback servers and PostgreSQL far more than they compute: two workers

@@ -78,14 +78,26 @@ CATALOG: dict[str, CheckSpec] = {
         f"RFC 7591 §3.2.1, {BCL} §2.2, {FCL} §2",
         "dynamic registration accepts and returns the logout metadata",
     ),
+    "REG-BCL-2.2-fragment": _op(
+        f"{BCL} §2.2",
+        "registering a backchannel_logout_uri with a fragment is refused (the URI MUST NOT include "
+        "a fragment component)",
+    ),
     "BCL-2.1-id-token-sid": _op(
-        f"{BCL} §2.1 / {FCL} §3", "ID tokens carry a sid claim when session logout is supported", oidf=_BCL_OP
+        f"{BCL} §2.1 / {FCL} §3",
+        "ID tokens carry a sid claim when session logout is supported (one per client allowed: a sid "
+        "identifies the session at an RP)",
+        oidf=_BCL_OP,
     ),
     # -- OP: RP-initiated logout ----------------------------------------------------------
     "RPI-2-logout": _op(
         f"{RPI} §2",
         "end_session with id_token_hint, registered post_logout_redirect_uri and state is accepted",
         oidf=_RPI,
+    ),
+    "RPI-2-post": _op(
+        f"{RPI} §2",
+        "end_session accepts POST (form-encoded) as well as GET: the OP MUST support both",
     ),
     "RPI-3-state": _op(
         f"{RPI} §3",
@@ -185,6 +197,12 @@ CATALOG: dict[str, CheckSpec] = {
         "non-offline refresh tokens of the session stop working (refresh fails, introspection inactive)",
         "SHOULD",
     ),
+    "BCL-2.7-revoked-before-notify": _op(
+        f"{BCL} §2.7, §2.5",
+        "when the logout token arrives, the session's access and refresh tokens are already "
+        "inactive (introspection): an RP reacting to it must not find them usable",
+        "SHOULD",
+    ),
     # -- OP: front-channel ----------------------------------------------------------------
     "FCL-4-iframes": _op(
         f"{FCL} §4",
@@ -204,16 +222,35 @@ CATALOG: dict[str, CheckSpec] = {
     "RFC7009-2.1-revoke": _op(
         "RFC 7009 §2.1, §2.2", "revoking a refresh token answers 200 and the token no longer refreshes"
     ),
+    "RFC7009-2.1-revoke-access": _op(
+        "RFC 7009 §2, §2.1",
+        "revoking an access token answers 200 and introspection then says active false",
+        "SHOULD",
+    ),
     "RFC7009-2.1-other-client": _op("RFC 7009 §2.1", "a client cannot revoke another client's token"),
-    "RFC7662-2.2-active": _op("RFC 7662 §2.2", "introspection of a valid token says active true"),
-    "RFC7662-2.2-inactive": _op("RFC 7662 §2.2", "introspection of a revoked token says active false"),
+    "RFC7662-2.2-active": _op(
+        "RFC 7662 §2.2", "introspection of a fresh access token (and refresh token) says active true"
+    ),
+    "RFC7662-2.2-inactive": _op(
+        "RFC 7662 §2.2", "introspection of a revoked access token (and refresh token) says active false"
+    ),
     "RFC7662-2.1-auth": _op(
         "RFC 7662 §2.1, RFC 6749 §5.2", "unauthenticated introspection is refused with 401"
     ),
     # -- RP: back-channel endpoint --------------------------------------------------------
-    "RP-BCL-2.8-valid": _rp(f"{BCL} §2.8", "a valid logout token (with sid) is answered 200", oidf=_RP),
+    "RP-BCL-2.8-valid": _rp(
+        f"{BCL} §2.8",
+        "a valid logout token (with sid) is answered 200 (204 is a warning: §2.8 asks RPs for 200; "
+        "accepting 204 is a tolerance asked of OPs)",
+        oidf=_RP,
+    ),
     "RP-BCL-2.8-no-store": _rp(f"{BCL} §2.8", "responses carry Cache-Control: no-store", "SHOULD", _RP),
     "RP-BCL-2.7-session-ended": _rp(f"{BCL} §2.7", "the RP session matching the token's sid ends", oidf=_RP),
+    "RP-BCL-2.7-sid-scoped": _rp(
+        f"{BCL} §2.4 (sid identifies a session), §2.7",
+        "a token naming one sid ends that session only: another session of the same sub is kept",
+        "SHOULD",
+    ),
     "RP-BCL-2.7-sub-only": _rp(
         f"{BCL} §2.4, §2.7", "a token with sub and no sid is accepted and ends all the user's sessions"
     ),
@@ -241,6 +278,11 @@ CATALOG: dict[str, CheckSpec] = {
         "a token issued an hour ago (exp still future) is rejected",
         "SHOULD",
     ),
+    "RP-BCL-2.6-iat-future": _rp(
+        f"{BCL} §2.6 step 4 (OIDC Core §3.1.3.7 step 10)",
+        "a token issued an hour in the future is rejected",
+        "SHOULD",
+    ),
     "RP-BCL-2.6-exp-expired": _rp(f"{BCL} §2.6 step 4", "an expired token is rejected"),
     "RP-BCL-2.6-exp-missing": _rp(f"{BCL} §2.4 (errata 1: exp REQUIRED)", "a token without exp is rejected"),
     "RP-BCL-2.6-jti-missing": _rp(f"{BCL} §2.4", "a token without jti is rejected"),
@@ -249,8 +291,13 @@ CATALOG: dict[str, CheckSpec] = {
     ),
     "RP-BCL-2.6-events-not-object": _rp(
         f"{BCL} §2.4, §2.6 step 6",
-        "a token whose events value is not a JSON object is rejected",
+        "a token whose events claim is not a JSON object (an array) is rejected",
         oidf=_RP + "-wrong-event (closest)",
+    ),
+    "RP-BCL-2.6-event-value-not-object": _rp(
+        f"{BCL} §2.4, §2.6 step 6",
+        "a token whose back-channel-logout event member value is not a JSON object (true, a string) "
+        "is rejected",
     ),
     "RP-BCL-2.6-nonce": _rp(
         f"{BCL} §2.6 step 7", "a token with a nonce is rejected", oidf=_RP + "-with-nonce"
@@ -281,6 +328,26 @@ CATALOG: dict[str, CheckSpec] = {
         "SHOULD",
     ),
     "RP-FCL-2-no-store": _rp(f"{FCL} §2", "front-channel responses carry Cache-Control: no-store", "SHOULD"),
+}
+
+
+#: The core scenarios of each profile: a run in which one of them could not execute ends
+#: ``incomplete`` (exit status 3), whatever its checks say - a check that never ran proves
+#: nothing, and a run that never completed a login must not pass.
+CORE_SCENARIOS: dict[str, dict[str, str]] = {
+    "op": {
+        "discovery": "discovery document and JWKS fetched, clients registered or configured",
+        "login": "one End-User login authorized every client (code flow with PKCE, tokens issued)",
+        "logout": "RP-initiated logout with id_token_hint ran and the session state was observed "
+        "with prompt=none for every client",
+        "backchannel": "a logout token arrived for every client with a backchannel_logout_uri",
+        "token-revocation": "a token was issued, introspected and revoked (RFC 7009 / RFC 7662; "
+        "not applicable when the OP advertises neither endpoint)",
+    },
+    "rp": {
+        "backchannel-endpoint": "the RP's back-channel logout URI answered a valid logout token",
+        "rp-session": "RP sessions were established and observed through the session adapter",
+    },
 }
 
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .catalog import CATALOG, CheckSpec
+from .catalog import CATALOG, CORE_SCENARIOS, CheckSpec
 from .redact import Redactor
 
 
@@ -35,6 +35,30 @@ class CheckResult:
         return out
 
 
+class ScenarioStatus(StrEnum):
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+    NOT_APPLICABLE = "not-applicable"
+
+
+@dataclass
+class ScenarioResult:
+    """Whether one core scenario of a profile ran to its end. A run whose core scenario did
+    not (no login, no logout token, nothing to revoke) proves nothing about the checks that
+    hang on it, so its result is ``incomplete`` - never ``pass``."""
+
+    name: str
+    description: str
+    status: ScenarioStatus
+    step: str = ""
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["status"] = self.status.value
+        return out
+
+
 class Recorder:
     """Collects one result per check id. Evidence is scrubbed through the redactor when
     recorded, so no token, secret or code ever reaches a report."""
@@ -46,6 +70,51 @@ class Recorder:
         self.started = dt.datetime.now(dt.UTC)
         self.meta: dict[str, Any] = {}
         self.log: list[str] = []
+        self.scenarios: dict[str, ScenarioResult] = {}
+
+    # -- core scenarios ----------------------------------------------------------------------
+    def complete(self, name: str) -> None:
+        """The core scenario ``name`` ran to its end (its checks may still have failed)."""
+        if name not in self.scenarios:
+            self._scenario(name, ScenarioStatus.COMPLETE)
+
+    def incomplete(self, name: str, step: str, reason: str) -> None:
+        """The core scenario ``name`` stopped at ``step`` because of ``reason``. The first
+        reason wins: later ones are consequences."""
+        current = self.scenarios.get(name)
+        if current is None or current.status is ScenarioStatus.COMPLETE:
+            self._scenario(name, ScenarioStatus.INCOMPLETE, step, reason)
+
+    def not_applicable(self, name: str, reason: str) -> None:
+        if name not in self.scenarios:
+            self._scenario(name, ScenarioStatus.NOT_APPLICABLE, "", reason)
+
+    def _scenario(self, name: str, status: ScenarioStatus, step: str = "", reason: str = "") -> None:
+        description = CORE_SCENARIOS[self.profile][name]
+        self.scenarios[name] = ScenarioResult(
+            name, description, status, step, self.redactor.scrub_text(reason)
+        )
+
+    def scenario_results(self) -> list[ScenarioResult]:
+        """Every core scenario of the profile; one never reached is incomplete."""
+        out = []
+        for name, description in CORE_SCENARIOS[self.profile].items():
+            res = self.scenarios.get(name)
+            if res is None:
+                last = next((line for line in reversed(self.log) if line.startswith("flow stopped")), "")
+                res = ScenarioResult(
+                    name,
+                    description,
+                    ScenarioStatus.INCOMPLETE,
+                    "not reached",
+                    last or "the run ended before this scenario started",
+                )
+            out.append(res)
+        return out
+
+    @property
+    def is_incomplete(self) -> bool:
+        return any(r.status is ScenarioStatus.INCOMPLETE for r in self.scenario_results())
 
     def spec(self, check_id: str) -> CheckSpec:
         return CATALOG[check_id]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -54,6 +56,9 @@ class OPOptions:
     settle: float = 1.0
     allow_remote: bool = False
     scope: str = "openid"
+    prompt: str = ""  # prompt for the main session's authorization requests (e.g. consent)
+    token_scope: str = "openid offline_access"  # the RFC 7009/7662 session
+    token_prompt: str = "consent"
     registration_token: str | None = None
     browser: str | None = None  # path of a Chromium executable: load the logged-out page for real
 
@@ -69,15 +74,74 @@ class OPRun:
         self.receiver = CaptureServer(
             opts.receiver_host,
             opts.receiver_port,
-            responder=lambda c: (200, {"Content-Type": "text/html"}, FORM_HTML),
+            responder=self._respond,
         )
+        # back-channel path -> the tokens to introspect when its logout token arrives
+        self._probe: dict[str, Tokens] = {}
+        self._probe_results: dict[str, dict[str, Any]] = {}
         self.keyset: jwk.JWKSet | None = None
         self.op: OPConnection | None = None
         self.clients: list[OPClient] = []
         self.features: dict[str, bool] = {}
         self._shared: tuple[Browser, Tokens] | None = None
+        self._current = "discovery"  # the core scenario running now
+
+    @contextmanager
+    def _scenario(self, name: str) -> Iterator[None]:
+        """Run a core scenario: a FlowError inside marks it incomplete with the step and the
+        reason, and propagates (the caller decides whether the run can go on)."""
+        previous, self._current = self._current, name
+        try:
+            yield
+        except FlowError as exc:
+            self.rec.incomplete(name, exc.step or name, str(exc))
+            exc.recorded = True
+            raise
+        finally:
+            self._current = previous
 
     # -- helpers -------------------------------------------------------------------------
+    def _respond(self, cap: Any) -> tuple[int, dict[str, str], bytes]:
+        """The runner's RP endpoints answer 200. A logout token for a session whose tokens
+        are being watched first has them introspected (BCL-2.7-revoked-before-notify): what
+        an RP reacting to the token would find."""
+        t = self._probe.get(cap.path) if cap.method == "POST" else None
+        if (
+            t is not None
+            and cap.path not in self._probe_results
+            and self.op is not None
+            and self.features.get("introspection")
+        ):
+            self._probe_results[cap.path] = {"client_id": t.client.client_id}
+            for kind, value in (("access_token", t.access_token), ("refresh_token", t.refresh_token)):
+                if not value:
+                    continue
+                try:
+                    r = self.op.post_form("introspection_endpoint", t.client, {"token": value}, timeout=5)
+                    self._probe_results[cap.path][kind] = _json(r).get("active")
+                except Exception as exc:  # never let the probe break the OP's delivery
+                    self._probe_results[cap.path][kind] = f"introspection failed: {exc}"
+        return 200, {"Content-Type": "text/html"}, FORM_HTML
+
+    def _revoked_before_notify(self) -> None:
+        if not self.features.get("introspection"):
+            self.rec.skip("BCL-2.7-revoked-before-notify", "the OP advertises no introspection_endpoint")
+            return
+        if not self._probe_results:
+            self.rec.skip("BCL-2.7-revoked-before-notify", "no logout token arrived")
+            return
+        warnings = [
+            f"{r['client_id']}: its {kind} was still active when its logout token arrived"
+            for r in self._probe_results.values()
+            for kind in ("access_token", "refresh_token")
+            if r.get(kind) is True
+        ]
+        self.rec.verdict(
+            "BCL-2.7-revoked-before-notify",
+            warnings=warnings,
+            evidence={"at_delivery": list(self._probe_results.values())},
+        )
+
     def log(self, msg: str) -> None:
         self.rec.log.append(msg)
 
@@ -96,6 +160,8 @@ class OPRun:
             self._run()
         except FlowError as exc:
             self.log(f"flow stopped: {exc}")
+            if not exc.recorded:
+                self.rec.incomplete(self._current, exc.step or self._current, str(exc))
             self.rec.skip_rest(f"not reached: {exc}")
         finally:
             self.receiver.stop()
@@ -110,6 +176,7 @@ class OPRun:
             self.rec.record(
                 "DISC-4.3-issuer", Status.FAIL, f"discovery document unavailable: {exc}", {"url": disc_url}
             )
+            self.rec.incomplete("discovery", "GET " + disc_url, f"discovery document unavailable: {exc}")
             self.rec.skip_rest("not reached: no discovery document")
             return
         self.features = op_discovery.check_discovery(self.rec, issuer, doc)
@@ -117,14 +184,26 @@ class OPRun:
             self.keyset = jwk.JWKSet.from_json(json.dumps(self._get_json(doc["jwks_uri"])))
         except Exception as exc:
             self.log(f"JWKS unavailable: {exc}")
-        self.op = OPConnection(issuer, doc, self.o.login_adapter, self.red, self.o.allow_remote, self.o.scope)
+        self.op = OPConnection(
+            issuer, doc, self.o.login_adapter, self.red, self.o.allow_remote, self.o.scope, self.o.prompt
+        )
         self._setup_clients()
         if len(self.clients) < 2:
-            raise FlowError("at least two clients are needed (one login at several RPs)")
+            raise FlowError("at least two clients are needed (one login at several RPs)", "clients")
+        self.rec.complete("discovery")
         if self.features.get("revocation") or self.features.get("introspection"):
-            self._token_endpoints()
+            try:
+                with self._scenario("token-revocation"):
+                    self._token_endpoints()
+            except FlowError as exc:
+                self.log(f"token endpoint checks stopped: {exc}")
+                self.rec.skip_rest(f"not reached: {exc}", ("RFC7009-2", "RFC7662-2"))
+        else:
+            self.rec.not_applicable("token-revocation", "the OP advertises neither endpoint")
         if not self.features.get("end_session"):
-            raise FlowError("the OP has no end_session_endpoint")
+            self.rec.not_applicable("backchannel", "no logout was possible")
+            self._current = "logout"
+            raise FlowError("the OP has no end_session_endpoint", "discovery: end_session_endpoint")
         self._main_logout()
         self._browser_frontchannel()
         self._negatives()
@@ -134,6 +213,7 @@ class OPRun:
         base = self.receiver.base_url
         if self.o.client_config is not None:
             self.rec.skip("REG-7591-registration", "clients were configured (--client-config)")
+            self.rec.skip("REG-BCL-2.2-fragment", "clients were configured (--client-config)")
             for configured in self.o.client_config:
                 self.red.register(configured.get("client_secret"))
                 self.clients.append(self._client_from(configured, configured))
@@ -155,7 +235,9 @@ class OPRun:
                 "post_logout_redirect_uris": [f"{base}/{name}/logged-out"],
                 "grant_types": ["authorization_code", "refresh_token"],
                 "response_types": ["code"],
-                "scope": self.o.scope,
+                # every scope the run asks for (the main session's and the RFC 7009/7662
+                # session's): OPs limit a client to the scopes it registered
+                "scope": " ".join(dict.fromkeys(f"{self.o.scope} {self._token_scope()}".split())),
                 "token_endpoint_auth_method": "client_secret_basic",
                 "id_token_signed_response_alg": "RS256",
                 "backchannel_logout_uri": f"{base}/{name}/backchannel",
@@ -190,8 +272,44 @@ class OPRun:
                     problems.append(f"{key} not echoed in the client information response")
             self.clients.append(self._client_from(body, meta))
         self.rec.verdict("REG-7591-registration", problems, evidence={"registrations": evidence})
+        self._fragment_registration(meta)
         if problems and len(self.clients) < 2:
             raise FlowError("client registration failed")
+
+    def _fragment_registration(self, meta: dict[str, Any]) -> None:
+        """backchannel §2.2: the backchannel_logout_uri "MUST NOT include a fragment
+        component"; RFC 7591 §3.2.2: invalid metadata is answered invalid_client_metadata."""
+        assert self.op is not None
+        bad = {
+            **meta,
+            "client_name": "conformance fragment",
+            "backchannel_logout_uri": meta["backchannel_logout_uri"] + "#frag",
+        }
+        headers = (
+            {"Authorization": f"Bearer {self.o.registration_token}"} if self.o.registration_token else {}
+        )
+        url = self.op.endpoint("registration_endpoint") or ""
+        resp = self.op.http.post(url, json=bad, timeout=15, headers=headers)
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {"_text": resp.text[:200]}
+        if isinstance(body, dict):
+            self.red.register(body.get("client_secret"), body.get("registration_access_token"))
+        ev = {
+            "request": {"backchannel_logout_uri": bad["backchannel_logout_uri"]},
+            "status": resp.status_code,
+            "response": body,
+        }
+        if 200 <= resp.status_code < 300:
+            echoed = body.get("backchannel_logout_uri") if isinstance(body, dict) else None
+            self.rec.verdict(
+                "REG-BCL-2.2-fragment",
+                [f"registration accepted it ({resp.status_code}; backchannel_logout_uri {echoed!r})"],
+                evidence=ev,
+            )
+        else:
+            self.rec.verdict("REG-BCL-2.2-fragment", evidence=ev)
 
     @staticmethod
     def _client_from(body: dict[str, Any], meta: dict[str, Any]) -> OPClient:
@@ -210,22 +328,32 @@ class OPRun:
         return urlsplit(uri).path if uri else None
 
     # -- RFC 7009 / RFC 7662 (their own session) --------------------------------------------
+    def _token_scope(self) -> str:
+        """--token-scope; offline_access is dropped when the OP does not list it."""
+        assert self.op is not None
+        wanted = self.o.token_scope.split()
+        supported = self.op.discovery.get("scopes_supported")
+        if isinstance(supported, list):
+            wanted = [s for s in wanted if s in supported or s == "openid"]
+        return " ".join(wanted)
+
     def _token_endpoints(self) -> None:
+        """Access and refresh tokens both (RFC 7009 §2: refresh tokens MUST, access tokens
+        SHOULD be revocable). Refresh tokens are asked for with offline_access and
+        prompt=consent (--token-scope, --token-prompt): Core §11 lets an OP issue them only
+        then, as node oidc-provider does."""
         op = self.op
         assert op is not None
         a, b = self.clients[0], self.clients[1]
-        browser = Browser(op)
-        t = op.login_and_authorize(browser, a)
-        rt = t.refresh_token
-        if not rt:
-            reason = "the OP issued no refresh token (grant_types refresh_token was requested)"
-            for cid in (
-                "RFC7009-2.1-revoke",
-                "RFC7009-2.1-other-client",
-                "RFC7662-2.2-active",
-                "RFC7662-2.2-inactive",
-            ):
-                self.rec.skip(cid, reason)
+        scope, prompt = self._token_scope(), self.o.token_prompt
+        t = op.login_and_authorize(Browser(op), a, prompt=prompt, scope=scope)
+        at, rt = t.access_token, t.refresh_token
+        if not at and not rt:
+            raise FlowError("the token response has neither access_token nor refresh_token", "token response")
+        no_rt = (
+            f"the OP issued no refresh token (scope {scope!r}, prompt={prompt or 'none given'}, "
+            "grant_types refresh_token registered)"
+        )
         intro = self.features.get("introspection")
         revo = self.features.get("revocation")
 
@@ -235,9 +363,14 @@ class OPRun:
             except ValueError:
                 return None
 
+        def kinds() -> list[tuple[str, str]]:
+            return [(k, v) for k, v in (("access_token", at), ("refresh_token", rt)) if v]
+
         if intro:
-            resp = op.introspect(None, t.access_token or rt or "x")
+            resp = op.introspect(None, at or rt or "x")
             ev = {"status": resp.status_code, "body": resp.text[:300]}
+            # RFC 7662 §2.1: the endpoint MUST require authorization; RFC 6749 §5.2: a failed
+            # client authentication is answered 401 invalid_client.
             if resp.status_code == 401:
                 self.rec.verdict("RFC7662-2.1-auth", evidence=ev)
             elif resp.status_code >= 400:
@@ -250,78 +383,125 @@ class OPRun:
                     [f"unauthenticated introspection answered {resp.status_code}"],
                     evidence=ev,
                 )
-        if rt and intro:
-            resp = op.introspect(a, rt)
-            self.rec.verdict(
-                "RFC7662-2.2-active",
+            # RFC 7662 §2.2: active is true for a token that is currently active.
+            failures, evs = [], {}
+            for kind, value in kinds():
+                resp = op.introspect(a, value)
+                evs[kind] = {"status": resp.status_code, "body": _json(resp)}
+                if resp.status_code != 200 or active(resp) is not True:
+                    failures.append(f"a fresh {kind} answered {resp.status_code} active={active(resp)!r}")
+            self.rec.verdict("RFC7662-2.2-active", failures, evidence=evs)
+            self.rec.complete("token-revocation")
+        if not revo:
+            return
+        resp = op.revoke(a, "unknown-" + secrets.token_urlsafe(24), "refresh_token")
+        # RFC 7009 §2.2: "invalid tokens do not cause an error response".
+        self.rec.verdict(
+            "RFC7009-2.2-unknown-token",
+            [] if resp.status_code == 200 else [f"answered {resp.status_code}"],
+            evidence={"status": resp.status_code, "body": resp.text[:300]},
+        )
+        victim_kind, victim = ("refresh_token", rt) if rt else ("access_token", at or "")
+        other = op.revoke(b, victim, victim_kind)
+        if intro:
+            still = active(op.introspect(a, victim))
+            failures = (
                 []
-                if resp.status_code == 200 and active(resp) is True
+                if still is True
                 else [
-                    f"introspection of a fresh refresh token answered {resp.status_code} active={active(resp)!r}"
-                ],
-                evidence={"status": resp.status_code, "body": _json(resp)},
+                    f"after {b.client_id} revoked {a.client_id}'s {victim_kind}, introspection active={still!r}"
+                ]
             )
-        if revo:
-            resp = op.revoke(a, "unknown-" + secrets.token_urlsafe(24), "refresh_token")
-            self.rec.verdict(
-                "RFC7009-2.2-unknown-token",
-                [] if resp.status_code == 200 else [f"answered {resp.status_code}"],
-                evidence={"status": resp.status_code, "body": resp.text[:300]},
-            )
-        if rt and revo:
-            other = op.revoke(b, rt, "refresh_token")
-            still = None
-            if intro:
-                still = active(op.introspect(a, rt))
-                failures = (
-                    []
-                    if still is True
-                    else [
-                        f"after {b.client_id} revoked {a.client_id}'s token, introspection active={still!r}"
-                    ]
-                )
-            else:
-                probe = op.refresh(a, rt)
-                still = probe.status_code == 200
-                if still:
-                    rt = (probe.json() or {}).get("refresh_token") or rt
-                    self.red.register(rt)
-                failures = [] if still else ["the token stopped working after another client revoked it"]
+        elif rt:
+            probe = op.refresh(a, rt)
+            still = probe.status_code == 200
+            if still:
+                rt = (probe.json() or {}).get("refresh_token") or rt
+                self.red.register(rt)
+            failures = [] if still else ["the token stopped working after another client revoked it"]
+        else:
+            still, failures = None, []
+        if still is None:
+            self.rec.skip("RFC7009-2.1-other-client", "no introspection and no refresh token to probe with")
+        else:
+            # RFC 7009 §2.1: the server "first validates the client credentials ... and then
+            # verifies whether the token was issued to the client making the revocation request".
             self.rec.verdict(
                 "RFC7009-2.1-other-client",
                 failures,
                 evidence={
+                    "token": victim_kind,
                     "revoke_by_other_client": {"status": other.status_code, "body": other.text[:300]},
                     "still_active": still,
                 },
             )
-            resp = op.revoke(a, rt, "refresh_token")
-            refresh = op.refresh(a, rt)
-            failures = []
-            if resp.status_code != 200:
-                failures.append(f"revocation answered {resp.status_code}")
-            if refresh.status_code == 200:
-                self.red.register(*(refresh.json() or {}).values())
-                failures.append("the revoked refresh token still refreshes")
-            self.rec.verdict(
-                "RFC7009-2.1-revoke",
-                failures,
-                evidence={
-                    "revoke": {"status": resp.status_code, "body": resp.text[:300]},
-                    "refresh_after": {"status": refresh.status_code, "body": _json(refresh)},
-                },
-            )
+        inactive: dict[str, Any] = {}
+        # Access token first (RFC 7009 §2: SHOULD be supported). Revoking it may revoke the
+        # grant and its refresh token too (RFC 7009 §2.1 allows it), so the refresh-token case
+        # gets a session of its own below.
+        if at:
+            resp = op.revoke(a, at, "access_token")
+            ev2: dict[str, Any] = {"revoke": {"status": resp.status_code, "body": resp.text[:300]}}
+            failures = [] if resp.status_code == 200 else [f"revocation answered {resp.status_code}"]
             if intro:
-                resp = op.introspect(a, rt)
-                self.rec.verdict(
-                    "RFC7662-2.2-inactive",
-                    []
-                    if resp.status_code == 200 and active(resp) is False
-                    else [
-                        f"introspection of a revoked token answered {resp.status_code} active={active(resp)!r}"
-                    ],
-                    evidence={"status": resp.status_code, "body": _json(resp)},
+                r = op.introspect(a, at)
+                ev2["introspection_after"] = {"status": r.status_code, "body": _json(r)}
+                inactive["access_token"] = (r.status_code, active(r))
+                if active(r) is not False:
+                    failures.append(
+                        f"the revoked access token is still active (introspection active={active(r)!r})"
+                    )
+                self.rec.verdict("RFC7009-2.1-revoke-access", failures, evidence=ev2)
+            elif failures:
+                self.rec.verdict("RFC7009-2.1-revoke-access", failures, evidence=ev2)
+            else:
+                self.rec.skip(
+                    "RFC7009-2.1-revoke-access",
+                    "answered 200, but without introspection the effect is not observable",
+                    ev2,
                 )
+            self.rec.complete("token-revocation")
+        else:
+            self.rec.skip("RFC7009-2.1-revoke-access", "the OP issued no access token")
+        if not rt:
+            self.rec.skip("RFC7009-2.1-revoke", no_rt)
+        else:
+            t2 = op.login_and_authorize(Browser(op), a, prompt=prompt, scope=scope)
+            rt2 = t2.refresh_token
+            if not rt2:
+                self.rec.skip("RFC7009-2.1-revoke", no_rt + " in the second session")
+            else:
+                resp = op.revoke(a, rt2, "refresh_token")
+                refresh = op.refresh(a, rt2)
+                failures = []
+                if resp.status_code != 200:
+                    failures.append(f"revocation answered {resp.status_code}")
+                if refresh.status_code == 200:
+                    self.red.register(*(refresh.json() or {}).values())
+                    failures.append("the revoked refresh token still refreshes")
+                self.rec.verdict(
+                    "RFC7009-2.1-revoke",
+                    failures,
+                    evidence={
+                        "revoke": {"status": resp.status_code, "body": resp.text[:300]},
+                        "refresh_after": {"status": refresh.status_code, "body": _json(refresh)},
+                    },
+                )
+                if intro:
+                    r = op.introspect(a, rt2)
+                    inactive["refresh_token"] = (r.status_code, active(r))
+                self.rec.complete("token-revocation")
+        if intro and inactive:
+            # RFC 7662 §2.2: a revoked token is not active.
+            self.rec.verdict(
+                "RFC7662-2.2-inactive",
+                [
+                    f"introspection of a revoked {kind} answered {st} active={act!r}"
+                    for kind, (st, act) in inactive.items()
+                    if st != 200 or act is not False
+                ],
+                evidence={k: {"status": st, "active": act} for k, (st, act) in inactive.items()},
+            )
 
     # -- main session: one login, all clients, RP-initiated logout -------------------------
     def _end_session(
@@ -336,15 +516,35 @@ class OPRun:
         return LogoutOutcome(hops, pages, final, redirect, page_redirect_targets(pages))
 
     def _session_alive(self, browser: Browser, client: OPClient) -> dict[str, Any]:
+        """One client's view of the OP session: prompt=none gives a code (alive),
+        login_required (ended) or anything else, reported as it is (unknown)."""
         assert self.op is not None
         res = self.op.authorize(browser, client, prompt="none")
-        return {"alive": "code" in res, "result": res.get("error") or res.get("stopped") or "code issued"}
+        answer = "code issued" if "code" in res else res.get("error") or f"stopped: {res.get('stopped')}"
+        return {
+            "client_id": client.client_id,
+            "alive": "code" in res,
+            "ended": res.get("error") == "login_required",
+            "result": answer,
+        }
+
+    def _session_state(self, browser: Browser, clients: list[OPClient]) -> list[dict[str, Any]]:
+        """RP-Initiated §2 / Core §3.1.2.1: the session is over only when *every* client of it
+        gets login_required with prompt=none; asking one client misses a partial logout."""
+        return [self._session_alive(browser, c) for c in clients]
 
     def _main_logout(self) -> None:
         op = self.op
         assert op is not None
         browser = Browser(op)
-        tokens = [op.login_and_authorize(browser, c) for c in self.clients]
+        with self._scenario("login"):
+            tokens = [op.login_and_authorize(browser, c) for c in self.clients]
+            if not tokens[0].id_token:
+                raise FlowError(
+                    "the token response has no id_token", f"token response for {tokens[0].client.client_id}"
+                )
+        self.rec.complete("login")
+        self._current = "logout"
         sids = [t.id_claims.get("sid") for t in tokens]
         ev_ids = [
             {"client_id": t.client.client_id, "id_token": {"header": t.id_header, "claims": t.id_claims}}
@@ -360,24 +560,25 @@ class OPRun:
                     f"{t.client.client_id}: the ID token has no sid"
                     for t in tokens
                     if not t.id_claims.get("sid")
-                ]
-                + (["ID tokens of one login carry different sids"] if len(set(map(str, sids))) > 1 else []),
-                evidence={"id_tokens": ev_ids},
+                ],
+                # Different sids per client are not a failure: backchannel §2.1 and frontchannel §3 define sid as the session
+                # identifier *at the RP*; an OP may give each client its own (node
+                # oidc-provider's sidFor(clientId)). BCL-2.4-sid-match checks each client's.
+                evidence={"id_tokens": ev_ids, "distinct_sids": len(set(map(str, sids)))},
             )
         else:
             self.rec.skip(
                 "BCL-2.1-id-token-sid", "the OP does not advertise backchannel_logout_session_supported"
             )
         first = tokens[0]
-        if not first.id_token:
-            raise FlowError("the token response has no id_token")
         state = secrets.token_urlsafe(16)
+        self._probe = {p: t for t in tokens if (p := self._path(t.client.backchannel_logout_uri)) is not None}
         mark = len(self.receiver.requests)
         started = time.monotonic()
         plru = first.client.post_logout_redirect_uri
         outcome = self._end_session(
             browser,
-            {"id_token_hint": first.id_token, "post_logout_redirect_uri": plru, "state": state},
+            {"id_token_hint": first.id_token or "", "post_logout_redirect_uri": plru, "state": state},
             confirm=True,
             stop=(plru,),
         )
@@ -423,6 +624,20 @@ class OPRun:
 
         self.receiver.wait_for(arrived, self.o.wait)
         time.sleep(self.o.settle)
+        got = {r.path for r in self.receiver.requests[mark:]}
+        if not expected:
+            self.rec.not_applicable("backchannel", "no client has a backchannel_logout_uri")
+        elif paths <= got:
+            self.rec.complete("backchannel")
+        else:
+            late = [
+                t.client.client_id for t in expected if self._path(t.client.backchannel_logout_uri) not in got
+            ]
+            self.rec.incomplete(
+                "backchannel",
+                "waiting for back-channel logout requests",
+                f"no logout token arrived for {', '.join(late)} within {self.o.wait}s",
+            )
         waited = time.monotonic() - started
         deliveries = []
         by_path = {self._path(c.backchannel_logout_uri): c for c in self.clients if c.backchannel_logout_uri}
@@ -430,15 +645,36 @@ class OPRun:
             client = by_path.get(r.path)
             if client is not None:
                 deliveries.append(op_backchannel.parse_delivery(client, r))
+        self._probe = {}
         op_backchannel.check_deliveries(
             self.rec, self.issuer, expected, deliveries, self.keyset, waited, session_sid_required=True
         )
-        alive = self._session_alive(browser, first.client)
-        self.rec.verdict(
-            "RPI-2-session-ended",
-            ["the OP still issues codes without login (prompt=none)"] if alive["alive"] else [],
-            evidence=alive,
-        )
+        self._revoked_before_notify()
+        answers = self._session_state(browser, self.clients)
+        alive = [a for a in answers if a["alive"]]
+        unknown = [a for a in answers if not a["alive"] and not a["ended"]]
+        if alive:
+            self.rec.verdict(
+                "RPI-2-session-ended",
+                [
+                    f"{a['client_id']} still gets a code with prompt=none: the session is not over for it"
+                    for a in alive
+                ],
+                evidence={"prompt_none": answers},
+            )
+            self.rec.complete("logout")
+        elif unknown:
+            # Not proof either way: consent_required, interaction_required, an error page ...
+            why = "; ".join(f"{a['client_id']} answered {a['result']}" for a in unknown)
+            self.rec.skip(
+                "RPI-2-session-ended",
+                f"could not tell whether the session ended (login_required expected): {why}",
+                {"prompt_none": answers},
+            )
+            self.rec.incomplete("logout", "prompt=none after logout", why)
+        else:
+            self.rec.verdict("RPI-2-session-ended", evidence={"prompt_none": answers})
+            self.rec.complete("logout")
         self._refresh_revoked(tokens)
 
     def _refresh_revoked(self, tokens: list[Tokens]) -> None:
@@ -581,7 +817,15 @@ class OPRun:
             "session_after": alive,
             "backchannel_requests_after": len(hits),
         }
-        return {"outcome": outcome, "redirected": redirected, "alive": alive["alive"], "hits": hits, "ev": ev}
+        return {
+            "outcome": outcome,
+            "redirected": redirected,
+            "alive": alive["alive"],
+            "ended": alive["ended"],
+            "answer": alive["result"],
+            "hits": hits,
+            "ev": ev,
+        }
 
     def _session(self) -> tuple[Browser, Tokens]:
         """A session for requests that must leave it alive: shared between them (a login can
@@ -608,8 +852,13 @@ class OPRun:
                 failures.append(f"the OP redirected to {r['redirected'][0]}")
             if error_expected:
                 status = r["outcome"].status()
-                if not r["alive"]:
+                if r["ended"]:
                     failures.append("the session was ended")
+                elif not r["alive"]:
+                    warnings.append(
+                        f"afterwards prompt=none answered {r['answer']}: whether the session survived "
+                        "is unknown"
+                    )
                 if r["hits"]:
                     failures.append("a back-channel logout was sent for the session")
                 if status is not None and status < 400 and not r["redirected"]:
@@ -618,6 +867,38 @@ class OPRun:
                 break
         self.rec.verdict(
             check_id, failures, warnings, evidence=evs[0] if len(evs) == 1 else {"requests": evs}
+        )
+
+    def _post_logout(self) -> None:
+        """RP-Initiated §2: "The OP MUST support the use of the HTTP GET and POST methods"
+        at the end_session endpoint (POST form-serialized, as OIDC Core §13.2)."""
+        op = self.op
+        assert op is not None
+        a = self.clients[0]
+        browser = Browser(op)
+        t = op.login_and_authorize(browser, a)
+        url = op.endpoint("end_session_endpoint") or ""
+        params = {
+            "id_token_hint": t.id_token or "",
+            "post_logout_redirect_uri": a.post_logout_redirect_uri,
+            "state": secrets.token_urlsafe(8),
+        }
+        resp = browser.http.post(url, data=params, allow_redirects=False, timeout=15)
+        final, redirect, hops, pages = browser.walk(
+            resp, (a.post_logout_redirect_uri,), login=False, confirm_url=url
+        )
+        outcome = LogoutOutcome(hops, pages, final, redirect, page_redirect_targets(pages))
+        failures = []
+        if resp.status_code in (404, 405, 501) or resp.status_code >= 500:
+            failures.append(f"POST to end_session answered {resp.status_code}")
+        elif not [u for u in outcome.targets() if goes_to(u, a.post_logout_redirect_uri)]:
+            failures.append(
+                f"the POSTed logout did not lead to the post_logout_redirect_uri (HTTP {outcome.status()})"
+            )
+        self.rec.verdict(
+            "RPI-2-post",
+            failures,
+            evidence={"request": {"method": "POST", **self._request_ev(params)}, **outcome.evidence()},
         )
 
     def _no_state(self) -> None:
@@ -656,8 +937,12 @@ class OPRun:
             )
         if status is not None and status >= 500:
             failures.append(f"end_session answered {status}")
-        if not r["alive"] or r["hits"]:
+        if r["ended"] or r["hits"]:
             warnings.append("the session was ended without asking the End-User (§6: obtain confirmation)")
+        elif not r["alive"]:
+            warnings.append(
+                f"afterwards prompt=none answered {r['answer']}: whether the session survived is unknown"
+            )
         url = op.endpoint("end_session_endpoint") or ""
         r["ev"]["confirmation_form"] = bool(confirmation_forms(outcome.pages, url))
         self.rec.verdict(check_id, failures, warnings, evidence=r["ev"])
@@ -745,6 +1030,7 @@ class OPRun:
                 ),
             ),
             ("RPI-3-no-state", self._no_state),
+            ("RPI-2-post", self._post_logout),
             (
                 "RPI-6-no-id-token-hint",
                 lambda: self._without_hint(

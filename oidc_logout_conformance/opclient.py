@@ -8,12 +8,22 @@ import base64
 import hashlib
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import requests
 
-from .adapters import LoginAdapter, parse_html
+from .adapters import (
+    Hints,
+    LoginAdapter,
+    auto_submits,
+    choose_button,
+    form_data,
+    meta_refresh,
+    parse_html,
+    script_redirect,
+    submit,
+)
 from .net import check_target
 from .redact import Redactor, decode_jwt
 
@@ -21,7 +31,13 @@ TIMEOUT = 15
 
 
 class FlowError(RuntimeError):
-    """The OP did not let a flow complete (the evidence says where it stopped)."""
+    """The OP did not let a flow complete; ``step`` names where it stopped (the report's
+    core-scenario table shows it)."""
+
+    def __init__(self, message: str, step: str = "") -> None:
+        super().__init__(message)
+        self.step = step
+        self.recorded = False  # already recorded against a core scenario
 
 
 @dataclass
@@ -65,12 +81,14 @@ class Hop:
 
 
 class Browser:
-    """The End-User's user agent: a cookie jar that follows redirects one hop at a time."""
+    """The End-User's user agent: a cookie jar that follows redirects one hop at a time and
+    walks the OP's interaction pages (login, consent, interstitials, logout confirmation)."""
 
     def __init__(self, op: OPConnection) -> None:
         self.op = op
         self.http = requests.Session()
-        self.logged_in = False
+        setattr(self.http, "allow_remote", op.allow_remote)  # noqa: B010 - read by adapters.submit
+        self.last_stop = ""  # why the last walk ended on a page (for the report)
 
     def get(self, url: str, **params: Any) -> requests.Response:
         check_target(url, self.op.allow_remote)
@@ -83,15 +101,24 @@ class Browser:
         *,
         login: bool = True,
         confirm_url: str | None = None,
-        max_hops: int = 15,
+        max_hops: int = 25,
     ) -> tuple[requests.Response | None, str | None, list[Hop], list[requests.Response]]:
         """Follow redirects until one goes to a URL starting with a ``stop_prefixes`` entry
-        (returned, not fetched) or a page is reached. A login page is handled by the login
-        adapter once; a logout confirmation form aimed at ``confirm_url`` is submitted once.
+        (returned, not fetched) or a page is reached that the walk does not act on.
+
+        ``login``: an authorization request. Pages are handled in turn by the login adapter's
+        ``interact`` (if it has one), the login adapter on a password form (once per walk),
+        meta refresh, a simple script redirect, a self-submitting form (form_post), and any
+        other form with a button that does not decline (consent, interstitials), each form
+        at most twice. ``confirm_url``: a logout to confirm: the same, except that there is
+        no login, and one form (posting anywhere, its button possibly outside it via
+        ``form=``) is submitted once. Neither: no page is acted on (negative requests).
         Returns (final page or None, stop URL or None, hops, every HTML page seen)."""
         hops: list[Hop] = []
         pages: list[requests.Response] = []
-        confirmed = False
+        purpose = "authorize" if login else "logout" if confirm_url else ""
+        state: dict[str, Any] = {"logged_in": False, "submitted": {}, "confirmed": False}
+        self.last_stop = ""
         for _ in range(max_hops):
             location = resp.headers.get("Location") if resp.is_redirect else None
             hops.append(
@@ -108,43 +135,73 @@ class Browser:
                     return None, target, hops, pages
                 resp = self.get(target)
                 continue
-            if "html" in resp.headers.get("Content-Type", ""):
-                pages.append(resp)
-                parsed = parse_html(resp.text)
-                has_password = any(t == "password" for f in parsed.forms for _, t, _ in f.inputs)
-                if has_password and login and not self.logged_in:
-                    self.logged_in = True
-                    resp = self.op.login_adapter.login(self.http, resp)
-                    continue
-                if confirm_url and not confirmed:
-                    forms = [
-                        f
-                        for f in parsed.forms
-                        if urlsplit(urljoin(resp.url, f.action or resp.url)).path
-                        == urlsplit(confirm_url).path
-                    ]
-                    if forms:
-                        confirmed = True
-                        resp = self._submit(resp, forms[0])
-                        continue
-            return resp, None, hops, pages
-        raise FlowError(f"more than {max_hops} redirects")
+            if "html" not in resp.headers.get("Content-Type", ""):
+                self.last_stop = (
+                    f"HTTP {resp.status_code} {resp.headers.get('Content-Type', '')} at {resp.url}"
+                )
+                return resp, None, hops, pages
+            pages.append(resp)
+            if not purpose:
+                return resp, None, hops, pages
+            nxt = self._interact(resp, purpose, state, stop_prefixes)
+            if isinstance(nxt, str):
+                return None, nxt, hops, pages
+            if nxt is None:
+                return resp, None, hops, pages
+            resp = nxt
+        raise FlowError(f"more than {max_hops} redirects and pages", step="walking the OP's pages")
 
-    def _submit(self, page: requests.Response, form: Any) -> requests.Response:
-        data: dict[str, str] = {}
-        submit_done = False
-        for name, typ, value in form.inputs:
-            if typ in ("submit", "button"):
-                if not submit_done:
-                    data[name] = value
-                    submit_done = True
-            elif typ not in ("checkbox", "radio") or value:
-                data[name] = value
-        url = urljoin(page.url, form.action or page.url)
-        check_target(url, self.op.allow_remote)
-        if form.method == "post":
-            return self.http.post(url, data=data, allow_redirects=False, timeout=TIMEOUT)
-        return self.http.get(url, params=data, allow_redirects=False, timeout=TIMEOUT)
+    def _interact(
+        self,
+        page: requests.Response,
+        purpose: str,
+        state: dict[str, Any],
+        stop: tuple[str, ...],
+    ) -> requests.Response | str | None:
+        """The next response after acting on ``page``, a stop URL, or None (nothing to do)."""
+        adapter = self.op.login_adapter
+        interact = getattr(adapter, "interact", None)
+        if interact is not None:
+            out = interact(self.http, page, purpose)
+            if out is not None:
+                return cast(requests.Response, out)
+        parsed = parse_html(page.text)
+        password = [f for f in parsed.forms if f.has_password]
+        if password and purpose == "authorize":
+            if state["logged_in"]:
+                self.last_stop = (
+                    f"the login page came back after logging in (HTTP {page.status_code} at {page.url})"
+                )
+                return None
+            state["logged_in"] = True
+            return adapter.login(self.http, page)
+        if password:
+            self.last_stop = f"a login page during logout at {page.url}"
+            return None
+        target = meta_refresh(parsed, page.url) or script_redirect(parsed, page.url)
+        if target:
+            if target.startswith(stop):
+                return target
+            return self.get(target)
+        hints: Hints = getattr(adapter, "hints", None) or Hints()
+        if purpose == "logout" and (state["confirmed"] or parsed.iframes):
+            return None  # confirmed once already, or a logged-out page (front-channel iframes)
+        for form in parsed.forms:
+            key = f"{urlsplit(page.url).path} -> {form.action} {form.id}"
+            if state["submitted"].get(key, 0) >= 2:
+                continue
+            self_submitting = auto_submits(parsed) and form.only_hidden
+            button = choose_button(form, hints)
+            if button is None and not self_submitting and form.buttons:
+                continue  # every button declines
+            if button is None and not self_submitting and not form.only_hidden:
+                continue
+            state["submitted"][key] = state["submitted"].get(key, 0) + 1
+            if purpose == "logout":
+                state["confirmed"] = True
+            return submit(self.http, page, form, form_data(form, hints, button))
+        self.last_stop = f"HTTP {page.status_code} at {page.url}: no form, redirect or script to follow"
+        return None
 
 
 class OPConnection:
@@ -156,7 +213,9 @@ class OPConnection:
         redactor: Redactor,
         allow_remote: bool = False,
         scope: str = "openid",
+        prompt: str = "",
     ) -> None:
+        self.prompt = prompt
         self.issuer = issuer
         self.discovery = discovery
         self.login_adapter = login_adapter
@@ -186,10 +245,13 @@ class OPConnection:
             return None
         return (client.client_id, client.client_secret)
 
-    def post_form(self, endpoint: str, client: OPClient | None, data: dict[str, str]) -> requests.Response:
+    def post_form(
+        self, endpoint: str, client: OPClient | None, data: dict[str, str], timeout: float = TIMEOUT
+    ) -> requests.Response:
         url = self._url(endpoint)
         auth = self._auth(client, data) if client is not None else None
-        return self.http.post(url, data=data, auth=auth, timeout=TIMEOUT)
+        # a fresh connection: this may run in a receiver thread while the main thread uses self.http
+        return requests.post(url, data=data, auth=auth, timeout=timeout)
 
     # -- registration ----------------------------------------------------------------
     def register(self, metadata: dict[str, Any]) -> requests.Response:
@@ -197,7 +259,9 @@ class OPConnection:
         return self.http.post(url, json=metadata, timeout=TIMEOUT)
 
     # -- code flow -------------------------------------------------------------------
-    def authorize(self, browser: Browser, client: OPClient, prompt: str | None = None) -> dict[str, Any]:
+    def authorize(
+        self, browser: Browser, client: OPClient, prompt: str | None = None, scope: str | None = None
+    ) -> dict[str, Any]:
         """Run an authorization request; returns {"code"|"error"|"stopped": ..., "hops": ...}."""
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -206,12 +270,13 @@ class OPConnection:
             "response_type": "code",
             "client_id": client.client_id,
             "redirect_uri": client.redirect_uri,
-            "scope": self.scope,
+            "scope": scope or self.scope,
             "state": state,
             "nonce": nonce,
             "code_challenge": challenge,
             "code_challenge_method": "S256",
         }
+        prompt = prompt if prompt is not None else self.prompt
         if prompt:
             params["prompt"] = prompt
         resp = browser.get(self._url("authorization_endpoint"), **params)
@@ -225,8 +290,11 @@ class OPConnection:
         )
         out: dict[str, Any] = {"hops": hops, "verifier": verifier, "nonce": nonce}
         if stop is None:
-            out["stopped"] = (
+            out["stopped"] = browser.last_stop or (
                 f"HTTP {page.status_code if page is not None else '?'} at {page.url if page is not None else '?'}"
+            )
+            out["step"] = f"authorization request for {client.client_id}: {len(hops)} hops, stopped at " + (
+                page.url if page is not None else "?"
             )
             return out
         q = parse_qs(urlsplit(stop).query)
@@ -239,12 +307,15 @@ class OPConnection:
             out["error"] = (q.get("error") or ["<none>"])[0]
         return out
 
-    def login_and_authorize(self, browser: Browser, client: OPClient) -> Tokens:
-        res = self.authorize(browser, client)
+    def login_and_authorize(
+        self, browser: Browser, client: OPClient, prompt: str | None = None, scope: str | None = None
+    ) -> Tokens:
+        res = self.authorize(browser, client, prompt=prompt, scope=scope)
         if "code" not in res:
             raise FlowError(
                 f"authorization for {client.client_id} did not return a code: "
-                f"{res.get('error') or res.get('stopped')}"
+                f"{res.get('error') or res.get('stopped')}",
+                step=res.get("step") or f"authorization request for {client.client_id}",
             )
         data = {
             "grant_type": "authorization_code",
@@ -255,7 +326,8 @@ class OPConnection:
         resp = self.post_form("token_endpoint", client, data)
         if resp.status_code != 200:
             raise FlowError(
-                f"token request for {client.client_id} answered {resp.status_code}: {resp.text[:300]}"
+                f"token request for {client.client_id} answered {resp.status_code}: {resp.text[:300]}",
+                step=f"token request for {client.client_id}",
             )
         body = resp.json()
         for key in ("access_token", "refresh_token", "id_token"):

@@ -26,6 +26,8 @@ pre{white-space:pre-wrap;word-break:break-all;background:#f4f6f8;padding:.5rem;m
 
 def build(rec: Recorder, results: list[CheckResult]) -> dict[str, Any]:
     counts = Counter(r.status.value for r in results)
+    scenarios = rec.scenario_results()
+    result = "fail" if counts.get("fail") else "incomplete" if rec.is_incomplete else "pass"
     return {
         "tool": "oidc-logout-conformance",
         "profile": rec.profile,
@@ -33,7 +35,10 @@ def build(rec: Recorder, results: list[CheckResult]) -> dict[str, Any]:
         "finished": dt.datetime.now(dt.UTC).isoformat(),
         "meta": rec.redactor.scrub(rec.meta),
         "summary": {s: counts.get(s, 0) for s in ("pass", "fail", "warning", "skipped")},
-        "result": "fail" if counts.get("fail") else "pass",
+        # fail: a check failed. incomplete: no check failed, but a core scenario could not
+        # execute (see "scenarios": which step stopped and why). pass: neither.
+        "result": result,
+        "scenarios": [sc.to_json() for sc in scenarios],
         "checks": [r.to_json() for r in results],
         "log": [rec.redactor.scrub_text(line) for line in rec.log],
     }
@@ -50,17 +55,25 @@ def render_html(report: dict[str, Any]) -> str:
             f"<td>{e(c['reason'])}<details><summary>evidence</summary><pre>{e(evidence)}</pre></details></td></tr>"
         )
     s = report["summary"]
+    scen = "".join(
+        f"<tr><td><code>{e(sc['name'])}</code></td><td>{e(sc['description'])}</td>"
+        f'<td class="{"pass" if sc["status"] != "incomplete" else "fail"}">{e(sc["status"])}</td>'
+        f"<td>{e(sc['step'])}</td><td>{e(sc['reason'])}</td></tr>"
+        for sc in report["scenarios"]
+    )
     log = "".join(f"<li>{e(line)}</li>" for line in report["log"])
     meta = e(json.dumps(report["meta"], indent=2, sort_keys=True, default=str))
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>Logout conformance: {e(report['profile'])} profile</title><style>{CSS}</style></head><body>"
         f"<h1>Logout conformance report &mdash; {e(report['profile'])} profile: "
-        f'<span class="{"fail" if report["result"] == "fail" else "pass"}">{e(report["result"].upper())}</span></h1>'
+        f'<span class="{"pass" if report["result"] == "pass" else "fail"}">{e(report["result"].upper())}</span></h1>'
         f'<p class="summary"><span class="pass">{s["pass"]} pass</span><span class="fail">{s["fail"]} fail</span>'
         f'<span class="warning">{s["warning"]} warning</span><span class="skipped">{s["skipped"]} skipped</span>'
         f"<span>started {e(report['started'])}</span></p>"
         f"<details><summary>run parameters</summary><pre>{meta}</pre></details>"
+        "<h2>Core scenarios</h2><table><thead><tr><th>scenario</th><th>what</th><th>status</th>"
+        f"<th>stopped at</th><th>why</th></tr></thead><tbody>{scen}</tbody></table><h2>Checks</h2>"
         "<table><thead><tr><th>check</th><th>spec section</th><th>what it proves</th><th>result</th>"
         f"<th>reason / evidence</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         f"<h2>Log</h2><ul>{log}</ul>"

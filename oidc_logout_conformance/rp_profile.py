@@ -63,6 +63,11 @@ def run_rp(opts: RPOptions, rec: Recorder, op: RunnerOP | None = None, announce:
     try:
         if not wait_reachable(opts.backchannel_uri, opts.wait_for_rp):
             rec.record("RP-BCL-2.8-valid", Status.FAIL, f"{opts.backchannel_uri} is not reachable")
+            rec.incomplete(
+                "backchannel-endpoint",
+                "waiting for the RP",
+                f"{opts.backchannel_uri} did not answer within {opts.wait_for_rp}s",
+            )
             rec.skip_rest("not reached: the back-channel logout URI is not reachable")
             return
         checks = RPChecks(rec, op, opts.backchannel_uri, opts.client_id, opts.sessions)

@@ -1,7 +1,8 @@
 """``oidc-logout-conformance``: run the op or rp profile and write report.json + report.html.
 
-Exit status: 0 when no check failed (warnings and skips allowed), 1 when a check failed,
-2 on a usage or setup error.
+Exit status: 0 when no check failed and every core scenario ran (warnings and skips
+allowed), 1 when a check failed, 2 on a usage or setup error, 3 when no check failed but a
+core scenario could not execute (result ``incomplete``: a run that proved nothing).
 """
 
 from __future__ import annotations
@@ -13,18 +14,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .adapters import FormLoginAdapter, HttpSessionAdapter, load_object
+from .adapters import FormLoginAdapter, Hints, HttpSessionAdapter, load_object
 from .model import Recorder
 from .net import TargetNotAllowed, check_target
 from .report import write
 
 
-def _kv(values: list[str] | None) -> dict[str, str]:
+def _kv(values: list[str] | None, option: str = "--adapter-arg") -> dict[str, str]:
     out = {}
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"--adapter-arg {item!r} must be key=value")
+            raise SystemExit(f"{option} {item!r} must be key=value")
         out[key] = value
     return out
 
@@ -49,6 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--username-field", default="username")
     op.add_argument("--password-field", default="password")
     op.add_argument(
+        "--field",
+        action="append",
+        metavar="NAME=VALUE",
+        help="form adapter hint: set this field on any OP form that has it (repeatable)",
+    )
+    op.add_argument(
+        "--submit",
+        action="append",
+        metavar="NAME[=VALUE]",
+        help="form adapter hint: press this button when a form has several, e.g. a consent or "
+        "logout confirmation button (repeatable; default: the first button that does not decline)",
+    )
+    op.add_argument(
         "--client-config",
         help="JSON array of pre-registered clients (client_id, client_secret, "
         "redirect_uris, post_logout_redirect_uris, backchannel_logout_uri, ...); "
@@ -62,6 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope",
         default="openid",
         help="scope requested (no offline_access: §2.7 checks refresh tokens of the session)",
+    )
+    op.add_argument(
+        "--prompt",
+        default="",
+        help="prompt for the main session's authorization requests (default: none sent)",
+    )
+    op.add_argument(
+        "--token-scope",
+        default="openid offline_access",
+        help="scope of the RFC 7009/7662 session (offline_access is dropped when the OP does not "
+        "list it in scopes_supported)",
+    )
+    op.add_argument(
+        "--token-prompt",
+        default="consent",
+        help="prompt of the RFC 7009/7662 session: Core §11 lets OPs issue refresh tokens for "
+        "offline_access only with consent ('' to send none)",
     )
     op.add_argument("--receiver-host", default="127.0.0.1")
     op.add_argument(
@@ -127,7 +158,8 @@ def _login_adapter(args: argparse.Namespace) -> Any:
     if args.login_adapter == "form":
         if not args.username or not args.password:
             raise SystemExit("the form login adapter needs --username and --password")
-        return FormLoginAdapter(args.username, args.password, args.username_field, args.password_field)
+        hints = Hints(fields=_kv(args.field, "--field"), submit=list(args.submit or []))
+        return FormLoginAdapter(args.username, args.password, args.username_field, args.password_field, hints)
     return load_object(args.login_adapter, **_kv(args.adapter_arg))
 
 
@@ -165,6 +197,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             settle=args.settle,
             allow_remote=args.allow_remote,
             scope=args.scope,
+            prompt=args.prompt,
+            token_scope=args.token_scope,
+            token_prompt=args.token_prompt,
             registration_token=args.registration_token,
             browser=args.browser,
         )
@@ -211,7 +246,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for c in report["checks"]:
         if c["status"] in ("fail", "warning"):
             print(f"  {c['status'].upper():7} {c['id']}: {c['reason']}")
-    return 1 if report["result"] == "fail" else 0
+    for sc in report["scenarios"]:
+        if sc["status"] == "incomplete":
+            print(f"  INCOMPLETE scenario {sc['name']}: stopped at {sc['step']}: {sc['reason']}")
+    print(f"result: {report['result']}")
+    return EXIT[report["result"]]
+
+
+#: Exit status per result (2 is a usage error).
+EXIT = {"pass": 0, "fail": 1, "incomplete": 3}
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 PG_ADMIN_URL = os.environ.get("OIDC_LOGOUT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-SERVICE_MARKERS = ("postgres", "redis", "browser")
+SERVICE_MARKERS = ("postgres", "redis", "browser", "node")
 #: A skip whose reason names one of these also counts, marked or not.
-SERVICE_WORDS = ("postgres", "redis", "chromium", "browser", "playwright")
+SERVICE_WORDS = ("postgres", "redis", "chromium", "browser", "playwright", "npm")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -34,6 +34,9 @@ def service_available(name: str) -> bool:
         return _port_open("127.0.0.1", 6379)
     if name == "browser":
         return Path("/usr/bin/chromium").exists() or shutil.which("chromium") is not None
+    if name == "node":
+        node_modules = Path(__file__).parent / "interop" / "node" / "node_modules"
+        return shutil.which("node") is not None and (node_modules / "oidc-provider").is_dir()
     return True
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from requests.structures import CaseInsensitiveDict
 
 from ..adapters import SessionAdapter
 from ..model import Recorder, Status
@@ -22,7 +23,8 @@ from ..rp_op import EVENT, RunnerOP
 class Sent:
     token: str
     status: int
-    headers: dict[str, str]
+    # HTTP field names are case-insensitive (RFC 9110 §5.1): Express sends "cache-control".
+    headers: CaseInsensitiveDict[str]
     body: str
 
     def evidence(self) -> dict[str, Any]:
@@ -60,7 +62,7 @@ class RPChecks:
 
     def send(self, token: str) -> Sent:
         r = self.http.post(self.uri, data={"logout_token": token}, timeout=15, allow_redirects=False)
-        return Sent(token, r.status_code, dict(r.headers), r.text)
+        return Sent(token, r.status_code, CaseInsensitiveDict(r.headers), r.text)
 
     def _ids(self) -> tuple[str, str]:
         return f"conformance-user-{secrets.token_hex(4)}", f"conformance-sid-{secrets.token_hex(8)}"
@@ -79,19 +81,45 @@ class RPChecks:
     def _active(self, handle: Any) -> bool | None:
         return None if handle is None or self.sessions is None else self.sessions.is_active(handle)
 
+    def _session_observed(self, problem: str | None) -> None:
+        """Core scenario rp-session: sessions could be established and observed."""
+        if self.sessions is None:
+            self.rec.incomplete(
+                "rp-session",
+                "session adapter",
+                "no session adapter was configured: whether logout tokens end RP sessions was not "
+                "observed (--session-adapter)",
+            )
+        elif problem:
+            self.rec.incomplete("rp-session", "establishing an RP session", problem)
+        else:
+            self.rec.complete("rp-session")
+
     # -- valid tokens ---------------------------------------------------------------------
     def valid(self) -> None:
         sub, sid = self._ids()
         handle, problem = self._establish(sub, sid)
         sent = self.send(self.op.sign(self.op.claims(self.client_id, sub, sid)))
         self.responses.append(("RP-BCL-2.8-valid", sent))
-        ok = sent.status in (200, 204)
+        # backchannel §2.8: "If the logout succeeded, the RP MUST respond with HTTP 200 OK."
+        # The 204 it mentions is what OPs must tolerate, not a second answer for RPs.
         self.rec.verdict(
             "RP-BCL-2.8-valid",
-            [] if ok else [f"a valid logout token was answered {sent.status}"],
+            [] if sent.status in (200, 204) else [f"a valid logout token was answered {sent.status}"],
+            ["answered 204; §2.8 says the RP MUST respond 200 OK (OPs are only asked to accept 204)"]
+            if sent.status == 204
+            else [],
             evidence=sent.evidence(),
-            ok="answered 204 (§2.8: OPs are told to accept 204 too)" if sent.status == 204 else "",
         )
+        if sent.status in (200, 204):
+            self.rec.complete("backchannel-endpoint")
+        else:
+            self.rec.incomplete(
+                "backchannel-endpoint",
+                "sending a valid logout token",
+                f"the RP answered {sent.status}: no accepted logout could be observed",
+            )
+        self._session_observed(problem)
         if self.sessions is None:
             self.rec.skip("RP-BCL-2.7-session-ended", "no session adapter was configured")
         elif problem:
@@ -126,6 +154,35 @@ class RPChecks:
             failures.append(problem)
         self.rec.verdict("RP-BCL-2.7-sub-only", failures, evidence=ev)
 
+    def sid_scoped(self) -> None:
+        """backchannel §2.4: sid is the "Session ID - String identifier for a Session"; §2.7:
+        the RP logs out the session(s) the token identifies. A token naming one sid must not
+        end the user's other sessions (their logins are still alive at the OP)."""
+        if self.sessions is None:
+            self.rec.skip("RP-BCL-2.7-sid-scoped", "no session adapter was configured")
+            return
+        sub, sid = self._ids()
+        other_sid = f"conformance-sid-{secrets.token_hex(8)}"
+        handle, problem = self._establish(sub, sid)
+        other, problem2 = self._establish(sub, other_sid)
+        if problem or problem2:
+            self.rec.record("RP-BCL-2.7-sid-scoped", Status.SKIPPED, str(problem or problem2))
+            return
+        sent = self.send(self.op.sign(self.op.claims(self.client_id, sub, sid)))
+        self.responses.append(("RP-BCL-2.7-sid-scoped", sent))
+        ended, kept = self._active(handle) is False, self._active(other)
+        ev = {**sent.evidence(), "named_session_ended": ended, "other_session_active": kept}
+        if not ended:
+            self.rec.skip(
+                "RP-BCL-2.7-sid-scoped", "the named session did not end (see RP-BCL-2.7-session-ended)", ev
+            )
+            return
+        self.rec.verdict(
+            "RP-BCL-2.7-sid-scoped",
+            [] if kept else [f"the user's other session ({other_sid}) ended too"],
+            evidence=ev,
+        )
+
     def replay(self) -> None:
         sub, sid = self._ids()
         self._establish(sub, sid)  # a live session for the first delivery to end
@@ -149,7 +206,24 @@ class RPChecks:
         )
 
     # -- invalid tokens -------------------------------------------------------------------
-    def invalid(self, check_id: str, make: Callable[[str, str], str]) -> None:
+    def invalid(self, check_id: str, *makers: Callable[[str, str], str]) -> None:
+        """Each maker builds one variant of the defect; every variant is sent for a session of
+        its own, and each must be rejected without ending that session."""
+        failures: list[str] = []
+        warnings: list[str] = []
+        evs = []
+        for make in makers:
+            f, w, ev = self._invalid_one(check_id, make)
+            failures += f
+            warnings += w
+            evs.append(ev)
+        self.rec.verdict(
+            check_id, failures, warnings, evidence=evs[0] if len(evs) == 1 else {"variants": evs}
+        )
+
+    def _invalid_one(
+        self, check_id: str, make: Callable[[str, str], str]
+    ) -> tuple[list[str], list[str], dict[str, Any]]:
         sub, sid = self._ids()
         handle, problem = self._establish(sub, sid)
         sent = self.send(make(sub, sid))
@@ -172,13 +246,14 @@ class RPChecks:
                 failures.append("the RP session was ended by an invalid token")
         elif problem:
             ev["session"] = problem
-        self.rec.verdict(check_id, failures, warnings, evidence=ev)
+        return failures, warnings, ev
 
     def run_all(self) -> None:
         op, cid = self.op, self.client_id
         other_key = op.stranger_key
         now = int(time.time())
         self.valid()
+        self.sid_scoped()
         self.sub_only()
         cases: list[tuple[str, Callable[[str, str], str]]] = [
             ("RP-BCL-2.6-alg-none", lambda s, d: op.sign(op.claims(cid, s, d), alg="none")),
@@ -191,6 +266,10 @@ class RPChecks:
             (
                 "RP-BCL-2.6-iat-stale",
                 lambda s, d: op.sign(op.claims(cid, s, d, iat=now - 3600, exp=now + 120)),
+            ),
+            (
+                "RP-BCL-2.6-iat-future",
+                lambda s, d: op.sign(op.claims(cid, s, d, iat=now + 3600, exp=now + 3720)),
             ),
             (
                 "RP-BCL-2.6-exp-expired",
@@ -206,6 +285,12 @@ class RPChecks:
         ]
         for check_id, make in cases:
             self.invalid(check_id, make)
+        # backchannel §2.4: the member's "value MUST be a JSON object" ({} recommended).
+        self.invalid(
+            "RP-BCL-2.6-event-value-not-object",
+            lambda s, d: op.sign(op.claims(cid, s, d, events={EVENT: True})),
+            lambda s, d: op.sign(op.claims(cid, s, d, events={EVENT: "x"})),
+        )
         self.replay()
         missing = [
             f"{c}: Cache-Control {s.headers.get('Cache-Control')!r}"
