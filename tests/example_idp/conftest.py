@@ -1,0 +1,226 @@
+"""The example IdP (examples/authlib_idp) on a real loopback port, and a user's browser."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import pytest
+import requests
+from flask import Flask
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from examples.authlib_idp import create_app, seed
+from examples.authlib_idp.models import db
+from tests.support.servers import LiveServer
+
+PASSWORD = "correct horse battery staple"
+REGISTRATION_TOKEN = "registration-" + "t" * 24
+#: Nothing listens there: the tests read the redirect's Location instead of following it.
+RP = "http://127.0.0.1:9"
+
+
+def client_meta(client_id: str = "webapp", *, public: bool = False, **extra: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "client_id": client_id,
+        "client_name": f"The {client_id} app",
+        "redirect_uris": [f"{RP}/{client_id}/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "scope": "openid profile email",
+        "token_endpoint_auth_method": "none" if public else "client_secret_basic",
+    }
+    if not public:
+        meta["client_secret"] = f"{client_id}-secret-" + "s" * 20
+    meta.update(extra)
+    return meta
+
+
+WEBAPP = client_meta("webapp")
+SPA = client_meta("spa", public=True)
+
+
+@dataclass
+class ExampleIdP:
+    server: LiveServer
+    app: Flask
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def stop(self) -> None:
+        self.server.stop()
+        with self.app.app_context():
+            db.engine.dispose()
+
+
+def start_example(
+    database_url: str,
+    *,
+    clients: list[dict[str, Any]] | None = None,
+    dev: bool = True,
+    registration_token: str | None = REGISTRATION_TOKEN,
+) -> ExampleIdP:
+    """What run.py does, on a free loopback port in this process."""
+    server = LiveServer()
+    app = create_app(
+        {
+            "ISSUER": server.url,
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "SECRET_KEY": secrets.token_hex(32),
+            "DEV_MODE": dev,
+            "REGISTRATION_TOKEN": registration_token,
+        }
+    )
+    seed(app, password=PASSWORD, clients=clients)
+    server.app = app
+    server.start()
+    return ExampleIdP(server, app)
+
+
+@pytest.fixture
+def idp(database_url: str) -> Iterator[ExampleIdP]:
+    """The example IdP with a confidential client (``webapp``) and a public one (``spa``)."""
+    example = start_example(database_url, clients=[WEBAPP, SPA])
+    yield example
+    example.stop()
+
+
+# -- HTML forms, as a browser sees them ------------------------------------------------------
+@dataclass
+class Form:
+    action: str
+    method: str
+    id: str | None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[Form] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.forms.append(Form(a.get("action", ""), a.get("method", "get").lower(), a.get("id")))
+        elif tag == "input" and self.forms and "name" in a:
+            self.forms[-1].fields[a["name"]] = a.get("value", "")
+
+
+def forms(html: str) -> list[Form]:
+    parser = _FormParser()
+    parser.feed(html)
+    return parser.forms
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def redirect_params(response: requests.Response, redirect_uri: str) -> dict[str, str]:
+    assert response.status_code == 302, response.text
+    location = response.headers["Location"]
+    assert location.startswith(redirect_uri + "?"), location
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+@dataclass
+class Browser:
+    """A requests.Session acting as the user's browser: cookies, and forms submitted as shown."""
+
+    idp_url: str
+    http: requests.Session = field(default_factory=requests.Session)
+
+    def submit(self, page: requests.Response, form: Form, **values: str) -> requests.Response:
+        data = {**form.fields, **values}
+        url = urljoin(page.url, form.action) if form.action else page.url
+        return self.http.request(form.method, url, data=data, allow_redirects=False, timeout=10)
+
+    def login(
+        self, username: str = "alice", password: str = PASSWORD, page_url: str | None = None
+    ) -> requests.Response:
+        page = self.http.get(page_url or f"{self.idp_url}/login", timeout=10)
+        assert page.status_code == 200, page.text
+        (form,) = forms(page.text)
+        return self.submit(page, form, username=username, password=password)
+
+    def authorize(self, meta: dict[str, Any], **params: str) -> requests.Response:
+        """GET the authorization endpoint; returns the consent page (or a redirect)."""
+        query = {
+            "response_type": "code",
+            "client_id": meta["client_id"],
+            "redirect_uri": meta["redirect_uris"][0],
+            "scope": "openid profile email",
+            "state": secrets.token_urlsafe(8),
+        }
+        query.update(params)
+        return self.http.get(
+            f"{self.idp_url}/oauth/authorize", params=query, allow_redirects=False, timeout=10
+        )
+
+    def consent(self, page: requests.Response, approve: bool = True) -> requests.Response:
+        approve_form, deny_form = forms(page.text)
+        return self.submit(page, approve_form if approve else deny_form)
+
+
+@dataclass
+class Flow:
+    """One completed authorization code flow (PKCE, nonce)."""
+
+    code: str
+    verifier: str
+    nonce: str
+    state: str
+    params: dict[str, str]
+
+
+def run_code_flow(browser: Browser, meta: dict[str, Any], scope: str = "openid profile email") -> Flow:
+    verifier, challenge = pkce_pair()
+    nonce, state = secrets.token_urlsafe(12), secrets.token_urlsafe(8)
+    page = browser.authorize(
+        meta, scope=scope, nonce=nonce, state=state, code_challenge=challenge, code_challenge_method="S256"
+    )
+    assert page.status_code == 200, page.text
+    params = redirect_params(browser.consent(page), meta["redirect_uris"][0])
+    assert params["state"] == state
+    return Flow(params["code"], verifier, nonce, state, params)
+
+
+def token_request(idp_url: str, meta: dict[str, Any], **data: str) -> requests.Response:
+    """POST to the token endpoint, authenticating as the client registered it."""
+    auth = None
+    if meta.get("token_endpoint_auth_method") == "none":
+        data["client_id"] = meta["client_id"]
+    else:
+        auth = (meta["client_id"], meta["client_secret"])
+    return requests.post(f"{idp_url}/oauth/token", data=data, auth=auth, timeout=10)
+
+
+def exchange(idp_url: str, meta: dict[str, Any], flow: Flow) -> requests.Response:
+    return token_request(
+        idp_url,
+        meta,
+        grant_type="authorization_code",
+        code=flow.code,
+        code_verifier=flow.verifier,
+        redirect_uri=meta["redirect_uris"][0],
+    )
+
+
+def verify_id_token(idp_url: str, id_token: str) -> dict[str, Any]:
+    """Verify with the keys the IdP publishes (discovery → jwks_uri); return the claims."""
+    doc = requests.get(f"{idp_url}/.well-known/openid-configuration", timeout=10).json()
+    keys = KeySet.import_key_set(requests.get(doc["jwks_uri"], timeout=10).json())
+    token = jwt.decode(id_token, keys, algorithms=doc["id_token_signing_alg_values_supported"])
+    return dict(token.claims)
