@@ -49,8 +49,7 @@ def p95(xs: Sequence[float]) -> float:
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A Markdown table (readable in a terminal and pasteable into docs)."""
     rows = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     out = [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(r) for r in rows]
@@ -113,14 +112,19 @@ class Receiver(CaptureServer):
     ``hang_seconds``, then the connection is closed). ``record=False`` keeps counts only.
     ``GET /__stats`` answers ``{"count": requests to every other path}``."""
 
-    def __init__(self, delay: float = 0.0, hang_seconds: float = 30.0, port: int = 0,
-                 record: bool = True) -> None:
-        super().__init__(port=port, default=Reply(delay=delay), record=record,
-                         hang_timeout=hang_seconds)
+    def __init__(
+        self, delay: float = 0.0, hang_seconds: float = 30.0, port: int = 0, record: bool = True
+    ) -> None:
+        super().__init__(port=port, default=Reply(delay=delay), record=record, hang_timeout=hang_seconds)
         self._expect: set[tuple[str, str | None]] = set()
-        self.script("/__stats", lambda _req: Reply(
-            200, {"Content-Type": "application/json"},
-            json.dumps({"count": self.count() - self.count("/__stats")}).encode()))
+        self.script(
+            "/__stats",
+            lambda _req: Reply(
+                200,
+                {"Content-Type": "application/json"},
+                json.dumps({"count": self.count() - self.count("/__stats")}).encode(),
+            ),
+        )
 
     @property
     def base(self) -> str:
@@ -176,14 +180,27 @@ def receiver_main() -> None:
 class Proc:
     """A child process that prints ``READY ...`` when it serves; stopped with SIGTERM."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, ready: str | None = "READY",
-                 timeout: float = 60.0, stderr_ready: bool = False) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        ready: str | None = "READY",
+        timeout: float = 60.0,
+        stderr_ready: bool = False,
+    ) -> None:
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
         full_env.update(env or {})
         self.lines: list[str] = []
-        self.p = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.p = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         self.ready_line = ""
         self._ready = threading.Event()
         self._want = ready
@@ -221,8 +238,9 @@ class Proc:
 
 
 def start_receiver_process(delay: float = 0.0, max_seconds: float = 600.0) -> tuple[Proc, str]:
-    proc = Proc([PYTHON, "-m", "bench.common", "receiver", "--delay", str(delay),
-                 "--max-seconds", str(max_seconds)])
+    proc = Proc(
+        [PYTHON, "-m", "bench.common", "receiver", "--delay", str(delay), "--max-seconds", str(max_seconds)]
+    )
     port = int(proc.ready_line.split()[1])
     return proc, f"http://127.0.0.1:{port}"
 
@@ -248,20 +266,37 @@ def op_env(database_url: str, port: int, *, background: bool, **settings: Any) -
 def bench_settings(issuer: str, database_url: str, **overrides: Any):  # type: ignore[no-untyped-def]
     from oidc_logout.config import Settings
 
-    return Settings(issuer=issuer, database_url=database_url, dev_mode=True,
-                    expiry_sweep_interval=0, **overrides)
+    return Settings(
+        issuer=issuer, database_url=database_url, dev_mode=True, expiry_sweep_interval=0, **overrides
+    )
 
 
-def start_op(database_url: str, *, server: str = "werkzeug", workers: int = 1,
-             background: bool = True, **settings: Any) -> tuple[Proc, str]:
+def start_op(
+    database_url: str, *, server: str = "werkzeug", workers: int = 1, background: bool = True, **settings: Any
+) -> tuple[Proc, str]:
     """Run the demo IdP app (``create_idp_app``) in its own process on a loopback port,
     served by werkzeug (threaded) or gunicorn (``workers`` sync workers)."""
     port = free_port()
     env = op_env(database_url, port, background=background, **settings)
     if server == "gunicorn":
-        args = [PYTHON, "-m", "gunicorn", "bench.op_server:wsgi_app()", "-b", f"127.0.0.1:{port}",
-                "-w", str(workers), "--worker-class", "sync", "--backlog", "2048",
-                "--log-level", "info", "--graceful-timeout", "5"]
+        args = [
+            PYTHON,
+            "-m",
+            "gunicorn",
+            "bench.op_server:wsgi_app()",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            str(workers),
+            "--worker-class",
+            "sync",
+            "--backlog",
+            "2048",
+            "--log-level",
+            "info",
+            "--graceful-timeout",
+            "5",
+        ]
         proc = Proc(args, env=env, ready="Listening at", timeout=60)
     else:
         proc = Proc([PYTHON, "-m", "bench.op_server"], env=env)
@@ -314,13 +349,16 @@ def make_provider(database_url: str, issuer: str = "http://127.0.0.1:9", **overr
     return provider
 
 
-def rp_meta(client_id: str, backchannel_uri: str | None, *, alg: str = "RS256",
-            secret: str | None = None) -> dict[str, Any]:
+def rp_meta(
+    client_id: str, backchannel_uri: str | None, *, alg: str = "RS256", secret: str | None = None
+) -> dict[str, Any]:
     meta: dict[str, Any] = {
-        "client_id": client_id, "client_name": client_id,
+        "client_id": client_id,
+        "client_name": client_id,
         "redirect_uris": [f"http://127.0.0.1:9/{client_id}/callback"],
         "post_logout_redirect_uris": [f"http://127.0.0.1:9/{client_id}/logged-out"],
-        "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
         "scope": "openid profile email offline_access",
         "token_endpoint_auth_method": "client_secret_basic",
         "client_secret": secret or f"secret-{client_id}-" + "x" * 20,
@@ -332,8 +370,9 @@ def rp_meta(client_id: str, backchannel_uri: str | None, *, alg: str = "RS256",
     return meta
 
 
-def seed_sessions(factory: Any, subject: str, n_sessions: int, client_ids: Sequence[str],
-                  *, tokens: bool = True) -> list[str]:
+def seed_sessions(
+    factory: Any, subject: str, n_sessions: int, client_ids: Sequence[str], *, tokens: bool = True
+) -> list[str]:
     """``n_sessions`` live OP sessions of ``subject``, each with every client as participant
     and (``tokens``) one grant with an access and a refresh token per participant, inserted
     in bulk through the storage models. Returns the sids."""
@@ -342,30 +381,63 @@ def seed_sessions(factory: Any, subject: str, n_sessions: int, client_ids: Seque
     from oidc_logout.storage.models import Grant, OPSession, SessionParticipant, Token
     from oidc_logout.tokens import new_id, new_token, token_hash
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     exp = now + dt.timedelta(hours=1)
     sids = [new_id() for _ in range(n_sessions)]
-    sessions = [dict(sid=s, cookie_hash=token_hash(new_token()), subject=subject, auth_time=now,
-                     created_at=now, last_seen_at=now) for s in sids]
+    sessions = [
+        dict(
+            sid=s,
+            cookie_hash=token_hash(new_token()),
+            subject=subject,
+            auth_time=now,
+            created_at=now,
+            last_seen_at=now,
+        )
+        for s in sids
+    ]
     parts, grants, toks = [], [], []
     for s in sids:
         for c in client_ids:
             parts.append(dict(sid=s, client_id=c, first_at=now, last_at=now))
             if tokens:
                 gid = new_id(16)
-                grants.append(dict(id=gid, client_id=c, grant_type="authorization_code",
-                                   subject=subject, sid=s, scope="openid", offline=False,
-                                   credential_version=1, created_at=now))
+                grants.append(
+                    dict(
+                        id=gid,
+                        client_id=c,
+                        grant_type="authorization_code",
+                        subject=subject,
+                        sid=s,
+                        scope="openid",
+                        offline=False,
+                        credential_version=1,
+                        created_at=now,
+                    )
+                )
                 for kind in ("access_token", "refresh_token"):
-                    toks.append(dict(token_hash=token_hash(new_token()), kind=kind, grant_id=gid,
-                                     client_id=c, subject=subject, sid=s, scope="openid",
-                                     issued_at=now, expires_at=exp))
+                    toks.append(
+                        dict(
+                            token_hash=token_hash(new_token()),
+                            kind=kind,
+                            grant_id=gid,
+                            client_id=c,
+                            subject=subject,
+                            sid=s,
+                            scope="openid",
+                            issued_at=now,
+                            expires_at=exp,
+                        )
+                    )
     with factory.begin() as db:
-        for model, rows in ((OPSession, sessions), (SessionParticipant, parts), (Grant, grants),
-                            (Token, toks)):
+        for model, rows in (
+            (OPSession, sessions),
+            (SessionParticipant, parts),
+            (Grant, grants),
+            (Token, toks),
+        ):
             for i in range(0, len(rows), 2000):
-                if rows[i:i + 2000]:
-                    db.execute(insert(model), rows[i:i + 2000])
+                if rows[i : i + 2000]:
+                    db.execute(insert(model), rows[i : i + 2000])
     return sids
 
 
@@ -377,22 +449,42 @@ def seed_access_tokens(factory: Any, client_id: str, n: int) -> list[str]:
     from oidc_logout.storage.models import Grant, Token
     from oidc_logout.tokens import new_id, new_token, token_hash
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     exp = now + dt.timedelta(hours=2)
     values = [new_token() for _ in range(n)]
     grants, toks = [], []
     for v in values:
         gid = new_id(16)
-        grants.append(dict(id=gid, client_id=client_id, grant_type="client_credentials",
-                           subject=None, sid=None, scope="read", offline=False,
-                           credential_version=1, created_at=now))
-        toks.append(dict(token_hash=token_hash(v), kind="access_token", grant_id=gid,
-                         client_id=client_id, subject=None, sid=None, scope="read",
-                         issued_at=now, expires_at=exp))
+        grants.append(
+            dict(
+                id=gid,
+                client_id=client_id,
+                grant_type="client_credentials",
+                subject=None,
+                sid=None,
+                scope="read",
+                offline=False,
+                credential_version=1,
+                created_at=now,
+            )
+        )
+        toks.append(
+            dict(
+                token_hash=token_hash(v),
+                kind="access_token",
+                grant_id=gid,
+                client_id=client_id,
+                subject=None,
+                sid=None,
+                scope="read",
+                issued_at=now,
+                expires_at=exp,
+            )
+        )
     with factory.begin() as db:
         for i in range(0, n, 2000):
-            db.execute(insert(Grant), grants[i:i + 2000])
-            db.execute(insert(Token), toks[i:i + 2000])
+            db.execute(insert(Grant), grants[i : i + 2000])
+            db.execute(insert(Token), toks[i : i + 2000])
     return values
 
 
@@ -405,9 +497,14 @@ def signing_rate(key: Any, seconds: float, max_n: int) -> tuple[float, int]:
     t0 = time.perf_counter()
     deadline = t0 + seconds
     while n < max_n and (n < 20 or time.perf_counter() < deadline):
-        claims = logout_token_claims(issuer="http://127.0.0.1:9", client_id="rp", sub="bench-user",
-                                     sid=secrets.token_urlsafe(16), now=int(time.time()),
-                                     lifetime=120)
+        claims = logout_token_claims(
+            issuer="http://127.0.0.1:9",
+            client_id="rp",
+            sub="bench-user",
+            sid=secrets.token_urlsafe(16),
+            now=int(time.time()),
+            lifetime=120,
+        )
         sign_logout_token(claims, key)
         n += 1
     return n / (time.perf_counter() - t0), n
@@ -443,7 +540,13 @@ def _group(filename: str, funcname: str) -> str:
             return "sqlite3 (C)"
         if "psycopg" in funcname or "pq" in funcname:
             return "psycopg (C)"
-        if "socket" in funcname or "recv" in funcname or "send" in funcname or "select" in funcname or "poll" in funcname:
+        if (
+            "socket" in funcname
+            or "recv" in funcname
+            or "send" in funcname
+            or "select" in funcname
+            or "poll" in funcname
+        ):
             return "socket I/O (C)"
         if "acquire" in funcname or "wait" in funcname:
             return "locks/waits (C)"
@@ -460,19 +563,32 @@ def profile_report(prof: Any, per: int, top: int = 18) -> str:
     groups: dict[str, float] = {}
     total = 0.0
     funcs = []
-    for (filename, line, name), (cc, nc, tt, ct, callers) in st.stats.items():  # type: ignore[attr-defined]
+    for (filename, line, name), (_cc, nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
         g = _group(filename, name)
         groups[g] = groups.get(g, 0.0) + tt
         total += tt
         funcs.append((tt, ct, nc, f"{Path(filename).name}:{line}({name})" if filename != "~" else name))
-    lines = [f"profiled {per} operations, {total / per * 1000:.2f} ms self time per operation",
-             table(["where (self time)", "ms/op", "share"],
-                   [[g, f"{t / per * 1000:.3f}", f"{t / total * 100:.0f}%"]
-                    for g, t in sorted(groups.items(), key=lambda kv: -kv[1]) if t / total >= 0.01])]
+    lines = [
+        f"profiled {per} operations, {total / per * 1000:.2f} ms self time per operation",
+        table(
+            ["where (self time)", "ms/op", "share"],
+            [
+                [g, f"{t / per * 1000:.3f}", f"{t / total * 100:.0f}%"]
+                for g, t in sorted(groups.items(), key=lambda kv: -kv[1])
+                if t / total >= 0.01
+            ],
+        ),
+    ]
     funcs.sort(reverse=True)
-    lines.append(table(["top functions by self time", "self ms/op", "cum ms/op", "calls/op"],
-                       [[n, f"{tt / per * 1000:.3f}", f"{ct / per * 1000:.3f}", f"{nc / per:.1f}"]
-                        for tt, ct, nc, n in funcs[:top]]))
+    lines.append(
+        table(
+            ["top functions by self time", "self ms/op", "cum ms/op", "calls/op"],
+            [
+                [n, f"{tt / per * 1000:.3f}", f"{ct / per * 1000:.3f}", f"{nc / per:.1f}"]
+                for tt, ct, nc, n in funcs[:top]
+            ],
+        )
+    )
     return "\n\n".join(lines)
 
 
@@ -484,7 +600,7 @@ def cumulative_of(prof: Any, per: int, names: Sequence[str]) -> str:
     rows = []
     for want in names:
         best = None
-        for (filename, line, name), (cc, nc, tt, ct, callers) in st.stats.items():  # type: ignore[attr-defined]
+        for (filename, _line, name), (_cc, nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
             label = f"{Path(filename).name}:{name}"
             if want in label and (best is None or ct > best[1]):
                 best = (label, ct, nc)

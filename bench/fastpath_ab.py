@@ -27,9 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from .common import ROOT, create_pg_database, drop_pg_database, table
 
@@ -39,21 +40,23 @@ PATH = "oidc_logout/rfc7009/fastpath.py"
 def load_revision(rev: str) -> ModuleType:
     """``PATH`` as it was at ``rev``, imported as a sibling module (its relative imports resolve
     against the installed package)."""
-    src = subprocess.run(["git", "show", f"{rev}:{PATH}"], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout
+    src = subprocess.run(
+        ["git", "show", f"{rev}:{PATH}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     name = "oidc_logout.rfc7009._fastpath_ab_old"
     spec = importlib.util.spec_from_loader(name, loader=None)
     assert spec is not None
     mod = importlib.util.module_from_spec(spec)
     mod.__package__ = "oidc_logout.rfc7009"
     sys.modules[name] = mod
-    exec(compile(src, f"{rev}:{PATH}", "exec"), mod.__dict__)  # noqa: S102 - our own file at REV
+    exec(compile(src, f"{rev}:{PATH}", "exec"), mod.__dict__)
     return mod
 
 
 def _git_rev(rev: str) -> str:
-    return subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True,
-                          text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def _timed(fn: Callable[[str], None], tokens: list[str]) -> tuple[float, float]:
@@ -71,8 +74,12 @@ def run_db(db_url: str, variants: dict[str, ModuleType], calls: int, rounds: int
     from .common import bench_settings, seed_access_tokens
     from .revocation import CLIENT_ID, SECRET, _client_meta
 
-    app = create_idp_app(bench_settings("http://127.0.0.1:9", db_url), start_background=False,
-                         secret_key="k" * 32, clients=[_client_meta()])
+    app = create_idp_app(
+        bench_settings("http://127.0.0.1:9", db_url),
+        start_background=False,
+        secret_key="k" * 32,
+        clients=[_client_meta()],
+    )
     provider = app.extensions["oidc_logout"].provider
     engine = provider.engine
     per_slice = max(1, calls // rounds)
@@ -86,18 +93,24 @@ def run_db(db_url: str, variants: dict[str, ModuleType], calls: int, rounds: int
 
     def statement(mod: ModuleType) -> Callable[[str], None]:
         def call(tok: str) -> None:
-            ok = mod.try_revoke_access_token(engine, basic, [("token", tok),
-                                                             ("token_type_hint", "access_token")], False)
+            ok = mod.try_revoke_access_token(
+                engine, basic, [("token", tok), ("token_type_hint", "access_token")], False
+            )
             assert ok, "the fast path declined a plain request"
+
         return call
 
     def via_app(mod: ModuleType) -> Callable[[str], None]:
         views.try_revoke_access_token = mod.try_revoke_access_token  # type: ignore[attr-defined]
 
         def call(tok: str) -> None:
-            r = client.post("/revoke", data={"token": tok, "token_type_hint": "access_token"},
-                            headers={"Authorization": basic})
+            r = client.post(
+                "/revoke",
+                data={"token": tok, "token_type_hint": "access_token"},
+                headers={"Authorization": basic},
+            )
             assert r.status_code == 200, r.data
+
         return call
 
     levels = {"statement": statement, "app": via_app}
@@ -111,7 +124,8 @@ def run_db(db_url: str, variants: dict[str, ModuleType], calls: int, rounds: int
                 order = names if rnd % 2 == 0 else list(reversed(names))
                 for name in order:
                     samples.setdefault((level, name), []).append(
-                        _timed(make(variants[name]), take(per_slice)))
+                        _timed(make(variants[name]), take(per_slice))
+                    )
     finally:
         views.try_revoke_access_token = real_view_fn  # type: ignore[attr-defined]
         engine.dispose()
@@ -119,10 +133,16 @@ def run_db(db_url: str, variants: dict[str, ModuleType], calls: int, rounds: int
     for level in levels:
         for name in names:
             s = samples[(level, name)]
-            rows.append({"level": level, "variant": name, "calls": per_slice * rounds,
-                         "cpu_ms": statistics.median(c for c, _ in s),
-                         "wall_ms": statistics.median(w for _, w in s),
-                         "cpu_rounds": [round(c, 4) for c, _ in s]})
+            rows.append(
+                {
+                    "level": level,
+                    "variant": name,
+                    "calls": per_slice * rounds,
+                    "cpu_ms": statistics.median(c for c, _ in s),
+                    "wall_ms": statistics.median(w for _, w in s),
+                    "cpu_rounds": [round(c, 4) for c, _ in s],
+                }
+            )
     return rows
 
 
@@ -136,8 +156,10 @@ def main(rev: str, calls: int, rounds: int, dbs: list[str]) -> dict[str, Any]:
     facts = print_facts(pg="pg" in dbs)
     old_label, new_label = f"old ({_git_rev(rev)})", "new (working tree)"
     variants = {old_label: load_revision(rev), new_label: current}
-    print(f"setup: {calls} calls per level and variant in {rounds} interleaved rounds; a distinct "
-          "valid access token per call; median over rounds of CPU and wall time per call")
+    print(
+        f"setup: {calls} calls per level and variant in {rounds} interleaved rounds; a distinct "
+        "valid access token per call; median over rounds of CPU and wall time per call"
+    )
     all_rows: list[dict[str, Any]] = []
     for db in dbs:
         tmp = Path(tempfile.mkdtemp(prefix="bench-fastpath-ab-"))
@@ -156,13 +178,38 @@ def main(rev: str, calls: int, rounds: int, dbs: list[str]) -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
     out = []
     for r in all_rows:
-        base = next(o for o in all_rows if o["db"] == r["db"] and o["level"] == r["level"]
-                    and o["variant"] == old_label)
+        base = next(
+            o
+            for o in all_rows
+            if o["db"] == r["db"] and o["level"] == r["level"] and o["variant"] == old_label
+        )
         delta = r["cpu_ms"] - base["cpu_ms"]
-        out.append([r["db"], r["level"], r["variant"], r["calls"], f"{r['cpu_ms']:.3f}",
-                    f"{r['wall_ms']:.3f}", "" if r is base else f"{delta:+.3f}",
-                    " ".join(f"{c:.3f}" for c in r["cpu_rounds"])])
+        out.append(
+            [
+                r["db"],
+                r["level"],
+                r["variant"],
+                r["calls"],
+                f"{r['cpu_ms']:.3f}",
+                f"{r['wall_ms']:.3f}",
+                "" if r is base else f"{delta:+.3f}",
+                " ".join(f"{c:.3f}" for c in r["cpu_rounds"]),
+            ]
+        )
     print()
-    print(table(["database", "level", "variant", "calls", "CPU ms/call", "wall ms/call",
-                 "CPU new - old", "CPU ms/call per round"], out))
+    print(
+        table(
+            [
+                "database",
+                "level",
+                "variant",
+                "calls",
+                "CPU ms/call",
+                "wall ms/call",
+                "CPU new - old",
+                "CPU ms/call per round",
+            ],
+            out,
+        )
+    )
     return {"bench": "fastpath_ab", "facts": facts, "rows": all_rows}

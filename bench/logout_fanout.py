@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from .common import (PASSWORD, Receiver, median, p95, rp_meta, start_op, table, write_summary)
+from .common import PASSWORD, Receiver, median, p95, rp_meta, start_op, table, write_summary
 from .machine import print_facts
 
 RP_DELAY = 0.050
@@ -50,22 +50,44 @@ def _login_and_id_token(op: str, meta: dict[str, Any]) -> tuple[requests.Session
     http = requests.Session()
     page = http.get(f"{op}/login", timeout=10)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    r = http.post(f"{op}/login", data={"csrf_token": csrf, "username": "alice", "password": PASSWORD,
-                                       "next": "/account"}, allow_redirects=False, timeout=10)
+    r = http.post(
+        f"{op}/login",
+        data={"csrf_token": csrf, "username": "alice", "password": PASSWORD, "next": "/account"},
+        allow_redirects=False,
+        timeout=10,
+    )
     if r.status_code not in (302, 303):
         raise RuntimeError(f"login failed: {r.status_code}")
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     redirect_uri = meta["redirect_uris"][0]
-    r = http.get(f"{op}/authorize", params={
-        "response_type": "code", "client_id": meta["client_id"], "redirect_uri": redirect_uri,
-        "scope": "openid", "state": "s", "nonce": secrets.token_urlsafe(8),
-        "code_challenge": challenge, "code_challenge_method": "S256"},
-        allow_redirects=False, timeout=10)
+    r = http.get(
+        f"{op}/authorize",
+        params={
+            "response_type": "code",
+            "client_id": meta["client_id"],
+            "redirect_uri": redirect_uri,
+            "scope": "openid",
+            "state": "s",
+            "nonce": secrets.token_urlsafe(8),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
     code = parse_qs(urlsplit(r.headers["Location"]).query)["code"][0]
-    r = requests.post(f"{op}/token", data={"grant_type": "authorization_code", "code": code,
-                                           "code_verifier": verifier, "redirect_uri": redirect_uri},
-                      auth=(meta["client_id"], meta["client_secret"]), timeout=10)
+    r = requests.post(
+        f"{op}/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": redirect_uri,
+        },
+        auth=(meta["client_id"], meta["client_secret"]),
+        timeout=10,
+    )
     r.raise_for_status()
     id_token = r.json()["id_token"]
     payload = id_token.split(".")[1]
@@ -82,10 +104,12 @@ def _add_participants(factory: Any, sid: str, client_ids: list[str]) -> None:
 
     if not client_ids:
         return
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     with factory.begin() as db:
-        db.execute(insert(SessionParticipant),
-                   [dict(sid=sid, client_id=c, first_at=now, last_at=now) for c in client_ids])
+        db.execute(
+            insert(SessionParticipant),
+            [dict(sid=sid, client_id=c, first_at=now, last_at=now) for c in client_ids],
+        )
 
 
 def _unsettled(factory: Any) -> int:
@@ -94,8 +118,14 @@ def _unsettled(factory: Any) -> int:
     from oidc_logout.storage.models import BACKCHANNEL, FINAL_STATES, Delivery
 
     with factory() as db:
-        return int(db.scalar(select(func.count()).select_from(Delivery).where(
-            Delivery.channel == BACKCHANNEL, Delivery.state.not_in(list(FINAL_STATES)))) or 0)
+        return int(
+            db.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.channel == BACKCHANNEL, Delivery.state.not_in(list(FINAL_STATES)))
+            )
+            or 0
+        )
 
 
 def _wait_settled(factory: Any, timeout: float) -> bool:
@@ -108,8 +138,9 @@ def _wait_settled(factory: Any, timeout: float) -> bool:
 
 
 def run(sizes: list[int], runs: int, wait_bound: float, hang: bool, concurrency: int) -> dict[str, Any]:
-    from .common import make_provider
     from oidc_logout.demo.idp import load_clients
+
+    from .common import make_provider
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
     receiver = Receiver(delay=RP_DELAY, hang_seconds=30.0)
@@ -137,10 +168,16 @@ def run(sizes: list[int], runs: int, wait_bound: float, hang: bool, concurrency:
                     if hanging:
                         receiver.arm_hang(paths[-1], sid)
                     t0 = time.monotonic()
-                    r = browser.get(f"{op}/end_session", params={
-                        "id_token_hint": id_token, "state": "x",
-                        "post_logout_redirect_uri": metas[0]["post_logout_redirect_uris"][0]},
-                        allow_redirects=False, timeout=30)
+                    r = browser.get(
+                        f"{op}/end_session",
+                        params={
+                            "id_token_hint": id_token,
+                            "state": "x",
+                            "post_logout_redirect_uri": metas[0]["post_logout_redirect_uris"][0],
+                        },
+                        allow_redirects=False,
+                        timeout=30,
+                    )
                     t_resp = time.monotonic() - t0
                     if r.status_code != 302:
                         raise RuntimeError(f"end_session answered {r.status_code}: {r.text[:300]}")
@@ -153,13 +190,23 @@ def run(sizes: list[int], runs: int, wait_bound: float, hang: bool, concurrency:
                     # Let the OP finish (a hung delivery times out after delivery_timeout
                     # and is retried) so runs do not overlap.
                     _wait_settled(factory, settings.delivery_timeout + settings.delivery_connect_timeout + 5)
-                results["rows"].append({"n": n, "hanging": hanging, "runs": runs,
-                                        "all_median": median(all_t), "all_p95": p95(all_t),
-                                        "resp_median": median(resp_t), "resp_p95": p95(resp_t),
-                                        "missing": missing})
-                print(f"  N={n:<4} hanging={hanging!s:<5} all tokens median "
-                      f"{median(all_t) * 1000:7.1f} ms, response median {median(resp_t) * 1000:7.1f} ms",
-                      flush=True)
+                results["rows"].append(
+                    {
+                        "n": n,
+                        "hanging": hanging,
+                        "runs": runs,
+                        "all_median": median(all_t),
+                        "all_p95": p95(all_t),
+                        "resp_median": median(resp_t),
+                        "resp_p95": p95(resp_t),
+                        "missing": missing,
+                    }
+                )
+                print(
+                    f"  N={n:<4} hanging={hanging!s:<5} all tokens median "
+                    f"{median(all_t) * 1000:7.1f} ms, response median {median(resp_t) * 1000:7.1f} ms",
+                    flush=True,
+                )
     finally:
         op_proc.stop()
         receiver.stop()
@@ -183,9 +230,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("== logout fan-out: end_session -> every RP holds its logout token ==")
     print(f"command: python -m bench.logout_fanout {' '.join(argv if argv is not None else sys.argv[1:])}")
     facts = print_facts(pg=False)
-    print(f"setup: OP = demo IdP, werkzeug threaded, own process, SQLite (WAL); embedded dispatcher, "
-          f"delivery_concurrency={a.concurrency}, logout_wait_bound={a.wait_bound} s; RPs answer after "
-          f"{RP_DELAY * 1000:.0f} ms; hanging RP = never answers (read timeout 5 s); {runs} runs per N")
+    print(
+        f"setup: OP = demo IdP, werkzeug threaded, own process, SQLite (WAL); embedded dispatcher, "
+        f"delivery_concurrency={a.concurrency}, logout_wait_bound={a.wait_bound} s; RPs answer after "
+        f"{RP_DELAY * 1000:.0f} ms; hanging RP = never answers (read timeout 5 s); {runs} runs per N"
+    )
     res = run(sizes, runs, a.wait_bound, not a.no_hang, a.concurrency)
     rows = res["rows"]
     ideal = next((r["all_median"] for r in rows if r["n"] == 1 and not r["hanging"]), None)
@@ -195,22 +244,55 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trows = []
     for r in rows:
         waves = math.ceil(r["n"] / a.concurrency)
-        trows.append([r["n"], "yes" if r["hanging"] else "no", ms(r["all_median"]), ms(r["all_p95"]),
-                      f"{r['all_median'] / ideal:.2f}x", f"{(waves - 1) * RP_DELAY * 1000:.0f}",
-                      ms(r["resp_median"]), ms(r["resp_p95"]),
-                      f"{min(a.wait_bound, waves * RP_DELAY) * 1000:.0f}" if not r["hanging"]
-                      else f"{a.wait_bound * 1000:.0f}", r["missing"]])
+        trows.append(
+            [
+                r["n"],
+                "yes" if r["hanging"] else "no",
+                ms(r["all_median"]),
+                ms(r["all_p95"]),
+                f"{r['all_median'] / ideal:.2f}x",
+                f"{(waves - 1) * RP_DELAY * 1000:.0f}",
+                ms(r["resp_median"]),
+                ms(r["resp_p95"]),
+                f"{min(a.wait_bound, waves * RP_DELAY) * 1000:.0f}"
+                if not r["hanging"]
+                else f"{a.wait_bound * 1000:.0f}",
+                r["missing"],
+            ]
+        )
     print()
-    print(table(["N RPs", "1 RP hangs", "all tokens median ms", "all tokens p95 ms",
-                 "vs ideal (N=1)", "tokens floor ms", "response median ms",
-                 "response p95 ms", "response floor ms", "tokens missing"], trows))
-    print(f"\nideal = one RP's latency = median 'all tokens' at N=1 = {ms(ideal)} ms "
-          f"(RP answer delay alone: {RP_DELAY * 1000:.0f} ms; a token arrives before the RP answers).\n"
-          f"floors: with {a.concurrency} parallel slots and 50 ms answers, the last token cannot arrive "
-          f"before (ceil(N/{a.concurrency})-1)*50 ms and all answers not before ceil(N/{a.concurrency})*50 ms; "
-          f"with a hanging RP the response waits the bound ({a.wait_bound} s).")
-    summary = {"bench": "logout_fanout", "facts": facts, "ideal_s": ideal, "rows": rows,
-               "concurrency": a.concurrency, "wait_bound": a.wait_bound}
+    print(
+        table(
+            [
+                "N RPs",
+                "1 RP hangs",
+                "all tokens median ms",
+                "all tokens p95 ms",
+                "vs ideal (N=1)",
+                "tokens floor ms",
+                "response median ms",
+                "response p95 ms",
+                "response floor ms",
+                "tokens missing",
+            ],
+            trows,
+        )
+    )
+    print(
+        f"\nideal = one RP's latency = median 'all tokens' at N=1 = {ms(ideal)} ms "
+        f"(RP answer delay alone: {RP_DELAY * 1000:.0f} ms; a token arrives before the RP answers).\n"
+        f"floors: with {a.concurrency} parallel slots and 50 ms answers, the last token cannot arrive "
+        f"before (ceil(N/{a.concurrency})-1)*50 ms and all answers not before ceil(N/{a.concurrency})*50 ms; "
+        f"with a hanging RP the response waits the bound ({a.wait_bound} s)."
+    )
+    summary = {
+        "bench": "logout_fanout",
+        "facts": facts,
+        "ideal_s": ideal,
+        "rows": rows,
+        "concurrency": a.concurrency,
+        "wait_bound": a.wait_bound,
+    }
     write_summary(a.summary_json, summary)
     return summary
 

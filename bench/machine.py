@@ -12,8 +12,20 @@ from importlib import metadata
 from pathlib import Path
 
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql+psycopg://postgres:test@127.0.0.1:5432/test")
-PACKAGES = ("oidc-logout", "Authlib", "Flask", "Werkzeug", "SQLAlchemy", "jwcrypto", "cryptography",
-            "requests", "urllib3", "psycopg", "gunicorn", "pyinstrument")
+PACKAGES = (
+    "oidc-logout",
+    "Authlib",
+    "Flask",
+    "Werkzeug",
+    "SQLAlchemy",
+    "jwcrypto",
+    "cryptography",
+    "requests",
+    "urllib3",
+    "psycopg",
+    "gunicorn",
+    "pyinstrument",
+)
 
 
 def _cpu_model() -> str:
@@ -44,17 +56,23 @@ def pg_version() -> str:
         dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(dsn, connect_timeout=3) as conn:
             return str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"unavailable ({type(exc).__name__})"
 
 
 def _git() -> str:
     root = Path(__file__).resolve().parent.parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return f"{rev}{' (+ uncommitted changes)' if dirty else ''}" if rev else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

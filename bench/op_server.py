@@ -20,12 +20,20 @@ PASSWORD = "bench-password"
 
 
 def wsgi_app():  # type: ignore[no-untyped-def]
-    settings = Settings(issuer=os.environ["BENCH_OP_ISSUER"], database_url=os.environ["BENCH_OP_DB"],
-                        dev_mode=True, expiry_sweep_interval=0,
-                        **json.loads(os.environ.get("BENCH_OP_SETTINGS") or "{}"))
+    settings = Settings(
+        issuer=os.environ["BENCH_OP_ISSUER"],
+        database_url=os.environ["BENCH_OP_DB"],
+        dev_mode=True,
+        expiry_sweep_interval=0,
+        **json.loads(os.environ.get("BENCH_OP_SETTINGS") or "{}"),
+    )
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    return create_idp_app(settings, password=PASSWORD, secret_key="bench-secret-key-" + "k" * 20,
-                          start_background=os.environ.get("BENCH_OP_BACKGROUND", "1") == "1")
+    return create_idp_app(
+        settings,
+        password=PASSWORD,
+        secret_key="bench-secret-key-" + "k" * 20,
+        start_background=os.environ.get("BENCH_OP_BACKGROUND", "1") == "1",
+    )
 
 
 def main() -> None:

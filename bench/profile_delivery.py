@@ -18,8 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import (create_pg_database, cumulative_of, drop_pg_database, make_provider,
-                     profile_report, rp_meta, seed_sessions, start_receiver_process)
+from .common import (
+    create_pg_database,
+    cumulative_of,
+    drop_pg_database,
+    make_provider,
+    profile_report,
+    rp_meta,
+    seed_sessions,
+    start_receiver_process,
+)
 from .machine import print_facts
 
 
@@ -27,9 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sessions", type=int, default=200, help="sessions x 3 RPs = deliveries profiled")
     p.add_argument("--pg", action="store_true", help="PostgreSQL instead of SQLite")
-    p.add_argument("--batch", type=int, default=16,
-                   help="claims per batch = results per group commit (default 16, the "
-                        "default delivery_concurrency)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=16,
+        help="claims per batch = results per group commit (default 16, the default delivery_concurrency)",
+    )
     a = p.parse_args(argv)
     from oidc_logout.backchannel.request import attempt_delivery
     from oidc_logout.delivery import outbox
@@ -62,20 +73,47 @@ def main(argv: list[str] | None = None) -> None:
             claims = outbox.claim_due(prov.session_factory, d.owner, a.batch, 60)
             if not claims:
                 break
-            results = [(c, attempt_delivery(d.http, prov.keyring, s, client_id=c.client_id,
-                                            target_uri=c.target_uri, sid=c.sid, sub=c.subject,
-                                            alg=c.alg)) for c in claims]
+            results = [
+                (
+                    c,
+                    attempt_delivery(
+                        d.http,
+                        prov.keyring,
+                        s,
+                        client_id=c.client_id,
+                        target_uri=c.target_uri,
+                        sid=c.sid,
+                        sub=c.subject,
+                        alg=c.alg,
+                    ),
+                )
+                for c in claims
+            ]
             outbox.record_results(prov.session_factory, results, d.owner, s)
             n += len(claims)
         prof.disable()
         db = "PostgreSQL" if a.pg else "SQLite"
-        print(f"{n} deliveries, sequential in batches of {a.batch}, "
-              f"{n / (time.perf_counter() - t0):.0f}/s under the profiler ({db})")
+        print(
+            f"{n} deliveries, sequential in batches of {a.batch}, "
+            f"{n / (time.perf_counter() - t0):.0f}/s under the profiler ({db})"
+        )
         print(profile_report(prof, n, 20))
-        print(cumulative_of(prof, n, [
-            "outbox.py:claim_due", "request.py:attempt_delivery", "logout_token.py:sign_logout_token",
-            "request.py:post_logout_token", "_http.py:post_form", "outbox.py:record_results",
-            "outbox.py:_pg_record", "outbox.py:_record_generic"]))
+        print(
+            cumulative_of(
+                prof,
+                n,
+                [
+                    "outbox.py:claim_due",
+                    "request.py:attempt_delivery",
+                    "logout_token.py:sign_logout_token",
+                    "request.py:post_logout_token",
+                    "_http.py:post_form",
+                    "outbox.py:record_results",
+                    "outbox.py:_pg_record",
+                    "outbox.py:_record_generic",
+                ],
+            )
+        )
         d.stop(2)
         prov.engine.dispose()
     finally:

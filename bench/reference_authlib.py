@@ -18,9 +18,13 @@ import time
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.integrations.sqla_oauth2 import (OAuth2ClientMixin, OAuth2TokenMixin,
-                                              create_query_client_func, create_revocation_endpoint,
-                                              create_save_token_func)
+from authlib.integrations.sqla_oauth2 import (
+    OAuth2ClientMixin,
+    OAuth2TokenMixin,
+    create_query_client_func,
+    create_revocation_endpoint,
+    create_save_token_func,
+)
 from flask import Flask
 from sqlalchemy import Column, Integer, create_engine, event, insert
 from sqlalchemy.orm import DeclarativeBase, scoped_session, sessionmaker
@@ -43,12 +47,14 @@ class RefToken(Base, OAuth2TokenMixin):
 def make_engine(url: str, pragmas: bool):  # type: ignore[no-untyped-def]
     engine = create_engine(url)
     if pragmas:
+
         @event.listens_for(engine, "connect")
         def _p(dbapi_conn, _rec):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+
     return engine
 
 
@@ -56,8 +62,11 @@ def create_app(url: str, pragmas: bool = False) -> Flask:
     engine = make_engine(url, pragmas)
     session = scoped_session(sessionmaker(engine))
     app = Flask(__name__)
-    server = AuthorizationServer(app, query_client=create_query_client_func(session, RefClient),
-                                 save_token=create_save_token_func(session, RefToken))
+    server = AuthorizationServer(
+        app,
+        query_client=create_query_client_func(session, RefClient),
+        save_token=create_save_token_func(session, RefToken),
+    )
     server.register_endpoint(create_revocation_endpoint(session, RefToken))
 
     @app.route("/revoke", methods=["POST"])
@@ -84,18 +93,34 @@ def setup_db(url: str, client_id: str, client_secret: str, n_tokens: int, pragma
     engine = make_engine(url, pragmas)
     Base.metadata.create_all(engine)
     with sessionmaker(engine).begin() as db:
-        client = RefClient(client_id=client_id, client_secret=client_secret,
-                           client_id_issued_at=int(time.time()))
-        client.set_client_metadata({"grant_types": ["client_credentials"], "scope": "read",
-                                    "token_endpoint_auth_method": "client_secret_basic"})
+        client = RefClient(
+            client_id=client_id, client_secret=client_secret, client_id_issued_at=int(time.time())
+        )
+        client.set_client_metadata(
+            {
+                "grant_types": ["client_credentials"],
+                "scope": "read",
+                "token_endpoint_auth_method": "client_secret_basic",
+            }
+        )
         db.add(client)
     values = [secrets.token_urlsafe(32) for _ in range(n_tokens)]
     now = int(time.time())
-    rows = [dict(client_id=client_id, token_type="Bearer", access_token=v, scope="read",
-                 issued_at=now, access_token_revoked_at=0, refresh_token_revoked_at=0,
-                 expires_in=7200) for v in values]
+    rows = [
+        dict(
+            client_id=client_id,
+            token_type="Bearer",
+            access_token=v,
+            scope="read",
+            issued_at=now,
+            access_token_revoked_at=0,
+            refresh_token_revoked_at=0,
+            expires_in=7200,
+        )
+        for v in values
+    ]
     with engine.begin() as conn:
         for i in range(0, len(rows), 2000):
-            conn.execute(insert(RefToken), rows[i:i + 2000])
+            conn.execute(insert(RefToken), rows[i : i + 2000])
     engine.dispose()
     return values

@@ -45,10 +45,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (PYTHON, Proc, cumulative_of, free_port, make_provider, profile_report,
-                     rp_meta, seed_access_tokens, start_op, table, tree_cpu, write_summary)
-from .machine import print_facts
 from . import reference_authlib as ref
+from .common import (
+    PYTHON,
+    Proc,
+    cumulative_of,
+    free_port,
+    make_provider,
+    profile_report,
+    rp_meta,
+    seed_access_tokens,
+    start_op,
+    table,
+    tree_cpu,
+    write_summary,
+)
+from .machine import print_facts
 
 OURS = "ours (oidc_logout /revoke)"
 PLAIN = "plain Authlib (stock SQLite)"
@@ -68,8 +80,9 @@ def _basic() -> str:
     return "Basic " + base64.b64encode(f"{CLIENT_ID}:{SECRET}".encode()).decode()
 
 
-def load(port: int, tokens: list[str], concurrency: int, max_seconds: float,
-         floor: bool = False) -> dict[str, Any]:
+def load(
+    port: int, tokens: list[str], concurrency: int, max_seconds: float, floor: bool = False
+) -> dict[str, Any]:
     """POST /revoke once per token with ``concurrency`` threads; bounded by len(tokens) and
     ``max_seconds``. ``floor``: ``GET /health`` instead, once per item."""
     lock = threading.Lock()
@@ -119,8 +132,14 @@ def load(port: int, tokens: list[str], concurrency: int, max_seconds: float,
         t.join(max_seconds + 30)
     wall = time.perf_counter() - t0
     n = sum(statuses.values())
-    return {"requests": n, "wall": wall, "rps": n / wall if wall else 0.0, "statuses": statuses,
-            "errors": errors[0], "client_cpu": time.process_time() - c0}
+    return {
+        "requests": n,
+        "wall": wall,
+        "rps": n / wall if wall else 0.0,
+        "statuses": statuses,
+        "errors": errors[0],
+        "client_cpu": time.process_time() - c0,
+    }
 
 
 def _wait(port: int, path: str, timeout: float = 30.0) -> None:
@@ -156,13 +175,14 @@ class App:
         self.pos = 0
 
     def take(self, n: int) -> list[str]:
-        out = self.tokens[self.pos:self.pos + n]
+        out = self.tokens[self.pos : self.pos + n]
         self.pos += n
         return out
 
 
-def measure(apps: list[App], levels: list[int], per_level: int, warmup: int, rounds: int,
-            max_seconds: float) -> list[dict[str, Any]]:
+def measure(
+    apps: list[App], levels: list[int], per_level: int, warmup: int, rounds: int, max_seconds: float
+) -> list[dict[str, Any]]:
     """Interleaved: ``rounds`` rounds; in each, every level runs a slice against every app, the
     app order rotated per round. Figures are summed over the rounds per (app, level)."""
     for app in apps:
@@ -174,14 +194,25 @@ def measure(apps: list[App], levels: list[int], per_level: int, warmup: int, rou
     for rnd in range(rounds):
         for c in levels:
             n = per_level // rounds + (per_level % rounds if rnd == rounds - 1 else 0)
-            order = apps[rnd % len(apps):] + apps[:rnd % len(apps)]
+            order = apps[rnd % len(apps) :] + apps[: rnd % len(apps)]
             for app in order:
                 cpu0 = tree_cpu(app.proc.pid)
                 r = load(app.port, app.take(n), c, slice_max, app.floor)
                 cpu = tree_cpu(app.proc.pid) - cpu0
-                a = acc.setdefault((app.name, c), {"app": app.name, "concurrency": c, "requests": 0,
-                                                   "wall": 0.0, "server_cpu": 0.0, "client_cpu": 0.0,
-                                                   "statuses": {}, "errors": 0, "round_rps": []})
+                a = acc.setdefault(
+                    (app.name, c),
+                    {
+                        "app": app.name,
+                        "concurrency": c,
+                        "requests": 0,
+                        "wall": 0.0,
+                        "server_cpu": 0.0,
+                        "client_cpu": 0.0,
+                        "statuses": {},
+                        "errors": 0,
+                        "round_rps": [],
+                    },
+                )
                 a["requests"] += r["requests"]
                 a["wall"] += r["wall"]
                 a["server_cpu"] += cpu
@@ -195,28 +226,56 @@ def measure(apps: list[App], levels: list[int], per_level: int, warmup: int, rou
         for app in apps:
             r = acc[(app.name, c)]
             n = r["requests"]
-            r.update(rps=n / r["wall"] if r["wall"] else 0.0,
-                     cpu_ms_per_req=r["server_cpu"] / n * 1000 if n else float("nan"),
-                     client_cpu_ms_per_req=r["client_cpu"] / n * 1000 if n else float("nan"))
+            r.update(
+                rps=n / r["wall"] if r["wall"] else 0.0,
+                cpu_ms_per_req=r["server_cpu"] / n * 1000 if n else float("nan"),
+                client_cpu_ms_per_req=r["client_cpu"] / n * 1000 if n else float("nan"),
+            )
             out.append(r)
-            print(f"  {app.name:<34} c={c}: {r['rps']:7.0f} req/s (rounds {r['round_rps']}), server CPU "
-                  f"{r['cpu_ms_per_req']:.2f} ms/req, statuses {r['statuses']}, errors {r['errors']}", flush=True)
+            print(
+                f"  {app.name:<34} c={c}: {r['rps']:7.0f} req/s (rounds {r['round_rps']}), server CPU "
+                f"{r['cpu_ms_per_req']:.2f} ms/req, statuses {r['statuses']}, errors {r['errors']}",
+                flush=True,
+            )
     return out
 
 
 def gunicorn(app: str, port: int, workers: int, env: dict[str, str]) -> Proc:
-    return Proc([PYTHON, "-m", "gunicorn", app, "-b", f"127.0.0.1:{port}", "-w", str(workers),
-                 "--worker-class", "sync", "--backlog", "2048", "--log-level", "info"],
-                env=env, ready="Listening at", timeout=60)
+    return Proc(
+        [
+            PYTHON,
+            "-m",
+            "gunicorn",
+            app,
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            str(workers),
+            "--worker-class",
+            "sync",
+            "--backlog",
+            "2048",
+            "--log-level",
+            "info",
+        ],
+        env=env,
+        ready="Listening at",
+        timeout=60,
+    )
 
 
 def profile_ours(db_url: str, n: int) -> tuple[str, float]:
     from oidc_logout.demo.idp import create_idp_app
 
-    from .common import bench_settings, seed_access_tokens as seed
+    from .common import bench_settings
+    from .common import seed_access_tokens as seed
 
-    app = create_idp_app(bench_settings("http://127.0.0.1:9", db_url), start_background=False,
-                         secret_key="k" * 32, clients=[_client_meta()])
+    app = create_idp_app(
+        bench_settings("http://127.0.0.1:9", db_url),
+        start_background=False,
+        secret_key="k" * 32,
+        clients=[_client_meta()],
+    )
     provider = app.extensions["oidc_logout"].provider
     tokens = seed(provider.session_factory, CLIENT_ID, n + 50)
     return _profile_client(app, tokens, n)
@@ -239,23 +298,46 @@ def _profile_client(app: Any, tokens: list[str], n: int) -> tuple[str, float]:
     for tok in tokens[:50]:
         call(tok)
     c0 = time.process_time()
-    for tok in tokens[50:50 + n // 2]:
+    for tok in tokens[50 : 50 + n // 2]:
         call(tok)  # unprofiled: plain in-process CPU per request
     cpu = (time.process_time() - c0) / (n // 2)
     prof = cProfile.Profile()
-    rest = tokens[50 + n // 2:50 + n]
+    rest = tokens[50 + n // 2 : 50 + n]
     prof.enable()
     for tok in rest:
         call(tok)
     prof.disable()
-    report = profile_report(prof, len(rest), top=20) + "\n\n" + cumulative_of(prof, len(rest), [
-        "app.py:wsgi_app", "app.py:full_dispatch_request", "views.py:revoke",
-        "fastpath.py:try_revoke_access_token", "fastpath.py:_execute",
-        "authorization_server.py:create_endpoint_response", "base.py:authenticate_endpoint_client",
-        "server.py:_load_client", "functions.py:query_client", "authenticate_client",
-        "endpoint.py:query_token", "functions.py:query_token", "endpoint.py:revoke_token",
-        "functions.py:revoke_token", "session.py:commit", "session.py:scalar", "query.py:first",
-        "session.py:get", "session.py:close", "scoping.py:remove", "test.py:open"])
+    report = (
+        profile_report(prof, len(rest), top=20)
+        + "\n\n"
+        + cumulative_of(
+            prof,
+            len(rest),
+            [
+                "app.py:wsgi_app",
+                "app.py:full_dispatch_request",
+                "views.py:revoke",
+                "fastpath.py:try_revoke_access_token",
+                "fastpath.py:_execute",
+                "authorization_server.py:create_endpoint_response",
+                "base.py:authenticate_endpoint_client",
+                "server.py:_load_client",
+                "functions.py:query_client",
+                "authenticate_client",
+                "endpoint.py:query_token",
+                "functions.py:query_token",
+                "endpoint.py:revoke_token",
+                "functions.py:revoke_token",
+                "session.py:commit",
+                "session.py:scalar",
+                "query.py:first",
+                "session.py:get",
+                "session.py:close",
+                "scoping.py:remove",
+                "test.py:open",
+            ],
+        )
+    )
     return report, cpu * 1000
 
 
@@ -264,16 +346,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quick", action="store_true", help="100 requests per level, no profile (smoke)")
     p.add_argument("--requests", type=int, help="requests per concurrency level and app (default 3000)")
     p.add_argument("--concurrency", default="1,8")
-    p.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1),
-                   help="gunicorn sync workers per app (default 2 x cores)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2 * (os.cpu_count() or 1),
+        help="gunicorn sync workers per app (default 2 x cores)",
+    )
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3; 1 with --quick)")
     p.add_argument("--max-seconds", type=float, default=25.0, help="time bound per level and app")
     p.add_argument("--no-floor", action="store_true", help="skip the GET /health floor row")
-    p.add_argument("--profile", type=int, help="requests profiled in-process per app (default 2000; 0 = none)")
+    p.add_argument(
+        "--profile", type=int, help="requests profiled in-process per app (default 2000; 0 = none)"
+    )
     p.add_argument("--summary-json")
-    p.add_argument("--fastpath-ab", metavar="REV",
-                   help="only an in-process A/B of oidc_logout/rfc7009/fastpath.py: the file at git "
-                        "revision REV against the working tree (bench/fastpath_ab.py)")
+    p.add_argument(
+        "--fastpath-ab",
+        metavar="REV",
+        help="only an in-process A/B of oidc_logout/rfc7009/fastpath.py: the file at git "
+        "revision REV against the working tree (bench/fastpath_ab.py)",
+    )
     p.add_argument("--ab-calls", type=int, default=2000, help="A/B: calls per level and variant")
     p.add_argument("--ab-rounds", type=int, default=5, help="A/B: interleaved rounds")
     p.add_argument("--ab-dbs", default="sqlite,pg", help="A/B: sqlite and/or pg")
@@ -292,10 +383,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("== RFC 7009 revocation: our /revoke vs a plain Authlib RevocationEndpoint ==")
     print(f"command: python -m bench.revocation {' '.join(argv if argv is not None else sys.argv[1:])}")
     facts = print_facts(pg=False)
-    print(f"setup: gunicorn {a.workers} sync workers per app, SQLite file, distinct valid access token "
-          f"per request; load generator = Python threads + http.client in this process, "
-          f"{per_level} requests per level and app in {rounds} interleaved round(s) "
-          f"(at most {a.max_seconds:.0f} s per level and app)")
+    print(
+        f"setup: gunicorn {a.workers} sync workers per app, SQLite file, distinct valid access token "
+        f"per request; load generator = Python threads + http.client in this process, "
+        f"{per_level} requests per level and app in {rounds} interleaved round(s) "
+        f"(at most {a.max_seconds:.0f} s per level and app)"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="bench-revoke-"))
     n_tok = warmup + per_level * len(levels)
     apps: list[App] = []
@@ -318,8 +411,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ref_url = ref_urls[name] = f"sqlite:///{tmp / ('ref-wal.db' if pragmas else 'ref.db')}"
             ref_tokens = ref.setup_db(ref_url, CLIENT_ID, SECRET, n_tok, pragmas)
             port = free_port()
-            proc = gunicorn("bench.reference_authlib:wsgi_app()", port, a.workers,
-                            {"BENCH_REF_DB": ref_url, "BENCH_REF_PRAGMAS": "1" if pragmas else "0"})
+            proc = gunicorn(
+                "bench.reference_authlib:wsgi_app()",
+                port,
+                a.workers,
+                {"BENCH_REF_DB": ref_url, "BENCH_REF_PRAGMAS": "1" if pragmas else "0"},
+            )
             apps.append(App(name, proc, port, ref_tokens))
             _wait(port, "/health")
         if not a.no_floor:
@@ -338,17 +435,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from oidc_logout.storage.models import Token
 
         with provider.session_factory() as db:
-            revoked_ours = db.scalar(select(func.count()).select_from(Token).where(Token.revoked_at.is_not(None)))
+            revoked_ours = db.scalar(
+                select(func.count()).select_from(Token).where(Token.revoked_at.is_not(None))
+            )
         provider.engine.dispose()
         revoked_ref = {}
         for name, ref_url in ref_urls.items():
             eng = create_engine(ref_url)
             with eng.connect() as conn:
-                revoked_ref[name] = conn.execute(text(
-                    "SELECT count(*) FROM oauth2_token WHERE access_token_revoked_at > 0")).scalar()
+                revoked_ref[name] = conn.execute(
+                    text("SELECT count(*) FROM oauth2_token WHERE access_token_revoked_at > 0")
+                ).scalar()
             eng.dispose()
-        print(f"  tokens revoked in the databases: ours {revoked_ours}, "
-              + ", ".join(f"{k} {v}" for k, v in revoked_ref.items()))
+        print(
+            f"  tokens revoked in the databases: ours {revoked_ours}, "
+            + ", ".join(f"{k} {v}" for k, v in revoked_ref.items())
+        )
         prof_ours = prof_ref = ""
         app_cpu: dict[str, float] = {}
         if n_prof:
@@ -372,33 +474,71 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return ""
         return f"{ratio(r['rps'], o['rps']):.2f}x / {ratio(o['cpu_ms_per_req'], r['cpu_ms_per_req']):.2f}x"
 
-    print(table(["app", "concurrency", "requests", "req/s", "server CPU ms/req", "client CPU ms/req",
-                 "non-200", "vs plain (stock): req/s / CPU", "vs plain + WAL: req/s / CPU"],
-                [[r["app"], r["concurrency"], r["requests"], f"{r['rps']:.0f}", f"{r['cpu_ms_per_req']:.2f}",
-                  f"{r['client_cpu_ms_per_req']:.2f}",
-                  sum(v for k, v in r["statuses"].items() if k != 200) + r["errors"],
-                  vs(r, base), vs(r, basew)]
-                 for r in rows + floor_rows]))
+    print(
+        table(
+            [
+                "app",
+                "concurrency",
+                "requests",
+                "req/s",
+                "server CPU ms/req",
+                "client CPU ms/req",
+                "non-200",
+                "vs plain (stock): req/s / CPU",
+                "vs plain + WAL: req/s / CPU",
+            ],
+            [
+                [
+                    r["app"],
+                    r["concurrency"],
+                    r["requests"],
+                    f"{r['rps']:.0f}",
+                    f"{r['cpu_ms_per_req']:.2f}",
+                    f"{r['client_cpu_ms_per_req']:.2f}",
+                    sum(v for k, v in r["statuses"].items() if k != 200) + r["errors"],
+                    vs(r, base),
+                    vs(r, basew),
+                ]
+                for r in rows + floor_rows
+            ],
+        )
+    )
     print("\nratios: req/s ours / plain, and CPU per request plain / ours (higher is better for both).")
     print("project target: ours >= 3x the plain (stock) figure.")
     for r in rows:
         if r["app"] == OURS and r["concurrency"] in base:
             o = base[r["concurrency"]]
             rr, cr = ratio(r["rps"], o["rps"]), ratio(o["cpu_ms_per_req"], r["cpu_ms_per_req"])
-            print(f"  c={r['concurrency']}: req/s {rr:.2f}x ({'met' if rr >= 3 else 'NOT met'}), "
-                  f"CPU/request {cr:.2f}x ({'met' if cr >= 3 else 'NOT met'})")
+            print(
+                f"  c={r['concurrency']}: req/s {rr:.2f}x ({'met' if rr >= 3 else 'NOT met'}), "
+                f"CPU/request {cr:.2f}x ({'met' if cr >= 3 else 'NOT met'})"
+            )
     for f in floor_rows:
-        print(f"  floor c={f['concurrency']} (GET /health, no database): {f['rps']:.0f} req/s, "
-              f"{f['cpu_ms_per_req']:.2f} ms CPU/req; best possible CPU ratio on this stack "
-              + (f"{ratio(base[f['concurrency']]['cpu_ms_per_req'], f['cpu_ms_per_req']):.2f}x"
-                 if f["concurrency"] in base else "n/a"))
+        print(
+            f"  floor c={f['concurrency']} (GET /health, no database): {f['rps']:.0f} req/s, "
+            f"{f['cpu_ms_per_req']:.2f} ms CPU/req; best possible CPU ratio on this stack "
+            + (
+                f"{ratio(base[f['concurrency']]['cpu_ms_per_req'], f['cpu_ms_per_req']):.2f}x"
+                if f["concurrency"] in base
+                else "n/a"
+            )
+        )
     if app_cpu:
-        print(f"\nin-process (Flask test client, no HTTP server), CPU per request: ours "
-              f"{app_cpu['ours']:.2f} ms, plain Authlib (stock SQLite) {app_cpu['plain']:.2f} ms")
+        print(
+            f"\nin-process (Flask test client, no HTTP server), CPU per request: ours "
+            f"{app_cpu['ours']:.2f} ms, plain Authlib (stock SQLite) {app_cpu['plain']:.2f} ms"
+        )
         print("\n-- profile: ours (in-process, cProfile) --\n" + prof_ours)
         print("\n-- profile: plain Authlib (in-process, cProfile) --\n" + prof_ref)
-    summary = {"bench": "revocation", "facts": facts, "rows": rows, "floor_rows": floor_rows,
-               "workers": a.workers, "rounds": rounds, "app_cpu_ms": app_cpu}
+    summary = {
+        "bench": "revocation",
+        "facts": facts,
+        "rows": rows,
+        "floor_rows": floor_rows,
+        "workers": a.workers,
+        "rounds": rounds,
+        "app_cpu_ms": app_cpu,
+    }
     write_summary(a.summary_json, summary)
     return summary
 

@@ -38,33 +38,59 @@ def summarize(name: str, s: dict[str, Any]) -> list[list[str]]:
     out = []
     if name == "logout_fanout":
         for r in s["rows"]:
-            out.append([name, f"N={r['n']}{' + 1 hanging' if r['hanging'] else ''}",
-                        f"all tokens {r['all_median'] * 1000:.0f} ms (p95 {r['all_p95'] * 1000:.0f}), "
-                        f"response {r['resp_median'] * 1000:.0f} ms",
-                        f"{r['all_median'] / s['ideal_s']:.2f}x ideal"])
+            out.append(
+                [
+                    name,
+                    f"N={r['n']}{' + 1 hanging' if r['hanging'] else ''}",
+                    f"all tokens {r['all_median'] * 1000:.0f} ms (p95 {r['all_p95'] * 1000:.0f}), "
+                    f"response {r['resp_median'] * 1000:.0f} ms",
+                    f"{r['all_median'] / s['ideal_s']:.2f}x ideal",
+                ]
+            )
     elif name == "terminate_throughput":
         for r in s["rows"]:
-            out.append([name, f"{r['alg']} {r['sessions']}x3",
-                        f"txn {r['txn_s'] * 1000:.0f} ms, {r['rate']:.0f} deliveries/s",
-                        f"{r['rate'] / r['ceiling']:.2f} of signing ceiling {r['ceiling']:.0f}/s"])
+            out.append(
+                [
+                    name,
+                    f"{r['alg']} {r['sessions']}x3",
+                    f"txn {r['txn_s'] * 1000:.0f} ms, {r['rate']:.0f} deliveries/s",
+                    f"{r['rate'] / r['ceiling']:.2f} of signing ceiling {r['ceiling']:.0f}/s",
+                ]
+            )
     elif name == "worker_scaleout":
         one = s["runs"][0]["rate"] if s["runs"] else 1.0
         for r in s["runs"]:
-            out.append([name, f"{r['workers']} worker(s), {r['deliveries']} rows",
-                        f"{r['rate']:.0f} deliveries/s, peak RSS {max(r['hwm_kib']) / 1024:.0f} MiB",
-                        f"{r['rate'] / one:.2f}x of 1 worker; {r['rate'] / s['ceiling']:.2f} of ceiling"])
+            out.append(
+                [
+                    name,
+                    f"{r['workers']} worker(s), {r['deliveries']} rows",
+                    f"{r['rate']:.0f} deliveries/s, peak RSS {max(r['hwm_kib']) / 1024:.0f} MiB",
+                    f"{r['rate'] / one:.2f}x of 1 worker; {r['rate'] / s['ceiling']:.2f} of ceiling",
+                ]
+            )
         for i in s.get("idp") or []:
-            out.append([name, f"IdP fan-out ({i['mode']}), {i['deliveries']} rows",
-                        f"IdP peak RSS {i['hwm_kib'] / 1024:.0f} MiB"
-                        + (f", worker {i['worker_hwm_kib'] / 1024:.0f} MiB" if i["worker_hwm_kib"] else ""),
-                        f"{i['rate']:.0f} deliveries/s"])
+            out.append(
+                [
+                    name,
+                    f"IdP fan-out ({i['mode']}), {i['deliveries']} rows",
+                    f"IdP peak RSS {i['hwm_kib'] / 1024:.0f} MiB"
+                    + (f", worker {i['worker_hwm_kib'] / 1024:.0f} MiB" if i["worker_hwm_kib"] else ""),
+                    f"{i['rate']:.0f} deliveries/s",
+                ]
+            )
     elif name == "revocation":
         base = {r["concurrency"]: r["rps"] for r in s["rows"] if r["app"] == "plain Authlib (stock SQLite)"}
         for r in s["rows"]:
-            out.append([name, f"{r['app']} c={r['concurrency']}",
-                        f"{r['rps']:.0f} req/s, {r['cpu_ms_per_req']:.2f} ms CPU/req",
-                        f"{r['rps'] / base[r['concurrency']]:.2f}x plain (target >= 3x)"
-                        if r["concurrency"] in base else ""])
+            out.append(
+                [
+                    name,
+                    f"{r['app']} c={r['concurrency']}",
+                    f"{r['rps']:.0f} req/s, {r['cpu_ms_per_req']:.2f} ms CPU/req",
+                    f"{r['rps'] / base[r['concurrency']]:.2f}x plain (target >= 3x)"
+                    if r["concurrency"] in base
+                    else "",
+                ]
+            )
     return out
 
 
@@ -84,8 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             load = _wait_quiet(5 if a.quick else 60)
             out = Path(tmp) / f"{name}.json"
-            cmd = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if a.quick else []),
-                   "--summary-json", str(out)]
+            cmd = [
+                sys.executable,
+                "-m",
+                f"bench.{name}",
+                *(["--quick"] if a.quick else []),
+                "--summary-json",
+                str(out),
+            ]
             print(f"\n\n######## {name} (1-min load average before: {load:.2f})", flush=True)
             t0 = time.monotonic()
             rc = subprocess.run(cmd, cwd=ROOT, timeout=900).returncode

@@ -27,8 +27,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (make_provider, receiver_count, rp_meta, seed_sessions, signing_rate,
-                     start_receiver_process, table, write_summary)
+from .common import (
+    make_provider,
+    receiver_count,
+    rp_meta,
+    seed_sessions,
+    signing_rate,
+    start_receiver_process,
+    table,
+    write_summary,
+)
 from .machine import print_facts
 
 RPS = 3
@@ -53,22 +61,34 @@ def one(alg: str, sessions: int, receiver: str, sign_seconds: float) -> dict[str
         provider.start_background()
         before = receiver_count(receiver)
         t0 = time.perf_counter()
-        outcome = provider.terminate_now(by_subject("bench-user"), reason="bench", initiator="bench",
-                                         wait=0)
+        outcome = provider.terminate_now(by_subject("bench-user"), reason="bench", initiator="bench", wait=0)
         t1 = time.perf_counter()
         ok = provider.dispatcher.wait_for(list(outcome.delivery_ids), timeout=170.0)
         t2 = time.perf_counter()
         stats = dict(provider.dispatcher.stats)
         provider.stop_background()
         with provider.session_factory() as db:
-            delivered = db.scalar(select(func.count()).select_from(Delivery)
-                                  .where(Delivery.state == "delivered")) or 0
+            delivered = (
+                db.scalar(select(func.count()).select_from(Delivery).where(Delivery.state == "delivered"))
+                or 0
+            )
         received = receiver_count(receiver) - before
         n = len(outcome.delivery_ids)
-        return {"alg": alg, "sessions": sessions, "deliveries": n, "seed_s": seed_s,
-                "txn_s": t1 - t0, "deliver_s": t2 - t1, "settled": ok, "delivered": delivered,
-                "received": received, "rate": delivered / (t2 - t1), "ceiling": ceiling,
-                "signed": signed, "stats": stats}
+        return {
+            "alg": alg,
+            "sessions": sessions,
+            "deliveries": n,
+            "seed_s": seed_s,
+            "txn_s": t1 - t0,
+            "deliver_s": t2 - t1,
+            "settled": ok,
+            "delivered": delivered,
+            "received": received,
+            "rate": delivered / (t2 - t1),
+            "ceiling": ceiling,
+            "signed": signed,
+            "stats": stats,
+        }
     finally:
         provider.stop_background()
         provider.engine.dispose()
@@ -86,31 +106,64 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sessions = a.sessions or (100 if a.quick else 1000)
     sign_seconds = a.sign_seconds if a.sign_seconds is not None else (0.3 if a.quick else 3.0)
     print("== terminate by subject: transaction time and delivery rate vs signing ceiling ==")
-    print(f"command: python -m bench.terminate_throughput {' '.join(argv if argv is not None else sys.argv[1:])}")
+    print(
+        f"command: python -m bench.terminate_throughput {' '.join(argv if argv is not None else sys.argv[1:])}"
+    )
     facts = print_facts(pg=False)
-    print(f"setup: in-process Provider, SQLite file (WAL), embedded dispatcher with default settings "
-          f"(delivery_concurrency=16, batch 100); {sessions} sessions x {RPS} RPs; RP receiver in "
-          f"its own process answering 200 at once")
+    print(
+        f"setup: in-process Provider, SQLite file (WAL), embedded dispatcher with default settings "
+        f"(delivery_concurrency=16, batch 100); {sessions} sessions x {RPS} RPs; RP receiver in "
+        f"its own process answering 200 at once"
+    )
     rec_proc, receiver = start_receiver_process(0.0, max_seconds=900)
     rows = []
     try:
         for alg in a.algs.split(","):
             r = one(alg.strip(), sessions, receiver, sign_seconds)
             rows.append(r)
-            print(f"  {alg}: txn {r['txn_s'] * 1000:.0f} ms, {r['rate']:.0f} deliveries/s, "
-                  f"ceiling {r['ceiling']:.0f} signatures/s", flush=True)
+            print(
+                f"  {alg}: txn {r['txn_s'] * 1000:.0f} ms, {r['rate']:.0f} deliveries/s, "
+                f"ceiling {r['ceiling']:.0f} signatures/s",
+                flush=True,
+            )
     finally:
         rec_proc.stop()
     print()
-    print(table(["alg", "sessions x RPs", "termination txn ms", "deliveries", "delivered",
-                 "deliver s", "deliveries/s", "signing ceiling /s (1 thread)", "ratio to ceiling"],
-                [[r["alg"], f"{r['sessions']} x {RPS}", f"{r['txn_s'] * 1000:.0f}", r["deliveries"],
-                  r["delivered"], f"{r['deliver_s']:.2f}", f"{r['rate']:.0f}", f"{r['ceiling']:.0f}",
-                  f"{r['rate'] / r['ceiling']:.2f}"] for r in rows]))
+    print(
+        table(
+            [
+                "alg",
+                "sessions x RPs",
+                "termination txn ms",
+                "deliveries",
+                "delivered",
+                "deliver s",
+                "deliveries/s",
+                "signing ceiling /s (1 thread)",
+                "ratio to ceiling",
+            ],
+            [
+                [
+                    r["alg"],
+                    f"{r['sessions']} x {RPS}",
+                    f"{r['txn_s'] * 1000:.0f}",
+                    r["deliveries"],
+                    r["delivered"],
+                    f"{r['deliver_s']:.2f}",
+                    f"{r['rate']:.0f}",
+                    f"{r['ceiling']:.0f}",
+                    f"{r['rate'] / r['ceiling']:.2f}",
+                ]
+                for r in rows
+            ],
+        )
+    )
     for r in rows:
         if not r["settled"] or r["delivered"] != r["deliveries"]:
-            print(f"WARNING {r['alg']}: {r['delivered']} of {r['deliveries']} delivered "
-                  f"(dispatcher stats {r['stats']})")
+            print(
+                f"WARNING {r['alg']}: {r['delivered']} of {r['deliveries']} delivered "
+                f"(dispatcher stats {r['stats']})"
+            )
     summary = {"bench": "terminate_throughput", "facts": facts, "rows": rows}
     write_summary(a.summary_json, summary)
     return summary

@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import datetime as dt
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,9 +25,24 @@ from typing import Any
 
 import requests
 
-from .common import (PYTHON, Proc, proc_cpu, tree_cpu, create_pg_database, drop_pg_database, make_provider,
-                     proc_status, receiver_count, rp_meta, seed_sessions, signing_rate,
-                     start_op, start_receiver_process, table, write_summary)
+from .common import (
+    PYTHON,
+    Proc,
+    create_pg_database,
+    drop_pg_database,
+    make_provider,
+    proc_cpu,
+    proc_status,
+    receiver_count,
+    rp_meta,
+    seed_sessions,
+    signing_rate,
+    start_op,
+    start_receiver_process,
+    table,
+    tree_cpu,
+    write_summary,
+)
 from .machine import print_facts
 
 RPS = 10
@@ -48,17 +63,39 @@ def _insert_pending(factory: Any, n: int, client_ids: list[str], receiver: str) 
     from oidc_logout.storage.models import BACKCHANNEL, PENDING, Delivery, Termination
     from oidc_logout.tokens import new_id
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     term = new_id(12)
-    rows = [dict(termination_id=term, channel=BACKCHANNEL, client_id=client_ids[i % len(client_ids)],
-                 sid=f"sid-{i // len(client_ids)}", subject="bench-user",
-                 target_uri=f"{receiver}/{client_ids[i % len(client_ids)]}", state=PENDING,
-                 attempts=0, created_at=now, next_attempt_at=now) for i in range(n)]
+    rows = [
+        dict(
+            termination_id=term,
+            channel=BACKCHANNEL,
+            client_id=client_ids[i % len(client_ids)],
+            sid=f"sid-{i // len(client_ids)}",
+            subject="bench-user",
+            target_uri=f"{receiver}/{client_ids[i % len(client_ids)]}",
+            state=PENDING,
+            attempts=0,
+            created_at=now,
+            next_attempt_at=now,
+        )
+        for i in range(n)
+    ]
     with factory.begin() as db:
-        db.execute(insert(Termination), [dict(id=term, target_kind="subject", target_value="bench-user",
-                                              reason="bench", initiator="bench", created_at=now)])
+        db.execute(
+            insert(Termination),
+            [
+                dict(
+                    id=term,
+                    target_kind="subject",
+                    target_value="bench-user",
+                    reason="bench",
+                    initiator="bench",
+                    created_at=now,
+                )
+            ],
+        )
         for i in range(0, n, 5000):
-            db.execute(insert(Delivery), rows[i:i + 5000])
+            db.execute(insert(Delivery), rows[i : i + 5000])
 
 
 def _final_count(factory: Any) -> tuple[int, int]:
@@ -67,10 +104,15 @@ def _final_count(factory: Any) -> tuple[int, int]:
     from oidc_logout.storage.models import FINAL_STATES, Delivery
 
     with factory() as db:
-        final = db.scalar(select(func.count()).select_from(Delivery)
-                          .where(Delivery.state.in_(list(FINAL_STATES)))) or 0
-        delivered = db.scalar(select(func.count()).select_from(Delivery)
-                              .where(Delivery.state == "delivered")) or 0
+        final = (
+            db.scalar(
+                select(func.count()).select_from(Delivery).where(Delivery.state.in_(list(FINAL_STATES)))
+            )
+            or 0
+        )
+        delivered = (
+            db.scalar(select(func.count()).select_from(Delivery).where(Delivery.state == "delivered")) or 0
+        )
     return int(final), int(delivered)
 
 
@@ -78,8 +120,9 @@ def _backends(factory: Any, dbname: str) -> int:
     from sqlalchemy import text
 
     with factory() as db:
-        return int(db.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d"),
-                             {"d": dbname}) or 0)
+        return int(
+            db.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d"), {"d": dbname}) or 0
+        )
 
 
 def _pg_pids() -> list[int]:
@@ -124,12 +167,25 @@ def _drain(factory: Any, n: int, timeout: float) -> tuple[float, int]:
     return time.perf_counter() - t0, delivered
 
 
-def worker_run(k: int, n: int, db_url: str, dbname: str, factory: Any, client_ids: list[str],
-               receiver: str, issuer: str, rec_pid: int) -> dict[str, Any]:
+def worker_run(
+    k: int,
+    n: int,
+    db_url: str,
+    dbname: str,
+    factory: Any,
+    client_ids: list[str],
+    receiver: str,
+    issuer: str,
+    rec_pid: int,
+) -> dict[str, Any]:
     _clear(factory)
     base = _backends(factory, dbname)
-    env = {"OIDC_LOGOUT_DATABASE_URL": db_url, "OIDC_LOGOUT_DEV_MODE": "true",
-           "OIDC_LOGOUT_ISSUER": issuer, **WORKER_ENV}
+    env = {
+        "OIDC_LOGOUT_DATABASE_URL": db_url,
+        "OIDC_LOGOUT_DEV_MODE": "true",
+        "OIDC_LOGOUT_ISSUER": issuer,
+        **WORKER_ENV,
+    }
     cli = str(Path(PYTHON).parent / "oidc-logout")
     workers = [Proc([cli, "worker"], env=env, ready=None) for _ in range(k)]
     try:
@@ -150,16 +206,25 @@ def worker_run(k: int, n: int, db_url: str, dbname: str, factory: Any, client_id
         received = receiver_count(receiver) - before
     finally:
         codes = [w.stop(20) for w in workers]
-    return {"workers": k, "deliveries": n, "seconds": secs, "delivered": delivered,
-            "received": received, "rate": delivered / secs, "hwm_idle_kib": hwm0,
-            "cpu_ms_per_delivery": {g: (cpu1[g] - cpu0[g]) / max(1, delivered) * 1000 for g in cpu0},
-            "cpu_busy": sum(cpu1[g] - cpu0[g] for g in cpu0) / secs,
-            "machine_busy": (m1[0] - m0[0]) / secs,
-            "hwm_kib": hwm, "exit_codes": codes}
+    return {
+        "workers": k,
+        "deliveries": n,
+        "seconds": secs,
+        "delivered": delivered,
+        "received": received,
+        "rate": delivered / secs,
+        "hwm_idle_kib": hwm0,
+        "cpu_ms_per_delivery": {g: (cpu1[g] - cpu0[g]) / max(1, delivered) * 1000 for g in cpu0},
+        "cpu_busy": sum(cpu1[g] - cpu0[g] for g in cpu0) / secs,
+        "machine_busy": (m1[0] - m0[0]) / secs,
+        "hwm_kib": hwm,
+        "exit_codes": codes,
+    }
 
 
-def idp_run(n_sessions: int, db_url: str, factory: Any, provider: Any, receiver: str,
-            mode: str, dbname: str) -> dict[str, Any]:
+def idp_run(
+    n_sessions: int, db_url: str, factory: Any, provider: Any, receiver: str, mode: str, dbname: str
+) -> dict[str, Any]:
     """One subject with ``n_sessions`` x 10 RPs terminated through the IdP's admin API; the
     deliveries are made by the IdP's embedded dispatcher (``mode="embedded"``) or by one
     ``oidc-logout worker`` beside an IdP whose embedded dispatcher is off (``"worker"``)."""
@@ -167,10 +232,15 @@ def idp_run(n_sessions: int, db_url: str, factory: Any, provider: Any, receiver:
 
     _clear(factory)
     clients = [rp_meta(f"idp-rp-{i}", f"{receiver}/idp-rp-{i}") for i in range(RPS)]
-    admin = {"client_id": "admin", "client_secret": "admin-secret-" + "y" * 20,
-             "grant_types": ["client_credentials"], "response_types": [],
-             "scope": "oidc_logout:admin", "token_endpoint_auth_method": "client_secret_basic"}
-    load_clients(provider, clients + [admin])
+    admin = {
+        "client_id": "admin",
+        "client_secret": "admin-secret-" + "y" * 20,
+        "grant_types": ["client_credentials"],
+        "response_types": [],
+        "scope": "oidc_logout:admin",
+        "token_endpoint_auth_method": "client_secret_basic",
+    }
+    load_clients(provider, [*clients, admin])
     seed_sessions(factory, "idp-user", n_sessions, [c["client_id"] for c in clients])
     embedded = mode == "embedded"
     op_proc, op = start_op(db_url, embedded_dispatcher=embedded)
@@ -179,23 +249,34 @@ def idp_run(n_sessions: int, db_url: str, factory: Any, provider: Any, receiver:
         if not embedded:
             base = _backends(factory, dbname)
             cli = str(Path(PYTHON).parent / "oidc-logout")
-            worker = Proc([cli, "worker"], env={"OIDC_LOGOUT_DATABASE_URL": db_url,
-                                                "OIDC_LOGOUT_DEV_MODE": "true",
-                                                "OIDC_LOGOUT_ISSUER": provider.settings.issuer},
-                          ready=None)
+            worker = Proc(
+                [cli, "worker"],
+                env={
+                    "OIDC_LOGOUT_DATABASE_URL": db_url,
+                    "OIDC_LOGOUT_DEV_MODE": "true",
+                    "OIDC_LOGOUT_ISSUER": provider.settings.issuer,
+                },
+                ready=None,
+            )
             deadline = time.monotonic() + 60
             while _backends(factory, dbname) < base + 1 and time.monotonic() < deadline:
                 time.sleep(0.1)
-        tok = requests.post(f"{op}/token", data={"grant_type": "client_credentials",
-                                                 "scope": "oidc_logout:admin"},
-                            auth=(admin["client_id"], admin["client_secret"]), timeout=10).json()["access_token"]
+        tok = requests.post(
+            f"{op}/token",
+            data={"grant_type": "client_credentials", "scope": "oidc_logout:admin"},
+            auth=(admin["client_id"], admin["client_secret"]),
+            timeout=10,
+        ).json()["access_token"]
         hwm0 = proc_status(op_proc.pid, "VmHWM")
         rss0 = proc_status(op_proc.pid, "VmRSS")
         before = receiver_count(receiver)
         t0 = time.perf_counter()
-        r = requests.post(f"{op}/admin/terminations", json={"sub": "idp-user", "reason": "bench",
-                                                            "wait": 0},
-                          headers={"Authorization": f"Bearer {tok}"}, timeout=120)
+        r = requests.post(
+            f"{op}/admin/terminations",
+            json={"sub": "idp-user", "reason": "bench", "wait": 0},
+            headers={"Authorization": f"Bearer {tok}"},
+            timeout=120,
+        )
         t_resp = time.perf_counter() - t0
         if r.status_code != 201:
             raise RuntimeError(f"admin termination answered {r.status_code}: {r.text[:300]}")
@@ -212,9 +293,20 @@ def idp_run(n_sessions: int, db_url: str, factory: Any, provider: Any, receiver:
         op_proc.stop(20)
         if worker:
             worker.stop(20)
-    return {"mode": mode, "worker_hwm_kib": worker_hwm, "deliveries": n, "admin_response_s": t_resp, "seconds": secs, "delivered": delivered,
-            "received": received, "rate": delivered / secs, "hwm0_kib": hwm0, "rss0_kib": rss0,
-            "hwm_kib": hwm, "rss_kib": rss}
+    return {
+        "mode": mode,
+        "worker_hwm_kib": worker_hwm,
+        "deliveries": n,
+        "admin_response_s": t_resp,
+        "seconds": secs,
+        "delivered": delivered,
+        "received": received,
+        "rate": delivered / secs,
+        "hwm0_kib": hwm0,
+        "rss0_kib": rss0,
+        "hwm_kib": hwm,
+        "rss_kib": rss,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -222,14 +314,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quick", action="store_true", help="300 deliveries, 1 and 2 workers (smoke)")
     p.add_argument("--deliveries", type=int, help="pending deliveries per worker run (default 4000)")
     p.add_argument("--workers", help="comma-separated worker counts (default 1,2,4)")
-    p.add_argument("--idp-sessions", type=int,
-                   help="sessions x 10 RPs for the IdP memory run (default 1000; 0 skips it)")
-    p.add_argument("--idp-mode", default="worker", choices=["worker", "embedded", "both"],
-                   help="who delivers in the IdP memory run: one worker beside the IdP (default), "
-                        "the IdP's embedded dispatcher, or both runs")
-    p.add_argument("--synchronous-commit", choices=["on", "off"], default="on",
-                   help="diagnostic: run the workers' PostgreSQL sessions with synchronous_commit "
-                        "off (PGOPTIONS) to see whether WAL flushes per result bound the rate")
+    p.add_argument(
+        "--idp-sessions", type=int, help="sessions x 10 RPs for the IdP memory run (default 1000; 0 skips it)"
+    )
+    p.add_argument(
+        "--idp-mode",
+        default="worker",
+        choices=["worker", "embedded", "both"],
+        help="who delivers in the IdP memory run: one worker beside the IdP (default), "
+        "the IdP's embedded dispatcher, or both runs",
+    )
+    p.add_argument(
+        "--synchronous-commit",
+        choices=["on", "off"],
+        default="on",
+        help="diagnostic: run the workers' PostgreSQL sessions with synchronous_commit "
+        "off (PGOPTIONS) to see whether WAL flushes per result bound the rate",
+    )
     p.add_argument("--summary-json")
     a = p.parse_args(argv)
     n = a.deliveries or (300 if a.quick else 4000)
@@ -240,10 +341,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("== delivery workers on PostgreSQL: scale-out and peak memory ==")
     print(f"command: python -m bench.worker_scaleout {' '.join(argv if argv is not None else sys.argv[1:])}")
     facts = print_facts(pg=True)
-    print(f"setup: fresh PostgreSQL database; `oidc-logout worker` processes with default settings "
-          f"(delivery_concurrency=16, batch 100); {n} pending deliveries over {RPS} RPs (RS256); "
-          f"RP receiver in its own process answering 200 at once; workers' synchronous_commit="
-          f"{a.synchronous_commit}")
+    print(
+        f"setup: fresh PostgreSQL database; `oidc-logout worker` processes with default settings "
+        f"(delivery_concurrency=16, batch 100); {n} pending deliveries over {RPS} RPs (RS256); "
+        f"RP receiver in its own process answering 200 at once; workers' synchronous_commit="
+        f"{a.synchronous_commit}"
+    )
     dbname, db_url = create_pg_database()
     rec_proc, receiver = start_receiver_process(0.0, max_seconds=900)
     out: dict[str, Any] = {"bench": "worker_scaleout", "facts": facts, "runs": [], "idp": []}
@@ -257,18 +360,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ceiling, _ = signing_rate(provider.keyring.signing_key("RS256"), 0.3 if a.quick else 3.0, 20_000)
         out["ceiling"] = ceiling
         for k in ks:
-            r = worker_run(k, n, db_url, dbname, factory, [c["client_id"] for c in clients], receiver,
-                           provider.settings.issuer, rec_proc.pid)
+            r = worker_run(
+                k,
+                n,
+                db_url,
+                dbname,
+                factory,
+                [c["client_id"] for c in clients],
+                receiver,
+                provider.settings.issuer,
+                rec_proc.pid,
+            )
             out["runs"].append(r)
-            print(f"  {k} worker(s): {r['rate']:.0f} deliveries/s ({r['delivered']}/{n} in "
-                  f"{r['seconds']:.1f} s), peak RSS {max(r['hwm_kib']) / 1024:.0f} MiB", flush=True)
+            print(
+                f"  {k} worker(s): {r['rate']:.0f} deliveries/s ({r['delivered']}/{n} in "
+                f"{r['seconds']:.1f} s), peak RSS {max(r['hwm_kib']) / 1024:.0f} MiB",
+                flush=True,
+            )
         modes = ["worker", "embedded"] if a.idp_mode == "both" else [a.idp_mode]
         for mode in modes if idp_sessions else []:
             i = idp_run(idp_sessions, db_url, factory, provider, receiver, mode, dbname)
             out["idp"].append(i)
-            print(f"  IdP fan-out ({mode}): {i['rate']:.0f} deliveries/s, IdP peak RSS "
-                  f"{i['hwm_kib'] / 1024:.0f} MiB, worker peak RSS {i['worker_hwm_kib'] / 1024:.0f} MiB",
-                  flush=True)
+            print(
+                f"  IdP fan-out ({mode}): {i['rate']:.0f} deliveries/s, IdP peak RSS "
+                f"{i['hwm_kib'] / 1024:.0f} MiB, worker peak RSS {i['worker_hwm_kib'] / 1024:.0f} MiB",
+                flush=True,
+            )
         provider.engine.dispose()
     finally:
         rec_proc.stop()
@@ -276,23 +393,63 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = out["runs"]
     one = runs[0]["rate"] if runs else float("nan")
     print()
-    print(table(["workers", "deliveries", "delivered", "seconds", "deliveries/s", "speed-up vs 1",
-                 "vs RS256 signing ceiling (1 thread)", "worker peak RSS MiB (each)"],
-                [[r["workers"], r["deliveries"], r["delivered"], f"{r['seconds']:.1f}", f"{r['rate']:.0f}",
-                  f"{r['rate'] / one:.2f}x", f"{r['rate'] / out['ceiling']:.2f}",
-                  ", ".join(f"{h / 1024:.0f}" for h in r["hwm_kib"])] for r in runs]))
+    print(
+        table(
+            [
+                "workers",
+                "deliveries",
+                "delivered",
+                "seconds",
+                "deliveries/s",
+                "speed-up vs 1",
+                "vs RS256 signing ceiling (1 thread)",
+                "worker peak RSS MiB (each)",
+            ],
+            [
+                [
+                    r["workers"],
+                    r["deliveries"],
+                    r["delivered"],
+                    f"{r['seconds']:.1f}",
+                    f"{r['rate']:.0f}",
+                    f"{r['rate'] / one:.2f}x",
+                    f"{r['rate'] / out['ceiling']:.2f}",
+                    ", ".join(f"{h / 1024:.0f}" for h in r["hwm_kib"]),
+                ]
+                for r in runs
+            ],
+        )
+    )
     print(f"\nRS256 signing ceiling, one thread: {out['ceiling']:.0f} logout tokens/s")
     if runs:
         groups = list(runs[0]["cpu_ms_per_delivery"])
         print("\nCPU per delivery by process group (ms, from /proc; 2 cores = 2000 ms of CPU per second):")
-        print(table(["workers", *groups, "these processes busy (cores)",
-                     "whole machine busy (cores, incl. other load)"],
-                    [[r["workers"], *(f"{r['cpu_ms_per_delivery'][g]:.2f}" for g in groups),
-                      f"{r['cpu_busy']:.2f}", f"{r['machine_busy']:.2f}"] for r in runs]))
+        print(
+            table(
+                [
+                    "workers",
+                    *groups,
+                    "these processes busy (cores)",
+                    "whole machine busy (cores, incl. other load)",
+                ],
+                [
+                    [
+                        r["workers"],
+                        *(f"{r['cpu_ms_per_delivery'][g]:.2f}" for g in groups),
+                        f"{r['cpu_busy']:.2f}",
+                        f"{r['machine_busy']:.2f}",
+                    ]
+                    for r in runs
+                ],
+            )
+        )
     for i in out["idp"]:
         print()
-        who = ("the IdP's embedded dispatcher" if i["mode"] == "embedded"
-               else "1 oidc-logout worker (IdP's embedded dispatcher off)")
+        who = (
+            "the IdP's embedded dispatcher"
+            if i["mode"] == "embedded"
+            else "1 oidc-logout worker (IdP's embedded dispatcher off)"
+        )
         rows_i = [
             ["delivered by", who],
             ["deliveries (1 admin termination)", f"{i['deliveries']}"],
@@ -300,12 +457,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ["admin API response (wait=0)", f"{i['admin_response_s'] * 1000:.0f} ms"],
             ["until all final", f"{i['seconds']:.1f} s ({i['rate']:.0f} deliveries/s)"],
             ["IdP RSS before / after", f"{i['rss0_kib'] / 1024:.0f} / {i['rss_kib'] / 1024:.0f} MiB"],
-            ["IdP peak RSS (VmHWM) before / after", f"{i['hwm0_kib'] / 1024:.0f} / {i['hwm_kib'] / 1024:.0f} MiB"],
+            [
+                "IdP peak RSS (VmHWM) before / after",
+                f"{i['hwm0_kib'] / 1024:.0f} / {i['hwm_kib'] / 1024:.0f} MiB",
+            ],
         ]
         if i["worker_hwm_kib"]:
             rows_i.append(["worker peak RSS (VmHWM)", f"{i['worker_hwm_kib'] / 1024:.0f} MiB"])
-        print(table(["10,000-delivery fan-out, PostgreSQL" if i["deliveries"] == 10_000
-                     else f"{i['deliveries']}-delivery fan-out, PostgreSQL", "value"], rows_i))
+        print(
+            table(
+                [
+                    "10,000-delivery fan-out, PostgreSQL"
+                    if i["deliveries"] == 10_000
+                    else f"{i['deliveries']}-delivery fan-out, PostgreSQL",
+                    "value",
+                ],
+                rows_i,
+            )
+        )
     write_summary(a.summary_json, out)
     return out
 

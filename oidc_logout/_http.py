@@ -133,12 +133,15 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Ad
         # RFC 8215 §3 / RFC 6052 §2.2: the operator picks the prefix length (48, 56, 64 or
         # 96 inside 64:ff9b:1::/48) and we cannot know which: judge every possible position
         # (bits 64-71 are the "u" octet, never part of the IPv4 address).
-        return [("NAT64 64:ff9b:1::/48", v4) for v4 in (
-            _v4_at(value, (48, 16), (72, 16)),   # /48
-            _v4_at(value, (56, 8), (72, 24)),    # /56
-            _v4_at(value, (72, 32)),             # /64
-            _v4_at(value, (96, 32)),             # /96
-        )]
+        return [
+            ("NAT64 64:ff9b:1::/48", v4)
+            for v4 in (
+                _v4_at(value, (48, 16), (72, 16)),  # /48
+                _v4_at(value, (56, 8), (72, 24)),  # /56
+                _v4_at(value, (72, 32)),  # /64
+                _v4_at(value, (96, 32)),  # /96
+            )
+        ]
     if ip in _SIXTOFOUR and ip.sixtofour is not None:
         # RFC 3056 §2: 2002:V4ADDR::/48, the 6to4 router's IPv4 address in bits 16-47.
         return [("6to4 2002::/16", ip.sixtofour)]
@@ -150,8 +153,9 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Ad
     return []
 
 
-def _judge(ip: IPAddress, *, dev_mode: bool,
-           networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str | None:
+def _judge(
+    ip: IPAddress, *, dev_mode: bool, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> str | None:
     """Why the policy refuses ``ip`` (None if it admits it)."""
     reason = _classify(ip)
     if reason is None:
@@ -164,8 +168,7 @@ def _judge(ip: IPAddress, *, dev_mode: bool,
     return reason
 
 
-def check_address(address: str | IPAddress, *, dev_mode: bool,
-                  allowlist: Iterable[str] = ()) -> None:
+def check_address(address: str | IPAddress, *, dev_mode: bool, allowlist: Iterable[str] = ()) -> None:
     """Raise :class:`DisallowedAddress` unless the policy admits the IP ``address``."""
     ip = ipaddress.ip_address(address) if isinstance(address, str) else address
     # ::ffff:169.254.169.254 is 169.254.169.254 to the kernel: judge the embedded IPv4.
@@ -181,8 +184,8 @@ def check_address(address: str | IPAddress, *, dev_mode: bool,
             reason = _judge(v4, dev_mode=dev_mode, networks=networks)
             if reason is not None:
                 raise DisallowedAddress(
-                    f"address {ip} embeds {v4} ({prefix}), which is {reason} and not allowed",
-                    address=str(ip))
+                    f"address {ip} embeds {v4} ({prefix}), which is {reason} and not allowed", address=str(ip)
+                )
     reason = _judge(ip, dev_mode=dev_mode, networks=networks)
     if reason is not None:
         raise DisallowedAddress(f"address {ip} is {reason} and not allowed", address=str(ip))
@@ -201,8 +204,7 @@ def _resolve_checked(host: str, port: int, policy: AddressPolicy) -> list[tuple[
     if not infos:
         raise DisallowedAddress(f"host {host!r} does not resolve")
     for info in infos:
-        check_address(info[4][0].split("%", 1)[0], dev_mode=policy.dev_mode,
-                      allowlist=policy.allowlist)
+        check_address(info[4][0].split("%", 1)[0], dev_mode=policy.dev_mode, allowlist=policy.allowlist)
     return infos
 
 
@@ -254,15 +256,18 @@ class _PinnedConnectionMixin:
         except socket.gaierror as e:
             raise NameResolutionError(self.host, self, e) from e  # type: ignore[arg-type]
         last: OSError | None = None
-        for family, _type, _proto, _canon, sockaddr in infos:
+        for _family, _type, _proto, _canon, sockaddr in infos:
             ip = sockaddr[0]
             try:
                 # An IP literal: urllib3 does no further DNS lookup for it.
                 sock = u3connection.create_connection(
-                    (ip, self.port), self.timeout, source_address=self.source_address,
-                    socket_options=self.socket_options)
+                    (ip, self.port),
+                    self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )
                 return sock
-            except socket.timeout as e:
+            except TimeoutError as e:
                 raise ConnectTimeoutError(
                     self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
                 ) from e
@@ -284,14 +289,11 @@ class _PinnedPoolManager(PoolManager):
 
     def __init__(self, policy: AddressPolicy, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        http_conn = type("PolicyHTTPConnection", (_PinnedHTTPConnection,),
-                         {"address_policy": policy})
-        https_conn = type("PolicyHTTPSConnection", (_PinnedHTTPSConnection,),
-                          {"address_policy": policy})
+        http_conn = type("PolicyHTTPConnection", (_PinnedHTTPConnection,), {"address_policy": policy})
+        https_conn = type("PolicyHTTPSConnection", (_PinnedHTTPSConnection,), {"address_policy": policy})
         self.pool_classes_by_scheme = {
             "http": type("PolicyHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-            "https": type("PolicyHTTPSPool", (HTTPSConnectionPool,),
-                          {"ConnectionCls": https_conn}),
+            "https": type("PolicyHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
         }
 
 
@@ -301,17 +303,23 @@ class PolicyAdapter(HTTPAdapter):
 
     def __init__(self, policy: AddressPolicy, *, pool_connections: int, pool_maxsize: int) -> None:
         self._policy = policy
-        super().__init__(pool_connections=pool_connections, pool_maxsize=pool_maxsize,
-                         max_retries=0, pool_block=False)
+        super().__init__(
+            pool_connections=pool_connections, pool_maxsize=pool_maxsize, max_retries=0, pool_block=False
+        )
 
-    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
-                         **pool_kwargs: Any) -> None:
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
         self._pool_connections = connections
         self._pool_maxsize = maxsize
         self._pool_block = block
         self.poolmanager = _PinnedPoolManager(
-            getattr(self, "_policy", AddressPolicy()), num_pools=connections, maxsize=maxsize,
-            block=block, **pool_kwargs)
+            getattr(self, "_policy", AddressPolicy()),
+            num_pools=connections,
+            maxsize=maxsize,
+            block=block,
+            **pool_kwargs,
+        )
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         raise DisallowedAddress("outbound proxies are not used for logout delivery")
@@ -326,14 +334,24 @@ class _NoRedirectSession(requests.Session):
     """Never follows redirects, whatever the caller passes: a 3xx to an internal address is
     the classic way around an address check."""
 
-    def request(self, method: Any, url: Any,  # type: ignore[override]
-                *args: Any, **kwargs: Any) -> requests.Response:
+    def request(
+        self,
+        method: Any,
+        url: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> requests.Response:
         kwargs["allow_redirects"] = False
         return super().request(method, url, *args, **kwargs)
 
 
-def make_session(*, concurrency: int = 16, dev_mode: bool = False,
-                 allowlist: Sequence[str] = (), user_agent: str = "oidc-logout") -> requests.Session:
+def make_session(
+    *,
+    concurrency: int = 16,
+    dev_mode: bool = False,
+    allowlist: Sequence[str] = (),
+    user_agent: str = "oidc-logout",
+) -> requests.Session:
     """A pooled :class:`requests.Session` for outbound delivery, safe to share across threads
     for plain POSTs (requests' pool is thread-safe; no cookies are relied upon).
 
@@ -346,15 +364,20 @@ def make_session(*, concurrency: int = 16, dev_mode: bool = False,
     session = _NoRedirectSession()
     session.trust_env = False  # no *_PROXY / netrc: a proxy would bypass the address policy
     session.headers["User-Agent"] = user_agent
-    adapter = PolicyAdapter(policy, pool_connections=max(10, concurrency),
-                            pool_maxsize=max(1, concurrency))
+    adapter = PolicyAdapter(policy, pool_connections=max(10, concurrency), pool_maxsize=max(1, concurrency))
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
 
 
-def post_form(session: requests.Session, url: str, fields: dict[str, str], *,
-              headers: dict[str, str], timeout: tuple[float, float]) -> requests.Response:
+def post_form(
+    session: requests.Session,
+    url: str,
+    fields: dict[str, str],
+    *,
+    headers: dict[str, str],
+    timeout: tuple[float, float],
+) -> requests.Response:
     """POST ``fields`` form-encoded to ``url`` through ``session``'s mounted adapter, streamed
     (read the body with :func:`read_capped`), redirects not followed.
 
@@ -366,23 +389,30 @@ def post_form(session: requests.Session, url: str, fields: dict[str, str], *,
     session is used through ``session.post``.
     """
     adapter = session.get_adapter(url)
-    if not isinstance(adapter, PolicyAdapter) or session.cookies or session.auth \
-            or session.trust_env or session.proxies or session.params \
-            or any(session.hooks.values()):
-        return session.post(url, data=fields, headers=headers, timeout=timeout,
-                            allow_redirects=False, stream=True)
+    if (
+        not isinstance(adapter, PolicyAdapter)
+        or session.cookies
+        or session.auth
+        or session.trust_env
+        or session.proxies
+        or session.params
+        or any(session.hooks.values())
+    ):
+        return session.post(
+            url, data=fields, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+        )
     prepared = requests.PreparedRequest()
     merged = dict(session.headers)
     merged.update(headers)
     merged["Content-Type"] = "application/x-www-form-urlencoded"
     # Encoded here: a str body skips requests' isinstance checks against runtime Protocols.
     prepared.prepare(method="POST", url=url, headers=merged, data=urlencode(fields))
-    return adapter.send(prepared, stream=True, timeout=timeout, verify=session.verify,
-                        cert=session.cert, proxies={})
+    return adapter.send(
+        prepared, stream=True, timeout=timeout, verify=session.verify, cert=session.cert, proxies={}
+    )
 
 
-def read_capped(resp: requests.Response, max_bytes: int,
-                deadline: float | None = None) -> tuple[bytes, bool]:
+def read_capped(resp: requests.Response, max_bytes: int, deadline: float | None = None) -> tuple[bytes, bool]:
     """Read a streamed body up to ``max_bytes`` (and until the monotonic ``deadline``).
 
     Returns ``(body, truncated)``. When truncated the connection is closed rather than

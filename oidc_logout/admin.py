@@ -13,13 +13,11 @@ from typing import Any
 from .errors import InvalidRequest
 from .termination import Target, by_client, by_sid, by_subject
 
-__all__ = ["RotateSecretRequest", "TerminationRequest", "parse_rotate_secret",
-           "parse_termination"]
+__all__ = ["RotateSecretRequest", "TerminationRequest", "parse_rotate_secret", "parse_termination"]
 
 #: The longest wait an administrator may ask for, in seconds.
 MAX_WAIT = 30
-_TARGETS: dict[str, Callable[[str], Target]] = {"sid": by_sid, "sub": by_subject,
-                                                 "client_id": by_client}
+_TARGETS: dict[str, Callable[[str], Target]] = {"sid": by_sid, "sub": by_subject, "client_id": by_client}
 
 
 @dataclass(frozen=True)
@@ -55,8 +53,7 @@ def parse_termination(body: Any) -> TerminationRequest:
         raise InvalidRequest("'include_offline' must be a boolean")
     if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= MAX_WAIT:
         raise InvalidRequest(f"'wait' must be a number of seconds from 0 to {MAX_WAIT}")
-    return TerminationRequest(_TARGETS[named[0]](value), reason.strip(), include_offline,
-                              float(wait))
+    return TerminationRequest(_TARGETS[named[0]](value), reason.strip(), include_offline, float(wait))
 
 
 def parse_rotate_secret(body: Any) -> RotateSecretRequest:

@@ -29,9 +29,15 @@ def _provider(args: argparse.Namespace) -> Provider:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
 
-    return run_demo(host=args.host, port=args.port, database_url=args.database_url,
-                    password=args.demo_password, clients_file=args.clients, dev=args.dev,
-                    rps=not args.no_rps)
+    return run_demo(
+        host=args.host,
+        port=args.port,
+        database_url=args.database_url,
+        password=args.demo_password,
+        clients_file=args.clients,
+        dev=args.dev,
+        rps=not args.no_rps,
+    )
 
 
 def cmd_terminate(args: argparse.Namespace) -> int:
@@ -42,8 +48,13 @@ def cmd_terminate(args: argparse.Namespace) -> int:
     target = by_sid(args.sid) if args.sid else by_subject(args.sub) if args.sub else by_client(args.client)
     provider.start_background() if args.wait > 0 else None
     try:
-        outcome = provider.terminate_now(target, reason=args.reason, initiator=f"cli:{os.environ.get('USER', 'unknown')}",
-                                         include_offline=args.include_offline, wait=args.wait)
+        outcome = provider.terminate_now(
+            target,
+            reason=args.reason,
+            initiator=f"cli:{os.environ.get('USER', 'unknown')}",
+            include_offline=args.include_offline,
+            wait=args.wait,
+        )
     except OIDCLogoutError as exc:
         print(f"error: {exc.error}: {exc.description}", file=sys.stderr)
         return 2
@@ -93,8 +104,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_rotate_secret(args: argparse.Namespace) -> int:
     provider = _provider(args)
     secret, outcome = provider.rotate_client_secret(
-        args.client, end_previous=not args.keep_previous, reason=args.reason,
-        initiator=f"cli:{os.environ.get('USER', 'unknown')}")
+        args.client,
+        end_previous=not args.keep_previous,
+        reason=args.reason,
+        initiator=f"cli:{os.environ.get('USER', 'unknown')}",
+    )
     out: dict[str, Any] = {"client_id": args.client, "client_secret": secret}
     if outcome:
         out["termination_id"] = outcome.termination_id
@@ -107,8 +121,11 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     from .keys import rotate_key
 
     provider = _provider(args)
-    period = 0.0 if args.immediately else (
-        args.publish_for if args.publish_for is not None else provider.settings.key_rollover_period)
+    period = (
+        0.0
+        if args.immediately
+        else (args.publish_for if args.publish_for is not None else provider.settings.key_rollover_period)
+    )
     with provider.session_factory.begin() as db:
         kid, activates = rotate_key(db, args.alg, publish_for=period)
     # Two-step rollover: the new key is in the JWKS of every OP instance within the key ring's
@@ -134,18 +151,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="oidc-logout", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="run the demo IdP with sample RPs",
-                       description="Run the demo IdP (users alice and bob) with sample relying parties.")
+    d = sub.add_parser(
+        "demo",
+        help="run the demo IdP with sample RPs",
+        description="Run the demo IdP (users alice and bob) with sample relying parties.",
+    )
     d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    d.add_argument("--port", type=int, default=5000, help="IdP port (default 5000); the RPs use the next ports")
-    d.add_argument("--database-url", default="sqlite:///demo-data/oidc-logout.db",
-                   help="SQLAlchemy URL (default: SQLite file demo-data/oidc-logout.db)")
-    d.add_argument("--demo-password", default=DEFAULT_PASSWORD,
-                   help=f"password of the demo users alice and bob (default {DEFAULT_PASSWORD!r}, printed at start)")
-    d.add_argument("--clients", metavar="FILE",
-                   help="JSON array of RFC 7591 client metadata with client_id and client_secret, loaded at start")
-    d.add_argument("--dev", action="store_true",
-                   help="development mode: allows http and loopback URIs (the demo turns it on and says so)")
+    d.add_argument(
+        "--port", type=int, default=5000, help="IdP port (default 5000); the RPs use the next ports"
+    )
+    d.add_argument(
+        "--database-url",
+        default="sqlite:///demo-data/oidc-logout.db",
+        help="SQLAlchemy URL (default: SQLite file demo-data/oidc-logout.db)",
+    )
+    d.add_argument(
+        "--demo-password",
+        default=DEFAULT_PASSWORD,
+        help=f"password of the demo users alice and bob (default {DEFAULT_PASSWORD!r}, printed at start)",
+    )
+    d.add_argument(
+        "--clients",
+        metavar="FILE",
+        help="JSON array of RFC 7591 client metadata with client_id and client_secret, loaded at start",
+    )
+    d.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: allows http and loopback URIs (the demo turns it on and says so)",
+    )
     d.add_argument("--no-rps", action="store_true", help="do not start the sample relying parties")
     d.set_defaults(func=cmd_demo)
 
@@ -184,15 +218,25 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--database-url")
     rs.set_defaults(func=cmd_rotate_secret)
 
-    rk = sub.add_parser("rotate-key", help="publish a new signing key now, sign with it after "
-                                           "the rollover period (the old one stays published)")
+    rk = sub.add_parser(
+        "rotate-key",
+        help="publish a new signing key now, sign with it after "
+        "the rollover period (the old one stays published)",
+    )
     rk.add_argument("--alg", default="RS256", choices=["RS256", "PS256", "ES256"])
-    rk.add_argument("--publish-for", type=float, metavar="SECONDS",
-                    help="seconds the new key is published before it signs "
-                         "(default: OIDC_LOGOUT_KEY_ROLLOVER_PERIOD, 3600)")
-    rk.add_argument("--immediately", action="store_true",
-                    help="sign with the new key at once (a compromised key): RPs holding a cached "
-                         "JWKS refuse tokens until they refetch; those deliveries are retried")
+    rk.add_argument(
+        "--publish-for",
+        type=float,
+        metavar="SECONDS",
+        help="seconds the new key is published before it signs "
+        "(default: OIDC_LOGOUT_KEY_ROLLOVER_PERIOD, 3600)",
+    )
+    rk.add_argument(
+        "--immediately",
+        action="store_true",
+        help="sign with the new key at once (a compromised key): RPs holding a cached "
+        "JWKS refuse tokens until they refetch; those deliveries are retried",
+    )
     rk.add_argument("--database-url")
     rk.set_defaults(func=cmd_rotate_key)
 

@@ -21,20 +21,28 @@ from .tokens import token_hash
 __all__ = ["load_clients", "read_clients_file", "upsert_client"]
 
 
-def upsert_client(db: Session, metadata: dict[str, Any], *, dev_mode: bool,
-                  trusted: bool = True) -> Client:
+def upsert_client(db: Session, metadata: dict[str, Any], *, dev_mode: bool, trusted: bool = True) -> Client:
     """Create the client ``metadata["client_id"]`` names, or bring an existing one up to date
     (in the caller's transaction; never commits). A given ``client_secret`` replaces the
     stored one; without one, an existing client keeps its secret. Clients the operator
     provisions are first-party (``trusted``: no consent page unless ``prompt=consent``);
     self-registered ones never are."""
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("client_id"), str) \
-            or not metadata["client_id"]:
+    if (
+        not isinstance(metadata, dict)
+        or not isinstance(metadata.get("client_id"), str)
+        or not metadata["client_id"]
+    ):
         raise InvalidClientMetadata("every client needs a client_id")
     existing = db.get(Client, metadata["client_id"])
     if existing is None:
-        client, _ = create_client(db, metadata, dev_mode=dev_mode, client_id=metadata["client_id"],
-                                  client_secret=metadata.get("client_secret"), trusted=trusted)
+        client, _ = create_client(
+            db,
+            metadata,
+            dev_mode=dev_mode,
+            client_id=metadata["client_id"],
+            client_secret=metadata.get("client_secret"),
+            trusted=trusted,
+        )
         return client
     for key, value in validate_metadata(metadata, dev_mode=dev_mode).items():
         setattr(existing, key, value)
@@ -47,8 +55,7 @@ def upsert_client(db: Session, metadata: dict[str, Any], *, dev_mode: bool,
 def load_clients(provider: Provider, clients: Iterable[dict[str, Any]]) -> list[str]:
     """Upsert every client in one transaction (all or none); returns their client_ids."""
     with provider.session_factory.begin() as db:
-        return [upsert_client(db, meta, dev_mode=provider.settings.dev_mode).client_id
-                for meta in clients]
+        return [upsert_client(db, meta, dev_mode=provider.settings.dev_mode).client_id for meta in clients]
 
 
 def read_clients_file(path: str | Path) -> list[dict[str, Any]]:

@@ -100,7 +100,6 @@ class Settings:
     max_request_bytes: int = MAX_REQUEST_BYTES
     admin_scope: str = "oidc_logout:admin"
 
-
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -117,8 +116,9 @@ def _coerce(value: str, like: Any) -> Any:
     return value
 
 
-def settings_from_mapping(values: dict[str, Any], prefix: str = "OIDC_LOGOUT_",
-                          base: Settings | None = None) -> Settings:
+def settings_from_mapping(
+    values: dict[str, Any], prefix: str = "OIDC_LOGOUT_", base: Settings | None = None
+) -> Settings:
     """Build settings from ``PREFIX_NAME`` keys (a Flask config or ``os.environ``)."""
     base = base or Settings()
     changes: dict[str, Any] = {}

@@ -10,8 +10,14 @@ class OIDCLogoutError(Exception):
     error: str = "server_error"
     status_code: int = 400
 
-    def __init__(self, description: str = "", *, error: str | None = None,
-                 status_code: int | None = None, challenge: str | None = None) -> None:
+    def __init__(
+        self,
+        description: str = "",
+        *,
+        error: str | None = None,
+        status_code: int | None = None,
+        challenge: str | None = None,
+    ) -> None:
         super().__init__(description)
         self.description = description
         if error is not None:
@@ -94,5 +100,14 @@ class InvalidToken(OIDCLogoutError):
     status_code = 401
 
 
-__all__ = ["AccessDenied", "InsufficientScope", "InvalidClientMetadata", "InvalidRedirectURI", "InvalidRequest",
-           "InvalidToken", "NotFound", "OIDCLogoutError", "TooManyRequests"]
+__all__ = [
+    "AccessDenied",
+    "InsufficientScope",
+    "InvalidClientMetadata",
+    "InvalidRedirectURI",
+    "InvalidRequest",
+    "InvalidToken",
+    "NotFound",
+    "OIDCLogoutError",
+    "TooManyRequests",
+]

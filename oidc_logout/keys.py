@@ -38,12 +38,13 @@ class LoadedKey:
     def signs_at(self, now: dt.datetime) -> bool:
         """True while this key is the one to sign with (published keys that are not yet
         active, and retired keys, only verify)."""
-        return ((self.activates_at is None or self.activates_at <= now)
-                and (self.retired_at is None or self.retired_at > now))
+        return (self.activates_at is None or self.activates_at <= now) and (
+            self.retired_at is None or self.retired_at > now
+        )
 
     @property
     def since(self) -> dt.datetime:
-        return self.activates_at or self.created_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+        return self.activates_at or self.created_at or dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 def generate_key(alg: str) -> jwk.JWK:
@@ -59,8 +60,7 @@ def _not_retired(now: dt.datetime) -> Any:
 
 
 def _signing_now(now: dt.datetime) -> Any:
-    return and_(_not_retired(now),
-                or_(SigningKey.activates_at.is_(None), SigningKey.activates_at <= now))
+    return and_(_not_retired(now), or_(SigningKey.activates_at.is_(None), SigningKey.activates_at <= now))
 
 
 def ensure_keys(db: Session, algs: tuple[str, ...] = ("RS256", "ES256")) -> None:
@@ -78,8 +78,9 @@ def signing_algs(db: Session) -> set[str]:
     return set(db.scalars(select(SigningKey.alg).where(_signing_now(utcnow())).distinct()))
 
 
-def rotate_key(db: Session, alg: str, *, publish_for: float = 0.0,
-               now: dt.datetime | None = None) -> tuple[str, dt.datetime]:
+def rotate_key(
+    db: Session, alg: str, *, publish_for: float = 0.0, now: dt.datetime | None = None
+) -> tuple[str, dt.datetime]:
     """Start a rotation of the ``alg`` key; returns the new kid and when it starts signing.
 
     Two steps (RFC 7517 §5 key sets; the rollover practice of publishing the next key
@@ -93,15 +94,21 @@ def rotate_key(db: Session, alg: str, *, publish_for: float = 0.0,
     The caller commits.
     """
     now = now or utcnow()
-    current = list(db.scalars(select(SigningKey).where(SigningKey.alg == alg,
-                                                       _not_retired(now))))
+    current = list(db.scalars(select(SigningKey).where(SigningKey.alg == alg, _not_retired(now))))
     signing = [k for k in current if k.activates_at is None or k.activates_at <= now]
     activates = now + dt.timedelta(seconds=max(0.0, publish_for)) if signing else now
     for k in current:
         k.retired_at = activates
     key = generate_key(alg)
-    db.add(SigningKey(kid=key["kid"], alg=alg, private_jwk=_private_json(key), created_at=now,
-                      activates_at=None if activates <= now else activates))
+    db.add(
+        SigningKey(
+            kid=key["kid"],
+            alg=alg,
+            private_jwk=_private_json(key),
+            created_at=now,
+            activates_at=None if activates <= now else activates,
+        )
+    )
     return str(key["kid"]), activates
 
 
@@ -124,8 +131,10 @@ class KeyRing:
         with self._session_factory() as db:
             rows = db.scalars(select(SigningKey).order_by(SigningKey.created_at)).all()
             keys = [(r, jwk.JWK.from_json(r.private_jwk)) for r in rows]
-        self._all = [LoadedKey(row.kid, row.alg, key, row.activates_at, row.retired_at,
-                               row.created_at) for row, key in keys]
+        self._all = [
+            LoadedKey(row.kid, row.alg, key, row.activates_at, row.retired_at, row.created_at)
+            for row, key in keys
+        ]
         self._loaded_at = time.monotonic()
 
     def _signing(self) -> dict[str, LoadedKey]:

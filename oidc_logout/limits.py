@@ -6,8 +6,13 @@ all ask these, so a limit cannot differ between two paths to the same table.
 
 from __future__ import annotations
 
-__all__ = ["MAX_CLIENT_ID_LENGTH", "MAX_REQUEST_BYTES", "MAX_TOKEN_LENGTH", "plausible_client_id",
-           "plausible_token"]
+__all__ = [
+    "MAX_CLIENT_ID_LENGTH",
+    "MAX_REQUEST_BYTES",
+    "MAX_TOKEN_LENGTH",
+    "plausible_client_id",
+    "plausible_token",
+]
 
 #: The ``oidc_client.client_id`` column holds 64 characters.
 MAX_CLIENT_ID_LENGTH = 64
@@ -26,5 +31,9 @@ def plausible_client_id(value: object) -> bool:
 
 def plausible_token(value: object) -> bool:
     """A token worth hashing and looking up (RFC 6750 §2.1 b64token is printable ASCII)."""
-    return isinstance(value, str) and 0 < len(value) <= MAX_TOKEN_LENGTH and value.isascii() \
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_TOKEN_LENGTH
+        and value.isascii()
         and value.isprintable()
+    )

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from jwcrypto import jws, jwk
+from jwcrypto import jwk, jws
 from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -48,8 +48,9 @@ class Provider:
     """Framework-free OP core. The Flask extension builds one per app; the operator CLI and
     the workers build one without a user directory (they never sign anyone in)."""
 
-    def __init__(self, settings: Settings, users: UserDirectory | None = None,
-                 engine: Engine | None = None) -> None:
+    def __init__(
+        self, settings: Settings, users: UserDirectory | None = None, engine: Engine | None = None
+    ) -> None:
         self.settings = settings
         self._users = users
         self.engine = engine or make_engine(settings.database_url)
@@ -63,8 +64,10 @@ class Provider:
     def users(self) -> UserDirectory:
         """The host's user directory (token issuance and userinfo need it)."""
         if self._users is None:
-            raise RuntimeError("this Provider was built without a UserDirectory: "
-                               "Provider(settings, users=...) to issue tokens or sign users in")
+            raise RuntimeError(
+                "this Provider was built without a UserDirectory: "
+                "Provider(settings, users=...) to issue tokens or sign users in"
+            )
         return self._users
 
     @users.setter
@@ -88,8 +91,7 @@ class Provider:
             self.dispatcher = Dispatcher(self.session_factory, self.keyring, self.settings)
             self.dispatcher.start()
         if self.settings.expiry_sweep_interval > 0 and self._sweeper is None:
-            self._sweeper = threading.Thread(target=self._sweep_loop, name="oidc-logout-expiry",
-                                             daemon=True)
+            self._sweeper = threading.Thread(target=self._sweep_loop, name="oidc-logout-expiry", daemon=True)
             self._sweeper.start()
 
     def stop_background(self, timeout: float = 5.0) -> None:
@@ -103,7 +105,7 @@ class Provider:
             try:
                 self.expire_sessions()
                 self.settle_stale_frontchannel()
-            except Exception:  # noqa: BLE001 - the sweep must survive a bad minute
+            except Exception:
                 log.exception("session expiry sweep failed")
 
     def settle_stale_frontchannel(self, grace: float = 60.0, now: dt.datetime | None = None) -> int:
@@ -113,22 +115,43 @@ class Provider:
         now = now or utcnow()
         cut = now - dt.timedelta(seconds=self.settings.frontchannel_timeout_ms / 1000 + grace)
         with self.session_factory.begin() as db:
-            result = db.execute(update(Delivery).where(
-                Delivery.channel != Channel.BACKCHANNEL, Delivery.state == DeliveryState.PENDING,
-                Delivery.created_at < cut).values(
-                state=DeliveryState.UNCONFIRMED, completed_at=now,
-                last_error="no report from the browser (JavaScript off or page closed)"))
+            result = db.execute(
+                update(Delivery)
+                .where(
+                    Delivery.channel != Channel.BACKCHANNEL,
+                    Delivery.state == DeliveryState.PENDING,
+                    Delivery.created_at < cut,
+                )
+                .values(
+                    state=DeliveryState.UNCONFIRMED,
+                    completed_at=now,
+                    last_error="no report from the browser (JavaScript off or page closed)",
+                )
+            )
             return int(getattr(result, "rowcount", 0) or 0)
 
     # -- termination ---------------------------------------------------------------------
-    def terminate_now(self, target: Target, *, reason: str, initiator: str,
-                      include_offline: bool = False, browser_present: bool = False,
-                      wait: float | None = None) -> TerminationOutcome:
+    def terminate_now(
+        self,
+        target: Target,
+        *,
+        reason: str,
+        initiator: str,
+        include_offline: bool = False,
+        browser_present: bool = False,
+        wait: float | None = None,
+    ) -> TerminationOutcome:
         """Run :func:`terminate` in its own transaction, commit, then hand the outbox rows to
         the dispatcher and wait at most ``wait`` seconds (None: the configured bound)."""
         with self.session_factory.begin() as db:
-            term = terminate(db, target, reason=reason, initiator=initiator,
-                             include_offline=include_offline, browser_present=browser_present)
+            term = terminate(
+                db,
+                target,
+                reason=reason,
+                initiator=initiator,
+                include_offline=include_offline,
+                browser_present=browser_present,
+            )
             rows, term_id = _outbox_rows(db, term.id), term.id
         return self._deliver(term_id, rows, wait)
 
@@ -146,10 +169,12 @@ class Provider:
         return self._deliver(termination_id, rows, wait)
 
     def _deliver(self, term_id: str, rows: Any, wait: float | None = None) -> TerminationOutcome:
-        back = tuple(r.id for r in rows
-                     if r.channel == Channel.BACKCHANNEL and r.state not in FINAL_STATES)
-        front = tuple((r.id, r.target_uri, r.sid) for r in rows
-                      if r.channel != Channel.BACKCHANNEL and r.state not in FINAL_STATES)
+        back = tuple(r.id for r in rows if r.channel == Channel.BACKCHANNEL and r.state not in FINAL_STATES)
+        front = tuple(
+            (r.id, r.target_uri, r.sid)
+            for r in rows
+            if r.channel != Channel.BACKCHANNEL and r.state not in FINAL_STATES
+        )
         settled = not back
         bound = self.settings.logout_wait_bound if wait is None else wait
         if back and self.dispatcher is not None:
@@ -184,20 +209,28 @@ class Provider:
         out: list[str] = []
         while True:
             with self.session_factory() as db:
-                sids = list(db.scalars(select(OPSession.sid).where(
-                    OPSession.ended_at.is_(None),
-                    or_(OPSession.last_seen_at < idle_cut, OPSession.created_at < abs_cut),
-                ).limit(batch)))
+                sids = list(
+                    db.scalars(
+                        select(OPSession.sid)
+                        .where(
+                            OPSession.ended_at.is_(None),
+                            or_(OPSession.last_seen_at < idle_cut, OPSession.created_at < abs_cut),
+                        )
+                        .limit(batch)
+                    )
+                )
             if not sids:
                 return out
-            outcome = self.terminate_now(by_expiry(sids), reason="session expired",
-                                         initiator="expiry", wait=0)
+            outcome = self.terminate_now(
+                by_expiry(sids), reason="session expired", initiator="expiry", wait=0
+            )
             out.append(outcome.termination_id)
             if len(sids) < batch:
                 return out
 
-    def rotate_client_secret(self, client_id: str, *, end_previous: bool, reason: str,
-                             initiator: str) -> tuple[str, TerminationOutcome | None]:
+    def rotate_client_secret(
+        self, client_id: str, *, end_previous: bool, reason: str, initiator: str
+    ) -> tuple[str, TerminationOutcome | None]:
         """Give the client a new secret; with ``end_previous`` every grant authenticated with an
         older secret (and the client's sessions it was used in) ends in the same transaction."""
         new_secret = secrets.token_urlsafe(32)
@@ -212,38 +245,56 @@ class Provider:
             client.secret_rotated_at = utcnow()
             if not end_previous:
                 return new_secret, None
-            term = terminate(db, by_credential(client_id, client.secret_version), reason=reason,
-                             initiator=initiator, include_offline=True)
+            term = terminate(
+                db,
+                by_credential(client_id, client.secret_version),
+                reason=reason,
+                initiator=initiator,
+                include_offline=True,
+            )
             rows, term_id = _outbox_rows(db, term.id), term.id
         return new_secret, self._deliver(term_id, rows, wait=0)
 
-    def termination_report(self, db: Session, termination_id: str, *, limit: int = 200,
-                           offset: int = 0) -> dict[str, Any] | None:
+    def termination_report(
+        self, db: Session, termination_id: str, *, limit: int = 200, offset: int = 0
+    ) -> dict[str, Any] | None:
         """The termination with a per-state count of its deliveries and one page of them
         (a subject with thousands of sessions must not produce a response of thousands)."""
         term = db.get(Termination, termination_id)
         if term is None:
             return None
-        counts: dict[str, int] = {state: n for state, n in db.execute(
-            select(Delivery.state, func.count()).where(Delivery.termination_id == termination_id)
-            .group_by(Delivery.state))}
-        page = db.scalars(select(Delivery).where(Delivery.termination_id == termination_id)
-                          .order_by(Delivery.id).limit(limit).offset(offset)
-                          .options(selectinload(Delivery.attempt_log))).all()
+        counts: dict[str, int] = dict(
+            db.execute(
+                select(Delivery.state, func.count())
+                .where(Delivery.termination_id == termination_id)
+                .group_by(Delivery.state)
+            ).all()
+        )
+        page = db.scalars(
+            select(Delivery)
+            .where(Delivery.termination_id == termination_id)
+            .order_by(Delivery.id)
+            .limit(limit)
+            .offset(offset)
+            .options(selectinload(Delivery.attempt_log))
+        ).all()
         report = termination_to_dict(term, deliveries=page)
         report["delivery_summary"] = counts
         report["deliveries_total"] = sum(counts.values())
         report["deliveries_offset"] = offset
         return report
 
-    def record_frontchannel_report(self, db: Session, termination_id: str,
-                                   loaded: set[int]) -> int:
+    def record_frontchannel_report(self, db: Session, termination_id: str, loaded: set[int]) -> int:
         """Front-channel §4 is best effort: store which iframes the browser saw load."""
         now = utcnow()
         n = 0
-        for d in db.scalars(select(Delivery).where(Delivery.termination_id == termination_id,
-                                                   Delivery.channel != Channel.BACKCHANNEL,
-                                                   Delivery.state == DeliveryState.PENDING)):
+        for d in db.scalars(
+            select(Delivery).where(
+                Delivery.termination_id == termination_id,
+                Delivery.channel != Channel.BACKCHANNEL,
+                Delivery.state == DeliveryState.PENDING,
+            )
+        ):
             d.state = DeliveryState.CONFIRMED if d.id in loaded else DeliveryState.UNCONFIRMED
             d.completed_at = now
             d.attempts += 1
@@ -261,14 +312,17 @@ class Provider:
             keyset = jwk.JWKSet.from_json(json.dumps(self.keyring.public_jwks()))
             obj.verify(keyset)
             return True
-        except Exception:  # noqa: BLE001 - any failure means "not ours"
+        except Exception:
             return False
 
 
 def _outbox_rows(db: Session, termination_id: str) -> Any:
     """What after_commit needs of a termination's delivery rows."""
-    return db.execute(select(Delivery.id, Delivery.channel, Delivery.target_uri, Delivery.sid,
-                             Delivery.state).where(Delivery.termination_id == termination_id)).all()
+    return db.execute(
+        select(Delivery.id, Delivery.channel, Delivery.target_uri, Delivery.sid, Delivery.state).where(
+            Delivery.termination_id == termination_id
+        )
+    ).all()
 
 
 def _ts(v: dt.datetime | None) -> str | None:
@@ -278,16 +332,30 @@ def _ts(v: dt.datetime | None) -> str | None:
 def delivery_to_dict(d: Delivery, *, attempts: bool = True) -> dict[str, Any]:
     """One outbox row as the admin API and the CLI show it (attempts: the proof log)."""
     out: dict[str, Any] = {
-        "id": d.id, "termination_id": d.termination_id, "channel": d.channel,
-        "client_id": d.client_id, "sid": d.sid, "target_uri": d.target_uri, "state": d.state,
-        "attempts": d.attempts, "last_status": d.last_status, "last_error": d.last_error,
-        "created_at": _ts(d.created_at), "next_attempt_at": _ts(d.next_attempt_at),
+        "id": d.id,
+        "termination_id": d.termination_id,
+        "channel": d.channel,
+        "client_id": d.client_id,
+        "sid": d.sid,
+        "target_uri": d.target_uri,
+        "state": d.state,
+        "attempts": d.attempts,
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+        "created_at": _ts(d.created_at),
+        "next_attempt_at": _ts(d.next_attempt_at),
         "completed_at": _ts(d.completed_at),
     }
     if attempts:
         out["attempt_log"] = [
-            {"number": a.number, "started_at": _ts(a.started_at), "duration_ms": a.duration_ms,
-             "http_status": a.http_status, "outcome": a.outcome, "error": a.error}
+            {
+                "number": a.number,
+                "started_at": _ts(a.started_at),
+                "duration_ms": a.duration_ms,
+                "http_status": a.http_status,
+                "outcome": a.outcome,
+                "error": a.error,
+            }
             for a in d.attempt_log
         ]
     return out
@@ -303,8 +371,7 @@ def termination_to_dict(term: Termination, deliveries: Any = None) -> dict[str, 
         "created_at": _ts(term.created_at),
         "sessions_ended": term.sessions_ended,
         "tokens_revoked": term.tokens_revoked,
-        "deliveries": [delivery_to_dict(d) for d in
-                       (term.deliveries if deliveries is None else deliveries)],
+        "deliveries": [delivery_to_dict(d) for d in (term.deliveries if deliveries is None else deliveries)],
     }
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -22,9 +22,16 @@ RESPONSE_TYPES = ("code",)
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 #: Fields with columns of their own; the rest of the metadata is kept as registered.
 COLUMNS = (
-    "redirect_uris", "grant_types", "response_types", "scope", "client_name",
-    "token_endpoint_auth_method", "id_token_signed_response_alg", "post_logout_redirect_uris",
-    *backchannel_registration.REGISTERED_CLAIMS, *frontchannel_registration.REGISTERED_CLAIMS,
+    "redirect_uris",
+    "grant_types",
+    "response_types",
+    "scope",
+    "client_name",
+    "token_endpoint_auth_method",
+    "id_token_signed_response_alg",
+    "post_logout_redirect_uris",
+    *backchannel_registration.REGISTERED_CLAIMS,
+    *frontchannel_registration.REGISTERED_CLAIMS,
 )
 
 
@@ -35,8 +42,9 @@ def _str_list(metadata: dict[str, Any], key: str, default: list[str]) -> list[st
     return list(value)
 
 
-def validate_metadata(metadata: object, *, dev_mode: bool,
-                      signing_algs: Collection[str] | None = None) -> dict[str, Any]:
+def validate_metadata(
+    metadata: object, *, dev_mode: bool, signing_algs: Collection[str] | None = None
+) -> dict[str, Any]:
     """Validate RFC 7591 client metadata (with the logout metadata); returns the normalized
     metadata or raises ``invalid_client_metadata`` / ``invalid_redirect_uri`` (RFC 7591 §3.2.2).
 
@@ -48,8 +56,9 @@ def validate_metadata(metadata: object, *, dev_mode: bool,
     grant_types = _str_list(metadata, "grant_types", ["authorization_code"])
     if unknown := set(grant_types) - set(GRANT_TYPES):
         raise InvalidClientMetadata(f"unsupported grant_types: {sorted(unknown)}")
-    response_types = _str_list(metadata, "response_types",
-                               ["code"] if "authorization_code" in grant_types else [])
+    response_types = _str_list(
+        metadata, "response_types", ["code"] if "authorization_code" in grant_types else []
+    )
     if unknown := set(response_types) - set(RESPONSE_TYPES):
         raise InvalidClientMetadata(f"unsupported response_types: {sorted(unknown)}")
     # RFC 7591 §2.1: grant_types and response_types must be consistent.
@@ -60,8 +69,9 @@ def validate_metadata(metadata: object, *, dev_mode: bool,
     redirect_uris = _str_list(metadata, "redirect_uris", [])
     if "authorization_code" in grant_types and not redirect_uris:
         raise InvalidRedirectURI("redirect_uris is required for the authorization_code grant")
-    out["redirect_uris"] = [validate_registered_uri(u, "redirect_uris", dev_mode=dev_mode, redirect=True)
-                            for u in redirect_uris]
+    out["redirect_uris"] = [
+        validate_registered_uri(u, "redirect_uris", dev_mode=dev_mode, redirect=True) for u in redirect_uris
+    ]
 
     method = metadata.get("token_endpoint_auth_method", "client_secret_basic")
     if not isinstance(method, str) or method not in AUTH_METHODS:
@@ -77,8 +87,10 @@ def validate_metadata(metadata: object, *, dev_mode: bool,
     # OP does not advertise (no key for it) would make every code exchange of the client fail.
     offered = set(SUPPORTED_ALGS) if signing_algs is None else set(signing_algs) & set(SUPPORTED_ALGS)
     if not isinstance(alg, str) or alg not in offered:
-        raise InvalidClientMetadata(f"id_token_signed_response_alg must be one of {sorted(offered)} "
-                                    "(id_token_signing_alg_values_supported)")
+        raise InvalidClientMetadata(
+            f"id_token_signed_response_alg must be one of {sorted(offered)} "
+            "(id_token_signing_alg_values_supported)"
+        )
     out["id_token_signed_response_alg"] = alg
 
     scope = metadata.get("scope", "openid profile email offline_access")
@@ -94,7 +106,8 @@ def validate_metadata(metadata: object, *, dev_mode: bool,
     # rpinitiated §3.1: post_logout_redirect_uris, exact-match targets for redirection.
     out["post_logout_redirect_uris"] = [
         validate_registered_uri(u, "post_logout_redirect_uris", dev_mode=dev_mode)
-        for u in _str_list(metadata, "post_logout_redirect_uris", [])]
+        for u in _str_list(metadata, "post_logout_redirect_uris", [])
+    ]
     backchannel_registration.validate(metadata, out, dev_mode=dev_mode)
     frontchannel_registration.validate(metadata, out, dev_mode=dev_mode)
     return out
@@ -106,11 +119,18 @@ def validate_metadata(metadata: object, *, dev_mode: bool,
 RESERVED_SCOPE_PREFIX = "oidc_logout:"
 
 
-def create_client(db: Session, metadata: dict[str, Any], *, dev_mode: bool,
-                  client_id: str | None = None, client_secret: str | None = None,
-                  check_address=None, allow_reserved_scopes: bool | None = None,  # type: ignore[no-untyped-def]
-                  reserved_scopes: tuple[str, ...] = (),
-                  trusted: bool | None = None) -> tuple[Client, str | None]:
+def create_client(
+    db: Session,
+    metadata: dict[str, Any],
+    *,
+    dev_mode: bool,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    check_address: Callable[[str], None] | None = None,
+    allow_reserved_scopes: bool | None = None,
+    reserved_scopes: tuple[str, ...] = (),
+    trusted: bool | None = None,
+) -> tuple[Client, str | None]:
     """Validate and store a client; returns it with its plaintext secret (shown once).
 
     :param allow_reserved_scopes: whether the metadata may ask for a reserved scope (any
@@ -123,15 +143,20 @@ def create_client(db: Session, metadata: dict[str, Any], *, dev_mode: bool,
     if allow_reserved_scopes is None:
         allow_reserved_scopes = client_id is not None
     if not allow_reserved_scopes:
-        reserved = [s for s in clean["scope"].split()
-                    if s.startswith(RESERVED_SCOPE_PREFIX) or s in reserved_scopes]
+        reserved = [
+            s for s in clean["scope"].split() if s.startswith(RESERVED_SCOPE_PREFIX) or s in reserved_scopes
+        ]
         if reserved:
             # RFC 7591 §3.2.2 invalid_client_metadata: "the server has rejected this request".
             raise InvalidClientMetadata(f"scope {reserved} cannot be requested by dynamic registration")
     if check_address is not None and clean.get("backchannel_logout_uri"):
         check_address(clean["backchannel_logout_uri"])
-    extra = {k: v for k, v in metadata.items() if k not in COLUMNS and k not in (
-        "client_id", "client_secret", "client_id_issued_at", "client_secret_expires_at")}
+    extra = {
+        k: v
+        for k, v in metadata.items()
+        if k not in COLUMNS
+        and k not in ("client_id", "client_secret", "client_id_issued_at", "client_secret_expires_at")
+    }
     secret = None
     if clean["token_endpoint_auth_method"] != "none":
         secret = client_secret or secrets.token_urlsafe(32)

@@ -39,9 +39,16 @@ class SignIn:
     replaced_termination_id: str | None
 
 
-def start_session(db: Session, subject: str, *, current: OPSession | None = None,
-                  auth_time: dt.datetime | None = None, amr: Sequence[str] | None = None,
-                  acr: str | None = None, now: dt.datetime | None = None) -> SignIn:
+def start_session(
+    db: Session,
+    subject: str,
+    *,
+    current: OPSession | None = None,
+    auth_time: dt.datetime | None = None,
+    amr: Sequence[str] | None = None,
+    acr: str | None = None,
+    now: dt.datetime | None = None,
+) -> SignIn:
     """Record that ``subject`` authenticated (in the caller's transaction; never commits).
 
     ``current`` is the live OP session the user agent already holds. The same End-User
@@ -63,20 +70,35 @@ def start_session(db: Session, subject: str, *, current: OPSession | None = None
         return SignIn(current, cookie, None)
     replaced: str | None = None
     if current is not None and current.ended_at is None:
-        term = terminate(db, by_sid(current.sid), reason="another End-User signed in",
-                         initiator="sign-in", browser_present=False, now=now)
+        term = terminate(
+            db,
+            by_sid(current.sid),
+            reason="another End-User signed in",
+            initiator="sign-in",
+            browser_present=False,
+            now=now,
+        )
         replaced = term.id
     cookie = new_token()
     # Core 1.0 / Back-Channel §2.1: sid is an opaque, unguessable identifier (>= 128 bits).
-    row = OPSession(sid=new_id(24), cookie_hash=token_hash(cookie), subject=subject,
-                    auth_time=auth_at, amr=methods, acr=acr, created_at=now, last_seen_at=now)
+    row = OPSession(
+        sid=new_id(24),
+        cookie_hash=token_hash(cookie),
+        subject=subject,
+        auth_time=auth_at,
+        amr=methods,
+        acr=acr,
+        created_at=now,
+        last_seen_at=now,
+    )
     db.add(row)
     db.flush()
     return SignIn(row, cookie, replaced)
 
 
-def _check(subject: str, auth_time: dt.datetime | None, amr: Sequence[str] | None,
-           acr: str | None, now: dt.datetime) -> None:
+def _check(
+    subject: str, auth_time: dt.datetime | None, amr: Sequence[str] | None, acr: str | None, now: dt.datetime
+) -> None:
     # Core 1.0 §2: sub is "a locally unique and never reassigned identifier ... It MUST NOT
     # exceed 255 ASCII characters in length"; the session column holds 255.
     if not isinstance(subject, str) or not subject or len(subject) > 255 or not subject.isprintable():
@@ -86,11 +108,12 @@ def _check(subject: str, auth_time: dt.datetime | None, amr: Sequence[str] | Non
             raise InvalidRequest("auth_time must be timezone-aware")
         if auth_time > now + MAX_CLOCK_SKEW:
             raise InvalidRequest("auth_time lies in the future")
-    if amr is not None:
-        # RFC 8176 §1: amr is an array of case-sensitive strings.
-        if isinstance(amr, str) or not all(isinstance(m, str) and 0 < len(m) <= 64 and m.isprintable()
-                                           for m in amr) or len(amr) > 16:
-            raise InvalidRequest("amr must be a list of short method names (RFC 8176)")
-    if acr is not None and (not isinstance(acr, str) or not acr or len(acr) > 255
-                            or not acr.isprintable()):
+    # RFC 8176 §1: amr is an array of case-sensitive strings.
+    if amr is not None and (
+        isinstance(amr, str)
+        or not all(isinstance(m, str) and 0 < len(m) <= 64 and m.isprintable() for m in amr)
+        or len(amr) > 16
+    ):
+        raise InvalidRequest("amr must be a list of short method names (RFC 8176)")
+    if acr is not None and (not isinstance(acr, str) or not acr or len(acr) > 255 or not acr.isprintable()):
         raise InvalidRequest("acr must be 1 to 255 printable characters")

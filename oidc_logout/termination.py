@@ -37,6 +37,7 @@ from .storage.models import (
 from .tokens import new_id
 from .vocabulary import Channel, DeliveryState, TargetKind, TokenKind
 
+
 @dataclass(frozen=True)
 class Sessions:
     """OP sessions by sid: one for an administrator's ``--sid``, two when an RP-initiated logout
@@ -184,8 +185,13 @@ def terminate(
             return existing
 
     term = Termination(
-        id=new_id(12), target_kind=target.kind, target_value=target.value[:255], reason=reason,
-        initiator=initiator[:255], include_offline=include_offline, created_at=now,
+        id=new_id(12),
+        target_kind=target.kind,
+        target_value=target.value[:255],
+        reason=reason,
+        initiator=initiator[:255],
+        include_offline=include_offline,
+        created_at=now,
     )
     db.add(term)
     db.flush()
@@ -232,8 +238,14 @@ def terminate(
         for chunk in _chunks(notify, 300):
             db.execute(
                 update(SessionParticipant)
-                .where(or_(*[and_(SessionParticipant.sid == s, SessionParticipant.client_id == c)
-                             for s, c in chunk]))
+                .where(
+                    or_(
+                        *[
+                            and_(SessionParticipant.sid == s, SessionParticipant.client_id == c)
+                            for s, c in chunk
+                        ]
+                    )
+                )
                 .values(ended_at=now)
             )
 
@@ -249,14 +261,16 @@ def _plan(db: Session, target: Target, include_offline: bool) -> _Plan:
         case Sessions(sids=sids):
             if not sids:
                 raise InvalidRequest("at least one sid is required")
-            rows = db.execute(select(OPSession.sid, OPSession.ended_at)
-                              .where(OPSession.sid.in_(sids))).all()
+            rows = db.execute(select(OPSession.sid, OPSession.ended_at).where(OPSession.sid.in_(sids))).all()
             if not rows:
                 raise NotFound("no OP session with that sid")
             plan.sessions = [sid for sid, ended_at in rows if ended_at is None]
         case Subject(sub=sub):
-            plan.sessions = list(db.scalars(select(OPSession.sid).where(
-                OPSession.subject == sub, OPSession.ended_at.is_(None))))
+            plan.sessions = list(
+                db.scalars(
+                    select(OPSession.sid).where(OPSession.subject == sub, OPSession.ended_at.is_(None))
+                )
+            )
         case Expiry(sids=sids):
             plan.sessions = list(sids)
         case ClientKill(client_id=client_id):
@@ -271,8 +285,13 @@ def _plan(db: Session, target: Target, include_offline: bool) -> _Plan:
                 raise NotFound("no client with that client_id")
             cond = and_(Grant.client_id == client_id, Grant.credential_version < below)
             plan.grant_filter = cond
-            grant_sids = {sid for sid in db.scalars(select(Grant.sid).where(
-                cond, Grant.revoked_at.is_(None), Grant.sid.is_not(None))) if sid}
+            grant_sids = {
+                sid
+                for sid in db.scalars(
+                    select(Grant.sid).where(cond, Grant.revoked_at.is_(None), Grant.sid.is_not(None))
+                )
+                if sid
+            }
             plan.participations = _live_participations(db, client_id, grant_sids) if grant_sids else []
         case GrantTarget(grant_id=grant_id):
             if db.get(Grant, grant_id) is None:
@@ -283,25 +302,33 @@ def _plan(db: Session, target: Target, include_offline: bool) -> _Plan:
 
 def _termination_of(db: Session, sids: Sequence[str]) -> Termination | None:
     """The termination that ended the first already-ended session among ``sids``."""
-    term_id = db.scalar(select(OPSession.termination_id).where(
-        OPSession.sid.in_(list(sids)), OPSession.termination_id.is_not(None)).limit(1))
+    term_id = db.scalar(
+        select(OPSession.termination_id)
+        .where(OPSession.sid.in_(list(sids)), OPSession.termination_id.is_not(None))
+        .limit(1)
+    )
     return db.get(Termination, term_id) if term_id else None
 
 
-def _live_participations(db: Session, client_id: str,
-                         sids: set[str] | None = None) -> list[tuple[str, str]]:
+def _live_participations(db: Session, client_id: str, sids: set[str] | None = None) -> list[tuple[str, str]]:
     """(sid, client_id) of the client's not-yet-ended participation in live sessions."""
-    query = (select(SessionParticipant.sid, SessionParticipant.client_id)
-             .join(OPSession, OPSession.sid == SessionParticipant.sid)
-             .where(SessionParticipant.client_id == client_id, SessionParticipant.ended_at.is_(None),
-                    OPSession.ended_at.is_(None)))
+    query = (
+        select(SessionParticipant.sid, SessionParticipant.client_id)
+        .join(OPSession, OPSession.sid == SessionParticipant.sid)
+        .where(
+            SessionParticipant.client_id == client_id,
+            SessionParticipant.ended_at.is_(None),
+            OPSession.ended_at.is_(None),
+        )
+    )
     if sids is not None:
         query = query.where(SessionParticipant.sid.in_(sorted(sids)))
     return [(sid, cid) for sid, cid in db.execute(query)]
 
 
-def _revoke_tokens(db: Session, plan: _Plan, ended: list[str], reason: str, now: dt.datetime,
-                   include_offline: bool) -> int:
+def _revoke_tokens(
+    db: Session, plan: _Plan, ended: list[str], reason: str, now: dt.datetime, include_offline: bool
+) -> int:
     """Revoke grants (and so their refresh tokens) and access tokens; returns tokens revoked."""
     grant_conds: list[ColumnElement[bool]] = []
     if plan.grant_filter is not None:
@@ -319,47 +346,75 @@ def _revoke_tokens(db: Session, plan: _Plan, ended: list[str], reason: str, now:
         grant_ids = select(Grant.id).where(or_(*grant_conds), Grant.revoked_at.is_(None))
         ids = list(db.scalars(grant_ids))
         for chunk in _chunks(ids, 500):
-            db.execute(update(Grant).where(Grant.id.in_(chunk))
-                       .values(revoked_at=now, revoked_reason=reason[:2048]))
-            revoked += _rowcount(db.execute(
-                update(Token).where(Token.grant_id.in_(chunk), Token.revoked_at.is_(None))
-                .values(revoked_at=now, revoked_reason=reason[:2048])))
+            db.execute(
+                update(Grant).where(Grant.id.in_(chunk)).values(revoked_at=now, revoked_reason=reason[:2048])
+            )
+            revoked += _rowcount(
+                db.execute(
+                    update(Token)
+                    .where(Token.grant_id.in_(chunk), Token.revoked_at.is_(None))
+                    .values(revoked_at=now, revoked_reason=reason[:2048])
+                )
+            )
     # Access tokens bound to an ended session stop working at once, offline grants
     # included: their client can mint new, session-less ones with its refresh token.
     for chunk in _chunks(ended, 500):
-        revoked += _rowcount(db.execute(
-            update(Token).where(Token.sid.in_(chunk), Token.kind == TokenKind.ACCESS_TOKEN,
-                                Token.revoked_at.is_(None))
-            .values(revoked_at=now, revoked_reason=reason[:2048])))
+        revoked += _rowcount(
+            db.execute(
+                update(Token)
+                .where(Token.sid.in_(chunk), Token.kind == TokenKind.ACCESS_TOKEN, Token.revoked_at.is_(None))
+                .values(revoked_at=now, revoked_reason=reason[:2048])
+            )
+        )
     return revoked
 
 
-def _write_outbox(db: Session, term: Termination, notify: list[tuple[str, str]],
-                  now: dt.datetime, browser_present: bool) -> None:
+def _write_outbox(
+    db: Session, term: Termination, notify: list[tuple[str, str]], now: dt.datetime, browser_present: bool
+) -> None:
     if not notify:
         return
     client_ids = sorted({c for _, c in notify})
     clients = {c.client_id: c for c in db.scalars(select(Client).where(Client.client_id.in_(client_ids)))}
     subjects: dict[str, str] = {}
     for chunk in _chunks(sorted({s for s, _ in notify}), 500):
-        subjects.update({sid: sub for sid, sub in db.execute(
-            select(OPSession.sid, OPSession.subject).where(OPSession.sid.in_(chunk)))})
+        subjects.update(
+            dict(db.execute(select(OPSession.sid, OPSession.subject).where(OPSession.sid.in_(chunk))).all())
+        )
     rows: list[dict[str, object]] = []
     for sid, client_id in notify:
         client = clients.get(client_id)
         if client is None:
             continue
-        base = dict(termination_id=term.id, client_id=client_id, sid=sid,
-                    subject=subjects.get(sid), created_at=now, next_attempt_at=now, attempts=0)
+        base = dict(
+            termination_id=term.id,
+            client_id=client_id,
+            sid=sid,
+            subject=subjects.get(sid),
+            created_at=now,
+            next_attempt_at=now,
+            attempts=0,
+        )
         if client.backchannel_logout_uri:
-            rows.append(dict(base, channel=Channel.BACKCHANNEL, target_uri=client.backchannel_logout_uri,
-                             state=DeliveryState.PENDING))
+            rows.append(
+                dict(
+                    base,
+                    channel=Channel.BACKCHANNEL,
+                    target_uri=client.backchannel_logout_uri,
+                    state=DeliveryState.PENDING,
+                )
+            )
         if client.frontchannel_logout_uri:
-            rows.append(dict(
-                base, channel=Channel.FRONTCHANNEL, target_uri=client.frontchannel_logout_uri,
-                state=DeliveryState.PENDING if browser_present else DeliveryState.UNCONFIRMED,
-                last_error=None if browser_present else "no user agent took part in this termination",
-                completed_at=None if browser_present else now))
+            rows.append(
+                dict(
+                    base,
+                    channel=Channel.FRONTCHANNEL,
+                    target_uri=client.frontchannel_logout_uri,
+                    state=DeliveryState.PENDING if browser_present else DeliveryState.UNCONFIRMED,
+                    last_error=None if browser_present else "no user agent took part in this termination",
+                    completed_at=None if browser_present else now,
+                )
+            )
     for chunk in _chunks(rows, 1000):
         db.execute(insert(Delivery), chunk)
     if any(r["channel"] == Channel.BACKCHANNEL for r in rows):
@@ -373,9 +428,23 @@ def _rowcount(result: object) -> int:
 def _chunks(items: Sequence | Iterable, n: int):  # type: ignore[no-untyped-def,type-arg]
     items = list(items)
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]
 
 
-__all__ = ["ClientKill", "Credential", "Expiry", "GrantTarget", "Sessions", "Subject", "Target",
-           "by_client", "by_credential", "by_expiry", "by_grant", "by_sessions", "by_sid",
-           "by_subject", "terminate"]
+__all__ = [
+    "ClientKill",
+    "Credential",
+    "Expiry",
+    "GrantTarget",
+    "Sessions",
+    "Subject",
+    "Target",
+    "by_client",
+    "by_credential",
+    "by_expiry",
+    "by_grant",
+    "by_sessions",
+    "by_sid",
+    "by_subject",
+    "terminate",
+]

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Union
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["CaptureServer", "CapturedRequest", "Reply", "Responder", "per_sid"]
@@ -114,7 +114,7 @@ class CapturedRequest:
 
 #: A computed answer: called with the request, returns the reply.
 Responder = Callable[[CapturedRequest], Reply]
-_Answer = Union[Reply, Responder]
+_Answer = Reply | Responder
 
 
 class CaptureServer:
@@ -125,9 +125,18 @@ class CaptureServer:
     per-path counts (long benchmarks). ``hang_timeout`` bounds a :attr:`Reply.hang`.
     ``max_body``: bytes of a request body kept (the rest is read and dropped)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, default: Reply | None = None,
-                 record: bool = True, hang_timeout: float = 30.0, max_body: int = 1 << 20,
-                 backlog: int = 1024, start: bool = True) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        default: Reply | None = None,
+        record: bool = True,
+        hang_timeout: float = 30.0,
+        max_body: int = 1 << 20,
+        backlog: int = 1024,
+        start: bool = True,
+    ) -> None:
         self.host = host
         self.default = default or Reply()
         self.record = record
@@ -179,9 +188,12 @@ class CaptureServer:
 
         self._httpd = Server((self.host, self.port), _handler_for(self))
         self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True,
-                                        name=f"capture-{self.port}")
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name=f"capture-{self.port}",
+        )
         self._thread.start()
         return self
 
@@ -205,8 +217,9 @@ class CaptureServer:
     def __enter__(self) -> CaptureServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # -- scripting -----------------------------------------------------------------------------
@@ -224,8 +237,7 @@ class CaptureServer:
         with self._cond:
             self._scripts[_norm(path)] = list(answers) or [self.default]
 
-    def once(self, path: str, reply: Reply,
-             where: Callable[[CapturedRequest], bool] | None = None) -> None:
+    def once(self, path: str, reply: Reply, where: Callable[[CapturedRequest], bool] | None = None) -> None:
         """Answer the next request to ``path`` for which ``where`` holds with ``reply``, once,
         ahead of the path's script."""
         with self._cond:
@@ -255,8 +267,11 @@ class CaptureServer:
         """The recorded requests to ``path`` (all paths if None), in arrival order."""
         path = _norm(path) if path is not None else None
         with self._cond:
-            return [r for r in self._requests
-                    if (path is None or r.path == path) and (method is None or r.method == method)]
+            return [
+                r
+                for r in self._requests
+                if (path is None or r.path == path) and (method is None or r.method == method)
+            ]
 
     def count(self, path: str | None = None) -> int:
         """Requests received (to ``path``, or in all); counted with ``record=False`` too."""
@@ -278,9 +293,15 @@ class CaptureServer:
 
     # -- waiting -------------------------------------------------------------------------------
 
-    def wait_for(self, n: int, timeout: float, *, path: str | None = None,
-                 where: Callable[[CapturedRequest], bool] | None = None,
-                 answered: bool = False) -> bool:
+    def wait_for(
+        self,
+        n: int,
+        timeout: float,
+        *,
+        path: str | None = None,
+        where: Callable[[CapturedRequest], bool] | None = None,
+        answered: bool = False,
+    ) -> bool:
         """Block until at least ``n`` recorded requests match (to ``path``, for which ``where``
         holds; with ``answered``, whose reply has also been finished or abandoned), or until
         ``timeout`` seconds have passed. True if they did."""
@@ -301,8 +322,7 @@ class CaptureServer:
                     return False
                 self._cond.wait(left)
 
-    def wait_until(self, predicate: Callable[[Sequence[CapturedRequest]], bool],
-                   timeout: float) -> bool:
+    def wait_until(self, predicate: Callable[[Sequence[CapturedRequest]], bool], timeout: float) -> bool:
         """Block until ``predicate(requests)`` holds (checked at every arrival) or ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -320,8 +340,9 @@ class CaptureServer:
             self._counts[req.path] += 1
             self._active[req.path] += 1
             self.max_active = max(self.max_active, sum(self._active.values()))
-            self.max_active_by_path[req.path] = max(self.max_active_by_path.get(req.path, 0),
-                                                    self._active[req.path])
+            self.max_active_by_path[req.path] = max(
+                self.max_active_by_path.get(req.path, 0), self._active[req.path]
+            )
             if self.record:
                 self._requests.append(req)
             self._cond.notify_all()
@@ -357,7 +378,7 @@ def _handler_for(server: CaptureServer) -> type[BaseHTTPRequestHandler]:
             server._track(self.connection, False)
             super().finish()
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def _body(self) -> bytes:
@@ -368,7 +389,7 @@ def _handler_for(server: CaptureServer) -> type[BaseHTTPRequestHandler]:
                     if size == 0:
                         while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                             pass  # trailers
-                        return b"".join(chunks)[:server.max_body]
+                        return b"".join(chunks)[: server.max_body]
                     chunks.append(self.rfile.read(size))
                     self.rfile.readline()
             length = int(self.headers.get("Content-Length") or 0)
@@ -384,9 +405,14 @@ def _handler_for(server: CaptureServer) -> type[BaseHTTPRequestHandler]:
         def _handle(self) -> None:
             body = self._body()
             parts = urlsplit(self.path)
-            req = CapturedRequest(self.command, parts.path or "/",
-                                  parse_qs(parts.query, keep_blank_values=True),
-                                  dict(self.headers.items()), body, time.monotonic())
+            req = CapturedRequest(
+                self.command,
+                parts.path or "/",
+                parse_qs(parts.query, keep_blank_values=True),
+                dict(self.headers.items()),
+                body,
+                time.monotonic(),
+            )
             server._arrived(req)
             sent = 0
             try:
@@ -407,7 +433,7 @@ def _handler_for(server: CaptureServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(reply.body)
                 sent = len(reply.body)
                 while sent < total and not server._stopping.is_set():
-                    chunk = filler[:min(len(filler), total - sent)]
+                    chunk = filler[: min(len(filler), total - sent)]
                     self.wfile.write(chunk)
                     sent += len(chunk)
             except OSError:

@@ -42,14 +42,20 @@ def login_limits(settings: Settings, username: str, address: str | None) -> list
     limits = [Limit(f"login:addr:{address or '-'}", settings.login_max_failures_per_address, window)]
     if username:
         # One account, however its name is cased or padded.
-        limits.append(Limit(f"login:account:{username.strip().casefold()}",
-                            settings.login_max_failures_per_account, window))
+        limits.append(
+            Limit(
+                f"login:account:{username.strip().casefold()}",
+                settings.login_max_failures_per_account,
+                window,
+            )
+        )
     return [lim for lim in limits if lim.max_events > 0]
 
 
 def registration_limits(settings: Settings, address: str | None) -> list[Limit]:
-    lim = Limit(f"register:addr:{address or '-'}", settings.registration_rate_limit,
-                settings.registration_rate_window)
+    lim = Limit(
+        f"register:addr:{address or '-'}", settings.registration_rate_limit, settings.registration_rate_window
+    )
     return [lim] if lim.max_events > 0 else []
 
 

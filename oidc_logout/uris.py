@@ -22,8 +22,7 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
-def validate_registered_uri(value: object, field: str, *, dev_mode: bool,
-                            redirect: bool = False) -> str:
+def validate_registered_uri(value: object, field: str, *, dev_mode: bool, redirect: bool = False) -> str:
     """An absolute https URI without fragment; http only for loopback hosts in dev mode.
 
     RFC 7591 §2 / Core Registration §2: redirect URIs are absolute and carry no fragment;
@@ -48,7 +47,7 @@ def validate_registered_uri(value: object, field: str, *, dev_mode: bool,
         raise err(f"{field} must not contain a fragment")
     if parts.username or parts.password:
         raise err(f"{field} must not contain user information")
-    if any(c in value for c in " \t\r\n<>\"\\"):
+    if any(c in value for c in ' \t\r\n<>"\\'):
         raise err(f"{field} contains characters that are not allowed in a URI")
     if parts.scheme == "http":
         if not (dev_mode and is_loopback_host(parts.hostname)):

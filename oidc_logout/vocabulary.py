@@ -11,12 +11,12 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "FINAL_STATES",
     "AttemptOutcome",
     "Channel",
     "DeliveryState",
     "TargetKind",
     "TokenKind",
-    "FINAL_STATES",
     "sql_literal",
 ]
 
@@ -41,10 +41,15 @@ class DeliveryState(StrEnum):
 
 
 #: States a row never leaves by itself (an operator's retry is the only way back).
-FINAL_STATES: frozenset[DeliveryState] = frozenset({
-    DeliveryState.DELIVERED, DeliveryState.FAILED, DeliveryState.DEAD,
-    DeliveryState.CONFIRMED, DeliveryState.UNCONFIRMED,
-})
+FINAL_STATES: frozenset[DeliveryState] = frozenset(
+    {
+        DeliveryState.DELIVERED,
+        DeliveryState.FAILED,
+        DeliveryState.DEAD,
+        DeliveryState.CONFIRMED,
+        DeliveryState.UNCONFIRMED,
+    }
+)
 
 
 class AttemptOutcome(StrEnum):

@@ -61,8 +61,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if any(m in keywords for m in SERVICE_MARKERS) or any(w in reason for w in SERVICE_WORDS):
             bad.append(rep.nodeid)
     if bad:
-        reporter.write_line(f"CI=true: {len(bad)} test(s) needing PostgreSQL/Redis/Chromium were skipped:",
-                            red=True)
+        reporter.write_line(
+            f"CI=true: {len(bad)} test(s) needing PostgreSQL/Redis/Chromium were skipped:", red=True
+        )
         for nodeid in bad[:20]:
             reporter.write_line(f"  {nodeid}", red=True)
         session.exitstatus = 1
@@ -144,7 +145,8 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="module", params=BOTH_DATABASES)
-def module_database_url(request: pytest.FixtureRequest,
-                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A migrated database shared by one test module, on SQLite and on PostgreSQL."""
     yield from _fresh_database(request, tmp_path_factory.mktemp("db"))

@@ -13,8 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_setting_has_a_row_in_the_operations_table():
     """docs/operations.md documents each Settings field as OIDC_LOGOUT_<NAME>."""
     text = (ROOT / "docs" / "operations.md").read_text()
-    missing = [f.name for f in dataclasses.fields(Settings)
-               if f.name != "extra" and f"`OIDC_LOGOUT_{f.name.upper()}`" not in text]
+    missing = [
+        f.name
+        for f in dataclasses.fields(Settings)
+        if f.name != "extra" and f"`OIDC_LOGOUT_{f.name.upper()}`" not in text
+    ]
     assert missing == []
 
 

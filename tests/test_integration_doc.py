@@ -40,7 +40,7 @@ def test_integration_doc_blocks_run_and_do_what_they_say(sqlite_url: str, tmp_pa
     assert len(blocks) >= 6
     try:
         for i, block in enumerate(blocks):
-            exec(compile(block, f"{DOC}:block{i}", "exec"), ns)  # noqa: S102 - the doc is the test
+            exec(compile(block, f"{DOC}:block{i}", "exec"), ns)
             if "def my_login" in block:
                 _sign_in_through_the_host_login(ns)
     finally:
@@ -65,8 +65,7 @@ def _sign_in_through_the_host_login(ns: dict[str, Any]) -> None:
     client = ns["app"].test_client()
     bad = client.post("/my-login", data={"username": "alice@example.com", "password": "nope"})
     assert bad.status_code == 401
-    resp = client.post("/my-login", data={"username": "alice@example.com",
-                                          "password": "correct horse"})
+    resp = client.post("/my-login", data={"username": "alice@example.com", "password": "correct horse"})
     assert resp.status_code == 303
     with ns["provider"].session_factory() as db:
         row = db.scalar(select(OPSession).where(OPSession.subject == "u-alice"))

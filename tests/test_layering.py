@@ -65,10 +65,19 @@ def test_storage_is_the_only_place_models_are_defined():
     assert offenders == []
 
 
-SPEC_MODULES = ("oidc_logout.core.grants", "oidc_logout.core.bearer", "oidc_logout.core.token_lookup",
-                "oidc_logout.rfc7009.endpoint", "oidc_logout.rfc7662.endpoint",
-                "oidc_logout.rpinitiated.end_session", "oidc_logout.signin", "oidc_logout.admin",
-                "oidc_logout.clients", "oidc_logout.vocabulary", "oidc_logout.context")
+SPEC_MODULES = (
+    "oidc_logout.core.grants",
+    "oidc_logout.core.bearer",
+    "oidc_logout.core.token_lookup",
+    "oidc_logout.rfc7009.endpoint",
+    "oidc_logout.rfc7662.endpoint",
+    "oidc_logout.rpinitiated.end_session",
+    "oidc_logout.signin",
+    "oidc_logout.admin",
+    "oidc_logout.clients",
+    "oidc_logout.vocabulary",
+    "oidc_logout.context",
+)
 
 
 def test_spec_modules_import_with_flask_blocked():
@@ -100,13 +109,21 @@ def test_spec_modules_declare_their_server_as_a_server_context():
     for name in SPEC_MODULES:
         module = importlib.import_module(name)
         for obj in vars(module).values():
-            if isinstance(obj, type) and obj.__module__ == name and any(
+            if (
+                isinstance(obj, type)
+                and obj.__module__ == name
+                and any(
                     b.__module__.startswith("authlib.") and b.__name__.endswith(("Grant", "Endpoint"))
-                    for b in obj.__mro__[1:]):
+                    for b in obj.__mro__[1:]
+                )
+            ):
                 classes.append(obj)
     assert len(classes) >= 6, classes
     for cls in classes:
-        declared = [vars(c).get("__annotations__", {}).get("server") for c in cls.__mro__
-                    if c.__module__.startswith("oidc_logout.")]
+        declared = [
+            vars(c).get("__annotations__", {}).get("server")
+            for c in cls.__mro__
+            if c.__module__.startswith("oidc_logout.")
+        ]
         declared = [d for d in declared if d is not None]
         assert declared and declared[0] in ("ServerContext", ServerContext), cls

@@ -17,8 +17,13 @@ from jwcrypto.common import json_encode
 
 from ..keys import LoadedKey
 
-__all__ = ["BACKCHANNEL_LOGOUT_EVENT", "LOGOUT_TOKEN_TYP", "logout_token_claims",
-           "new_jti", "sign_logout_token"]
+__all__ = [
+    "BACKCHANNEL_LOGOUT_EVENT",
+    "LOGOUT_TOKEN_TYP",
+    "logout_token_claims",
+    "new_jti",
+    "sign_logout_token",
+]
 
 #: §2.4: the ``events`` claim member that identifies a logout token.
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -31,8 +36,16 @@ def new_jti() -> str:
     return secrets.token_urlsafe(24)
 
 
-def logout_token_claims(*, issuer: str, client_id: str, sub: str | None, sid: str | None,
-                        now: int, lifetime: int, jti: str | None = None) -> dict[str, Any]:
+def logout_token_claims(
+    *,
+    issuer: str,
+    client_id: str,
+    sub: str | None,
+    sid: str | None,
+    now: int,
+    lifetime: int,
+    jti: str | None = None,
+) -> dict[str, Any]:
     """The claim set of one logout token for ``client_id``.
 
     Raises ValueError when neither ``sub`` nor ``sid`` is known.
@@ -70,8 +83,9 @@ def sign_logout_token(claims: dict[str, Any], key: LoadedKey) -> str:
     # check before signing holds by construction here: the header is our fixed
     # {alg, kid, typ} (no "crit", no "b64": false) and alg is one of SUPPORTED_ALGS, all in
     # jwcrypto's default allowed list (JWSCore refuses any other).
-    core = jws.JWSCore(key.alg, key.key, _protected_header(key.alg, key.kid),
-                       json.dumps(claims, separators=(",", ":")))
+    core = jws.JWSCore(
+        key.alg, key.key, _protected_header(key.alg, key.kid), json.dumps(claims, separators=(",", ":"))
+    )
     sig = core.sign()
     return f"{sig['protected']}.{sig['payload'].decode('ascii')}.{sig['signature']}"
 

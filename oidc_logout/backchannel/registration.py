@@ -17,7 +17,8 @@ def validate(metadata: dict[str, Any], out: dict[str, Any], *, dev_mode: bool) -
         # formatted query component ... The backchannel_logout_uri MUST NOT include any
         # fragment component."
         out["backchannel_logout_uri"] = validate_registered_uri(
-            uri, "backchannel_logout_uri", dev_mode=dev_mode)
+            uri, "backchannel_logout_uri", dev_mode=dev_mode
+        )
     required = metadata.get("backchannel_logout_session_required", False)
     if not isinstance(required, bool):
         raise InvalidClientMetadata("backchannel_logout_session_required must be a boolean")

@@ -23,20 +23,28 @@ import json
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import requests
 
-from ..vocabulary import AttemptOutcome
 from .._http import DisallowedAddress, post_form, read_capped
 from ..config import Settings
 from ..keys import KeyRing
 from ..storage.base import utcnow
+from ..vocabulary import AttemptOutcome
 from .logout_token import logout_token_claims, new_jti, sign_logout_token
 
-__all__ = ["DELIVERED", "FAILED", "RETRY", "AttemptResult", "attempt_delivery",
-           "classify_response", "parse_retry_after", "post_logout_token"]
+__all__ = [
+    "DELIVERED",
+    "FAILED",
+    "RETRY",
+    "AttemptResult",
+    "attempt_delivery",
+    "classify_response",
+    "parse_retry_after",
+    "post_logout_token",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +57,11 @@ FAILED = AttemptOutcome.FAILED
 #: An RP's 400/401 text that says its verification key was missing, not that the token was
 #: bad: ``oidc_logout.rp`` answers ``unknown_kid`` / ``jwks_unavailable``; other RP libraries
 #: say "kid", "JWKS", "signing key" or "no matching key".
-KEY_REASON = re.compile(r"unknown[_ -]?kid|jwks|\bkid\b|signing key|no matching key|"
-                        r"key not found", re.IGNORECASE)
+KEY_REASON = re.compile(
+    r"unknown[_ -]?kid|jwks|\bkid\b|signing key|no matching key|"
+    r"key not found",
+    re.IGNORECASE,
+)
 
 #: Longest RP-provided error text kept (the columns hold 2048; an RP's prose is not ours).
 MAX_ERROR_CHARS = 300
@@ -75,8 +86,7 @@ def _clean(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def parse_retry_after(value: str | None, *, cap: float,
-                      now: dt.datetime | None = None) -> float | None:
+def parse_retry_after(value: str | None, *, cap: float, now: dt.datetime | None = None) -> float | None:
     """Seconds from a ``Retry-After`` header (RFC 9110 §10.2.3: delay-seconds or HTTP-date),
     clamped to ``[0, cap]``; None if absent or unparseable."""
     if not value:
@@ -93,7 +103,7 @@ def parse_retry_after(value: str | None, *, cap: float,
         if when is None:
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
+            when = when.replace(tzinfo=dt.UTC)
         seconds = (when - (now or utcnow())).total_seconds()
     return max(0.0, min(float(cap), seconds))
 
@@ -120,9 +130,15 @@ def _rp_error(body: bytes, truncated: bool, status: int) -> str:
     return _clean(msg, MAX_ERROR_CHARS + 60)
 
 
-def classify_response(status: int, headers: Mapping[str, str], body: bytes, truncated: bool,
-                      *, retry_after_cap: float, key_retry_delay: float | None = None,
-                      ) -> tuple[AttemptOutcome, str | None, float | None]:
+def classify_response(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    truncated: bool,
+    *,
+    retry_after_cap: float,
+    key_retry_delay: float | None = None,
+) -> tuple[AttemptOutcome, str | None, float | None]:
     """(outcome, error, retry_after) for an RP's HTTP answer. ``key_retry_delay``: the
     least delay before retrying a key-reason refusal (None: the usual backoff)."""
     # §2.8: "If the logout succeeded, the RP MUST respond with HTTP 200 OK. However, [...]
@@ -153,19 +169,35 @@ def classify_response(status: int, headers: Mapping[str, str], body: bytes, trun
     return RETRY, f"HTTP {status} unexpected status", None
 
 
-def post_logout_token(http: requests.Session, uri: str, token: str, *, jti: str | None,
-                      connect_timeout: float, read_timeout: float, max_bytes: int,
-                      retry_after_cap: float, key_retry_delay: float | None = None,
-                      ) -> AttemptResult:
+def post_logout_token(
+    http: requests.Session,
+    uri: str,
+    token: str,
+    *,
+    jti: str | None,
+    connect_timeout: float,
+    read_timeout: float,
+    max_bytes: int,
+    retry_after_cap: float,
+    key_retry_delay: float | None = None,
+) -> AttemptResult:
     """POST ``logout_token`` to ``uri`` once and classify the reply."""
     started_at = utcnow()
     t0 = time.monotonic()
 
-    def done(outcome: AttemptOutcome, status: int | None, error: str | None,
-             retry_after: float | None = None) -> AttemptResult:
+    def done(
+        outcome: AttemptOutcome, status: int | None, error: str | None, retry_after: float | None = None
+    ) -> AttemptResult:
         ms = int((time.monotonic() - t0) * 1000)
-        logger.info("back-channel logout to %s: %s (status=%s, %d ms, jti=%s)%s",
-                    uri, outcome, status, ms, jti, f": {error}" if error else "")
+        logger.info(
+            "back-channel logout to %s: %s (status=%s, %d ms, jti=%s)%s",
+            uri,
+            outcome,
+            status,
+            ms,
+            jti,
+            f": {error}" if error else "",
+        )
         return AttemptResult(outcome, status, error, retry_after, ms, jti, started_at)
 
     try:
@@ -173,7 +205,9 @@ def post_logout_token(http: requests.Session, uri: str, token: str, *, jti: str 
         # using the application/x-www-form-urlencoded format" with the logout_token parameter.
         # (redirects are never followed; the body is streamed and read capped below)
         resp = post_form(
-            http, uri, {"logout_token": token},
+            http,
+            uri,
+            {"logout_token": token},
             headers={"Accept": "application/json", "Cache-Control": "no-store"},
             timeout=(connect_timeout, read_timeout),
         )
@@ -183,41 +217,60 @@ def post_logout_token(http: requests.Session, uri: str, token: str, *, jti: str 
         return done(RETRY, None, f"timeout ({type(exc).__name__})")
     except requests.RequestException as exc:
         cause = exc.__context__ or exc
-        return done(RETRY, None, _clean(f"network error ({type(exc).__name__}: "
-                                        f"{type(cause).__name__})"))
+        return done(RETRY, None, _clean(f"network error ({type(exc).__name__}: {type(cause).__name__})"))
     with resp:
         try:
-            body, truncated = read_capped(resp, max_bytes,
-                                          deadline=t0 + connect_timeout + read_timeout)
+            body, truncated = read_capped(resp, max_bytes, deadline=t0 + connect_timeout + read_timeout)
         except requests.RequestException as exc:
             body, truncated = b"", True
             logger.debug("reading the RP response failed: %s", type(exc).__name__)
         outcome, error, retry_after = classify_response(
-            resp.status_code, resp.headers, body, truncated, retry_after_cap=retry_after_cap,
-            key_retry_delay=key_retry_delay)
+            resp.status_code,
+            resp.headers,
+            body,
+            truncated,
+            retry_after_cap=retry_after_cap,
+            key_retry_delay=key_retry_delay,
+        )
     return done(outcome, resp.status_code, error, retry_after)
 
 
-def attempt_delivery(http: requests.Session, keyring: KeyRing, settings: Settings, *,
-                     client_id: str, target_uri: str, sid: str | None, sub: str | None,
-                     alg: str = "RS256", now: int | None = None) -> AttemptResult:
+def attempt_delivery(
+    http: requests.Session,
+    keyring: KeyRing,
+    settings: Settings,
+    *,
+    client_id: str,
+    target_uri: str,
+    sid: str | None,
+    sub: str | None,
+    alg: str = "RS256",
+    now: int | None = None,
+) -> AttemptResult:
     """Mint a fresh logout token (fresh ``jti``) and make one delivery attempt."""
     jti = new_jti()
     try:
         key = keyring.signing_key(alg or "RS256")
         claims = logout_token_claims(
-            issuer=settings.issuer, client_id=client_id, sub=sub, sid=sid,
+            issuer=settings.issuer,
+            client_id=client_id,
+            sub=sub,
+            sid=sid,
             now=int(time.time()) if now is None else now,
-            lifetime=settings.logout_token_lifetime, jti=jti)
+            lifetime=settings.logout_token_lifetime,
+            jti=jti,
+        )
         token = sign_logout_token(claims, key)
     except KeyError:
         # An operator can add a key for this alg; retry rather than give up.
         return AttemptResult(RETRY, None, f"no active signing key for alg {alg}", None, 0, None)
     except ValueError as exc:
-        return AttemptResult(FAILED, None, _clean(f"cannot build logout token: {exc}"),
-                             None, 0, None)
+        return AttemptResult(FAILED, None, _clean(f"cannot build logout token: {exc}"), None, 0, None)
     return post_logout_token(
-        http, target_uri, token, jti=jti,
+        http,
+        target_uri,
+        token,
+        jti=jti,
         connect_timeout=settings.delivery_connect_timeout,
         read_timeout=settings.delivery_timeout,
         max_bytes=settings.max_response_bytes,

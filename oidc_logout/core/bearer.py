@@ -35,15 +35,17 @@ class HashedTokenValidator(BearerTokenValidator):  # type: ignore[misc]
     def authenticate_token(self, token_string: str) -> Token | None:
         if not plausible_token(token_string):
             return None
-        return self._db().scalar(select(Token).where(Token.token_hash == token_hash(token_string),
-                                                     Token.kind == TokenKind.ACCESS_TOKEN))
+        return self._db().scalar(
+            select(Token).where(
+                Token.token_hash == token_hash(token_string), Token.kind == TokenKind.ACCESS_TOKEN
+            )
+        )
 
     def validate_token(self, token: Token | None, scopes: list[str] | None, request: Any) -> None:
         super().validate_token(token, scopes, request)
         assert token is not None  # the base class raised otherwise
         if token.sid and not session_is_live(self._db(), token.sid):
-            raise InvalidTokenError(description="the access token's session has ended",
-                                    realm=self.realm)
+            raise InvalidTokenError(description="the access token's session has ended", realm=self.realm)
 
 
 @dataclass(frozen=True)
@@ -64,28 +66,32 @@ class BearerProtector:
         """The valid access token of a request, holding ``scope`` if one is named."""
         auth = headers.get("Authorization") or ""
         if not auth.isascii() or not auth.isprintable():
-            raise InvalidToken("a bearer access token is required", challenge=self._challenge(
-                "invalid_request", "malformed Authorization header"))
+            raise InvalidToken(
+                "a bearer access token is required",
+                challenge=self._challenge("invalid_request", "malformed Authorization header"),
+            )
         try:
-            token: Token = self._protector.validate_request([scope] if scope else None,
-                                                            _Headers(headers))
+            token: Token = self._protector.validate_request([scope] if scope else None, _Headers(headers))
         except OAuth2Error as err:
             if err.error == "insufficient_scope":
-                raise InsufficientScope(f"the '{scope}' scope is required",
-                                        challenge=self._challenge(err.error, None, scope)) from None
+                raise InsufficientScope(
+                    f"the '{scope}' scope is required", challenge=self._challenge(err.error, None, scope)
+                ) from None
             if err.error == "missing_authorization":
                 # RFC 6750 §3.1: "If the request lacks any authentication information ... the
                 # resource server SHOULD NOT include an error code".
-                raise InvalidToken("a bearer access token is required",
-                                   challenge=self._challenge(None, None)) from None
-            description = err.description if err.error == "invalid_token" and \
-                err.description != InvalidTokenError.description else "the access token is not active"
-            raise InvalidToken(description, challenge=self._challenge(
-                "invalid_token", description)) from None
+                raise InvalidToken(
+                    "a bearer access token is required", challenge=self._challenge(None, None)
+                ) from None
+            description = (
+                err.description
+                if err.error == "invalid_token" and err.description != InvalidTokenError.description
+                else "the access token is not active"
+            )
+            raise InvalidToken(description, challenge=self._challenge("invalid_token", description)) from None
         return token
 
-    def _challenge(self, error: str | None, description: str | None,
-                   scope: str | None = None) -> str:
+    def _challenge(self, error: str | None, description: str | None, scope: str | None = None) -> str:
         # RFC 6750 §3: WWW-Authenticate: Bearer realm="...", error="...", error_description="..."
         parts = [f'realm="{self.realm}"'] if self.realm else []
         if error:

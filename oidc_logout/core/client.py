@@ -40,7 +40,7 @@ class OAuthClient(ClientMixin):  # type: ignore[misc]
         if not scope:
             return ""
         allowed = set(scope_to_list(self.row.scope or ""))
-        return list_to_scope([s for s in scope_to_list(scope) if s in allowed])
+        return str(list_to_scope([s for s in scope_to_list(scope) if s in allowed]))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         # RFC 9700 §4.1.3: exact string matching of redirect URIs.
@@ -83,8 +83,9 @@ def check_client_credentials_syntax(request: Any) -> None:
         try:
             decoded = base64.b64decode(value.strip().encode("ascii")).decode("utf-8")
         except (binascii.Error, ValueError):  # UnicodeError is a ValueError
-            raise InvalidClientError(status_code=401,
-                                     description="malformed HTTP Basic client credentials") from None
+            raise InvalidClientError(
+                status_code=401, description="malformed HTTP Basic client credentials"
+            ) from None
         client_id = unquote(decoded.partition(":")[0])
         if decoded and not plausible_client_id(client_id):
             raise InvalidClientError(status_code=401, description="unknown client")

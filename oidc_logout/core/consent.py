@@ -41,8 +41,14 @@ def unregistered_scopes(registered: str | None, requested: str | None) -> list[s
     return sorted(s for s in requested_scopes(requested) if s not in allowed)
 
 
-def decide(*, trusted: bool, prompt: Collection[str], requested: frozenset[str],
-           approved: frozenset[str] | None, approving: bool = False) -> Decision:
+def decide(
+    *,
+    trusted: bool,
+    prompt: Collection[str],
+    requested: frozenset[str],
+    approved: frozenset[str] | None,
+    approving: bool = False,
+) -> Decision:
     """Whether an authorization request of a signed-in End-User may be answered now.
 
     :param trusted: the client was provisioned by the operator (first-party).

@@ -17,17 +17,16 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import grants as oidc_grants
-from sqlalchemy.orm import Session
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from ..context import ServerContext
 from ..protocols import EndUser
-from .client import check_client_credentials_syntax
-from .consent import unregistered_scopes
 from ..storage.base import utcnow
+from ..storage.models import AuthorizationCode, Grant, OPSession, SessionParticipant, Token
 from ..storage.queries import (
     claim_code,
     grant_is_revoked,
@@ -36,10 +35,11 @@ from ..storage.queries import (
     session_is_live,
     token_is_active,
 )
-from ..storage.models import AuthorizationCode, Grant, OPSession, SessionParticipant, Token
 from ..termination import by_grant
 from ..tokens import new_id, token_hash
 from ..vocabulary import TokenKind
+from .client import check_client_credentials_syntax
+from .consent import unregistered_scopes
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,12 @@ def check_nonce(request: Any, redirect_uri: str | None = None) -> None:
     """Core 1.0 §3.1.2.1 nonce: a string value; one with control characters (NUL: PostgreSQL
     cannot store it) or longer than the column is an ``invalid_request``, never a 500."""
     nonce = request.payload.data.get("nonce")
-    if nonce is not None and (not isinstance(nonce, str) or len(nonce) > MAX_NONCE_LENGTH
-                              or not nonce.isprintable()):
-        raise InvalidRequestError(f"'nonce' must be at most {MAX_NONCE_LENGTH} printable characters",
-                                  redirect_uri=redirect_uri)
+    if nonce is not None and (
+        not isinstance(nonce, str) or len(nonce) > MAX_NONCE_LENGTH or not nonce.isprintable()
+    ):
+        raise InvalidRequestError(
+            f"'nonce' must be at most {MAX_NONCE_LENGTH} printable characters", redirect_uri=redirect_uri
+        )
 
 
 class _CheckedClientAuth:
@@ -122,13 +124,17 @@ class _RegisteredScopesOnly:
             # RFC 6749 §5.2 invalid_scope: "The requested scope is invalid, unknown,
             # malformed, or exceeds the scope granted by the resource owner." The values are
             # not quoted (error_description is limited to printable ASCII without '"' or '\\').
-            raise InvalidScopeError("a requested scope is not registered for this client",
-                                    state=request.payload.state)
+            raise InvalidScopeError(
+                "a requested scope is not registered for this client", state=request.payload.state
+            )
         super().validate_requested_scope()  # type: ignore[misc]
 
 
-class AuthorizationCodeGrant(_CheckedClientAuth, _RegisteredScopesOnly,  # type: ignore[misc]
-                             grants.AuthorizationCodeGrant):
+class AuthorizationCodeGrant(
+    _CheckedClientAuth,
+    _RegisteredScopesOnly,
+    grants.AuthorizationCodeGrant,  # type: ignore[misc]
+):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 
     @staticmethod
@@ -152,27 +158,32 @@ class AuthorizationCodeGrant(_CheckedClientAuth, _RegisteredScopesOnly,  # type:
         user: EndUser = request.user
         settings = self.server.provider.settings
         now = utcnow()
-        self.server.db.add(AuthorizationCode(
-            code_hash=token_hash(code),
-            client_id=request.client.get_client_id(),
-            redirect_uri=request.payload.redirect_uri or "",
-            scope=request.payload.scope or "",
-            subject=user.sub,
-            sid=user.sid,
-            nonce=request.payload.data.get("nonce"),
-            auth_time=dt.datetime.fromtimestamp(user.auth_time or now.timestamp(), dt.timezone.utc),
-            code_challenge=request.payload.data.get("code_challenge"),
-            code_challenge_method=request.payload.data.get("code_challenge_method") or (
-                "S256" if request.payload.data.get("code_challenge") else None),
-            created_at=now,
-            expires_at=now + dt.timedelta(seconds=settings.authorization_code_lifetime),
-        ))
+        self.server.db.add(
+            AuthorizationCode(
+                code_hash=token_hash(code),
+                client_id=request.client.get_client_id(),
+                redirect_uri=request.payload.redirect_uri or "",
+                scope=request.payload.scope or "",
+                subject=user.sub,
+                sid=user.sid,
+                nonce=request.payload.data.get("nonce"),
+                auth_time=dt.datetime.fromtimestamp(user.auth_time or now.timestamp(), dt.UTC),
+                code_challenge=request.payload.data.get("code_challenge"),
+                code_challenge_method=request.payload.data.get("code_challenge_method")
+                or ("S256" if request.payload.data.get("code_challenge") else None),
+                created_at=now,
+                expires_at=now + dt.timedelta(seconds=settings.authorization_code_lifetime),
+            )
+        )
 
     def query_authorization_code(self, code: str, client: Any) -> AuthorizationCode | None:
         db = self.server.db
-        row = db.scalar(select(AuthorizationCode).where(
-            AuthorizationCode.code_hash == token_hash(code),
-            AuthorizationCode.client_id == client.get_client_id()))
+        row = db.scalar(
+            select(AuthorizationCode).where(
+                AuthorizationCode.code_hash == token_hash(code),
+                AuthorizationCode.client_id == client.get_client_id(),
+            )
+        )
         if row is None:
             return None
         if row.used_at is not None:
@@ -206,9 +217,9 @@ class AuthorizationCodeGrant(_CheckedClientAuth, _RegisteredScopesOnly,  # type:
         if grant_id and not grant_is_revoked(db, grant_id):
             log.warning("authorization code reuse detected; revoking grant %s", grant_id)
             with lock_contention_is_retryable(db):
-                self.server.provider.terminate_now(by_grant(grant_id),
-                                                   reason="authorization code reused",
-                                                   initiator="token endpoint")
+                self.server.provider.terminate_now(
+                    by_grant(grant_id), reason="authorization code reused", initiator="token endpoint"
+                )
         db.rollback()
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
@@ -217,8 +228,7 @@ class AuthorizationCodeGrant(_CheckedClientAuth, _RegisteredScopesOnly,  # type:
     def authenticate_user(self, authorization_code: AuthorizationCode) -> EndUser | None:
         if not self.server.provider.users.exists(authorization_code.subject):
             return None
-        return EndUser(authorization_code.subject, authorization_code.sid,
-                       authorization_code.get_auth_time())
+        return EndUser(authorization_code.subject, authorization_code.sid, authorization_code.get_auth_time())
 
 
 class RefreshTokenGrant(_CheckedClientAuth, grants.RefreshTokenGrant):  # type: ignore[misc]
@@ -228,8 +238,11 @@ class RefreshTokenGrant(_CheckedClientAuth, grants.RefreshTokenGrant):  # type: 
 
     def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
         db = self.server.db
-        row = db.scalar(select(Token).where(Token.token_hash == token_hash(refresh_token),
-                                            Token.kind == TokenKind.REFRESH_TOKEN))
+        row = db.scalar(
+            select(Token).where(
+                Token.token_hash == token_hash(refresh_token), Token.kind == TokenKind.REFRESH_TOKEN
+            )
+        )
         if row is None:
             return None
         client = getattr(self.request, "client", None)
@@ -270,8 +283,8 @@ class RefreshTokenGrant(_CheckedClientAuth, grants.RefreshTokenGrant):  # type: 
             log.warning("refresh token reuse detected; revoking grant %s", grant_id)
             with lock_contention_is_retryable(db):
                 self.server.provider.terminate_now(
-                    by_grant(grant_id), reason="refresh token reuse detected",
-                    initiator="token endpoint")
+                    by_grant(grant_id), reason="refresh token reuse detected", initiator="token endpoint"
+                )
         db.rollback()
 
     def authenticate_user(self, refresh_token: Token) -> EndUser | None:
@@ -284,8 +297,11 @@ class RefreshTokenGrant(_CheckedClientAuth, grants.RefreshTokenGrant):  # type: 
         """Nothing left to do: :meth:`authenticate_refresh_token` retired the token."""
 
 
-class ClientCredentialsGrant(_CheckedClientAuth, _RegisteredScopesOnly,  # type: ignore[misc]
-                             grants.ClientCredentialsGrant):
+class ClientCredentialsGrant(
+    _CheckedClientAuth,
+    _RegisteredScopesOnly,
+    grants.ClientCredentialsGrant,  # type: ignore[misc]
+):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
@@ -301,15 +317,23 @@ class OpenIDCode(oidc_grants.OpenIDCode):  # type: ignore[misc]
         # Runs inside Authlib's payload validation, so the error is redirected to the client.
         check_nonce(request)
         db = self.op_server.db
-        return db.scalar(select(AuthorizationCode.id).where(
-            AuthorizationCode.client_id == request.payload.client_id,
-            AuthorizationCode.nonce == nonce).limit(1)) is not None
+        return (
+            db.scalar(
+                select(AuthorizationCode.id)
+                .where(
+                    AuthorizationCode.client_id == request.payload.client_id, AuthorizationCode.nonce == nonce
+                )
+                .limit(1)
+            )
+            is not None
+        )
 
     def _key(self, client: Any):  # type: ignore[no-untyped-def]
         return self.op_server.provider.keyring.signing_key(self.get_client_algorithm(client))
 
     def resolve_client_private_key(self, client: Any) -> dict[str, Any]:
-        return self._key(client).key.export(private_key=True, as_dict=True)
+        exported: dict[str, Any] = self._key(client).key.export(private_key=True, as_dict=True)
+        return exported
 
     def get_client_algorithm(self, client: Any) -> str:
         return client.id_token_signed_response_alg or self.op_server.provider.settings.default_id_token_alg
@@ -321,11 +345,15 @@ class OpenIDCode(oidc_grants.OpenIDCode):  # type: ignore[misc]
     def get_client_claims(self, client: Any) -> dict[str, Any]:
         settings = self.op_server.provider.settings
         now = int(utcnow().timestamp())
-        return {"iss": settings.issuer, "aud": [client.get_client_id()], "iat": now,
-                "exp": now + settings.id_token_lifetime}
+        return {
+            "iss": settings.issuer,
+            "aud": [client.get_client_id()],
+            "iat": now,
+            "exp": now + settings.id_token_lifetime,
+        }
 
     def get_authorization_code_claims(self, authorization_code: AuthorizationCode) -> dict[str, Any]:
-        claims = super().get_authorization_code_claims(authorization_code)
+        claims: dict[str, Any] = super().get_authorization_code_claims(authorization_code)
         # Core 1.0 / Back-Channel §2.1: "sid (session ID) Claim used in ID Tokens and as a
         # parameter in the Logout Token" identifies the OP session to the RP.
         claims["sid"] = authorization_code.sid
@@ -345,11 +373,21 @@ def record_participation(db: Session, sid: str, client_id: str) -> None:
     values = dict(sid=sid, client_id=client_id, first_at=now, last_at=now)
     stmt: Any
     if dialect == "postgresql":
-        stmt = pg_insert(SessionParticipant).values(**values).on_conflict_do_update(
-            index_elements=["sid", "client_id"], set_={"last_at": now, "ended_at": None})
+        stmt = (
+            pg_insert(SessionParticipant)
+            .values(**values)
+            .on_conflict_do_update(
+                index_elements=["sid", "client_id"], set_={"last_at": now, "ended_at": None}
+            )
+        )
     else:
-        stmt = sqlite_insert(SessionParticipant).values(**values).on_conflict_do_update(
-            index_elements=["sid", "client_id"], set_={"last_at": now, "ended_at": None})
+        stmt = (
+            sqlite_insert(SessionParticipant)
+            .values(**values)
+            .on_conflict_do_update(
+                index_elements=["sid", "client_id"], set_={"last_at": now, "ended_at": None}
+            )
+        )
     db.execute(stmt)
 
 
@@ -369,33 +407,66 @@ def save_token(server: ServerContext, token: dict[str, Any], request: Any) -> No
         subject = grant.subject
     elif grant_type == "authorization_code":
         code: AuthorizationCode = request.authorization_code
-        grant = Grant(id=new_id(16), client_id=client_row.client_id, grant_type=grant_type,
-                      subject=code.subject, sid=code.sid, scope=scope,
-                      offline="offline_access" in scope.split() and "refresh_token" in token,
-                      credential_version=client_row.secret_version, created_at=now)
+        grant = Grant(
+            id=new_id(16),
+            client_id=client_row.client_id,
+            grant_type=grant_type,
+            subject=code.subject,
+            sid=code.sid,
+            scope=scope,
+            offline="offline_access" in scope.split() and "refresh_token" in token,
+            credential_version=client_row.secret_version,
+            created_at=now,
+        )
         db.add(grant)
         code.grant_id = grant.id
         sid, subject = code.sid, code.subject
     else:  # client_credentials
-        grant = Grant(id=new_id(16), client_id=client_row.client_id, grant_type=grant_type,
-                      subject=None, sid=None, scope=scope, offline=False,
-                      credential_version=client_row.secret_version, created_at=now)
+        grant = Grant(
+            id=new_id(16),
+            client_id=client_row.client_id,
+            grant_type=grant_type,
+            subject=None,
+            sid=None,
+            scope=scope,
+            offline=False,
+            credential_version=client_row.secret_version,
+            created_at=now,
+        )
         db.add(grant)
         sid, subject = None, None
     db.flush()
     access = token.get("access_token")
     if access:
-        db.add(Token(token_hash=token_hash(access), kind=TokenKind.ACCESS_TOKEN, grant_id=grant.id,
-                     client_id=client_row.client_id, subject=subject, sid=sid, scope=scope,
-                     issued_at=now,
-                     expires_at=now + dt.timedelta(seconds=int(token.get("expires_in") or
-                                                                settings.access_token_lifetime))))
+        db.add(
+            Token(
+                token_hash=token_hash(access),
+                kind=TokenKind.ACCESS_TOKEN,
+                grant_id=grant.id,
+                client_id=client_row.client_id,
+                subject=subject,
+                sid=sid,
+                scope=scope,
+                issued_at=now,
+                expires_at=now
+                + dt.timedelta(seconds=int(token.get("expires_in") or settings.access_token_lifetime)),
+            )
+        )
     refresh = token.get("refresh_token")
     if refresh:
-        db.add(Token(token_hash=token_hash(refresh), kind=TokenKind.REFRESH_TOKEN, grant_id=grant.id,
-                     client_id=client_row.client_id, subject=subject, sid=sid, scope=scope,
-                     issued_at=now,
-                     expires_at=now + dt.timedelta(seconds=settings.refresh_token_lifetime)))
+        db.add(
+            Token(
+                token_hash=token_hash(refresh),
+                kind=TokenKind.REFRESH_TOKEN,
+                grant_id=grant.id,
+                client_id=client_row.client_id,
+                subject=subject,
+                sid=sid,
+                scope=scope,
+                issued_at=now,
+                expires_at=now + dt.timedelta(seconds=settings.refresh_token_lifetime),
+            )
+        )
     db.flush()
 
 

@@ -15,7 +15,6 @@ from ..tokens import token_hash
 from .client import check_client_credentials_syntax
 
 
-
 class HashedTokenLookup:
     """Mixin for Authlib's token endpoints registered on a :class:`ServerContext`."""
 

@@ -1,4 +1,4 @@
-"""The delivery dispatcher: claims due outbox rows and delivers them in parallel.
+r"""The delivery dispatcher: claims due outbox rows and delivers them in parallel.
 
 Embedded mode (the default): one :class:`Dispatcher` per OP process runs a background thread
 that polls the outbox (every ``poll_interval`` seconds, immediately when :meth:`kick`-ed and
@@ -113,10 +113,18 @@ def default_owner() -> str:
 class Dispatcher:
     """In-process delivery of back-channel logout notifications (see module docstring)."""
 
-    def __init__(self, session_factory: SessionFactory, keyring: KeyRing, settings: Settings,
-                 owner: str | None = None, *, on_result: OnResult | None = None,
-                 http: requests.Session | None = None, poll_interval: float = 0.5,
-                 recheck_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        session_factory: SessionFactory,
+        keyring: KeyRing,
+        settings: Settings,
+        owner: str | None = None,
+        *,
+        on_result: OnResult | None = None,
+        http: requests.Session | None = None,
+        poll_interval: float = 0.5,
+        recheck_interval: float = 0.5,
+    ) -> None:
         self.session_factory = session_factory
         self.keyring = keyring
         self.settings = settings
@@ -126,8 +134,10 @@ class Dispatcher:
         self.recheck_interval = recheck_interval
         self._own_http = http is None
         self.http = http or make_session(
-            concurrency=settings.delivery_concurrency, dev_mode=settings.dev_mode,
-            allowlist=settings.address_allowlist)
+            concurrency=settings.delivery_concurrency,
+            dev_mode=settings.dev_mode,
+            allowlist=settings.address_allowlist,
+        )
         self._concurrency = max(1, settings.delivery_concurrency)
         #: Claims held at once (running + queued); more would only hold leases idle.
         self._capacity = self._concurrency * 2
@@ -138,8 +148,9 @@ class Dispatcher:
         self._rec_lock = threading.Lock()
         self._rec_queue: list[_PendingResult] = []
         self._rec_busy = False
-        self._executor = ThreadPoolExecutor(max_workers=self._concurrency,
-                                            thread_name_prefix="oidc-logout-delivery")
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._concurrency, thread_name_prefix="oidc-logout-delivery"
+        )
         self._cond = threading.Condition()
         self._final: OrderedDict[int, str] = OrderedDict()
         self._inflight: dict[int, tuple[ClaimedDelivery, Future[str]]] = {}
@@ -159,6 +170,8 @@ class Dispatcher:
         self._running_client: Counter[str] = Counter()
         self._running_host: Counter[str] = Counter()
         self._parked: deque[ClaimedDelivery] = deque()
+        #: Clients whose retry just succeeded: the claim loop makes their waiting rows due.
+        self._recovered: set[str] = set()
         #: Per-client retry token buckets: client_id -> (tokens, last refill, monotonic).
         self._retries: dict[str, tuple[float, float]] = {}
         #: How long a claim over a bound waits in the outbox before it is claimed again.
@@ -174,8 +187,7 @@ class Dispatcher:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stopping.clear()
-        self._thread = threading.Thread(target=self.run_forever, name="oidc-logout-dispatcher",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.run_forever, name="oidc-logout-dispatcher", daemon=True)
         self._thread.start()
 
     def kick(self) -> None:
@@ -246,6 +258,7 @@ class Dispatcher:
         return delay
 
     def _cycle(self) -> int:
+        self._resume_recovered()
         with self._cond:
             free = self._capacity - len(self._inflight)
             if self._next_due is not None and self._next_due <= time.monotonic():
@@ -254,8 +267,9 @@ class Dispatcher:
         if free <= 0:
             return 0
         limit = min(self.settings.delivery_batch_size, free)
-        claims = outbox.claim_due(self.session_factory, self.owner, limit,
-                                  self.settings.delivery_lease_seconds)
+        claims = outbox.claim_due(
+            self.session_factory, self.owner, limit, self.settings.delivery_lease_seconds
+        )
         self._submit(claims)
         self._saturated = len(claims) >= free
         return len(claims)
@@ -268,8 +282,9 @@ class Dispatcher:
         id_list = list(ids)
         if not id_list or self._closed:
             return []
-        claims = outbox.claim_due(self.session_factory, self.owner, len(id_list),
-                                  self.settings.delivery_lease_seconds, ids=id_list)
+        claims = outbox.claim_due(
+            self.session_factory, self.owner, len(id_list), self.settings.delivery_lease_seconds, ids=id_list
+        )
         self._submit(claims)
         return [c.id for c in claims]
 
@@ -285,8 +300,9 @@ class Dispatcher:
         for _round in range(10_000):  # bounded; each round makes progress or ends
             futures: list[Future[str]] = []
             for _ in range(10_000):  # bounded: quickly re-due retries cannot loop forever
-                claims = outbox.claim_due(self.session_factory, self.owner, batch,
-                                          self.settings.delivery_lease_seconds)
+                claims = outbox.claim_due(
+                    self.session_factory, self.owner, batch, self.settings.delivery_lease_seconds
+                )
                 futures.extend(self._submit(claims))
                 if len(claims) < batch:
                     break
@@ -377,8 +393,10 @@ class Dispatcher:
                     # A client's retries are bounded: a failing RP is not hammered, whatever
                     # number of rows (sessions) it has. The row waits; nothing is dropped.
                     defer.setdefault(round(wait_budget, 3), []).append(c)
-                elif (self._running_client[c.client_id] < self._per_client
-                      and self._running_host[host] < self._per_host):
+                elif (
+                    self._running_client[c.client_id] < self._per_client
+                    and self._running_host[host] < self._per_host
+                ):
                     if self._running_total >= self._concurrency:
                         keep.append(c)  # only the pool is full: next free thread takes it
                         continue
@@ -388,8 +406,7 @@ class Dispatcher:
                     if c.attempts:
                         self._spend_retry(c.client_id, now)
                     start.append((c, entry[1]))
-                elif (waiting_client[c.client_id] < self._per_client
-                      and waiting_host[host] < self._per_host):
+                elif waiting_client[c.client_id] < self._per_client and waiting_host[host] < self._per_host:
                     waiting_client[c.client_id] += 1
                     waiting_host[host] += 1
                     keep.append(c)
@@ -419,8 +436,9 @@ class Dispatcher:
             outbox.defer(self.session_factory, claims, self.owner, until)
         except Exception:  # the leases expire instead; the rows are not lost
             logger.exception("deferring %d claims failed", len(claims))
-        logger.debug("%s deferred %d claims by %.2f s (per-client/per-host bounds)",
-                     self.owner, len(claims), delay)
+        logger.debug(
+            "%s deferred %d claims by %.2f s (per-client/per-host bounds)", self.owner, len(claims), delay
+        )
         with self._cond:
             for c in claims:
                 entry = self._inflight.pop(c.id, None)
@@ -434,14 +452,18 @@ class Dispatcher:
         """A retry of ``client_id`` succeeded: its retry budget is full again and its waiting
         rows become due now (the RP is back: deliver its backlog, don't sit out backoffs)."""
         with self._cond:
-            had_budget_log = self._retries.pop(client_id, None) is not None
-        try:
-            resumed = outbox.resume_client(self.session_factory, client_id, utcnow())
-        except Exception:  # the rows come due at their own time instead
-            logger.exception("resuming deliveries of a recovered client failed")
-            return
-        if resumed or had_budget_log:
-            self._wake.set()
+            self._retries.pop(client_id, None)
+            self._recovered.add(client_id)
+        self._wake.set()  # the claim loop resumes its rows (one writer fewer per success)
+
+    def _resume_recovered(self) -> None:
+        with self._cond:
+            recovered, self._recovered = self._recovered, set()
+        for client_id in recovered:
+            try:
+                outbox.resume_client(self.session_factory, client_id, utcnow())
+            except Exception:  # the rows come due at their own time instead
+                logger.exception("resuming deliveries of a recovered client failed")
 
     def _release_slots(self, c: ClaimedDelivery) -> None:
         host = target_host(c.target_uri)
@@ -473,13 +495,18 @@ class Dispatcher:
         try:
             try:
                 result = attempt_delivery(
-                    self.http, self.keyring, self.settings, client_id=claimed.client_id,
-                    target_uri=claimed.target_uri, sid=claimed.sid, sub=claimed.subject,
-                    alg=claimed.alg)
+                    self.http,
+                    self.keyring,
+                    self.settings,
+                    client_id=claimed.client_id,
+                    target_uri=claimed.target_uri,
+                    sid=claimed.sid,
+                    sub=claimed.subject,
+                    alg=claimed.alg,
+                )
             except Exception as exc:  # a bug must not lose the row: record it as a retry
                 logger.exception("delivery %s: attempt crashed", claimed.id)
-                result = AttemptResult(RETRY, None, f"internal error: {type(exc).__name__}",
-                                       None, 0, None)
+                result = AttemptResult(RETRY, None, f"internal error: {type(exc).__name__}", None, 0, None)
             try:
                 state, next_at = self._record(claimed, result)
             except Exception:
@@ -509,8 +536,7 @@ class Dispatcher:
                 logger.exception("on_result hook failed")
         return state
 
-    def _record(self, claimed: ClaimedDelivery,
-                result: AttemptResult) -> tuple[str, dt.datetime | None]:
+    def _record(self, claimed: ClaimedDelivery, result: AttemptResult) -> tuple[str, dt.datetime | None]:
         """Record one result by group commit; returns ``(state, next_attempt_at)`` once it is
         committed (or :data:`.outbox.LOST`), raises if writing it failed.
 
@@ -563,12 +589,14 @@ class Dispatcher:
         items = [(it.claimed, it.result) for it in batch]
         for attempt in (1, 2):
             try:
-                outcomes = outbox.record_results(self.session_factory, items, self.owner,
-                                                 self.settings)
+                outcomes = outbox.record_results(self.session_factory, items, self.owner, self.settings)
             except Exception as exc:
                 if attempt == 1:
-                    logger.warning("recording %d delivery results failed (%s); retrying once",
-                                   len(items), type(exc).__name__)
+                    logger.warning(
+                        "recording %d delivery results failed (%s); retrying once",
+                        len(items),
+                        type(exc).__name__,
+                    )
                     continue
                 for it in batch:
                     it.error = exc

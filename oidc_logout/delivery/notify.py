@@ -61,8 +61,7 @@ class Listener:
                             self._on_notify()
                 finally:
                     raw.close()
-            except Exception as exc:  # noqa: BLE001 - polling still delivers; retry listening
-                logger.warning("LISTEN %s failed (%s); retrying in %.1fs", CHANNEL,
-                               type(exc).__name__, delay)
+            except Exception as exc:
+                logger.warning("LISTEN %s failed (%s); retrying in %.1fs", CHANNEL, type(exc).__name__, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 10.0)

@@ -49,25 +49,36 @@ from sqlalchemy.orm import Session
 from ..backchannel.request import AttemptResult
 from ..config import Settings
 from ..storage.base import UTCDateTime, utcnow
-from ..vocabulary import AttemptOutcome, Channel, DeliveryState, sql_literal
 from ..storage.models import (
     BACKCHANNEL,
     DEAD,
     DELIVERED,
     FAILED,
     FINAL_STATES,
-    PENDING_BACKCHANNEL_PREDICATE,
     IN_FLIGHT,
     PENDING,
+    PENDING_BACKCHANNEL_PREDICATE,
     Client,
     Delivery,
     DeliveryAttempt,
 )
+from ..vocabulary import AttemptOutcome, Channel, DeliveryState, sql_literal
 from . import policy
 
-__all__ = ["LOST", "ClaimedDelivery", "claim_due", "defer", "final_states", "list_deliveries",
-           "record_result", "record_result_detail", "record_results", "release", "retry_now",
-           "summary"]
+__all__ = [
+    "LOST",
+    "ClaimedDelivery",
+    "claim_due",
+    "defer",
+    "final_states",
+    "list_deliveries",
+    "record_result",
+    "record_result_detail",
+    "record_results",
+    "release",
+    "retry_now",
+    "summary",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -99,28 +110,36 @@ def _claimable(now: dt.datetime) -> Any:
         Delivery.channel == BACKCHANNEL,
         or_(
             and_(Delivery.state == PENDING, Delivery.next_attempt_at <= now),
-            and_(Delivery.state == IN_FLIGHT,
-                 or_(Delivery.lease_until.is_(None), Delivery.lease_until < now)),
+            and_(
+                Delivery.state == IN_FLIGHT, or_(Delivery.lease_until.is_(None), Delivery.lease_until < now)
+            ),
         ),
     )
 
 
-def _snapshots(db: Session, owner: str, lease_until: dt.datetime,
-               ids: Sequence[int]) -> list[ClaimedDelivery]:
+def _snapshots(
+    db: Session, owner: str, lease_until: dt.datetime, ids: Sequence[int]
+) -> list[ClaimedDelivery]:
     if not ids:
         return []
     rows = db.execute(
         select(Delivery, Client.id_token_signed_response_alg)
         .join(Client, Client.client_id == Delivery.client_id)
-        .where(Delivery.id.in_(ids), Delivery.lease_owner == owner,
-               Delivery.lease_until == lease_until)
+        .where(Delivery.id.in_(ids), Delivery.lease_owner == owner, Delivery.lease_until == lease_until)
         .order_by(Delivery.id)
     ).all()
     return [
         ClaimedDelivery(
-            id=d.id, client_id=d.client_id, sid=d.sid, subject=d.subject,
-            target_uri=d.target_uri, alg=alg or "RS256", attempts=d.attempts,
-            created_at=d.created_at, termination_id=d.termination_id, lease_until=d.lease_until,
+            id=d.id,
+            client_id=d.client_id,
+            sid=d.sid,
+            subject=d.subject,
+            target_uri=d.target_uri,
+            alg=alg or "RS256",
+            attempts=d.attempts,
+            created_at=d.created_at,
+            termination_id=d.termination_id,
+            lease_until=d.lease_until,
         )
         for d, alg in rows
     ]
@@ -128,8 +147,17 @@ def _snapshots(db: Session, owner: str, lease_until: dt.datetime,
 
 _T = cast(Table, Delivery.__table__)
 _A = cast(Table, DeliveryAttempt.__table__)
-_SNAPSHOT_COLUMNS = (_T.c.id, _T.c.client_id, _T.c.sid, _T.c.subject, _T.c.target_uri,
-                     _T.c.attempts, _T.c.created_at, _T.c.termination_id, _T.c.lease_until)
+_SNAPSHOT_COLUMNS = (
+    _T.c.id,
+    _T.c.client_id,
+    _T.c.sid,
+    _T.c.subject,
+    _T.c.target_uri,
+    _T.c.attempts,
+    _T.c.created_at,
+    _T.c.termination_id,
+    _T.c.lease_until,
+)
 
 
 def _returned_snapshots(db: Session, rows: Sequence[Any]) -> list[ClaimedDelivery]:
@@ -139,30 +167,48 @@ def _returned_snapshots(db: Session, rows: Sequence[Any]) -> list[ClaimedDeliver
     if not rows:
         return []
     client_ids = sorted({r.client_id for r in rows})
-    algs = dict(db.execute(
-        select(Client.client_id, Client.id_token_signed_response_alg)
-        .where(Client.client_id.in_(client_ids))).all())
-    return sorted((
-        ClaimedDelivery(
-            id=r.id, client_id=r.client_id, sid=r.sid, subject=r.subject,
-            target_uri=r.target_uri, alg=algs[r.client_id] or "RS256", attempts=r.attempts,
-            created_at=r.created_at, termination_id=r.termination_id, lease_until=r.lease_until,
-        )
-        for r in rows if r.client_id in algs), key=lambda c: c.id)
+    algs = dict(
+        db.execute(
+            select(Client.client_id, Client.id_token_signed_response_alg).where(
+                Client.client_id.in_(client_ids)
+            )
+        ).all()
+    )
+    return sorted(
+        (
+            ClaimedDelivery(
+                id=r.id,
+                client_id=r.client_id,
+                sid=r.sid,
+                subject=r.subject,
+                target_uri=r.target_uri,
+                alg=algs[r.client_id] or "RS256",
+                attempts=r.attempts,
+                created_at=r.created_at,
+                termination_id=r.termination_id,
+                lease_until=r.lease_until,
+            )
+            for r in rows
+            if r.client_id in algs
+        ),
+        key=lambda c: c.id,
+    )
 
 
 def _due_pending(now: dt.datetime) -> Any:
     """Due pending back-channel rows: exactly the predicate of ``ix_delivery_pending_due``
     (a partial index on ``(next_attempt_at, id)``), so the ordered ``LIMIT`` reads the index."""
-    return and_(Delivery.state == PENDING, Delivery.channel == BACKCHANNEL,
-                Delivery.next_attempt_at <= now)
+    return and_(Delivery.state == PENDING, Delivery.channel == BACKCHANNEL, Delivery.next_attempt_at <= now)
 
 
 def _lease_expired(now: dt.datetime) -> Any:
     """In-flight rows whose lease expired (few: at most the claims held by all workers; the
     ``state`` prefix of ``ix_delivery_due`` finds them)."""
-    return and_(Delivery.state == IN_FLIGHT, Delivery.channel == BACKCHANNEL,
-                or_(Delivery.lease_until.is_(None), Delivery.lease_until < now))
+    return and_(
+        Delivery.state == IN_FLIGHT,
+        Delivery.channel == BACKCHANNEL,
+        or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+    )
 
 
 # -- PostgreSQL: one statement per claim and per batch of results -------------------------
@@ -252,32 +298,53 @@ def _pg_engine(session_factory: SessionFactory) -> Engine | None:
     return None
 
 
-def _pg_claim(engine: Engine, owner: str, limit: int, now: dt.datetime,
-              lease_until: dt.datetime, id_list: list[int] | None) -> list[ClaimedDelivery]:
+def _pg_claim(
+    engine: Engine,
+    owner: str,
+    limit: int,
+    now: dt.datetime,
+    lease_until: dt.datetime,
+    id_list: list[int] | None,
+) -> list[ClaimedDelivery]:
     params: dict[str, Any] = dict(now=now, lease_until=lease_until, lim=limit, owner=owner)
     if id_list is not None:
         params["ids"] = id_list
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         rows = conn.execute(_PG_CLAIM_STMTS[id_list is not None], params).all()
-    return sorted((
-        ClaimedDelivery(
-            id=r.id, client_id=r.client_id, sid=r.sid, subject=r.subject,
-            target_uri=r.target_uri, alg=r.alg or "RS256", attempts=r.attempts,
-            created_at=r.created_at, termination_id=r.termination_id, lease_until=r.lease_until,
-        )
-        for r in rows), key=lambda c: c.id)
+    return sorted(
+        (
+            ClaimedDelivery(
+                id=r.id,
+                client_id=r.client_id,
+                sid=r.sid,
+                subject=r.subject,
+                target_uri=r.target_uri,
+                alg=r.alg or "RS256",
+                attempts=r.attempts,
+                created_at=r.created_at,
+                termination_id=r.termination_id,
+                lease_until=r.lease_until,
+            )
+            for r in rows
+        ),
+        key=lambda c: c.id,
+    )
 
 
-def _pg_record(engine: Engine, items: Sequence[tuple[ClaimedDelivery, AttemptResult]],
-               plans: Sequence[tuple[str, str, dict[str, Any], dt.datetime | None]],
-               owner: str) -> set[int]:
+def _pg_record(
+    engine: Engine,
+    items: Sequence[tuple[ClaimedDelivery, AttemptResult]],
+    plans: Sequence[tuple[str, str, dict[str, Any], dt.datetime | None]],
+    owner: str,
+) -> set[int]:
     """Indexes of ``items`` whose fence held (and whose attempt row was inserted). One
     parameter array per column (``unnest``): the statement text is the same whatever the
     batch size."""
     results = [r for _c, r in items]
     values = [p[2] for p in plans]
     params: dict[str, Any] = {
-        "owner": owner, "worker": owner[:64],
+        "owner": owner,
+        "worker": owner[:64],
         "ids": [c.id for c, _r in items],
         "lease": [c.lease_until for c, _r in items],
         "states": [v["state"] for v in values],
@@ -296,8 +363,13 @@ def _pg_record(engine: Engine, items: Sequence[tuple[ClaimedDelivery, AttemptRes
     return {n for n, (c, _r) in enumerate(items) if c.id in hit}
 
 
-def claim_due(session_factory: SessionFactory, owner: str, limit: int, lease_seconds: int,
-              ids: Iterable[int] | None = None) -> list[ClaimedDelivery]:
+def claim_due(
+    session_factory: SessionFactory,
+    owner: str,
+    limit: int,
+    lease_seconds: int,
+    ids: Iterable[int] | None = None,
+) -> list[ClaimedDelivery]:
     """Claim up to ``limit`` due back-channel rows (only among ``ids`` if given) for ``owner``
     for ``lease_seconds``, in one short committed transaction. Attempts are not counted yet
     (that happens when the result is recorded). Rows whose lease expired come first (they
@@ -329,24 +401,29 @@ def claim_due(session_factory: SessionFactory, owner: str, limit: int, lease_sec
             # transaction.) Locked rows belong to another claimer right now: skip them.
             # Expired leases first (rare; a crashed worker's rows), then due pending rows
             # through the partial index (the OR of the two never could use an index).
-            picked = list(db.scalars(pick(_lease_expired(now), limit)
-                                     .with_for_update(skip_locked=True)).all())
+            picked = list(
+                db.scalars(pick(_lease_expired(now), limit).with_for_update(skip_locked=True)).all()
+            )
             if len(picked) < limit:
-                picked += db.scalars(pick(_due_pending(now), limit - len(picked))
-                                     .with_for_update(skip_locked=True)).all()
+                picked += db.scalars(
+                    pick(_due_pending(now), limit - len(picked)).with_for_update(skip_locked=True)
+                ).all()
             if not picked:
                 return []
             rows = db.execute(
-                update(_T).where(_T.c.id.in_(picked)).values(**claim_values)
-                .returning(*_SNAPSHOT_COLUMNS)).all()
+                update(_T).where(_T.c.id.in_(picked)).values(**claim_values).returning(*_SNAPSHOT_COLUMNS)
+            ).all()
             claimed = _returned_snapshots(db, rows)
         elif dialect.update_returning:
             # One atomic statement: SQLite holds the write lock for the whole UPDATE, so the
             # re-check of the claimable condition in its WHERE is the compare-and-set.
             cond = _claimable(now)
             rows = db.execute(
-                update(_T).where(_T.c.id.in_(pick(cond, limit).correlate(None)), cond)
-                .values(**claim_values).returning(*_SNAPSHOT_COLUMNS)).all()
+                update(_T)
+                .where(_T.c.id.in_(pick(cond, limit).correlate(None)), cond)
+                .values(**claim_values)
+                .returning(*_SNAPSHOT_COLUMNS)
+            ).all()
             claimed = _returned_snapshots(db, rows)
         else:
             cond = _claimable(now)
@@ -355,7 +432,8 @@ def claim_due(session_factory: SessionFactory, owner: str, limit: int, lease_sec
             for row_id in candidates:
                 # Compare-and-set: only if the row is still claimable right now.
                 res = db.execute(
-                    update(Delivery).where(Delivery.id == row_id, _claimable(now))
+                    update(Delivery)
+                    .where(Delivery.id == row_id, _claimable(now))
                     .values(**claim_values)
                     .execution_options(synchronize_session=False)
                 )
@@ -367,23 +445,36 @@ def claim_due(session_factory: SessionFactory, owner: str, limit: int, lease_sec
     return claimed
 
 
-def record_result(session_factory: SessionFactory, claimed: ClaimedDelivery,
-                  result: AttemptResult, owner: str, settings: Settings,
-                  *, now: dt.datetime | None = None) -> str:
+def record_result(
+    session_factory: SessionFactory,
+    claimed: ClaimedDelivery,
+    result: AttemptResult,
+    owner: str,
+    settings: Settings,
+    *,
+    now: dt.datetime | None = None,
+) -> str:
     """Write one attempt and the row's next state, in one transaction, only if the row is
     still leased by ``owner`` under this claim. Returns the new state, or :data:`LOST`."""
     return record_result_detail(session_factory, claimed, result, owner, settings, now=now)[0]
 
 
-def record_result_detail(session_factory: SessionFactory, claimed: ClaimedDelivery,
-                         result: AttemptResult, owner: str, settings: Settings,
-                         *, now: dt.datetime | None = None) -> tuple[str, dt.datetime | None]:
+def record_result_detail(
+    session_factory: SessionFactory,
+    claimed: ClaimedDelivery,
+    result: AttemptResult,
+    owner: str,
+    settings: Settings,
+    *,
+    now: dt.datetime | None = None,
+) -> tuple[str, dt.datetime | None]:
     """:func:`record_result` that also returns the ``next_attempt_at`` of a retry."""
     return record_results(session_factory, [(claimed, result)], owner, settings, now=now)[0]
 
 
-def _plan(claimed: ClaimedDelivery, result: AttemptResult, settings: Settings,
-          now: dt.datetime) -> tuple[DeliveryState, AttemptOutcome, dict[str, Any], dt.datetime | None]:
+def _plan(
+    claimed: ClaimedDelivery, result: AttemptResult, settings: Settings, now: dt.datetime
+) -> tuple[DeliveryState, AttemptOutcome, dict[str, Any], dt.datetime | None]:
     """(new state, attempt outcome, column values, next_attempt_at) of one attempt's result."""
     attempts = claimed.attempts + 1
     next_at: dt.datetime | None = None
@@ -393,16 +484,24 @@ def _plan(claimed: ClaimedDelivery, result: AttemptResult, settings: Settings,
         state, outcome = DeliveryState.DELIVERED, AttemptOutcome.DELIVERED
     elif result.outcome == AttemptOutcome.FAILED:
         state, outcome = DeliveryState.FAILED, AttemptOutcome.FAILED
-    elif policy.is_exhausted(attempts=attempts, created_at=claimed.created_at, now=now,
-                             max_attempts=settings.delivery_max_attempts,
-                             max_age=settings.delivery_max_age):
+    elif policy.is_exhausted(
+        attempts=attempts,
+        created_at=claimed.created_at,
+        now=now,
+        max_attempts=settings.delivery_max_attempts,
+        max_age=settings.delivery_max_age,
+    ):
         state, outcome = DeliveryState.DEAD, AttemptOutcome.DEAD
     else:
         state, outcome = DeliveryState.PENDING, AttemptOutcome.RETRY
         next_at = policy.next_attempt_at(
-            now=now, attempts=attempts, base=settings.delivery_backoff_base,
-            cap=settings.delivery_backoff_cap, retry_after=result.retry_after,
-            retry_after_cap=settings.delivery_retry_after_cap)
+            now=now,
+            attempts=attempts,
+            base=settings.delivery_backoff_base,
+            cap=settings.delivery_backoff_cap,
+            retry_after=result.retry_after,
+            retry_after_cap=settings.delivery_retry_after_cap,
+        )
     values: dict[str, Any] = {
         "state": state,
         "attempts": attempts,
@@ -417,10 +516,14 @@ def _plan(claimed: ClaimedDelivery, result: AttemptResult, settings: Settings,
     return state, outcome, values, next_at
 
 
-def record_results(session_factory: SessionFactory,
-                   items: Sequence[tuple[ClaimedDelivery, AttemptResult]], owner: str,
-                   settings: Settings, *, now: dt.datetime | None = None,
-                   ) -> list[tuple[str, dt.datetime | None]]:
+def record_results(
+    session_factory: SessionFactory,
+    items: Sequence[tuple[ClaimedDelivery, AttemptResult]],
+    owner: str,
+    settings: Settings,
+    *,
+    now: dt.datetime | None = None,
+) -> list[tuple[str, dt.datetime | None]]:
     """Record the results of several attempts in ONE transaction; per item, exactly what
     :func:`record_result_detail` does: the row's next state is written only if the row is
     still ``in_flight`` under this claim (same owner, same ``lease_until`` - the fencing
@@ -443,16 +546,19 @@ def record_results(session_factory: SessionFactory,
         if n in won:
             out.append((plans[n][0], plans[n][3]))
         else:
-            logger.warning("delivery %s: lease lost by %s before its result (%s) was recorded",
-                           c.id, owner, r.outcome)
+            logger.warning(
+                "delivery %s: lease lost by %s before its result (%s) was recorded", c.id, owner, r.outcome
+            )
             out.append((LOST, None))
     return out
 
 
-def _record_generic(session_factory: SessionFactory,
-                    items: Sequence[tuple[ClaimedDelivery, AttemptResult]],
-                    plans: Sequence[tuple[str, str, dict[str, Any], dt.datetime | None]],
-                    owner: str) -> set[int]:
+def _record_generic(
+    session_factory: SessionFactory,
+    items: Sequence[tuple[ClaimedDelivery, AttemptResult]],
+    plans: Sequence[tuple[str, str, dict[str, Any], dt.datetime | None]],
+    owner: str,
+) -> set[int]:
     """One transaction: per group of rows that end the same way under the same claim, one
     fenced ``UPDATE ... RETURNING id`` (per-row UPDATEs where RETURNING is unsupported),
     then one multi-row INSERT of the attempts of the rows so written."""
@@ -464,41 +570,53 @@ def _record_generic(session_factory: SessionFactory,
         returning = db.get_bind().dialect.update_returning
         for (lease_until, _), members in groups.items():
             values = plans[members[0]][2]
-            fence = and_(_T.c.state == IN_FLIGHT, _T.c.lease_owner == owner,
-                         _T.c.lease_until == lease_until)
+            fence = and_(_T.c.state == IN_FLIGHT, _T.c.lease_owner == owner, _T.c.lease_until == lease_until)
             if returning:
                 ids = {items[n][0].id for n in members}
-                hit = set(db.execute(
-                    update(_T).where(_T.c.id.in_(ids), fence).values(**values)
-                    .returning(_T.c.id)).scalars())
+                hit = set(
+                    db.execute(
+                        update(_T).where(_T.c.id.in_(ids), fence).values(**values).returning(_T.c.id)
+                    ).scalars()
+                )
                 won.update(n for n in members if items[n][0].id in hit)
             else:
                 for n in members:
-                    res = db.execute(update(_T).where(_T.c.id == items[n][0].id, fence)
-                                     .values(**values))
+                    res = db.execute(update(_T).where(_T.c.id == items[n][0].id, fence).values(**values))
                     if res.rowcount == 1:  # type: ignore[attr-defined]
                         won.add(n)
         attempt_rows = [
-            dict(delivery_id=c.id, number=c.attempts + 1, started_at=r.started_at,
-                 duration_ms=r.duration_ms, http_status=r.http_status, outcome=plans[n][1],
-                 error=r.error, jti=r.jti, worker=owner[:64])
-            for n, (c, r) in enumerate(items) if n in won
+            dict(
+                delivery_id=c.id,
+                number=c.attempts + 1,
+                started_at=r.started_at,
+                duration_ms=r.duration_ms,
+                http_status=r.http_status,
+                outcome=plans[n][1],
+                error=r.error,
+                jti=r.jti,
+                worker=owner[:64],
+            )
+            for n, (c, r) in enumerate(items)
+            if n in won
         ]
         if attempt_rows:
             db.execute(insert(_A), attempt_rows)
     return won
 
 
-def release(session_factory: SessionFactory, claimed: Iterable[ClaimedDelivery],
-            owner: str) -> int:
+def release(session_factory: SessionFactory, claimed: Iterable[ClaimedDelivery], owner: str) -> int:
     """Give back claims that were never attempted (graceful shutdown): pending, due now."""
     n = 0
     with session_factory() as db, db.begin():
         for c in claimed:
             res = db.execute(
                 update(Delivery)
-                .where(Delivery.id == c.id, Delivery.state == IN_FLIGHT,
-                       Delivery.lease_owner == owner, Delivery.lease_until == c.lease_until)
+                .where(
+                    Delivery.id == c.id,
+                    Delivery.state == IN_FLIGHT,
+                    Delivery.lease_owner == owner,
+                    Delivery.lease_until == c.lease_until,
+                )
                 .values(state=PENDING, lease_owner=None, lease_until=None)
                 .execution_options(synchronize_session=False)
             )
@@ -506,8 +624,9 @@ def release(session_factory: SessionFactory, claimed: Iterable[ClaimedDelivery],
     return n
 
 
-def defer(session_factory: SessionFactory, claimed: Iterable[ClaimedDelivery], owner: str,
-          until: dt.datetime) -> int:
+def defer(
+    session_factory: SessionFactory, claimed: Iterable[ClaimedDelivery], owner: str, until: dt.datetime
+) -> int:
     """Give back claims that were not attempted because a per-client or per-host bound was
     reached (see :mod:`.dispatcher`): pending again, due at ``until``, attempt count unchanged.
     Fenced like a result (same owner and lease)."""
@@ -516,8 +635,12 @@ def defer(session_factory: SessionFactory, claimed: Iterable[ClaimedDelivery], o
         for c in claimed:
             res = db.execute(
                 update(Delivery)
-                .where(Delivery.id == c.id, Delivery.state == IN_FLIGHT,
-                       Delivery.lease_owner == owner, Delivery.lease_until == c.lease_until)
+                .where(
+                    Delivery.id == c.id,
+                    Delivery.state == IN_FLIGHT,
+                    Delivery.lease_owner == owner,
+                    Delivery.lease_until == c.lease_until,
+                )
                 .values(state=PENDING, lease_owner=None, lease_until=None, next_attempt_at=until)
                 .execution_options(synchronize_session=False)
             )
@@ -532,15 +655,19 @@ def resume_client(session_factory: SessionFactory, client_id: str, now: dt.datet
     with session_factory() as db, db.begin():
         res = db.execute(
             update(Delivery)
-            .where(Delivery.client_id == client_id, Delivery.channel == BACKCHANNEL,
-                   Delivery.state == PENDING, Delivery.next_attempt_at > now)
+            .where(
+                Delivery.client_id == client_id,
+                Delivery.channel == BACKCHANNEL,
+                Delivery.state == PENDING,
+                Delivery.next_attempt_at > now,
+            )
             .values(next_attempt_at=now)
-            .execution_options(synchronize_session=False))
+            .execution_options(synchronize_session=False)
+        )
         return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def retry_now(db: Session, states: Sequence[str] = (FAILED, DEAD),
-              ids: Iterable[int] | None = None) -> int:
+def retry_now(db: Session, states: Sequence[str] = (FAILED, DEAD), ids: Iterable[int] | None = None) -> int:
     """Operator-requested retry: matching back-channel rows go back to ``pending``, due now.
 
     ``attempts`` is kept (the attempt log numbers stay unique), so a row that went dead by
@@ -553,8 +680,9 @@ def retry_now(db: Session, states: Sequence[str] = (FAILED, DEAD),
     stmt = (
         update(Delivery)
         .where(Delivery.channel == BACKCHANNEL, Delivery.state.in_(allowed))
-        .values(state=PENDING, next_attempt_at=utcnow(), completed_at=None,
-                lease_owner=None, lease_until=None)
+        .values(
+            state=PENDING, next_attempt_at=utcnow(), completed_at=None, lease_owner=None, lease_until=None
+        )
         .execution_options(synchronize_session=False)
     )
     if ids is not None:
@@ -576,8 +704,9 @@ def summary(db: Session, channel: str | None = BACKCHANNEL) -> dict[str, int]:
     return counts
 
 
-def list_deliveries(db: Session, states: Sequence[str] | None = None, *,
-                    channel: str | None = BACKCHANNEL, limit: int = 100) -> list[Delivery]:
+def list_deliveries(
+    db: Session, states: Sequence[str] | None = None, *, channel: str | None = BACKCHANNEL, limit: int = 100
+) -> list[Delivery]:
     """Rows in ``states`` (all if None), oldest first, for the CLI and admin API."""
     q = select(Delivery).order_by(Delivery.id).limit(limit)
     if states:
@@ -592,6 +721,9 @@ def final_states(db: Session, ids: Iterable[int]) -> dict[int, str]:
     id_list = list(ids)
     if not id_list:
         return {}
-    rows = db.execute(select(Delivery.id, Delivery.state).where(
-        Delivery.id.in_(id_list), Delivery.state.in_(list(FINAL_STATES))))
-    return {i: s for i, s in rows}
+    rows = db.execute(
+        select(Delivery.id, Delivery.state).where(
+            Delivery.id.in_(id_list), Delivery.state.in_(list(FINAL_STATES))
+        )
+    )
+    return dict(rows.all())

@@ -22,8 +22,7 @@ class _Uniform(Protocol):
 _rng = random.SystemRandom()
 
 
-def backoff_delay(attempts: int, *, base: float, cap: float,
-                  rng: _Uniform | None = None) -> float:
+def backoff_delay(attempts: int, *, base: float, cap: float, rng: _Uniform | None = None) -> float:
     """Seconds to wait after the ``attempts``-th failed attempt (1-based), full jitter."""
     if attempts < 1:
         attempts = 1
@@ -34,8 +33,9 @@ def backoff_delay(attempts: int, *, base: float, cap: float,
     return (rng or _rng).uniform(0.0, ceiling)
 
 
-def is_exhausted(*, attempts: int, created_at: dt.datetime, now: dt.datetime,
-                 max_attempts: int, max_age: float) -> bool:
+def is_exhausted(
+    *, attempts: int, created_at: dt.datetime, now: dt.datetime, max_attempts: int, max_age: float
+) -> bool:
     """True when a failed delivery must go ``dead``: ``attempts`` (already counting the one
     that just failed) reached ``max_attempts``, or the row is ``max_age`` seconds old."""
     if attempts >= max_attempts:
@@ -43,9 +43,16 @@ def is_exhausted(*, attempts: int, created_at: dt.datetime, now: dt.datetime,
     return (now - created_at).total_seconds() >= max_age
 
 
-def next_attempt_at(*, now: dt.datetime, attempts: int, base: float, cap: float,
-                    retry_after: float | None = None, retry_after_cap: float | None = None,
-                    rng: _Uniform | None = None) -> dt.datetime:
+def next_attempt_at(
+    *,
+    now: dt.datetime,
+    attempts: int,
+    base: float,
+    cap: float,
+    retry_after: float | None = None,
+    retry_after_cap: float | None = None,
+    rng: _Uniform | None = None,
+) -> dt.datetime:
     """When to try again. An RP's ``Retry-After`` (429/503) wins over backoff, capped at
     ``retry_after_cap`` (a hostile RP must not park a delivery for a year)."""
     if retry_after is not None:

@@ -24,8 +24,8 @@ from sqlalchemy.orm import sessionmaker
 from ..config import Settings, settings_from_env
 from ..keys import KeyRing
 from ..storage.schema import make_engine
-from .notify import Listener
 from .dispatcher import Dispatcher, default_owner
+from .notify import Listener
 from .outbox import SessionFactory
 
 __all__ = ["Worker", "main", "run_worker"]
@@ -36,13 +36,21 @@ logger = logging.getLogger(__name__)
 class Worker:
     """A foreground claim-deliver-record loop with graceful shutdown on SIGTERM/SIGINT."""
 
-    def __init__(self, session_factory: SessionFactory, keyring: KeyRing, settings: Settings,
-                 owner: str | None = None, *, poll_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        session_factory: SessionFactory,
+        keyring: KeyRing,
+        settings: Settings,
+        owner: str | None = None,
+        *,
+        poll_interval: float = 0.5,
+    ) -> None:
         self.settings = settings
         self._session_factory = session_factory
         self.owner = (owner or default_owner())[:64]
-        self.dispatcher = Dispatcher(session_factory, keyring, settings, self.owner,
-                                     poll_interval=poll_interval)
+        self.dispatcher = Dispatcher(
+            session_factory, keyring, settings, self.owner, poll_interval=poll_interval
+        )
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
         """Stop claiming (safe to call from a signal handler)."""
@@ -69,8 +77,7 @@ class Worker:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if not finished:
-            logger.warning("worker %s: some attempts did not finish; their leases will expire",
-                           self.owner)
+            logger.warning("worker %s: some attempts did not finish; their leases will expire", self.owner)
         logger.info("worker %s exiting: %s", self.owner, dict(self.dispatcher.stats))
         return 0
 
@@ -81,8 +88,7 @@ def run_worker(settings: Settings | None = None) -> int:
     if not logging.getLogger().handlers:
         # ``oidc-logout worker`` reaches here without configuring logging: an operator must see
         # the start, the per-attempt outcomes and the shutdown summary on stderr.
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     listener = _log_off_thread()
     try:
         return _run(settings)
@@ -113,8 +119,9 @@ def _run(settings: Settings | None) -> int:
     settings = settings or settings_from_env()
     engine = make_engine(settings.database_url)
     if engine.dialect.name == "sqlite":
-        logger.warning("the standalone worker is meant for PostgreSQL; on SQLite prefer the "
-                       "embedded dispatcher")
+        logger.warning(
+            "the standalone worker is meant for PostgreSQL; on SQLite prefer the embedded dispatcher"
+        )
     factory = sessionmaker(engine, expire_on_commit=False)
     try:
         return Worker(factory, KeyRing(factory), settings).run()
@@ -123,8 +130,7 @@ def _run(settings: Settings | None) -> int:
 
 
 def main() -> int:  # ``python -m oidc_logout.delivery.worker``
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run_worker()
 
 

@@ -7,16 +7,21 @@ from typing import Any
 
 from flask import Flask
 
+from ..clients import load_clients, read_clients_file
 from ..config import Settings
 from ..flask import OIDCLogout
 from ..provider import Provider
-from ..clients import load_clients, read_clients_file
 from .users import DemoUsers
 
 
-def create_idp_app(settings: Settings, *, password: str = "wonderland",
-                   clients: list[dict[str, Any]] | None = None, secret_key: str | None = None,
-                   start_background: bool = True) -> Flask:
+def create_idp_app(
+    settings: Settings,
+    *,
+    password: str = "wonderland",
+    clients: list[dict[str, Any]] | None = None,
+    secret_key: str | None = None,
+    start_background: bool = True,
+) -> Flask:
     app = Flask("oidc_logout.demo.idp")
     app.secret_key = secret_key or secrets.token_urlsafe(32)
     app.config["SESSION_COOKIE_NAME"] = "op_csrf"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -13,9 +14,9 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 from flask import Flask, Response, redirect, request, session
-from werkzeug.wrappers import Response as BaseResponse
 from jwcrypto import jwt
 from markupsafe import escape
+from werkzeug.wrappers import Response as BaseResponse
 
 from ..rp import (
     DiscoveryClient,
@@ -27,6 +28,8 @@ from ..rp import (
     revoke_refresh_token,
 )
 from ..rp.flask import RPLogout
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,14 @@ class RPConfig:
 
     def client_metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
-            "client_id": self.client_id, "client_secret": self.client_secret,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
             "client_name": self.name,
             "redirect_uris": [f"{self.base_url}/callback"],
             "post_logout_redirect_uris": [f"{self.base_url}/logged-out"],
             "grant_types": ["authorization_code", "refresh_token"],
-            "response_types": ["code"], "scope": "openid profile email",
+            "response_types": ["code"],
+            "scope": "openid profile email",
             "token_endpoint_auth_method": "client_secret_basic",
         }
         if self.backchannel:
@@ -71,7 +76,9 @@ PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{tit
 def _page(title: str, body: str, status: int = 200) -> Response:
     resp = Response(PAGE.format(title=escape(title), body=body), status=status)
     resp.headers["Cache-Control"] = "no-store"
-    resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
+    resp.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
+    )
     return resp
 
 
@@ -100,20 +107,28 @@ def create_rp_app(cfg: RPConfig) -> Flask:
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     discovery = DiscoveryClient(cfg.issuer)
     keys = JWKSCache(discovery=discovery)
-    validator = LogoutTokenValidator(issuer=cfg.issuer, client_id=cfg.client_id, keys=keys,
-                                     allowed_algs=[ID_TOKEN_ALG])
-    rp = RPLogout(app, validator=validator, session_index=MemorySessionIndex(),
-                  session_store=MemorySessionStore(), frontchannel=cfg.frontchannel,
-                  frontchannel_session_required=True)
+    validator = LogoutTokenValidator(
+        issuer=cfg.issuer, client_id=cfg.client_id, keys=keys, allowed_algs=[ID_TOKEN_ALG]
+    )
+    rp = RPLogout(
+        app,
+        validator=validator,
+        session_index=MemorySessionIndex(),
+        session_store=MemorySessionStore(),
+        frontchannel=cfg.frontchannel,
+        frontchannel_session_required=True,
+    )
     http = requests.Session()
 
     @app.get("/")
     def home() -> BaseResponse:
         user = session.get("user")
         if user:
-            body = (f"<p>Signed in as <strong id='user'>{escape(user)}</strong> "
-                    f"(OP session <code>{escape(str(session.get('sid'))[:8])}…</code>).</p>"
-                    "<p><a href='/protected'>Protected page</a> · <a id='logout' href='/logout'>Sign out everywhere</a></p>")
+            body = (
+                f"<p>Signed in as <strong id='user'>{escape(user)}</strong> "
+                f"(OP session <code>{escape(str(session.get('sid'))[:8])}…</code>).</p>"
+                "<p><a href='/protected'>Protected page</a> · <a id='logout' href='/logout'>Sign out everywhere</a></p>"
+            )
         else:
             body = "<p id='anonymous'>Not signed in.</p><p><a id='login' href='/login'>Sign in</a></p>"
         return _page(cfg.name, body)
@@ -130,12 +145,22 @@ def create_rp_app(cfg: RPConfig) -> Flask:
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-        session["flow"] = {"verifier": verifier, "state": state, "nonce": nonce,
-                           "next": safe_next(request.args.get("next"))}
-        params = {"response_type": "code", "client_id": cfg.client_id,
-                  "redirect_uri": f"{cfg.base_url}/callback", "scope": "openid profile email",
-                  "state": state, "nonce": nonce, "code_challenge": challenge,
-                  "code_challenge_method": "S256"}
+        session["flow"] = {
+            "verifier": verifier,
+            "state": state,
+            "nonce": nonce,
+            "next": safe_next(request.args.get("next")),
+        }
+        params = {
+            "response_type": "code",
+            "client_id": cfg.client_id,
+            "redirect_uri": f"{cfg.base_url}/callback",
+            "scope": "openid profile email",
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
         return redirect(f"{meta.authorization_endpoint}?{urlencode(params)}")
 
     @app.get("/callback")
@@ -144,10 +169,17 @@ def create_rp_app(cfg: RPConfig) -> Flask:
         if not flow or request.args.get("state") != flow["state"] or "code" not in request.args:
             return _page(cfg.name, "<p>Sign-in failed: bad state or no code.</p>", 400)
         meta = discovery.get()
-        resp = http.post(meta.token_endpoint or f"{cfg.issuer}/token", data={
-            "grant_type": "authorization_code", "code": request.args["code"],
-            "redirect_uri": f"{cfg.base_url}/callback", "code_verifier": flow["verifier"]},
-            auth=(cfg.client_id, cfg.client_secret), timeout=10)
+        resp = http.post(
+            meta.token_endpoint or f"{cfg.issuer}/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": request.args["code"],
+                "redirect_uri": f"{cfg.base_url}/callback",
+                "code_verifier": flow["verifier"],
+            },
+            auth=(cfg.client_id, cfg.client_secret),
+            timeout=10,
+        )
         if resp.status_code != 200:
             return _page(cfg.name, "<p>Sign-in failed at the token endpoint.</p>", 400)
         tokens = resp.json()
@@ -156,10 +188,15 @@ def create_rp_app(cfg: RPConfig) -> Flask:
             # Core §3.1.3.7 step 7: the client's registered alg (RS256 when unspecified), never
             # the one the token names; the keys come from the same JWKS cache as for logout tokens.
             (key,) = keys.keys_for(header.get("kid"), ID_TOKEN_ALG)[:1]
-            claims = json.loads(jwt.JWT(jwt=tokens["id_token"], key=key, algs=[ID_TOKEN_ALG],
-                                        check_claims={"iss": cfg.issuer, "aud": cfg.client_id,
-                                                      "exp": None}).claims)
-        except Exception:  # noqa: BLE001 - any validation failure is a failed sign-in
+            claims = json.loads(
+                jwt.JWT(
+                    jwt=tokens["id_token"],
+                    key=key,
+                    algs=[ID_TOKEN_ALG],
+                    check_claims={"iss": cfg.issuer, "aud": cfg.client_id, "exp": None},
+                ).claims
+            )
+        except Exception:
             return _page(cfg.name, "<p>Sign-in failed: the ID token did not validate.</p>", 400)
         if claims.get("nonce") != flow["nonce"]:
             return _page(cfg.name, "<p>Sign-in failed: nonce mismatch.</p>", 400)
@@ -178,19 +215,29 @@ def create_rp_app(cfg: RPConfig) -> Flask:
         meta = discovery.get()
         if refresh_token:
             try:
-                revoke_refresh_token(meta, refresh_token, client_id=cfg.client_id,
-                                     client_secret=cfg.client_secret)
-            except Exception:  # noqa: BLE001 - the OP logout below revokes it anyway
-                pass
+                revoke_refresh_token(
+                    meta, refresh_token, client_id=cfg.client_id, client_secret=cfg.client_secret
+                )
+            except Exception:  # best effort: the OP's logout below ends the grant anyway
+                log.warning("revoking the refresh token at sign-out failed", exc_info=False)
         state = secrets.token_urlsafe(12)
-        return redirect(build_end_session_url(meta, id_token_hint=id_token,
-                                              post_logout_redirect_uri=f"{cfg.base_url}/logged-out",
-                                              state=state, client_id=cfg.client_id))
+        return redirect(
+            build_end_session_url(
+                meta,
+                id_token_hint=id_token,
+                post_logout_redirect_uri=f"{cfg.base_url}/logged-out",
+                state=state,
+                client_id=cfg.client_id,
+            )
+        )
 
     @app.get("/logged-out")
     def logged_out() -> BaseResponse:
         state = request.args.get("state", "")
-        return _page(cfg.name, f"<p id='logged-out'>Signed out.</p><p>state: <code id='state'>{escape(state)}</code></p>"
-                     "<p><a href='/'>Home</a></p>")
+        return _page(
+            cfg.name,
+            f"<p id='logged-out'>Signed out.</p><p>state: <code id='state'>{escape(state)}</code></p>"
+            "<p><a href='/'>Home</a></p>",
+        )
 
     return app

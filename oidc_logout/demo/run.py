@@ -23,41 +23,70 @@ SAMPLE_RPS = [
 
 
 def sample_rps(issuer: str, host: str, first_port: int) -> list[RPConfig]:
-    return [RPConfig(name=name, client_id=cid, client_secret=f"{cid}-secret-change-me",
-                     base_url=f"http://{host}:{first_port + i}", issuer=issuer,
-                     backchannel=back, frontchannel=front)
-            for i, (name, cid, back, front) in enumerate(SAMPLE_RPS)]
+    return [
+        RPConfig(
+            name=name,
+            client_id=cid,
+            client_secret=f"{cid}-secret-change-me",
+            base_url=f"http://{host}:{first_port + i}",
+            issuer=issuer,
+            backchannel=back,
+            frontchannel=front,
+        )
+        for i, (name, cid, back, front) in enumerate(SAMPLE_RPS)
+    ]
 
 
-def run_demo(*, host: str, port: int, database_url: str, password: str,
-             clients_file: str | None, dev: bool, rps: bool = True) -> int:
+def run_demo(
+    *,
+    host: str,
+    port: int,
+    database_url: str,
+    password: str,
+    clients_file: str | None,
+    dev: bool,
+    rps: bool = True,
+) -> int:
     if database_url.startswith("sqlite:///") and not database_url.startswith("sqlite:////"):
-        Path(database_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(database_url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     install_server_log_redaction()
     issuer = f"http://{host}:{port}"
     settings = settings_from_env().replace(issuer=issuer, database_url=database_url, dev_mode=dev)
     rp_configs = sample_rps(issuer, host, port + 1) if rps else []
     clients = [c.client_metadata() for c in rp_configs]
-    clients.append({"client_id": "demo-admin", "client_secret": "demo-admin-secret-change-me",
-                    "client_name": "Demo admin (termination API)", "grant_types": ["client_credentials"],
-                    "response_types": [], "scope": f"{settings.admin_scope} oidc_logout:introspect",
-                    "token_endpoint_auth_method": "client_secret_basic"})
+    clients.append(
+        {
+            "client_id": "demo-admin",
+            "client_secret": "demo-admin-secret-change-me",
+            "client_name": "Demo admin (termination API)",
+            "grant_types": ["client_credentials"],
+            "response_types": [],
+            "scope": f"{settings.admin_scope} oidc_logout:introspect",
+            "token_endpoint_auth_method": "client_secret_basic",
+        }
+    )
     if clients_file:
         clients.extend(read_clients_file(clients_file))
     idp = create_idp_app(settings, password=password, clients=clients)
     servers = [make_server(host, port, idp, threaded=True)]
-    servers += [make_server(host, int(c.base_url.rsplit(":", 1)[1]), create_rp_app(c), threaded=True)
-                for c in rp_configs]
+    servers += [
+        make_server(host, int(c.base_url.rsplit(":", 1)[1]), create_rp_app(c), threaded=True)
+        for c in rp_configs
+    ]
     if dev:
         print("Development mode is ON: http and loopback URIs are accepted (never use this in production).")
     print(f"Issuer:    {issuer}")
     print(f"Discovery: {issuer}/.well-known/openid-configuration")
     print(f"Users:     alice, bob   password: {password!r}")
     for c in rp_configs:
-        channels = " + ".join(x for x, on in (("back-channel", c.backchannel), ("front-channel", c.frontchannel)) if on)
+        channels = " + ".join(
+            x for x, on in (("back-channel", c.backchannel), ("front-channel", c.frontchannel)) if on
+        )
         print(f"RP {c.name:9} {c.base_url}   client_id={c.client_id} ({channels} logout)")
-    print("Admin API client: demo-admin / demo-admin-secret-change-me (client_credentials, "
-          f"scope {settings.admin_scope})")
+    print(
+        "Admin API client: demo-admin / demo-admin-secret-change-me (client_credentials, "
+        f"scope {settings.admin_scope})"
+    )
     print(json.dumps({"sample_client": rp_configs[0].client_metadata() if rp_configs else None}, indent=2))
     print("Sign in at each RP, then sign out at one: every RP session ends. Ctrl-C stops the demo.")
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]

@@ -42,4 +42,4 @@ class DemoUsers:
         return out
 
 
-__all__ = ["DemoUsers", "DEMO_USERS"]
+__all__ = ["DEMO_USERS", "DemoUsers"]

@@ -21,14 +21,18 @@ def wants_html() -> bool:
     return request.path.startswith(BROWSER_PATHS)
 
 
-def error_response(error: str, description: str, status: int,
-                   headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    error: str, description: str, status: int, headers: dict[str, str] | None = None
+) -> Response:
     if wants_html():
         nonce = secrets.token_urlsafe(12)
-        resp = Response(render_template("oidc_logout/error.html", error=error,
-                                        description=description, csp_nonce=nonce), status=status)
+        resp = Response(
+            render_template("oidc_logout/error.html", error=error, description=description, csp_nonce=nonce),
+            status=status,
+        )
         resp.headers["Content-Security-Policy"] = (
-            f"default-src 'none'; style-src 'nonce-{nonce}'; frame-ancestors 'none'")
+            f"default-src 'none'; style-src 'nonce-{nonce}'; frame-ancestors 'none'"
+        )
         resp.headers["X-Frame-Options"] = "DENY"
     else:
         resp = jsonify({"error": error, "error_description": description})
@@ -51,7 +55,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         code = exc.code or 400
-        error = {404: "not_found", 405: "invalid_request", 413: "invalid_request"}.get(code, "invalid_request")
+        error = {404: "not_found", 405: "invalid_request", 413: "invalid_request"}.get(
+            code, "invalid_request"
+        )
         if code == 413:
             desc = "request body too large"
         elif code == 405:

@@ -16,17 +16,23 @@ from .._redact import install_library_log_redaction
 from ..config import Settings, settings_from_mapping
 from ..protocols import UserDirectory
 from ..provider import Provider
-from .signin import sign_in
 from .errors import register_error_handlers
 from .server import OPServer
+from .signin import sign_in
 from .state import ExtensionState, state
 from .views import blueprint
 
 
 class OIDCLogout:
-    def __init__(self, app: Flask | None = None, *, users: UserDirectory | None = None,
-                 settings: Settings | None = None, provider: Provider | None = None,
-                 start_background: bool = True) -> None:
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        users: UserDirectory | None = None,
+        settings: Settings | None = None,
+        provider: Provider | None = None,
+        start_background: bool = True,
+    ) -> None:
         self._users = users
         self._settings = settings
         self._provider = provider
@@ -52,7 +58,9 @@ class OIDCLogout:
         if app.config.get("MAX_CONTENT_LENGTH") is None:
             app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
         if not app.secret_key:
-            raise RuntimeError("OIDCLogout needs app.secret_key (CSRF tokens live in Flask's signed session).")
+            raise RuntimeError(
+                "OIDCLogout needs app.secret_key (CSRF tokens live in Flask's signed session)."
+            )
         server = OPServer(provider)
         app.extensions["oidc_logout"] = ExtensionState(provider, server)
         self.provider = provider
@@ -63,10 +71,15 @@ class OIDCLogout:
         if self._start_background:
             provider.start_background()
 
-
     @staticmethod
-    def sign_in(response: Any, subject: str, *, auth_time: dt.datetime | None = None,
-                amr: Sequence[str] | None = None, acr: str | None = None) -> str:
+    def sign_in(
+        response: Any,
+        subject: str,
+        *,
+        auth_time: dt.datetime | None = None,
+        amr: Sequence[str] | None = None,
+        acr: str | None = None,
+    ) -> str:
         """Start (or renew) the OP session of ``subject`` from the host's own login view, after
         the host authenticated the End-User its own way (MFA included), and set the session
         cookie on ``response``; returns the sid. ``auth_time``, ``amr`` (RFC 8176 values) and

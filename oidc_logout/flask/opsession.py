@@ -6,9 +6,9 @@ from __future__ import annotations
 import secrets
 
 from flask import request, session
-from werkzeug.wrappers import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
 
 from ..config import Settings
 from ..storage.base import utcnow
@@ -32,14 +32,24 @@ def current_op_session(db: Session, settings: Settings) -> OPSession | None:
 
 
 def set_cookie(response: Response, settings: Settings, value: str) -> None:
-    response.set_cookie(settings.session_cookie_name, value, httponly=True, samesite="Lax",
-                        secure=request.is_secure or settings.issuer.startswith("https:"),
-                        path="/")
+    response.set_cookie(
+        settings.session_cookie_name,
+        value,
+        httponly=True,
+        samesite="Lax",
+        secure=request.is_secure or settings.issuer.startswith("https:"),
+        path="/",
+    )
 
 
 def clear_cookie(response: Response, settings: Settings) -> None:
-    response.delete_cookie(settings.session_cookie_name, path="/", httponly=True, samesite="Lax",
-                           secure=request.is_secure or settings.issuer.startswith("https:"))
+    response.delete_cookie(
+        settings.session_cookie_name,
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        secure=request.is_secure or settings.issuer.startswith("https:"),
+    )
 
 
 def csrf_token() -> str:
@@ -56,5 +66,10 @@ def check_csrf() -> bool:
     return bool(expected) and same_secret(request.form.get("csrf_token", ""), str(expected))
 
 
-__all__ = ["current_op_session", "set_cookie", "clear_cookie",
-           "csrf_token", "check_csrf"]
+__all__ = [
+    "check_csrf",
+    "clear_cookie",
+    "csrf_token",
+    "current_op_session",
+    "set_cookie",
+]

@@ -12,6 +12,7 @@ from flask import g
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from ..config import Settings
 from ..core.client import OAuthClient
 from ..core.grants import (
     AuthorizationCodeGrant,
@@ -21,7 +22,6 @@ from ..core.grants import (
     S256CodeChallenge,
     save_token,
 )
-from ..config import Settings
 from ..limits import plausible_client_id
 from ..provider import Provider
 from ..rfc7009.endpoint import RevocationEndpoint
@@ -30,7 +30,6 @@ from ..rpinitiated.end_session import EndSessionEndpoint
 from ..storage.models import Client, OPSession
 from ..tokens import new_token
 from .opsession import current_op_session
-
 
 DEFAULT_DESCRIPTIONS = {
     "invalid_client": "client authentication failed",
@@ -51,7 +50,7 @@ _CLIENT_BY_ID = select(_clients).where(_clients.c.client_id == bindparam("cid"))
 
 def request_db(provider: Provider) -> Session:
     """The request's database session (one transaction per request; closed at teardown)."""
-    db = g.get("_oidc_logout_db")
+    db: Session | None = g.get("_oidc_logout_db")
     if db is None:
         db = provider.session_factory()
         g._oidc_logout_db = db
@@ -65,11 +64,14 @@ class OPServer(AuthorizationServer):  # type: ignore[misc]
         self._query_client = self._load_client
         self._save_token = lambda token, request: save_token(self, token, request)
         settings = provider.settings
-        self.register_token_generator("default", BearerTokenGenerator(
-            access_token_generator=lambda **_: new_token(),
-            refresh_token_generator=lambda **_: new_token(),
-            expires_generator=lambda client, grant_type: settings.access_token_lifetime,
-        ))
+        self.register_token_generator(
+            "default",
+            BearerTokenGenerator(
+                access_token_generator=lambda **_: new_token(),
+                refresh_token_generator=lambda **_: new_token(),
+                expires_generator=lambda client, grant_type: settings.access_token_lifetime,
+            ),
+        )
         self.scopes_supported = None
         self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDCode(self)])
         self.register_grant(RefreshTokenGrant)
@@ -103,7 +105,7 @@ class OPServer(AuthorizationServer):  # type: ignore[misc]
         """Authlib's lookup, with an error description that never quotes the request: its
         ``OAuth2Error`` refuses (ValueError, a 500) a description outside RFC 6749 §4.1.2.1's
         character set, and the raw ``response_type`` may hold quotes, non-ASCII or NUL."""
-        for grant_cls, extensions in self._authorization_grants:
+        for grant_cls, _extensions in self._authorization_grants:
             if grant_cls.check_authorization_endpoint(request):
                 return super().get_authorization_grant(request)
         # RFC 6749 §4.1.2.1: redirect the error only to a redirect URI validated for the client.
@@ -115,8 +117,9 @@ class OPServer(AuthorizationServer):  # type: ignore[misc]
                 redirect_uri = requested if client.check_redirect_uri(requested) else None
             else:
                 redirect_uri = client.get_default_redirect_uri()
-        raise UnsupportedResponseTypeError(None, description="only response_type 'code' is supported",
-                                           redirect_uri=redirect_uri)
+        raise UnsupportedResponseTypeError(
+            None, description="only response_type 'code' is supported", redirect_uri=redirect_uri
+        )
 
     def handle_error_response(self, request: Any, error: Any) -> Any:
         # RFC 6749 §5.2: error_description is optional, but a clear error is this project's

@@ -16,13 +16,20 @@ from .server import request_db
 __all__ = ["sign_in"]
 
 
-def sign_in(response: Response, provider: Provider, subject: str, *,
-            auth_time: dt.datetime | None = None, amr: Sequence[str] | None = None,
-            acr: str | None = None) -> str:
+def sign_in(
+    response: Response,
+    provider: Provider,
+    subject: str,
+    *,
+    auth_time: dt.datetime | None = None,
+    amr: Sequence[str] | None = None,
+    acr: str | None = None,
+) -> str:
     """Record the authentication, commit, set the session cookie on ``response``; the sid."""
     db = request_db(provider)
-    started = start_session(db, subject, current=current_op_session(db, provider.settings),
-                            auth_time=auth_time, amr=amr, acr=acr)
+    started = start_session(
+        db, subject, current=current_op_session(db, provider.settings), auth_time=auth_time, amr=amr, acr=acr
+    )
     sid = started.session.sid
     db.commit()
     if started.replaced_termination_id:

@@ -17,12 +17,13 @@ from flask import Blueprint, Response, current_app, jsonify, redirect, render_te
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
+from .. import throttle
+from .._http import DisallowedAddress, check_uri_address
 from ..admin import parse_rotate_secret, parse_termination
 from ..core.bearer import BearerProtector
 from ..core.consent import OFFLINE_ACCESS, Decision, decide, requested_scopes
 from ..core.grants import touch_session
 from ..discovery import provider_metadata
-from .. import throttle
 from ..errors import (
     AccessDenied,
     InsufficientScope,
@@ -40,9 +41,9 @@ from ..rfc7009.fastpath import try_revoke_access_token
 from ..rfc7662.endpoint import INTROSPECT_SCOPE
 from ..rpinitiated.end_session import PARAMETERS as END_SESSION_PARAMS
 from ..rpinitiated.end_session import LogoutRequest
-from ..throttle import login_limits, registration_limits
 from ..storage.consent import approved_scopes, remember_consent
 from ..storage.models import Token
+from ..throttle import login_limits, registration_limits
 from ..tokens import same_secret
 from .opsession import (
     check_csrf,
@@ -93,7 +94,8 @@ def _page(template: str, status: int = 200, frame_src: list[str] | None = None, 
     resp.headers["Content-Security-Policy"] = (
         f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
         f"frame-src {frames}; connect-src 'self'; base-uri 'none'; "
-        "frame-ancestors 'none'")
+        "frame-ancestors 'none'"
+    )
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["Referrer-Policy"] = "no-referrer"
     return _no_store(resp)
@@ -125,9 +127,11 @@ def _authlib_endpoint(fn: Callable[[], BaseResponse]) -> BaseResponse:
 @view
 def discovery() -> BaseResponse:
     provider = _provider()
-    resp = jsonify(provider_metadata(provider.settings.issuer,
-                                     endpoint_metadata(provider.settings.issuer),
-                                     provider.keyring.algs()))
+    resp = jsonify(
+        provider_metadata(
+            provider.settings.issuer, endpoint_metadata(provider.settings.issuer), provider.keyring.algs()
+        )
+    )
     resp.headers["Cache-Control"] = "public, max-age=300"
     return resp
 
@@ -149,8 +153,14 @@ def _safe_next(value: str | None) -> str:
     """Only same-origin relative paths may be a post-login target (no open redirect, RFC 9700
     §4.11). Control characters (CR/LF: header injection, refused by werkzeug with a 500) and
     anything over 4 KiB are refused too."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value \
-            or not value.isprintable() or len(value) > 4096:
+    if (
+        not value
+        or not value.startswith("/")
+        or value.startswith("//")
+        or "\\" in value
+        or not value.isprintable()
+        or len(value) > 4096
+    ):
         return url_for("oidc_logout.logged_in")
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:
@@ -164,11 +174,18 @@ def _safe_next(value: str | None) -> str:
 LOGIN_CHALLENGE = 'Form realm="oidc-logout", form-action="/login"'
 
 
-def _login_page(status: int = 200, error: str | None = None, username: str = "",
-                next_url: str | None = None) -> BaseResponse:
-    resp = _page("login.html", status=status, action=url_for("oidc_logout.login"),
-                 next=next_url or _safe_next(request.values.get("next")),
-                 csrf_token=csrf_token(), error=error, username=username[:255])
+def _login_page(
+    status: int = 200, error: str | None = None, username: str = "", next_url: str | None = None
+) -> BaseResponse:
+    resp = _page(
+        "login.html",
+        status=status,
+        action=url_for("oidc_logout.login"),
+        next=next_url or _safe_next(request.values.get("next")),
+        csrf_token=csrf_token(),
+        error=error,
+        username=username[:255],
+    )
     if status == 401:
         resp.headers["WWW-Authenticate"] = LOGIN_CHALLENGE
     return resp
@@ -189,17 +206,23 @@ def login() -> BaseResponse:
     if retry_after := throttle.exceeded(db, limits):
         # Throttled: answered before the password is even looked at, so guessing on gains
         # nothing (the attempt is not counted either: a locked-out user is not kept out longer).
-        resp = _login_page(429, "Too many failed sign-ins; please wait and try again later.",
-                           username=username, next_url=next_url)
+        resp = _login_page(
+            429,
+            "Too many failed sign-ins; please wait and try again later.",
+            username=username,
+            next_url=next_url,
+        )
         resp.headers["Retry-After"] = str(retry_after)
         return resp
-    sub = provider.users.authenticate(username, password) if username and password and \
-        len(username) < 256 and len(password) < 1024 else None
+    sub = (
+        provider.users.authenticate(username, password)
+        if username and password and len(username) < 256 and len(password) < 1024
+        else None
+    )
     if sub is None:
         throttle.record(db, limits)
         db.commit()
-        return _login_page(401, "Unknown username or wrong password.", username=username,
-                           next_url=next_url)
+        return _login_page(401, "Unknown username or wrong password.", username=username, next_url=next_url)
     throttle.reset(db, [lim for lim in limits if lim.key.startswith("login:account:")])
     resp = redirect(next_url, 303)  # built before the commit: nothing can fail after it
     # RFC 8176 §2: "pwd" - the bundled form checks a password and nothing else. sign_in
@@ -218,9 +241,24 @@ def logged_in() -> BaseResponse:
 
 
 #: The authorization request parameters the consent page carries back (Core 1.0 §3.1.2.1).
-AUTHORIZE_PARAMS = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
-                    "code_challenge", "code_challenge_method", "prompt", "max_age", "ui_locales",
-                    "login_hint", "acr_values", "response_mode", "display", "claims_locales")
+AUTHORIZE_PARAMS = (
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "prompt",
+    "max_age",
+    "ui_locales",
+    "login_hint",
+    "acr_values",
+    "response_mode",
+    "display",
+    "claims_locales",
+)
 #: The consent page's decision field: "allow" or "deny".
 CONSENT_FIELD = "consent"
 
@@ -232,11 +270,19 @@ def _authorize_params() -> list[tuple[str, str]]:
 def _consent_page(grant: Any, status: int = 200, error: str | None = None) -> BaseResponse:
     scopes = sorted(requested_scopes(grant.request.payload.scope))
     client = grant.request.client
-    return _page("consent.html", status=status, action=url_for("oidc_logout.authorize"),
-                 csrf_token=csrf_token(), params=_authorize_params(), scopes=scopes,
-                 offline=OFFLINE_ACCESS in scopes, field=CONSENT_FIELD,
-                 client_name=client.row.client_name or client.get_client_id(),
-                 trusted=bool(client.row.trusted), error=error)
+    return _page(
+        "consent.html",
+        status=status,
+        action=url_for("oidc_logout.authorize"),
+        csrf_token=csrf_token(),
+        params=_authorize_params(),
+        scopes=scopes,
+        offline=OFFLINE_ACCESS in scopes,
+        field=CONSENT_FIELD,
+        client_name=client.row.client_name or client.get_client_id(),
+        trusted=bool(client.row.trusted),
+        error=error,
+    )
 
 
 @view
@@ -262,8 +308,10 @@ def authorize() -> BaseResponse:
     if user is None:
         # Core 1.0 §3.1.2.1 prompt=login: the End-User re-authenticates at the login page;
         # the request it returns to no longer asks for that (or it would ask forever).
-        params = [(k, " ".join(p for p in v.split() if p != "login") if k == "prompt" else v)
-                  for k, v in _authorize_params()]
+        params = [
+            (k, " ".join(p for p in v.split() if p != "login") if k == "prompt" else v)
+            for k, v in _authorize_params()
+        ]
         target = url_for("oidc_logout.authorize") + "?" + urlencode([(k, v) for k, v in params if v])
         return redirect(url_for("oidc_logout.login", next=target))
     client = grant.request.client
@@ -275,13 +323,24 @@ def authorize() -> BaseResponse:
         # denied the request", redirected to the validated redirect_uri.
         return _no_store(server.create_authorization_response(grant=grant, grant_user=None))
     requested = requested_scopes(grant.request.payload.scope)
-    decision = decide(trusted=bool(client.row.trusted), prompt=prompt, requested=requested,
-                      approved=approved_scopes(db, user.sub, client.get_client_id()),
-                      approving=answer == "allow")
+    decision = decide(
+        trusted=bool(client.row.trusted),
+        prompt=prompt,
+        requested=requested,
+        approved=approved_scopes(db, user.sub, client.get_client_id()),
+        approving=answer == "allow",
+    )
     if decision is Decision.CONSENT_REQUIRED:
-        return _no_store(server.handle_error_response(None, ConsentRequiredError(
-            description="the End-User has not consented to this client and scope",
-            redirect_uri=grant.redirect_uri, state=request.values.get("state"))))
+        return _no_store(
+            server.handle_error_response(
+                None,
+                ConsentRequiredError(
+                    description="the End-User has not consented to this client and scope",
+                    redirect_uri=grant.redirect_uri,
+                    state=request.values.get("state"),
+                ),
+            )
+        )
     if decision is Decision.ASK:
         return _consent_page(grant)
     if answer == "allow":
@@ -307,8 +366,10 @@ def userinfo() -> BaseResponse:
     provider = _provider()
     row = _bearer().token(request.headers)
     if "openid" not in row.scope.split() or not row.subject:
-        raise InsufficientScope("the access token was not issued for openid",
-                                challenge='Bearer error="insufficient_scope", scope="openid"')
+        raise InsufficientScope(
+            "the access token was not issued for openid",
+            challenge='Bearer error="insufficient_scope", scope="openid"',
+        )
     info = dict(provider.users.claims(row.subject, row.scope))
     info["sub"] = row.subject
     return _no_store(jsonify(info))
@@ -337,14 +398,20 @@ def register() -> BaseResponse:
     db = request_db(provider)
     limits = registration_limits(settings, request.remote_addr)
     if retry_after := throttle.exceeded(db, limits):
-        raise TooManyRequests("too many client registrations from this address; try again later",
-                              retry_after=retry_after)
+        raise TooManyRequests(
+            "too many client registrations from this address; try again later", retry_after=retry_after
+        )
     # Registration never hands out the admin or introspection scopes, and a client that
     # registered itself is never trusted: its users are asked for consent (core/consent.py).
-    client, secret = create_client(db, metadata, dev_mode=settings.dev_mode,
-                                   check_address=_address_check(provider),
-                                   allow_reserved_scopes=False, trusted=False,
-                                   reserved_scopes=(settings.admin_scope, INTROSPECT_SCOPE))
+    client, secret = create_client(
+        db,
+        metadata,
+        dev_mode=settings.dev_mode,
+        check_address=_address_check(provider),
+        allow_reserved_scopes=False,
+        trusted=False,
+        reserved_scopes=(settings.admin_scope, INTROSPECT_SCOPE),
+    )
     throttle.record(db, limits)  # only registrations that succeed count (a refusal changes nothing)
     db.commit()
     resp = jsonify(client_metadata_response(client, secret))
@@ -352,15 +419,14 @@ def register() -> BaseResponse:
     return _no_store(resp)
 
 
-def _address_check(provider):  # type: ignore[no-untyped-def]
-    try:
-        from .._http import DisallowedAddress, check_uri_address
-    except ImportError:  # pragma: no cover
-        return None
+def _address_check(provider: Provider) -> Callable[[str], None]:
+    """RFC 9700 §4.16 (SSRF): a back-channel logout URI must pass the address policy."""
+
     def check(uri: str) -> None:
         try:
-            check_uri_address(uri, dev_mode=provider.settings.dev_mode,
-                              allowlist=provider.settings.address_allowlist)
+            check_uri_address(
+                uri, dev_mode=provider.settings.dev_mode, allowlist=provider.settings.address_allowlist
+            )
         except DisallowedAddress as exc:
             raise InvalidClientMetadata(f"backchannel_logout_uri is not allowed: {exc}") from None
 
@@ -376,8 +442,11 @@ def revoke() -> BaseResponse:
     # included) changes nothing there and is answered by the full Authlib endpoint below.
     # Authlib's token_revoked signal carries ORM objects: with a listener, always the full path.
     if not token_revoked.receivers and try_revoke_access_token(
-            _provider().engine, request.headers.get("Authorization"),
-            request.form.items(multi=True), bool(request.query_string)):
+        _provider().engine,
+        request.headers.get("Authorization"),
+        request.form.items(multi=True),
+        bool(request.query_string),
+    ):
         return _no_store(_server().handle_response(200, {}, default_json_headers))
     return _authlib_endpoint(lambda: _server().create_endpoint_response("revocation"))
 
@@ -407,20 +476,30 @@ def end_session() -> BaseResponse:
     if req.needs_confirmation and not req.confirmed:
         params = [(k, request.values[k]) for k in END_SESSION_PARAMS if request.values.get(k)]
         client_name = req.client.row.client_name if req.client else None
-        return _page("confirm_logout.html", action=url_for("oidc_logout.end_session"),
-                     csrf_token=csrf_token(), params=params, client_name=client_name)
+        return _page(
+            "confirm_logout.html",
+            action=url_for("oidc_logout.end_session"),
+            csrf_token=csrf_token(),
+            params=params,
+            client_name=client_name,
+        )
     resp = server.create_endpoint_response("end_session", req)
     result = req.result
     assert result is not None  # end_session() always leaves one
     if resp is None:
         timeout_ms = provider.settings.frontchannel_timeout_ms
         term_ids = [result.termination_id] if result.termination_id else []
-        resp = _page("logged_out.html", frame_src=frame_origins(list(result.frames)),
-                     frames=list(result.frames), redirect_uri=result.redirect_uri,
-                     termination_id=result.termination_id or "",
-                     report_url=url_for("oidc_logout.frontchannel_report"),
-                     report_token=_report_signer().dumps(term_ids) if term_ids else "",
-                     timeout_ms=timeout_ms, refresh_seconds=max(1, timeout_ms // 1000 + 1))
+        resp = _page(
+            "logged_out.html",
+            frame_src=frame_origins(list(result.frames)),
+            frames=list(result.frames),
+            redirect_uri=result.redirect_uri,
+            termination_id=result.termination_id or "",
+            report_url=url_for("oidc_logout.frontchannel_report"),
+            report_token=_report_signer().dumps(term_ids) if term_ids else "",
+            timeout_ms=timeout_ms,
+            refresh_seconds=max(1, timeout_ms // 1000 + 1),
+        )
     if result.browser_session_ended:
         # Only the browser's own session ending clears its cookie (a hint naming another
         # user's session must not sign this browser out of a session that lives on).
@@ -465,9 +544,13 @@ def admin_terminate() -> BaseResponse:
     admin = _require_admin()
     ask = parse_termination(request.get_json(silent=True))
     db.rollback()
-    outcome = provider.terminate_now(ask.target, reason=ask.reason,
-                                     initiator=f"admin:{admin.client_id}",
-                                     include_offline=ask.include_offline, wait=ask.wait)
+    outcome = provider.terminate_now(
+        ask.target,
+        reason=ask.reason,
+        initiator=f"admin:{admin.client_id}",
+        include_offline=ask.include_offline,
+        wait=ask.wait,
+    )
     report = provider.termination_report(db, outcome.termination_id)
     resp = jsonify(report)
     resp.status_code = 201
@@ -498,8 +581,9 @@ def admin_rotate_secret(client_id: str) -> BaseResponse:
     admin = _require_admin()
     ask = parse_rotate_secret(request.get_json(silent=True))
     db.rollback()
-    secret, outcome = provider.rotate_client_secret(client_id[:64], end_previous=ask.end_previous,
-                                                    reason=ask.reason, initiator=f"admin:{admin.client_id}")
+    secret, outcome = provider.rotate_client_secret(
+        client_id[:64], end_previous=ask.end_previous, reason=ask.reason, initiator=f"admin:{admin.client_id}"
+    )
     body_out: dict[str, Any] = {"client_id": client_id, "client_secret": secret}
     if outcome is not None:
         body_out["termination"] = provider.termination_report(db, outcome.termination_id)
@@ -515,8 +599,9 @@ def _security_headers(resp: BaseResponse) -> BaseResponse:
     resp.headers.setdefault("X-Frame-Options", "DENY")
     if resp.status_code == 401 and "WWW-Authenticate" not in resp.headers:
         # RFC 6749 §5.2 / RFC 9110 §15.5.2: a 401 always carries a challenge.
-        resp.headers["WWW-Authenticate"] = LOGIN_CHALLENGE if request.endpoint == "oidc_logout.login" \
-            else 'Basic realm="oidc-logout"'
+        resp.headers["WWW-Authenticate"] = (
+            LOGIN_CHALLENGE if request.endpoint == "oidc_logout.login" else 'Basic realm="oidc-logout"'
+        )
     return resp
 
 

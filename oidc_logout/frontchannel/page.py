@@ -20,8 +20,7 @@ def iframe_url(frontchannel_logout_uri: str, issuer: str, sid: str | None) -> st
     if not sid:
         return frontchannel_logout_uri
     parts = urlsplit(frontchannel_logout_uri)
-    kept = [p for p in parts.query.split("&")
-            if p and unquote_plus(p.split("=", 1)[0]) not in ("iss", "sid")]
+    kept = [p for p in parts.query.split("&") if p and unquote_plus(p.split("=", 1)[0]) not in ("iss", "sid")]
     kept.append(urlencode([("iss", issuer), ("sid", sid)]))
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(kept), ""))
 

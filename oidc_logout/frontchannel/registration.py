@@ -19,7 +19,8 @@ def validate(metadata: dict[str, Any], out: dict[str, Any], *, dev_mode: bool) -
         redirects = out.get("redirect_uris") or []
         if not any(origin(uri) == origin(r) for r in redirects):
             raise InvalidClientMetadata(
-                "frontchannel_logout_uri must have the scheme, host and port of a registered redirect_uri")
+                "frontchannel_logout_uri must have the scheme, host and port of a registered redirect_uri"
+            )
         out["frontchannel_logout_uri"] = uri
     required = metadata.get("frontchannel_logout_session_required", False)
     if not isinstance(required, bool):

@@ -13,7 +13,6 @@ from ..storage.models import Token
 from ..termination import by_grant, terminate
 from ..vocabulary import TokenKind
 
-
 #: revoked_reason of an access token its client revoked (here and in fastpath.py).
 REVOKED_REASON = "revoked by its client (RFC 7009)"
 
@@ -25,7 +24,11 @@ class RevocationEndpoint(HashedTokenLookup, _RevocationEndpoint):  # type: ignor
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> Token | None:
         row = super().query_token(token_string, token_type_hint)
-        if row is None and token_string.count(".") == 2 and self.server.provider.is_own_id_token(token_string):
+        if (
+            row is None
+            and token_string.count(".") == 2
+            and self.server.provider.is_own_id_token(token_string)
+        ):
             # §2.2.1 unsupported_token_type: "The authorization server does not support the
             # revocation of the presented token type." ID tokens cannot be revoked.
             # §2.2.1: the error response is RFC 6749 §5.2's, i.e. HTTP 400 (Authlib's error class
@@ -45,9 +48,12 @@ class RevocationEndpoint(HashedTokenLookup, _RevocationEndpoint):  # type: ignor
             # server supports the revocation of access tokens, then the authorization server
             # SHOULD also invalidate all access tokens based on the same authorization grant."
             if token.grant.revoked_at is None:
-                terminate(self.server.db, by_grant(token.grant_id),
-                          reason="refresh token revoked by its client (RFC 7009)",
-                          initiator=f"client:{token.client_id}")
+                terminate(
+                    self.server.db,
+                    by_grant(token.grant_id),
+                    reason="refresh token revoked by its client (RFC 7009)",
+                    initiator=f"client:{token.client_id}",
+                )
         else:
             # §2.1: revoking an access token MAY revoke its refresh token; we leave it alone.
             token.revoked_at = utcnow()

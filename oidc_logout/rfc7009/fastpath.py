@@ -56,9 +56,9 @@ from sqlalchemy import (
     update,
 )
 
+from ..limits import MAX_TOKEN_LENGTH, plausible_client_id
 from ..storage.base import utcnow
 from ..storage.models import Client, Token
-from ..limits import MAX_TOKEN_LENGTH, plausible_client_id
 from ..tokens import token_hash
 from ..vocabulary import TokenKind
 from .endpoint import REVOKED_REASON
@@ -78,21 +78,28 @@ _cli = cast(Table, Client.__table__)
 #: request" - both are conditions of the one UPDATE; §2.2: an already revoked token is left as is.
 REVOKE_ACCESS_TOKEN = (
     update(_tok)
-    .where(and_(
-        _tok.c.token_hash == bindparam("h"),
-        _tok.c.kind == TokenKind.ACCESS_TOKEN,
-        _tok.c.revoked_at.is_(None),
-        _tok.c.client_id == bindparam("cid"),
-        exists(select(1).select_from(_cli).where(and_(
-            _cli.c.client_id == bindparam("cid"),
-            _cli.c.client_secret_hash == bindparam("sh"),
-            # Two equalities, not IN: an IN list is re-rendered on every execution.
-            or_(*(_cli.c.token_endpoint_auth_method == m for m in _SECRET_METHODS)),
-        ))),
-    ))
+    .where(
+        and_(
+            _tok.c.token_hash == bindparam("h"),
+            _tok.c.kind == TokenKind.ACCESS_TOKEN,
+            _tok.c.revoked_at.is_(None),
+            _tok.c.client_id == bindparam("cid"),
+            exists(
+                select(1)
+                .select_from(_cli)
+                .where(
+                    and_(
+                        _cli.c.client_id == bindparam("cid"),
+                        _cli.c.client_secret_hash == bindparam("sh"),
+                        # Two equalities, not IN: an IN list is re-rendered on every execution.
+                        or_(*(_cli.c.token_endpoint_auth_method == m for m in _SECRET_METHODS)),
+                    )
+                )
+            ),
+        )
+    )
     .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason"))
 )
-
 
 
 def _credentials(authorization: str | None, form: dict[str, str]) -> tuple[str, str] | None:
@@ -127,8 +134,9 @@ def _credentials(authorization: str | None, form: dict[str, str]) -> tuple[str, 
     return client_id, secret
 
 
-def try_revoke_access_token(engine: Engine, authorization: str | None,
-                            form_items: Iterable[tuple[str, str]], has_query: bool) -> bool:
+def try_revoke_access_token(
+    engine: Engine, authorization: str | None, form_items: Iterable[tuple[str, str]], has_query: bool
+) -> bool:
     """Revoke the presented access token if the request is the plain common case and the token
     is a live access token of the authenticated confidential client.
 
@@ -152,8 +160,13 @@ def try_revoke_access_token(engine: Engine, authorization: str | None,
     if creds is None:
         return False
     client_id, secret = creds
-    params = {"h": token_hash(token), "cid": client_id, "sh": token_hash(secret),
-              "now": utcnow(), "reason": REVOKED_REASON}
+    params = {
+        "h": token_hash(token),
+        "cid": client_id,
+        "sh": token_hash(secret),
+        "now": utcnow(),
+        "reason": REVOKED_REASON,
+    }
     # §2.2: "The authorization server responds with HTTP status code 200 if the token has been
     # revoked successfully" - exactly one row; none (or, impossibly with the unique hash, more)
     # leaves everything as it was for the full path (§2.2 200, invalid_client, invalid_grant, ...).

@@ -8,8 +8,8 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoi
 
 from ..core.token_lookup import HashedTokenLookup
 from ..storage.models import Token
-from ..vocabulary import TokenKind
 from ..storage.queries import session_is_live, token_is_active
+from ..vocabulary import TokenKind
 
 #: A client with this scope registered may introspect any token (a resource server).
 INTROSPECT_SCOPE = "oidc_logout:introspect"
@@ -21,8 +21,9 @@ class IntrospectionEndpoint(HashedTokenLookup, _IntrospectionEndpoint):  # type:
 
     def check_permission(self, token: Token, client: Any, request: Any) -> bool:
         # §4: the server must not reveal tokens to resource servers not entitled to them.
-        return token.client_id == client.get_client_id() or \
-            INTROSPECT_SCOPE in (client.row.scope or "").split()
+        return (
+            token.client_id == client.get_client_id() or INTROSPECT_SCOPE in (client.row.scope or "").split()
+        )
 
     def create_introspection_payload(self, token: Token | None) -> dict[str, Any]:
         # §2.2: "If the introspection call is properly authorized but the token is not active,

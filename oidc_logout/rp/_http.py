@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
 from .errors import OutboundHTTPError
 
-__all__ = ["HTTPLimits", "get_json", "cache_ttl", "check_url"]
+__all__ = ["HTTPLimits", "cache_ttl", "check_url", "get_json"]
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

@@ -89,8 +89,12 @@ def revoke_refresh_token(
     http = session or requests.Session()
     try:
         resp = http.post(
-            endpoint, data=data, headers=headers, timeout=limits.timeout,
-            allow_redirects=False, stream=True,
+            endpoint,
+            data=data,
+            headers=headers,
+            timeout=limits.timeout,
+            allow_redirects=False,
+            stream=True,
         )
     except requests.RequestException as exc:
         raise RevocationError("fetch_failed", f"request failed: {type(exc).__name__}") from None

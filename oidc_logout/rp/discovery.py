@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import requests
 
 from ._http import HTTPLimits, cache_ttl, check_url, get_json
 from .errors import DiscoveryError
 
-__all__ = ["ProviderMetadata", "DiscoveryClient"]
+__all__ = ["DiscoveryClient", "ProviderMetadata"]
 
 Clock = Callable[[], float]
 
@@ -37,7 +38,7 @@ class ProviderMetadata:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_document(cls, doc: Mapping[str, Any], expected_issuer: str) -> "ProviderMetadata":
+    def from_document(cls, doc: Mapping[str, Any], expected_issuer: str) -> ProviderMetadata:
         """Validate a discovery document against the configured issuer."""
         # Discovery 1.0 §4.3: "The issuer value returned MUST be identical to the Issuer URL
         # that was used as the prefix to /.well-known/openid-configuration".

@@ -6,8 +6,13 @@ count failures without ever logging the token itself.
 
 from __future__ import annotations
 
-__all__ = ["LogoutTokenError", "LogoutUnavailableError", "DiscoveryError", "RevocationError",
-           "OutboundHTTPError"]
+__all__ = [
+    "DiscoveryError",
+    "LogoutTokenError",
+    "LogoutUnavailableError",
+    "OutboundHTTPError",
+    "RevocationError",
+]
 
 
 class LogoutTokenError(Exception):

@@ -36,10 +36,12 @@ def _new_id() -> str:
     return secrets.token_urlsafe(32)
 
 
-class ServerSession(CallbackDict, SessionMixin):  # type: ignore[misc]
+class ServerSession(CallbackDict[str, Any], SessionMixin):
     """Session whose data lives in a :class:`SessionStore`; the cookie holds only ``sid``."""
 
-    def __init__(self, initial: dict[str, Any] | None = None, sid: str | None = None, new: bool = False) -> None:
+    def __init__(
+        self, initial: dict[str, Any] | None = None, sid: str | None = None, new: bool = False
+    ) -> None:
         def on_update(self: ServerSession) -> None:
             self.modified = True
 
@@ -66,8 +68,9 @@ class ServerSideSessionInterface(SessionInterface):
     logout racing a request) does not resurrect it: updates use ``must_exist=True``.
     """
 
-    def __init__(self, store: SessionStore, ttl: float | None = None,
-                 index: SessionIndex | None = None) -> None:
+    def __init__(
+        self, store: SessionStore, ttl: float | None = None, index: SessionIndex | None = None
+    ) -> None:
         self.store = store
         self.ttl = ttl
         #: Renewed together with the session (see :class:`RenewableSessionIndex`).
@@ -92,10 +95,14 @@ class ServerSideSessionInterface(SessionInterface):
         if not session:
             if not session.new or session.modified:
                 self.store.delete(session.sid)
-                response.delete_cookie(name, domain=domain, path=path,
-                                       secure=self.get_cookie_secure(app),
-                                       samesite=self.get_cookie_samesite(app),
-                                       httponly=self.get_cookie_httponly(app))
+                response.delete_cookie(
+                    name,
+                    domain=domain,
+                    path=path,
+                    secure=self.get_cookie_secure(app),
+                    samesite=self.get_cookie_samesite(app),
+                    httponly=self.get_cookie_httponly(app),
+                )
             return
         if not (session.modified or session.new or self.should_set_cookie(app, session)):
             return
@@ -188,24 +195,38 @@ class RPLogout:
         else:
             app.after_request(_renew_cookie_session_index)
         app.extensions[EXTENSION_KEY] = _State(
-            receiver=receiver, store=store, index=receiver.sessions, issuer=receiver.validator.issuer,
+            receiver=receiver,
+            store=store,
+            index=receiver.sessions,
+            issuer=receiver.validator.issuer,
             frontchannel_session_required=self.frontchannel_session_required,
         )
         # Every method is routed to the views so that a wrong one still gets a 405 with
         # Cache-Control: no-store (§2.8) instead of Flask's cacheable default.
-        app.add_url_rule(self.backchannel_path, "oidc_logout_rp_backchannel",
-                         _backchannel_view, methods=_ALL_METHODS, provide_automatic_options=False)
+        app.add_url_rule(
+            self.backchannel_path,
+            "oidc_logout_rp_backchannel",
+            _backchannel_view,
+            methods=_ALL_METHODS,
+            provide_automatic_options=False,
+        )
         paths = {self.backchannel_path}
         if self.frontchannel:
-            app.add_url_rule(self.frontchannel_path, "oidc_logout_rp_frontchannel",
-                             _frontchannel_view, methods=_ALL_METHODS, provide_automatic_options=False)
+            app.add_url_rule(
+                self.frontchannel_path,
+                "oidc_logout_rp_frontchannel",
+                _frontchannel_view,
+                methods=_ALL_METHODS,
+                provide_automatic_options=False,
+            )
             paths.add(self.frontchannel_path)
 
         def no_store_on_logout_paths(response: Response) -> Response:
             # Safety net for methods outside _ALL_METHODS (Werkzeug answers those itself).
             if request.path in paths:
-                response.headers["Cache-Control"] = "no-store" if request.path == self.backchannel_path \
-                    else _NO_STORE["Cache-Control"]
+                response.headers["Cache-Control"] = (
+                    "no-store" if request.path == self.backchannel_path else _NO_STORE["Cache-Control"]
+                )
                 response.headers.setdefault("Pragma", "no-cache")
             return response
 
@@ -252,16 +273,24 @@ def _renew_cookie_session_index(response: Response) -> Response:
 
     local_id = session.get("_oidc_local_sid")
     state: _State | None = current_app.extensions.get(EXTENSION_KEY)
-    if (local_id and state is not None and isinstance(state.index, RenewableSessionIndex)
-            and current_app.session_interface.should_set_cookie(current_app, session)):
+    if (
+        local_id
+        and state is not None
+        and isinstance(state.index, RenewableSessionIndex)
+        and current_app.session_interface.should_set_cookie(current_app, session)
+    ):
         state.index.touch(local_id, current_app.permanent_session_lifetime.total_seconds())
     return response
 
 
 def _method_not_allowed(allowed: str) -> Response:
-    body = '{"error": "invalid_request", "error_description": "method_not_allowed: use %s"}' % allowed
-    return Response(body, status=405, mimetype="application/json",
-                    headers={"Allow": allowed, "Cache-Control": "no-store", "Pragma": "no-cache"})
+    body = f'{{"error": "invalid_request", "error_description": "method_not_allowed: use {allowed}"}}'
+    return Response(
+        body,
+        status=405,
+        mimetype="application/json",
+        headers={"Allow": allowed, "Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
 
 
 def _backchannel_view() -> Response:

@@ -16,7 +16,8 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import requests
 from jwcrypto import jwk
@@ -25,7 +26,7 @@ from ._http import HTTPLimits, cache_ttl, get_json
 from .discovery import DiscoveryClient
 from .errors import LogoutTokenError, OutboundHTTPError
 
-__all__ = ["KeyProvider", "JWKSCache", "StaticKeys", "key_matches_alg"]
+__all__ = ["JWKSCache", "KeyProvider", "StaticKeys", "key_matches_alg"]
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], float]
@@ -120,7 +121,7 @@ class JWKSCache:
                 continue  # RFC 8725 §3.1: never verify with a symmetric key from a public set
             try:
                 key = jwk.JWK(**entry)
-            except Exception:  # unsupported kty/crv: skip that key, keep the others
+            except Exception:  # noqa: S112 - unsupported kty/crv: skip that key, keep the others
                 continue
             if key.has_private:
                 key = jwk.JWK(**key.export_public(as_dict=True))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 from urllib.parse import parse_qs
 
 from .errors import LogoutTokenError
@@ -18,8 +19,8 @@ from .validation import LogoutToken, LogoutTokenValidator
 
 __all__ = [
     "MAX_BODY_BYTES",
-    "LogoutResult",
     "BackchannelLogoutReceiver",
+    "LogoutResult",
     "handle_backchannel_request",
     "read_limited",
 ]
@@ -86,8 +87,9 @@ class Readable(Protocol):
     def read(self, size: int = ..., /) -> bytes: ...
 
 
-def read_limited(stream: Readable, content_length: int | str | None,
-                 limit: int = MAX_BODY_BYTES) -> bytes | None:
+def read_limited(
+    stream: Readable, content_length: int | str | None, limit: int = MAX_BODY_BYTES
+) -> bytes | None:
     """Read a request body of at most ``limit`` bytes; None when it is (or says it is) larger.
 
     A declared ``Content-Length`` above the limit is refused before anything is read, and
@@ -96,7 +98,7 @@ def read_limited(stream: Readable, content_length: int | str | None,
     """
     if content_length not in (None, ""):
         try:
-            declared = int(content_length)  # type: ignore[arg-type]
+            declared = int(content_length)
         except (TypeError, ValueError):
             declared = -1
         if declared < 0 or declared > limit:
@@ -117,8 +119,9 @@ def read_limited(stream: Readable, content_length: int | str | None,
     return b"".join(chunks)
 
 
-def _error(reason: str, description: str, status: int = 400,
-           error: str | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
+def _error(
+    reason: str, description: str, status: int = 400, error: str | None = None
+) -> tuple[int, list[tuple[str, str]], bytes]:
     if error is None:
         error = "invalid_request" if status == 400 else "server_error"
     body = json.dumps({"error": error, "error_description": f"{reason}: {description}"}).encode()

@@ -11,7 +11,8 @@ import hashlib
 import json
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis as redis_lib
 
@@ -60,8 +61,9 @@ DEFAULT_INDEX_TTL = 31 * 86400
 class RedisReplayCache:
     """:class:`~oidc_logout.rp.replay.ReplayCache` using ``SET key 1 NX PX ttl`` (atomic)."""
 
-    def __init__(self, client: redis_lib.Redis, *, prefix: str = DEFAULT_PREFIX,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, client: redis_lib.Redis, *, prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] = time.time
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.clock = clock
@@ -82,8 +84,9 @@ class RedisSessionIndex:
     ``ttl`` to your longest session lifetime. Expiry is only ever extended, never shortened.
     """
 
-    def __init__(self, client: redis_lib.Redis, *, prefix: str = DEFAULT_PREFIX,
-                 ttl: float = DEFAULT_INDEX_TTL) -> None:
+    def __init__(
+        self, client: redis_lib.Redis, *, prefix: str = DEFAULT_PREFIX, ttl: float = DEFAULT_INDEX_TTL
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl = int(ttl)

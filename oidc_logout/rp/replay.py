@@ -10,9 +10,10 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from typing import Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
-__all__ = ["ReplayCache", "MemoryReplayCache"]
+__all__ = ["MemoryReplayCache", "ReplayCache"]
 
 
 @runtime_checkable

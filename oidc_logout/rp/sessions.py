@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["SessionIndex", "RenewableSessionIndex", "SessionStore", "MemorySessionIndex", "MemorySessionStore"]
+__all__ = [
+    "MemorySessionIndex",
+    "MemorySessionStore",
+    "RenewableSessionIndex",
+    "SessionIndex",
+    "SessionStore",
+]
 
 
 @runtime_checkable

@@ -15,10 +15,22 @@ import hashlib
 import json
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import (
-    Column, Double, Index, MetaData, String, Table, Text, UniqueConstraint, delete, insert, select, update,
+    Column,
+    Double,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    delete,
+    insert,
+    select,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -65,7 +77,8 @@ class RPTables:
         # jti is stored as its SHA-256 so the unique index has a bounded key size whatever
         # the OP puts in jti (tokens are capped at 8 KiB, btree keys are not).
         self.replay = Table(
-            f"{p}replay", self.metadata,
+            f"{p}replay",
+            self.metadata,
             Column("iss", String(1024), nullable=False),
             Column("jti_sha256", String(64), nullable=False),
             Column("expires_at", Double, nullable=False),
@@ -73,7 +86,8 @@ class RPTables:
             Index(f"{p}replay_expires_ix", "expires_at"),
         )
         self.index = Table(
-            f"{p}session_index", self.metadata,
+            f"{p}session_index",
+            self.metadata,
             Column("local_session_id", String(128), primary_key=True),
             Column("iss", String(1024), nullable=False),
             Column("sub_sha256", String(64), nullable=True),
@@ -85,7 +99,8 @@ class RPTables:
             Index(f"{p}session_index_expires_ix", "expires_at"),
         )
         self.session = Table(
-            f"{p}session", self.metadata,
+            f"{p}session",
+            self.metadata,
             Column("id", String(128), primary_key=True),
             Column("data", Text, nullable=False),
             Column("expires_at", Double, nullable=False),
@@ -105,8 +120,14 @@ class SQLAReplayCache:
     constraint. An expired row for the same pair is deleted and the insert retried once.
     """
 
-    def __init__(self, engine: Engine, tables: RPTables | None = None, *, clock: Clock = time.time,
-                 purge_interval: float | None = DEFAULT_PURGE_INTERVAL) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        tables: RPTables | None = None,
+        *,
+        clock: Clock = time.time,
+        purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+    ) -> None:
         self.engine = engine
         self.tables = tables or RPTables()
         self.clock = clock
@@ -149,9 +170,15 @@ class SQLASessionIndex:
     purged during writes at most once per ``purge_interval`` seconds.
     """
 
-    def __init__(self, engine: Engine, tables: RPTables | None = None, *, clock: Clock = time.time,
-                 ttl: float = DEFAULT_INDEX_TTL,
-                 purge_interval: float | None = DEFAULT_PURGE_INTERVAL) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        tables: RPTables | None = None,
+        *,
+        clock: Clock = time.time,
+        ttl: float = DEFAULT_INDEX_TTL,
+        purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+    ) -> None:
         self.engine = engine
         self.tables = tables or RPTables()
         self.clock = clock
@@ -165,7 +192,8 @@ class SQLASessionIndex:
             self.purge_expired()
         t = self.tables.index
         row = dict(
-            local_session_id=local_session_id, iss=iss,
+            local_session_id=local_session_id,
+            iss=iss,
             sub_sha256=_digest(sub) if sub is not None else None,
             sid_sha256=_digest(sid) if sid is not None else None,
             expires_at=self.clock() + self.ttl,
@@ -195,8 +223,11 @@ class SQLASessionIndex:
         t = self.tables.index
         until = self.clock() + ttl
         with self.engine.begin() as conn:
-            conn.execute(update(t).where(t.c.local_session_id == local_session_id,
-                                         t.c.expires_at < until).values(expires_at=until))
+            conn.execute(
+                update(t)
+                .where(t.c.local_session_id == local_session_id, t.c.expires_at < until)
+                .values(expires_at=until)
+            )
 
     def purge_expired(self) -> int:
         """Delete rows past their expiry; returns rows deleted (also runs on a schedule)."""
@@ -208,8 +239,14 @@ class SQLASessionIndex:
 class SQLASessionStore:
     """:class:`~oidc_logout.rp.sessions.SessionStore` in a table; data is stored as JSON."""
 
-    def __init__(self, engine: Engine, tables: RPTables | None = None, *, clock: Clock = time.time,
-                 purge_interval: float | None = DEFAULT_PURGE_INTERVAL) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        tables: RPTables | None = None,
+        *,
+        clock: Clock = time.time,
+        purge_interval: float | None = DEFAULT_PURGE_INTERVAL,
+    ) -> None:
         self.engine = engine
         self.tables = tables or RPTables()
         self.clock = clock

@@ -14,8 +14,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, TypeGuard
+from typing import Any, TypeGuard
 
 from jwcrypto import jws as jwcrypto_jws
 from jwcrypto import jwt as jwcrypto_jwt
@@ -47,9 +48,15 @@ DEFAULT_ALGS: tuple[str, ...] = ("RS256",)
 
 #: Every algorithm ``allowed_algs`` may contain (asymmetric only, RFC 8725 §3.1).
 SUPPORTED_ALGS: tuple[str, ...] = (
-    "RS256", "RS384", "RS512",
-    "PS256", "PS384", "PS512",
-    "ES256", "ES384", "ES512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
     "EdDSA",
 )
 
@@ -155,7 +162,7 @@ class LogoutTokenValidator:
         require_exp: bool = True,
         strict_typ: bool = False,
         max_token_bytes: int = 8 * 1024,
-        replay_cache: ReplayCache | None | bool = None,
+        replay_cache: ReplayCache | bool | None = None,
     ) -> None:
         algs = (allowed_algs,) if isinstance(allowed_algs, str) else tuple(allowed_algs)
         for alg in algs:
@@ -276,7 +283,7 @@ class LogoutTokenValidator:
             raise LogoutTokenError("typ_invalid", "typ is not a string")
         norm = typ.lower()
         if norm.startswith("application/"):
-            norm = norm[len("application/"):]
+            norm = norm[len("application/") :]
         if norm == LOGOUT_TYP:
             return
         if norm == "jwt" and not self.strict_typ:
@@ -370,8 +377,15 @@ class LogoutTokenValidator:
         if "nonce" in c:
             raise LogoutTokenError("nonce_present", "nonce claim is present")
         return LogoutToken(
-            iss=c["iss"], aud=auds, sub=sub, sid=sid, jti=jti, iat=float(iat),
-            exp=float(exp) if exp is not None else None, events=events, claims=c,
+            iss=c["iss"],
+            aud=auds,
+            sub=sub,
+            sid=sid,
+            jti=jti,
+            iat=float(iat),
+            exp=float(exp) if exp is not None else None,
+            events=events,
+            claims=c,
         )
 
     def _check_replay(self, t: LogoutToken) -> None:
@@ -388,7 +402,8 @@ class LogoutTokenValidator:
             first = self.replay_cache.add_if_absent(t.iss, t.jti, until)
         except Exception as exc:  # storage down or full: not the OP's fault, let it retry
             log.error("replay cache failed: %s", type(exc).__name__)
-            raise LogoutUnavailableError("replay_cache_unavailable",
-                                         "the replay check could not be performed") from None
+            raise LogoutUnavailableError(
+                "replay_cache_unavailable", "the replay check could not be performed"
+            ) from None
         if not first:
             raise LogoutTokenError("replayed", "logout token was already received")

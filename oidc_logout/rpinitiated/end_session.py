@@ -29,8 +29,7 @@ __all__ = ["PARAMETERS", "EndSessionEndpoint", "LogoutRequest", "LogoutResult"]
 
 #: rpinitiated §2: the request parameters (GET query or POST form), in the order a
 #: confirmation page carries them on.
-PARAMETERS = ("id_token_hint", "logout_hint", "client_id", "post_logout_redirect_uri", "state",
-              "ui_locales")
+PARAMETERS = ("id_token_hint", "logout_hint", "client_id", "post_logout_redirect_uri", "state", "ui_locales")
 #: Longest value accepted for any of them (an ID token with many claims stays far below).
 MAX_PARAMETER_LENGTH = 8192
 
@@ -135,12 +134,18 @@ class EndSessionEndpoint(_EndSessionEndpoint):  # type: ignore[misc]
             # misconfiguration instead of leaving its user stranded.
             if base.client is None:
                 raise InvalidRequestError(
-                    "'post_logout_redirect_uri' needs 'client_id' or 'id_token_hint' to identify the client")
+                    "'post_logout_redirect_uri' needs 'client_id' or 'id_token_hint' to identify the client"
+                )
             if uri not in (base.client.client_metadata.get("post_logout_redirect_uris") or []):
                 raise InvalidRequestError("'post_logout_redirect_uri' is not registered for this client")
-        req = LogoutRequest(request=base.request, client=base.client, id_token_claims=claims,
-                            redirect_uri=base.redirect_uri, logout_hint=base.logout_hint,
-                            ui_locales=base.ui_locales)
+        req = LogoutRequest(
+            request=base.request,
+            client=base.client,
+            id_token_claims=claims,
+            redirect_uri=base.redirect_uri,
+            logout_hint=base.logout_hint,
+            ui_locales=base.ui_locales,
+        )
         browser = self.server.current_session()
         req.browser_sid = browser.sid if browser is not None else None
         if claims is not None:
@@ -164,8 +169,11 @@ class EndSessionEndpoint(_EndSessionEndpoint):  # type: ignore[misc]
         if not isinstance(sid, str) or not sid or len(sid) > 64:
             return None
         db = self.server.db
-        took_part = db.scalar(select(SessionParticipant.id).where(
-            SessionParticipant.sid == sid, SessionParticipant.client_id == client_id))
+        took_part = db.scalar(
+            select(SessionParticipant.id).where(
+                SessionParticipant.sid == sid, SessionParticipant.client_id == client_id
+            )
+        )
         if took_part is None:
             return None
         row = db.get(OPSession, sid)
@@ -193,14 +201,22 @@ class EndSessionEndpoint(_EndSessionEndpoint):  # type: ignore[misc]
             return
         client_id = req.client.get_client_id() if req.client is not None else None
         outcome = provider.terminate_now(
-            by_sessions(sids), reason="RP-initiated logout" if client_id else "user logout",
+            by_sessions(sids),
+            reason="RP-initiated logout" if client_id else "user logout",
             initiator=f"end_session:{client_id}" if client_id else "end_session",
-            browser_present=True)
-        frames = tuple(Frame(d_id, iframe_url(uri, provider.settings.issuer, d_sid))
-                       for d_id, uri, d_sid in outcome.frontchannel)
-        req.result = LogoutResult(outcome.termination_id, frames, req.redirect_uri,
-                                  req.browser_sid is not None and req.browser_sid in sids,
-                                  outcome.settled)
+            browser_present=True,
+        )
+        frames = tuple(
+            Frame(d_id, iframe_url(uri, provider.settings.issuer, d_sid))
+            for d_id, uri, d_sid in outcome.frontchannel
+        )
+        req.result = LogoutResult(
+            outcome.termination_id,
+            frames,
+            req.redirect_uri,
+            req.browser_sid is not None and req.browser_sid in sids,
+            outcome.settled,
+        )
 
     def resolve_client_from_id_token_claims(self, id_token_claims: dict[str, Any]) -> Any | None:
         # Core §2: aud is a string or an array; a one-element array names the client too

@@ -35,7 +35,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(dt.timezone.utc)
+        value = value.astimezone(dt.UTC)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
@@ -44,8 +44,8 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc)
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
 
 
 intpk = Annotated[int, mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)]
@@ -64,10 +64,15 @@ class Base(DeclarativeBase):
         # The vocabulary (oidc_logout.vocabulary): stored as the members' values in the
         # VARCHAR(40) columns the schema always had (no database enum type, no CHECK), so a
         # member compares equal to its stored text in raw SQL too.
-        enum.Enum: Enum(enum.Enum, native_enum=False, create_constraint=False, length=40,
-                        values_callable=lambda members: [m.value for m in members]),
+        enum.Enum: Enum(
+            enum.Enum,
+            native_enum=False,
+            create_constraint=False,
+            length=40,
+            values_callable=lambda members: [m.value for m in members],
+        ),
     }
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)

@@ -26,8 +26,9 @@ from ..vocabulary import (
 from .base import Base, intpk, str40, str64, str255, text, utcnow
 
 #: The rows a delivery claim looks for first (partial index ``ix_delivery_pending_due``).
-PENDING_BACKCHANNEL_PREDICATE = (f"state = {sql_literal(DeliveryState.PENDING)} "
-                                 f"AND channel = {sql_literal(Channel.BACKCHANNEL)}")
+PENDING_BACKCHANNEL_PREDICATE = (
+    f"state = {sql_literal(DeliveryState.PENDING)} AND channel = {sql_literal(Channel.BACKCHANNEL)}"
+)
 
 # Short names kept for the delivery engine's statements.
 PENDING = DeliveryState.PENDING
@@ -237,9 +238,7 @@ class Termination(Base):
     sessions_ended: Mapped[int] = mapped_column(Integer, default=0)
     tokens_revoked: Mapped[int] = mapped_column(Integer, default=0)
 
-    deliveries: Mapped[list[Delivery]] = relationship(
-        back_populates="termination", order_by="Delivery.id"
-    )
+    deliveries: Mapped[list[Delivery]] = relationship(back_populates="termination", order_by="Delivery.id")
 
 
 class Delivery(Base):
@@ -251,9 +250,13 @@ class Delivery(Base):
         Index("ix_delivery_due", "state", "next_attempt_at"),
         # The claim query's exact predicate and order (outbox.claim_due): an ordered LIMIT
         # over due back-channel rows reads this index instead of sorting the table.
-        Index("ix_delivery_pending_due", "next_attempt_at", "id",
-              postgresql_where=sql_text(PENDING_BACKCHANNEL_PREDICATE),
-              sqlite_where=sql_text(PENDING_BACKCHANNEL_PREDICATE)),
+        Index(
+            "ix_delivery_pending_due",
+            "next_attempt_at",
+            "id",
+            postgresql_where=sql_text(PENDING_BACKCHANNEL_PREDICATE),
+            sqlite_where=sql_text(PENDING_BACKCHANNEL_PREDICATE),
+        ),
     )
 
     id: Mapped[intpk]
@@ -346,9 +349,18 @@ class SigningKey(Base):
 
 
 __all__ = [
-    "FINAL_STATES", "PENDING_BACKCHANNEL_PREDICATE", "AuthorizationCode", "Client", "Consent",
+    "FINAL_STATES",
+    "PENDING_BACKCHANNEL_PREDICATE",
+    "AuthorizationCode",
+    "Client",
+    "Consent",
     "Delivery",
-    "DeliveryAttempt", "Grant", "OPSession", "RateEvent", "SessionParticipant", "SigningKey",
+    "DeliveryAttempt",
+    "Grant",
+    "OPSession",
+    "RateEvent",
+    "SessionParticipant",
+    "SigningKey",
     "Termination",
     "Token",
 ]

@@ -48,18 +48,22 @@ def claim_code(db: Session, code_id: int, now: dt.datetime) -> bool:
     A compare-and-set (``UPDATE ... WHERE used_at IS NULL``): on PostgreSQL a concurrent
     claimer waits on the row lock and then finds the row changed; on SQLite writers are
     serialized. Runs in the caller's transaction, so a rollback gives the code back."""
-    result = db.execute(update(AuthorizationCode)
-                        .where(AuthorizationCode.id == code_id, AuthorizationCode.used_at.is_(None))
-                        .values(used_at=now))
+    result = db.execute(
+        update(AuthorizationCode)
+        .where(AuthorizationCode.id == code_id, AuthorizationCode.used_at.is_(None))
+        .values(used_at=now)
+    )
     return _rowcount(result) == 1
 
 
 def retire_refresh_token(db: Session, token_id: int, now: dt.datetime, reason: str) -> bool:
     """Revoke the token if it is not revoked yet; True for exactly one caller (a
     compare-and-set like :func:`claim_code`, in the caller's transaction)."""
-    result = db.execute(update(Token)
-                        .where(Token.id == token_id, Token.revoked_at.is_(None))
-                        .values(revoked_at=now, revoked_reason=reason))
+    result = db.execute(
+        update(Token)
+        .where(Token.id == token_id, Token.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason)
+    )
     return _rowcount(result) == 1
 
 
@@ -85,5 +89,7 @@ def _rowcount(result: object) -> int:
 def lifetime_cutoffs(settings: Settings, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     """(idle, absolute) cut-off instants: a session last seen before the first, or created
     before the second, has expired."""
-    return (now - dt.timedelta(seconds=settings.session_idle_lifetime),
-            now - dt.timedelta(seconds=settings.session_absolute_lifetime))
+    return (
+        now - dt.timedelta(seconds=settings.session_idle_lifetime),
+        now - dt.timedelta(seconds=settings.session_absolute_lifetime),
+    )

@@ -20,7 +20,7 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         if url in ("sqlite://", "sqlite:///:memory:"):
             kwargs.setdefault("poolclass", StaticPool)
         kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
-        engine = create_engine(url, **kwargs)  # type: ignore[arg-type]
+        engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -33,7 +33,7 @@ def make_engine(url: str, **kwargs: object) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)  # type: ignore[arg-type]
+    return create_engine(url, **kwargs)
 
 
 def alembic_config() -> Config:

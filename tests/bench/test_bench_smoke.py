@@ -14,8 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytest.importorskip("gunicorn", reason="the revocation benchmark serves through gunicorn "
-                                        "(pip install gunicorn)")
+pytest.importorskip(
+    "gunicorn", reason="the revocation benchmark serves through gunicorn (pip install gunicorn)"
+)
 
 CASES = {
     "logout_fanout": ["--sizes", "2", "--runs", "1", "--wait-bound", "0.5", "--no-hang"],
@@ -26,8 +27,9 @@ CASES = {
 
 
 def run(name: str, args: list[str]) -> str:
-    proc = subprocess.run([sys.executable, "-m", f"bench.{name}", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", *args], cwd=ROOT, capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -41,8 +43,9 @@ def test_bench_runs_and_prints_figures(name: str) -> None:
 
 def test_fastpath_ab_runs_and_prints_figures() -> None:
     """The in-process A/B of the revocation fast path (old revision from git vs now) runs."""
-    out = run("revocation", ["--fastpath-ab", "HEAD", "--ab-calls", "20", "--ab-rounds", "1",
-                             "--ab-dbs", "sqlite"])
+    out = run(
+        "revocation", ["--fastpath-ab", "HEAD", "--ab-calls", "20", "--ab-rounds", "1", "--ab-dbs", "sqlite"]
+    )
     assert "machine:" in out and "statement" in out and "|---" in out
 
 

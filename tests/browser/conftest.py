@@ -28,8 +28,15 @@ from tests.support.idp import PASSWORD, IdP, start_idp
 from tests.support.servers import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOT_DIR = os.environ.get("OIDC_LOGOUT_SCREENSHOTS")
 
 
@@ -102,9 +109,15 @@ class RP:
         return f"rp_{self.client_id.replace('-', '_')}"
 
     def config(self, issuer: str) -> RPConfig:
-        return RPConfig(name=self.name, client_id=self.client_id,
-                        client_secret=f"{self.client_id}-secret-" + "z" * 16, base_url=self.url,
-                        issuer=issuer, backchannel=self.backchannel, frontchannel=self.frontchannel)
+        return RPConfig(
+            name=self.name,
+            client_id=self.client_id,
+            client_secret=f"{self.client_id}-secret-" + "z" * 16,
+            base_url=self.url,
+            issuer=issuer,
+            backchannel=self.backchannel,
+            frontchannel=self.frontchannel,
+        )
 
     def attach(self, issuer: str) -> None:
         app = create_rp_app(self.config(issuer))
@@ -127,8 +140,9 @@ class RP:
         logout_path = path.startswith("/oidc/")
         if self.hang_frontchannel and path == "/oidc/frontchannel-logout":
             # Accept the connection, read the request, never answer (until teardown).
-            self.hits.append(Hit(environ["REQUEST_METHOD"], path,
-                                 parse_qs(environ.get("QUERY_STRING", "")), 0))
+            self.hits.append(
+                Hit(environ["REQUEST_METHOD"], path, parse_qs(environ.get("QUERY_STRING", "")), 0)
+            )
             self.release.wait(30)
             start_response("503 Service Unavailable", [("Content-Length", "0")])
             return [b""]
@@ -140,8 +154,14 @@ class RP:
 
         body = self.app(environ, recording_start)
         if logout_path:
-            self.hits.append(Hit(environ["REQUEST_METHOD"], path,
-                                 parse_qs(environ.get("QUERY_STRING", "")), seen.get("status", 0)))
+            self.hits.append(
+                Hit(
+                    environ["REQUEST_METHOD"],
+                    path,
+                    parse_qs(environ.get("QUERY_STRING", "")),
+                    seen.get("status", 0),
+                )
+            )
         return body
 
     def hits_on(self, path: str) -> list[Hit]:
@@ -163,8 +183,9 @@ class Env:
             rows = db.scalars(select(Delivery).order_by(Delivery.id)).all()
         return {(d.client_id, d.channel): d for d in rows}
 
-    def wait_deliveries(self, expected: dict[tuple[str, str], str], timeout: float = 5.0
-                        ) -> dict[tuple[str, str], Delivery]:
+    def wait_deliveries(
+        self, expected: dict[tuple[str, str], str], timeout: float = 5.0
+    ) -> dict[tuple[str, str], Delivery]:
         """Poll until every (client_id, channel) row is in the expected state."""
         deadline = time.monotonic() + timeout
         while True:
@@ -177,8 +198,9 @@ class Env:
 
 def make_env(tmp_path: Path, rps: list[RP], **settings: Any) -> Env:
     """The OP on a SQLite file plus ``rps``, every one on its own loopback port."""
-    defaults: dict[str, Any] = dict(delivery_timeout=2.0, delivery_backoff_base=0.05,
-                                    delivery_backoff_cap=0.2, logout_wait_bound=2.0)
+    defaults: dict[str, Any] = dict(
+        delivery_timeout=2.0, delivery_backoff_base=0.05, delivery_backoff_cap=0.2, logout_wait_bound=2.0
+    )
     defaults.update(settings)
     clients = [rp.config("http://placeholder").client_metadata() for rp in rps]
     idp = start_idp(f"sqlite:///{tmp_path / 'op.db'}", clients=clients, **defaults)
@@ -255,8 +277,9 @@ def cookie_value(page: Any, rp: RP) -> str:
 
 def protected_with_cookie(rp: RP, value: str) -> requests.Response:
     """A fresh HTTP client replaying a session cookie copied out of the browser."""
-    return requests.get(f"{rp.url}/protected", cookies={rp.cookie_name: value},
-                        allow_redirects=False, timeout=5)
+    return requests.get(
+        f"{rp.url}/protected", cookies={rp.cookie_name: value}, allow_redirects=False, timeout=5
+    )
 
 
 def query_of(url: str) -> dict[str, list[str]]:

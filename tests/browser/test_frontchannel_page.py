@@ -39,7 +39,13 @@ def test_iframe_url_retains_the_registered_query_byte_for_byte():
     url = iframe_url(uri, ISS, SID)
     assert url.startswith(uri + "&iss=")
     assert parse_qs(urlsplit(url).query, keep_blank_values=True) == {
-        "tenant": ["a b"], "flag": [""], "plus": ["x y"], "empty": [""], "iss": [ISS], "sid": [SID]}
+        "tenant": ["a b"],
+        "flag": [""],
+        "plus": ["x y"],
+        "empty": [""],
+        "iss": [ISS],
+        "sid": [SID],
+    }
 
 
 def test_iframe_url_never_sends_two_issuers():
@@ -54,8 +60,12 @@ def test_iframe_url_without_sid_adds_neither():
 
 
 def test_frame_origins_for_csp():
-    frames = [Frame(1, "https://a.example/fc?x"), Frame(2, "https://a.example/other"),
-              Frame(3, "http://127.0.0.1:8001/fc"), Frame(4, "http://[::1]:9/fc")]
+    frames = [
+        Frame(1, "https://a.example/fc?x"),
+        Frame(2, "https://a.example/other"),
+        Frame(3, "http://127.0.0.1:8001/fc"),
+        Frame(4, "http://[::1]:9/fc"),
+    ]
     assert frame_origins(frames) == ["https://a.example:443", "http://127.0.0.1:8001", "http://[::1]:9"]
 
 
@@ -64,14 +74,18 @@ def test_frame_origins_for_csp():
 def op(tmp_path: Path) -> Iterator[tuple[IdP, dict[str, dict]]]:
     metas = {
         "fc-query": client_meta(
-            "fc-query", port=20101,
+            "fc-query",
+            port=20101,
             frontchannel_logout_uri="http://127.0.0.1:20101/fc?tenant=a%20b&flag",
-            frontchannel_logout_session_required=True),
+            frontchannel_logout_session_required=True,
+        ),
         "fc-plain": client_meta(
-            "fc-plain", port=20102, frontchannel_logout_uri="http://127.0.0.1:20102/oidc/frontchannel-logout"),
+            "fc-plain", port=20102, frontchannel_logout_uri="http://127.0.0.1:20102/oidc/frontchannel-logout"
+        ),
     }
-    idp = start_idp(f"sqlite:///{tmp_path / 'op.db'}", clients=list(metas.values()),
-                    frontchannel_timeout_ms=2500)
+    idp = start_idp(
+        f"sqlite:///{tmp_path / 'op.db'}", clients=list(metas.values()), frontchannel_timeout_ms=2500
+    )
     yield idp, metas
     idp.stop()
 
@@ -88,16 +102,24 @@ def _logout(op) -> tuple[IdP, dict, requests.Response, str]:
     browser = Browser(idp.url)
     browser.login()
     tokens = {name: authorize(browser, meta) for name, meta in metas.items()}
-    resp = browser.http.get(f"{idp.url}/end_session", params={
-        "id_token_hint": tokens["fc-query"]["id_token"],
-        "post_logout_redirect_uri": metas["fc-query"]["post_logout_redirect_uris"][0],
-        "state": "st&te"}, allow_redirects=False, timeout=10)
+    resp = browser.http.get(
+        f"{idp.url}/end_session",
+        params={
+            "id_token_hint": tokens["fc-query"]["id_token"],
+            "post_logout_redirect_uri": metas["fc-query"]["post_logout_redirect_uris"][0],
+            "state": "st&te",
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
     return idp, metas, resp, _claims(tokens["fc-query"]["id_token"])["sid"]
 
 
 def _iframes(text: str) -> dict[int, str]:
-    return {int(d): html.unescape(src)
-            for d, src in re.findall(r'<iframe data-delivery="(\d+)" src="([^"]+)"', text)}
+    return {
+        int(d): html.unescape(src)
+        for d, src in re.findall(r'<iframe data-delivery="(\d+)" src="([^"]+)"', text)
+    }
 
 
 def _csp(resp: requests.Response) -> dict[str, list[str]]:
@@ -109,7 +131,7 @@ def _csp(resp: requests.Response) -> dict[str, list[str]]:
 
 
 def test_iframes_carry_iss_and_sid_and_keep_the_registered_query(op):
-    idp, metas, resp, sid = _logout(op)
+    idp, _metas, resp, sid = _logout(op)
     assert resp.status_code == 200, resp.text
     frames = _iframes(resp.text)
     assert len(frames) == 2
@@ -122,14 +144,18 @@ def test_iframes_carry_iss_and_sid_and_keep_the_registered_query(op):
     q = by_client["fc-query"]
     assert q.startswith("http://127.0.0.1:20101/fc?tenant=a%20b&flag&iss="), q
     assert parse_qs(urlsplit(q).query, keep_blank_values=True) == {
-        "tenant": ["a b"], "flag": [""], "iss": [idp.url], "sid": [sid]}
+        "tenant": ["a b"],
+        "flag": [""],
+        "iss": [idp.url],
+        "sid": [sid],
+    }
     plain = by_client["fc-plain"]
     assert urlsplit(plain).path == "/oidc/frontchannel-logout"
     assert parse_qs(urlsplit(plain).query) == {"iss": [idp.url], "sid": [sid]}
 
 
 def test_page_is_no_store_with_a_strict_csp(op):
-    idp, metas, resp, _ = _logout(op)
+    _idp, _metas, resp, _ = _logout(op)
     assert "no-store" in resp.headers["Cache-Control"]
     assert resp.headers["Pragma"] == "no-cache"
     assert resp.headers["X-Frame-Options"] == "DENY"
@@ -143,7 +169,7 @@ def test_page_is_no_store_with_a_strict_csp(op):
     (nonce_src,) = csp["script-src"]
     assert re.fullmatch(r"'nonce-[A-Za-z0-9_-]{16,}'", nonce_src)
     assert not any("unsafe" in v for values in csp.values() for v in values)
-    nonce = nonce_src[len("'nonce-"):-1]
+    nonce = nonce_src[len("'nonce-") : -1]
     scripts = re.findall(r"<script([^>]*)>", resp.text)
     assert scripts and all(f'nonce="{nonce}"' in s for s in scripts)
     # The OP's own session cookie is cleared by the same response.
@@ -151,7 +177,7 @@ def test_page_is_no_store_with_a_strict_csp(op):
 
 
 def test_no_script_fallback_is_a_meta_refresh_to_the_redirect(op):
-    idp, metas, resp, _ = _logout(op)
+    _idp, metas, resp, _ = _logout(op)
     target = metas["fc-query"]["post_logout_redirect_uris"][0] + "?state=st%26te"
     m = re.search(r'<noscript><meta http-equiv="refresh" content="(\d+);url=([^"]+)"></noscript>', resp.text)
     assert m, resp.text
@@ -161,23 +187,26 @@ def test_no_script_fallback_is_a_meta_refresh_to_the_redirect(op):
 
 
 def test_report_marks_loaded_frames_confirmed_and_the_rest_unconfirmed(op):
-    idp, metas, resp, _ = _logout(op)
+    idp, _metas, resp, _ = _logout(op)
     token = json.loads(re.search(r"token: (\"[^\"]*\")", resp.text).group(1))
     frames = _iframes(resp.text)
     with idp.provider.session_factory() as db:
         rows = {d.id: d.client_id for d in db.scalars(select(Delivery))}
     loaded = [i for i in frames if rows[i] == "fc-plain"]
 
-    bad = requests.post(f"{idp.url}/logout/frontchannel-report", json={"token": token + "x", "loaded": loaded},
-                        timeout=5)
+    bad = requests.post(
+        f"{idp.url}/logout/frontchannel-report", json={"token": token + "x", "loaded": loaded}, timeout=5
+    )
     assert bad.status_code == 400
-    ok = requests.post(f"{idp.url}/logout/frontchannel-report", json={"token": token, "loaded": loaded},
-                       timeout=5)
+    ok = requests.post(
+        f"{idp.url}/logout/frontchannel-report", json={"token": token, "loaded": loaded}, timeout=5
+    )
     assert ok.status_code == 200 and ok.json() == {"recorded": 2}
     with idp.provider.session_factory() as db:
         states = {d.client_id: d.state for d in db.scalars(select(Delivery))}
     assert states == {"fc-plain": "confirmed", "fc-query": "unconfirmed"}
     # A second report changes nothing: the rows are final.
-    again = requests.post(f"{idp.url}/logout/frontchannel-report", json={"token": token, "loaded": list(frames)},
-                          timeout=5)
+    again = requests.post(
+        f"{idp.url}/logout/frontchannel-report", json={"token": token, "loaded": list(frames)}, timeout=5
+    )
     assert again.json() == {"recorded": 0}

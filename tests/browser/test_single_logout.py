@@ -35,9 +35,11 @@ BACK, FRONT = "/oidc/backchannel-logout", "/oidc/frontchannel-logout"
 
 
 def three_rps() -> list[RP]:
-    return [new_rp("Notes", "rp-back", back=True, front=False),
-            new_rp("Wiki", "rp-front", back=False, front=True),
-            new_rp("Files", "rp-both", back=True, front=True)]
+    return [
+        new_rp("Notes", "rp-back", back=True, front=False),
+        new_rp("Wiki", "rp-front", back=False, front=True),
+        new_rp("Files", "rp-both", back=True, front=True),
+    ]
 
 
 def sign_in_everywhere(page: Any, env: Env) -> dict[str, str]:
@@ -60,7 +62,9 @@ def log_out_at(page: Any, rp: RP, env: Env, op_page_shot: str | None = None) -> 
     the RP sent to end_session and the seconds from click to arrival. ``op_page_shot``: save a
     screenshot of the OP's logged-out page under that name on the way (if screenshots are on)."""
     sent: list[str] = []
-    page.on("request", lambda r: sent.append(r.url) if r.url.startswith(f"{env.idp.url}/end_session") else None)
+    page.on(
+        "request", lambda r: sent.append(r.url) if r.url.startswith(f"{env.idp.url}/end_session") else None
+    )
     page.goto(f"{rp.url}/")
     started = time.monotonic()
     page.click("#logout")
@@ -92,13 +96,20 @@ def test_one_logout_ends_every_rp_session(new_page, env_factory):
     log_out_at(page, env.rps["rp-back"], env)
     screenshot(page, "rp-after-logout.png")
 
-    rows = env.wait_deliveries({("rp-back", "backchannel"): "delivered",
-                                ("rp-both", "backchannel"): "delivered",
-                                ("rp-front", "frontchannel"): "confirmed",
-                                ("rp-both", "frontchannel"): "confirmed"})
+    rows = env.wait_deliveries(
+        {
+            ("rp-back", "backchannel"): "delivered",
+            ("rp-both", "backchannel"): "delivered",
+            ("rp-front", "frontchannel"): "confirmed",
+            ("rp-both", "frontchannel"): "confirmed",
+        }
+    )
     assert {k: r.state for k, r in rows.items()} == {
-        ("rp-back", "backchannel"): "delivered", ("rp-both", "backchannel"): "delivered",
-        ("rp-front", "frontchannel"): "confirmed", ("rp-both", "frontchannel"): "confirmed"}
+        ("rp-back", "backchannel"): "delivered",
+        ("rp-both", "backchannel"): "delivered",
+        ("rp-front", "frontchannel"): "confirmed",
+        ("rp-both", "frontchannel"): "confirmed",
+    }
     assert rows[("rp-both", "backchannel")].last_status == 200
 
     # Front-Channel §2/§3: each front-channel RP was called with iss and sid of the session.
@@ -126,8 +137,7 @@ def test_rp_with_both_channels_ends_its_session_once(new_page, env_factory):
 
     both = env.rps["rp-both"]
     env.wait_deliveries({("rp-both", "frontchannel"): "confirmed"})
-    assert [(h.method, h.path, h.status) for h in both.hits] == [
-        ("POST", BACK, 200), ("GET", FRONT, 200)]
+    assert [(h.method, h.path, h.status) for h in both.hits] == [("POST", BACK, 200), ("GET", FRONT, 200)]
     assert [path for path, _ in both.ended] == [BACK], "ended once, by the back channel"
     assert protected_with_cookie(both, cookies["rp-both"]).status_code == 302
 
@@ -165,8 +175,9 @@ def test_hanging_frontchannel_rp_does_not_block_the_redirect(new_page, env_facto
     frontchannel_timeout_ms, records it unconfirmed, and redirects anyway."""
     timeout_ms = 1500
     hang = new_rp("Hangs", "rp-hang", back=False, front=True, hang=True)
-    env = env_factory([new_rp("Wiki", "rp-front", back=False, front=True), hang],
-                      frontchannel_timeout_ms=timeout_ms)
+    env = env_factory(
+        [new_rp("Wiki", "rp-front", back=False, front=True), hang], frontchannel_timeout_ms=timeout_ms
+    )
     page = new_page()
     sign_in(page, env.rps["rp-front"], env.idp, expect_login_form=True)
     sign_in(page, hang, env.idp, expect_login_form=False)
@@ -177,8 +188,9 @@ def test_hanging_frontchannel_rp_does_not_block_the_redirect(new_page, env_facto
 
     # It waited for the hung iframe (the timer starts when the page runs) but not much longer.
     assert timeout_ms / 1000 <= elapsed < timeout_ms / 1000 + 2.5, elapsed
-    rows = env.wait_deliveries({("rp-front", "frontchannel"): "confirmed",
-                                ("rp-hang", "frontchannel"): "unconfirmed"})
+    rows = env.wait_deliveries(
+        {("rp-front", "frontchannel"): "confirmed", ("rp-hang", "frontchannel"): "unconfirmed"}
+    )
     assert rows[("rp-front", "frontchannel")].state == "confirmed"
     assert rows[("rp-hang", "frontchannel")].state == "unconfirmed"
     assert "did not report loading" in (rows[("rp-hang", "frontchannel")].last_error or "")

@@ -87,22 +87,38 @@ class DB:
             ensure_keys(db, ("RS256", "ES256"))
         self.keyring.refresh()
 
-    def add_deliveries(self, uris: list[str], *, alg: str = "RS256", sid: str | None = "sid-1",
-                       subject: str | None = "alice", **row: Any) -> list[int]:
+    def add_deliveries(
+        self,
+        uris: list[str],
+        *,
+        alg: str = "RS256",
+        sid: str | None = "sid-1",
+        subject: str | None = "alice",
+        **row: Any,
+    ) -> list[int]:
         """One client + one pending back-channel delivery per URI; returns the delivery ids."""
         self._n += 1
         term_id = f"t{self._n}-{uuid.uuid4().hex[:12]}"
         ids = []
         with self.factory.begin() as db:
-            db.add(Termination(id=term_id, target_kind="sid", target_value=sid or "x",
-                               reason="test", initiator="test"))
+            db.add(
+                Termination(
+                    id=term_id, target_kind="sid", target_value=sid or "x", reason="test", initiator="test"
+                )
+            )
             for i, uri in enumerate(uris):
                 cid = f"c{self._n}-{i}-{uuid.uuid4().hex[:8]}"
-                db.add(Client(client_id=cid, id_token_signed_response_alg=alg,
-                              backchannel_logout_uri=uri))
+                db.add(Client(client_id=cid, id_token_signed_response_alg=alg, backchannel_logout_uri=uri))
                 db.flush()
-                d = Delivery(termination_id=term_id, channel=BACKCHANNEL, client_id=cid,
-                             sid=sid, subject=subject, target_uri=uri, **row)
+                d = Delivery(
+                    termination_id=term_id,
+                    channel=BACKCHANNEL,
+                    client_id=cid,
+                    sid=sid,
+                    subject=subject,
+                    target_uri=uri,
+                    **row,
+                )
                 db.add(d)
                 db.flush()
                 ids.append(d.id)
@@ -139,7 +155,7 @@ def _pg_available() -> str | None:
 
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True):
             return None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"PostgreSQL at 127.0.0.1:5432 unreachable: {type(exc).__name__}"
 
 
@@ -155,8 +171,9 @@ def pg_engine() -> Iterator[Engine]:
     name = f"oidc_delivery_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
-                         pool_size=20, max_overflow=20)
+    engine = make_engine(
+        f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", pool_size=20, max_overflow=20
+    )
     try:
         upgrade(engine)
         yield engine

@@ -45,8 +45,7 @@ def test_dev_mode_admits_loopback_only(uri: str) -> None:
     check_uri_address(uri, dev_mode=True, allowlist=())
 
 
-@pytest.mark.parametrize("uri", ["http://169.254.169.254/", "http://10.0.0.1/",
-                                 "http://[fe80::1]/"])
+@pytest.mark.parametrize("uri", ["http://169.254.169.254/", "http://10.0.0.1/", "http://[fe80::1]/"])
 def test_dev_mode_still_refuses_metadata_and_private(uri: str) -> None:
     with pytest.raises(DisallowedAddress):
         check_uri_address(uri, dev_mode=True, allowlist=())
@@ -79,8 +78,16 @@ def test_delivery_to_a_refused_address_fails_before_connecting(rp: RPServer) -> 
     """The pinned connection re-checks at connect time: no request reaches the receiver."""
     http = make_session(concurrency=2, dev_mode=False)
     try:
-        res = post_logout_token(http, rp.url("/guarded"), "tok", jti="j", connect_timeout=1,
-                                read_timeout=1, max_bytes=1024, retry_after_cap=10)
+        res = post_logout_token(
+            http,
+            rp.url("/guarded"),
+            "tok",
+            jti="j",
+            connect_timeout=1,
+            read_timeout=1,
+            max_bytes=1024,
+            retry_after_cap=10,
+        )
     finally:
         http.close()
     assert res.outcome == FAILED and res.http_status is None
@@ -89,7 +96,8 @@ def test_delivery_to_a_refused_address_fails_before_connecting(rp: RPServer) -> 
 
 
 def test_dns_rebinding_between_check_and_connect_is_refused(
-        rp: RPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    rp: RPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A name that resolved to an admitted address at registration but to a forbidden one at
     delivery time is refused: the connection checks the address it actually connects to."""
     answers = iter(["127.0.0.1", "10.0.0.1"])
@@ -104,24 +112,34 @@ def test_dns_rebinding_between_check_and_connect_is_refused(
     check_uri_address(uri, dev_mode=True)  # registration: resolves to loopback, admitted
     http = make_session(concurrency=2, dev_mode=True)
     try:
-        res = post_logout_token(http, uri, "tok", jti="j", connect_timeout=1, read_timeout=1,
-                                max_bytes=1024, retry_after_cap=10)
+        res = post_logout_token(
+            http, uri, "tok", jti="j", connect_timeout=1, read_timeout=1, max_bytes=1024, retry_after_cap=10
+        )
     finally:
         http.close()
     assert res.outcome == FAILED and "10.0.0.1" in (res.error or "")
     assert rp.hits("/rebind") == []
 
 
-def test_pinned_connection_keeps_the_host_header(rp: RPServer,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_http, "_resolve", lambda host, port: [
-        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))])
+def test_pinned_connection_keeps_the_host_header(rp: RPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        _http,
+        "_resolve",
+        lambda host, port: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))],
+    )
     rp.url("/named")
     http = make_session(concurrency=2, dev_mode=True)
     try:
-        res = post_logout_token(http, f"http://rp.named.test:{rp.port}/named", "tok", jti="j",
-                                connect_timeout=1, read_timeout=1, max_bytes=1024,
-                                retry_after_cap=10)
+        res = post_logout_token(
+            http,
+            f"http://rp.named.test:{rp.port}/named",
+            "tok",
+            jti="j",
+            connect_timeout=1,
+            read_timeout=1,
+            max_bytes=1024,
+            retry_after_cap=10,
+        )
     finally:
         http.close()
     assert res.outcome == "delivered"
@@ -133,8 +151,16 @@ def test_proxy_environment_is_ignored(rp: RPServer, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("http_proxy", "http://10.0.0.1:3128")
     http = make_session(concurrency=2, dev_mode=True)
     try:
-        res = post_logout_token(http, rp.url("/direct"), "tok", jti="j", connect_timeout=1,
-                                read_timeout=1, max_bytes=1024, retry_after_cap=10)
+        res = post_logout_token(
+            http,
+            rp.url("/direct"),
+            "tok",
+            jti="j",
+            connect_timeout=1,
+            read_timeout=1,
+            max_bytes=1024,
+            retry_after_cap=10,
+        )
     finally:
         http.close()
     assert res.outcome == "delivered" and len(rp.hits("/direct")) == 1

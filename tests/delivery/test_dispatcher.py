@@ -30,7 +30,8 @@ def make_dispatcher() -> Iterator:
 
 
 def test_fifty_rps_are_delivered_in_parallel_in_about_one_rp_latency(
-        sqlite_db: DB, rp: RPServer, make_dispatcher) -> None:
+    sqlite_db: DB, rp: RPServer, make_dispatcher
+) -> None:
     latency = 0.4
     uris = [rp.url(f"/rp{i}", Reply(200, delay=latency)) for i in range(50)]
     ids = sqlite_db.add_deliveries(uris)
@@ -44,7 +45,8 @@ def test_fifty_rps_are_delivered_in_parallel_in_about_one_rp_latency(
 
 
 def test_a_hanging_rp_delays_neither_the_others_nor_wait_for(
-        sqlite_db: DB, rp: RPServer, make_dispatcher) -> None:
+    sqlite_db: DB, rp: RPServer, make_dispatcher
+) -> None:
     settings = fast_settings(delivery_timeout=2.0)
     hang = sqlite_db.add_deliveries([rp.url("/hang", Reply(hang=True))])
     others = sqlite_db.add_deliveries([rp.url(f"/ok{i}") for i in range(5)])
@@ -84,7 +86,8 @@ def test_rp_answering_400_is_not_retried(sqlite_db: DB, rp: RPServer, make_dispa
 
 
 def test_rp_answering_500_then_200_is_delivered_on_the_second_attempt(
-        sqlite_db: DB, rp: RPServer, make_dispatcher) -> None:
+    sqlite_db: DB, rp: RPServer, make_dispatcher
+) -> None:
     ids = sqlite_db.add_deliveries([rp.url("/flaky", Reply(500), Reply(200))])
     disp = make_dispatcher(sqlite_db)  # default 0.5 s poll: the retry wake-up is scheduled
     disp.start()
@@ -94,11 +97,12 @@ def test_rp_answering_500_then_200_is_delivered_on_the_second_attempt(
     row = sqlite_db.get(ids[0])
     assert row.state == DELIVERED and row.attempts == 2
     assert [(a.number, a.outcome, a.http_status) for a in row.attempt_log] == [
-        (1, "retry", 500), (2, "delivered", 200)]
+        (1, "retry", 500),
+        (2, "delivered", 200),
+    ]
 
 
-def test_429_retry_after_is_honoured_and_capped(sqlite_db: DB, rp: RPServer,
-                                                make_dispatcher) -> None:
+def test_429_retry_after_is_honoured_and_capped(sqlite_db: DB, rp: RPServer, make_dispatcher) -> None:
     settings = fast_settings(delivery_retry_after_cap=90)
     ids = sqlite_db.add_deliveries([rp.url("/429", Reply(429, {"Retry-After": "86400"}))])
     disp = make_dispatcher(sqlite_db, settings)
@@ -112,8 +116,7 @@ def test_429_retry_after_is_honoured_and_capped(sqlite_db: DB, rp: RPServer,
     assert len(rp.hits("/429")) == 1
 
 
-def test_delivery_goes_dead_after_the_last_attempt(sqlite_db: DB, rp: RPServer,
-                                                   make_dispatcher) -> None:
+def test_delivery_goes_dead_after_the_last_attempt(sqlite_db: DB, rp: RPServer, make_dispatcher) -> None:
     settings = fast_settings(delivery_max_attempts=3)
     ids = sqlite_db.add_deliveries([rp.url("/down", Reply(503))])
     disp = make_dispatcher(sqlite_db, settings, poll_interval=0.05)
@@ -125,8 +128,7 @@ def test_delivery_goes_dead_after_the_last_attempt(sqlite_db: DB, rp: RPServer,
     assert len(rp.hits("/down")) == 3
 
 
-def test_redirecting_rp_fails_without_following(sqlite_db: DB, rp: RPServer,
-                                                make_dispatcher) -> None:
+def test_redirecting_rp_fails_without_following(sqlite_db: DB, rp: RPServer, make_dispatcher) -> None:
     ids = sqlite_db.add_deliveries([rp.url("/r", Reply(302, {"Location": rp.url("/t")}))])
     assert make_dispatcher(sqlite_db).run_once() == {"failed": 1}
     row = sqlite_db.get(ids[0])
@@ -134,15 +136,13 @@ def test_redirecting_rp_fails_without_following(sqlite_db: DB, rp: RPServer,
     assert rp.hits("/t") == []
 
 
-def test_address_policy_applies_to_delivery(sqlite_db: DB, rp: RPServer,
-                                            make_dispatcher) -> None:
+def test_address_policy_applies_to_delivery(sqlite_db: DB, rp: RPServer, make_dispatcher) -> None:
     ids = sqlite_db.add_deliveries([rp.url("/loop")])
     disp = make_dispatcher(sqlite_db, fast_settings(dev_mode=False))
     assert disp.run_once() == {"failed": 1}
     assert "not allowed" in (sqlite_db.get(ids[0]).last_error or "")
     assert rp.hits("/loop") == []
-    allow = make_dispatcher(sqlite_db, fast_settings(dev_mode=False,
-                                                     address_allowlist=("127.0.0.0/8",)))
+    allow = make_dispatcher(sqlite_db, fast_settings(dev_mode=False, address_allowlist=("127.0.0.0/8",)))
     ids = sqlite_db.add_deliveries([rp.url("/allowed")])
     assert allow.run_once() == {"delivered": 1}
 
@@ -159,8 +159,7 @@ def test_due_retries_survive_a_restart(sqlite_db: DB, rp: RPServer, make_dispatc
     assert sqlite_db.get(ids[0]).state == DELIVERED
 
 
-def test_kick_wakes_the_polling_thread_immediately(sqlite_db: DB, rp: RPServer,
-                                                   make_dispatcher) -> None:
+def test_kick_wakes_the_polling_thread_immediately(sqlite_db: DB, rp: RPServer, make_dispatcher) -> None:
     disp = make_dispatcher(sqlite_db, poll_interval=30)
     disp.start()
     time.sleep(0.1)  # the thread is now asleep for 30 s
@@ -194,8 +193,10 @@ def test_stop_gives_back_claims_that_never_started(sqlite_db: DB, rp: RPServer) 
 
 @pytest.mark.postgres
 def test_postgres_parallel_delivery_and_retry(pg_db: DB, rp: RPServer, make_dispatcher) -> None:
-    ids = pg_db.add_deliveries([rp.url(f"/p{i}", Reply(200, delay=0.3)) for i in range(20)]
-                               + [rp.url("/pflaky", Reply(500), Reply(200))])
+    ids = pg_db.add_deliveries(
+        [rp.url(f"/p{i}", Reply(200, delay=0.3)) for i in range(20)]
+        + [rp.url("/pflaky", Reply(500), Reply(200))]
+    )
     disp = make_dispatcher(pg_db, fast_settings(delivery_concurrency=32), poll_interval=0.05)
     t0 = time.monotonic()
     disp.deliver_now(ids)

@@ -35,12 +35,17 @@ from oidc_logout.rp import (
 from oidc_logout.rp.flask import RPLogout
 from oidc_logout.storage.models import Delivery
 from oidc_logout.termination import by_sid
-from tests.support.idp import IdP, Browser, authorize, client_meta, start_idp
+from tests.support.idp import Browser, IdP, authorize, client_meta, start_idp
 from tests.support.servers import LiveServer
 
 CLIENT = "rp-keys"
-FAST = dict(delivery_backoff_base=0.05, delivery_backoff_cap=0.2, delivery_max_attempts=8,
-            delivery_key_retry_delay=0.3, logout_wait_bound=0.5)
+FAST = dict(
+    delivery_backoff_base=0.05,
+    delivery_backoff_cap=0.2,
+    delivery_max_attempts=8,
+    delivery_key_retry_delay=0.3,
+    logout_wait_bound=0.5,
+)
 
 
 def _header(jwt: str) -> dict[str, Any]:
@@ -68,8 +73,7 @@ class FlakyJWKS:
             start_response("503 Service Unavailable", [("Content-Length", "0")])
             return [b""]
         body = requests.get(self.upstream, timeout=5).content
-        start_response("200 OK", [("Content-Type", "application/json"),
-                                  ("Content-Length", str(len(body)))])
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
 
 
@@ -108,24 +112,31 @@ class Env:
             time.sleep(0.05)
 
 
-def make_env(database_url: str, *, jwks_uri: str | None = None,
-             refetch_interval: float = 30.0, **settings: Any) -> Env:
+def make_env(
+    database_url: str, *, jwks_uri: str | None = None, refetch_interval: float = 30.0, **settings: Any
+) -> Env:
     rp_server = LiveServer()
-    meta = client_meta(CLIENT, port=rp_server.port,
-                       backchannel_logout_uri=f"{rp_server.url}/oidc/backchannel-logout",
-                       backchannel_logout_session_required=True)
+    meta = client_meta(
+        CLIENT,
+        port=rp_server.port,
+        backchannel_logout_uri=f"{rp_server.url}/oidc/backchannel-logout",
+        backchannel_logout_session_required=True,
+    )
     idp = start_idp(database_url, clients=[meta], **{**FAST, **settings})
     # The RP: discovery (or a fixed jwks_uri), a JWKS cache that refetches on an unknown kid
     # at most once per refetch_interval (what RPs do), server-side sessions.
     if jwks_uri is None:
-        keys = JWKSCache(discovery=DiscoveryClient(idp.url),
-                         unknown_kid_refetch_interval=refetch_interval)
+        keys = JWKSCache(discovery=DiscoveryClient(idp.url), unknown_kid_refetch_interval=refetch_interval)
     else:
         keys = JWKSCache(jwks_uri, unknown_kid_refetch_interval=refetch_interval)
     index, store = MemorySessionIndex(), MemorySessionStore()
     app = Flask("rp-keys")
-    RPLogout(app, validator=LogoutTokenValidator(issuer=idp.url, client_id=CLIENT, keys=keys),
-             session_index=index, session_store=store)
+    RPLogout(
+        app,
+        validator=LogoutTokenValidator(issuer=idp.url, client_id=CLIENT, keys=keys),
+        session_index=index,
+        session_store=store,
+    )
     rp_server.app = app
     rp_server.start()
     return Env(idp, rp_server, keys, index, store, database_url, meta)
@@ -144,15 +155,15 @@ def rotate(env: Env, capsys: pytest.CaptureFixture[str], *args: str) -> dict[str
     """``oidc-logout rotate-key`` against the OP's database, then make the running OP see
     the rotation at once (the worst case: no key ring cache delay)."""
     capsys.readouterr()
-    assert cli.main(["rotate-key", "--alg", "RS256", "--database-url", env.database_url,
-                     *args]) == 0
+    assert cli.main(["rotate-key", "--alg", "RS256", "--database-url", env.database_url, *args]) == 0
     out = json.loads(capsys.readouterr().out)
     env.idp.provider.keyring.refresh()
     return out
 
 
 def test_rotate_key_publishes_first_so_an_rp_with_a_fresh_jwks_still_verifies(
-        database_url: str, envs: list[Env], capsys: pytest.CaptureFixture[str]) -> None:
+    database_url: str, envs: list[Env], capsys: pytest.CaptureFixture[str]
+) -> None:
     """The RP fetched the JWKS just now (verifying the ID token) and will not refetch for
     30 s; right after rotate-key the OP ends the session: the logout token is signed with a
     key the RP knows, the RP session ends."""
@@ -174,7 +185,8 @@ def test_rotate_key_publishes_first_so_an_rp_with_a_fresh_jwks_still_verifies(
 
 
 def test_a_key_reason_refusal_is_retried_until_the_rp_refetched(
-        database_url: str, envs: list[Env], capsys: pytest.CaptureFixture[str]) -> None:
+    database_url: str, envs: list[Env], capsys: pytest.CaptureFixture[str]
+) -> None:
     """rotate-key --immediately (a compromised key): the RP answers 400 unknown_kid while
     its refetch cooldown lasts; the OP retries and the logout arrives once the RP refetched."""
     env = make_env(database_url, refetch_interval=1.0)
@@ -194,7 +206,8 @@ def test_a_key_reason_refusal_is_retried_until_the_rp_refetched(
 
 
 def test_an_rp_whose_first_jwks_fetch_failed_gets_the_logout_on_a_retry(
-        database_url: str, envs: list[Env]) -> None:
+    database_url: str, envs: list[Env]
+) -> None:
     """The RP's JWKS endpoint fails once (jwks_unavailable, answered with 400): retried,
     delivered, the RP session ends."""
     flaky = FlakyJWKS(failures=1)
@@ -215,7 +228,8 @@ def test_an_rp_whose_first_jwks_fetch_failed_gets_the_logout_on_a_retry(
 
 
 def test_the_published_key_takes_over_at_the_end_of_the_rollover_period(
-        database_url: str, envs: list[Env], capsys: pytest.CaptureFixture[str]) -> None:
+    database_url: str, envs: list[Env], capsys: pytest.CaptureFixture[str]
+) -> None:
     """Step 2: once the rollover period is over, the new key signs (without a reload of the
     key ring) and the replaced key stays published."""
     env = make_env(database_url)

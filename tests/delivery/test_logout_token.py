@@ -21,8 +21,7 @@ from .conftest import DB, ISSUER, Reply, RPServer, fast_settings
 def verify(token: str, db: DB) -> tuple[dict, dict]:
     """Verify with the OP's *public* JWKS; return (header, claims)."""
     keyset = jwk.JWKSet.from_json(json.dumps(db.keyring.public_jwks()))
-    parsed = jwt.JWT(jwt=token, key=keyset, check_claims=False,
-                     expected_type="JWS")
+    parsed = jwt.JWT(jwt=token, key=keyset, check_claims=False, expected_type="JWS")
     sig = jws.JWS()
     sig.deserialize(token)
     return dict(sig.jose_header), json.loads(parsed.claims)
@@ -31,8 +30,7 @@ def verify(token: str, db: DB) -> tuple[dict, dict]:
 def test_token_header_and_claims_are_complete_and_verifiable(sqlite_db: DB) -> None:
     key = sqlite_db.keyring.signing_key("RS256")
     now = int(time.time())
-    claims = logout_token_claims(issuer=ISSUER, client_id="rp1", sub="alice", sid="s1",
-                                 now=now, lifetime=120)
+    claims = logout_token_claims(issuer=ISSUER, client_id="rp1", sub="alice", sid="s1", now=now, lifetime=120)
     header, got = verify(sign_logout_token(claims, key), sqlite_db)
     assert header == {"alg": "RS256", "typ": "logout+jwt", "kid": key.kid}
     assert got["iss"] == ISSUER and got["aud"] == "rp1"
@@ -56,16 +54,17 @@ def test_token_without_sub_and_sid_is_refused() -> None:
 
 
 def test_nonce_is_never_signed(sqlite_db: DB) -> None:
-    claims = logout_token_claims(issuer=ISSUER, client_id="rp", sub="u", sid=None, now=1,
-                                 lifetime=5)
+    claims = logout_token_claims(issuer=ISSUER, client_id="rp", sub="u", sid=None, now=1, lifetime=5)
     claims["nonce"] = "n"
     with pytest.raises(ValueError):
         sign_logout_token(claims, sqlite_db.keyring.signing_key("RS256"))
 
 
 def test_jti_is_unique_across_many_tokens() -> None:
-    jtis = {logout_token_claims(issuer=ISSUER, client_id="rp", sub="u", sid=None, now=1,
-                                lifetime=5)["jti"] for _ in range(2000)}
+    jtis = {
+        logout_token_claims(issuer=ISSUER, client_id="rp", sub="u", sid=None, now=1, lifetime=5)["jti"]
+        for _ in range(2000)
+    }
     assert len(jtis) == 2000
 
 

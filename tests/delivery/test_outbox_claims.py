@@ -59,8 +59,11 @@ def claims_and_leases(db: DB) -> None:
     assert outbox.claim_due(db.factory, "w2", 10, 30, ids=[ids[0]]) == []  # leased
     # The lease expires (a crashed worker): the row comes back to another claimer.
     with db.factory.begin() as s:
-        s.execute(update(Delivery).where(Delivery.id == ids[0])
-                  .values(lease_until=utcnow() - dt.timedelta(seconds=1)))
+        s.execute(
+            update(Delivery)
+            .where(Delivery.id == ids[0])
+            .values(lease_until=utcnow() - dt.timedelta(seconds=1))
+        )
     (again,) = outbox.claim_due(db.factory, "w2", 10, 30, ids=[ids[0]])
     assert again.id == ids[0]
     # The first owner's late result is not written (its lease was lost).
@@ -75,8 +78,11 @@ def claims_and_leases(db: DB) -> None:
     assert [a.number for a in row.attempt_log] == [1] and row.attempt_log[0].worker == "w2"
     # Rows not yet due are not claimed.
     with db.factory.begin() as s:
-        s.execute(update(Delivery).where(Delivery.id == ids[1])
-                  .values(next_attempt_at=utcnow() + dt.timedelta(hours=1)))
+        s.execute(
+            update(Delivery)
+            .where(Delivery.id == ids[1])
+            .values(next_attempt_at=utcnow() + dt.timedelta(hours=1))
+        )
     assert [c.id for c in outbox.claim_due(db.factory, "w3", 10, 30)] == [ids[2]]
 
 
@@ -100,8 +106,7 @@ def test_postgres_claim_skips_rows_locked_by_another_claimer(pg_db: DB) -> None:
     ids = pg_db.add_deliveries(URIS[:6])
     with pg_db.factory() as locker, locker.begin():
         # Another claimer's transaction holds the first three rows...
-        locker.execute(select(Delivery.id).where(Delivery.id.in_(ids[:3]))
-                       .with_for_update()).all()
+        locker.execute(select(Delivery.id).where(Delivery.id.in_(ids[:3])).with_for_update()).all()
         t0 = time.monotonic()
         claims = outbox.claim_due(pg_db.factory, "w2", 10, 30)
         # ...so this one neither waits nor takes them.
@@ -115,8 +120,7 @@ def test_postgres_expired_lease_comes_back_and_a_lost_lease_is_not_recorded(pg_d
 
 
 def test_retry_result_goes_back_to_pending_with_backoff_then_dead(sqlite_db: DB) -> None:
-    settings = fast_settings(delivery_max_attempts=2, delivery_backoff_base=10,
-                             delivery_backoff_cap=10)
+    settings = fast_settings(delivery_max_attempts=2, delivery_backoff_base=10, delivery_backoff_cap=10)
     (i,) = sqlite_db.add_deliveries(URIS[:1])
     fail = AttemptResult(RETRY, 500, "HTTP 500", None, 3, "j")
     (c,) = outbox.claim_due(sqlite_db.factory, "w", 1, 30)
@@ -148,5 +152,4 @@ def test_operator_retry_summary_and_listing(sqlite_db: DB) -> None:
         assert outbox.retry_now(s) == 1  # the dead one; delivered rows are untouched
     with sqlite_db.factory() as s:
         assert outbox.summary(s)[PENDING] == 3
-    assert {c.id for c in outbox.claim_due(sqlite_db.factory, "w", 10, 30)} == {
-        ids[0], ids[1], ids[3]}
+    assert {c.id for c in outbox.claim_due(sqlite_db.factory, "w", 10, 30)} == {ids[0], ids[1], ids[3]}

@@ -10,14 +10,17 @@ from hypothesis import strategies as st
 
 from oidc_logout.delivery.policy import backoff_delay, is_exhausted, next_attempt_at
 
-T0 = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 
 
-@given(attempts=st.integers(min_value=-5, max_value=10_000),
-       base=st.floats(min_value=0.001, max_value=100),
-       cap=st.floats(min_value=0.0, max_value=10_000))
-def test_backoff_stays_within_zero_and_the_exponential_ceiling(attempts: int, base: float,
-                                                               cap: float) -> None:
+@given(
+    attempts=st.integers(min_value=-5, max_value=10_000),
+    base=st.floats(min_value=0.001, max_value=100),
+    cap=st.floats(min_value=0.0, max_value=10_000),
+)
+def test_backoff_stays_within_zero_and_the_exponential_ceiling(
+    attempts: int, base: float, cap: float
+) -> None:
     d = backoff_delay(attempts, base=base, cap=cap)
     ceiling = min(cap, base * 2.0 ** (max(attempts, 1) - 1)) if attempts < 64 else cap
     assert 0.0 <= d <= max(ceiling, 0.0) + 1e-9
@@ -37,11 +40,9 @@ def test_last_attempt_and_max_age_make_a_delivery_dead() -> None:
 
 
 def test_retry_after_wins_over_backoff_but_is_capped() -> None:
-    at = next_attempt_at(now=T0, attempts=1, base=1, cap=10, retry_after=120,
-                         retry_after_cap=600)
+    at = next_attempt_at(now=T0, attempts=1, base=1, cap=10, retry_after=120, retry_after_cap=600)
     assert at == T0 + dt.timedelta(seconds=120)
-    at = next_attempt_at(now=T0, attempts=1, base=1, cap=10, retry_after=10**9,
-                         retry_after_cap=600)
+    at = next_attempt_at(now=T0, attempts=1, base=1, cap=10, retry_after=10**9, retry_after_cap=600)
     assert at == T0 + dt.timedelta(seconds=600)
     at = next_attempt_at(now=T0, attempts=3, base=1, cap=10)
     assert T0 <= at <= T0 + dt.timedelta(seconds=4)

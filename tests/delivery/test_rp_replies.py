@@ -32,15 +32,13 @@ def http() -> Iterator[requests.Session]:
 
 
 def post(http: requests.Session, uri: str, **kw: float) -> AttemptResult:
-    opts = {"connect_timeout": 1.0, "read_timeout": 1.0, "max_bytes": 4096,
-            "retry_after_cap": 600.0}
+    opts = {"connect_timeout": 1.0, "read_timeout": 1.0, "max_bytes": 4096, "retry_after_cap": 600.0}
     opts.update(kw)
     return post_logout_token(http, uri, "header.payload.sig", jti="jti-1", **opts)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("status", [200, 204])
-def test_rp_answering_200_or_204_is_delivered(http: requests.Session, rp: RPServer,
-                                              status: int) -> None:
+def test_rp_answering_200_or_204_is_delivered(http: requests.Session, rp: RPServer, status: int) -> None:
     res = post(http, rp.url("/ok", Reply(status)))
     assert (res.outcome, res.http_status, res.error) == (DELIVERED, status, None)
     (hit,) = rp.hits("/ok")
@@ -48,19 +46,18 @@ def test_rp_answering_200_or_204_is_delivered(http: requests.Session, rp: RPServ
     assert hit.headers["Content-Type"] == "application/x-www-form-urlencoded"
 
 
-def test_rp_answering_400_is_a_permanent_failure_with_its_error(http: requests.Session,
-                                                               rp: RPServer) -> None:
+def test_rp_answering_400_is_a_permanent_failure_with_its_error(http: requests.Session, rp: RPServer) -> None:
     body = b'{"error":"invalid_request","error_description":"' + b"x" * 5000 + b'"}'
-    res = post(http, rp.url("/bad", Reply(400, {"Content-Type": "application/json"}, body)),
-               max_bytes=64 * 1024)
+    res = post(
+        http, rp.url("/bad", Reply(400, {"Content-Type": "application/json"}, body)), max_bytes=64 * 1024
+    )
     assert res.outcome == FAILED and res.http_status == 400
     assert res.error and res.error.startswith("HTTP 400 invalid_request: xxx")
     assert len(res.error) < 400  # truncated
 
 
 @pytest.mark.parametrize("status", [401, 403, 404, 410])
-def test_other_4xx_are_permanent_failures(http: requests.Session, rp: RPServer,
-                                          status: int) -> None:
+def test_other_4xx_are_permanent_failures(http: requests.Session, rp: RPServer, status: int) -> None:
     assert post(http, rp.url(f"/s{status}", Reply(status))).outcome == FAILED
 
 
@@ -70,18 +67,15 @@ def test_5xx_is_retried(http: requests.Session, rp: RPServer, status: int) -> No
     assert res.outcome == RETRY and res.http_status == status and res.retry_after is None
 
 
-def test_429_retry_after_seconds_is_honoured_and_capped(http: requests.Session,
-                                                       rp: RPServer) -> None:
+def test_429_retry_after_seconds_is_honoured_and_capped(http: requests.Session, rp: RPServer) -> None:
     res = post(http, rp.url("/slow", Reply(429, {"Retry-After": "7"})))
     assert (res.outcome, res.retry_after) == (RETRY, 7.0)
-    res = post(http, rp.url("/greedy", Reply(429, {"Retry-After": "99999999"})),
-               retry_after_cap=30.0)
+    res = post(http, rp.url("/greedy", Reply(429, {"Retry-After": "99999999"})), retry_after_cap=30.0)
     assert res.retry_after == 30.0
 
 
 def test_503_retry_after_http_date_is_honoured(http: requests.Session, rp: RPServer) -> None:
-    when = email.utils.format_datetime(
-        dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=120), usegmt=True)
+    when = email.utils.format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120), usegmt=True)
     res = post(http, rp.url("/maint", Reply(503, {"Retry-After": when})))
     assert res.outcome == RETRY and res.retry_after is not None
     assert 110 <= res.retry_after <= 121
@@ -91,8 +85,7 @@ def test_retry_after_parsing_edge_cases() -> None:
     assert parse_retry_after(None, cap=10) is None
     assert parse_retry_after("soon", cap=10) is None
     assert parse_retry_after("0", cap=10) == 0.0
-    past = email.utils.format_datetime(dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc),
-                                       usegmt=True)
+    past = email.utils.format_datetime(dt.datetime(2000, 1, 1, tzinfo=dt.UTC), usegmt=True)
     assert parse_retry_after(past, cap=10) == 0.0
 
 
@@ -104,8 +97,7 @@ def test_redirect_is_not_followed(http: requests.Session, rp: RPServer, status: 
     assert rp.hits("/elsewhere") == []
 
 
-def test_huge_response_body_is_not_read_past_the_cap(http: requests.Session,
-                                                    rp: RPServer) -> None:
+def test_huge_response_body_is_not_read_past_the_cap(http: requests.Session, rp: RPServer) -> None:
     huge = 200 * 1024 * 1024
     t0 = time.monotonic()
     res = post(http, rp.url("/huge", Reply(200, stream_bytes=huge)))

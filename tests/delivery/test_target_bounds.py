@@ -40,19 +40,30 @@ def one_client_rows(db: DB, uri: str, sessions: int) -> list[int]:
     """One client with ``sessions`` pending deliveries (one per OP session) to ``uri``."""
     term_id, cid = f"t-{uuid.uuid4().hex[:12]}", f"c-{uuid.uuid4().hex[:8]}"
     with db.factory.begin() as s:
-        s.add(Termination(id=term_id, target_kind="client", target_value=cid, reason="test",
-                          initiator="test"))
+        s.add(
+            Termination(id=term_id, target_kind="client", target_value=cid, reason="test", initiator="test")
+        )
         s.add(Client(client_id=cid, backchannel_logout_uri=uri))
         s.flush()
-        rows = [Delivery(termination_id=term_id, channel=BACKCHANNEL, client_id=cid,
-                         sid=f"sid-{n}", subject="alice", target_uri=uri) for n in range(sessions)]
+        rows = [
+            Delivery(
+                termination_id=term_id,
+                channel=BACKCHANNEL,
+                client_id=cid,
+                sid=f"sid-{n}",
+                subject="alice",
+                target_uri=uri,
+            )
+            for n in range(sessions)
+        ]
         s.add_all(rows)
         s.flush()
         return [d.id for d in rows]
 
 
 def test_one_logout_to_thirty_clients_on_one_host_never_exceeds_the_host_bound(
-        outbox_db: DB, rp: RPServer, dispatchers: list[Dispatcher]) -> None:
+    outbox_db: DB, rp: RPServer, dispatchers: list[Dispatcher]
+) -> None:
     """30 self-registered clients pointing at one host: at most
     delivery_max_concurrent_per_host POSTs reach it at once, and every row still arrives."""
     uris = [rp.url(f"/victim{i}", Reply(200, delay=0.2)) for i in range(30)]
@@ -69,12 +80,14 @@ def test_one_logout_to_thirty_clients_on_one_host_never_exceeds_the_host_bound(
 
 
 def test_many_sessions_of_one_client_never_exceed_the_client_bound(
-        outbox_db: DB, rp: RPServer, dispatchers: list[Dispatcher]) -> None:
+    outbox_db: DB, rp: RPServer, dispatchers: list[Dispatcher]
+) -> None:
     """A client kill switch with 12 sessions: at most delivery_max_concurrent_per_client
     attempts of that client run at once."""
     ids = one_client_rows(outbox_db, rp.url("/one-client", Reply(200, delay=0.2)), 12)
-    settings = fast_settings(delivery_concurrency=16, delivery_max_concurrent_per_client=2,
-                             delivery_max_concurrent_per_host=64)
+    settings = fast_settings(
+        delivery_concurrency=16, delivery_max_concurrent_per_client=2, delivery_max_concurrent_per_host=64
+    )
     disp = Dispatcher(outbox_db.factory, outbox_db.keyring, settings, poll_interval=0.05)
     dispatchers.append(disp)
     counts = disp.run_once(timeout=30)
@@ -84,13 +97,15 @@ def test_many_sessions_of_one_client_never_exceed_the_client_bound(
 
 
 def test_a_failing_client_gets_at_most_its_retry_budget(
-        outbox_db: DB, rp: RPServer, dispatchers: list[Dispatcher]) -> None:
+    outbox_db: DB, rp: RPServer, dispatchers: list[Dispatcher]
+) -> None:
     """An RP answering 500 to 5 notifications: 5 first attempts, then at most
     delivery_client_retry_budget retries per window; the other rows wait (pending), none is
     dropped. Without the budget, backoff of 10-50 ms would retry dozens of times."""
     ids = one_client_rows(outbox_db, rp.url("/down", Reply(500)), 5)
-    settings = fast_settings(delivery_max_attempts=100, delivery_client_retry_budget=3,
-                             delivery_client_retry_window=60.0)
+    settings = fast_settings(
+        delivery_max_attempts=100, delivery_client_retry_budget=3, delivery_client_retry_window=60.0
+    )
     disp = Dispatcher(outbox_db.factory, outbox_db.keyring, settings, poll_interval=0.05)
     dispatchers.append(disp)
     disp.start()
@@ -104,14 +119,19 @@ def test_a_failing_client_gets_at_most_its_retry_budget(
 
 
 def test_a_recovered_client_gets_its_backlog_at_once(
-        outbox_db: DB, rp: RPServer, dispatchers: list[Dispatcher]) -> None:
+    outbox_db: DB, rp: RPServer, dispatchers: list[Dispatcher]
+) -> None:
     """The retry budget still probes a failing RP (a token bucket); the first accepted retry
     makes the client's waiting rows due at once instead of one per refill. 6 rows: 6 first
     attempts and 2 budgeted retries fail, the probe after a refill succeeds, and the 5 other
     rows follow immediately - 14 POSTs, none more."""
     ids = one_client_rows(outbox_db, rp.url("/back", *[Reply(500)] * 8, Reply(200)), 6)
-    settings = fast_settings(delivery_max_attempts=100, delivery_client_retry_budget=2,
-                             delivery_client_retry_window=20.0)  # one probe per 10 s
+    settings = fast_settings(
+        delivery_max_attempts=100,
+        delivery_client_retry_budget=2,
+        delivery_client_retry_window=20.0,  # one probe per 10 s
+        delivery_lease_seconds=5,  # a result SQLite could not record comes back in 5 s
+    )
     disp = Dispatcher(outbox_db.factory, outbox_db.keyring, settings, poll_interval=0.05)
     dispatchers.append(disp)
     disp.start()

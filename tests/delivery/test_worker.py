@@ -35,8 +35,13 @@ def start_worker(engine: Engine, **env: str) -> subprocess.Popen[str]:
         "OIDC_LOGOUT_DELIVERY_BACKOFF_CAP": "0.05",
         **env,
     }
-    proc = subprocess.Popen([sys.executable, "-m", "oidc_logout.delivery.worker"], env=environ,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oidc_logout.delivery.worker"],
+        env=environ,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.stderr is not None
     deadline = time.monotonic() + 15
     for line in proc.stderr:  # wait until it polls
@@ -59,8 +64,9 @@ def stop(proc: subprocess.Popen[str], timeout: float = 10) -> int:
 
 
 @pytest.mark.postgres
-def test_two_worker_processes_deliver_every_row_exactly_once(pg_db: DB, pg_engine: Engine,
-                                                             rp: RPServer) -> None:
+def test_two_worker_processes_deliver_every_row_exactly_once(
+    pg_db: DB, pg_engine: Engine, rp: RPServer
+) -> None:
     workers = [start_worker(pg_engine), start_worker(pg_engine)]
     try:
         uris = [rp.url(f"/w{i}", Reply(200, delay=0.2)) for i in range(24)]
@@ -83,11 +89,11 @@ def test_two_worker_processes_deliver_every_row_exactly_once(pg_db: DB, pg_engin
 
 
 @pytest.mark.postgres
-def test_sigterm_finishes_in_flight_deliveries_and_exits_zero(pg_db: DB, pg_engine: Engine,
-                                                               rp: RPServer) -> None:
+def test_sigterm_finishes_in_flight_deliveries_and_exits_zero(
+    pg_db: DB, pg_engine: Engine, rp: RPServer
+) -> None:
     worker = start_worker(pg_engine, OIDC_LOGOUT_DELIVERY_CONCURRENCY="1")
-    ids = pg_db.add_deliveries([rp.url("/slow", Reply(200, delay=0.6)),
-                                rp.url("/queued")])
+    ids = pg_db.add_deliveries([rp.url("/slow", Reply(200, delay=0.6)), rp.url("/queued")])
     assert rp.wait_for(1, 10, path="/slow")
     t0 = time.monotonic()
     assert stop(worker) == 0

@@ -14,16 +14,32 @@ from oidc_logout.demo.rp_app import RPConfig, create_rp_app
 from tests.support.idp import PASSWORD, start_idp
 from tests.support.servers import LiveServer
 
-HOSTILE = ["//evil.example/x", "/\\evil.example/x", "/\\/evil.example", "https://evil.example/",
-           "http:evil.example", "/%2F/evil.example", "/\t/evil.example", "//127.0.0.2/x", "\\\\evil",
-           "evil.example", "javascript:alert(1)", "/ok?next=//evil"]
+HOSTILE = [
+    "//evil.example/x",
+    "/\\evil.example/x",
+    "/\\/evil.example",
+    "https://evil.example/",
+    "http:evil.example",
+    "/%2F/evil.example",
+    "/\t/evil.example",
+    "//127.0.0.2/x",
+    "\\\\evil",
+    "evil.example",
+    "javascript:alert(1)",
+    "/ok?next=//evil",
+]
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     server = LiveServer()
-    cfg = RPConfig(name="RP", client_id="demo-rp-redirect", client_secret="secret-" + "z" * 16,
-                   base_url=server.url, issuer="(set below)")
+    cfg = RPConfig(
+        name="RP",
+        client_id="demo-rp-redirect",
+        client_secret="secret-" + "z" * 16,
+        base_url=server.url,
+        issuer="(set below)",
+    )
     idp = start_idp(f"sqlite:///{tmp_path_factory.mktemp('idp') / 'op.db'}", clients=[cfg.client_metadata()])
     cfg = RPConfig(**{**cfg.__dict__, "issuer": idp.url})
     server.app = create_rp_app(cfg)
@@ -42,9 +58,12 @@ def _sign_in_and_get_final_location(idp_url: str, rp_url: str, nxt: str) -> str:
         if resp.status_code == 200 and "csrf_token" in resp.text:
             csrf = re.search(r'name="csrf_token" value="([^"]+)"', resp.text).group(1)  # type: ignore[union-attr]
             nx = re.search(r'name="next" value="([^"]+)"', resp.text).group(1).replace("&amp;", "&")  # type: ignore[union-attr]
-            resp = browser.post(f"{idp_url}/login", data={"csrf_token": csrf, "username": "alice",
-                                                          "password": PASSWORD, "next": nx},
-                                allow_redirects=False, timeout=10)
+            resp = browser.post(
+                f"{idp_url}/login",
+                data={"csrf_token": csrf, "username": "alice", "password": PASSWORD, "next": nx},
+                allow_redirects=False,
+                timeout=10,
+            )
             continue
         location = urljoin(resp.url, resp.headers["Location"])
         if location.startswith(f"{rp_url}/callback"):

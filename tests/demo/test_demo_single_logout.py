@@ -16,9 +16,17 @@ from tests.support.servers import LiveServer
 @pytest.fixture
 def demo(sqlite_url):
     rp_servers = [LiveServer() for _ in range(3)]
-    configs = [RPConfig(name=f"RP {i}", client_id=f"demo-rp-{i}", client_secret=f"secret-{i}-" + "z" * 16,
-                        base_url=s.url, issuer="(set below)", backchannel=True)
-               for i, s in enumerate(rp_servers)]
+    configs = [
+        RPConfig(
+            name=f"RP {i}",
+            client_id=f"demo-rp-{i}",
+            client_secret=f"secret-{i}-" + "z" * 16,
+            base_url=s.url,
+            issuer="(set below)",
+            backchannel=True,
+        )
+        for i, s in enumerate(rp_servers)
+    ]
     idp = start_idp(sqlite_url, clients=[c.client_metadata() for c in configs])
     configs = [RPConfig(**{**c.__dict__, "issuer": idp.url}) for c in configs]
     for s, c in zip(rp_servers, configs):
@@ -35,8 +43,11 @@ def _sign_in(browser: requests.Session, rp_url: str, idp_url: str) -> None:
     if page.url.startswith(idp_url) and "csrf_token" in page.text:
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
         nxt = re.search(r'name="next" value="([^"]+)"', page.text).group(1).replace("&amp;", "&")
-        page = browser.post(f"{idp_url}/login", data={"csrf_token": csrf, "username": "alice",
-                                                       "password": PASSWORD, "next": nxt}, timeout=10)
+        page = browser.post(
+            f"{idp_url}/login",
+            data={"csrf_token": csrf, "username": "alice", "password": PASSWORD, "next": nxt},
+            timeout=10,
+        )
     assert page.url.rstrip("/") == rp_url and "Signed in as" in page.text, page.text[:300]
 
 
@@ -46,7 +57,7 @@ def test_one_sign_out_ends_the_sessions_of_all_three_rps(demo):
     browser = requests.Session()
     for c in configs:
         _sign_in(browser, c.base_url, idp.url)
-    stolen = {k: v for k, v in browser.cookies.items()}  # a copy of every cookie, kept aside
+    stolen = dict(browser.cookies.items())  # a copy of every cookie, kept aside
     for c in configs:
         assert "Secret page" in browser.get(f"{c.base_url}/protected", timeout=10).text
     out = browser.get(f"{configs[0].base_url}/logout", timeout=20)

@@ -17,9 +17,9 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -51,8 +51,7 @@ class Receiver(CaptureServer):
     ``stop()`` refuses connections; ``start()`` listens again on the same port."""
 
     def __init__(self, port: int = 0, delay: float = 0.0, status: int = 200) -> None:
-        super().__init__(port=port, default=Reply(status, {"Cache-Control": "no-store"},
-                                                  delay=delay))
+        super().__init__(port=port, default=Reply(status, {"Cache-Control": "no-store"}, delay=delay))
 
     @property
     def per_sid(self) -> Counter[str]:
@@ -95,8 +94,9 @@ def factory_for(url: str, **engine_kw: Any) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def seed_fanout(factory: sessionmaker[Session], *, sessions: int, uris: list[str],
-                subject: str = "alice") -> tuple[str, list[int]]:
+def seed_fanout(
+    factory: sessionmaker[Session], *, sessions: int, uris: list[str], subject: str = "alice"
+) -> tuple[str, list[int]]:
     """``sessions`` live OP sessions of ``subject``, each with one participant per URI (one
     client per URI), then ONE real termination by subject. Returns (termination id, the
     back-channel delivery ids it wrote)."""
@@ -107,12 +107,20 @@ def seed_fanout(factory: sessionmaker[Session], *, sessions: int, uris: list[str
         for i, uri in enumerate(uris):
             cid = f"rp-{i}-{uuid.uuid4().hex[:6]}"
             cids.append(cid)
-            db.add(Client(client_id=cid, client_name=cid, redirect_uris=[],
-                          backchannel_logout_uri=uri, backchannel_logout_session_required=True))
+            db.add(
+                Client(
+                    client_id=cid,
+                    client_name=cid,
+                    redirect_uris=[],
+                    backchannel_logout_uri=uri,
+                    backchannel_logout_session_required=True,
+                )
+            )
         db.flush()
         sids = [f"sid-{n:05d}-{uuid.uuid4().hex[:8]}" for n in range(sessions)]
-        db.add_all(OPSession(sid=s, subject=subject, auth_time=now, created_at=now,
-                             last_seen_at=now) for s in sids)
+        db.add_all(
+            OPSession(sid=s, subject=subject, auth_time=now, created_at=now, last_seen_at=now) for s in sids
+        )
         db.flush()
         db.add_all(SessionParticipant(sid=s, client_id=c) for s in sids for c in cids)
     with factory.begin() as db:
@@ -137,7 +145,7 @@ def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.1) 
         try:
             if pred():
                 return True
-        except Exception:  # noqa: BLE001 - e.g. our own connection was just terminated
+        except Exception:
             pass
         if time.monotonic() > deadline:
             return False
@@ -169,11 +177,13 @@ class WorkerProc:
         if cli:
             # Exactly what the ``oidc-logout worker`` console script runs (cli.main); it must
             # log on its own (the start line below is how we know it is polling).
-            args = [sys.executable, "-c",
-                    "import sys; from oidc_logout.cli import main; sys.exit(main(['worker']))"]
+            args = [
+                sys.executable,
+                "-c",
+                "import sys; from oidc_logout.cli import main; sys.exit(main(['worker']))",
+            ]
         self.lines: list[str] = []
-        self.proc = subprocess.Popen(args, env=environ, stderr=subprocess.PIPE, text=True,
-                                     cwd=ROOT)
+        self.proc = subprocess.Popen(args, env=environ, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         self.started = threading.Event()
         threading.Thread(target=self._drain, daemon=True).start()
         self.started.wait(20)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
 from sqlalchemy import select
 
+from oidc_logout.demo.idp import create_idp_app
 from oidc_logout.storage.base import utcnow
 from oidc_logout.storage.models import (
     BACKCHANNEL,
@@ -24,7 +25,6 @@ from oidc_logout.storage.models import (
     Termination,
 )
 from oidc_logout.termination import by_sid
-from oidc_logout.demo.idp import create_idp_app
 from tests.support.idp import PASSWORD, Browser, IdP, authorize, client_meta, start_idp
 from tests.support.servers import LiveServer
 
@@ -47,12 +47,18 @@ def second_instance(first: IdP, clients: list[dict[str, Any]]) -> IdP:
 class TwoIdPs:
     def __init__(self, url: str) -> None:
         self.receivers = {name: Receiver() for name in RPS}
-        self.metas = {name: client_meta(name, port=21000 + i,
-                                        backchannel_logout_uri=rec.url(f"/{name}"),
-                                        backchannel_logout_session_required=True)
-                      for i, (name, rec) in enumerate(self.receivers.items())}
-        common: dict[str, Any] = dict(delivery_backoff_base=0.05, delivery_backoff_cap=0.2,
-                                      logout_wait_bound=3.0)
+        self.metas = {
+            name: client_meta(
+                name,
+                port=21000 + i,
+                backchannel_logout_uri=rec.url(f"/{name}"),
+                backchannel_logout_session_required=True,
+            )
+            for i, (name, rec) in enumerate(self.receivers.items())
+        }
+        common: dict[str, Any] = dict(
+            delivery_backoff_base=0.05, delivery_backoff_cap=0.2, logout_wait_bound=3.0
+        )
         self.a: IdP = start_idp(url, clients=list(self.metas.values()), **common)
         # A second instance of the SAME OP (same issuer, as behind a load balancer).
         self.b: IdP = second_instance(self.a, clients=list(self.metas.values()))
@@ -72,13 +78,17 @@ class TwoIdPs:
         with self.factory() as db:
             session = db.get(OPSession, sid)
             assert session is not None and session.ended_at is not None
-            enders = list(db.scalars(select(Termination).where(
-                Termination.target_value == sid, Termination.sessions_ended > 0)))
+            enders = list(
+                db.scalars(
+                    select(Termination).where(Termination.target_value == sid, Termination.sessions_ended > 0)
+                )
+            )
             assert [t.id for t in enders] == [session.termination_id], enders
         assert wait_until(lambda: self._states(sid) == [DELIVERED] * len(RPS), 10)
         with self.factory() as db:
-            rows = list(db.scalars(select(Delivery).where(Delivery.sid == sid,
-                                                          Delivery.channel == BACKCHANNEL)))
+            rows = list(
+                db.scalars(select(Delivery).where(Delivery.sid == sid, Delivery.channel == BACKCHANNEL))
+            )
         assert sorted(r.client_id for r in rows) == sorted(RPS)
         assert {r.termination_id for r in rows} == {session.termination_id}
         for name, rec in self.receivers.items():
@@ -87,8 +97,9 @@ class TwoIdPs:
 
     def _states(self, sid: str) -> list[str]:
         with self.factory() as db:
-            return list(db.scalars(select(Delivery.state).where(
-                Delivery.sid == sid, Delivery.channel == BACKCHANNEL)))
+            return list(
+                db.scalars(select(Delivery.state).where(Delivery.sid == sid, Delivery.channel == BACKCHANNEL))
+            )
 
     def stop(self) -> None:
         self.a.stop()
@@ -114,7 +125,7 @@ def race(*calls: Callable[[], Any]) -> list[Any]:
         try:
             barrier.wait(10)
             results[i] = fn()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(calls)]
@@ -128,43 +139,55 @@ def race(*calls: Callable[[], Any]) -> list[Any]:
 
 
 @pytest.mark.postgres
-def test_two_instances_terminating_one_session_at_once_make_one_termination(
-        two_idps: TwoIdPs) -> None:
-    overlapped = 0
+def test_two_instances_terminating_one_session_at_once_make_one_termination(two_idps: TwoIdPs) -> None:
     for n in range(ROUNDS):  # bounded: a few rounds to make a real overlap likely
         sid = two_idps.new_session()
-        outcomes = race(*[
-            (lambda idp=idp: idp.provider.terminate_now(
-                by_sid(sid), reason="race", initiator=f"instance-{k}", wait=2.0))
-            for k, idp in enumerate((two_idps.a, two_idps.b))])
+        outcomes = race(
+            *[
+                (
+                    lambda idp=idp, sid=sid, k=k: idp.provider.terminate_now(
+                        by_sid(sid), reason="race", initiator=f"instance-{k}", wait=2.0
+                    )
+                )
+                for k, idp in enumerate((two_idps.a, two_idps.b))
+            ]
+        )
         winner = two_idps.check_one_termination(sid)
         # Both instances report the one termination (the loser, whether it raced inside the
         # winner's transaction or came after its commit, returns the winner's record) and its
         # deliveries: one per RP.
         assert {o.termination_id for o in outcomes} == {winner}, (n, outcomes)
         assert len({d for o in outcomes for d in o.delivery_ids}) == len(RPS), (n, outcomes)
-        overlapped += 1
     print(f"\n[two instances] {ROUNDS} races: both instances returned the one termination")
 
 
 @pytest.mark.postgres
-def test_two_concurrent_end_session_requests_to_two_instances_make_one_termination(
-        two_idps: TwoIdPs) -> None:
+def test_two_concurrent_end_session_requests_to_two_instances_make_one_termination(two_idps: TwoIdPs) -> None:
     for _ in range(2):
         browser = Browser(two_idps.a.url)
         assert browser.login().status_code == 303
         tokens = {name: authorize(browser, two_idps.metas[name]) for name in RPS}
         with two_idps.factory() as db:
-            sid = db.scalar(select(OPSession.sid).where(OPSession.ended_at.is_(None),
-                                                        OPSession.subject == "alice")
-                            .order_by(OPSession.created_at.desc()))
+            sid = db.scalar(
+                select(OPSession.sid)
+                .where(OPSession.ended_at.is_(None), OPSession.subject == "alice")
+                .order_by(OPSession.created_at.desc())
+            )
         assert sid is not None
         hint = tokens["rp-a"]["id_token"]
-        responses = race(*[
-            (lambda url=idp.url: requests.get(
-                f"{url}/end_session", params={"id_token_hint": hint, "client_id": "rp-a"},
-                allow_redirects=False, timeout=20))
-            for idp in (two_idps.a, two_idps.b)])
+        responses = race(
+            *[
+                (
+                    lambda url=idp.url, hint=hint: requests.get(
+                        f"{url}/end_session",
+                        params={"id_token_hint": hint, "client_id": "rp-a"},
+                        allow_redirects=False,
+                        timeout=20,
+                    )
+                )
+                for idp in (two_idps.a, two_idps.b)
+            ]
+        )
         for resp in responses:
             assert resp.status_code in (200, 302), (resp.status_code, resp.text[:300])
         two_idps.check_one_termination(sid)

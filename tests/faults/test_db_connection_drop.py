@@ -32,30 +32,45 @@ KILL_ROUNDS = 4
 
 def _kill_backends(pg_databases: Any, dbname: str) -> int:
     with pg_databases.admin.connect() as c:
-        return len(c.execute(text(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": dbname}).all())
+        return len(
+            c.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :db AND pid <> pg_backend_pid()"
+                ),
+                {"db": dbname},
+            ).all()
+        )
 
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("mode", ["worker", "embedded"])
 def test_dropped_database_connections_during_dispatch_are_recovered_from(
-        pg_url: str, pg_databases: Any, mode: str) -> None:
+    pg_url: str, pg_databases: Any, mode: str
+) -> None:
     rp = Receiver(delay=0.02)
     factory = factory_for(pg_url)
     dbname = pg_url.rsplit("/", 1)[1]
     worker: WorkerProc | None = None
     dispatcher: Dispatcher | None = None
     try:
-        term_id, ids = seed_fanout(factory, sessions=FANOUT, uris=[rp.url("/bc")])
+        term_id, _ids = seed_fanout(factory, sessions=FANOUT, uris=[rp.url("/bc")])
         if mode == "worker":
-            worker = WorkerProc(pg_url, OIDC_LOGOUT_DELIVERY_CONCURRENCY="4",
-                                OIDC_LOGOUT_DELIVERY_BATCH_SIZE="8")
+            worker = WorkerProc(
+                pg_url, OIDC_LOGOUT_DELIVERY_CONCURRENCY="4", OIDC_LOGOUT_DELIVERY_BATCH_SIZE="8"
+            )
         else:
-            settings = Settings(issuer=ISSUER, database_url=pg_url, dev_mode=True,
-                                delivery_concurrency=4, delivery_batch_size=8,
-                                delivery_lease_seconds=2, delivery_backoff_base=0.05,
-                                delivery_backoff_cap=0.3, delivery_max_attempts=50)
+            settings = Settings(
+                issuer=ISSUER,
+                database_url=pg_url,
+                dev_mode=True,
+                delivery_concurrency=4,
+                delivery_batch_size=8,
+                delivery_lease_seconds=2,
+                delivery_backoff_base=0.05,
+                delivery_backoff_cap=0.3,
+                delivery_max_attempts=50,
+            )
             dispatcher = Dispatcher(factory, KeyRing(factory), settings, poll_interval=0.1)
             dispatcher.start()
         assert wait_until(lambda: rp.total >= 20, 20, 0.02)
@@ -66,15 +81,13 @@ def test_dropped_database_connections_during_dispatch_are_recovered_from(
         last_kill = time.monotonic()
         assert sum(killed) > 0, "no backend was terminated: the test proved nothing"
         assert rp.total < FANOUT, "the connection drops must land during dispatch"
-        ok = wait_until(lambda: state_counts(factory, term_id).get(DELIVERED, 0) == FANOUT,
-                        45, 0.1)
+        ok = wait_until(lambda: state_counts(factory, term_id).get(DELIVERED, 0) == FANOUT, 45, 0.1)
         recovered_in = time.monotonic() - last_kill
         assert ok, (state_counts(factory, term_id), worker.log_tail() if worker else "")
         if worker is not None:
             assert worker.alive(), worker.log_tail()
             assert worker.terminate() == 0
-            errors = [ln for ln in worker.lines if "OperationalError" in ln
-                      or "failed" in ln]
+            errors = [ln for ln in worker.lines if "OperationalError" in ln or "failed" in ln]
         else:
             assert dispatcher is not None and dispatcher._thread is not None
             assert dispatcher._thread.is_alive()
@@ -88,6 +101,8 @@ def test_dropped_database_connections_during_dispatch_are_recovered_from(
         factory.kw["bind"].dispose()
     assert state_counts(factory, term_id) == {DELIVERED: FANOUT}
     assert len(rp.per_sid) == FANOUT
-    print(f"\n[pg_terminate_backend/{mode}] {KILL_ROUNDS} rounds killed {killed} backends; "
-          f"all {FANOUT} delivered {recovered_in:.2f}s after the last kill; RP hits="
-          f"{rp.total}, duplicates={rp.duplicates()}, worker error log lines={len(errors)}")
+    print(
+        f"\n[pg_terminate_backend/{mode}] {KILL_ROUNDS} rounds killed {killed} backends; "
+        f"all {FANOUT} delivered {recovered_in:.2f}s after the last kill; RP hits="
+        f"{rp.total}, duplicates={rp.duplicates()}, worker error log lines={len(errors)}"
+    )

@@ -19,13 +19,14 @@ LEASE = 2
 
 
 @pytest.mark.postgres
-def test_kill_9_mid_fanout_loses_nothing_and_duplicates_stay_within_the_dead_lease(
-        pg_url: str) -> None:
+def test_kill_9_mid_fanout_loses_nothing_and_duplicates_stay_within_the_dead_lease(pg_url: str) -> None:
     rp = Receiver(delay=0.03)
     factory = factory_for(pg_url)
-    env = dict(OIDC_LOGOUT_DELIVERY_CONCURRENCY=str(CONCURRENCY),
-               OIDC_LOGOUT_DELIVERY_BATCH_SIZE=str(BATCH),
-               OIDC_LOGOUT_DELIVERY_LEASE_SECONDS=str(LEASE))
+    env = dict(
+        OIDC_LOGOUT_DELIVERY_CONCURRENCY=str(CONCURRENCY),
+        OIDC_LOGOUT_DELIVERY_BATCH_SIZE=str(BATCH),
+        OIDC_LOGOUT_DELIVERY_LEASE_SECONDS=str(LEASE),
+    )
     workers: list[WorkerProc] = []
     try:
         # 1,000 OP sessions x 1 RP, ended by ONE termination (by subject).
@@ -44,10 +45,13 @@ def test_kill_9_mid_fanout_loses_nothing_and_duplicates_stay_within_the_dead_lea
 
         second = WorkerProc(pg_url, cli=True, **env)  # the ``oidc-logout worker`` entry point
         workers.append(second)
-        assert any("dispatcher" in ln and "started" in ln for ln in second.lines), \
+        assert any("dispatcher" in ln and "started" in ln for ln in second.lines), (
             "oidc-logout worker must log its start"
-        assert wait_until(lambda: state_counts(factory, term_id).get(DELIVERED, 0) == FANOUT,
-                          60, 0.1), (state_counts(factory, term_id), second.log_tail())
+        )
+        assert wait_until(lambda: state_counts(factory, term_id).get(DELIVERED, 0) == FANOUT, 60, 0.1), (
+            state_counts(factory, term_id),
+            second.log_tail(),
+        )
         recovered_in = time.monotonic() - killed_at
         assert second.terminate() == 0
     finally:
@@ -63,10 +67,12 @@ def test_kill_9_mid_fanout_loses_nothing_and_duplicates_stay_within_the_dead_lea
     # ... and a repeat only for attempts that were running under the dead worker's lease:
     # at most the worker's concurrency (claims queued but not started never reached the RP).
     dupes = rp.duplicates()
-    print(f"\n[kill -9] fan-out={FANOUT} concurrency={CONCURRENCY} batch={BATCH} "
-          f"lease={LEASE}s: delivered before kill={delivered_at_kill}, RP hits at kill="
-          f"{hits_at_kill}, total RP hits={rp.total}, duplicates={dupes}, "
-          f"all delivered {recovered_in:.2f}s after the kill")
+    print(
+        f"\n[kill -9] fan-out={FANOUT} concurrency={CONCURRENCY} batch={BATCH} "
+        f"lease={LEASE}s: delivered before kill={delivered_at_kill}, RP hits at kill="
+        f"{hits_at_kill}, total RP hits={rp.total}, duplicates={dupes}, "
+        f"all delivered {recovered_in:.2f}s after the kill"
+    )
     assert dupes <= min(CONCURRENCY, BATCH), dupes
     # Each attempt carried a fresh jti, repeats included.
     assert len(rp.jtis) == rp.total

@@ -34,8 +34,9 @@ def test_worker_wakes_on_notify_and_the_logout_waits_for_it(pg_databases):
         thread.start()
         time.sleep(1.0)  # the worker has polled once and now sleeps for 10 s
         started = time.monotonic()
-        outcome = env.idp.provider.terminate_now(by_subject("alice"), reason="test",
-                                                 initiator="test", wait=5.0)
+        outcome = env.idp.provider.terminate_now(
+            by_subject("alice"), reason="test", initiator="test", wait=5.0
+        )
         elapsed = time.monotonic() - started
         assert outcome.settled, "the bounded wait saw the worker deliver"
         assert elapsed < 2.0, elapsed

@@ -61,8 +61,10 @@ class HostileOP:
 
     def counts(self) -> dict[str, int]:
         with self.provider.engine.connect() as conn:
-            return {t.name: int(conn.execute(text(f'SELECT count(*) FROM "{t.name}"')).scalar())
-                    for t in Base.metadata.sorted_tables}
+            return {
+                t.name: int(conn.execute(text(f'SELECT count(*) FROM "{t.name}"')).scalar())
+                for t in Base.metadata.sorted_tables
+            }
 
     def session_alive(self) -> bool:
         with self.provider.session_factory() as db:
@@ -72,8 +74,15 @@ class HostileOP:
 
 def id_token_claims(op_issuer: str = ISSUER) -> dict[str, Any]:
     now = int(utcnow().timestamp())
-    return {"iss": op_issuer, "aud": "rp-h", "sub": "alice", "sid": LIVE_SID, "iat": now,
-            "exp": now + 600, "auth_time": now}
+    return {
+        "iss": op_issuer,
+        "aud": "rp-h",
+        "sub": "alice",
+        "sid": LIVE_SID,
+        "iat": now,
+        "exp": now + 600,
+        "auth_time": now,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -81,20 +90,39 @@ def hostile_op(module_database_url: str) -> Iterator[HostileOP]:
     """On SQLite and on PostgreSQL (which refuses NUL in text, unlike SQLite). Registration
     is opened and throttling is off, so hostile input reaches the code behind them (the
     gates and limits have tests of their own)."""
-    settings = Settings(issuer=ISSUER, database_url=module_database_url, dev_mode=False,
-                        expiry_sweep_interval=0, embedded_dispatcher=False,
-                        registration_open=True, registration_rate_limit=0,
-                        login_max_failures_per_account=0, login_max_failures_per_address=0)
+    settings = Settings(
+        issuer=ISSUER,
+        database_url=module_database_url,
+        dev_mode=False,
+        expiry_sweep_interval=0,
+        embedded_dispatcher=False,
+        registration_open=True,
+        registration_rate_limit=0,
+        login_max_failures_per_account=0,
+        login_max_failures_per_address=0,
+    )
     clients = [
-        {"client_id": "rp-h", "client_secret": SECRET, "redirect_uris": ["https://rp.example.com/cb"],
-         "post_logout_redirect_uris": ["https://rp.example.com/bye"],
-         "grant_types": ["authorization_code", "refresh_token"],
-         "backchannel_logout_uri": "https://rp.example.com/bc",
-         "backchannel_logout_session_required": True},
-        {"client_id": "pub", "redirect_uris": ["https://rp.example.com/cb"],
-         "token_endpoint_auth_method": "none"},
-        {"client_id": "admin", "client_secret": ADMIN_SECRET, "grant_types": ["client_credentials"],
-         "response_types": [], "scope": "oidc_logout:admin"},
+        {
+            "client_id": "rp-h",
+            "client_secret": SECRET,
+            "redirect_uris": ["https://rp.example.com/cb"],
+            "post_logout_redirect_uris": ["https://rp.example.com/bye"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "backchannel_logout_uri": "https://rp.example.com/bc",
+            "backchannel_logout_session_required": True,
+        },
+        {
+            "client_id": "pub",
+            "redirect_uris": ["https://rp.example.com/cb"],
+            "token_endpoint_auth_method": "none",
+        },
+        {
+            "client_id": "admin",
+            "client_secret": ADMIN_SECRET,
+            "grant_types": ["client_credentials"],
+            "response_types": [],
+            "scope": "oidc_logout:admin",
+        },
     ]
     app = create_idp_app(settings, clients=clients, start_background=False)
     provider = app.extensions["oidc_logout"].provider
@@ -103,16 +131,17 @@ def hostile_op(module_database_url: str) -> Iterator[HostileOP]:
         db.add(OPSession(sid=LIVE_SID, subject="alice", auth_time=now))
         db.flush()
         db.add(SessionParticipant(sid=LIVE_SID, client_id="rp-h"))
-    resp = app.test_client().post("/token", data={"grant_type": "client_credentials",
-                                                 "scope": "oidc_logout:admin"},
-                                  headers={"Authorization": basic("admin", ADMIN_SECRET)})
+    resp = app.test_client().post(
+        "/token",
+        data={"grant_type": "client_credentials", "scope": "oidc_logout:admin"},
+        headers={"Authorization": basic("admin", ADMIN_SECRET)},
+    )
     assert resp.status_code == 200, resp.data
     access_token = resp.get_json()["access_token"]
     keys = provider.keyring.public_jwks()["keys"]
     rsa = next(k for k in keys if k["kty"] == "RSA")
     key = jwk.JWK(**rsa)
     server = LiveServer(app).start()
-    yield HostileOP(app, server, key.export_to_pem(), json.dumps(rsa).encode(), rsa["kid"],
-                    access_token)
+    yield HostileOP(app, server, key.export_to_pem(), json.dumps(rsa).encode(), rsa["kid"], access_token)
     server.stop()
     provider.engine.dispose()

@@ -18,17 +18,33 @@ from hypothesis import strategies as st
 from oidc_logout.registration import create_client
 
 from .conftest import HostileOP
-from .strategies import NASTY_CHARS, hostile_params, nasty_text, nastier
+from .strategies import NASTY_CHARS, hostile_params, nastier, nasty_text
 
-PROPS = settings(max_examples=60, deadline=None,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                        HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 CB = "https://rp.example.com/cb"
 UNTRUSTED = "untrusted-h"
-AUTHORIZE = {"response_type": "code", "client_id": "rp-h", "redirect_uri": CB,
-             "scope": "openid profile", "state": "s-1", "nonce": "n-1", "code_challenge": "a" * 43,
-             "code_challenge_method": "S256", "prompt": "consent", "max_age": "60",
-             "ui_locales": "en", "login_hint": "alice"}
+AUTHORIZE = {
+    "response_type": "code",
+    "client_id": "rp-h",
+    "redirect_uri": CB,
+    "scope": "openid profile",
+    "state": "s-1",
+    "nonce": "n-1",
+    "code_challenge": "a" * 43,
+    "code_challenge_method": "S256",
+    "prompt": "consent",
+    "max_age": "60",
+    "ui_locales": "en",
+    "login_hint": "alice",
+}
 EXTRA = ["consent", "csrf_token", "response_mode", "display", "acr_values", "request", "claims"]
 
 
@@ -37,17 +53,23 @@ def browser(hostile_op: HostileOP) -> Iterator[dict[str, str]]:
     """A signed-in browser (its cookies) and an untrusted (self-registered) client."""
     provider = hostile_op.provider
     with provider.session_factory.begin() as db:
-        create_client(db, {"redirect_uris": [CB], "token_endpoint_auth_method": "none"},
-                      dev_mode=False, trusted=False, client_id=UNTRUSTED)
+        create_client(
+            db,
+            {"redirect_uris": [CB], "token_endpoint_auth_method": "none"},
+            dev_mode=False,
+            trusted=False,
+            client_id=UNTRUSTED,
+        )
     client = hostile_op.app.test_client()
     page = client.get("/login").get_data(as_text=True)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-    resp = client.post("/login", data={"csrf_token": csrf, "username": "alice",
-                                       "password": "wonderland", "next": "/account"})
+    resp = client.post(
+        "/login", data={"csrf_token": csrf, "username": "alice", "password": "wonderland", "next": "/account"}
+    )
     assert resp.status_code == 303
-    cookies = {c.key: c.value for c in client._cookies.values()}  # noqa: SLF001
+    cookies = {c.key: c.value for c in client._cookies.values()}
     assert hostile_op.provider.settings.session_cookie_name in cookies
-    yield {"csrf": csrf, **cookies}
+    return {"csrf": csrf, **cookies}
 
 
 def _client(hostile_op: HostileOP, cookies: dict[str, str] | None) -> Any:
@@ -71,10 +93,11 @@ def _allowed_location(location: str) -> bool:
 
 # -- the reported 500s, as explicit regressions ---------------------------------------------
 @pytest.mark.parametrize("param", ["redirect_uri", "response_type"])
-@pytest.mark.parametrize("bad", ['"', "\\", "\xe9", "\x7f", "\x00", "\r\n", "\u2603\"\\"])
+@pytest.mark.parametrize("bad", ['"', "\\", "\xe9", "\x7f", "\x00", "\r\n", '\u2603"\\'])
 @pytest.mark.parametrize("signed_in", [False, True], ids=["anonymous", "signed-in"])
 def test_authorize_with_hostile_redirect_uri_or_response_type_is_a_clear_error(
-        hostile_op: HostileOP, browser: dict[str, str], param: str, bad: str, signed_in: bool) -> None:
+    hostile_op: HostileOP, browser: dict[str, str], param: str, bad: str, signed_in: bool
+) -> None:
     """RFC 6749 §4.1.2.1: an unregistered redirect_uri is an error page (no redirect), an
     unsupported response_type an error redirected to the registered URI; never a 500."""
     before = hostile_op.fingerprint()
@@ -91,28 +114,42 @@ def test_authorize_with_hostile_redirect_uri_or_response_type_is_a_clear_error(
     assert hostile_op.fingerprint() == before
 
 
-@pytest.mark.parametrize("next_url", ["/account\r\nSet-Cookie: x=y", "/x\n", "/x\x00", "/x\x85",
-                                      "/\u2028", "/" + "a" * 5000])
+@pytest.mark.parametrize(
+    "next_url", ["/account\r\nSet-Cookie: x=y", "/x\n", "/x\x00", "/x\x85", "/\u2028", "/" + "a" * 5000]
+)
 def test_login_next_with_control_characters_falls_back_to_the_account_page(
-        hostile_op: HostileOP, next_url: str) -> None:
+    hostile_op: HostileOP, next_url: str
+) -> None:
     """CR/LF (header injection) and other controls in 'next' after a valid sign-in: the
     session starts and the browser goes to /account; no 500 after the commit."""
     client = hostile_op.app.test_client()
     page = client.get("/login").get_data(as_text=True)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-    resp = client.post("/login", data={"csrf_token": csrf, "username": "alice",
-                                       "password": "wonderland", "next": next_url})
+    resp = client.post(
+        "/login", data={"csrf_token": csrf, "username": "alice", "password": "wonderland", "next": next_url}
+    )
     _no_5xx(resp)
     assert resp.status_code == 303 and resp.headers["Location"] == "/account"
 
 
 # -- properties --------------------------------------------------------------------------------
 @PROPS
-@given(params=hostile_params(AUTHORIZE, EXTRA), client_id=st.sampled_from(["rp-h", UNTRUSTED, "pub"]),
-       method=st.sampled_from(["GET", "POST"]), signed_in=st.booleans(), with_csrf=st.booleans())
-def test_authorize_with_hostile_parameters(hostile_op: HostileOP, browser: dict[str, str],
-                                           params: dict[str, str], client_id: str, method: str,
-                                           signed_in: bool, with_csrf: bool) -> None:
+@given(
+    params=hostile_params(AUTHORIZE, EXTRA),
+    client_id=st.sampled_from(["rp-h", UNTRUSTED, "pub"]),
+    method=st.sampled_from(["GET", "POST"]),
+    signed_in=st.booleans(),
+    with_csrf=st.booleans(),
+)
+def test_authorize_with_hostile_parameters(
+    hostile_op: HostileOP,
+    browser: dict[str, str],
+    params: dict[str, str],
+    client_id: str,
+    method: str,
+    signed_in: bool,
+    with_csrf: bool,
+) -> None:
     if params.get("client_id") == "rp-h":
         params["client_id"] = client_id
     if with_csrf and method == "POST":
@@ -133,11 +170,15 @@ def test_authorize_with_hostile_parameters(hostile_op: HostileOP, browser: dict[
 
 
 @PROPS
-@given(fields=hostile_params({"username": "alice", "password": "wonderland", "next": "/account"},
-                             ["csrf_token", "confirm"]),
-       with_csrf=st.booleans())
-def test_login_with_hostile_fields(hostile_op: HostileOP, browser: dict[str, str],
-                                   fields: dict[str, str], with_csrf: bool) -> None:
+@given(
+    fields=hostile_params(
+        {"username": "alice", "password": "wonderland", "next": "/account"}, ["csrf_token", "confirm"]
+    ),
+    with_csrf=st.booleans(),
+)
+def test_login_with_hostile_fields(
+    hostile_op: HostileOP, browser: dict[str, str], fields: dict[str, str], with_csrf: bool
+) -> None:
     client = _client(hostile_op, browser)
     if with_csrf:
         fields["csrf_token"] = browser["csrf"]
@@ -154,15 +195,27 @@ def test_login_with_hostile_fields(hostile_op: HostileOP, browser: dict[str, str
         raise AssertionError("a refused sign-in changed the database")
 
 
-GET_PATHS = ["/.well-known/openid-configuration", "/jwks", "/login", "/account", "/authorize",
-             "/end_session", "/userinfo", "/admin/terminations/x"]
+GET_PATHS = [
+    "/.well-known/openid-configuration",
+    "/jwks",
+    "/login",
+    "/account",
+    "/authorize",
+    "/end_session",
+    "/userinfo",
+    "/admin/terminations/x",
+]
 
 
 @PROPS
-@given(path=st.sampled_from(GET_PATHS), params=st.dictionaries(nasty_text, nasty_text, max_size=6),
-       signed_in=st.booleans())
-def test_every_get_endpoint_with_hostile_query(hostile_op: HostileOP, browser: dict[str, str],
-                                               path: str, params: dict[str, str], signed_in: bool) -> None:
+@given(
+    path=st.sampled_from(GET_PATHS),
+    params=st.dictionaries(nasty_text, nasty_text, max_size=6),
+    signed_in=st.booleans(),
+)
+def test_every_get_endpoint_with_hostile_query(
+    hostile_op: HostileOP, browser: dict[str, str], path: str, params: dict[str, str], signed_in: bool
+) -> None:
     before = hostile_op.fingerprint()
     client = _client(hostile_op, browser if signed_in else None)
     resp = client.get(path + "?" + urlencode(params, errors="surrogatepass"))
@@ -174,12 +227,23 @@ def test_every_get_endpoint_with_hostile_query(hostile_op: HostileOP, browser: d
 
 
 @PROPS
-@given(params=hostile_params({"client_id": "rp-h", "post_logout_redirect_uri": "https://rp.example.com/bye",
-                              "state": "s", "confirm": "yes", "ui_locales": "en", "logout_hint": "alice"},
-                             ["csrf_token", "id_token_hint"]),
-       raw=st.sampled_from(NASTY_CHARS))
-def test_end_session_confirmation_with_hostile_parameters(hostile_op: HostileOP, params: dict[str, str],
-                                                          raw: str) -> None:
+@given(
+    params=hostile_params(
+        {
+            "client_id": "rp-h",
+            "post_logout_redirect_uri": "https://rp.example.com/bye",
+            "state": "s",
+            "confirm": "yes",
+            "ui_locales": "en",
+            "logout_hint": "alice",
+        },
+        ["csrf_token", "id_token_hint"],
+    ),
+    raw=st.sampled_from(NASTY_CHARS),
+)
+def test_end_session_confirmation_with_hostile_parameters(
+    hostile_op: HostileOP, params: dict[str, str], raw: str
+) -> None:
     """Without this browser's session and CSRF token nothing ends, whatever the parameters."""
     params.setdefault("csrf_token", raw)
     before = hostile_op.fingerprint()
@@ -192,13 +256,17 @@ def test_end_session_confirmation_with_hostile_parameters(hostile_op: HostileOP,
 
 @PROPS
 @given(value=nastier("Bearer initial-access-token"))
-def test_registration_bearer_with_hostile_characters(tmp_path_factory: pytest.TempPathFactory,
-                                                     value: str) -> None:
+def test_registration_bearer_with_hostile_characters(
+    tmp_path_factory: pytest.TempPathFactory, value: str
+) -> None:
     """The initial access token compare (tokens.same_secret) with any header value."""
     app = _token_op(tmp_path_factory)
     try:
-        resp = app.test_client().post("/register", json={"redirect_uris": [CB]},
-                                      headers={"Authorization": value.replace("\r", "").replace("\n", "")})
+        resp = app.test_client().post(
+            "/register",
+            json={"redirect_uris": [CB]},
+            headers={"Authorization": value.replace("\r", "").replace("\n", "")},
+        )
     except ValueError:  # the test client itself refuses some header values
         return
     _no_5xx(resp)
@@ -214,8 +282,14 @@ def _token_op(tmp_path_factory: pytest.TempPathFactory) -> Any:
         from oidc_logout.demo.idp import create_idp_app
 
         path = tmp_path_factory.mktemp("regtoken") / "op.db"
-        _TOKEN_OP["app"] = create_idp_app(Settings(
-            issuer="https://op.hostile.test", database_url=f"sqlite:///{path}",
-            expiry_sweep_interval=0, embedded_dispatcher=False,
-            registration_token="initial-access-token-" + "q" * 20), start_background=False)
+        _TOKEN_OP["app"] = create_idp_app(
+            Settings(
+                issuer="https://op.hostile.test",
+                database_url=f"sqlite:///{path}",
+                expiry_sweep_interval=0,
+                embedded_dispatcher=False,
+                registration_token="initial-access-token-" + "q" * 20,
+            ),
+            start_background=False,
+        )
     return _TOKEN_OP["app"]

@@ -25,15 +25,41 @@ from .strategies import (
     nasty_text,
 )
 
-PROPS = settings(max_examples=60, deadline=None,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                        HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 
-FORM_KEYS = ["grant_type", "code", "redirect_uri", "refresh_token", "token", "token_type_hint",
-             "client_id", "client_secret", "scope", "code_verifier", "client_assertion",
-             "client_assertion_type", "resource", "audience"]
-GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials", "password",
-               "implicit", "urn:ietf:params:oauth:grant-type:jwt-bearer", ""]
+FORM_KEYS = [
+    "grant_type",
+    "code",
+    "redirect_uri",
+    "refresh_token",
+    "token",
+    "token_type_hint",
+    "client_id",
+    "client_secret",
+    "scope",
+    "code_verifier",
+    "client_assertion",
+    "client_assertion_type",
+    "resource",
+    "audience",
+]
+GRANT_TYPES = [
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    "password",
+    "implicit",
+    "urn:ietf:params:oauth:grant-type:jwt-bearer",
+    "",
+]
 
 
 def assert_api_error_or_ok(resp: Any) -> dict[str, Any] | None:
@@ -50,8 +76,14 @@ def assert_api_error_or_ok(resp: Any) -> dict[str, Any] | None:
 @st.composite
 def hostile_form(draw: Any, hostile: HostileOP | None = None) -> list[tuple[str, str]]:
     # nasty_text: quotes, backslash, DEL, NUL, CR/LF, non-ASCII drawn on purpose (issue 12 #6).
-    fields = draw(st.lists(st.tuples(st.sampled_from(FORM_KEYS) | any_text | nasty_text,
-                                     any_text | nasty_text | garbage_jwt()), max_size=8))
+    fields = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(FORM_KEYS) | any_text | nasty_text, any_text | nasty_text | garbage_jwt()
+            ),
+            max_size=8,
+        )
+    )
     if draw(st.booleans()):
         fields.append(("grant_type", draw(st.sampled_from(GRANT_TYPES))))
     if draw(st.booleans()):
@@ -64,8 +96,7 @@ def hostile_request(draw: Any) -> dict[str, Any]:
     ctype = draw(content_types())
     shape = draw(st.integers(0, 3))
     if shape == 0:
-        body: bytes = urlencode(draw(hostile_form()), encoding="utf-8",
-                                errors="surrogatepass").encode()
+        body: bytes = urlencode(draw(hostile_form()), encoding="utf-8", errors="surrogatepass").encode()
     elif shape == 1:
         body = draw(st.binary(max_size=500))
     elif shape == 2:
@@ -88,8 +119,9 @@ def _post(hostile: HostileOP, path: str, req: dict[str, Any]) -> Any:
 
 @PROPS
 @given(req=hostile_request())
-def test_token_endpoint_refuses_garbage_without_5xx_or_state_change(hostile_op: HostileOP,
-                                                                    req: dict[str, Any]) -> None:
+def test_token_endpoint_refuses_garbage_without_5xx_or_state_change(
+    hostile_op: HostileOP, req: dict[str, Any]
+) -> None:
     before = hostile_op.fingerprint()
     resp = _post(hostile_op, "/token", req)
     err = assert_api_error_or_ok(resp)
@@ -101,7 +133,8 @@ def test_token_endpoint_refuses_garbage_without_5xx_or_state_change(hostile_op: 
 @PROPS
 @given(req=hostile_request(), path=st.sampled_from(["/revoke", "/introspect"]))
 def test_revocation_and_introspection_never_5xx_and_never_change_state(
-        hostile_op: HostileOP, req: dict[str, Any], path: str) -> None:
+    hostile_op: HostileOP, req: dict[str, Any], path: str
+) -> None:
     before = hostile_op.fingerprint()
     resp = _post(hostile_op, path, req)
     assert_api_error_or_ok(resp)
@@ -112,8 +145,9 @@ def test_revocation_and_introspection_never_5xx_and_never_change_state(
 
 @PROPS
 @given(token=garbage_jwt(id_token_claims()), auth=authorization([basic("rp-h", SECRET)]))
-def test_garbage_tokens_at_revocation_introspection_userinfo(hostile_op: HostileOP, token: str,
-                                                             auth: str | None) -> None:
+def test_garbage_tokens_at_revocation_introspection_userinfo(
+    hostile_op: HostileOP, token: str, auth: str | None
+) -> None:
     before = hostile_op.fingerprint()
     headers = {"Authorization": auth} if auth else {}
     for path in ("/revoke", "/introspect"):
@@ -131,11 +165,29 @@ def test_garbage_tokens_at_revocation_introspection_userinfo(hostile_op: Hostile
 def registration_body(draw: Any) -> tuple[bytes, str | None]:
     shape = draw(st.integers(0, 3))
     if shape == 0:
-        meta: Any = draw(st.dictionaries(st.sampled_from([
-            "redirect_uris", "grant_types", "response_types", "token_endpoint_auth_method",
-            "backchannel_logout_uri", "frontchannel_logout_uri", "post_logout_redirect_uris",
-            "scope", "client_name", "id_token_signed_response_alg", "jwks", "client_id"]) | any_text,
-            json_values | nasty_text | st.lists(any_text | nasty_text, max_size=3), max_size=8))
+        meta: Any = draw(
+            st.dictionaries(
+                st.sampled_from(
+                    [
+                        "redirect_uris",
+                        "grant_types",
+                        "response_types",
+                        "token_endpoint_auth_method",
+                        "backchannel_logout_uri",
+                        "frontchannel_logout_uri",
+                        "post_logout_redirect_uris",
+                        "scope",
+                        "client_name",
+                        "id_token_signed_response_alg",
+                        "jwks",
+                        "client_id",
+                    ]
+                )
+                | any_text,
+                json_values | nasty_text | st.lists(any_text | nasty_text, max_size=3),
+                max_size=8,
+            )
+        )
         body = json.dumps(meta).encode()
     elif shape == 1:
         body = draw(deep_json()).encode()
@@ -150,7 +202,8 @@ def registration_body(draw: Any) -> tuple[bytes, str | None]:
 @PROPS
 @given(body=registration_body(), auth=authorization())
 def test_registration_refuses_garbage_with_a_json_error_and_no_new_rows(
-        hostile_op: HostileOP, body: tuple[bytes, str | None], auth: str | None) -> None:
+    hostile_op: HostileOP, body: tuple[bytes, str | None], auth: str | None
+) -> None:
     before = hostile_op.fingerprint()
     kwargs: dict[str, Any] = {"data": body[0], "headers": {"Authorization": auth} if auth else {}}
     if body[1] is not None:
@@ -164,12 +217,28 @@ def test_registration_refuses_garbage_with_a_json_error_and_no_new_rows(
 
 
 @PROPS
-@given(hint=garbage_jwt(id_token_claims()), extra=st.dictionaries(
-    st.sampled_from(["client_id", "post_logout_redirect_uri", "state", "logout_hint",
-                     "ui_locales", "confirm", "csrf_token"]), any_text, max_size=5),
-    post=st.booleans())
+@given(
+    hint=garbage_jwt(id_token_claims()),
+    extra=st.dictionaries(
+        st.sampled_from(
+            [
+                "client_id",
+                "post_logout_redirect_uri",
+                "state",
+                "logout_hint",
+                "ui_locales",
+                "confirm",
+                "csrf_token",
+            ]
+        ),
+        any_text,
+        max_size=5,
+    ),
+    post=st.booleans(),
+)
 def test_end_session_with_hostile_hints_never_5xx_and_never_logs_out(
-        hostile_op: HostileOP, hint: str, extra: dict[str, str], post: bool) -> None:
+    hostile_op: HostileOP, hint: str, extra: dict[str, str], post: bool
+) -> None:
     before = hostile_op.fingerprint()
     params = {"id_token_hint": hint, **extra}
     if post:
@@ -188,12 +257,14 @@ def test_forged_id_token_hints_are_refused(hostile_op: HostileOP) -> None:
     """alg none and HS256 keyed with the OP's RSA public key (PEM or JWK bytes), with
     otherwise perfect claims for the live session, end nothing."""
     before = hostile_op.fingerprint()
-    tokens = forgeries(id_token_claims(), hostile_op.public_pem, hostile_op.public_jwk_json,
-                       hostile_op.kid)
+    tokens = forgeries(id_token_claims(), hostile_op.public_pem, hostile_op.public_jwk_json, hostile_op.kid)
     for tok in tokens:
         for method in ("get", "post"):
-            params = {"id_token_hint": tok, "client_id": "rp-h",
-                      "post_logout_redirect_uri": "https://rp.example.com/bye"}
+            params = {
+                "id_token_hint": tok,
+                "client_id": "rp-h",
+                "post_logout_redirect_uri": "https://rp.example.com/bye",
+            }
             if method == "get":
                 resp = hostile_op.client.get("/end_session", query_string=params)
             else:
@@ -201,8 +272,9 @@ def test_forged_id_token_hints_are_refused(hostile_op: HostileOP) -> None:
             assert resp.status_code == 400 and "Location" not in resp.headers, tok
             assert b"invalid_request" in resp.data
         for path in ("/revoke", "/introspect"):
-            resp = hostile_op.client.post(path, data={"token": tok},
-                                          headers={"Authorization": basic("rp-h", SECRET)})
+            resp = hostile_op.client.post(
+                path, data={"token": tok}, headers={"Authorization": basic("rp-h", SECRET)}
+            )
             assert resp.status_code == 200
     assert hostile_op.session_alive()
     assert hostile_op.fingerprint() == before
@@ -213,30 +285,68 @@ def test_real_http_smoke(hostile_op: HostileOP) -> None:
     base = hostile_op.server.url
     before = hostile_op.fingerprint()
     cases = [
-        ("/token", {"data": b"grant_type=password&username=a", "headers": {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Authorization": "Basic !!!"}}),
+        (
+            "/token",
+            {
+                "data": b"grant_type=password&username=a",
+                "headers": {
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Authorization": "Basic !!!",
+                },
+            },
+        ),
         ("/token", {"data": b"[" * 5000, "headers": {"Content-Type": "application/json"}}),
-        ("/revoke", {"data": b"token=" + b"A" * 70000, "headers": {
-            "Content-Type": "application/x-www-form-urlencoded"}}),
-        ("/introspect", {"data": b"token=x", "headers": {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Authorization": basic("rp-h", "wrong")}}),
+        (
+            "/revoke",
+            {
+                "data": b"token=" + b"A" * 70000,
+                "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+            },
+        ),
+        (
+            "/introspect",
+            {
+                "data": b"token=x",
+                "headers": {
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Authorization": basic("rp-h", "wrong"),
+                },
+            },
+        ),
         # "Basic <NEL>": a space, then only (unicode) whitespace - Authlib's split crashed.
-        ("/revoke", {"data": b"token=x", "headers": {
-            "Content-Type": "application/x-www-form-urlencoded", "Authorization": "Basic \x85"}}),
+        (
+            "/revoke",
+            {
+                "data": b"token=x",
+                "headers": {
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Authorization": "Basic \x85",
+                },
+            },
+        ),
         ("/register", {"data": b"[" * 8000, "headers": {"Content-Type": "application/json"}}),
-        ("/register", {"data": json.dumps({"redirect_uris": ["https://rp.example.com/cb"],
-                                           "backchannel_logout_uri": "https://10.1.2.3/bc"}),
-                       "headers": {"Content-Type": "application/json"}}),
+        (
+            "/register",
+            {
+                "data": json.dumps(
+                    {
+                        "redirect_uris": ["https://rp.example.com/cb"],
+                        "backchannel_logout_uri": "https://10.1.2.3/bc",
+                    }
+                ),
+                "headers": {"Content-Type": "application/json"},
+            },
+        ),
     ]
     for path, kw in cases:
         resp = requests.post(base + path, timeout=10, **kw)
         assert resp.status_code < 500, (path, resp.status_code, resp.text[:200])
         assert isinstance(resp.json().get("error"), str), (path, resp.text[:200])
-    for hint in ("e30." * 3, "eyJhbGciOiJub25lIiwiY3JpdCI6NX0.e30.",  # {"alg":"none","crit":5}
-                 forgeries(id_token_claims(), hostile_op.public_pem, hostile_op.public_jwk_json,
-                           hostile_op.kid)[1]):
+    for hint in (
+        "e30." * 3,
+        "eyJhbGciOiJub25lIiwiY3JpdCI6NX0.e30.",  # {"alg":"none","crit":5}
+        forgeries(id_token_claims(), hostile_op.public_pem, hostile_op.public_jwk_json, hostile_op.kid)[1],
+    ):
         resp = requests.get(base + "/end_session", params={"id_token_hint": hint}, timeout=10)
         assert resp.status_code == 400, resp.text[:200]
     assert hostile_op.fingerprint() == before

@@ -32,9 +32,15 @@ from tests.rp.tokens import CLIENT_ID, NOW, claims, public_jwks, rsa_key, sign
 
 from .strategies import body_size, deep_nesting, nasty_text, non_numeric_date
 
-PROPS = settings(max_examples=40, deadline=None,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                        HealthCheck.data_too_large])
+PROPS = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 ISS = "https://op.example"
 FORM = "application/x-www-form-urlencoded"
 
@@ -57,9 +63,9 @@ def form(token: str) -> bytes:
 
 class Neutral:
     def __init__(self) -> None:
-        self.validator = LogoutTokenValidator(issuer=ISS, client_id=CLIENT_ID,
-                                              keys=StaticKeys(public_jwks(rsa_key("k1"))),
-                                              clock=lambda: NOW)
+        self.validator = LogoutTokenValidator(
+            issuer=ISS, client_id=CLIENT_ID, keys=StaticKeys(public_jwks(rsa_key("k1"))), clock=lambda: NOW
+        )
         self.index = MemorySessionIndex()
         self.index.register(ISS, "user-42", "op-session-1", "local-1")
         self.ended: list[str] = []
@@ -84,6 +90,7 @@ def check(status: int, headers: Any, body: bytes, *, must_refuse: bool) -> None:
 
 # -- NaN / Infinity / huge / nested NumericDates: always refused ------------------------------
 
+
 @PROPS
 @given(claim=st.sampled_from(["exp", "iat"]), raw=non_numeric_date())
 def test_unusable_numeric_dates_in_signed_tokens_are_refused(neutral: Neutral, claim: str, raw: str) -> None:
@@ -97,6 +104,7 @@ def test_unusable_numeric_dates_in_signed_tokens_are_refused(neutral: Neutral, c
 
 # -- deep nesting anywhere in a signed payload: never a 5xx ---------------------------------
 
+
 @PROPS
 @given(nested=deep_nesting(), where=st.sampled_from(["extra", "events", "aud", "sid"]))
 def test_deeply_nested_claims_in_signed_tokens_never_raise(neutral: Neutral, nested: str, where: str) -> None:
@@ -107,6 +115,7 @@ def test_deeply_nested_claims_in_signed_tokens_never_raise(neutral: Neutral, nes
 
 
 # -- non-ASCII, quotes and control characters: in claims, headers and the form ---------------
+
 
 @PROPS
 @given(text=nasty_text, where=st.sampled_from(["sid", "jti", "iss", "aud", "kid", "typ", "form", "ctype"]))
@@ -125,14 +134,19 @@ def test_non_ascii_quotes_and_control_characters_never_raise(neutral: Neutral, t
             overrides["sid"] = "other-session"
         body = form(sign(json.dumps(claims(ISS, NOW, **overrides)), rsa_key("k1")))
     status, headers, raw = handle_backchannel_request(body, ctype, neutral.receiver)
-    check(status, headers, raw, must_refuse=where in ("iss", "aud", "form", "kid", "ctype")
-          and text not in (ISS, CLIENT_ID, FORM))
+    check(
+        status,
+        headers,
+        raw,
+        must_refuse=where in ("iss", "aud", "form", "kid", "ctype") and text not in (ISS, CLIENT_ID, FORM),
+    )
     assert neutral.alive()
     if status == 400:  # the reply never echoes the hostile text
         assert len(text) < 4 or text not in json.loads(raw)["error_description"]
 
 
 # -- huge bodies: read at most limit + 1 bytes --------------------------------------------
+
 
 class CountingStream(io.RawIOBase):
     def __init__(self, size: int) -> None:
@@ -149,11 +163,18 @@ class CountingStream(io.RawIOBase):
 
 
 @PROPS
-@given(size=body_size(MAX_BODY_BYTES), declared=st.sampled_from(["true", "absent", "smaller", "larger", "junk"]))
+@given(
+    size=body_size(MAX_BODY_BYTES), declared=st.sampled_from(["true", "absent", "smaller", "larger", "junk"])
+)
 def test_huge_bodies_are_refused_without_reading_them(neutral: Neutral, size: int, declared: str) -> None:
     stream = CountingStream(size)
-    length: Any = {"true": size, "absent": None, "smaller": max(0, size - 100), "larger": size + 10**9,
-                   "junk": "12abc"}[declared]
+    length: Any = {
+        "true": size,
+        "absent": None,
+        "smaller": max(0, size - 100),
+        "larger": size + 10**9,
+        "junk": "12abc",
+    }[declared]
     status, headers, body = handle_backchannel_request(stream, FORM, neutral.receiver, content_length=length)
     check(status, headers, body, must_refuse=True)
     assert stream.read_bytes <= MAX_BODY_BYTES + 1
@@ -164,12 +185,16 @@ def test_huge_bodies_are_refused_without_reading_them(neutral: Neutral, size: in
 
 # -- the same classes through the Flask endpoint ----------------------------------------
 
+
 class FlaskRP:
     def __init__(self) -> None:
         self.op = FakeOP()
         self.app, self.ext = create_app(self.op.issuer)
         self.client = self.app.test_client()
-        assert self.client.get("/callback", query_string={"sub": "user-42", "sid": "op-session-1"}).status_code == 200
+        assert (
+            self.client.get("/callback", query_string={"sub": "user-42", "sid": "op-session-1"}).status_code
+            == 200
+        )
 
     def logged_in(self) -> bool:
         return self.client.get("/protected").status_code == 200

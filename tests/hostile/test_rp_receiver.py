@@ -31,18 +31,24 @@ from tests.rp.tokens import CLIENT_ID, NOW, claims, logout_token, public_jwks, r
 
 from .strategies import any_text, content_types, forgeries, garbage_jwt
 
-PROPS = settings(max_examples=60, deadline=None,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                        HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 ISS = "https://op.example"
 FORM = "application/x-www-form-urlencoded"
 
 
 class Neutral:
     def __init__(self) -> None:
-        self.validator = LogoutTokenValidator(issuer=ISS, client_id=CLIENT_ID,
-                                              keys=StaticKeys(public_jwks(rsa_key("k1"))),
-                                              clock=lambda: NOW)
+        self.validator = LogoutTokenValidator(
+            issuer=ISS, client_id=CLIENT_ID, keys=StaticKeys(public_jwks(rsa_key("k1"))), clock=lambda: NOW
+        )
         self.index = MemorySessionIndex()
         self.index.register(ISS, "user-42", "op-session-1", "local-1")
         self.ended: list[str] = []
@@ -69,8 +75,14 @@ def hostile_body(draw: Any, issuer: str, now: float) -> tuple[bytes, str | None]
     elif shape == 1:
         body = draw(st.binary(max_size=600))
     elif shape == 2:
-        fields = draw(st.lists(st.tuples(st.sampled_from(["logout_token", "x", ""]) | any_text,
-                                         any_text | garbage_jwt(base)), max_size=5))
+        fields = draw(
+            st.lists(
+                st.tuples(
+                    st.sampled_from(["logout_token", "x", ""]) | any_text, any_text | garbage_jwt(base)
+                ),
+                max_size=5,
+            )
+        )
         body = urlencode(fields, encoding="utf-8", errors="surrogatepass").encode()
     elif shape == 3:
         pem, jwk_json = _public_material()
@@ -92,8 +104,9 @@ def assert_400_json(status: int, headers: Any, body: bytes) -> None:
 
 @PROPS
 @given(req=hostile_body(ISS, NOW))
-def test_neutral_handler_answers_400_json_to_anything_hostile(neutral: Neutral,
-                                                              req: tuple[bytes, str | None]) -> None:
+def test_neutral_handler_answers_400_json_to_anything_hostile(
+    neutral: Neutral, req: tuple[bytes, str | None]
+) -> None:
     body, ctype = req
     status, headers, raw = handle_backchannel_request(body, ctype, neutral.receiver)
     assert_400_json(status, headers, raw)
@@ -106,8 +119,10 @@ class FlaskRP:
         self.op = FakeOP()  # real loopback OP: discovery + JWKS with key k1
         self.app, self.ext = create_app(self.op.issuer)
         self.client = self.app.test_client()
-        assert self.client.get("/callback", query_string={"sub": "user-42",
-                                                          "sid": "op-session-1"}).status_code == 200
+        assert (
+            self.client.get("/callback", query_string={"sub": "user-42", "sid": "op-session-1"}).status_code
+            == 200
+        )
 
     def logged_in(self) -> bool:
         return self.client.get("/protected").status_code == 200
@@ -122,8 +137,7 @@ def flask_rp() -> Iterator[FlaskRP]:
 
 @PROPS
 @given(data=st.data())
-def test_flask_rplogout_endpoint_answers_400_json_and_keeps_the_session(flask_rp: FlaskRP,
-                                                                         data: Any) -> None:
+def test_flask_rplogout_endpoint_answers_400_json_and_keeps_the_session(flask_rp: FlaskRP, data: Any) -> None:
     body, ctype = data.draw(hostile_body(flask_rp.op.issuer, time.time()))
     kwargs: dict[str, Any] = {"data": body}
     if ctype is not None:
@@ -144,13 +158,14 @@ def test_flask_rplogout_real_http_smoke(flask_rp: FlaskRP) -> None:
         url = server.url + "/oidc/backchannel-logout"
         pem, jwk_json = _public_material()
         base = claims(flask_rp.op.issuer, time.time())
-        for tok in forgeries(base, pem, jwk_json, "k1") + [
-                "eyJhbGciOiJSUzI1NiIsImNyaXQiOjV9.e30.AAAA",  # {"alg":"RS256","crit":5}
-                "W1tbW1tbW1tbW1tbW1tbW1tbW1tb" * 300 + ".e30.AAAA"]:  # nested arrays
+        for tok in [
+            *forgeries(base, pem, jwk_json, "k1"),
+            "eyJhbGciOiJSUzI1NiIsImNyaXQiOjV9.e30.AAAA",  # {"alg":"RS256","crit":5}
+            "W1tbW1tbW1tbW1tbW1tbW1tbW1tb" * 300 + ".e30.AAAA",
+        ]:  # nested arrays
             resp = requests.post(url, data={"logout_token": tok}, timeout=10)
             assert resp.status_code == 400 and resp.json()["error"] == "invalid_request"
-        resp = requests.post(url, data=b"\xff\xfe" * 50, timeout=10,
-                             headers={"Content-Type": FORM})
+        resp = requests.post(url, data=b"\xff\xfe" * 50, timeout=10, headers={"Content-Type": FORM})
         assert resp.status_code == 400
         assert flask_rp.logged_in()
         good = logout_token(flask_rp.op.issuer, now=time.time(), sid="op-session-1")

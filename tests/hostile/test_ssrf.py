@@ -61,26 +61,37 @@ EMBEDDED = [
 
 
 def _app(tmp: Path, name: str, **settings: Any) -> Any:
-    s = Settings(issuer=ISSUER, database_url=f"sqlite:///{tmp / name}", dev_mode=False,
-                 expiry_sweep_interval=0, embedded_dispatcher=False, registration_open=True,
-                 registration_rate_limit=0, **settings)
+    s = Settings(
+        issuer=ISSUER,
+        database_url=f"sqlite:///{tmp / name}",
+        dev_mode=False,
+        expiry_sweep_interval=0,
+        embedded_dispatcher=False,
+        registration_open=True,
+        registration_rate_limit=0,
+        **settings,
+    )
     return create_idp_app(s, start_background=False)
 
 
 @pytest.fixture(scope="module")
 def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("ssrf")
-    out = {"strict": _app(tmp, "strict.db"),
-           "allow": _app(tmp, "allow.db", address_allowlist=("10.0.0.0/8", "192.168.1.0/24"))}
+    out = {
+        "strict": _app(tmp, "strict.db"),
+        "allow": _app(tmp, "allow.db", address_allowlist=("10.0.0.0/8", "192.168.1.0/24")),
+    }
     yield out
     for app in out.values():
         app.extensions["oidc_logout"].provider.engine.dispose()
 
 
 def register(app: Any, uri: str) -> Any:
-    return app.test_client().post("/register", data=json.dumps({
-        "redirect_uris": ["https://rp.example.com/cb"], "backchannel_logout_uri": uri}),
-        content_type="application/json")
+    return app.test_client().post(
+        "/register",
+        data=json.dumps({"redirect_uris": ["https://rp.example.com/cb"], "backchannel_logout_uri": uri}),
+        content_type="application/json",
+    )
 
 
 def client_count(app: Any) -> int:
@@ -94,29 +105,33 @@ def test_registration_refuses_internal_logout_uris(apps: dict[str, Any], uri: st
     resp = register(apps["strict"], uri)
     assert resp.status_code == 400, resp.data
     body = resp.get_json()
-    assert body["error"] == "invalid_client_metadata" and "backchannel_logout_uri" in \
-        body["error_description"]
+    assert (
+        body["error"] == "invalid_client_metadata" and "backchannel_logout_uri" in body["error_description"]
+    )
     assert client_count(apps["strict"]) == before
 
 
-@pytest.mark.parametrize("uri,ok", [
-    ("https://10.20.30.40/bc", True),
-    ("https://192.168.1.10/bc", True),
-    ("https://192.168.2.10/bc", False),  # outside the allowlisted /24
-    ("https://169.254.169.254/bc", False),
-    ("https://172.16.0.1/bc", False),
-])
-def test_allowlist_admits_only_the_listed_networks(apps: dict[str, Any], uri: str,
-                                                   ok: bool) -> None:
+@pytest.mark.parametrize(
+    ("uri", "ok"),
+    [
+        ("https://10.20.30.40/bc", True),
+        ("https://192.168.1.10/bc", True),
+        ("https://192.168.2.10/bc", False),  # outside the allowlisted /24
+        ("https://169.254.169.254/bc", False),
+        ("https://172.16.0.1/bc", False),
+    ],
+)
+def test_allowlist_admits_only_the_listed_networks(apps: dict[str, Any], uri: str, ok: bool) -> None:
     resp = register(apps["allow"], uri)
     assert resp.status_code == (201 if ok else 400), resp.data
     if ok:
         assert resp.get_json()["backchannel_logout_uri"] == uri
 
 
-@pytest.mark.parametrize("uri,prefix", EMBEDDED)
+@pytest.mark.parametrize(("uri", "prefix"), EMBEDDED)
 def test_embedded_internal_ipv4_is_refused_even_with_the_prefix_allowlisted(
-        tmp_path: Path, uri: str, prefix: str) -> None:
+    tmp_path: Path, uri: str, prefix: str
+) -> None:
     """NAT64, Teredo and 6to4 addresses reach the IPv4 address they embed: allowlisting
     the translation prefix must not admit 169.254.169.254, 127.0.0.1 or 10.0.0.5 through it."""
     app = _app(tmp_path, "embedded.db", address_allowlist=(prefix,))
@@ -128,14 +143,16 @@ def test_embedded_internal_ipv4_is_refused_even_with_the_prefix_allowlisted(
         app.extensions["oidc_logout"].provider.engine.dispose()
 
 
-@pytest.mark.parametrize("address,kw", [
-    ("2002:5db8:d70e::1", {}),  # 6to4 of a public IPv4: as public as that IPv4
-    ("64:ff9b::5db8:d70e", {"allowlist": ("64:ff9b::/96",)}),  # NAT64 of a public IPv4
-    ("2002:a00:5::", {"allowlist": ("10.0.0.0/8",)}),  # the embedded IPv4 is allowlisted
-    ("2002:7f00:1::", {"dev_mode": True}),  # loopback in dev mode, like 127.0.0.1
-])
-def test_embedded_ipv4_is_judged_exactly_like_the_plain_ipv4(address: str,
-                                                              kw: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("address", "kw"),
+    [
+        ("2002:5db8:d70e::1", {}),  # 6to4 of a public IPv4: as public as that IPv4
+        ("64:ff9b::5db8:d70e", {"allowlist": ("64:ff9b::/96",)}),  # NAT64 of a public IPv4
+        ("2002:a00:5::", {"allowlist": ("10.0.0.0/8",)}),  # the embedded IPv4 is allowlisted
+        ("2002:7f00:1::", {"dev_mode": True}),  # loopback in dev mode, like 127.0.0.1
+    ],
+)
+def test_embedded_ipv4_is_judged_exactly_like_the_plain_ipv4(address: str, kw: dict[str, Any]) -> None:
     check_address(address, dev_mode=kw.get("dev_mode", False), allowlist=kw.get("allowlist", ()))
 
 
@@ -158,25 +175,35 @@ def rp() -> Iterator[Receiver]:
 def _deliver(tmp_path: Path, uris: list[str], **settings: Any) -> dict[str, Any]:
     factory = factory_for(f"sqlite:///{tmp_path / 'outbox.db'}")
     try:
-        term_id, ids = seed_fanout(factory, sessions=1, uris=uris)
-        s = Settings(issuer=ISSUER, delivery_max_attempts=1, delivery_connect_timeout=1.0,
-                     delivery_timeout=1.0, **settings)
+        term_id, _ids = seed_fanout(factory, sessions=1, uris=uris)
+        s = Settings(
+            issuer=ISSUER,
+            delivery_max_attempts=1,
+            delivery_connect_timeout=1.0,
+            delivery_timeout=1.0,
+            **settings,
+        )
         dispatcher = Dispatcher(factory, KeyRing(factory), s)
         try:
             dispatcher.run_once(timeout=10)
         finally:
             dispatcher.stop(2)
         with factory() as db:
-            return {d.target_uri: (d.state, d.last_error) for d in db.scalars(
-                select(Delivery).where(Delivery.termination_id == term_id))}
+            return {
+                d.target_uri: (d.state, d.last_error)
+                for d in db.scalars(select(Delivery).where(Delivery.termination_id == term_id))
+            }
     finally:
         factory.kw["bind"].dispose()
 
 
 def test_delivery_refuses_loopback_targets_outside_dev_mode(tmp_path: Path, rp: Receiver) -> None:
     """Rows whose target is (now) disallowed are not sent: no connection reaches the RP."""
-    uris = [rp.url("/literal"), f"http://localhost:{rp.port}/name",
-            f"http://[::ffff:127.0.0.1]:{rp.port}/mapped"]
+    uris = [
+        rp.url("/literal"),
+        f"http://localhost:{rp.port}/name",
+        f"http://[::ffff:127.0.0.1]:{rp.port}/mapped",
+    ]
     result = _deliver(tmp_path, uris, dev_mode=False)
     for uri in uris:
         state, error = result[uri]
@@ -186,7 +213,6 @@ def test_delivery_refuses_loopback_targets_outside_dev_mode(tmp_path: Path, rp: 
 
 def test_delivery_follows_the_allowlist_at_send_time(tmp_path: Path, rp: Receiver) -> None:
     uris = [rp.url("/literal"), f"http://localhost:{rp.port}/name"]
-    result = _deliver(tmp_path, uris, dev_mode=False,
-                      address_allowlist=("127.0.0.0/8", "::1/128"))
+    result = _deliver(tmp_path, uris, dev_mode=False, address_allowlist=("127.0.0.0/8", "::1/128"))
     assert {state for state, _ in result.values()} == {"delivered"}, result
     assert rp.total == 2

@@ -36,18 +36,32 @@ def _code(idp: IdP) -> tuple[str, str]:
     browser = Browser(idp.url)
     assert browser.login().status_code == 303
     verifier, challenge = pkce_pair()
-    resp = browser.http.get(f"{idp.url}/authorize", params={
-        "response_type": "code", "client_id": RP["client_id"], "redirect_uri": RP["redirect_uris"][0],
-        "scope": "openid offline_access", "state": "s", "nonce": secrets.token_urlsafe(8),
-        "code_challenge": challenge, "code_challenge_method": "S256"},
-        allow_redirects=False, timeout=10)
+    resp = browser.http.get(
+        f"{idp.url}/authorize",
+        params={
+            "response_type": "code",
+            "client_id": RP["client_id"],
+            "redirect_uri": RP["redirect_uris"][0],
+            "scope": "openid offline_access",
+            "state": "s",
+            "nonce": secrets.token_urlsafe(8),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
     assert resp.status_code == 302, resp.text
     return parse_qs(urlsplit(resp.headers["Location"]).query)["code"][0], verifier
 
 
 def _form(code: str, verifier: str) -> dict[str, str]:
-    return {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-            "redirect_uri": RP["redirect_uris"][0]}
+    return {
+        "grant_type": "authorization_code",
+        "code": code,
+        "code_verifier": verifier,
+        "redirect_uri": RP["redirect_uris"][0],
+    }
 
 
 def _auth() -> tuple[str, str]:
@@ -59,8 +73,13 @@ def _grants_of(idp: IdP, code: str) -> list[Any]:
     with idp.provider.session_factory() as db:
         row = db.scalar(select(AuthorizationCode).where(AuthorizationCode.code_hash == token_hash(code)))
         assert row is not None
-        return list(db.execute(select(Grant.id, Grant.revoked_at).where(
-            Grant.sid == row.sid, Grant.client_id == RP["client_id"])))
+        return list(
+            db.execute(
+                select(Grant.id, Grant.revoked_at).where(
+                    Grant.sid == row.sid, Grant.client_id == RP["client_id"]
+                )
+            )
+        )
 
 
 def test_concurrent_redemptions_of_one_code_issue_tokens_once(idp: IdP) -> None:
@@ -84,8 +103,11 @@ def test_concurrent_redemptions_of_one_code_issue_tokens_once(idp: IdP) -> None:
         # §4.1.2: the second use "SHOULD revoke (when possible) all tokens previously issued
         # based on that authorization code" - the winner's tokens included.
         tokens = ok[0].json()
-        if grants[0].revoked_at is None or introspect(idp.url, RP, tokens["access_token"])["active"] \
-                or refresh(idp.url, RP, tokens["refresh_token"]).status_code != 400:
+        if (
+            grants[0].revoked_at is None
+            or introspect(idp.url, RP, tokens["access_token"])["active"]
+            or refresh(idp.url, RP, tokens["refresh_token"]).status_code != 400
+        ):
             failures.append(f"trial {trial}: tokens of a reused code still work")
     assert not failures, f"{len(failures)}/{TRIALS} trials: " + "; ".join(failures)
 
@@ -104,8 +126,12 @@ def test_later_reuse_revokes_every_token_of_the_code(idp: IdP) -> None:
     for token in (tokens["access_token"], rotated.json()["access_token"], rotated.json()["refresh_token"]):
         assert introspect(idp.url, RP, token) == {"active": False}
     with idp.provider.session_factory() as db:
-        live = db.scalar(select(func.count()).select_from(Token).join(Grant).where(
-            Grant.id.in_([g.id for g in _grants_of(idp, code)]), Token.revoked_at.is_(None)))
+        live = db.scalar(
+            select(func.count())
+            .select_from(Token)
+            .join(Grant)
+            .where(Grant.id.in_([g.id for g in _grants_of(idp, code)]), Token.revoked_at.is_(None))
+        )
     assert live == 0
 
 
@@ -134,8 +160,7 @@ def test_gave_up_waiting_for_the_sqlite_write_lock_is_a_clean_503(sqlite_url: st
         holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
         try:
             holder.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
-            busy = requests.post(f"{server.url}/token", data=_form(code, verifier), auth=_auth(),
-                                 timeout=10)
+            busy = requests.post(f"{server.url}/token", data=_form(code, verifier), auth=_auth(), timeout=10)
         finally:
             holder.execute("ROLLBACK")
             holder.close()

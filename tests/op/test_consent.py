@@ -23,17 +23,25 @@ ATTACKER_CB = "http://127.0.0.1:7/steal"
 
 @pytest.fixture(scope="module")
 def idp(module_database_url: str) -> Iterator[IdP]:
-    server = start_idp(module_database_url, clients=[FIRST_PARTY], registration_open=True,
-                       registration_rate_limit=0)
+    server = start_idp(
+        module_database_url, clients=[FIRST_PARTY], registration_open=True, registration_rate_limit=0
+    )
     yield server
     server.stop()
 
 
 def _register(idp: IdP, **extra: Any) -> dict[str, Any]:
-    resp = requests.post(f"{idp.url}/register", json={
-        "redirect_uris": [ATTACKER_CB], "token_endpoint_auth_method": "none",
-        "grant_types": ["authorization_code", "refresh_token"], "client_name": "Evil", **extra},
-        timeout=10)
+    resp = requests.post(
+        f"{idp.url}/register",
+        json={
+            "redirect_uris": [ATTACKER_CB],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "client_name": "Evil",
+            **extra,
+        },
+        timeout=10,
+    )
     assert resp.status_code == 201, resp.text
     return resp.json()
 
@@ -44,38 +52,54 @@ def _signed_in(idp: IdP) -> Browser:
     return browser
 
 
-def _authorize(browser: Browser, client: dict[str, Any], scope: str = "openid",
-               **extra: str) -> tuple[requests.Response, str]:
+def _authorize(
+    browser: Browser, client: dict[str, Any], scope: str = "openid", **extra: str
+) -> tuple[requests.Response, str]:
     verifier, challenge = pkce_pair()
-    resp = browser.http.get(f"{browser.idp_url}/authorize", params={
-        "response_type": "code", "client_id": client["client_id"],
-        "redirect_uri": client["redirect_uris"][0], "scope": scope, "state": "st-1",
-        "code_challenge": challenge, "code_challenge_method": "S256", **extra},
-        allow_redirects=False, timeout=10)
+    resp = browser.http.get(
+        f"{browser.idp_url}/authorize",
+        params={
+            "response_type": "code",
+            "client_id": client["client_id"],
+            "redirect_uri": client["redirect_uris"][0],
+            "scope": scope,
+            "state": "st-1",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            **extra,
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
     return resp, verifier
 
 
 def _codes(idp: IdP, client_id: str) -> int:
     with idp.provider.session_factory() as db:
-        return db.scalar(select(func.count()).select_from(AuthorizationCode).where(
-            AuthorizationCode.client_id == client_id))
+        return db.scalar(
+            select(func.count())
+            .select_from(AuthorizationCode)
+            .where(AuthorizationCode.client_id == client_id)
+        )
 
 
 def _consent_form(page: requests.Response) -> list[tuple[str, str]]:
     """The hidden fields of the consent page's form, as a browser would post them."""
     assert page.status_code == 200 and "Allow access?" in page.text, page.text[:300]
-    return [(m.group(1), m.group(2).replace("&amp;", "&")) for m in
-            re.finditer(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text)]
+    return [
+        (m.group(1), m.group(2).replace("&amp;", "&"))
+        for m in re.finditer(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text)
+    ]
 
 
-def _decide(browser: Browser, page: requests.Response, answer: str,
-            csrf: str | None = None) -> requests.Response:
+def _decide(
+    browser: Browser, page: requests.Response, answer: str, csrf: str | None = None
+) -> requests.Response:
     fields = [(k, v) for k, v in _consent_form(page) if csrf is None or k != "csrf_token"]
     if csrf is not None:
         fields.append(("csrf_token", csrf))
     fields.append(("consent", answer))
-    return browser.http.post(f"{browser.idp_url}/authorize", data=fields, allow_redirects=False,
-                             timeout=10)
+    return browser.http.post(f"{browser.idp_url}/authorize", data=fields, allow_redirects=False, timeout=10)
 
 
 def _query(resp: requests.Response) -> dict[str, list[str]]:
@@ -103,8 +127,12 @@ def test_registration_is_rate_limited_per_address(sqlite_url: str) -> None:
     idp = start_idp(sqlite_url, registration_open=True, registration_rate_limit=2)
     try:
         for _ in range(2):
-            assert requests.post(f"{idp.url}/register", json={"redirect_uris": [ATTACKER_CB]},
-                                 timeout=10).status_code == 201
+            assert (
+                requests.post(
+                    f"{idp.url}/register", json={"redirect_uris": [ATTACKER_CB]}, timeout=10
+                ).status_code
+                == 201
+            )
         resp = requests.post(f"{idp.url}/register", json={"redirect_uris": [ATTACKER_CB]}, timeout=10)
         assert resp.status_code == 429, resp.text
         assert resp.json()["error"] == "too_many_requests" and resp.json()["error_description"]
@@ -225,17 +253,29 @@ def test_consent_without_this_browsers_csrf_token_is_no_consent(idp: IdP, csrf: 
     assert "Allow access?" in resp.text
     assert _codes(idp, evil["client_id"]) == 0
     with idp.provider.session_factory() as db:
-        assert db.scalar(select(func.count()).select_from(Consent).where(
-            Consent.client_id == evil["client_id"])) == 0
+        assert (
+            db.scalar(select(func.count()).select_from(Consent).where(Consent.client_id == evil["client_id"]))
+            == 0
+        )
 
 
 def test_cross_site_approval_without_the_op_session_issues_nothing(idp: IdP) -> None:
     """A forged POST from another site carries no OP session (SameSite=Lax): login, no code."""
     evil = _register(idp)
-    resp = requests.post(f"{idp.url}/authorize", data={
-        "response_type": "code", "client_id": evil["client_id"], "redirect_uri": ATTACKER_CB,
-        "scope": "openid", "code_challenge": "a" * 43, "code_challenge_method": "S256",
-        "consent": "allow"}, allow_redirects=False, timeout=10)
+    resp = requests.post(
+        f"{idp.url}/authorize",
+        data={
+            "response_type": "code",
+            "client_id": evil["client_id"],
+            "redirect_uri": ATTACKER_CB,
+            "scope": "openid",
+            "code_challenge": "a" * 43,
+            "code_challenge_method": "S256",
+            "consent": "allow",
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
     assert resp.status_code == 302 and resp.headers["Location"].startswith("/login")
     assert _codes(idp, evil["client_id"]) == 0
 
@@ -253,16 +293,29 @@ def test_unregistered_scope_is_invalid_scope_at_the_authorization_endpoint(idp: 
 
 def test_unregistered_scope_is_invalid_scope_at_the_token_endpoint(sqlite_url: str) -> None:
     """RFC 6749 §5.2 invalid_scope at the token endpoint (client_credentials)."""
-    svc = {"client_id": "svc", "client_secret": "svc-secret-" + "x" * 20, "scope": "profile",
-           "grant_types": ["client_credentials"], "response_types": []}
+    svc = {
+        "client_id": "svc",
+        "client_secret": "svc-secret-" + "x" * 20,
+        "scope": "profile",
+        "grant_types": ["client_credentials"],
+        "response_types": [],
+    }
     idp = start_idp(sqlite_url, clients=[svc])
     try:
         auth = ("svc", svc["client_secret"])
-        bad = requests.post(f"{idp.url}/token", data={"grant_type": "client_credentials",
-                                                     "scope": "profile email"}, auth=auth, timeout=10)
+        bad = requests.post(
+            f"{idp.url}/token",
+            data={"grant_type": "client_credentials", "scope": "profile email"},
+            auth=auth,
+            timeout=10,
+        )
         assert bad.status_code == 400 and bad.json()["error"] == "invalid_scope", bad.text
-        ok = requests.post(f"{idp.url}/token", data={"grant_type": "client_credentials",
-                                                    "scope": "profile"}, auth=auth, timeout=10)
+        ok = requests.post(
+            f"{idp.url}/token",
+            data={"grant_type": "client_credentials", "scope": "profile"},
+            auth=auth,
+            timeout=10,
+        )
         assert ok.status_code == 200 and ok.json()["scope"] == "profile"
     finally:
         idp.stop()

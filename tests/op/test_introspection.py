@@ -26,9 +26,15 @@ RP_A = client_meta("int-a")
 RP_B = client_meta("int-b", secret="other-secret-" + "y" * 20)
 PUBLIC = client_meta("int-pub", secret=None)
 #: A resource server: client_credentials only, with the scope that lets it introspect any token.
-RS = client_meta("int-rs", secret="rs-secret-" + "r" * 20, grant_types=["client_credentials"],
-                 response_types=[], redirect_uris=[], post_logout_redirect_uris=[],
-                 scope="oidc_logout:introspect")
+RS = client_meta(
+    "int-rs",
+    secret="rs-secret-" + "r" * 20,
+    grant_types=["client_credentials"],
+    response_types=[],
+    redirect_uris=[],
+    post_logout_redirect_uris=[],
+    scope="oidc_logout:introspect",
+)
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +144,14 @@ def test_public_client_cannot_introspect(idp):
 def test_client_secret_post_authentication_is_accepted(idp):
     """RFC 7662 §2.1 / RFC 6749 §2.3.1: credentials in the body authenticate the caller too."""
     _, tokens = _login_and_tokens(idp)
-    resp = _post(idp, {"token": tokens["access_token"], "client_id": RP_A["client_id"],
-                       "client_secret": RP_A["client_secret"]})
+    resp = _post(
+        idp,
+        {
+            "token": tokens["access_token"],
+            "client_id": RP_A["client_id"],
+            "client_secret": RP_A["client_secret"],
+        },
+    )
     assert resp.status_code == 200 and resp.json()["active"] is True
 
 

@@ -12,9 +12,15 @@ from oidc_logout.termination import by_sid, by_subject
 from tests.support.idp import Browser, IdP, authorize, client_meta, introspect, refresh, start_idp
 
 RP = client_meta("offline-int")
-RS = client_meta("offline-rs", secret="rs-secret-" + "r" * 20, grant_types=["client_credentials"],
-                 response_types=[], redirect_uris=[], post_logout_redirect_uris=[],
-                 scope="oidc_logout:introspect")
+RS = client_meta(
+    "offline-rs",
+    secret="rs-secret-" + "r" * 20,
+    grant_types=["client_credentials"],
+    response_types=[],
+    redirect_uris=[],
+    post_logout_redirect_uris=[],
+    scope="oidc_logout:introspect",
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +65,9 @@ def test_offline_refresh_token_is_active_after_logout_and_refreshes(idp: IdP, ki
 def test_offline_refresh_token_revoked_when_the_termination_asks(idp: IdP) -> None:
     """Back-Channel §2.7 (include_offline): inactive at introspection, refused at /token."""
     sid, tokens = _login(idp, "openid offline_access")
-    idp.provider.terminate_now(by_sid(sid), reason="offboarding", initiator="test",
-                               include_offline=True, wait=0)
+    idp.provider.terminate_now(
+        by_sid(sid), reason="offboarding", initiator="test", include_offline=True, wait=0
+    )
     assert _introspection_matches_token_endpoint(idp, tokens["refresh_token"]) == (False, 400)
 
 

@@ -45,10 +45,20 @@ class _Inputs(HTMLParser):
 
 def _authorize(browser: Browser) -> requests.Response:
     _, challenge = pkce_pair()
-    return browser.http.get(f"{browser.idp_url}/authorize", params={
-        "response_type": "code", "client_id": RP["client_id"], "redirect_uri": RP["redirect_uris"][0],
-        "scope": "openid", "state": "st", "code_challenge": challenge, "code_challenge_method": "S256"},
-        allow_redirects=False, timeout=10)
+    return browser.http.get(
+        f"{browser.idp_url}/authorize",
+        params={
+            "response_type": "code",
+            "client_id": RP["client_id"],
+            "redirect_uri": RP["redirect_uris"][0],
+            "scope": "openid",
+            "state": "st",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
 
 
 def _sid(idp: IdP, browser: Browser) -> str:
@@ -85,8 +95,12 @@ def test_login_without_csrf_token_is_refused(idp):
     """OWASP CSRF / RFC 6749 §10.12: a login POST without the form's CSRF token starts no session."""
     http = requests.Session()
     http.get(f"{idp.url}/login", timeout=10)
-    resp = http.post(f"{idp.url}/login", data={"username": "alice", "password": PASSWORD},
-                     allow_redirects=False, timeout=10)
+    resp = http.post(
+        f"{idp.url}/login",
+        data={"username": "alice", "password": PASSWORD},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert resp.status_code == 400
     assert idp.settings.session_cookie_name not in http.cookies
 
@@ -99,8 +113,12 @@ def test_login_with_wrong_csrf_token_is_refused(idp):
     victim = requests.Session()
     victim.get(f"{idp.url}/login", timeout=10)
     for token in (attacker_token, "forged", ""):
-        resp = victim.post(f"{idp.url}/login", data={"csrf_token": token, "username": "alice",
-                                                     "password": PASSWORD}, allow_redirects=False, timeout=10)
+        resp = victim.post(
+            f"{idp.url}/login",
+            data={"csrf_token": token, "username": "alice", "password": PASSWORD},
+            allow_redirects=False,
+            timeout=10,
+        )
         assert resp.status_code == 400
     assert idp.settings.session_cookie_name not in victim.cookies
 
@@ -118,8 +136,11 @@ def test_session_cookie_is_httponly_and_samesite_lax(idp):
     browser = Browser(idp.url)
     resp = browser.login()
     assert resp.status_code == 303
-    header = next(v for k, v in resp.raw.headers.items()
-                  if k.lower() == "set-cookie" and v.startswith(idp.settings.session_cookie_name + "="))
+    header = next(
+        v
+        for k, v in resp.raw.headers.items()
+        if k.lower() == "set-cookie" and v.startswith(idp.settings.session_cookie_name + "=")
+    )
     attrs = [a.strip().lower() for a in header.split(";")]
     assert "httponly" in attrs
     assert "samesite=lax" in attrs
@@ -189,9 +210,12 @@ def test_login_next_parameter_cannot_redirect_off_site(idp, target):
     http = requests.Session()
     page = http.get(f"{idp.url}/login", timeout=10).text
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-    resp = http.post(f"{idp.url}/login", data={"csrf_token": csrf, "username": "alice",
-                                               "password": PASSWORD, "next": target},
-                     allow_redirects=False, timeout=10)
+    resp = http.post(
+        f"{idp.url}/login",
+        data={"csrf_token": csrf, "username": "alice", "password": PASSWORD, "next": target},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert resp.status_code == 303
     location = resp.headers["Location"]
     assert urlsplit(location).netloc in ("", urlsplit(idp.url).netloc)
@@ -204,18 +228,28 @@ def test_prompt_login_reauthenticates_once_then_issues_a_code(idp):
     browser = Browser(idp.url)
     browser.login()
     _, challenge = pkce_pair()
-    params = {"response_type": "code", "client_id": RP["client_id"], "scope": "openid",
-              "redirect_uri": RP["redirect_uris"][0], "state": "st", "prompt": "login",
-              "code_challenge": challenge, "code_challenge_method": "S256"}
+    params = {
+        "response_type": "code",
+        "client_id": RP["client_id"],
+        "scope": "openid",
+        "redirect_uri": RP["redirect_uris"][0],
+        "state": "st",
+        "prompt": "login",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     first = browser.http.get(f"{idp.url}/authorize", params=params, allow_redirects=False, timeout=10)
     _assert_sent_to_login(first)
     next_url = parse_qs(urlsplit(first.headers["Location"]).query)["next"][0]
     assert "prompt=login" not in next_url and next_url.startswith("/authorize?")
     page = browser.http.get(f"{idp.url}/login", timeout=10)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    signed_in = browser.http.post(f"{idp.url}/login", data={
-        "csrf_token": csrf, "username": "alice", "password": PASSWORD, "next": next_url},
-        allow_redirects=False, timeout=10)
+    signed_in = browser.http.post(
+        f"{idp.url}/login",
+        data={"csrf_token": csrf, "username": "alice", "password": PASSWORD, "next": next_url},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert signed_in.status_code == 303
     done = browser.http.get(idp.url + signed_in.headers["Location"], allow_redirects=False, timeout=10)
     assert done.status_code == 302

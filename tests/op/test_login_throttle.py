@@ -29,8 +29,12 @@ class CountingUsers:
 
 @pytest.fixture
 def idp(database_url: str) -> Iterator[IdP]:
-    server = start_idp(database_url, login_max_failures_per_account=3,
-                       login_max_failures_per_address=6, login_throttle_window=600)
+    server = start_idp(
+        database_url,
+        login_max_failures_per_account=3,
+        login_max_failures_per_address=6,
+        login_throttle_window=600,
+    )
     server.provider.users = CountingUsers(server.provider.users)
     yield server
     server.stop()

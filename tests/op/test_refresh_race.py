@@ -48,9 +48,12 @@ def test_concurrent_refreshes_with_one_token_have_one_winner(idp: IdP) -> None:
     failures: list[str] = []
     for trial in range(TRIALS):
         tokens = _tokens(idp)
-        responses = race_posts(f"{idp.url}/token", {"grant_type": "refresh_token",
-                                                    "refresh_token": tokens["refresh_token"]},
-                               CONTENDERS, auth=(RP["client_id"], RP["client_secret"]))
+        responses = race_posts(
+            f"{idp.url}/token",
+            {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+            CONTENDERS,
+            auth=(RP["client_id"], RP["client_secret"]),
+        )
         seen = summary(responses)
         assert all(s < 500 for s, _ in seen), f"trial {trial}: {seen}"
         winners = [r.json() for r in responses if r.status_code == 200]
@@ -59,9 +62,11 @@ def test_concurrent_refreshes_with_one_token_have_one_winner(idp: IdP) -> None:
             continue
         # The loser's presentation was reuse: the whole grant ends, the winner's chain too.
         new = winners[0]
-        if _grant(idp, tokens["refresh_token"]).revoked_at is None \
-                or introspect(idp.url, RP, new["refresh_token"])["active"] \
-                or refresh(idp.url, RP, new["refresh_token"]).status_code != 400:
+        if (
+            _grant(idp, tokens["refresh_token"]).revoked_at is None
+            or introspect(idp.url, RP, new["refresh_token"])["active"]
+            or refresh(idp.url, RP, new["refresh_token"]).status_code != 400
+        ):
             failures.append(f"trial {trial}: the winner's chain survived a reuse")
     assert not failures, f"{len(failures)}/{TRIALS} trials: " + "; ".join(failures)
 
@@ -76,7 +81,11 @@ def test_every_live_refresh_token_of_a_grant_is_single_use(idp: IdP) -> None:
         current = resp.json()["refresh_token"]
     grant = _grant(idp, current)
     with idp.provider.session_factory() as db:
-        live = list(db.scalars(select(Token.id).where(Token.grant_id == grant.id,
-                                                      Token.kind == "refresh_token",
-                                                      Token.revoked_at.is_(None))))
+        live = list(
+            db.scalars(
+                select(Token.id).where(
+                    Token.grant_id == grant.id, Token.kind == "refresh_token", Token.revoked_at.is_(None)
+                )
+            )
+        )
     assert len(live) == 1

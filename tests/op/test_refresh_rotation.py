@@ -62,8 +62,10 @@ def test_rotated_tokens_stay_in_the_same_grant(idp):
     first = _tokens(idp)
     second = refresh(idp.url, RP, first["refresh_token"]).json()
     with idp.provider.session_factory() as db:
-        grants = {db.scalar(select(Token.grant_id).where(Token.token_hash == token_hash(t)))
-                  for t in (first["refresh_token"], second["refresh_token"], second["access_token"])}
+        grants = {
+            db.scalar(select(Token.grant_id).where(Token.token_hash == token_hash(t)))
+            for t in (first["refresh_token"], second["refresh_token"], second["access_token"])
+        }
     assert len(grants) == 1
 
 
@@ -79,7 +81,9 @@ def test_reusing_a_rotated_refresh_token_revokes_the_whole_grant(idp):
     late = refresh(idp.url, RP, second["refresh_token"])
     assert late.status_code == 400 and late.json()["error"] == "invalid_grant"
     with idp.provider.session_factory() as db:
-        grant_id = db.scalar(select(Token.grant_id).where(Token.token_hash == token_hash(second["refresh_token"])))
+        grant_id = db.scalar(
+            select(Token.grant_id).where(Token.token_hash == token_hash(second["refresh_token"]))
+        )
         assert db.get(Grant, grant_id).revoked_at is not None
 
 

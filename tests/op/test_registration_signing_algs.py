@@ -21,8 +21,9 @@ def idp(database_url: str) -> Iterator[IdP]:
 
 
 def register(idp: IdP, **meta: Any) -> requests.Response:
-    return requests.post(f"{idp.url}/register", json={
-        "redirect_uris": ["https://rp.example.com/cb"], **meta}, timeout=10)
+    return requests.post(
+        f"{idp.url}/register", json={"redirect_uris": ["https://rp.example.com/cb"], **meta}, timeout=10
+    )
 
 
 def advertised(idp: IdP) -> list[str]:

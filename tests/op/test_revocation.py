@@ -62,8 +62,14 @@ def test_client_secret_basic_client_revokes_its_token(idp):
 def test_client_secret_post_client_revokes_its_token(idp):
     """RFC 7009 §2.1 / RFC 6749 §2.3.1: credentials in the request body are accepted."""
     tokens = _tokens(idp, RP_A)
-    resp = _post(idp, {"token": tokens["access_token"], "client_id": RP_A["client_id"],
-                       "client_secret": RP_A["client_secret"]})
+    resp = _post(
+        idp,
+        {
+            "token": tokens["access_token"],
+            "client_id": RP_A["client_id"],
+            "client_secret": RP_A["client_secret"],
+        },
+    )
     assert resp.status_code == 200
     assert not _active(idp, tokens["access_token"])
 
@@ -75,9 +81,18 @@ def test_public_client_revokes_with_client_id_only(idp):
     assert resp.status_code == 200
     # The refresh token's whole grant went with it: the access token is inactive too.
     for token in (tokens["access_token"], tokens["refresh_token"]):
-        assert requests.post(f"{idp.url}/token", data={
-            "grant_type": "refresh_token", "refresh_token": token, "client_id": PUBLIC["client_id"]},
-            timeout=10).status_code == 400
+        assert (
+            requests.post(
+                f"{idp.url}/token",
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": token,
+                    "client_id": PUBLIC["client_id"],
+                },
+                timeout=10,
+            ).status_code
+            == 400
+        )
 
 
 def test_confidential_client_without_secret_is_refused(idp):
@@ -133,8 +148,11 @@ def test_expired_token_gives_200(idp):
     """RFC 7009 §2.2: an expired (invalid) token is answered with 200."""
     tokens = _tokens(idp, RP_A)
     with idp.provider.session_factory.begin() as db:
-        db.execute(update(Token).where(Token.token_hash == token_hash(tokens["access_token"]))
-                   .values(expires_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC)))
+        db.execute(
+            update(Token)
+            .where(Token.token_hash == token_hash(tokens["access_token"]))
+            .values(expires_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+        )
     assert revoke(idp.url, RP_A, tokens["access_token"]).status_code == 200
     assert not _active(idp, tokens["access_token"])
 
@@ -187,8 +205,9 @@ def test_revoking_refresh_token_revokes_its_access_tokens(idp):
         assert introspect(idp.url, RP_A, token) == {"active": False}
     resp = refresh(idp.url, RP_A, rotated["refresh_token"])
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant"
-    userinfo = requests.get(f"{idp.url}/userinfo", timeout=10,
-                            headers={"Authorization": f"Bearer {rotated['access_token']}"})
+    userinfo = requests.get(
+        f"{idp.url}/userinfo", timeout=10, headers={"Authorization": f"Bearer {rotated['access_token']}"}
+    )
     assert userinfo.status_code == 401
 
 

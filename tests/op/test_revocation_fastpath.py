@@ -37,8 +37,9 @@ from tests.support.idp import (
 RP_A = client_meta("fast-a")
 RP_B = client_meta("fast-b", secret="other-secret-" + "y" * 20)
 PUBLIC = client_meta("fast-pub", secret=None)
-POST_ONLY = client_meta("fast-post", secret="post-secret-" + "p" * 20,
-                        token_endpoint_auth_method="client_secret_post")
+POST_ONLY = client_meta(
+    "fast-post", secret="post-secret-" + "p" * 20, token_endpoint_auth_method="client_secret_post"
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +99,14 @@ def test_fast_path_revokes_own_access_token_and_introspection_sees_it(idp, fast,
     if method == "client_secret_basic":
         resp = revoke(idp.url, RP_A, tokens["access_token"], hint="access_token")
     else:
-        resp = _post(idp, {"token": tokens["access_token"], "client_id": RP_A["client_id"],
-                           "client_secret": RP_A["client_secret"]})
+        resp = _post(
+            idp,
+            {
+                "token": tokens["access_token"],
+                "client_id": RP_A["client_id"],
+                "client_secret": RP_A["client_secret"],
+            },
+        )
     assert fast == [True]
     assert resp.status_code == 200
     assert resp.json() == {}
@@ -111,8 +118,9 @@ def test_fast_path_revokes_own_access_token_and_introspection_sees_it(idp, fast,
     assert row.revoked_reason == "revoked by its client (RFC 7009)"
     assert introspect(idp.url, RP_A, tokens["access_token"]) == {"active": False}
     assert _active(idp, tokens["refresh_token"])
-    userinfo = requests.get(f"{idp.url}/userinfo", timeout=10,
-                            headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    userinfo = requests.get(
+        f"{idp.url}/userinfo", timeout=10, headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
     assert userinfo.status_code == 401
 
 
@@ -132,8 +140,11 @@ def test_fast_path_revokes_an_expired_access_token_like_the_full_path(idp, fast)
     """RFC 7009 §2.2: an expired token is answered with 200; both paths mark it revoked."""
     tokens = _tokens(idp, RP_A)
     with idp.provider.session_factory.begin() as db:
-        db.execute(update(Token).where(Token.token_hash == token_hash(tokens["access_token"]))
-                   .values(expires_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC)))
+        db.execute(
+            update(Token)
+            .where(Token.token_hash == token_hash(tokens["access_token"]))
+            .values(expires_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+        )
     assert revoke(idp.url, RP_A, tokens["access_token"]).status_code == 200
     assert fast == [True]
     assert _row(idp, tokens["access_token"]).revoked_at is not None
@@ -146,8 +157,16 @@ def _issue_access_token(idp: IdP, client_id: str) -> str:
         grant = Grant(id=new_id(16), client_id=client_id, grant_type="client_credentials", scope="")
         db.add(grant)
         db.flush()
-        db.add(Token(token_hash=token_hash(value), kind="access_token", grant_id=grant.id,
-                     client_id=client_id, scope="", expires_at=utcnow() + dt.timedelta(hours=1)))
+        db.add(
+            Token(
+                token_hash=token_hash(value),
+                kind="access_token",
+                grant_id=grant.id,
+                client_id=client_id,
+                scope="",
+                expires_at=utcnow() + dt.timedelta(hours=1),
+            )
+        )
     return value
 
 
@@ -257,16 +276,25 @@ def _unusual_requests(tokens: dict, a: dict) -> list[tuple[str, dict[str, Any]]]
     tok = tokens["access_token"]
     cid, sec = a["client_id"], a["client_secret"]
     return [
-        ("basic and post credentials together", {"data": {"token": tok, "client_id": cid, "client_secret": sec},
-                                                 "auth": (cid, sec)}),
+        (
+            "basic and post credentials together",
+            {"data": {"token": tok, "client_id": cid, "client_secret": sec}, "auth": (cid, sec)},
+        ),
         ("repeated token", {"data": [("token", tok), ("token", tok)], "auth": (cid, sec)}),
         ("parameter in the query", {"data": {"token": tok}, "auth": (cid, sec), "params": {"x": "1"}}),
         ("unknown parameter", {"data": {"token": tok, "scope": "openid"}, "auth": (cid, sec)}),
         ("unknown hint", {"data": {"token": tok, "token_type_hint": "foo"}, "auth": (cid, sec)}),
-        ("percent-encoded Basic", {"data": {"token": tok}, "headers": _basic(f"{cid}:{sec.replace('-', '%2D')}")}),
-        ("lower-case scheme, extra space", {"data": {"token": tok},
-                                            "headers": {"Authorization": "basic  " + _basic(f"{cid}:{sec}")[
-                                                "Authorization"].split()[1]}}),
+        (
+            "percent-encoded Basic",
+            {"data": {"token": tok}, "headers": _basic(f"{cid}:{sec.replace('-', '%2D')}")},
+        ),
+        (
+            "lower-case scheme, extra space",
+            {
+                "data": {"token": tok},
+                "headers": {"Authorization": "basic  " + _basic(f"{cid}:{sec}")["Authorization"].split()[1]},
+            },
+        ),
     ]
 
 
@@ -310,10 +338,10 @@ def test_declines_without_touching_the_database_on_malformed_input(idp, monkeypa
     engine = idp.provider.engine
     good = _basic(f"{RP_A['client_id']}:{RP_A['client_secret']}")["Authorization"]
     cases: list[tuple[str | None, list[tuple[str, str]], bool]] = [
-        (good, [], False),                                           # no token (§2.1 REQUIRED)
+        (good, [], False),  # no token (§2.1 REQUIRED)
         (good, [("token", "")], False),
         (good, [("token", "x" * 4097)], False),
-        (good, [("token", "t")], True),                              # query string
+        (good, [("token", "t")], True),  # query string
         ("Basic !!!", [("token", "t")], False),
         ("Basic " + base64.b64encode(b"\xff:\xfe").decode(), [("token", "t")], False),
         ("Basic " + base64.b64encode(b"no-colon").decode(), [("token", "t")], False),
@@ -321,7 +349,7 @@ def test_declines_without_touching_the_database_on_malformed_input(idp, monkeypa
         ("Basic " + base64.b64encode(b"id:").decode(), [("token", "t")], False),
         ("Basic " + base64.b64encode(b"bad\x00id:secret").decode(), [("token", "t")], False),
         ("Bearer abc", [("token", "t")], False),
-        (None, [("token", "t"), ("client_id", "fast-a")], False),   # no secret: not ours
+        (None, [("token", "t"), ("client_id", "fast-a")], False),  # no secret: not ours
         (None, [("token", "t"), ("client_id", "x" * 65), ("client_secret", "s")], False),
     ]
     executed: list[Any] = []
@@ -340,7 +368,7 @@ def test_revoked_at_is_stored_as_the_orm_stores_it(idp, fast):
     got: list[Any] = []
     tokens = _tokens(idp, RP_A)
     other = _tokens(idp, RP_A)
-    assert revoke(idp.url, RP_A, tokens["access_token"]).status_code == 200   # fast path
+    assert revoke(idp.url, RP_A, tokens["access_token"]).status_code == 200  # fast path
 
     def listener(sender: Any, **kw: Any) -> None:
         got.append(kw["token"])
@@ -357,8 +385,11 @@ def test_revoked_at_is_stored_as_the_orm_stores_it(idp, fast):
     assert fast_row.revoked_reason == orm_row.revoked_reason
     if idp.provider.engine.dialect.name == "sqlite":  # PostgreSQL stores a timestamptz
         with idp.provider.engine.connect() as conn:
-            raw = [conn.exec_driver_sql("SELECT revoked_at FROM oauth_token WHERE token_hash = ?",
-                                        (token_hash(t),)).scalar()
-                   for t in (tokens["access_token"], other["access_token"])]
+            raw = [
+                conn.exec_driver_sql(
+                    "SELECT revoked_at FROM oauth_token WHERE token_hash = ?", (token_hash(t),)
+                ).scalar()
+                for t in (tokens["access_token"], other["access_token"])
+            ]
         for value in raw:  # the same text SQLAlchemy's SQLite DATETIME writes
             assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", value), raw

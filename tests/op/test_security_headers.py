@@ -35,21 +35,52 @@ def _401s(idp: IdP) -> list[tuple[str, requests.Response]]:
     out = [("login wrong password", browser.login(password="wrong"))]
     for path in ("/token", "/revoke", "/introspect"):
         data = {"grant_type": "refresh_token", "refresh_token": "x", "token": "x"}
-        out.append((f"{path} basic wrong secret", requests.post(
-            u + path, data=data, headers=_basic(RP["client_id"], "wrong"), timeout=10)))
-        out.append((f"{path} basic unknown client", requests.post(
-            u + path, data=data, headers=_basic("nobody", "x"), timeout=10)))
-        out.append((f"{path} post wrong secret", requests.post(
-            u + path, data={**data, "client_id": RP["client_id"], "client_secret": "wrong"}, timeout=10)))
+        out.append(
+            (
+                f"{path} basic wrong secret",
+                requests.post(u + path, data=data, headers=_basic(RP["client_id"], "wrong"), timeout=10),
+            )
+        )
+        out.append(
+            (
+                f"{path} basic unknown client",
+                requests.post(u + path, data=data, headers=_basic("nobody", "x"), timeout=10),
+            )
+        )
+        out.append(
+            (
+                f"{path} post wrong secret",
+                requests.post(
+                    u + path,
+                    data={**data, "client_id": RP["client_id"], "client_secret": "wrong"},
+                    timeout=10,
+                ),
+            )
+        )
         out.append((f"{path} no credentials", requests.post(u + path, data=data, timeout=10)))
-        out.append((f"{path} malformed basic", requests.post(
-            u + path, data=data, headers={"Authorization": "Basic !!!"}, timeout=10)))
+        out.append(
+            (
+                f"{path} malformed basic",
+                requests.post(u + path, data=data, headers={"Authorization": "Basic !!!"}, timeout=10),
+            )
+        )
     out.append(("userinfo no token", requests.get(u + "/userinfo", timeout=10)))
-    out.append(("userinfo bad token", requests.get(u + "/userinfo", headers={"Authorization": "Bearer x"}, timeout=10)))
+    out.append(
+        (
+            "userinfo bad token",
+            requests.get(u + "/userinfo", headers={"Authorization": "Bearer x"}, timeout=10),
+        )
+    )
     out.append(("admin no token", requests.post(u + "/admin/terminations", json={}, timeout=10)))
     out.append(("register no token", requests.post(u + "/register", json={}, timeout=10)))
-    out.append(("register non-ASCII token", requests.post(
-        u + "/register", json={}, headers={"Authorization": "Bearer \xe9t\xe9"}, timeout=10)))
+    out.append(
+        (
+            "register non-ASCII token",
+            requests.post(
+                u + "/register", json={}, headers={"Authorization": "Bearer \xe9t\xe9"}, timeout=10
+            ),
+        )
+    )
     return out
 
 
@@ -66,8 +97,12 @@ def test_every_401_carries_www_authenticate(idp: IdP) -> None:
 def test_non_ascii_initial_access_token_is_401_not_500(idp: IdP) -> None:
     """compare_digest refuses non-ASCII str: the registration gate compares bytes (no 500)."""
     for value in ("Bearer \xe9", "Bearer " + REGISTRATION_TOKEN + "\xe9", "\xff\xfe"):
-        resp = requests.post(f"{idp.url}/register", json={"redirect_uris": [RP["redirect_uris"][0]]},
-                             headers={"Authorization": value}, timeout=10)
+        resp = requests.post(
+            f"{idp.url}/register",
+            json={"redirect_uris": [RP["redirect_uris"][0]]},
+            headers={"Authorization": value},
+            timeout=10,
+        )
         assert resp.status_code == 401 and resp.json()["error"] == "invalid_token", resp.text
 
 
@@ -82,11 +117,24 @@ def _responses(idp: IdP) -> list[tuple[str, requests.Response]]:
         ("login page", get("/login")),
         ("account redirect", get("/account")),
         ("authorize error page", get("/authorize")),
-        ("authorize unknown client", get("/authorize", params={"client_id": "nobody", "response_type": "code"})),
-        ("authorize login redirect", get("/authorize", params={
-            "client_id": RP["client_id"], "response_type": "code", "scope": "openid",
-            "redirect_uri": RP["redirect_uris"][0], "code_challenge": "a" * 43,
-            "code_challenge_method": "S256"})),
+        (
+            "authorize unknown client",
+            get("/authorize", params={"client_id": "nobody", "response_type": "code"}),
+        ),
+        (
+            "authorize login redirect",
+            get(
+                "/authorize",
+                params={
+                    "client_id": RP["client_id"],
+                    "response_type": "code",
+                    "scope": "openid",
+                    "redirect_uri": RP["redirect_uris"][0],
+                    "code_challenge": "a" * 43,
+                    "code_challenge_method": "S256",
+                },
+            ),
+        ),
         ("token error", post("/token", data={"grant_type": "password"}, auth=AUTH)),
         ("token wrong content type", post("/token", json={})),
         ("revoke ok", post("/revoke", data={"token": "x"}, auth=AUTH)),
@@ -105,8 +153,7 @@ def _responses(idp: IdP) -> list[tuple[str, requests.Response]]:
 
 def test_every_op_response_has_nosniff(idp: IdP) -> None:
     """X-Content-Type-Options: nosniff on every OP response, success or error."""
-    missing = [name for name, r in _responses(idp)
-               if r.headers.get("X-Content-Type-Options") != "nosniff"]
+    missing = [name for name, r in _responses(idp) if r.headers.get("X-Content-Type-Options") != "nosniff"]
     assert missing == []
 
 
@@ -122,11 +169,18 @@ def test_login_and_end_session_confirm_refuse_non_ascii_csrf_tokens(idp: IdP) ->
     page = browser.http.get(f"{idp.url}/login", timeout=10)
     assert re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     for token in ("\xe9", "\u2603" * 40, "\x00"):
-        resp = browser.http.post(f"{idp.url}/login", data={
-            "csrf_token": token, "username": "alice", "password": "x"}, allow_redirects=False, timeout=10)
+        resp = browser.http.post(
+            f"{idp.url}/login",
+            data={"csrf_token": token, "username": "alice", "password": "x"},
+            allow_redirects=False,
+            timeout=10,
+        )
         assert resp.status_code == 400, resp.status_code
-        resp = browser.http.post(f"{idp.url}/end_session", data={
-            "client_id": RP["client_id"], "confirm": "yes", "csrf_token": token},
-            allow_redirects=False, timeout=10)
+        resp = browser.http.post(
+            f"{idp.url}/end_session",
+            data={"client_id": RP["client_id"], "confirm": "yes", "csrf_token": token},
+            allow_redirects=False,
+            timeout=10,
+        )
         assert resp.status_code in (200, 400), resp.status_code
         assert "Sign out?" in resp.text or "error" in resp.text.lower()

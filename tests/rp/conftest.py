@@ -7,7 +7,8 @@ import socket
 import threading
 import uuid
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from werkzeug.serving import make_server
@@ -44,7 +45,9 @@ class ServerThread:
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     def stop(self) -> None:
@@ -81,13 +84,18 @@ class FakeOP:
         req = Request(environ)
         self.requests[req.path] += 1
         if req.path == "/.well-known/openid-configuration":
-            resp = Response(json.dumps(self.discovery()), mimetype="application/json",
-                            headers={"Cache-Control": "max-age=3600"})
+            resp = Response(
+                json.dumps(self.discovery()),
+                mimetype="application/json",
+                headers={"Cache-Control": "max-age=3600"},
+            )
         elif req.path == "/jwks":
             headers = {"Cache-Control": self.jwks_cache_control} if self.jwks_cache_control else {}
             resp = Response(json.dumps(public_jwks(*self.keys)), mimetype="application/json", headers=headers)
         elif req.path == "/revoke" and req.method == "POST":
-            self.revocations.append({"form": dict(req.form), "authorization": req.headers.get("Authorization")})
+            self.revocations.append(
+                {"form": dict(req.form), "authorization": req.headers.get("Authorization")}
+            )
             resp = Response("", status=self.revocation_status)
         elif req.path in self.extra_routes:
             resp = self.extra_routes[req.path](req)

@@ -9,27 +9,50 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, redirect, request, session
 
 from oidc_logout.rp import (
-    DiscoveryClient, JWKSCache, LogoutTokenValidator, MemoryReplayCache, MemorySessionIndex, MemorySessionStore,
+    DiscoveryClient,
+    JWKSCache,
+    LogoutTokenValidator,
+    MemoryReplayCache,
+    MemorySessionIndex,
+    MemorySessionStore,
 )
 from oidc_logout.rp.flask import RPLogout
 
 CLIENT_ID = "rp-client-1"
 
 
-def create_app(issuer: str, *, replay: Any = None, index: Any = None, store: Any = None,
-               clock: Callable[[], float] = time.time, **rp_options: Any) -> tuple[Flask, RPLogout]:
+def create_app(
+    issuer: str,
+    *,
+    replay: Any = None,
+    index: Any = None,
+    store: Any = None,
+    clock: Callable[[], float] = time.time,
+    **rp_options: Any,
+) -> tuple[Flask, RPLogout]:
     """``rp_options`` go to :class:`RPLogout` (e.g. ``frontchannel=True``)."""
     app = Flask(__name__)
     keys = JWKSCache(discovery=DiscoveryClient(issuer, clock=clock), clock=clock)
-    validator = LogoutTokenValidator(issuer=issuer, client_id=CLIENT_ID, keys=keys, clock=clock,
-                                     replay_cache=replay or MemoryReplayCache(clock=clock))
-    rp = RPLogout(app, validator=validator, session_index=index or MemorySessionIndex(),
-                  session_store=store or MemorySessionStore(clock=clock), **rp_options)
+    validator = LogoutTokenValidator(
+        issuer=issuer,
+        client_id=CLIENT_ID,
+        keys=keys,
+        clock=clock,
+        replay_cache=replay or MemoryReplayCache(clock=clock),
+    )
+    rp = RPLogout(
+        app,
+        validator=validator,
+        session_index=index or MemorySessionIndex(),
+        session_store=store or MemorySessionStore(clock=clock),
+        **rp_options,
+    )
 
     @app.get("/callback")
     def callback() -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -24,8 +25,11 @@ def backends(request: pytest.FixtureRequest, clock: Clock) -> Iterator[dict[str,
     """replay cache, session index and session store of one kind, sharing ``clock``."""
     kind = request.param
     if kind == "memory":
-        yield {"replay": MemoryReplayCache(clock=clock), "index": MemorySessionIndex(),
-               "store": MemorySessionStore(clock=clock)}
+        yield {
+            "replay": MemoryReplayCache(clock=clock),
+            "index": MemorySessionIndex(),
+            "store": MemorySessionStore(clock=clock),
+        }
     elif kind in ("sqlite", "postgres"):
         from oidc_logout.rp.sqla import RPTables, SQLAReplayCache, SQLASessionIndex, SQLASessionStore
 
@@ -33,9 +37,11 @@ def backends(request: pytest.FixtureRequest, clock: Clock) -> Iterator[dict[str,
         tables = RPTables(unique_table_prefix())
         tables.create_all(engine)
         try:
-            yield {"replay": SQLAReplayCache(engine, tables, clock=clock),
-                   "index": SQLASessionIndex(engine, tables),
-                   "store": SQLASessionStore(engine, tables, clock=clock)}
+            yield {
+                "replay": SQLAReplayCache(engine, tables, clock=clock),
+                "index": SQLASessionIndex(engine, tables),
+                "store": SQLASessionStore(engine, tables, clock=clock),
+            }
         finally:
             tables.drop_all(engine)
     else:
@@ -43,9 +49,11 @@ def backends(request: pytest.FixtureRequest, clock: Clock) -> Iterator[dict[str,
 
         client = request.getfixturevalue("redis_client")
         prefix = request.getfixturevalue("redis_prefix")
-        yield {"replay": RedisReplayCache(client, prefix=prefix, clock=clock),
-               "index": RedisSessionIndex(client, prefix=prefix),
-               "store": RedisSessionStore(client, prefix=prefix)}
+        yield {
+            "replay": RedisReplayCache(client, prefix=prefix, clock=clock),
+            "index": RedisSessionIndex(client, prefix=prefix),
+            "store": RedisSessionStore(client, prefix=prefix),
+        }
 
 
 def test_first_jti_is_accepted_and_second_is_a_replay(backends: dict[str, Any], clock: Clock) -> None:
@@ -60,7 +68,9 @@ def test_same_jti_from_another_issuer_is_not_a_replay(backends: dict[str, Any], 
     assert replay.add_if_absent("https://op-b", "j1", clock() + 60)
 
 
-def test_concurrent_deliveries_of_one_jti_let_exactly_one_through(backends: dict[str, Any], clock: Clock) -> None:
+def test_concurrent_deliveries_of_one_jti_let_exactly_one_through(
+    backends: dict[str, Any], clock: Clock
+) -> None:
     replay = backends["replay"]
     results: list[bool] = []
     barrier = threading.Barrier(8)
@@ -77,9 +87,9 @@ def test_concurrent_deliveries_of_one_jti_let_exactly_one_through(backends: dict
     assert sorted(results) == [False] * 7 + [True]
 
 
-
-
-def test_expired_jti_is_forgotten(backends: dict[str, Any], clock: Clock, request: pytest.FixtureRequest) -> None:
+def test_expired_jti_is_forgotten(
+    backends: dict[str, Any], clock: Clock, request: pytest.FixtureRequest
+) -> None:
     replay = backends["replay"]
     if "redis" in request.node.callspec.id:
         assert replay.add_if_absent("https://op", "short", clock() + 1)

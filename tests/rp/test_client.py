@@ -14,13 +14,27 @@ from .conftest import FakeOP
 
 def test_end_session_url_carries_all_parameters_and_keeps_existing_query(op: FakeOP) -> None:
     meta = DiscoveryClient(op.issuer).get()
-    url = build_end_session_url(meta, id_token_hint="idt", post_logout_redirect_uri="https://rp/after",
-                                state="s1", client_id="c1", logout_hint="alice", ui_locales="fr en")
+    url = build_end_session_url(
+        meta,
+        id_token_hint="idt",
+        post_logout_redirect_uri="https://rp/after",
+        state="s1",
+        client_id="c1",
+        logout_hint="alice",
+        ui_locales="fr en",
+    )
     parts = urlsplit(url)
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == op.issuer + "/logout"
     q = parse_qs(parts.query)
-    assert q == {"ui": ["1"], "id_token_hint": ["idt"], "post_logout_redirect_uri": ["https://rp/after"],
-                 "state": ["s1"], "client_id": ["c1"], "logout_hint": ["alice"], "ui_locales": ["fr en"]}
+    assert q == {
+        "ui": ["1"],
+        "id_token_hint": ["idt"],
+        "post_logout_redirect_uri": ["https://rp/after"],
+        "state": ["s1"],
+        "client_id": ["c1"],
+        "logout_hint": ["alice"],
+        "ui_locales": ["fr en"],
+    }
 
 
 def test_end_session_url_requires_the_endpoint(op: FakeOP) -> None:
@@ -43,11 +57,15 @@ def test_refresh_token_is_revoked_with_client_secret_post(op: FakeOP) -> None:
     revoke_refresh_token(meta, "rt-2", client_id="c1", client_secret="sec", auth_method="client_secret_post")
     [call] = op.revocations
     assert call["authorization"] is None
-    assert call["form"] == {"token": "rt-2", "token_type_hint": "refresh_token", "client_id": "c1",
-                            "client_secret": "sec"}
+    assert call["form"] == {
+        "token": "rt-2",
+        "token_type_hint": "refresh_token",
+        "client_id": "c1",
+        "client_secret": "sec",
+    }
 
 
-@pytest.mark.parametrize("status,reason", [(503, "unavailable"), (401, "bad_status")])
+@pytest.mark.parametrize(("status", "reason"), [(503, "unavailable"), (401, "bad_status")])
 def test_failed_revocation_raises_with_reason(op: FakeOP, status: int, reason: str) -> None:
     op.revocation_status = status
     with pytest.raises(RevocationError) as info:

@@ -34,7 +34,9 @@ def test_flask_snippet_from_the_docs_ends_a_session_on_backchannel_logout(op: Fa
     client = app.test_client()
     client.get("/cb")
     assert client.get("/me").text == "alice"
-    resp = client.post("/oidc/backchannel-logout",
-                       data={"logout_token": logout_token(op.issuer, sid="sid-doc", now=time.time())})
+    resp = client.post(
+        "/oidc/backchannel-logout",
+        data={"logout_token": logout_token(op.issuer, sid="sid-doc", now=time.time())},
+    )
     assert resp.status_code == 200
     assert client.get("/me").text == "anonymous"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -66,16 +67,27 @@ def test_backchannel_logout_deletes_the_server_side_session_so_protected_page_re
 def test_the_old_cookie_is_useless_after_backchannel_logout(op: FakeOP, rp: RP) -> None:
     browser = rp.browser()
     stolen = browser.cookies.get("session")
-    assert rp.post_token(logout_token(op.issuer, sid="op-sid-1", now=__import__("time").time())).status_code == 200
+    assert (
+        rp.post_token(logout_token(op.issuer, sid="op-sid-1", now=__import__("time").time())).status_code
+        == 200
+    )
     r = requests.get(rp.url + "/protected", cookies={"session": stolen}, allow_redirects=False, timeout=5)
     assert r.status_code == 302
 
 
-def test_sid_token_ends_only_that_session_and_sub_token_ends_all_of_the_users_sessions(op: FakeOP, rp: RP) -> None:
+def test_sid_token_ends_only_that_session_and_sub_token_ends_all_of_the_users_sessions(
+    op: FakeOP, rp: RP
+) -> None:
     import time
 
-    laptop, phone, other = rp.browser("alice", "sid-a"), rp.browser("alice", "sid-b"), rp.browser("bob", "sid-c")
-    assert rp.post_token(logout_token(op.issuer, sub="alice", sid="sid-a", now=time.time())).status_code == 200
+    laptop, phone, other = (
+        rp.browser("alice", "sid-a"),
+        rp.browser("alice", "sid-b"),
+        rp.browser("bob", "sid-c"),
+    )
+    assert (
+        rp.post_token(logout_token(op.issuer, sub="alice", sid="sid-a", now=time.time())).status_code == 200
+    )
     assert (rp.logged_in(laptop), rp.logged_in(phone), rp.logged_in(other)) == (False, True, True)
     assert rp.post_token(logout_token(op.issuer, sub="alice", sid=None, now=time.time())).status_code == 200
     assert (rp.logged_in(phone), rp.logged_in(other)) == (False, True)
@@ -143,7 +155,8 @@ def test_frontchannel_logout_from_another_issuer_ends_nothing(op: FakeOP, rp: RP
 
 
 def test_frontchannel_logout_without_parameters_ends_the_browsers_own_session_when_not_session_required(
-        op: FakeOP) -> None:
+    op: FakeOP,
+) -> None:
     """Front-Channel Logout §2 with frontchannel_logout_session_required=false: the cookie decides."""
     rp = RP(op, frontchannel_session_required=False)
     try:
@@ -158,8 +171,12 @@ def _own_session_ends(rp: RP) -> None:
     r = browser.get(rp.url + FC, timeout=5)
     assert r.status_code == 200 and "no-store" in r.headers["Cache-Control"]
     assert rp.store.load(cookie) is None
-    assert requests.get(rp.url + "/protected", cookies={"session": cookie}, allow_redirects=False,
-                        timeout=5).status_code == 302
+    assert (
+        requests.get(
+            rp.url + "/protected", cookies={"session": cookie}, allow_redirects=False, timeout=5
+        ).status_code
+        == 302
+    )
     assert rp.logged_in(other)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RP = ROOT / "oidc_logout" / "rp"
 
-BLOCKER = r'''
+BLOCKER = r"""
 import sys
 BLOCKED = {"authlib", "sqlalchemy", "flask", "werkzeug", "redis", "alembic", "psycopg"}
 class Block:
@@ -22,9 +22,9 @@ sys.meta_path.insert(0, Block())
 for mod in list(sys.modules):
     if mod.split(".")[0] in BLOCKED:
         del sys.modules[mod]
-'''
+"""
 
-USE = r'''
+USE = r"""
 import json
 import oidc_logout.rp as rp
 from jwcrypto import jwk, jws
@@ -46,14 +46,17 @@ assert status == 200 and ended == ["local-1"], (status, body)
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 assert not loaded, loaded
 print("OK")
-'''
+"""
 
 
 def test_rp_package_imports_and_validates_without_flask_sqlalchemy_authlib_or_redis() -> None:
     out = subprocess.run(
         [sys.executable, "-c", BLOCKER + USE],
-        cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "OK"

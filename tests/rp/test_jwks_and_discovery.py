@@ -8,7 +8,11 @@ import pytest
 from werkzeug.wrappers import Response
 
 from oidc_logout.rp import (
-    DiscoveryClient, DiscoveryError, JWKSCache, LogoutTokenError, LogoutTokenValidator,
+    DiscoveryClient,
+    DiscoveryError,
+    JWKSCache,
+    LogoutTokenError,
+    LogoutTokenValidator,
 )
 from oidc_logout.rp._http import HTTPLimits
 
@@ -22,7 +26,9 @@ def make(op: FakeOP, clock: Clock, **jwks_kw: object) -> tuple[LogoutTokenValida
     return LogoutTokenValidator(issuer=op.issuer, client_id=CLIENT_ID, keys=keys, clock=clock), keys
 
 
-def test_jwks_is_found_through_discovery_and_cached_without_network_calls_per_token(op: FakeOP, clock: Clock) -> None:
+def test_jwks_is_found_through_discovery_and_cached_without_network_calls_per_token(
+    op: FakeOP, clock: Clock
+) -> None:
     validator, keys = make(op, clock)
     for _ in range(5):
         validator.validate(logout_token(op.issuer, now=clock()))
@@ -83,7 +89,8 @@ def test_jwks_unreachable_gives_its_own_reason(clock: Clock) -> None:
 
 def test_symmetric_keys_in_the_jwks_are_never_used(op: FakeOP, clock: Clock) -> None:
     op.extra_routes["/jwks-oct"] = lambda req: Response(
-        json.dumps({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "k1"}]}), mimetype="application/json")
+        json.dumps({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "k1"}]}), mimetype="application/json"
+    )
     keys = JWKSCache(op.issuer + "/jwks-oct", clock=clock)
     with pytest.raises(LogoutTokenError) as info:
         keys.keys_for("k1", "RS256")
@@ -106,8 +113,9 @@ def test_discovery_is_cached(op: FakeOP, clock: Clock) -> None:
 
 
 def test_oversized_response_is_refused(op: FakeOP, clock: Clock) -> None:
-    op.extra_routes["/big"] = lambda req: Response(json.dumps({"keys": [], "pad": "x" * 5000}),
-                                                   mimetype="application/json")
+    op.extra_routes["/big"] = lambda req: Response(
+        json.dumps({"keys": [], "pad": "x" * 5000}), mimetype="application/json"
+    )
     keys = JWKSCache(op.issuer + "/big", clock=clock, limits=HTTPLimits(max_bytes=1024))
     with pytest.raises(LogoutTokenError) as info:
         keys.keys_for("k1", "RS256")
@@ -115,7 +123,9 @@ def test_oversized_response_is_refused(op: FakeOP, clock: Clock) -> None:
 
 
 def test_redirects_are_not_followed(op: FakeOP, clock: Clock) -> None:
-    op.extra_routes["/moved"] = lambda req: Response("", status=302, headers={"Location": op.issuer + "/jwks"})
+    op.extra_routes["/moved"] = lambda req: Response(
+        "", status=302, headers={"Location": op.issuer + "/jwks"}
+    )
     keys = JWKSCache(op.issuer + "/moved", clock=clock)
     with pytest.raises(LogoutTokenError):
         keys.keys_for("k1", "RS256")

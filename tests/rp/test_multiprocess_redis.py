@@ -8,8 +8,8 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -25,7 +25,11 @@ def spawn(issuer: str, prefix: str) -> tuple[subprocess.Popen[str], str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.rp.rp_app", "--issuer", issuer, "--redis-prefix", prefix],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     assert proc.stdout is not None
     # Bounded wait for the child's "PORT n" line: a child that never starts must fail the
@@ -54,29 +58,40 @@ def two_rps(op: FakeOP, redis_client: object, redis_prefix: str) -> Iterator[tup
 
 
 @pytest.mark.redis
-def test_token_replayed_to_a_second_rp_process_sharing_redis_is_rejected(op: FakeOP, two_rps: tuple[str, str]) -> None:
+def test_token_replayed_to_a_second_rp_process_sharing_redis_is_rejected(
+    op: FakeOP, two_rps: tuple[str, str]
+) -> None:
     a, b = two_rps
     token = logout_token(op.issuer, now=time.time())
     first = requests.post(a + BC, data={"logout_token": token}, timeout=10)
     second = requests.post(b + BC, data={"logout_token": token}, timeout=10)
     assert first.status_code == 200
     assert second.status_code == 400
-    assert second.json() == {"error": "invalid_request",
-                             "error_description": second.json()["error_description"]}
+    assert second.json() == {
+        "error": "invalid_request",
+        "error_description": second.json()["error_description"],
+    }
     assert second.json()["error_description"].startswith("replayed")
 
 
 @pytest.mark.redis
-def test_logout_received_by_one_replica_ends_the_session_on_the_other(op: FakeOP, two_rps: tuple[str, str]) -> None:
+def test_logout_received_by_one_replica_ends_the_session_on_the_other(
+    op: FakeOP, two_rps: tuple[str, str]
+) -> None:
     a, b = two_rps
     browser = requests.Session()
     browser.get(a + "/callback", params={"sub": "alice", "sid": "sid-mp"}, timeout=10)
     # Same Redis session store: the cookie from replica A works on replica B.
     cookie = browser.cookies.get("session")
-    assert requests.get(b + "/protected", cookies={"session": cookie}, allow_redirects=False,
-                        timeout=10).status_code == 200
-    resp = requests.post(b + BC, data={"logout_token": logout_token(op.issuer, sid="sid-mp", now=time.time())},
-                         timeout=10)
+    assert (
+        requests.get(
+            b + "/protected", cookies={"session": cookie}, allow_redirects=False, timeout=10
+        ).status_code
+        == 200
+    )
+    resp = requests.post(
+        b + BC, data={"logout_token": logout_token(op.issuer, sid="sid-mp", now=time.time())}, timeout=10
+    )
     assert resp.status_code == 200
     r = requests.get(a + "/protected", cookies={"session": cookie}, allow_redirects=False, timeout=10)
     assert r.status_code == 302

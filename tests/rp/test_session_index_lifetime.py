@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import datetime
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -24,9 +25,11 @@ def _post_logout(client: Any, issuer: str, sid: str, now: float) -> int:
 
 # -- Redis ------------------------------------------------------------------------------------
 
+
 @pytest.mark.redis
-def test_item12_redis_index_ttl_is_never_shorter_than_the_session_ttl(op: FakeOP, redis_client: Any,
-                                                                       redis_prefix: str) -> None:
+def test_item12_redis_index_ttl_is_never_shorter_than_the_session_ttl(
+    op: FakeOP, redis_client: Any, redis_prefix: str
+) -> None:
     """Flask's default session lifetime (31 days) is renewed on every write: the index
     entries must follow (the old index got a 30-day TTL once, at login)."""
     from oidc_logout.rp.redis import RedisSessionIndex, RedisSessionStore
@@ -38,7 +41,9 @@ def test_item12_redis_index_ttl_is_never_shorter_than_the_session_ttl(op: FakeOP
     client.get("/callback", query_string={"sub": "alice", "sid": "sid-r1"})
 
     def ttls() -> tuple[int, int]:
-        session_ttl = min(redis_client.ttl(k) for k in redis_client.scan_iter(match=redis_prefix + "session:*"))
+        session_ttl = min(
+            redis_client.ttl(k) for k in redis_client.scan_iter(match=redis_prefix + "session:*")
+        )
         index_ttl = min(redis_client.ttl(k) for k in redis_client.scan_iter(match=redis_prefix + "idx:*"))
         return session_ttl, index_ttl
 
@@ -51,8 +56,9 @@ def test_item12_redis_index_ttl_is_never_shorter_than_the_session_ttl(op: FakeOP
 
 
 @pytest.mark.redis
-def test_item12_redis_logout_still_ends_a_session_that_outlived_the_index_ttl(op: FakeOP, redis_client: Any,
-                                                                               redis_prefix: str) -> None:
+def test_item12_redis_logout_still_ends_a_session_that_outlived_the_index_ttl(
+    op: FakeOP, redis_client: Any, redis_prefix: str
+) -> None:
     """The reported symptom, scaled down: index TTL 1 s, session 60 s; 2 s later a valid
     logout token must still end the session (it answered 200 and ended nothing)."""
     from oidc_logout.rp.redis import RedisSessionIndex, RedisSessionStore
@@ -72,7 +78,8 @@ def test_item12_redis_logout_still_ends_a_session_that_outlived_the_index_ttl(op
 
 @pytest.mark.redis
 def test_item12_redis_registering_a_short_lived_session_never_shortens_a_shared_entry(
-        redis_client: Any, redis_prefix: str) -> None:
+    redis_client: Any, redis_prefix: str
+) -> None:
     """The (iss, sub) set is shared by all of a user's sessions: expiry only grows."""
     from oidc_logout.rp.redis import RedisSessionIndex
 
@@ -92,6 +99,7 @@ def test_item12_redis_registering_a_short_lived_session_never_shortens_a_shared_
 
 
 # -- SQL --------------------------------------------------------------------------------------
+
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def sql(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Any]]:
@@ -113,7 +121,9 @@ def _rows(engine: Any, table: Any) -> set[str]:
         return set(conn.execute(select(table.c[table.primary_key.columns.keys()[0]])).scalars())
 
 
-def test_item12_sql_index_purge_is_scheduled_and_spares_renewed_entries(sql: tuple[Any, Any], clock: Clock) -> None:
+def test_item12_sql_index_purge_is_scheduled_and_spares_renewed_entries(
+    sql: tuple[Any, Any], clock: Clock
+) -> None:
     """Nothing used to purge the SQL index: rows of sessions that simply expired stayed
     forever. Now writes purge at most once per purge_interval; touch() keeps rows alive."""
     from oidc_logout.rp.sqla import SQLASessionIndex
@@ -151,8 +161,9 @@ def test_item12_sql_store_and_replay_cache_purge_on_schedule(sql: tuple[Any, Any
         assert conn.execute(select(func.count()).select_from(tables.replay)).scalar() == 1
 
 
-def test_item12_sql_logout_ends_a_session_that_outlived_the_index_ttl(op: FakeOP, sql: tuple[Any, Any],
-                                                                      clock: Clock) -> None:
+def test_item12_sql_logout_ends_a_session_that_outlived_the_index_ttl(
+    op: FakeOP, sql: tuple[Any, Any], clock: Clock
+) -> None:
     """End to end with RPLogout: index TTL 10 s, session lifetime 1 h, 20 s later (and after a
     scheduled purge) the logout token still finds and ends the session."""
     from oidc_logout.rp.sqla import SQLASessionIndex, SQLASessionStore

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -47,22 +48,59 @@ REJECTED: list[tuple[str, Callable[[], str], dict[str, Any], str]] = [
     ("jwe_compact", lambda: "eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d", {}, "encrypted_not_supported"),
     ("alg_none", lambda: unsigned({"alg": "none"}, claims(ISS)), {}, "alg_not_allowed"),
     ("alg_hs256_with_public_key", hs256_with_public_key, {}, "alg_not_allowed"),
-    ("alg_outside_configured_allowlist",
-     lambda: logout_token(ISS, ec_key("e1"), alg="ES256"), {"allowed_algs": ["RS256"]}, "alg_not_allowed"),
+    (
+        "alg_outside_configured_allowlist",
+        lambda: logout_token(ISS, ec_key("e1"), alg="ES256"),
+        {"allowed_algs": ["RS256"]},
+        "alg_not_allowed",
+    ),
     ("typ_of_another_jwt_kind", lambda: logout_token(ISS, header={"typ": "at+jwt"}), {}, "typ_invalid"),
-    ("typ_absent_in_strict_mode", lambda: logout_token(ISS, header={"typ": None}), {"strict_typ": True}, "typ_invalid"),
-    ("typ_jwt_in_strict_mode", lambda: logout_token(ISS, header={"typ": "JWT"}), {"strict_typ": True}, "typ_invalid"),
-    ("crit_header", lambda: unsigned({"alg": "RS256", "kid": "k1", "crit": ["exp"], "exp": 1}, claims(ISS)) + "c2ln",
-     {}, "crit_unsupported"),
+    (
+        "typ_absent_in_strict_mode",
+        lambda: logout_token(ISS, header={"typ": None}),
+        {"strict_typ": True},
+        "typ_invalid",
+    ),
+    (
+        "typ_jwt_in_strict_mode",
+        lambda: logout_token(ISS, header={"typ": "JWT"}),
+        {"strict_typ": True},
+        "typ_invalid",
+    ),
+    (
+        "crit_header",
+        lambda: unsigned({"alg": "RS256", "kid": "k1", "crit": ["exp"], "exp": 1}, claims(ISS)) + "c2ln",
+        {},
+        "crit_unsupported",
+    ),
     ("unknown_kid", lambda: logout_token(ISS, rsa_key("other")), {}, "unknown_kid"),
-    ("signature_by_wrong_key_with_known_kid",
-     lambda: sign(claims(ISS), jwk.JWK.generate(kty="RSA", size=2048, kid="k1")), {}, "bad_signature"),
-    ("tampered_payload",
-     lambda: (lambda t: t.split(".")[0] + "." + b64(json.dumps(claims(ISS, sub="admin")).encode())
-              + "." + t.split(".")[2])(logout_token(ISS)), {}, "bad_signature"),
+    (
+        "signature_by_wrong_key_with_known_kid",
+        lambda: sign(claims(ISS), jwk.JWK.generate(kty="RSA", size=2048, kid="k1")),
+        {},
+        "bad_signature",
+    ),
+    (
+        "tampered_payload",
+        lambda: (
+            lambda t: (
+                t.split(".")[0]
+                + "."
+                + b64(json.dumps(claims(ISS, sub="admin")).encode())
+                + "."
+                + t.split(".")[2]
+            )
+        )(logout_token(ISS)),
+        {},
+        "bad_signature",
+    ),
     ("payload_not_json", lambda: sign("not json", rsa_key("k1")), {}, "malformed"),
-    ("duplicate_claim_names",
-     lambda: sign(json.dumps(claims(ISS))[:-1] + ', "iss": "https://evil.example"}', rsa_key("k1")), {}, "malformed"),
+    (
+        "duplicate_claim_names",
+        lambda: sign(json.dumps(claims(ISS))[:-1] + ', "iss": "https://evil.example"}', rsa_key("k1")),
+        {},
+        "malformed",
+    ),
     ("iss_mismatch", lambda: logout_token("https://evil.example"), {}, "iss_mismatch"),
     ("iss_with_trailing_slash", lambda: logout_token(ISS + "/"), {}, "iss_mismatch"),
     ("aud_other_client", lambda: logout_token(ISS, aud="other"), {}, "aud_mismatch"),
@@ -77,18 +115,27 @@ REJECTED: list[tuple[str, Callable[[], str], dict[str, Any], str]] = [
     ("jti_missing", lambda: logout_token(ISS, jti=None), {}, "jti_missing"),
     ("jti_empty", lambda: logout_token(ISS, jti=""), {}, "jti_missing"),
     ("events_missing", lambda: logout_token(ISS, events=None), {}, "events_missing"),
-    ("events_without_backchannel_member",
-     lambda: logout_token(ISS, events={"http://schemas.openid.net/event/other": {}}), {}, "events_invalid"),
-    ("events_member_not_object",
-     lambda: logout_token(ISS, events={"http://schemas.openid.net/event/backchannel-logout": "yes"}),
-     {}, "events_invalid"),
+    (
+        "events_without_backchannel_member",
+        lambda: logout_token(ISS, events={"http://schemas.openid.net/event/other": {}}),
+        {},
+        "events_invalid",
+    ),
+    (
+        "events_member_not_object",
+        lambda: logout_token(ISS, events={"http://schemas.openid.net/event/backchannel-logout": "yes"}),
+        {},
+        "events_invalid",
+    ),
     ("sid_and_sub_missing", lambda: logout_token(ISS, sid=None, sub=None), {}, "sid_sub_missing"),
     ("sid_not_a_string", lambda: logout_token(ISS, sid=123), {}, "sid_sub_missing"),
     ("nonce_present", lambda: logout_token(ISS, nonce="n-0S6_WzA2Mj"), {}, "nonce_present"),
 ]
 
 
-@pytest.mark.parametrize("build,options,reason", [c[1:] for c in REJECTED], ids=[c[0] for c in REJECTED])
+@pytest.mark.parametrize(
+    ("build", "options", "reason"), [c[1:] for c in REJECTED], ids=[c[0] for c in REJECTED]
+)
 def test_logout_token_violating_a_rule_is_rejected_with_its_reason(
     build: Callable[[], str], options: dict[str, Any], reason: str
 ) -> None:
@@ -101,20 +148,43 @@ def test_logout_token_violating_a_rule_is_rejected_with_its_reason(
 
 def test_every_rejection_reason_is_distinct_per_rule() -> None:
     reasons = {c[3] for c in REJECTED}
-    assert {"too_large", "malformed", "alg_not_allowed", "unknown_kid", "bad_signature", "iss_mismatch",
-            "aud_mismatch", "iat_missing", "iat_too_old", "iat_in_future", "exp_missing", "expired",
-            "jti_missing", "events_missing", "events_invalid", "sid_sub_missing", "nonce_present",
-            "typ_invalid"} <= reasons
+    assert {
+        "too_large",
+        "malformed",
+        "alg_not_allowed",
+        "unknown_kid",
+        "bad_signature",
+        "iss_mismatch",
+        "aud_mismatch",
+        "iat_missing",
+        "iat_too_old",
+        "iat_in_future",
+        "exp_missing",
+        "expired",
+        "jti_missing",
+        "events_missing",
+        "events_invalid",
+        "sid_sub_missing",
+        "nonce_present",
+        "typ_invalid",
+    } <= reasons
 
 
 ACCEPTED: list[tuple[str, Callable[[], str], dict[str, Any]]] = [
     ("rs256_with_typ_logout_jwt", lambda: logout_token(ISS), {}),
-    ("es256_when_registered", lambda: logout_token(ISS, ec_key("e1"), alg="ES256"), {"allowed_algs": ["ES256"]}),
+    (
+        "es256_when_registered",
+        lambda: logout_token(ISS, ec_key("e1"), alg="ES256"),
+        {"allowed_algs": ["ES256"]},
+    ),
     ("ps256_when_registered", lambda: logout_token(ISS, alg="PS256"), {"allowed_algs": "PS256"}),
     ("typ_absent", lambda: logout_token(ISS, header={"typ": None}), {}),
     ("typ_generic_jwt", lambda: logout_token(ISS, header={"typ": "JWT"}), {}),
-    ("typ_with_media_type_prefix", lambda: logout_token(ISS, header={"typ": "application/logout+jwt"}),
-     {"strict_typ": True}),
+    (
+        "typ_with_media_type_prefix",
+        lambda: logout_token(ISS, header={"typ": "application/logout+jwt"}),
+        {"strict_typ": True},
+    ),
     ("aud_array_with_client", lambda: logout_token(ISS, aud=["other", CLIENT_ID]), {}),
     ("sid_only", lambda: logout_token(ISS, sub=None), {}),
     ("sub_only", lambda: logout_token(ISS, sid=None), {}),
@@ -125,7 +195,7 @@ ACCEPTED: list[tuple[str, Callable[[], str], dict[str, Any]]] = [
 ]
 
 
-@pytest.mark.parametrize("build,options", [c[1:] for c in ACCEPTED], ids=[c[0] for c in ACCEPTED])
+@pytest.mark.parametrize(("build", "options"), [c[1:] for c in ACCEPTED], ids=[c[0] for c in ACCEPTED])
 def test_valid_logout_token_is_accepted(build: Callable[[], str], options: dict[str, Any]) -> None:
     token = make_validator(**options).validate(build())
     assert token.iss == ISS and CLIENT_ID in token.aud
@@ -134,7 +204,13 @@ def test_valid_logout_token_is_accepted(build: Callable[[], str], options: dict[
 
 def test_validated_token_is_a_frozen_dataclass_with_claims() -> None:
     token = make_validator().validate(logout_token(ISS, jti="j-1"))
-    assert (token.sub, token.sid, token.jti, token.iat, token.exp) == ("user-42", "op-session-1", "j-1", NOW, NOW + 120)
+    assert (token.sub, token.sid, token.jti, token.iat, token.exp) == (
+        "user-42",
+        "op-session-1",
+        "j-1",
+        NOW,
+        NOW + 120,
+    )
     assert token.aud == (CLIENT_ID,)
     with pytest.raises(AttributeError):
         token.sub = "x"  # type: ignore[misc]
@@ -181,8 +257,13 @@ def test_rejection_is_logged_by_reason_without_the_token(caplog: pytest.LogCaptu
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.one_of(st.text(max_size=300), st.binary(max_size=300),
-                 st.lists(st.text(alphabet="abcXYZ-_=019", max_size=40), min_size=1, max_size=6).map(".".join)))
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.binary(max_size=300),
+        st.lists(st.text(alphabet="abcXYZ-_=019", max_size=40), min_size=1, max_size=6).map(".".join),
+    )
+)
 def test_arbitrary_input_only_ever_raises_logout_token_error(data: str | bytes) -> None:
     with pytest.raises(LogoutTokenError):
         make_validator(replay_cache=False).validate(data)

@@ -30,6 +30,7 @@ def validator(**kw: Any) -> LogoutTokenValidator:
 
 # -- item 10: alg defaults to the registered one, RS256 -------------------------------------
 
+
 def test_item10_es256_token_is_refused_when_the_client_registered_the_default_rs256() -> None:
     """§2.6 step 3 / Core §3.1.3.7 step 7: a client registered without id_token_signed_response_alg
     uses RS256, so an ES256 token signed with a *published* P-256 key must be refused."""
@@ -60,6 +61,7 @@ def test_item10_unknown_or_symmetric_algs_cannot_be_configured() -> None:
 
 # -- item 14: NaN/Infinity, huge numbers, deep nesting -------------------------------------
 
+
 def raw_signed(payload: str) -> str:
     """A real RS256 signature over an arbitrary payload text."""
     return sign(payload, rsa_key("k1"))
@@ -75,11 +77,19 @@ def payload_with(**raw_values: str) -> str:
     return text
 
 
-@pytest.mark.parametrize("claim,raw", [
-    ("exp", "NaN"), ("exp", "Infinity"), ("exp", "-Infinity"), ("exp", "1e400"),
-    ("iat", "NaN"), ("iat", "-Infinity"), ("iat", "-1e400"),
-    ("exp", "1" + "0" * 400),  # an int no float can hold: exp + leeway overflowed
-])
+@pytest.mark.parametrize(
+    ("claim", "raw"),
+    [
+        ("exp", "NaN"),
+        ("exp", "Infinity"),
+        ("exp", "-Infinity"),
+        ("exp", "1e400"),
+        ("iat", "NaN"),
+        ("iat", "-Infinity"),
+        ("iat", "-1e400"),
+        ("exp", "1" + "0" * 400),  # an int no float can hold: exp + leeway overflowed
+    ],
+)
 def test_item14_non_finite_or_huge_numeric_dates_are_refused(claim: str, raw: str) -> None:
     """RFC 8259 §6 has no NaN/Infinity; "now >= NaN" is False, so a NaN exp never expired."""
     token = raw_signed(payload_with(**{claim: raw}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from jwcrypto import jwk, jws
@@ -16,12 +16,12 @@ CLIENT_ID = "rp-client-1"
 NOW = 1_700_000_000.0
 
 
-@lru_cache(maxsize=None)
+@cache
 def rsa_key(kid: str) -> jwk.JWK:
     return jwk.JWK.generate(kty="RSA", size=2048, kid=kid)
 
 
-@lru_cache(maxsize=None)
+@cache
 def ec_key(kid: str) -> jwk.JWK:
     return jwk.JWK.generate(kty="EC", crv="P-256", kid=kid)
 
@@ -66,6 +66,12 @@ def sign(payload: dict[str, Any] | str, key: jwk.JWK, alg: str = "RS256", **head
     return s.serialize(compact=True)
 
 
-def logout_token(issuer: str, key: jwk.JWK | None = None, now: float = NOW, alg: str = "RS256",
-                 header: dict[str, Any] | None = None, **overrides: Any) -> str:
+def logout_token(
+    issuer: str,
+    key: jwk.JWK | None = None,
+    now: float = NOW,
+    alg: str = "RS256",
+    header: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> str:
     return sign(claims(issuer, now, **overrides), key or rsa_key("k1"), alg, **(header or {}))

@@ -47,20 +47,35 @@ def test_tokens_codes_secrets_and_cookies_are_stored_only_as_sha256_hashes(datab
         assert browser.login().status_code == 303
         cookie = browser.http.cookies.get(idp.settings.session_cookie_name)
         verifier, challenge = pkce_pair()
-        resp = browser.http.get(f"{idp.url}/authorize", params={
-            "response_type": "code", "client_id": RP["client_id"], "redirect_uri": RP["redirect_uris"][0],
-            "scope": "openid offline_access", "state": "st", "code_challenge": challenge,
-            "code_challenge_method": "S256"}, allow_redirects=False, timeout=10)
+        resp = browser.http.get(
+            f"{idp.url}/authorize",
+            params={
+                "response_type": "code",
+                "client_id": RP["client_id"],
+                "redirect_uri": RP["redirect_uris"][0],
+                "scope": "openid offline_access",
+                "state": "st",
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            },
+            allow_redirects=False,
+            timeout=10,
+        )
         code = parse_qs(urlsplit(resp.headers["Location"]).query)["code"][0]
         first = exchange_code(idp.url, RP, code, verifier)
         second = refresh(idp.url, RP, first["refresh_token"]).json()
-        registered = requests.post(f"{idp.url}/register", json={"redirect_uris": [RP["redirect_uris"][0]]},
-                                   timeout=10).json()
+        registered = requests.post(
+            f"{idp.url}/register", json={"redirect_uris": [RP["redirect_uris"][0]]}, timeout=10
+        ).json()
         secrets_issued = {
-            "cookie": cookie, "code": code, "client_secret": RP["client_secret"],
+            "cookie": cookie,
+            "code": code,
+            "client_secret": RP["client_secret"],
             "registered_secret": registered["client_secret"],
-            "access_1": first["access_token"], "refresh_1": first["refresh_token"],
-            "access_2": second["access_token"], "refresh_2": second["refresh_token"],
+            "access_1": first["access_token"],
+            "refresh_1": first["refresh_token"],
+            "access_2": second["access_token"],
+            "refresh_2": second["refresh_token"],
         }
         dump = _dump_all_rows(idp.provider.engine)
         for name, value in secrets_issued.items():
@@ -82,8 +97,16 @@ def test_datetimes_come_back_timezone_aware(migrated_engine):
     engine = migrated_engine
     moment = dt.datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     with Session(engine) as db, db.begin():
-        db.add(OPSession(sid="tz-sid", cookie_hash=None, subject="alice", auth_time=moment,
-                         created_at=utcnow(), last_seen_at=utcnow()))
+        db.add(
+            OPSession(
+                sid="tz-sid",
+                cookie_hash=None,
+                subject="alice",
+                auth_time=moment,
+                created_at=utcnow(),
+                last_seen_at=utcnow(),
+            )
+        )
     with Session(engine) as db:
         row = db.get(OPSession, "tz-sid")
         for value in (row.auth_time, row.created_at, row.last_seen_at):
@@ -97,7 +120,14 @@ def test_naive_datetime_is_refused(migrated_engine):
     """Storage contract: a naive datetime is a bug; it is refused instead of stored ambiguously."""
     engine = migrated_engine
     with Session(engine) as db:
-        db.add(OPSession(sid="naive", subject="alice", auth_time=dt.datetime(2030, 1, 1),
-                         created_at=utcnow(), last_seen_at=utcnow()))
+        db.add(
+            OPSession(
+                sid="naive",
+                subject="alice",
+                auth_time=dt.datetime(2030, 1, 1),
+                created_at=utcnow(),
+                last_seen_at=utcnow(),
+            )
+        )
         with pytest.raises(Exception, match="naive datetime"):
             db.flush()

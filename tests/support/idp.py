@@ -41,19 +41,20 @@ class IdP:
         self.provider.engine.dispose()
 
 
-def start_idp(database_url: str, clients: list[dict[str, Any]] | None = None,
-              **overrides: Any) -> IdP:
+def start_idp(database_url: str, clients: list[dict[str, Any]] | None = None, **overrides: Any) -> IdP:
     server = LiveServer()
-    settings = Settings(issuer=server.url, database_url=database_url, dev_mode=True,
-                        expiry_sweep_interval=0, **overrides)
+    settings = Settings(
+        issuer=server.url, database_url=database_url, dev_mode=True, expiry_sweep_interval=0, **overrides
+    )
     app = create_idp_app(settings, password=PASSWORD, clients=clients)
     server.app = app
     server.start()
     return IdP(server, app, settings)
 
 
-def client_meta(client_id: str, *, port: int = 9, secret: str | None = "s3cret-" + "x" * 20,
-                **extra: Any) -> dict[str, Any]:
+def client_meta(
+    client_id: str, *, port: int = 9, secret: str | None = "s3cret-" + "x" * 20, **extra: Any
+) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "client_id": client_id,
         "client_name": client_id,
@@ -80,9 +81,12 @@ class Browser:
     def login(self, username: str = "alice", password: str = PASSWORD) -> requests.Response:
         page = self.http.get(f"{self.idp_url}/login", timeout=10)
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-        return self.http.post(f"{self.idp_url}/login", data={
-            "csrf_token": csrf, "username": username, "password": password, "next": "/account"},
-            allow_redirects=False, timeout=10)
+        return self.http.post(
+            f"{self.idp_url}/login",
+            data={"csrf_token": csrf, "username": username, "password": password, "next": "/account"},
+            allow_redirects=False,
+            timeout=10,
+        )
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -91,16 +95,28 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, challenge
 
 
-def authorize(browser: Browser, meta: dict[str, Any], scope: str = "openid profile",
-              nonce: str | None = None) -> dict[str, Any]:
+def authorize(
+    browser: Browser, meta: dict[str, Any], scope: str = "openid profile", nonce: str | None = None
+) -> dict[str, Any]:
     """Run the authorization code flow with PKCE; returns the token response."""
     verifier, challenge = pkce_pair()
     redirect_uri = meta["redirect_uris"][0]
     state = secrets.token_urlsafe(8)
-    resp = browser.http.get(f"{browser.idp_url}/authorize", params={
-        "response_type": "code", "client_id": meta["client_id"], "redirect_uri": redirect_uri,
-        "scope": scope, "state": state, "nonce": nonce or secrets.token_urlsafe(8),
-        "code_challenge": challenge, "code_challenge_method": "S256"}, allow_redirects=False, timeout=10)
+    resp = browser.http.get(
+        f"{browser.idp_url}/authorize",
+        params={
+            "response_type": "code",
+            "client_id": meta["client_id"],
+            "redirect_uri": redirect_uri,
+            "scope": scope,
+            "state": state,
+            "nonce": nonce or secrets.token_urlsafe(8),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
     assert resp.status_code == 302, resp.text
     location = resp.headers["Location"]
     assert location.startswith(redirect_uri), location
@@ -111,8 +127,12 @@ def authorize(browser: Browser, meta: dict[str, Any], scope: str = "openid profi
 
 
 def exchange_code(idp_url: str, meta: dict[str, Any], code: str, verifier: str) -> dict[str, Any]:
-    data = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier,
-            "redirect_uri": meta["redirect_uris"][0]}
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "code_verifier": verifier,
+        "redirect_uri": meta["redirect_uris"][0],
+    }
     auth = None
     if meta.get("client_secret"):
         auth = (meta["client_id"], meta["client_secret"])
@@ -124,17 +144,21 @@ def exchange_code(idp_url: str, meta: dict[str, Any], code: str, verifier: str) 
 
 
 def refresh(idp_url: str, meta: dict[str, Any], refresh_token: str) -> requests.Response:
-    return requests.post(f"{idp_url}/token", data={"grant_type": "refresh_token",
-                                                  "refresh_token": refresh_token},
-                         auth=(meta["client_id"], meta["client_secret"]), timeout=10)
+    return requests.post(
+        f"{idp_url}/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        auth=(meta["client_id"], meta["client_secret"]),
+        timeout=10,
+    )
 
 
 def introspect(idp_url: str, meta: dict[str, Any], token: str, hint: str | None = None) -> dict[str, Any]:
     data = {"token": token}
     if hint:
         data["token_type_hint"] = hint
-    resp = requests.post(f"{idp_url}/introspect", data=data,
-                         auth=(meta["client_id"], meta["client_secret"]), timeout=10)
+    resp = requests.post(
+        f"{idp_url}/introspect", data=data, auth=(meta["client_id"], meta["client_secret"]), timeout=10
+    )
     assert resp.status_code == 200, resp.text
     return resp.json()
 
@@ -143,5 +167,6 @@ def revoke(idp_url: str, meta: dict[str, Any], token: str, hint: str | None = No
     data = {"token": token}
     if hint:
         data["token_type_hint"] = hint
-    return requests.post(f"{idp_url}/revoke", data=data,
-                         auth=(meta["client_id"], meta["client_secret"]), timeout=10)
+    return requests.post(
+        f"{idp_url}/revoke", data=data, auth=(meta["client_id"], meta["client_secret"]), timeout=10
+    )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from werkzeug.serving import make_server
 
@@ -26,7 +27,7 @@ class LiveServer:
         assert self.app is not None, "LiveServer app not set"
         return self.app(environ, start_response)
 
-    def start(self) -> "LiveServer":
+    def start(self) -> LiveServer:
         self._thread.start()
         return self
 

@@ -28,8 +28,9 @@ def server() -> Iterator[CaptureServer]:
 def test_records_the_request_and_answers_the_script_in_turn(server: CaptureServer) -> None:
     """Scripted replies come in order and the last repeats; every request is recorded."""
     url = server.url("/bc", Reply(500), Reply(204))
-    statuses = [requests.post(url, data={"logout_token": _token("s1")}, timeout=5).status_code
-                for _ in range(3)]
+    statuses = [
+        requests.post(url, data={"logout_token": _token("s1")}, timeout=5).status_code for _ in range(3)
+    ]
     assert statuses == [500, 204, 204]
     hit = server.hits("/bc")[0]
     assert hit.method == "POST" and hit.header("content-type") == "application/x-www-form-urlencoded"
@@ -48,8 +49,9 @@ def test_once_overrides_the_next_matching_request_only(server: CaptureServer) ->
     """A one-shot reply applies to the first request it matches, then the script resumes."""
     url = server.url("/rp", Reply(200))
     server.once("/rp", Reply(409), where=lambda r: r.sid == "b")
-    got = [requests.post(url, data={"logout_token": _token(s)}, timeout=5).status_code
-           for s in ("a", "b", "b")]
+    got = [
+        requests.post(url, data={"logout_token": _token(s)}, timeout=5).status_code for s in ("a", "b", "b")
+    ]
     assert got == [200, 409, 200]
 
 

@@ -24,9 +24,13 @@ def _login_everywhere(env, scope="openid profile"):
 
 
 def _end_session(browser, env, tokens, via="rp-a", **extra):
-    params = {"id_token_hint": tokens[via]["id_token"], "client_id": via,
-              "post_logout_redirect_uri": env.metas[via]["post_logout_redirect_uris"][0],
-              "state": "st-42", **extra}
+    params = {
+        "id_token_hint": tokens[via]["id_token"],
+        "client_id": via,
+        "post_logout_redirect_uri": env.metas[via]["post_logout_redirect_uris"][0],
+        "state": "st-42",
+        **extra,
+    }
     return browser.http.get(f"{env.idp.url}/end_session", params=params, allow_redirects=False, timeout=20)
 
 
@@ -87,17 +91,27 @@ def test_logged_out_browser_session_is_refused_at_authorize(env):
     browser, tokens = _login_everywhere(env)
     _end_session(browser, env, tokens)
     meta = env.metas["rp-b"]
-    resp = browser.http.get(f"{env.idp.url}/authorize", params={
-        "response_type": "code", "client_id": "rp-b", "redirect_uri": meta["redirect_uris"][0],
-        "scope": "openid", "code_challenge": "x" * 43, "code_challenge_method": "S256"},
-        allow_redirects=False, timeout=5)
+    resp = browser.http.get(
+        f"{env.idp.url}/authorize",
+        params={
+            "response_type": "code",
+            "client_id": "rp-b",
+            "redirect_uri": meta["redirect_uris"][0],
+            "scope": "openid",
+            "code_challenge": "x" * 43,
+            "code_challenge_method": "S256",
+        },
+        allow_redirects=False,
+        timeout=5,
+    )
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]
 
 
 def test_hanging_rp_delays_neither_other_rps_nor_the_logout_response(database_url):
     """A hanging RP costs the user at most the configured wait bound; the others are served."""
-    env = make_env(database_url, replies={"rp-c": [Reply(hang=True)]},
-                   logout_wait_bound=1.0, delivery_timeout=5.0)
+    env = make_env(
+        database_url, replies={"rp-c": [Reply(hang=True)]}, logout_wait_bound=1.0, delivery_timeout=5.0
+    )
     try:
         browser, tokens = _login_everywhere(env)
         started = time.monotonic()
@@ -129,8 +143,18 @@ def test_rp_answering_500_then_200_gets_its_notification(database_url):
 
 def test_rp_answering_400_is_recorded_as_failed_without_retry(database_url):
     """§2.8: a 400 from the RP is a permanent failure with its error recorded."""
-    env = make_env(database_url, replies={"rp-b": [Reply(400, {"Content-Type": "application/json"},
-                                                         b'{"error":"invalid_request","error_description":"bad sid"}')]})
+    env = make_env(
+        database_url,
+        replies={
+            "rp-b": [
+                Reply(
+                    400,
+                    {"Content-Type": "application/json"},
+                    b'{"error":"invalid_request","error_description":"bad sid"}',
+                )
+            ]
+        },
+    )
     try:
         browser, tokens = _login_everywhere(env)
         _end_session(browser, env, tokens)

@@ -19,9 +19,16 @@ from .conftest import make_env
 def _cli(env, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "oidc_logout.cli", *args, "--database-url", env.idp.settings.database_url],
-        capture_output=True, text=True, timeout=60,
-        env={"OIDC_LOGOUT_ISSUER": env.idp.url, "OIDC_LOGOUT_DEV_MODE": "true",
-             "OIDC_LOGOUT_EXPIRY_SWEEP_INTERVAL": "0", "PATH": "/usr/bin:/bin"})
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "OIDC_LOGOUT_ISSUER": env.idp.url,
+            "OIDC_LOGOUT_DEV_MODE": "true",
+            "OIDC_LOGOUT_EXPIRY_SWEEP_INTERVAL": "0",
+            "PATH": "/usr/bin:/bin",
+        },
+    )
 
 
 def test_deliveries_lists_failed_rows_and_retry_delivers_them(database_url):
@@ -69,8 +76,12 @@ def test_rotate_secret_cli_ends_grants_of_the_old_secret(database_url):
 
 def test_demo_help_documents_every_option():
     """`oidc-logout demo --help` names the options the README promises."""
-    out = subprocess.run([sys.executable, "-m", "oidc_logout.cli", "demo", "--help"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "oidc_logout.cli", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0
     for option in ("--host", "--port", "--database-url", "--demo-password", "--clients", "--dev"):
         assert option in out.stdout

@@ -26,7 +26,9 @@ def _login(env, names=RP_NAMES):
 def _state_unchanged(env, tokens):
     with env.idp.provider.session_factory() as db:
         assert db.scalar(select(func.count()).select_from(Termination)) == 0
-        assert db.scalar(select(func.count()).select_from(OPSession).where(OPSession.ended_at.is_not(None))) == 0
+        assert (
+            db.scalar(select(func.count()).select_from(OPSession).where(OPSession.ended_at.is_not(None))) == 0
+        )
         # Notifications are only ever sent from outbox rows: with none written, none can come
         # later (no sleeping to watch for one).
         assert db.scalar(select(func.count()).select_from(Delivery)) == 0
@@ -36,7 +38,7 @@ def _state_unchanged(env, tokens):
 
 def _forge(claims: dict, key: jwk.JWK | None = None) -> str:
     key = key or jwk.JWK.generate(kty="RSA", size=2048, kid="attacker")
-    tok = jwt.JWT(header={"alg": "RS256", "kid": key["kid"] if "kid" in key else "k"}, claims=claims)
+    tok = jwt.JWT(header={"alg": "RS256", "kid": key.get("kid", "k")}, claims=claims)
     tok.make_signed_token(key)
     return tok.serialize()
 
@@ -54,8 +56,13 @@ def test_forged_id_token_hint_gives_error_without_redirect_or_termination(env):
     """rpinitiated §2: the OP MUST validate it issued the hint; §4: no redirect on error."""
     browser, tokens = _login(env)
     forged = _forge(_claims(tokens["rp-a"]["id_token"]))
-    resp = _get(browser, env, id_token_hint=forged,
-                post_logout_redirect_uri=env.metas["rp-a"]["post_logout_redirect_uris"][0], state="s")
+    resp = _get(
+        browser,
+        env,
+        id_token_hint=forged,
+        post_logout_redirect_uri=env.metas["rp-a"]["post_logout_redirect_uris"][0],
+        state="s",
+    )
     assert resp.status_code == 400 and "Location" not in resp.headers
     assert "invalid_request" in resp.text
     _state_unchanged(env, tokens)
@@ -64,7 +71,7 @@ def test_forged_id_token_hint_gives_error_without_redirect_or_termination(env):
 def test_tampered_id_token_hint_is_refused(env):
     """A hint whose payload was changed no longer verifies."""
     browser, tokens = _login(env)
-    h, p, s = tokens["rp-a"]["id_token"].split(".")
+    h, _p, s = tokens["rp-a"]["id_token"].split(".")
     claims = _claims(tokens["rp-a"]["id_token"])
     claims["sub"] = "bob"
     p2 = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
@@ -76,8 +83,13 @@ def test_tampered_id_token_hint_is_refused(env):
 def test_unregistered_post_logout_redirect_uri_gives_error_and_no_termination(env):
     """rpinitiated §3: no redirect to an unregistered URI; we refuse the request outright."""
     browser, tokens = _login(env)
-    resp = _get(browser, env, id_token_hint=tokens["rp-a"]["id_token"],
-                post_logout_redirect_uri="http://127.0.0.1:20000/elsewhere", state="s")
+    resp = _get(
+        browser,
+        env,
+        id_token_hint=tokens["rp-a"]["id_token"],
+        post_logout_redirect_uri="http://127.0.0.1:20000/elsewhere",
+        state="s",
+    )
     assert resp.status_code == 400 and "Location" not in resp.headers
     assert "not registered" in resp.text
     _state_unchanged(env, tokens)
@@ -86,8 +98,13 @@ def test_unregistered_post_logout_redirect_uri_gives_error_and_no_termination(en
 def test_client_id_not_matching_the_hint_gives_error_and_no_termination(env):
     """rpinitiated §2: client_id MUST match the hint's aud."""
     browser, tokens = _login(env)
-    resp = _get(browser, env, id_token_hint=tokens["rp-a"]["id_token"], client_id="rp-b",
-                post_logout_redirect_uri=env.metas["rp-a"]["post_logout_redirect_uris"][0])
+    resp = _get(
+        browser,
+        env,
+        id_token_hint=tokens["rp-a"]["id_token"],
+        client_id="rp-b",
+        post_logout_redirect_uri=env.metas["rp-a"]["post_logout_redirect_uris"][0],
+    )
     assert resp.status_code == 400 and "Location" not in resp.headers
     _state_unchanged(env, tokens)
 
@@ -100,8 +117,13 @@ def test_expired_id_token_hint_from_this_op_is_accepted(env):
     claims["exp"] = int(time.time()) - 3600
     tok = jwt.JWT(header={"alg": "RS256", "kid": key.kid}, claims=claims)
     tok.make_signed_token(key.key)
-    resp = _get(browser, env, id_token_hint=tok.serialize(), state="s",
-                post_logout_redirect_uri=env.metas["rp-a"]["post_logout_redirect_uris"][0])
+    resp = _get(
+        browser,
+        env,
+        id_token_hint=tok.serialize(),
+        state="s",
+        post_logout_redirect_uri=env.metas["rp-a"]["post_logout_redirect_uris"][0],
+    )
     assert resp.status_code == 302 and "state=s" in resp.headers["Location"]
 
 
@@ -112,13 +134,19 @@ def test_logout_without_hint_asks_for_confirmation_then_ends_the_session(env):
     assert page.status_code == 200 and 'name="confirm"' in page.text
     _state_unchanged(env, tokens)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    bad = browser.http.post(f"{env.idp.url}/end_session", data={"confirm": "yes", "csrf_token": "nope",
-                                                               "client_id": "rp-a"}, timeout=10)
+    bad = browser.http.post(
+        f"{env.idp.url}/end_session",
+        data={"confirm": "yes", "csrf_token": "nope", "client_id": "rp-a"},
+        timeout=10,
+    )
     assert bad.status_code == 200 and 'name="confirm"' in bad.text  # asked again, nothing ended
     _state_unchanged(env, tokens)
-    ok = browser.http.post(f"{env.idp.url}/end_session", data={"confirm": "yes", "csrf_token": csrf,
-                                                              "client_id": "rp-a"},
-                           allow_redirects=False, timeout=10)
+    ok = browser.http.post(
+        f"{env.idp.url}/end_session",
+        data={"confirm": "yes", "csrf_token": csrf, "client_id": "rp-a"},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert ok.status_code == 200 and "signed out" in ok.text
     assert introspect(env.idp.url, env.metas["rp-a"], tokens["rp-a"]["access_token"]) == {"active": False}
     assert len(env.rps.hits("/rp-b")) == 1
@@ -137,13 +165,18 @@ def test_hint_whose_sid_the_client_never_took_part_in_is_treated_as_suspect(env)
     no silent logout of that session, no redirect; the End-User is asked instead."""
     victim_browser, victim = _login(env, names=("rp-b",))
     victim_sid = _claims(victim["rp-b"]["id_token"])["sid"]
-    attacker_browser, attacker = _login(env, names=("rp-a",))
+    _attacker_browser, attacker = _login(env, names=("rp-a",))
     key = env.idp.provider.keyring.signing_key("RS256")
     claims = _claims(attacker["rp-a"]["id_token"])
     claims["sid"] = victim_sid  # a genuine OP signature, but rp-a never took part in that session
     tok = jwt.JWT(header={"alg": "RS256", "kid": key.kid}, claims=claims)
     tok.make_signed_token(key.key)
-    resp = _get(victim_browser, env, id_token_hint=tok.serialize(), state="s",
-                post_logout_redirect_uri=env.metas["rp-a"]["post_logout_redirect_uris"][0])
+    resp = _get(
+        victim_browser,
+        env,
+        id_token_hint=tok.serialize(),
+        state="s",
+        post_logout_redirect_uri=env.metas["rp-a"]["post_logout_redirect_uris"][0],
+    )
     assert resp.status_code == 200 and 'name="confirm"' in resp.text and "Location" not in resp.headers
     assert introspect(env.idp.url, env.metas["rp-b"], victim["rp-b"]["access_token"])["active"] is True

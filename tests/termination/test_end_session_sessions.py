@@ -31,8 +31,7 @@ def _sid(id_token: str) -> str:
 
 
 def _end_session(browser: Browser, env: Env, **params: str):  # type: ignore[no-untyped-def]
-    return browser.http.get(f"{env.idp.url}/end_session", params=params, allow_redirects=False,
-                            timeout=20)
+    return browser.http.get(f"{env.idp.url}/end_session", params=params, allow_redirects=False, timeout=20)
 
 
 def _terminations(env: Env) -> list[Termination]:
@@ -49,8 +48,12 @@ def _live(env: Env, sid: str) -> bool:
 @pytest.fixture
 def hung_env(database_url: str) -> Iterator[Env]:
     """rp-a and rp-b never answer their back-channel POSTs."""
-    e = make_env(database_url, replies={"rp-a": [Reply(hang=True)], "rp-b": [Reply(hang=True)]},
-                 logout_wait_bound=BOUND, delivery_timeout=10.0)
+    e = make_env(
+        database_url,
+        replies={"rp-a": [Reply(hang=True)], "rp-b": [Reply(hang=True)]},
+        logout_wait_bound=BOUND,
+        delivery_timeout=10.0,
+    )
     yield e
     e.idp.stop()
     e.rps.stop()
@@ -71,8 +74,13 @@ def test_logout_ending_the_hinted_and_the_browsers_session_is_one_termination_an
     assert hinted_sid != browser_sid
 
     started = time.monotonic()
-    resp = _end_session(browser, env, id_token_hint=hint, state="s",
-                        post_logout_redirect_uri=env.metas["rp-a"]["post_logout_redirect_uris"][0])
+    resp = _end_session(
+        browser,
+        env,
+        id_token_hint=hint,
+        state="s",
+        post_logout_redirect_uri=env.metas["rp-a"]["post_logout_redirect_uris"][0],
+    )
     waited = time.monotonic() - started
 
     assert resp.status_code == 302 and "state=s" in resp.headers["Location"]
@@ -118,8 +126,12 @@ def test_hint_whose_session_is_over_asks_before_ending_the_current_session(env):
     assert _live(env, _sid(current["id_token"]))
     assert len(_terminations(env)) == 1
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    done = browser.http.post(f"{env.idp.url}/end_session", data={
-        "confirm": "yes", "csrf_token": csrf, "id_token_hint": stale}, allow_redirects=False, timeout=10)
+    done = browser.http.post(
+        f"{env.idp.url}/end_session",
+        data={"confirm": "yes", "csrf_token": csrf, "id_token_hint": stale},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert done.status_code == 200 and not _live(env, _sid(current["id_token"]))
     assert len(_terminations(env)) == 2
 
@@ -130,15 +142,22 @@ def test_logout_token_is_refused_as_id_token_hint(env):
     first = Browser(env.idp.url)
     first.login()
     authorize(first, env.metas["rp-a"])
-    assert _end_session(first, env, id_token_hint=authorize(first, env.metas["rp-b"])["id_token"]
-                        ).status_code == 200
+    assert (
+        _end_session(first, env, id_token_hint=authorize(first, env.metas["rp-b"])["id_token"]).status_code
+        == 200
+    )
     assert env.rps.wait_for(1, 10, path="/rp-a")
     logout_token = env.rps.hits("/rp-a")[0].form["logout_token"][0]
     browser = Browser(env.idp.url)
     browser.login()
     tokens = authorize(browser, env.metas["rp-a"])
-    resp = _end_session(browser, env, id_token_hint=logout_token, state="s",
-                        post_logout_redirect_uri=env.metas["rp-a"]["post_logout_redirect_uris"][0])
+    resp = _end_session(
+        browser,
+        env,
+        id_token_hint=logout_token,
+        state="s",
+        post_logout_redirect_uri=env.metas["rp-a"]["post_logout_redirect_uris"][0],
+    )
     assert resp.status_code == 400 and "Location" not in resp.headers
     assert "logout token" in resp.text
     assert _live(env, _sid(tokens["id_token"]))

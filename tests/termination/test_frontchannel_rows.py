@@ -14,9 +14,12 @@ from .conftest import make_env
 
 
 def _front_env(database_url):
-    front = client_meta("rp-front", port=20100,
-                        frontchannel_logout_uri="http://127.0.0.1:20100/fc?x=1",
-                        frontchannel_logout_session_required=True)
+    front = client_meta(
+        "rp-front",
+        port=20100,
+        frontchannel_logout_uri="http://127.0.0.1:20100/fc?x=1",
+        frontchannel_logout_session_required=True,
+    )
     return make_env(database_url, extra_clients=[front]), front
 
 
@@ -49,11 +52,12 @@ def test_frontchannel_rows_without_a_browser_report_settle_as_unconfirmed(databa
         browser = Browser(env.idp.url)
         browser.login()
         authorize(browser, front)
-        env.idp.provider.terminate_now(by_subject("alice"), reason="logout", initiator="test",
-                                       browser_present=True, wait=0)
+        env.idp.provider.terminate_now(
+            by_subject("alice"), reason="logout", initiator="test", browser_present=True, wait=0
+        )
         assert _rows(env)["rp-front"] == ("frontchannel", "pending")
         assert env.idp.provider.settle_stale_frontchannel() == 0  # still within the page's time
-        later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
         assert env.idp.provider.settle_stale_frontchannel(now=later) == 1
         assert _rows(env)["rp-front"] == ("frontchannel", "unconfirmed")
     finally:

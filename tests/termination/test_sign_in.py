@@ -12,9 +12,9 @@ import pytest
 from flask import redirect, request
 from sqlalchemy import func, select
 
+from oidc_logout.config import Settings
 from oidc_logout.demo.idp import create_idp_app
 from oidc_logout.flask import OIDCLogout
-from oidc_logout.config import Settings
 from oidc_logout.storage.models import OPSession, Termination
 from tests.support.idp import PASSWORD, Browser, IdP, authorize, client_meta, introspect
 from tests.support.servers import LiveServer
@@ -29,8 +29,14 @@ def _claims(id_token: str) -> dict:  # type: ignore[type-arg]
 
 def _live_sessions(env: Env, subject: str) -> int:
     with env.idp.provider.session_factory() as db:
-        return int(db.scalar(select(func.count()).select_from(OPSession).where(
-            OPSession.subject == subject, OPSession.ended_at.is_(None))) or 0)
+        return int(
+            db.scalar(
+                select(func.count())
+                .select_from(OPSession)
+                .where(OPSession.subject == subject, OPSession.ended_at.is_(None))
+            )
+            or 0
+        )
 
 
 def test_signing_in_as_another_user_ends_the_earlier_session_everywhere(env):
@@ -62,8 +68,12 @@ def test_signing_in_again_as_the_same_user_keeps_one_session_that_sign_out_ends(
     second = authorize(browser, env.metas["rp-b"])
     assert _claims(first["id_token"])["sid"] == _claims(second["id_token"])["sid"]
     assert _live_sessions(env, "alice") == 1
-    resp = browser.http.get(f"{env.idp.url}/end_session", params={"id_token_hint": second["id_token"]},
-                            allow_redirects=False, timeout=10)
+    resp = browser.http.get(
+        f"{env.idp.url}/end_session",
+        params={"id_token_hint": second["id_token"]},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert resp.status_code == 200
     assert introspect(env.idp.url, env.metas["rp-a"], first["access_token"]) == {"active": False}
     assert _live_sessions(env, "alice") == 0
@@ -73,15 +83,19 @@ def test_signing_in_again_as_the_same_user_keeps_one_session_that_sign_out_ends(
 def host_idp(sqlite_url: str) -> Iterator[IdP]:
     """An IdP whose host app signs users in with its own (MFA) login view."""
     server = LiveServer()
-    settings = Settings(issuer=server.url, database_url=sqlite_url, dev_mode=True,
-                        expiry_sweep_interval=0)
+    settings = Settings(issuer=server.url, database_url=sqlite_url, dev_mode=True, expiry_sweep_interval=0)
     app = create_idp_app(settings, password=PASSWORD, clients=[client_meta("mfa-rp")])
 
     @app.post("/my-login")
     def my_login():  # type: ignore[no-untyped-def]
         resp = redirect(request.form.get("next") or "/account", 303)
-        OIDCLogout.sign_in(resp, request.form["user"], amr=["pwd", "otp"], acr="urn:example:mfa",
-                           auth_time=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc))
+        OIDCLogout.sign_in(
+            resp,
+            request.form["user"],
+            amr=["pwd", "otp"],
+            acr="urn:example:mfa",
+            auth_time=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        )
         return resp
 
     server.app = app
@@ -94,14 +108,15 @@ def host_idp(sqlite_url: str) -> Iterator[IdP]:
 def test_host_login_facts_reach_the_id_token(host_idp):
     """Core 1.0 §2: auth_time, amr and acr of the host's own login are in the ID token."""
     browser = Browser(host_idp.url)
-    resp = browser.http.post(f"{host_idp.url}/my-login", data={"user": "alice"},
-                             allow_redirects=False, timeout=10)
+    resp = browser.http.post(
+        f"{host_idp.url}/my-login", data={"user": "alice"}, allow_redirects=False, timeout=10
+    )
     assert resp.status_code == 303
     tokens = authorize(browser, client_meta("mfa-rp"))
     claims = _claims(tokens["id_token"])
     assert claims["amr"] == ["pwd", "otp"]
     assert claims["acr"] == "urn:example:mfa"
-    assert claims["auth_time"] == int(dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc).timestamp())
+    assert claims["auth_time"] == int(dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC).timestamp())
 
 
 def test_host_login_with_malformed_amr_is_refused_and_starts_no_session(host_idp):

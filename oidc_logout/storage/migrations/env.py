@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from oidc_logout.storage.base import Base
 import oidc_logout.storage.models  # noqa: F401  (registers the tables)
+from oidc_logout.storage.base import Base
 
 config = context.config
 #: Our own version table, so a host IdP's Alembic history and ours never collide.
@@ -20,13 +20,21 @@ def run_migrations_online() -> None:
 
         engine = create_engine(config.get_main_option("sqlalchemy.url") or "sqlite://")
         with engine.begin() as connection:
-            context.configure(connection=connection, target_metadata=target_metadata,
-                              render_as_batch=True, version_table=VERSION_TABLE)
+            context.configure(
+                connection=connection,
+                target_metadata=target_metadata,
+                render_as_batch=True,
+                version_table=VERSION_TABLE,
+            )
             with context.begin_transaction():
                 context.run_migrations()
         return
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
-                      version_table=VERSION_TABLE)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        version_table=VERSION_TABLE,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
