@@ -90,5 +90,11 @@ def run_rp(opts: RPOptions, rec: Recorder, op: RunnerOP | None = None, announce:
             for cid in FC_CHECKS:
                 rec.skip(cid, "no --frontchannel-uri given")
     finally:
+        # How the RP's sessions came to be: through the runner's OP, or a test hook (0 here).
+        rec.meta["sign_in"] = {
+            "authorization_requests": len(op.server.matching("/authorize")),
+            "token_requests": len(op.server.matching("/token", "POST")),
+            "id_tokens_issued": len(op.issued),
+        }
         if own:
             op.stop()
