@@ -5,7 +5,9 @@
 * :class:`InteractionAdapter` (op profile, optional): handles any other OP page (consent,
   interstitials, logout confirmation) the built-in walker cannot.
 * :class:`SessionAdapter` (rp profile): establishes an RP session for a given (sub, sid)
-  and tells whether it is still active. Built in: :class:`HttpSessionAdapter`.
+  and tells whether it is still active. Built in: :class:`LoginSessionAdapter` (signs in
+  through the runner's OP and watches a protected URL, as a user would: no test hook in the
+  RP) and :class:`HttpSessionAdapter` (an RP test hook that creates a session directly).
 
 Third-party adapters are named ``module:attribute`` on the command line and built with the
 ``--adapter-arg key=value`` options as keyword arguments.
@@ -38,7 +40,14 @@ class SessionAdapter(Protocol):
         return a handle for :meth:`is_active`."""
         ...
 
-    def is_active(self, handle: Any) -> bool: ...
+    def is_active(self, handle: Any) -> bool:
+        """Whether the session still lives. Raise when the RP's answer says neither (an
+        error page): the check is then not decided on it."""
+        ...
+
+
+class SessionUnknown(RuntimeError):
+    """The RP's answer tells neither "logged in" nor "logged out"."""
 
 
 # -- HTML forms ---------------------------------------------------------------------------
@@ -329,6 +338,86 @@ class HttpSessionAdapter:
     def is_active(self, handle: requests.Session) -> bool:
         resp = handle.get(self.check_url, allow_redirects=False, timeout=10)
         return resp.status_code == self.active_status
+
+
+class LoginSessionAdapter:
+    """Observes the RP the way a user would, with no test hook in the RP: a fresh cookie-keeping
+    user agent per session GETs ``login_url`` (default: the protected ``check_url``), follows
+    the redirects to the runner's OP, whose ``/authorize`` approves the End-User at once, and
+    back to the RP's callback (a ``response_mode=form_post`` page is submitted as its script
+    would). The End-User is the OP session :meth:`RunnerOP.open_session` opened for the
+    check's ``sub`` and ``sid`` (its cookie is put in the user agent's jar), so the ID token
+    the RP receives carries them. Logged in: ``check_url`` answers ``active_status``; logged
+    out: it redirects (to a login page or the OP) or answers 401/403; anything else is
+    neither (:class:`SessionUnknown`). The run binds the adapter to its OP (:meth:`bind_op`)."""
+
+    max_steps = 12
+
+    def __init__(
+        self,
+        check_url: str,
+        login_url: str | None = None,
+        active_status: int = 200,
+        allow_remote: bool = False,
+    ) -> None:
+        self.check_url = check_url
+        self.login_url = login_url or check_url
+        self.active_status = int(active_status)
+        self.allow_remote = allow_remote
+        self.op: Any = None  # rp_op.RunnerOP (not imported: adapters stay free of the OP)
+
+    def bind_op(self, op: Any) -> None:
+        self.op = op
+
+    def _get(self, browser: requests.Session, url: str) -> requests.Response:
+        from .net import check_target
+
+        check_target(url, self.allow_remote)
+        return browser.get(url, allow_redirects=False, timeout=15)
+
+    def establish(self, sub: str, sid: str | None) -> requests.Session:
+        from urllib.parse import urlsplit
+
+        from .rp_op import SESSION_COOKIE
+
+        if self.op is None:
+            raise RuntimeError("the login session adapter is not bound to the runner's OP")
+        browser = requests.Session()
+        setattr(browser, "allow_remote", self.allow_remote)  # noqa: B010 - read by submit
+        host = urlsplit(self.op.issuer).hostname or ""
+        browser.cookies.set(SESSION_COOKIE, self.op.open_session(sub, sid), domain=host, path="/")
+        trail: list[str] = []
+        resp = self._get(browser, self.login_url)
+        for _ in range(self.max_steps):
+            trail.append(f"{resp.status_code} {resp.url.split('?')[0]}")
+            if resp.is_redirect:
+                location = urljoin(resp.url, resp.headers["Location"])
+                if "#" in location and "=" in location.split("#", 1)[1]:
+                    raise RuntimeError(
+                        "the OP answered in the fragment (response_mode=fragment): the RP's script "
+                        "would have to read it; configure query or form_post"
+                    )
+                resp = self._get(browser, location)
+                continue
+            parsed = parse_html(resp.text) if "html" in resp.headers.get("Content-Type", "") else None
+            if resp.status_code == 200 and parsed is not None and auto_submits(parsed):
+                form = parsed.forms[0]
+                resp = submit(browser, resp, form, form_data(form, Hints(), None))
+                continue
+            break
+        if not self.is_active(browser):
+            raise RuntimeError(f"not logged in after the sign-in ({' -> '.join(trail)})")
+        return browser
+
+    def is_active(self, handle: requests.Session) -> bool:
+        resp = self._get(handle, self.check_url)
+        if resp.status_code == self.active_status:
+            return True
+        if resp.is_redirect or resp.status_code in (401, 403):
+            return False
+        raise SessionUnknown(
+            f"{self.check_url} answered {resp.status_code}: neither logged in nor sent to log in"
+        )
 
 
 def load_object(spec: str, **kwargs: Any) -> Any:

@@ -1,5 +1,5 @@
-"""The ``rp`` profile: the runner is the OP (issuer, discovery, JWKS on loopback) and
-sends valid and invalid logout tokens to the RP's back-channel logout endpoint, then (with
+"""The ``rp`` profile: the runner is the OP (issuer, discovery, JWKS, a sign-in that
+approves at once, on loopback) and sends valid and invalid logout tokens to the RP's back-channel logout endpoint, then (with
 ``--frontchannel-uri``) front-channel logout requests to its front-channel logout URI."""
 
 from __future__ import annotations
@@ -27,6 +27,12 @@ class RPOptions:
     wait_for_rp: float = 10.0
     allow_remote: bool = False
     frontchannel_uri: str | None = None
+    #: the RP as a client of the runner's OP (sign-in through /authorize and /token):
+    #: no secret is a public client; no redirect URIs accepts any loopback one
+    client_secret: str | None = None
+    redirect_uris: tuple[str, ...] = ()
+    #: sub of the End-User a user agent without an OP session is signed in as
+    test_user: str = "conformance-user"
 
 
 def wait_reachable(url: str, timeout: float) -> bool:
@@ -46,7 +52,11 @@ def run_rp(opts: RPOptions, rec: Recorder, op: RunnerOP | None = None, announce:
     if opts.frontchannel_uri:
         check_target(opts.frontchannel_uri, opts.allow_remote)
     own = op is None
-    op = op or RunnerOP(opts.issuer_host, opts.issuer_port)
+    op = op or RunnerOP(opts.issuer_host, opts.issuer_port, opts.test_user)
+    op.register_client(opts.client_id, opts.client_secret, opts.redirect_uris)
+    bind = getattr(opts.sessions, "bind_op", None)
+    if callable(bind):
+        bind(op)  # LoginSessionAdapter signs in through this OP
     if own:
         op.start()
     rec.meta.update(
@@ -74,11 +84,17 @@ def run_rp(opts: RPOptions, rec: Recorder, op: RunnerOP | None = None, announce:
         checks.run_all()
         if opts.frontchannel_uri:
             RPFrontChannelChecks(
-                rec, op.issuer, opts.frontchannel_uri, opts.sessions, checks._establish
+                rec, op.issuer, opts.frontchannel_uri, opts.sessions, checks._establish, checks._active
             ).run_all()
         else:
             for cid in FC_CHECKS:
                 rec.skip(cid, "no --frontchannel-uri given")
     finally:
+        # How the RP's sessions came to be: through the runner's OP, or a test hook (0 here).
+        rec.meta["sign_in"] = {
+            "authorization_requests": len(op.server.matching("/authorize")),
+            "token_requests": len(op.server.matching("/token", "POST")),
+            "id_tokens_issued": len(op.issued),
+        }
         if own:
             op.stop()

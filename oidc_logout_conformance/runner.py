@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .adapters import FormLoginAdapter, Hints, HttpSessionAdapter, load_object
+from .adapters import FormLoginAdapter, Hints, HttpSessionAdapter, LoginSessionAdapter, load_object
 from .model import Recorder
 from .net import TargetNotAllowed, check_target
 from .report import write
@@ -128,17 +128,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="port of the runner's OP; the RP must trust http://HOST:PORT as issuer",
     )
     rp.add_argument(
-        "--session-adapter",
-        default=None,
-        help="'http' (built-in) or module:attribute of a SessionAdapter factory; none: session "
-        "checks are skipped",
+        "--client-secret",
+        help="the RP's client_secret at the runner's OP (client_secret_basic or _post at /token); "
+        "none: a public client (PKCE required)",
     )
     rp.add_argument(
-        "--session-login-url", help="http adapter: URL creating an RP session, with {sub} and {sid}"
+        "--redirect-uri",
+        action="append",
+        help="a redirect URI registered for the RP at the runner's OP (repeatable); none: any "
+        "loopback redirect URI is accepted",
+    )
+    rp.add_argument(
+        "--test-user",
+        default="conformance-user",
+        help="sub of the End-User the runner's OP signs in when a user agent has no OP session",
+    )
+    rp.add_argument(
+        "--session-adapter",
+        default=None,
+        help="'login' (built-in: sign in through the runner's OP and watch --session-check-url, as "
+        "a user would), 'http' (built-in: an RP test hook at --session-login-url creates the "
+        "session) or module:attribute of a SessionAdapter factory; none: session checks are skipped",
+    )
+    rp.add_argument(
+        "--session-login-url",
+        help="http adapter: URL creating an RP session, with {sub} and {sid}; login adapter "
+        "(optional): where a user starts signing in (default: --session-check-url)",
     )
     rp.add_argument(
         "--session-check-url",
-        help="http adapter: protected URL answering --session-active-status while the session lives",
+        help="a protected URL of the RP: answers --session-active-status while the session lives "
+        "(login adapter: a redirect or 401/403 means logged out)",
     )
     rp.add_argument("--session-active-status", type=int, default=200)
     rp.add_argument("--wait-for-rp", type=float, default=10.0, help="seconds to wait for the RP to come up")
@@ -166,6 +186,15 @@ def _login_adapter(args: argparse.Namespace) -> Any:
 def _session_adapter(args: argparse.Namespace) -> Any:
     if args.session_adapter is None:
         return None
+    if args.session_adapter == "login":
+        if not args.session_check_url:
+            raise SystemExit("the login session adapter needs --session-check-url (a protected URL)")
+        for url in (args.session_login_url, args.session_check_url):
+            if url:
+                check_target(url, args.allow_remote)
+        return LoginSessionAdapter(
+            args.session_check_url, args.session_login_url, args.session_active_status, args.allow_remote
+        )
     if args.session_adapter == "http":
         if not args.session_login_url or not args.session_check_url:
             raise SystemExit("the http session adapter needs --session-login-url and --session-check-url")
@@ -226,7 +255,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             issuer_port=args.issuer_port,
             wait_for_rp=args.wait_for_rp,
             allow_remote=args.allow_remote,
+            client_secret=args.client_secret,
+            redirect_uris=tuple(args.redirect_uri or ()),
+            test_user=args.test_user,
         )
+        for uri in opts_rp.redirect_uris:
+            check_target(uri, args.allow_remote)
         run_rp(opts_rp, rec)
     return write(rec, args.report_dir)
 

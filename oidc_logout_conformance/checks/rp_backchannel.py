@@ -74,12 +74,25 @@ class RPChecks:
             handle = self.sessions.establish(sub, sid)
         except Exception as exc:
             return None, f"could not establish an RP session: {exc}"
-        if not self.sessions.is_active(handle):
+        try:
+            active = self.sessions.is_active(handle)
+        except Exception as exc:
+            return None, f"the new RP session could not be observed: {exc}"
+        if not active:
             return None, "the session adapter's session is not active right after login"
         return handle, None
 
     def _active(self, handle: Any) -> bool | None:
-        return None if handle is None or self.sessions is None else self.sessions.is_active(handle)
+        """Whether the session lives; ``None`` when there is no session to ask about or the
+        RP's answer said neither (then the rp-session scenario is incomplete: a check that
+        could not observe the session proves nothing about it)."""
+        if handle is None or self.sessions is None:
+            return None
+        try:
+            return bool(self.sessions.is_active(handle))
+        except Exception as exc:
+            self.rec.incomplete("rp-session", "observing an RP session", str(exc))
+            return None
 
     def _session_observed(self, problem: str | None) -> None:
         """Core scenario rp-session: sessions could be established and observed."""
@@ -126,11 +139,15 @@ class RPChecks:
             self.rec.record("RP-BCL-2.7-session-ended", Status.FAIL, problem)
         else:
             active = self._active(handle)
-            self.rec.verdict(
-                "RP-BCL-2.7-session-ended",
-                ["the RP session is still active"] if active else [],
-                evidence={"sub": sub, "sid": sid, "active_after": active, **sent.evidence()},
-            )
+            ev = {"sub": sub, "sid": sid, "active_after": active, **sent.evidence()}
+            if active is None:
+                self.rec.skip("RP-BCL-2.7-session-ended", "the session could not be observed", ev)
+            else:
+                self.rec.verdict(
+                    "RP-BCL-2.7-session-ended",
+                    ["the RP session is still active"] if active else [],
+                    evidence=ev,
+                )
 
     def sub_only(self) -> None:
         sub, _ = self._ids()
@@ -146,10 +163,14 @@ class RPChecks:
         failures = [] if sent.status in (200, 204) else [f"a valid sub-only token was answered {sent.status}"]
         ev: dict[str, Any] = sent.evidence()
         if self.sessions is not None and not problem:
-            still = [s for s, h in zip(sids, handles, strict=True) if self._active(h)]
+            states = [self._active(h) for h in handles]
+            still = [s for s, a in zip(sids, states, strict=True) if a]
             ev["still_active"] = still
             if still:
                 failures.append(f"{len(still)} of the user's 2 sessions are still active")
+            elif None in states:
+                self.rec.skip("RP-BCL-2.7-sub-only", "a session could not be observed", ev)
+                return
         elif problem:
             failures.append(problem)
         self.rec.verdict("RP-BCL-2.7-sub-only", failures, evidence=ev)
@@ -172,6 +193,9 @@ class RPChecks:
         self.responses.append(("RP-BCL-2.7-sid-scoped", sent))
         ended, kept = self._active(handle) is False, self._active(other)
         ev = {**sent.evidence(), "named_session_ended": ended, "other_session_active": kept}
+        if kept is None:
+            self.rec.skip("RP-BCL-2.7-sid-scoped", "the other session could not be observed", ev)
+            return
         if not ended:
             self.rec.skip(
                 "RP-BCL-2.7-sid-scoped", "the named session did not end (see RP-BCL-2.7-session-ended)", ev

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from oidc_logout_conformance.adapters import HttpSessionAdapter
+from oidc_logout_conformance.adapters import HttpSessionAdapter, SessionUnknown
 from oidc_logout_conformance.catalog import rp_checks
 from oidc_logout_conformance.model import Recorder
 from oidc_logout_conformance.report import write
@@ -162,3 +163,29 @@ def test_frontchannel_checks_skipped_without_uri(tmp_path: Path, op: RunnerOP, b
     fc = {"RP-FCL-2-session-ended", "RP-FCL-2-wrong-iss", "RP-FCL-2-no-store"}
     assert _status(report, "skipped") == fc
     assert all(c["reason"] == "no --frontchannel-uri given" for c in report["checks"] if c["id"] in fc)
+
+
+class _GoesDark(HttpSessionAdapter):
+    """Sessions are created, then the protected URL stops telling logged in from logged out
+    (as an RP answering 500 would)."""
+
+    def is_active(self, handle: Any) -> bool:
+        if getattr(handle, "observed", False):
+            raise SessionUnknown("the protected URL answered 500")
+        handle.observed = True
+        return super().is_active(handle)
+
+
+def test_unobservable_session_is_not_a_pass(tmp_path: Path, op: RunnerOP, broken_rp: BrokenRP) -> None:
+    """A session the adapter could not observe after the token proves nothing: no session
+    check passes on it, and the run is incomplete."""
+    rp = broken_rp.reset()
+    rec = Recorder("rp")
+    adapter = _GoesDark(rp.url + "/login?sub={sub}&sid={sid}", rp.url + "/protected")
+    run_rp(RPOptions(rp.url + "/backchannel", CLIENT_ID, adapter), rec, op=op, announce=False)
+    report = write(rec, tmp_path)
+    session_checks = {"RP-BCL-2.7-session-ended", "RP-BCL-2.7-sid-scoped", "RP-BCL-2.7-sub-only"}
+    assert session_checks <= _status(report, "skipped")
+    assert report["result"] == "incomplete"
+    rp_session = next(s for s in report["scenarios"] if s["name"] == "rp-session")
+    assert rp_session["step"] == "observing an RP session" and "500" in rp_session["reason"]

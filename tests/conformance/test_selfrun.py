@@ -1,6 +1,7 @@
 """Self-run: both profiles against the project's own demo OP (tests/support/idp.py,
-SQLite, dev_mode) and its own RP library (oidc_logout.rp.flask.RPLogout), through the
-command-line entry point. Everything must pass (the op profile once with the logged-out page
+SQLite, dev_mode) and its own RP library (oidc_logout.rp.flask.RPLogout: once with a test
+hook creating sessions, once as the demo's sample RP that users sign in to through the
+runner's OP, no hook), through the command-line entry point. Everything must pass (the op profile once with the logged-out page
 parsed, once loaded in Chromium); reports must never contain a token or secret."""
 
 from __future__ import annotations
@@ -121,6 +122,57 @@ def test_rp_profile_against_project_rp(tmp_path: Path) -> None:
     valid = next(c for c in data["checks"] if c["id"] == "RP-BCL-2.8-valid")
     assert valid["evidence"]["sent"]["logout_token"]["signature"] == "[REDACTED]"
     assert valid["evidence"]["sent"]["logout_token"]["claims"]["aud"] == CLIENT_ID
+
+
+def test_rp_profile_against_demo_sample_rp_signing_in(tmp_path: Path) -> None:
+    """No test hook: the demo's sample RP (code flow with PKCE, client_secret_basic) signs
+    every session in through the runner's OP, and the login session adapter watches
+    /protected. Every check passes, and the sessions came from real sign-ins."""
+    from oidc_logout.demo.rp_app import RPConfig, create_rp_app
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = LiveServer()
+    cfg = RPConfig(
+        "sample", "sample-rp", "sample-secret", server.url, f"http://127.0.0.1:{port}", frontchannel=True
+    )
+    server.app = create_rp_app(cfg)
+    server.start()
+    try:
+        rc, report = run(
+            [
+                "rp",
+                "--backchannel-uri",
+                server.url + "/oidc/backchannel-logout",
+                "--frontchannel-uri",
+                server.url + "/oidc/frontchannel-logout",
+                "--client-id",
+                cfg.client_id,
+                "--client-secret",
+                cfg.client_secret,
+                "--redirect-uri",
+                server.url + "/callback",
+                "--issuer-port",
+                str(port),
+                "--session-adapter",
+                "login",
+                "--session-check-url",
+                server.url + "/protected",
+            ],
+            tmp_path / "report",
+        )
+    finally:
+        server.stop()
+    failing = {c["id"]: c["reason"] for c in report["checks"] if c["status"] != "pass"}
+    assert failing == {}, failing
+    assert rc == 0 and report["result"] == "pass"
+    sign_in = report["meta"]["sign_in"]
+    # one sign-in (authorize + token + ID token) per RP session the checks used
+    assert sign_in["token_requests"] == sign_in["id_tokens_issued"] >= 20
+    assert report["meta"]["session_adapter"] == "LoginSessionAdapter"
+    _assert_redacted(tmp_path / "report")
 
 
 def test_non_loopback_target_is_refused(tmp_path: Path) -> None:
