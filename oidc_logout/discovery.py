@@ -48,3 +48,6 @@ def provider_metadata(issuer: str, endpoints: dict[str, str], algs: list[str]) -
     doc.update(backchannel_discovery.metadata())
     doc.update(frontchannel_discovery.metadata())
     return doc
+
+
+__all__ = ["provider_metadata"]

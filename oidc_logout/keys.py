@@ -178,3 +178,14 @@ class KeyRing:
         ``id_token_signing_alg_values_supported``)."""
         self._fresh()
         return sorted(self._signing())
+
+
+__all__ = [
+    "SUPPORTED_ALGS",
+    "KeyRing",
+    "LoadedKey",
+    "ensure_keys",
+    "generate_key",
+    "rotate_key",
+    "signing_algs",
+]

@@ -30,3 +30,6 @@ class UserDirectory(Protocol):
 
     def claims(self, sub: str, scope: str) -> dict[str, Any]:
         """OIDC Core §5.4 claims for ``scope`` (``sub`` is added by the caller)."""
+
+
+__all__ = ["EndUser", "UserDirectory"]

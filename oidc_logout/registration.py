@@ -184,3 +184,15 @@ def client_metadata_response(client: Client, secret: str | None) -> dict[str, An
         body["client_secret"] = secret
         body["client_secret_expires_at"] = 0
     return body
+
+
+__all__ = [
+    "AUTH_METHODS",
+    "COLUMNS",
+    "GRANT_TYPES",
+    "RESERVED_SCOPE_PREFIX",
+    "RESPONSE_TYPES",
+    "client_metadata_response",
+    "create_client",
+    "validate_metadata",
+]

@@ -61,3 +61,6 @@ def origin(uri: str) -> tuple[str, str, int]:
     parts = urlsplit(uri)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return parts.scheme, (parts.hostname or "").lower(), port
+
+
+__all__ = ["LOOPBACK_HOSTS", "is_loopback_host", "origin", "validate_registered_uri"]

@@ -35,8 +35,8 @@ def test_only_the_flask_integration_imports_flask():
     assert offenders == []
 
 
-def test_termination_and_delivery_run_with_flask_blocked():
-    """The core (terminate, provider, dispatcher, worker) imports in a process where Flask is absent."""
+def _imports_with_flask_blocked(*modules: str) -> None:
+    """Import ``modules`` in a fresh interpreter where any import of Flask fails."""
     code = (
         "import sys\n"
         "class Block:\n"
@@ -44,13 +44,22 @@ def test_termination_and_delivery_run_with_flask_blocked():
         "        if name == 'flask' or name.startswith('flask.'):\n"
         "            raise ImportError('flask blocked')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import oidc_logout.termination, oidc_logout.provider\n"
-        "import oidc_logout.delivery.dispatcher, oidc_logout.delivery.worker\n"
+        f"import {', '.join(modules)}\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_termination_and_delivery_run_with_flask_blocked():
+    """The core (terminate, provider, dispatcher, worker) imports in a process where Flask is absent."""
+    _imports_with_flask_blocked(
+        "oidc_logout.termination",
+        "oidc_logout.provider",
+        "oidc_logout.delivery.dispatcher",
+        "oidc_logout.delivery.worker",
+    )
 
 
 def test_storage_is_the_only_place_models_are_defined():
@@ -83,19 +92,7 @@ SPEC_MODULES = (
 def test_spec_modules_import_with_flask_blocked():
     """The protocol decisions (grants, revocation, introspection, RP-initiated logout, sign-in,
     admin requests) are framework-free: they import where Flask is absent."""
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'flask' or name.startswith('flask.'):\n"
-        "            raise ImportError('flask blocked')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        f"import {', '.join(SPEC_MODULES)}\n"
-        "print('ok')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    _imports_with_flask_blocked(*SPEC_MODULES)
 
 
 def test_spec_modules_declare_their_server_as_a_server_context():
@@ -127,3 +124,25 @@ def test_spec_modules_declare_their_server_as_a_server_context():
         ]
         declared = [d for d in declared if d is not None]
         assert declared and declared[0] in ("ServerContext", ServerContext), cls
+
+
+def test_every_public_module_declares_its_public_names():
+    """A curated API: every module whose path has no private part declares ``__all__``."""
+    missing = []
+    for path in sorted((ROOT / "oidc_logout").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if "/migrations/" in rel or any(
+            part.startswith("_") and part != "__init__" for part in rel[:-3].split("/")
+        ):
+            continue
+        tree = ast.parse(path.read_text())
+        if not any(
+            isinstance(node, (ast.Assign, ast.AnnAssign))
+            and any(
+                getattr(t, "id", None) == "__all__"
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            )
+            for node in tree.body
+        ):
+            missing.append(rel)
+    assert missing == []

@@ -11,3 +11,6 @@ def metadata() -> dict[str, object]:
         # Claim in the Logout Token to identify the RP session with the OP."
         "backchannel_logout_session_supported": True,
     }
+
+
+__all__ = ["metadata"]

@@ -23,3 +23,6 @@ def validate(metadata: dict[str, Any], out: dict[str, Any], *, dev_mode: bool) -
     if not isinstance(required, bool):
         raise InvalidClientMetadata("backchannel_logout_session_required must be a boolean")
     out["backchannel_logout_session_required"] = required
+
+
+__all__ = ["REGISTERED_CLAIMS", "validate"]

@@ -92,3 +92,6 @@ def check_client_credentials_syntax(request: Any) -> None:
     form_id = request.payload.data.get("client_id")
     if form_id is not None and not plausible_client_id(form_id):
         raise InvalidClientError(description="unknown client")
+
+
+__all__ = ["OAuthClient", "check_client_credentials_syntax"]

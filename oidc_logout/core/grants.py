@@ -436,39 +436,45 @@ def save_token(server: ServerContext, token: dict[str, Any], request: Any) -> No
         db.add(grant)
         sid, subject = None, None
     db.flush()
-    access = token.get("access_token")
-    if access:
-        db.add(
-            Token(
-                token_hash=token_hash(access),
-                kind=TokenKind.ACCESS_TOKEN,
-                grant_id=grant.id,
-                client_id=client_row.client_id,
-                subject=subject,
-                sid=sid,
-                scope=scope,
-                issued_at=now,
-                expires_at=now
-                + dt.timedelta(seconds=int(token.get("expires_in") or settings.access_token_lifetime)),
+    lifetimes = {
+        TokenKind.ACCESS_TOKEN: int(token.get("expires_in") or settings.access_token_lifetime),
+        TokenKind.REFRESH_TOKEN: settings.refresh_token_lifetime,
+    }
+    for kind, lifetime in lifetimes.items():
+        value = token.get(str(kind))
+        if value:
+            db.add(
+                Token(
+                    token_hash=token_hash(value),
+                    kind=kind,
+                    grant_id=grant.id,
+                    client_id=client_row.client_id,
+                    subject=subject,
+                    sid=sid,
+                    scope=scope,
+                    issued_at=now,
+                    expires_at=now + dt.timedelta(seconds=lifetime),
+                )
             )
-        )
-    refresh = token.get("refresh_token")
-    if refresh:
-        db.add(
-            Token(
-                token_hash=token_hash(refresh),
-                kind=TokenKind.REFRESH_TOKEN,
-                grant_id=grant.id,
-                client_id=client_row.client_id,
-                subject=subject,
-                sid=sid,
-                scope=scope,
-                issued_at=now,
-                expires_at=now + dt.timedelta(seconds=settings.refresh_token_lifetime),
-            )
-        )
     db.flush()
 
 
 def touch_session(db: Session, sid: str) -> None:
     db.execute(update(OPSession).where(OPSession.sid == sid).values(last_seen_at=utcnow()))
+
+
+__all__ = [
+    "MAX_NONCE_LENGTH",
+    "ROTATED",
+    "AuthorizationCodeGrant",
+    "ClientCredentialsGrant",
+    "OpenIDCode",
+    "RefreshTokenGrant",
+    "S256CodeChallenge",
+    "TemporarilyUnavailableError",
+    "check_nonce",
+    "lock_contention_is_retryable",
+    "record_participation",
+    "save_token",
+    "touch_session",
+]

@@ -65,3 +65,6 @@ class Listener:
                 logger.warning("LISTEN %s failed (%s); retrying in %.1fs", CHANNEL, type(exc).__name__, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 10.0)
+
+
+__all__ = ["CHANNEL", "Listener", "announce"]

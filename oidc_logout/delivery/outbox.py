@@ -606,22 +606,7 @@ def _record_generic(
 
 def release(session_factory: SessionFactory, claimed: Iterable[ClaimedDelivery], owner: str) -> int:
     """Give back claims that were never attempted (graceful shutdown): pending, due now."""
-    n = 0
-    with session_factory() as db, db.begin():
-        for c in claimed:
-            res = db.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id == c.id,
-                    Delivery.state == IN_FLIGHT,
-                    Delivery.lease_owner == owner,
-                    Delivery.lease_until == c.lease_until,
-                )
-                .values(state=PENDING, lease_owner=None, lease_until=None)
-                .execution_options(synchronize_session=False)
-            )
-            n += res.rowcount  # type: ignore[attr-defined]
-    return n
+    return _give_back(session_factory, claimed, owner, None)
 
 
 def defer(
@@ -630,6 +615,19 @@ def defer(
     """Give back claims that were not attempted because a per-client or per-host bound was
     reached (see :mod:`.dispatcher`): pending again, due at ``until``, attempt count unchanged.
     Fenced like a result (same owner and lease)."""
+    return _give_back(session_factory, claimed, owner, until)
+
+
+def _give_back(
+    session_factory: SessionFactory,
+    claimed: Iterable[ClaimedDelivery],
+    owner: str,
+    until: dt.datetime | None,
+) -> int:
+    """Claims back to ``pending`` (due at ``until``, or as they were), fenced by owner and lease."""
+    values: dict[str, Any] = {"state": PENDING, "lease_owner": None, "lease_until": None}
+    if until is not None:
+        values["next_attempt_at"] = until
     n = 0
     with session_factory() as db, db.begin():
         for c in claimed:
@@ -641,7 +639,7 @@ def defer(
                     Delivery.lease_owner == owner,
                     Delivery.lease_until == c.lease_until,
                 )
-                .values(state=PENDING, lease_owner=None, lease_until=None, next_attempt_at=until)
+                .values(**values)
                 .execution_options(synchronize_session=False)
             )
             n += res.rowcount  # type: ignore[attr-defined]

@@ -241,3 +241,6 @@ def create_rp_app(cfg: RPConfig) -> Flask:
         )
 
     return app
+
+
+__all__ = ["ID_TOKEN_ALG", "PAGE", "RPConfig", "create_rp_app", "safe_next"]

@@ -102,3 +102,6 @@ def run_demo(
         s.shutdown()
     idp.extensions["oidc_logout"].provider.stop_background()
     return 0
+
+
+__all__ = ["SAMPLE_RPS", "run_demo", "sample_rps"]

@@ -89,3 +89,6 @@ def register_error_handlers(app: Flask) -> None:
         # Never a traceback to the client; the log gets the type, not request data.
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response("server_error", "the server could not handle the request", 500)
+
+
+__all__ = ["BROWSER_PATHS", "error_response", "register_error_handlers", "wants_html"]

@@ -2,3 +2,5 @@
 
 https://openid.net/specs/openid-connect-frontchannel-1_0.html
 """
+
+__all__: list[str] = []

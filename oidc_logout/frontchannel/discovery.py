@@ -10,3 +10,6 @@ def metadata() -> dict[str, object]:
         # the RP session with the OP when the frontchannel_logout_uri is used."
         "frontchannel_logout_session_supported": True,
     }
+
+
+__all__ = ["metadata"]

@@ -41,3 +41,6 @@ def frame_origins(frames: list[Frame]) -> list[str]:
         if value not in out:
             out.append(value)
     return out
+
+
+__all__ = ["Frame", "frame_origins", "iframe_url"]

@@ -191,3 +191,6 @@ def _execute(engine: Engine, params: dict[str, Any]) -> int:
         else:
             conn.rollback()
     return count
+
+
+__all__ = ["MAX_SECRET", "REVOKE_ACCESS_TOKEN", "try_revoke_access_token"]

@@ -53,3 +53,6 @@ class IntrospectionEndpoint(HashedTokenLookup, _IntrospectionEndpoint):  # type:
         if token.sid and session_is_live(self.server.db, token.sid):
             body["sid"] = token.sid
         return body
+
+
+__all__ = ["INTROSPECT_SCOPE", "IntrospectionEndpoint"]

@@ -4,3 +4,5 @@ queries several modules share.
 Functions here take a :class:`sqlalchemy.orm.Session` and never commit: the caller owns the
 transaction (SQLAlchemy's own advice, and what makes termination one transaction).
 """
+
+__all__: list[str] = []

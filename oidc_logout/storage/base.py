@@ -76,3 +76,6 @@ class Base(DeclarativeBase):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+__all__ = ["NAMING_CONVENTION", "Base", "UTCDateTime", "utcnow"]

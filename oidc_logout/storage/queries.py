@@ -93,3 +93,14 @@ def lifetime_cutoffs(settings: Settings, now: dt.datetime) -> tuple[dt.datetime,
         now - dt.timedelta(seconds=settings.session_idle_lifetime),
         now - dt.timedelta(seconds=settings.session_absolute_lifetime),
     )
+
+
+__all__ = [
+    "claim_code",
+    "grant_is_revoked",
+    "is_lock_contention",
+    "lifetime_cutoffs",
+    "retire_refresh_token",
+    "session_is_live",
+    "token_is_active",
+]

@@ -55,3 +55,6 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, revision)
+
+
+__all__ = ["MIGRATIONS", "alembic_config", "downgrade", "make_engine", "upgrade"]
