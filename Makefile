@@ -45,8 +45,10 @@ node-peers:
 	@if command -v node >/dev/null 2>&1; then $(MAKE) --no-print-directory $(NODE_STAMP); \
 	else echo "node not found: tests/interop will skip"; fi
 
+# Two workers: the suite waits on loopback servers, PostgreSQL and Chromium far more than it
+# computes (about 6 minutes on two cores, against 12 serially).
 test: $(STAMP) node-peers
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -p no:cacheprovider -n 2 $(PYTEST_ARGS)
 
 # The tests wait on loopback servers and PostgreSQL far more than they compute: two workers
 # keep this under three minutes on two cores.
