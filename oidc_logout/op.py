@@ -22,6 +22,7 @@ from .errors import (
 from .flask import OIDCLogout
 from .protocols import EndUser, UserDirectory
 from .provider import Provider, TerminationOutcome
+from .registration_claims import BackchannelLogoutClaims, FrontchannelLogoutClaims
 from .rpinitiated.end_session import LogoutResult
 from .signin import SignIn, start_session
 from .termination import (
@@ -44,12 +45,14 @@ from .vocabulary import AttemptOutcome, Channel, DeliveryState, TargetKind, Toke
 
 __all__ = [
     "AttemptOutcome",
+    "BackchannelLogoutClaims",
     "Channel",
     "ClientKill",
     "Credential",
     "DeliveryState",
     "EndUser",
     "Expiry",
+    "FrontchannelLogoutClaims",
     "GrantTarget",
     "InsufficientScope",
     "InvalidClientMetadata",
