@@ -76,6 +76,10 @@ class Settings:
     # Front-channel page
     frontchannel_timeout_ms: int = 3000
 
+    #: The host's own login page (path or URL): ``/authorize`` sends an End-User without a
+    #: session there with ``next`` (the request to return to); empty: the bundled form.
+    login_url: str = ""
+
     # Registration (RFC 7591 §3): when set, POST /register needs "Authorization: Bearer <it>".
     registration_token: str = ""
     #: Dynamic registration without an initial access token. Off by default: registration is

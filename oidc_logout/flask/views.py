@@ -263,6 +263,14 @@ AUTHORIZE_PARAMS = (
 CONSENT_FIELD = "consent"
 
 
+def _login_url(provider: Provider, next_url: str) -> str:
+    """Where an End-User without a session signs in: the host's own login page
+    (``OIDC_LOGOUT_LOGIN_URL``, which calls ``OIDCLogout.sign_in`` and returns to ``next``) or
+    the bundled form."""
+    login = provider.settings.login_url or url_for("oidc_logout.login")
+    return login + ("&" if "?" in login else "?") + urlencode({"next": next_url})
+
+
 def _authorize_params() -> list[tuple[str, str]]:
     return [(k, request.values[k]) for k in AUTHORIZE_PARAMS if request.values.get(k)]
 
@@ -313,7 +321,7 @@ def authorize() -> BaseResponse:
             for k, v in _authorize_params()
         ]
         target = url_for("oidc_logout.authorize") + "?" + urlencode([(k, v) for k, v in params if v])
-        return redirect(url_for("oidc_logout.login", next=target))
+        return redirect(_login_url(provider, target))
     client = grant.request.client
     if answer is not None and not check_csrf():
         # A decision without this browser's CSRF token is no decision (cross-site POST).

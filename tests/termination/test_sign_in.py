@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import json
 from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import redirect, request
@@ -16,7 +17,7 @@ from oidc_logout.config import Settings
 from oidc_logout.demo.idp import create_idp_app
 from oidc_logout.flask import OIDCLogout
 from oidc_logout.storage.models import OPSession, Termination
-from tests.support.idp import PASSWORD, Browser, IdP, authorize, client_meta, introspect
+from tests.support.idp import PASSWORD, Browser, IdP, authorize, client_meta, introspect, pkce_pair
 from tests.support.servers import LiveServer
 
 from .conftest import Env
@@ -127,3 +128,52 @@ def test_host_login_with_malformed_amr_is_refused_and_starts_no_session(host_idp
     assert "amr" in str(info.value)
     with host_idp.provider.session_factory() as db:
         assert db.scalar(select(func.count()).select_from(OPSession)) == 0
+
+
+def test_authorize_sends_a_signed_out_user_to_the_hosts_login_url(sqlite_url: str) -> None:
+    """OIDC_LOGOUT_LOGIN_URL: the host's login page (with ``next``) instead of the bundled form;
+    after the host's login calls sign_in, the returned-to request issues a code."""
+    server = LiveServer()
+    settings = Settings(
+        issuer=server.url,
+        database_url=sqlite_url,
+        dev_mode=True,
+        expiry_sweep_interval=0,
+        login_url="/my-login?theme=dark",
+    )
+    rp = client_meta("host-login-rp")
+    app = create_idp_app(settings, password=PASSWORD, clients=[rp])
+
+    @app.get("/my-login")
+    def my_login():  # type: ignore[no-untyped-def]
+        resp = redirect(request.args["next"], 303)
+        OIDCLogout.sign_in(resp, "alice", amr=["hwk"])
+        return resp
+
+    server.app = app
+    server.start()
+    idp = IdP(server, app, settings)
+    try:
+        browser = Browser(idp.url)
+        _, challenge = pkce_pair()
+        params = {
+            "response_type": "code",
+            "client_id": rp["client_id"],
+            "scope": "openid",
+            "redirect_uri": rp["redirect_uris"][0],
+            "state": "st",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        sent = browser.http.get(f"{idp.url}/authorize", params=params, allow_redirects=False, timeout=10)
+        assert sent.status_code == 302
+        location = urlsplit(sent.headers["Location"])
+        assert location.path == "/my-login" and parse_qs(location.query)["theme"] == ["dark"]
+        signed_in = browser.http.get(idp.url + sent.headers["Location"], allow_redirects=False, timeout=10)
+        assert signed_in.status_code == 303
+        back = browser.http.get(idp.url + signed_in.headers["Location"], allow_redirects=False, timeout=10)
+        assert back.status_code == 302
+        assert back.headers["Location"].startswith(rp["redirect_uris"][0])
+        assert "code" in parse_qs(urlsplit(back.headers["Location"]).query)
+    finally:
+        idp.stop()
