@@ -9,8 +9,10 @@ import os
 import sys
 from typing import Any
 
-from .config import settings_from_env
+from . import __version__
+from .config import SettingsError, settings_from_env
 from .provider import Provider
+from .vocabulary import DeliveryState
 
 DEFAULT_PASSWORD = "wonderland"
 
@@ -149,6 +151,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="oidc-logout", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser(
@@ -195,13 +198,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_terminate)
 
     dl = sub.add_parser("deliveries", help="list RP notifications (pending, failed, dead)")
-    dl.add_argument("--state", action="append", help="filter by state (repeatable)")
+    dl.add_argument(
+        "--state",
+        action="append",
+        choices=[str(s) for s in DeliveryState],
+        help="filter by state (repeatable)",
+    )
     dl.add_argument("--limit", type=int, default=100, help="at most this many rows (oldest first)")
     dl.add_argument("--database-url")
     dl.set_defaults(func=cmd_deliveries)
 
     r = sub.add_parser("retry", help="requeue failed or dead deliveries")
-    r.add_argument("--state", action="append", help="states to requeue (default failed and dead)")
+    r.add_argument(
+        "--state",
+        action="append",
+        choices=[str(DeliveryState.FAILED), str(DeliveryState.DEAD), str(DeliveryState.PENDING)],
+        help="states to requeue (default failed and dead)",
+    )
     r.add_argument("--id", type=int, action="append", help="only these delivery ids")
     r.add_argument("--now", action="store_true", help="deliver them now in this process")
     r.add_argument("--database-url")
@@ -252,7 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        # One line naming the setting, the usage exit code: a typo never runs with a default.
+        print(f"oidc-logout: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

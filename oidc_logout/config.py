@@ -7,6 +7,7 @@ same names from the environment (see docs/operations.md).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -108,16 +109,45 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _coerce(value: str, like: Any) -> Any:
+class SettingsError(ValueError):
+    """A setting that cannot be what it says: the message names the key and what it takes."""
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _coerce(key: str, value: str, like: Any) -> Any:
+    text = value.strip()
     if isinstance(like, bool):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    if isinstance(like, int):
-        return int(value)
-    if isinstance(like, float):
-        return float(value)
+        # A typo ("ture", "flase") must not silently turn a switch off.
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise SettingsError(f"{key}={value!r} is not a boolean (use true or false)")
+    if isinstance(like, int | float):
+        kind = int if isinstance(like, int) else float
+        try:
+            return kind(text)
+        except ValueError:
+            raise SettingsError(
+                f"{key}={value!r} is not {'an integer' if kind is int else 'a number'}"
+            ) from None
     if isinstance(like, tuple):
         return tuple(v.strip() for v in value.split(",") if v.strip())
     return value
+
+
+def _check_names(values: dict[str, Any], prefix: str, known: set[str]) -> None:
+    """A key that looks like a misspelt setting (``OIDC_LOGOUT_DATABASEURL``) is an error, not a
+    silent fallback to the default; unrelated keys sharing the prefix are left alone."""
+    for key in values:
+        if not isinstance(key, str) or not key.startswith(prefix) or key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+        if close:
+            raise SettingsError(f"{key} is not a setting; did you mean {close[0]}?")
 
 
 def settings_from_mapping(
@@ -125,13 +155,15 @@ def settings_from_mapping(
 ) -> Settings:
     """Build settings from ``PREFIX_NAME`` keys (a Flask config or ``os.environ``)."""
     base = base or Settings()
+    fields = dataclasses.fields(Settings)
+    _check_names(values, prefix, {prefix + f.name.upper() for f in fields})
     changes: dict[str, Any] = {}
-    for f in dataclasses.fields(Settings):
+    for f in fields:
         key = prefix + f.name.upper()
         if key in values:
             raw = values[key]
             default = getattr(base, f.name)
-            changes[f.name] = _coerce(raw, default) if isinstance(raw, str) else raw
+            changes[f.name] = _coerce(key, raw, default) if isinstance(raw, str) else raw
     return base.replace(**changes)
 
 
@@ -139,4 +171,4 @@ def settings_from_env(base: Settings | None = None) -> Settings:
     return settings_from_mapping(dict(os.environ), base=base)
 
 
-__all__ = ["Settings", "settings_from_env", "settings_from_mapping"]
+__all__ = ["Settings", "SettingsError", "settings_from_env", "settings_from_mapping"]
