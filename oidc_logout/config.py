@@ -24,6 +24,11 @@ class Settings:
     dev_mode: bool = False
     #: Addresses admitted for logout URIs besides public ones (CIDRs), e.g. an internal RP.
     address_allowlist: tuple[str, ...] = ()
+    #: Bring the schema to head at start-up (``init_app`` / ``Provider.setup()``), under a
+    #: lock so concurrent starts serialize. On by default (the demo and a single embedded
+    #: process just work); in production run ``oidc-logout migrate`` as a deploy step and set
+    #: it false: start-up then refuses a schema that is not at head, naming the command.
+    auto_migrate: bool = True
 
     # Tokens
     access_token_lifetime: int = 3600
