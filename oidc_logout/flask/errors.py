@@ -12,13 +12,13 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import OIDCLogoutError
 from .routes import browser_paths
+from .state import state
 
 log = logging.getLogger(__name__)
-BROWSER_PATHS = browser_paths()
 
 
 def wants_html() -> bool:
-    return request.path.startswith(BROWSER_PATHS)
+    return request.path.startswith(browser_paths(state().url_prefix))
 
 
 def error_response(
