@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from flask import Flask, g
+from flask import Flask, g, request
 
 from .._redact import install_library_log_redaction
 from ..backchannel import discovery as backchannel_discovery
@@ -19,7 +19,7 @@ from ..config import Settings, settings_from_mapping
 from ..frontchannel import discovery as frontchannel_discovery
 from ..protocols import UserDirectory
 from ..provider import Provider
-from .errors import register_error_handlers
+from .errors import register_routing_error_handlers
 from .routes import Route, endpoint_metadata, normalize_prefix, served_routes
 from .server import OPServer
 from .signin import sign_in
@@ -76,9 +76,6 @@ class OIDCLogout:
         routes = served_routes(serve_discovery=serve_discovery)
         check_no_shadowing(app, prefix, routes)
         install_library_log_redaction()
-        # Flask's default config holds MAX_CONTENT_LENGTH = None, so setdefault would not apply.
-        if app.config.get("MAX_CONTENT_LENGTH") is None:
-            app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
         if not app.secret_key:
             raise RuntimeError(
                 "OIDCLogout needs app.secret_key (CSRF tokens live in Flask's signed session)."
@@ -92,7 +89,7 @@ class OIDCLogout:
         self._routes = routes
 
         app.register_blueprint(make_blueprint(routes), url_prefix=prefix or None)
-        register_error_handlers(app)
+        register_routing_error_handlers(app, _ours_matcher(prefix, routes))
         app.teardown_appcontext(_close_db)
         if self._start_background:
             provider.start_background()
@@ -159,6 +156,28 @@ def check_no_shadowing(app: Flask, prefix: str, routes: Sequence[Route]) -> None
             + "). Mount the extension elsewhere (url_prefix=...), let the host keep its discovery "
             "(serve_discovery=False and merge OIDCLogout.metadata()), or move the host's route."
         )
+
+
+def _ours_matcher(prefix: str, routes: Sequence[Route]) -> Callable[[], bool]:
+    """Whether the current request is the extension's, for errors raised before any view
+    ran: its endpoint is ours, or its path is under our prefix, or (no prefix) it is the
+    path of one of our routes (a 405). Everything else is the host's."""
+    shapes = [
+        re.compile(
+            re.sub(r"<[^>]*>", "[^/]+", re.escape(prefix + r.path).replace(r"\<", "<").replace(r"\>", ">"))
+        )
+        for r in routes
+    ]
+
+    def is_ours() -> bool:
+        if request.blueprint == BLUEPRINT_NAME:
+            return True
+        path = request.path
+        if prefix and (path == prefix or path.startswith(prefix + "/")):
+            return True
+        return any(shape.fullmatch(path) for shape in shapes)
+
+    return is_ours
 
 
 def _close_db(_exc: Any) -> None:

@@ -45,6 +45,7 @@ from ..storage.consent import approved_scopes, remember_consent
 from ..storage.models import Token
 from ..throttle import login_limits, registration_limits
 from ..tokens import same_secret
+from .errors import register_blueprint_error_handlers
 from .opsession import (
     check_csrf,
     clear_cookie,
@@ -591,6 +592,13 @@ def admin_rotate_secret(client_id: str) -> BaseResponse:
     return _no_store(jsonify(body_out))
 
 
+def _limit_request_body() -> None:
+    """``Settings.max_request_bytes`` on the extension's routes only (Flask >= 3.1 reads the
+    limit per request): a larger body is a 413 rendered by our handlers, while the host's
+    routes keep ``MAX_CONTENT_LENGTH``, which we never touch."""
+    request.max_content_length = _provider().settings.max_request_bytes
+
+
 def _security_headers(resp: BaseResponse) -> BaseResponse:
     """Every OP response, success or error: no MIME sniffing (a JSON body or a reflected
     value is never run as HTML or script), and no framing (clickjacking of the login and
@@ -613,7 +621,9 @@ def make_blueprint(routes: Sequence[Route] = ROUTES) -> Blueprint:
     ``oidc_logout/<name>.html``, so a host's ``templates/login.html`` never replaces one of
     ours by accident while a host ``templates/oidc_logout/login.html`` does, on purpose."""
     bp = Blueprint(BLUEPRINT_NAME, __name__, template_folder="templates")
+    bp.before_request(_limit_request_body)
     bp.after_request(_security_headers)
+    register_blueprint_error_handlers(bp)
     for route in routes:
         bp.add_url_rule(route.path, route.name, _VIEWS[route.name], methods=list(route.methods))
     return bp
