@@ -17,14 +17,14 @@ from .vocabulary import DeliveryState
 DEFAULT_PASSWORD = "wonderland"
 
 
-def _provider(args: argparse.Namespace) -> Provider:
+def _provider(args: argparse.Namespace, migrate: bool | None = None) -> Provider:
     """The OP core as an operator command needs it: no user directory (operators terminate,
-    inspect and rotate; they never sign anyone in)."""
+    inspect and rotate; they never sign anyone in). ``migrate``: see ``Provider.setup``."""
     settings = settings_from_env()
     if getattr(args, "database_url", None):
         settings = settings.replace(database_url=args.database_url)
     provider = Provider(settings)
-    provider.setup()
+    provider.setup(migrate=migrate)
     return provider
 
 
@@ -144,7 +144,8 @@ def cmd_expire(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    _provider(args)
+    # Always migrates, whatever OIDC_LOGOUT_AUTO_MIGRATE says: this is the deploy step.
+    _provider(args, migrate=True)
     print("schema is at head")
     return 0
 

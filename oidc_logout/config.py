@@ -25,6 +25,11 @@ class Settings:
     dev_mode: bool = False
     #: Addresses admitted for logout URIs besides public ones (CIDRs), e.g. an internal RP.
     address_allowlist: tuple[str, ...] = ()
+    #: Bring the schema to head at start-up (``init_app`` / ``Provider.setup()``), under a
+    #: lock so concurrent starts serialize. On by default (the demo and a single embedded
+    #: process just work); in production run ``oidc-logout migrate`` as a deploy step and set
+    #: it false: start-up then refuses a schema that is not at head, naming the command.
+    auto_migrate: bool = True
 
     # Tokens
     access_token_lifetime: int = 3600
@@ -101,7 +106,17 @@ class Settings:
     #: The window (seconds) failed sign-ins are counted in.
     login_throttle_window: int = 900
 
+    # Flask integration (nothing app-wide changes unless asked)
+    #: Path the extension's routes are mounted under ("" keeps them at the root, e.g.
+    #: ``/oidc``); discovery advertises the prefixed URLs. ``OIDCLogout(url_prefix=...)`` wins.
+    url_prefix: str = ""
+    #: Serve ``/.well-known/openid-configuration`` and ``/.well-known/oauth-authorization-server``.
+    #: Off when the host publishes its own discovery document and merges ``OIDCLogout.metadata()``.
+    serve_discovery: bool = True
+
     # Requests
+    #: Request-body limit (bytes) of the extension's routes only (413 beyond it); the host's
+    #: own routes and ``MAX_CONTENT_LENGTH`` are left alone.
     max_request_bytes: int = MAX_REQUEST_BYTES
     admin_scope: str = "oidc_logout:admin"
 

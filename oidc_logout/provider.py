@@ -25,7 +25,7 @@ from .protocols import UserDirectory
 from .storage.base import utcnow
 from .storage.models import Client, Delivery, OPSession, Termination
 from .storage.queries import lifetime_cutoffs
-from .storage.schema import make_engine, upgrade
+from .storage.schema import check_at_head, lock_schema, make_engine, upgrade
 from .termination import Target, by_credential, by_expiry, terminate
 from .tokens import token_hash
 from .vocabulary import FINAL_STATES, Channel, DeliveryState
@@ -75,12 +75,27 @@ class Provider:
         self._users = users
 
     # -- lifecycle -----------------------------------------------------------------------
-    def setup(self, migrate: bool = True) -> None:
-        """Migrate the schema (Alembic) and make sure signing keys exist."""
+    def setup(self, migrate: bool | None = None) -> None:
+        """Migrate the schema (Alembic) and make sure signing keys exist.
+
+        ``migrate`` defaults to ``settings.auto_migrate``. Migrating takes the schema lock
+        (:func:`~oidc_logout.storage.schema.upgrade`), so concurrent starts serialize; not
+        migrating checks the schema is at head and raises
+        :class:`~oidc_logout.storage.schema.SchemaNotAtHead` (naming ``oidc-logout migrate``)
+        if it is not."""
+        if migrate is None:
+            migrate = self.settings.auto_migrate
         if migrate:
             upgrade(self.engine)
-        with self.session_factory.begin() as db:
-            ensure_keys(db, tuple(sorted({"RS256", "ES256", self.settings.default_id_token_alg})))
+        else:
+            check_at_head(self.engine)
+        with self.engine.connect() as connection:
+            # Under the same lock: two first starts must not both create signing keys.
+            lock_schema(connection)
+            with Session(bind=connection) as db:
+                ensure_keys(db, tuple(sorted({"RS256", "ES256", self.settings.default_id_token_alg})))
+                db.flush()
+            connection.commit()
         self.keyring.refresh()
 
     def start_background(self) -> None:

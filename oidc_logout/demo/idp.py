@@ -10,6 +10,7 @@ from flask import Flask
 from ..clients import load_clients, read_clients_file
 from ..config import Settings
 from ..flask import OIDCLogout
+from ..flask.errors import register_app_error_handlers
 from ..provider import Provider
 from .users import DemoUsers
 
@@ -31,6 +32,9 @@ def create_idp_app(
     if clients:
         load_clients(provider, clients)
     OIDCLogout(app, provider=provider, start_background=start_background)
+    # The demo app is nothing but the OP: it asks for our error rendering app-wide (JSON
+    # 404s at unknown paths too). A host app leaves this out and keeps its own.
+    register_app_error_handlers(app)
     return app
 
 

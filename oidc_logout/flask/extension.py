@@ -7,20 +7,27 @@ state lives in ``app.extensions["oidc_logout"]``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from flask import Flask, g
+from flask import Flask, g, request
 
 from .._redact import install_library_log_redaction
+from ..backchannel import discovery as backchannel_discovery
 from ..config import Settings, settings_from_mapping
+from ..frontchannel import discovery as frontchannel_discovery
 from ..protocols import UserDirectory
 from ..provider import Provider
-from .errors import register_error_handlers
+from .errors import register_routing_error_handlers
+from .routes import Route, endpoint_metadata, normalize_prefix, served_routes
 from .server import OPServer
 from .signin import sign_in
 from .state import ExtensionState, state
-from .views import blueprint
+from .views import BLUEPRINT_NAME, make_blueprint
+
+#: Members of ``OIDCLogout.metadata()``: what a host with its own discovery document merges.
+_MERGED_ENDPOINTS = ("end_session_endpoint", "revocation_endpoint", "introspection_endpoint")
 
 
 class OIDCLogout:
@@ -32,13 +39,22 @@ class OIDCLogout:
         settings: Settings | None = None,
         provider: Provider | None = None,
         start_background: bool = True,
+        url_prefix: str | None = None,
+        serve_discovery: bool | None = None,
     ) -> None:
+        """``url_prefix`` / ``serve_discovery`` override the ``OIDC_LOGOUT_URL_PREFIX`` /
+        ``OIDC_LOGOUT_SERVE_DISCOVERY`` settings (see :class:`~oidc_logout.config.Settings`)."""
         self._users = users
         self._settings = settings
         self._provider = provider
         self._start_background = start_background
+        self._url_prefix = url_prefix
+        self._serve_discovery = serve_discovery
         #: The OP core of the app this extension was initialised on.
         self.provider: Provider | None = provider
+        #: Where the routes are mounted on that app (``""``: at the root).
+        self.url_prefix = ""
+        self._routes: tuple[Route, ...] = ()
         if app is not None:
             self.init_app(app)
 
@@ -53,23 +69,49 @@ class OIDCLogout:
             provider = Provider(settings, self._users)
             provider.setup()
         settings = provider.settings
+        prefix = normalize_prefix(self._url_prefix if self._url_prefix is not None else settings.url_prefix)
+        serve_discovery = (
+            self._serve_discovery if self._serve_discovery is not None else settings.serve_discovery
+        )
+        routes = served_routes(serve_discovery=serve_discovery)
+        check_no_shadowing(app, prefix, routes)
         install_library_log_redaction()
-        # Flask's default config holds MAX_CONTENT_LENGTH = None, so setdefault would not apply.
-        if app.config.get("MAX_CONTENT_LENGTH") is None:
-            app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
         if not app.secret_key:
             raise RuntimeError(
                 "OIDCLogout needs app.secret_key (CSRF tokens live in Flask's signed session)."
             )
         server = OPServer(provider)
-        app.extensions["oidc_logout"] = ExtensionState(provider, server)
+        app.extensions["oidc_logout"] = ExtensionState(
+            provider, server, url_prefix=prefix, route_names=frozenset(r.name for r in routes)
+        )
         self.provider = provider
+        self.url_prefix = prefix
+        self._routes = routes
 
-        app.register_blueprint(blueprint)
-        register_error_handlers(app)
+        app.register_blueprint(make_blueprint(routes), url_prefix=prefix or None)
+        register_routing_error_handlers(app, _ours_matcher(prefix, routes))
         app.teardown_appcontext(_close_db)
         if self._start_background:
             provider.start_background()
+
+    def metadata(self) -> dict[str, Any]:
+        """The logout, revocation, introspection and end-session members of our discovery
+        document (Back-/Front-Channel Logout §2.1/§3, RFC 7009 / RFC 7662 via RFC 8414 §2,
+        RP-Initiated Logout §2.1), with absolute URLs under the issuer and ``url_prefix``:
+        for a host that serves its own discovery document (``serve_discovery=False``) to
+        merge into it. Logout tokens are signed with this extension's keys: the host's
+        ``jwks_uri`` must publish them (ours is ``metadata()``'s sibling ``<prefix>/jwks``)."""
+        if self.provider is None:
+            raise RuntimeError("OIDCLogout.metadata() needs init_app() first")
+        endpoints = endpoint_metadata(self.provider.settings.issuer, self.url_prefix, self._routes)
+        auth_methods = ["client_secret_basic", "client_secret_post", "none"]
+        return {
+            **{k: v for k, v in endpoints.items() if k in _MERGED_ENDPOINTS},
+            "revocation_endpoint_auth_methods_supported": auth_methods,
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            **backchannel_discovery.metadata(),
+            **frontchannel_discovery.metadata(),
+        }
 
     @staticmethod
     def sign_in(
@@ -87,10 +129,61 @@ class OIDCLogout:
         return sign_in(response, state().provider, subject, auth_time=auth_time, amr=amr, acr=acr)
 
 
+def _rule_shape(rule: str) -> str:
+    """A rule with its variables blanked: ``/a/<x>`` and ``/a/<int:y>`` overlap."""
+    return re.sub(r"<[^>]*>", "<>", rule)
+
+
+def check_no_shadowing(app: Flask, prefix: str, routes: Sequence[Route]) -> None:
+    """Raise ``RuntimeError`` naming both endpoints for every route of ours whose URL (after
+    ``prefix``) and methods overlap a rule the host registered before us: one of the two
+    would silently never be reached."""
+    host_rules = [r for r in app.url_map.iter_rules() if not r.endpoint.startswith(BLUEPRINT_NAME + ".")]
+    collisions = []
+    for route in routes:
+        shape = _rule_shape(prefix + route.path)
+        for rule in host_rules:
+            overlap = set(route.methods) & set(rule.methods or ())
+            if _rule_shape(rule.rule) == shape and overlap:
+                collisions.append(
+                    f"{', '.join(sorted(overlap))} {prefix + route.path}: the host's endpoint "
+                    f"{rule.endpoint!r} and {BLUEPRINT_NAME}.{route.name}"
+                )
+    if collisions:
+        raise RuntimeError(
+            "OIDCLogout would shadow routes the app already serves ("
+            + "; ".join(collisions)
+            + "). Mount the extension elsewhere (url_prefix=...), let the host keep its discovery "
+            "(serve_discovery=False and merge OIDCLogout.metadata()), or move the host's route."
+        )
+
+
+def _ours_matcher(prefix: str, routes: Sequence[Route]) -> Callable[[], bool]:
+    """Whether the current request is the extension's, for errors raised before any view
+    ran: its endpoint is ours, or its path is under our prefix, or (no prefix) it is the
+    path of one of our routes (a 405). Everything else is the host's."""
+    shapes = [
+        re.compile(
+            re.sub(r"<[^>]*>", "[^/]+", re.escape(prefix + r.path).replace(r"\<", "<").replace(r"\>", ">"))
+        )
+        for r in routes
+    ]
+
+    def is_ours() -> bool:
+        if request.blueprint == BLUEPRINT_NAME:
+            return True
+        path = request.path
+        if prefix and (path == prefix or path.startswith(prefix + "/")):
+            return True
+        return any(shape.fullmatch(path) for shape in shapes)
+
+    return is_ours
+
+
 def _close_db(_exc: Any) -> None:
     db = g.pop("_oidc_logout_db", None)
     if db is not None:
         db.close()
 
 
-__all__ = ["OIDCLogout"]
+__all__ = ["OIDCLogout", "check_no_shadowing"]

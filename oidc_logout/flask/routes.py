@@ -3,9 +3,18 @@ path can never be served under one URL and advertised under another."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ROUTES", "Route", "browser_paths", "endpoint_metadata"]
+__all__ = [
+    "DISCOVERY_ROUTES",
+    "ROUTES",
+    "Route",
+    "browser_paths",
+    "endpoint_metadata",
+    "normalize_prefix",
+    "served_routes",
+]
 
 
 @dataclass(frozen=True)
@@ -40,12 +49,32 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-def endpoint_metadata(issuer: str) -> dict[str, str]:
-    """``{metadata member: absolute URL}`` of every advertised route."""
-    base = issuer.rstrip("/")
-    return {r.metadata: base + r.path for r in ROUTES if r.metadata}
+#: The discovery documents: left out when the host serves its own (``serve_discovery=False``).
+DISCOVERY_ROUTES = frozenset({"discovery", "discovery_oauth"})
 
 
-def browser_paths() -> tuple[str, ...]:
+def normalize_prefix(prefix: str) -> str:
+    """``""`` (served at the root) or ``"/a/b"``: one leading slash, no trailing slash."""
+    prefix = prefix.strip().strip("/")
+    if not prefix:
+        return ""
+    if any(c in prefix for c in "<>?#") or "//" in prefix:
+        raise ValueError(f"url_prefix {prefix!r}: a plain path such as '/oidc' is expected")
+    return "/" + prefix
+
+
+def served_routes(*, serve_discovery: bool = True) -> tuple[Route, ...]:
+    """The routes the blueprint registers."""
+    return tuple(r for r in ROUTES if serve_discovery or r.name not in DISCOVERY_ROUTES)
+
+
+def endpoint_metadata(issuer: str, prefix: str = "", routes: Iterable[Route] = ROUTES) -> dict[str, str]:
+    """``{metadata member: absolute URL}`` of every advertised route, under ``prefix``."""
+    base = issuer.rstrip("/") + normalize_prefix(prefix)
+    return {r.metadata: base + r.path for r in routes if r.metadata}
+
+
+def browser_paths(prefix: str = "") -> tuple[str, ...]:
     """Path prefixes whose errors a browser sees."""
-    return tuple(r.path.split("<", 1)[0] for r in ROUTES if r.browser)
+    prefix = normalize_prefix(prefix)
+    return tuple(prefix + r.path.split("<", 1)[0] for r in ROUTES if r.browser)

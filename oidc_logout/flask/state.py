@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from flask import current_app
@@ -18,6 +18,10 @@ __all__ = ["ExtensionState", "state"]
 class ExtensionState:
     provider: Provider
     server: OPServer
+    #: Where the blueprint is mounted (``""`` or ``"/a/b"``).
+    url_prefix: str = ""
+    #: The route names the blueprint serves (discovery may be left to the host).
+    route_names: frozenset[str] = field(default_factory=frozenset)
 
 
 def state() -> ExtensionState:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -45,19 +45,21 @@ from ..storage.consent import approved_scopes, remember_consent
 from ..storage.models import Token
 from ..throttle import login_limits, registration_limits
 from ..tokens import same_secret
+from .errors import register_blueprint_error_handlers
 from .opsession import (
     check_csrf,
     clear_cookie,
     csrf_token,
     current_op_session,
 )
-from .routes import ROUTES, endpoint_metadata
+from .routes import ROUTES, Route, endpoint_metadata
 from .server import OPServer, request_db
 from .signin import sign_in
 from .state import state
 
 log = logging.getLogger(__name__)
-blueprint = Blueprint("oidc_logout", __name__, template_folder="templates")
+#: The blueprint's name: endpoints are ``oidc_logout.<route name>``.
+BLUEPRINT_NAME = "oidc_logout"
 
 FORM = "application/x-www-form-urlencoded"
 _VIEWS: dict[str, Callable[..., BaseResponse]] = {}
@@ -127,11 +129,10 @@ def _authlib_endpoint(fn: Callable[[], BaseResponse]) -> BaseResponse:
 @view
 def discovery() -> BaseResponse:
     provider = _provider()
-    resp = jsonify(
-        provider_metadata(
-            provider.settings.issuer, endpoint_metadata(provider.settings.issuer), provider.keyring.algs()
-        )
-    )
+    ext = state()
+    served = [r for r in ROUTES if r.name in ext.route_names]
+    endpoints = endpoint_metadata(provider.settings.issuer, ext.url_prefix, served)
+    resp = jsonify(provider_metadata(provider.settings.issuer, endpoints, provider.keyring.algs()))
     resp.headers["Cache-Control"] = "public, max-age=300"
     return resp
 
@@ -171,7 +172,8 @@ def _safe_next(value: str | None) -> str:
 #: RFC 9110 §15.5.2: "The server generating a 401 response MUST send a WWW-Authenticate
 #: header field containing at least one challenge applicable to the target resource." HTML
 #: form sign-in has no registered scheme; browsers ignore unknown schemes (no dialog).
-LOGIN_CHALLENGE = 'Form realm="oidc-logout", form-action="/login"'
+def login_challenge() -> str:
+    return f'Form realm="oidc-logout", form-action="{url_for("oidc_logout.login")}"'
 
 
 def _login_page(
@@ -187,7 +189,7 @@ def _login_page(
         username=username[:255],
     )
     if status == 401:
-        resp.headers["WWW-Authenticate"] = LOGIN_CHALLENGE
+        resp.headers["WWW-Authenticate"] = login_challenge()
     return resp
 
 
@@ -598,7 +600,13 @@ def admin_rotate_secret(client_id: str) -> BaseResponse:
     return _no_store(jsonify(body_out))
 
 
-@blueprint.after_request
+def _limit_request_body() -> None:
+    """``Settings.max_request_bytes`` on the extension's routes only (Flask >= 3.1 reads the
+    limit per request): a larger body is a 413 rendered by our handlers, while the host's
+    routes keep ``MAX_CONTENT_LENGTH``, which we never touch."""
+    request.max_content_length = _provider().settings.max_request_bytes
+
+
 def _security_headers(resp: BaseResponse) -> BaseResponse:
     """Every OP response, success or error: no MIME sniffing (a JSON body or a reflected
     value is never run as HTML or script), and no framing (clickjacking of the login and
@@ -608,13 +616,25 @@ def _security_headers(resp: BaseResponse) -> BaseResponse:
     if resp.status_code == 401 and "WWW-Authenticate" not in resp.headers:
         # RFC 6749 §5.2 / RFC 9110 §15.5.2: a 401 always carries a challenge.
         resp.headers["WWW-Authenticate"] = (
-            LOGIN_CHALLENGE if request.endpoint == "oidc_logout.login" else 'Basic realm="oidc-logout"'
+            login_challenge() if request.endpoint == "oidc_logout.login" else 'Basic realm="oidc-logout"'
         )
     return resp
 
 
-for _route in ROUTES:
-    blueprint.add_url_rule(_route.path, _route.name, _VIEWS[_route.name], methods=list(_route.methods))
+def make_blueprint(routes: Sequence[Route] = ROUTES) -> Blueprint:
+    """A blueprint serving ``routes`` (one per app: which routes, and where, is per app).
+
+    Templates: ``template_folder`` makes ours the *last* resort of Flask's loader (the app's
+    own ``templates/`` folder comes first), and every template of ours is named
+    ``oidc_logout/<name>.html``, so a host's ``templates/login.html`` never replaces one of
+    ours by accident while a host ``templates/oidc_logout/login.html`` does, on purpose."""
+    bp = Blueprint(BLUEPRINT_NAME, __name__, template_folder="templates")
+    bp.before_request(_limit_request_body)
+    bp.after_request(_security_headers)
+    register_blueprint_error_handlers(bp)
+    for route in routes:
+        bp.add_url_rule(route.path, route.name, _VIEWS[route.name], methods=list(route.methods))
+    return bp
 
 
-__all__ = ["blueprint"]
+__all__ = ["BLUEPRINT_NAME", "make_blueprint"]

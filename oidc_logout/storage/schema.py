@@ -7,10 +7,21 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import StaticPool
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: The PostgreSQL advisory lock key that serializes schema upgrades (and first-start key
+#: creation) across processes: the bytes of "oidclgo1" as a signed 64-bit integer.
+ADVISORY_LOCK_KEY = int.from_bytes(b"oidclgo1", "big", signed=True)
+#: Alembic version table of this package (the same name as VERSION_TABLE in migrations/env.py).
+VERSION_TABLE = "oidc_logout_alembic_version"
+
+
+class SchemaNotAtHead(RuntimeError):
+    """The database schema is behind this release and auto-migration is off."""
 
 
 def make_engine(url: str, **kwargs: object) -> Engine:
@@ -42,12 +53,56 @@ def alembic_config() -> Config:
     return cfg
 
 
+def lock_schema(connection: Connection) -> None:
+    """Serialize with every other migrator/first start until ``connection``'s transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock (released at commit or rollback).
+    SQLite: the database write lock, taken up front (``BEGIN IMMEDIATE``) so a second
+    starter waits out the busy timeout instead of failing on a stale snapshot; the
+    connection must not be in a database transaction yet. Other dialects: nothing.
+    """
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    elif dialect == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` with Alembic (the only way tables are created)."""
+    """Bring the schema to ``revision`` with Alembic (the only way tables are created).
+
+    Takes :func:`lock_schema` first, inside the migration transaction: concurrent starts
+    on a fresh database run one after the other, and the later ones find the schema at
+    ``revision`` and do nothing."""
     cfg = alembic_config()
-    with engine.begin() as connection:
+    with engine.connect() as connection:
+        lock_schema(connection)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
+        connection.commit()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (``None``: never migrated)."""
+    with engine.connect() as connection:
+        ctx = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return ctx.get_current_revision()
+
+
+def head_revision() -> str | None:
+    """The newest revision this release ships."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def check_at_head(engine: Engine) -> None:
+    """Raise :class:`SchemaNotAtHead` unless the schema is at this release's head."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise SchemaNotAtHead(
+            f"the oidc-logout database schema is at revision {current or '(none: empty database)'}, "
+            f"this release needs {head}; run `oidc-logout migrate` (same OIDC_LOGOUT_DATABASE_URL) "
+            "as a deploy step, or set OIDC_LOGOUT_AUTO_MIGRATE=true"
+        )
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
