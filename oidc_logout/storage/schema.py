@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import random
+import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -38,13 +42,28 @@ def make_engine(url: str, **kwargs: object) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             if url not in ("sqlite://", "sqlite:///:memory:"):
-                cur.execute("PRAGMA journal_mode=WAL")
+                _set_wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+def _set_wal(cur: Any, attempts: int = 200) -> None:
+    """Switch the file to WAL. Switching needs the database to itself and SQLite answers
+    "database is locked" at once instead of waiting out the busy timeout, so several first
+    connections at once (concurrent starts on a fresh file) retry briefly; the mode is
+    persistent, so once one of them set it the others find it set."""
+    for attempt in range(attempts):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01 + 0.02 * random.random())
 
 
 def alembic_config() -> Config:
