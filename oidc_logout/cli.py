@@ -12,7 +12,7 @@ from typing import Any
 from . import __version__
 from .config import SettingsError, settings_from_env
 from .provider import Provider
-from .vocabulary import DeliveryState
+from .vocabulary import Channel, DeliveryState
 
 DEFAULT_PASSWORD = "wonderland"
 
@@ -64,7 +64,20 @@ def cmd_terminate(args: argparse.Namespace) -> int:
         report = provider.termination_report(db, outcome.termination_id)
     provider.stop_background()
     print(json.dumps(report, indent=2))
-    return 0
+    unconfirmed = [
+        d
+        for d in (report or {}).get("deliveries", [])
+        if d["channel"] == Channel.BACKCHANNEL and d["state"] != DeliveryState.DELIVERED
+    ]
+    for d in unconfirmed:
+        # The termination committed (sessions ended, tokens revoked); these RPs have not
+        # confirmed yet (or refused): say which, and exit non-zero.
+        print(
+            f"oidc-logout: RP {d['client_id']} ({d['target_uri']}) has not confirmed the logout: "
+            f"{d['state']}{': ' + d['last_error'] if d.get('last_error') else ''}",
+            file=sys.stderr,
+        )
+    return 1 if unconfirmed else 0
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
@@ -73,9 +86,13 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
 
     provider = _provider(args)
     with provider.session_factory() as db:
-        states = tuple(args.state) if args.state else ("pending", "in_flight", "failed", "dead")
-        rows = [delivery_to_dict(d, attempts=False) for d in list_deliveries(db, states, limit=args.limit)]
-        print(json.dumps({"summary": summary(db), "deliveries": rows}, indent=2))
+        states = tuple(args.state) if args.state else None
+        channel = args.channel or None
+        rows = [
+            delivery_to_dict(d, attempts=False)
+            for d in list_deliveries(db, states, channel=channel, limit=args.limit, newest_first=True)
+        ]
+        print(json.dumps({"summary": summary(db, channel), "deliveries": rows}, indent=2))
     return 0
 
 
@@ -198,14 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--database-url")
     t.set_defaults(func=cmd_terminate)
 
-    dl = sub.add_parser("deliveries", help="list RP notifications (pending, failed, dead)")
+    dl = sub.add_parser("deliveries", help="list RP notifications, newest first (every state, both channels)")
     dl.add_argument(
         "--state",
         action="append",
         choices=[str(s) for s in DeliveryState],
         help="filter by state (repeatable)",
     )
-    dl.add_argument("--limit", type=int, default=100, help="at most this many rows (oldest first)")
+    dl.add_argument("--channel", choices=[str(c) for c in Channel], help="only this channel")
+    dl.add_argument("--limit", type=int, default=100, help="at most this many rows (newest first)")
     dl.add_argument("--database-url")
     dl.set_defaults(func=cmd_deliveries)
 

@@ -703,10 +703,16 @@ def summary(db: Session, channel: str | None = BACKCHANNEL) -> dict[str, int]:
 
 
 def list_deliveries(
-    db: Session, states: Sequence[str] | None = None, *, channel: str | None = BACKCHANNEL, limit: int = 100
+    db: Session,
+    states: Sequence[str] | None = None,
+    *,
+    channel: str | None = BACKCHANNEL,
+    limit: int = 100,
+    newest_first: bool = False,
 ) -> list[Delivery]:
-    """Rows in ``states`` (all if None), oldest first, for the CLI and admin API."""
-    q = select(Delivery).order_by(Delivery.id).limit(limit)
+    """Rows in ``states`` (all if None) of ``channel`` (all if None), oldest first unless
+    ``newest_first``, for the CLI and admin API."""
+    q = select(Delivery).order_by(Delivery.id.desc() if newest_first else Delivery.id).limit(limit)
     if states:
         q = q.where(Delivery.state.in_(list(states)))
     if channel is not None:

@@ -122,3 +122,47 @@ def test_rotate_key_publishes_first_then_signs_and_keeps_the_old_key_published(d
     finally:
         env.idp.stop()
         env.rps.stop()
+
+
+def test_terminate_exits_non_zero_naming_an_rp_that_did_not_confirm(database_url):
+    """The termination commits either way (sessions ended, tokens revoked), but an operator
+    must learn that an RP did not confirm: exit 1 and one line per such RP."""
+    env = make_env(database_url, replies={"rp-b": [Reply(400, body=b'{"error":"invalid_request"}')]})
+    try:
+        browser = Browser(env.idp.url)
+        browser.login()
+        for name in ("rp-a", "rp-b"):
+            authorize(browser, env.metas[name])
+        out = _cli(env, "terminate", "--sub", "alice", "--reason", "offboarding", "--wait", "5")
+        assert out.returncode == 1, out.stderr
+        assert "rp-b" in out.stderr and "rp-a" not in out.stderr and "Traceback" not in out.stderr
+        report = json.loads(out.stdout)
+        assert report["sessions_ended"] == 1
+    finally:
+        env.idp.stop()
+        env.rps.stop()
+
+
+def test_deliveries_shows_every_state_of_both_channels_newest_first(database_url):
+    """The proof command: by default every state (delivered included), both channels."""
+    env = make_env(database_url)
+    try:
+        browser = Browser(env.idp.url)
+        browser.login()
+        authorize(browser, env.metas["rp-a"])
+        env.idp.provider.terminate_now(by_subject("alice"), reason="first", initiator="test", wait=5)
+        browser.login()
+        authorize(browser, env.metas["rp-a"])
+        env.idp.provider.terminate_now(by_subject("alice"), reason="second", initiator="test", wait=5)
+        out = _cli(env, "deliveries")
+        assert out.returncode == 0, out.stderr
+        listed = json.loads(out.stdout)
+        states = {d["state"] for d in listed["deliveries"]}
+        assert "delivered" in states, states
+        ids = [d["id"] for d in listed["deliveries"]]
+        assert ids == sorted(ids, reverse=True) and len(ids) == 2
+        only = json.loads(_cli(env, "deliveries", "--channel", "frontchannel").stdout)
+        assert only["deliveries"] == []
+    finally:
+        env.idp.stop()
+        env.rps.stop()
