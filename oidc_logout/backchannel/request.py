@@ -159,7 +159,7 @@ def classify_response(
             # §2.6 step 3: the RP validates the signature "using the key ... from the jwks_uri";
             # right after a key rotation (or while its first JWKS fetch fails) it cannot, and
             # RPs rate-limit refetches on an unknown kid. The same token verifies once the RP
-            # refetched: retry after its cooldown instead of giving up (issue 12 item 4).
+            # refetched: retry after its cooldown instead of giving up (a key rollover in flight).
             return RETRY, error, key_retry_delay
         # §2.8: "If the request failed to validate [...] the RP MUST respond with HTTP 400
         # Bad Request" (optionally with JSON error/error_description): resending the same

@@ -76,7 +76,7 @@ def _sign_in_and_get_final_location(idp_url: str, rp_url: str, nxt: str) -> str:
 
 
 @pytest.mark.parametrize("nxt", ["//evil.example/x", "/\\evil.example/x", "https://evil.example/"])
-def test_item9_demo_rp_never_redirects_off_site_after_sign_in(demo, nxt: str) -> None:  # type: ignore[no-untyped-def]
+def test_demo_rp_never_redirects_off_site_after_sign_in(demo, nxt: str) -> None:  # type: ignore[no-untyped-def]
     idp, cfg = demo
     location = _sign_in_and_get_final_location(idp.url, cfg.base_url, nxt)
     resolved = urljoin(cfg.base_url + "/callback", location)
@@ -84,13 +84,13 @@ def test_item9_demo_rp_never_redirects_off_site_after_sign_in(demo, nxt: str) ->
     assert location == "/"
 
 
-def test_item9_demo_rp_keeps_a_local_next_path(demo) -> None:  # type: ignore[no-untyped-def]
+def test_demo_rp_keeps_a_local_next_path(demo) -> None:  # type: ignore[no-untyped-def]
     idp, cfg = demo
     assert _sign_in_and_get_final_location(idp.url, cfg.base_url, "/protected") == "/protected"
 
 
 @pytest.mark.parametrize("nxt", HOSTILE)
-def test_item9_safe_next_refuses_every_off_site_form(nxt: str) -> None:
+def test_safe_next_refuses_every_off_site_form(nxt: str) -> None:
     from oidc_logout.demo.rp_app import safe_next
 
     safe = safe_next(nxt)

@@ -116,9 +116,7 @@ def assert_400_no_store(resp: requests.Response, reason: str | None = None) -> N
 # -- item 10 --------------------------------------------------------------------------------
 
 
-def test_item10_es256_token_with_a_published_p256_key_is_refused_for_an_rs256_client(
-    op: FakeOP, rp: RP
-) -> None:
+def test_es256_token_with_a_published_p256_key_is_refused_for_an_rs256_client(op: FakeOP, rp: RP) -> None:
     """Back-Channel §2.6 step 3 → Core §3.1.3.7: the OP publishes an RSA and a P-256 key; the
     client registered no alg (RS256), so an ES256 token gets 400 and ends nothing."""
     op.keys = [rsa_key("k1"), ec_key("e1")]
@@ -135,7 +133,7 @@ def test_item10_es256_token_with_a_published_p256_key_is_refused_for_an_rs256_cl
 # -- item 11 --------------------------------------------------------------------------------
 
 
-def test_item11_a_declared_500_mb_body_is_refused_before_reading_it(rp: RP) -> None:
+def test_a_declared_500_mb_body_is_refused_before_reading_it(rp: RP) -> None:
     """Content-Length: 500 MB, nothing sent: the 400 comes at once (the old code blocked
     reading the body, and with the body sent, held all of it in memory)."""
     head = (
@@ -153,7 +151,7 @@ def test_item11_a_declared_500_mb_body_is_refused_before_reading_it(rp: RP) -> N
     assert rp.bytes_read[0] == 0
 
 
-def test_item11_an_undeclared_chunked_body_is_read_only_up_to_the_limit(rp: RP) -> None:
+def test_an_undeclared_chunked_body_is_read_only_up_to_the_limit(rp: RP) -> None:
     """Chunked upload (no Content-Length) of 4 MiB: at most limit+1 bytes are read."""
     chunk = b"logout_token=" + b"a" * (64 * 1024 - 13)
     body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(64)) + b"0\r\n\r\n"
@@ -170,7 +168,7 @@ def test_item11_an_undeclared_chunked_body_is_read_only_up_to_the_limit(rp: RP) 
     assert 0 < rp.bytes_read[0] <= MAX_BODY_BYTES + 1 + 64 * 1024, rp.bytes_read[0]
 
 
-def test_item11_a_body_just_over_the_limit_is_refused_and_one_under_works(op: FakeOP, rp: RP) -> None:
+def test_a_body_just_over_the_limit_is_refused_and_one_under_works(op: FakeOP, rp: RP) -> None:
     browser = rp.browser(sid="op-sid-1")
     token = logout_token(op.issuer, now=time.time(), sid="op-sid-1")
     over = f"logout_token={token}&pad=".encode()
@@ -190,7 +188,7 @@ def test_item11_a_body_just_over_the_limit_is_refused_and_one_under_works(op: Fa
 # -- item 13 --------------------------------------------------------------------------------
 
 
-def test_item13_frontchannel_route_is_not_mounted_unless_configured(op: FakeOP, rp: RP) -> None:
+def test_frontchannel_route_is_not_mounted_unless_configured(op: FakeOP, rp: RP) -> None:
     """An RP not registered for front-channel logout has no such route (404), so no
     cross-site GET can log its users out."""
     browser = rp.browser(sid="op-sid-1")
@@ -202,7 +200,7 @@ def test_item13_frontchannel_route_is_not_mounted_unless_configured(op: FakeOP, 
 
 
 @pytest.mark.parametrize("params", [{}, {"sid": "op-sid-1"}, {"iss": "ISS"}])
-def test_item13_bare_or_partial_frontchannel_get_ends_nothing_when_session_required(
+def test_bare_or_partial_frontchannel_get_ends_nothing_when_session_required(
     op: FakeOP, params: dict[str, str]
 ) -> None:
     """Front-Channel Logout §2 (frontchannel_logout_session_required): iss and sid are required;
@@ -230,7 +228,7 @@ def test_item13_bare_or_partial_frontchannel_get_ends_nothing_when_session_requi
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "PROPFIND"])
-def test_item14_wrong_method_on_the_backchannel_endpoint_is_405_with_no_store(rp: RP, method: str) -> None:
+def test_wrong_method_on_the_backchannel_endpoint_is_405_with_no_store(rp: RP, method: str) -> None:
     """§2.8: the endpoint's responses carry Cache-Control: no-store, a 405 included."""
     resp = requests.request(method, rp.url + BC, timeout=5)
     assert resp.status_code == 405
@@ -238,7 +236,7 @@ def test_item14_wrong_method_on_the_backchannel_endpoint_is_405_with_no_store(rp
     assert "POST" in resp.headers.get("Allow", "")
 
 
-def test_item14_wrong_method_on_the_frontchannel_endpoint_is_405_and_ends_nothing(op: FakeOP) -> None:
+def test_wrong_method_on_the_frontchannel_endpoint_is_405_and_ends_nothing(op: FakeOP) -> None:
     rp = RP(op, frontchannel=True)
     try:
         browser = rp.browser(sid="op-sid-1")
@@ -256,7 +254,7 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def test_item14_deeply_nested_header_gets_400_not_500(op: FakeOP, rp: RP) -> None:
+def test_deeply_nested_header_gets_400_not_500(op: FakeOP, rp: RP) -> None:
     browser = rp.browser(sid="op-sid-1")
     header = '{"alg":"RS256","x":' + "[" * 2000 + "]" * 2000 + "}"
     token = f"{_b64(header.encode())}.{_b64(json.dumps(claims(op.issuer, time.time())).encode())}.AAAA"
@@ -266,9 +264,7 @@ def test_item14_deeply_nested_header_gets_400_not_500(op: FakeOP, rp: RP) -> Non
 
 
 @pytest.mark.parametrize("raw", ["NaN", "Infinity", "1e999"])
-def test_item14_signed_token_with_non_finite_exp_gets_400_and_ends_nothing(
-    op: FakeOP, rp: RP, raw: str
-) -> None:
+def test_signed_token_with_non_finite_exp_gets_400_and_ends_nothing(op: FakeOP, rp: RP, raw: str) -> None:
     """A NaN exp never compared as expired: the old code answered 200 and ended the session."""
     browser = rp.browser(sid="op-sid-1")
     c = claims(op.issuer, time.time(), sid="op-sid-1")

@@ -1,4 +1,4 @@
-"""Issue 12 item 12: the session index lives as long as the session it points to (Redis and
+"""The session index lives as long as the session it points to (Redis and
 SQL), and the SQL backends purge expired rows on a schedule. Otherwise a valid logout token
 answers 200 and ends nothing (Back-Channel Logout 1.0 §2.7)."""
 
@@ -27,7 +27,7 @@ def _post_logout(client: Any, issuer: str, sid: str, now: float) -> int:
 
 
 @pytest.mark.redis
-def test_item12_redis_index_ttl_is_never_shorter_than_the_session_ttl(
+def test_redis_index_ttl_is_never_shorter_than_the_session_ttl(
     op: FakeOP, redis_client: Any, redis_prefix: str
 ) -> None:
     """Flask's default session lifetime (31 days) is renewed on every write: the index
@@ -56,7 +56,7 @@ def test_item12_redis_index_ttl_is_never_shorter_than_the_session_ttl(
 
 
 @pytest.mark.redis
-def test_item12_redis_logout_still_ends_a_session_that_outlived_the_index_ttl(
+def test_redis_logout_still_ends_a_session_that_outlived_the_index_ttl(
     op: FakeOP, redis_client: Any, redis_prefix: str
 ) -> None:
     """The reported symptom, scaled down: index TTL 1 s, session 60 s; 2 s later a valid
@@ -77,7 +77,7 @@ def test_item12_redis_logout_still_ends_a_session_that_outlived_the_index_ttl(
 
 
 @pytest.mark.redis
-def test_item12_redis_registering_a_short_lived_session_never_shortens_a_shared_entry(
+def test_redis_registering_a_short_lived_session_never_shortens_a_shared_entry(
     redis_client: Any, redis_prefix: str
 ) -> None:
     """The (iss, sub) set is shared by all of a user's sessions: expiry only grows."""
@@ -121,9 +121,7 @@ def _rows(engine: Any, table: Any) -> set[str]:
         return set(conn.execute(select(table.c[table.primary_key.columns.keys()[0]])).scalars())
 
 
-def test_item12_sql_index_purge_is_scheduled_and_spares_renewed_entries(
-    sql: tuple[Any, Any], clock: Clock
-) -> None:
+def test_sql_index_purge_is_scheduled_and_spares_renewed_entries(sql: tuple[Any, Any], clock: Clock) -> None:
     """Nothing used to purge the SQL index: rows of sessions that simply expired stayed
     forever. Now writes purge at most once per purge_interval; touch() keeps rows alive."""
     from oidc_logout.rp.sqla import SQLASessionIndex
@@ -143,7 +141,7 @@ def test_item12_sql_index_purge_is_scheduled_and_spares_renewed_entries(
     assert index.purge_expired() == 3
 
 
-def test_item12_sql_store_and_replay_cache_purge_on_schedule(sql: tuple[Any, Any], clock: Clock) -> None:
+def test_sql_store_and_replay_cache_purge_on_schedule(sql: tuple[Any, Any], clock: Clock) -> None:
     from oidc_logout.rp.sqla import SQLAReplayCache, SQLASessionStore
 
     engine, tables = sql
@@ -161,7 +159,7 @@ def test_item12_sql_store_and_replay_cache_purge_on_schedule(sql: tuple[Any, Any
         assert conn.execute(select(func.count()).select_from(tables.replay)).scalar() == 1
 
 
-def test_item12_sql_logout_ends_a_session_that_outlived_the_index_ttl(
+def test_sql_logout_ends_a_session_that_outlived_the_index_ttl(
     op: FakeOP, sql: tuple[Any, Any], clock: Clock
 ) -> None:
     """End to end with RPLogout: index TTL 10 s, session lifetime 1 h, 20 s later (and after a

@@ -31,7 +31,7 @@ def validator(**kw: Any) -> LogoutTokenValidator:
 # -- item 10: alg defaults to the registered one, RS256 -------------------------------------
 
 
-def test_item10_es256_token_is_refused_when_the_client_registered_the_default_rs256() -> None:
+def test_es256_token_is_refused_when_the_client_registered_the_default_rs256() -> None:
     """§2.6 step 3 / Core §3.1.3.7 step 7: a client registered without id_token_signed_response_alg
     uses RS256, so an ES256 token signed with a *published* P-256 key must be refused."""
     token = logout_token(ISS, ec_key("e1"), alg="ES256")
@@ -40,12 +40,12 @@ def test_item10_es256_token_is_refused_when_the_client_registered_the_default_rs
     assert info.value.reason == "alg_not_allowed"
 
 
-def test_item10_default_allowlist_is_rs256_only() -> None:
+def test_default_allowlist_is_rs256_only() -> None:
     assert validator().allowed_algs == ("RS256",)
     validator().validate(logout_token(ISS))
 
 
-def test_item10_registered_alg_is_accepted_and_rs256_then_refused() -> None:
+def test_registered_alg_is_accepted_and_rs256_then_refused() -> None:
     v = validator(allowed_algs=["ES256"])
     v.validate(logout_token(ISS, ec_key("e1"), alg="ES256"))
     with pytest.raises(LogoutTokenError) as info:
@@ -53,7 +53,7 @@ def test_item10_registered_alg_is_accepted_and_rs256_then_refused() -> None:
     assert info.value.reason == "alg_not_allowed"
 
 
-def test_item10_unknown_or_symmetric_algs_cannot_be_configured() -> None:
+def test_unknown_or_symmetric_algs_cannot_be_configured() -> None:
     for alg in ("none", "HS256", "ES256K", "rs256", ""):
         with pytest.raises(ValueError):
             validator(allowed_algs=[alg])
@@ -90,7 +90,7 @@ def payload_with(**raw_values: str) -> str:
         ("exp", "1" + "0" * 400),  # an int no float can hold: exp + leeway overflowed
     ],
 )
-def test_item14_non_finite_or_huge_numeric_dates_are_refused(claim: str, raw: str) -> None:
+def test_non_finite_or_huge_numeric_dates_are_refused(claim: str, raw: str) -> None:
     """RFC 8259 §6 has no NaN/Infinity; "now >= NaN" is False, so a NaN exp never expired."""
     token = raw_signed(payload_with(**{claim: raw}))
     with pytest.raises(LogoutTokenError) as info:
@@ -101,7 +101,7 @@ def test_item14_non_finite_or_huge_numeric_dates_are_refused(claim: str, raw: st
 
 @pytest.mark.parametrize("where", ["header", "payload"])
 @pytest.mark.parametrize("depth", [1500, 2600])
-def test_item14_deeply_nested_json_raises_only_logout_token_error(where: str, depth: int) -> None:
+def test_deeply_nested_json_raises_only_logout_token_error(where: str, depth: int) -> None:
     """A nesting depth that fits in 8 KiB but exhausts json's recursion limit."""
     nested = "[" * depth + "]" * depth
     if where == "header":
@@ -115,7 +115,7 @@ def test_item14_deeply_nested_json_raises_only_logout_token_error(where: str, de
     assert info.value.reason == "malformed"
 
 
-def test_item14_failing_replay_cache_surfaces_as_logout_token_error() -> None:
+def test_failing_replay_cache_surfaces_as_logout_token_error() -> None:
     """validate() raises only LogoutTokenError: storage trouble is the 503 subclass."""
     from oidc_logout.rp.errors import LogoutUnavailableError
 
@@ -128,7 +128,7 @@ def test_item14_failing_replay_cache_surfaces_as_logout_token_error() -> None:
     assert isinstance(info.value, LogoutTokenError) and info.value.status == 503
 
 
-def test_item14_failing_key_provider_surfaces_as_logout_token_error() -> None:
+def test_failing_key_provider_surfaces_as_logout_token_error() -> None:
     class Broken:
         def keys_for(self, kid: str | None, alg: str) -> list[Any]:
             raise RuntimeError("boom")
