@@ -24,7 +24,7 @@ from .keys import KeyRing, ensure_keys
 from .protocols import UserDirectory
 from .storage.base import utcnow
 from .storage.models import Client, Delivery, OPSession, Termination
-from .storage.queries import lifetime_cutoffs
+from .storage.queries import lifetime_cutoffs, rowcount
 from .storage.schema import check_at_head, lock_schema, make_engine, upgrade
 from .termination import Target, by_credential, by_expiry, terminate
 from .tokens import token_hash
@@ -143,7 +143,7 @@ class Provider:
                     last_error="no report from the browser (JavaScript off or page closed)",
                 )
             )
-            return int(getattr(result, "rowcount", 0) or 0)
+            return rowcount(result)
 
     # -- termination ---------------------------------------------------------------------
     def terminate_now(
@@ -300,23 +300,35 @@ class Provider:
         return report
 
     def record_frontchannel_report(self, db: Session, termination_id: str, loaded: set[int]) -> int:
-        """Front-channel §4 is best effort: store which iframes the browser saw load."""
+        """Front-channel §4 is best effort: store which iframes the browser saw load.
+
+        Conditional UPDATEs on ``state = pending``: a row is settled once, so a second report
+        (a reloaded page, a replayed request) changes nothing and counts nothing."""
         now = utcnow()
-        n = 0
-        for d in db.scalars(
-            select(Delivery).where(
-                Delivery.termination_id == termination_id,
-                Delivery.channel != Channel.BACKCHANNEL,
-                Delivery.state == DeliveryState.PENDING,
+        pending = (
+            Delivery.termination_id == termination_id,
+            Delivery.channel != Channel.BACKCHANNEL,
+            Delivery.state == DeliveryState.PENDING,
+        )
+        seen = sorted(loaded)
+        confirmed = db.execute(
+            update(Delivery)
+            .where(*pending, Delivery.id.in_(seen))
+            .values(state=DeliveryState.CONFIRMED, completed_at=now, attempts=Delivery.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        unconfirmed = db.execute(
+            update(Delivery)
+            .where(*pending, Delivery.id.not_in(seen))
+            .values(
+                state=DeliveryState.UNCONFIRMED,
+                completed_at=now,
+                attempts=Delivery.attempts + 1,
+                last_error="iframe did not report loading within the timeout",
             )
-        ):
-            d.state = DeliveryState.CONFIRMED if d.id in loaded else DeliveryState.UNCONFIRMED
-            d.completed_at = now
-            d.attempts += 1
-            if d.id not in loaded:
-                d.last_error = "iframe did not report loading within the timeout"
-            n += 1
-        return n
+            .execution_options(synchronize_session=False)
+        )
+        return rowcount(confirmed) + rowcount(unconfirmed)
 
     # -- helpers -------------------------------------------------------------------------
     def is_own_id_token(self, token: str) -> bool:

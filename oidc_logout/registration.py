@@ -10,11 +10,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from .backchannel import registration as backchannel_registration
-from .errors import InvalidClientMetadata, InvalidRedirectURI
+from .config import Settings
+from .errors import AccessDenied, InvalidClientMetadata, InvalidRedirectURI, InvalidToken
 from .frontchannel import registration as frontchannel_registration
 from .keys import SUPPORTED_ALGS, signing_algs
 from .storage.models import Client
-from .tokens import new_id, token_hash
+from .tokens import new_id, same_secret, token_hash
 from .uris import validate_registered_uri
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
@@ -186,12 +187,27 @@ def client_metadata_response(client: Client, secret: str | None) -> dict[str, An
     return body
 
 
+def check_registration_allowed(settings: Settings, authorization: str | None) -> None:
+    """RFC 7591 §3: registration needs the initial access token when one is configured;
+    without one it is closed unless the operator opened it (open registration lets any site
+    become a client, RFC 9700 §4.11)."""
+    expected = settings.registration_token
+    if expected:
+        if not same_secret(authorization or "", f"Bearer {expected}"):
+            raise InvalidToken("an initial access token is required to register (RFC 7591 §3)")
+    elif not settings.registration_open:
+        # RFC 7591 §3: "the authorization server MAY be configured to accept [...] without
+        # an initial access token" - only when the operator says so (registration_open).
+        raise AccessDenied("dynamic client registration is closed on this server")
+
+
 __all__ = [
     "AUTH_METHODS",
     "COLUMNS",
     "GRANT_TYPES",
     "RESERVED_SCOPE_PREFIX",
     "RESPONSE_TYPES",
+    "check_registration_allowed",
     "client_metadata_response",
     "create_client",
     "validate_metadata",

@@ -34,6 +34,7 @@ from .storage.models import (
     Termination,
     Token,
 )
+from .storage.queries import rowcount
 from .tokens import new_id
 from .vocabulary import Channel, DeliveryState, TargetKind, TokenKind
 
@@ -349,7 +350,7 @@ def _revoke_tokens(
             db.execute(
                 update(Grant).where(Grant.id.in_(chunk)).values(revoked_at=now, revoked_reason=reason[:2048])
             )
-            revoked += _rowcount(
+            revoked += rowcount(
                 db.execute(
                     update(Token)
                     .where(Token.grant_id.in_(chunk), Token.revoked_at.is_(None))
@@ -359,7 +360,7 @@ def _revoke_tokens(
     # Access tokens bound to an ended session stop working at once, offline grants
     # included: their client can mint new, session-less ones with its refresh token.
     for chunk in _chunks(ended, 500):
-        revoked += _rowcount(
+        revoked += rowcount(
             db.execute(
                 update(Token)
                 .where(Token.sid.in_(chunk), Token.kind == TokenKind.ACCESS_TOKEN, Token.revoked_at.is_(None))
@@ -419,10 +420,6 @@ def _write_outbox(
         db.execute(insert(Delivery), chunk)
     if any(r["channel"] == Channel.BACKCHANNEL for r in rows):
         announce(db)  # wakes every worker when (and only if) this transaction commits
-
-
-def _rowcount(result: object) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _chunks(items: Sequence | Iterable, n: int):  # type: ignore[no-untyped-def,type-arg]

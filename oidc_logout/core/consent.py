@@ -13,7 +13,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection
 
-__all__ = ["OFFLINE_ACCESS", "Decision", "decide", "requested_scopes", "unregistered_scopes"]
+__all__ = [
+    "OFFLINE_ACCESS",
+    "Decision",
+    "decide",
+    "needs_login",
+    "requested_scopes",
+    "unregistered_scopes",
+    "without_prompt_login",
+]
 
 #: Core 1.0 §11.
 OFFLINE_ACCESS = "offline_access"
@@ -82,3 +90,21 @@ def decide(
         # Client does not have pre-configured consent for the requested Claims".
         return Decision.CONSENT_REQUIRED
     return Decision.ASK
+
+
+def needs_login(prompt: list[str], *, signed_in: bool, deciding_consent: bool) -> bool:
+    """Core 1.0 §3.1.2.1: without a session the End-User signs in; ``prompt=login`` asks for
+    re-authentication even with one (not while the consent form posts its answer back)."""
+    return not signed_in or ("login" in prompt and not deciding_consent)
+
+
+def without_prompt_login(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The authorization request to return to after the login page: ``prompt=login`` was just
+    honoured, so asking again would send the End-User back to the login page forever."""
+    out = []
+    for key, value in params:
+        if key == "prompt":
+            value = " ".join(p for p in value.split() if p != "login")
+        if value:
+            out.append((key, value))
+    return out

@@ -117,6 +117,22 @@ def _claimable(now: dt.datetime) -> Any:
     )
 
 
+def _claimed(row: Any, alg: str | None) -> ClaimedDelivery:
+    """A claimed row (ORM entity or Core row: the same attribute names) with its client's alg."""
+    return ClaimedDelivery(
+        id=row.id,
+        client_id=row.client_id,
+        sid=row.sid,
+        subject=row.subject,
+        target_uri=row.target_uri,
+        alg=alg or "RS256",
+        attempts=row.attempts,
+        created_at=row.created_at,
+        termination_id=row.termination_id,
+        lease_until=row.lease_until,
+    )
+
+
 def _snapshots(
     db: Session, owner: str, lease_until: dt.datetime, ids: Sequence[int]
 ) -> list[ClaimedDelivery]:
@@ -128,21 +144,7 @@ def _snapshots(
         .where(Delivery.id.in_(ids), Delivery.lease_owner == owner, Delivery.lease_until == lease_until)
         .order_by(Delivery.id)
     ).all()
-    return [
-        ClaimedDelivery(
-            id=d.id,
-            client_id=d.client_id,
-            sid=d.sid,
-            subject=d.subject,
-            target_uri=d.target_uri,
-            alg=alg or "RS256",
-            attempts=d.attempts,
-            created_at=d.created_at,
-            termination_id=d.termination_id,
-            lease_until=d.lease_until,
-        )
-        for d, alg in rows
-    ]
+    return [_claimed(d, alg) for d, alg in rows]
 
 
 _T = cast(Table, Delivery.__table__)
@@ -175,22 +177,7 @@ def _returned_snapshots(db: Session, rows: Sequence[Any]) -> list[ClaimedDeliver
         ).all()
     )
     return sorted(
-        (
-            ClaimedDelivery(
-                id=r.id,
-                client_id=r.client_id,
-                sid=r.sid,
-                subject=r.subject,
-                target_uri=r.target_uri,
-                alg=algs[r.client_id] or "RS256",
-                attempts=r.attempts,
-                created_at=r.created_at,
-                termination_id=r.termination_id,
-                lease_until=r.lease_until,
-            )
-            for r in rows
-            if r.client_id in algs
-        ),
+        (_claimed(r, algs[r.client_id]) for r in rows if r.client_id in algs),
         key=lambda c: c.id,
     )
 
@@ -312,21 +299,7 @@ def _pg_claim(
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         rows = conn.execute(_PG_CLAIM_STMTS[id_list is not None], params).all()
     return sorted(
-        (
-            ClaimedDelivery(
-                id=r.id,
-                client_id=r.client_id,
-                sid=r.sid,
-                subject=r.subject,
-                target_uri=r.target_uri,
-                alg=r.alg or "RS256",
-                attempts=r.attempts,
-                created_at=r.created_at,
-                termination_id=r.termination_id,
-                lease_until=r.lease_until,
-            )
-            for r in rows
-        ),
+        (_claimed(r, r.alg) for r in rows),
         key=lambda c: c.id,
     )
 

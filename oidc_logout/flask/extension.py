@@ -16,12 +16,13 @@ from flask import Flask, g, request
 from .._redact import install_library_log_redaction
 from ..backchannel import discovery as backchannel_discovery
 from ..config import Settings, settings_from_mapping
+from ..core.bearer import BearerProtector
 from ..frontchannel import discovery as frontchannel_discovery
 from ..protocols import UserDirectory
 from ..provider import Provider
 from .errors import register_routing_error_handlers
 from .routes import Route, endpoint_metadata, normalize_prefix, served_routes
-from .server import OPServer
+from .server import OPServer, request_db
 from .signin import sign_in
 from .state import ExtensionState, state
 from .views import BLUEPRINT_NAME, make_blueprint
@@ -82,7 +83,11 @@ class OIDCLogout:
             )
         server = OPServer(provider)
         app.extensions["oidc_logout"] = ExtensionState(
-            provider, server, url_prefix=prefix, route_names=frozenset(r.name for r in routes)
+            provider,
+            server,
+            url_prefix=prefix,
+            route_names=frozenset(r.name for r in routes),
+            bearer=BearerProtector(lambda: request_db(provider)),
         )
         self.provider = provider
         self.url_prefix = prefix

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from flask import current_app
 
 if TYPE_CHECKING:  # pragma: no cover - types only
+    from ..core.bearer import BearerProtector
     from ..provider import Provider
     from .server import OPServer
 
@@ -22,6 +23,8 @@ class ExtensionState:
     url_prefix: str = ""
     #: The route names the blueprint serves (discovery may be left to the host).
     route_names: frozenset[str] = field(default_factory=frozenset)
+    #: RFC 6750 bearer-token checks of the extension's protected routes (built once).
+    bearer: BearerProtector | None = None
 
 
 def state() -> ExtensionState:

@@ -21,22 +21,27 @@ from .. import throttle
 from .._http import DisallowedAddress, check_uri_address
 from ..admin import parse_rotate_secret, parse_termination
 from ..core.bearer import BearerProtector
-from ..core.consent import OFFLINE_ACCESS, Decision, decide, requested_scopes
+from ..core.consent import (
+    OFFLINE_ACCESS,
+    Decision,
+    decide,
+    needs_login,
+    requested_scopes,
+    without_prompt_login,
+)
 from ..core.grants import touch_session
 from ..discovery import provider_metadata
 from ..errors import (
-    AccessDenied,
     InsufficientScope,
     InvalidClientMetadata,
     InvalidRequest,
-    InvalidToken,
     NotFound,
     TooManyRequests,
 )
 from ..frontchannel.page import frame_origins
 from ..protocols import EndUser
 from ..provider import Provider
-from ..registration import client_metadata_response, create_client
+from ..registration import check_registration_allowed, client_metadata_response, create_client
 from ..rfc7009.fastpath import try_revoke_access_token
 from ..rfc7662.endpoint import INTROSPECT_SCOPE
 from ..rpinitiated.end_session import PARAMETERS as END_SESSION_PARAMS
@@ -44,7 +49,6 @@ from ..rpinitiated.end_session import LogoutRequest
 from ..storage.consent import approved_scopes, remember_consent
 from ..storage.models import Token
 from ..throttle import login_limits, registration_limits
-from ..tokens import same_secret
 from .errors import register_blueprint_error_handlers
 from .opsession import (
     check_csrf,
@@ -80,7 +84,9 @@ def _server() -> OPServer:
 
 
 def _bearer() -> BearerProtector:
-    return BearerProtector(lambda: request_db(_provider()))
+    bearer = state().bearer
+    assert bearer is not None  # built by init_app
+    return bearer
 
 
 def _no_store(resp: BaseResponse) -> BaseResponse:
@@ -305,7 +311,7 @@ def authorize() -> BaseResponse:
     row = current_op_session(db, provider.settings)
     prompt = (request.values.get("prompt") or "").split()
     answer = request.form.get(CONSENT_FIELD) if request.method == "POST" else None
-    if row is not None and "login" in prompt and answer is None:
+    if needs_login(prompt, signed_in=row is not None, deciding_consent=answer is not None):
         row = None
     user = EndUser(row.subject, row.sid, int(row.auth_time.timestamp())) if row else None
     try:
@@ -316,13 +322,8 @@ def authorize() -> BaseResponse:
             return _no_store(server.handle_error_response(None, err))
         return _page("error.html", status=400, error=err.error, description=err.description or "")
     if user is None:
-        # Core 1.0 §3.1.2.1 prompt=login: the End-User re-authenticates at the login page;
-        # the request it returns to no longer asks for that (or it would ask forever).
-        params = [
-            (k, " ".join(p for p in v.split() if p != "login") if k == "prompt" else v)
-            for k, v in _authorize_params()
-        ]
-        target = url_for("oidc_logout.authorize") + "?" + urlencode([(k, v) for k, v in params if v])
+        params = without_prompt_login(_authorize_params())
+        target = url_for("oidc_logout.authorize") + "?" + urlencode(params)
         return redirect(_login_url(provider, target))
     client = grant.request.client
     if answer is not None and not check_csrf():
@@ -390,16 +391,7 @@ def userinfo() -> BaseResponse:
 def register() -> BaseResponse:
     provider = _provider()
     settings = provider.settings
-    expected = settings.registration_token
-    if expected:
-        auth = request.headers.get("Authorization", "")
-        if not same_secret(auth, f"Bearer {expected}"):
-            raise InvalidToken("an initial access token is required to register (RFC 7591 §3)")
-    elif not settings.registration_open:
-        # RFC 7591 §3: "the authorization server MAY be configured to accept [...] without
-        # an initial access token" - only when the operator says so (registration_open): open
-        # registration lets any site become a client (RFC 9700 §4.11 open redirection).
-        raise AccessDenied("dynamic client registration is closed on this server")
+    check_registration_allowed(settings, request.headers.get("Authorization"))
     if (request.mimetype or "") != "application/json":
         raise InvalidRequest("Content-Type must be application/json")
     metadata = request.get_json(silent=True)  # too-deep JSON: RecursionError -> 400 (errors.py)

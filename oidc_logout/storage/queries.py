@@ -53,7 +53,7 @@ def claim_code(db: Session, code_id: int, now: dt.datetime) -> bool:
         .where(AuthorizationCode.id == code_id, AuthorizationCode.used_at.is_(None))
         .values(used_at=now)
     )
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 def retire_refresh_token(db: Session, token_id: int, now: dt.datetime, reason: str) -> bool:
@@ -64,7 +64,7 @@ def retire_refresh_token(db: Session, token_id: int, now: dt.datetime, reason: s
         .where(Token.id == token_id, Token.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason)
     )
-    return _rowcount(result) == 1
+    return rowcount(result) == 1
 
 
 #: PostgreSQL SQLSTATEs of lock contention: deadlock_detected, lock_not_available,
@@ -82,7 +82,8 @@ def is_lock_contention(exc: BaseException) -> bool:
     return "database is locked" in message or "database is busy" in message
 
 
-def _rowcount(result: object) -> int:
+def rowcount(result: object) -> int:
+    """Rows an UPDATE/DELETE changed (``Result.rowcount`` is not on every result type)."""
     return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -101,6 +102,7 @@ __all__ = [
     "is_lock_contention",
     "lifetime_cutoffs",
     "retire_refresh_token",
+    "rowcount",
     "session_is_live",
     "token_is_active",
 ]
