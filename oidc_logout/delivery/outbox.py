@@ -210,23 +210,25 @@ def _lease_expired(now: dt.datetime) -> Any:
 # the models map, so a renamed state cannot leave a stale string behind in raw SQL.
 _IN_FLIGHT, _PENDING = sql_literal(DeliveryState.IN_FLIGHT), sql_literal(DeliveryState.PENDING)
 _BACK = sql_literal(Channel.BACKCHANNEL)
+# Table names from the models (one place to rename them).
+_DELIVERY, _ATTEMPT, _CLIENT = Delivery.__tablename__, DeliveryAttempt.__tablename__, Client.__tablename__
 
 _PG_CLAIM = f"""
 WITH expired AS (
-    SELECT id, next_attempt_at, 0 AS k FROM delivery
+    SELECT id, next_attempt_at, 0 AS k FROM {_DELIVERY}
     WHERE state = {_IN_FLIGHT} AND channel = {_BACK}
       AND (lease_until IS NULL OR lease_until < :now) {{only}}
     ORDER BY next_attempt_at, id LIMIT :lim FOR UPDATE SKIP LOCKED
 ), due AS (
-    SELECT id, next_attempt_at, 1 AS k FROM delivery
+    SELECT id, next_attempt_at, 1 AS k FROM {_DELIVERY}
     WHERE {PENDING_BACKCHANNEL_PREDICATE} AND next_attempt_at <= :now {{only}}
     ORDER BY next_attempt_at, id LIMIT :lim FOR UPDATE SKIP LOCKED
 ), picked AS (
     SELECT id FROM (SELECT * FROM expired UNION ALL SELECT * FROM due) AS p
     ORDER BY k, next_attempt_at, id LIMIT :lim
 )
-UPDATE delivery AS d SET state = {_IN_FLIGHT}, lease_owner = :owner, lease_until = :lease_until
-FROM picked, oidc_client AS c
+UPDATE {_DELIVERY} AS d SET state = {_IN_FLIGHT}, lease_owner = :owner, lease_until = :lease_until
+FROM picked, {_CLIENT} AS c
 WHERE d.id = picked.id AND c.client_id = d.client_id
 RETURNING d.id, d.client_id, d.sid, d.subject, d.target_uri, d.attempts, d.created_at,
           d.termination_id, d.lease_until, c.id_token_signed_response_alg AS alg
@@ -243,7 +245,7 @@ WITH v AS (
         AS t (id, lease_until, state, attempts, last_status, last_error, completed_at,
               next_attempt_at, started_at, duration_ms, outcome, jti)
 ), upd AS (
-    UPDATE delivery AS d SET state = v.state, attempts = v.attempts, lease_owner = NULL,
+    UPDATE {_DELIVERY} AS d SET state = v.state, attempts = v.attempts, lease_owner = NULL,
         lease_until = NULL, last_status = v.last_status, last_error = v.last_error,
         completed_at = v.completed_at,
         next_attempt_at = COALESCE(v.next_attempt_at, d.next_attempt_at)
@@ -252,7 +254,7 @@ WITH v AS (
       AND d.lease_until = v.lease_until
     RETURNING d.id
 )
-INSERT INTO delivery_attempt (delivery_id, number, started_at, duration_ms, http_status,
+INSERT INTO {_ATTEMPT} (delivery_id, number, started_at, duration_ms, http_status,
                               outcome, error, jti, worker)
 SELECT v.id, v.attempts, v.started_at, v.duration_ms, v.last_status, v.outcome,
        v.last_error, v.jti, :worker

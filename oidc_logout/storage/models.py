@@ -45,7 +45,7 @@ FRONTCHANNEL = Channel.FRONTCHANNEL
 class Client(Base):
     """A registered client with its OIDC and logout metadata (RFC 7591, Back-/Front-Channel)."""
 
-    __tablename__ = "oidc_client"
+    __tablename__ = "oidc_logout_client"
 
     client_id: Mapped[str64] = mapped_column(primary_key=True)
     #: SHA-256 hex of the current secret; None for public clients.
@@ -78,7 +78,7 @@ class Client(Base):
 class OPSession(Base):
     """An OP (browser) session; ``sid`` is the Core 1.0 / Back-Channel Logout session id."""
 
-    __tablename__ = "op_session"
+    __tablename__ = "oidc_logout_op_session"
 
     sid: Mapped[str64] = mapped_column(primary_key=True)
     #: SHA-256 of the browser cookie value. The cookie is NOT the sid: the sid is shown to
@@ -94,7 +94,7 @@ class OPSession(Base):
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[dt.datetime | None] = mapped_column(index=True)
     end_reason: Mapped[text | None]
-    termination_id: Mapped[str40 | None] = mapped_column(ForeignKey("termination.id"))
+    termination_id: Mapped[str40 | None] = mapped_column(ForeignKey("oidc_logout_termination.id"))
 
     participants: Mapped[list[SessionParticipant]] = relationship(back_populates="session")
 
@@ -102,12 +102,12 @@ class OPSession(Base):
 class SessionParticipant(Base):
     """A client that received an ID token within an OP session (who must hear of its end)."""
 
-    __tablename__ = "session_participant"
+    __tablename__ = "oidc_logout_session_participant"
     __table_args__ = (UniqueConstraint("sid", "client_id"),)
 
     id: Mapped[intpk]
-    sid: Mapped[str64] = mapped_column(ForeignKey("op_session.sid"), index=True)
-    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"), index=True)
+    sid: Mapped[str64] = mapped_column(ForeignKey("oidc_logout_op_session.sid"), index=True)
+    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_logout_client.client_id"), index=True)
     first_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[dt.datetime | None]
@@ -118,15 +118,15 @@ class SessionParticipant(Base):
 class AuthorizationCode(Base):
     """A one-time authorization code (hash only), with what the token endpoint needs."""
 
-    __tablename__ = "authorization_code"
+    __tablename__ = "oidc_logout_authorization_code"
 
     id: Mapped[intpk]
     code_hash: Mapped[str64] = mapped_column(unique=True)
-    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"))
+    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_logout_client.client_id"))
     redirect_uri: Mapped[text]
     scope: Mapped[str] = mapped_column(Text, default="")
     subject: Mapped[str255]
-    sid: Mapped[str64] = mapped_column(ForeignKey("op_session.sid"))
+    sid: Mapped[str64] = mapped_column(ForeignKey("oidc_logout_op_session.sid"))
     nonce: Mapped[text | None]
     auth_time: Mapped[dt.datetime]
     code_challenge: Mapped[str255 | None]
@@ -168,13 +168,13 @@ class AuthorizationCode(Base):
 class Grant(Base):
     """One authorization: the family of access and refresh tokens it produces."""
 
-    __tablename__ = "oauth_grant"
+    __tablename__ = "oidc_logout_grant"
 
     id: Mapped[str40] = mapped_column(primary_key=True)
-    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"), index=True)
+    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_logout_client.client_id"), index=True)
     grant_type: Mapped[str40]
     subject: Mapped[str255 | None] = mapped_column(index=True)
-    sid: Mapped[str64 | None] = mapped_column(ForeignKey("op_session.sid"), index=True)
+    sid: Mapped[str64 | None] = mapped_column(ForeignKey("oidc_logout_op_session.sid"), index=True)
     scope: Mapped[str] = mapped_column(Text, default="")
     #: Back-Channel Logout §2.7: offline_access refresh tokens normally outlive the session.
     offline: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -188,14 +188,14 @@ class Grant(Base):
 class Token(Base):
     """An access or refresh token, stored as the SHA-256 hash of its value."""
 
-    __tablename__ = "oauth_token"
-    __table_args__ = (Index("ix_oauth_token_grant_kind", "grant_id", "kind"),)
+    __tablename__ = "oidc_logout_token"
+    __table_args__ = (Index("ix_oidc_logout_token_grant_kind", "grant_id", "kind"),)
 
     id: Mapped[intpk]
     token_hash: Mapped[str64] = mapped_column(unique=True)
     kind: Mapped[TokenKind]
-    grant_id: Mapped[str40] = mapped_column(ForeignKey("oauth_grant.id"))
-    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"), index=True)
+    grant_id: Mapped[str40] = mapped_column(ForeignKey("oidc_logout_grant.id"))
+    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_logout_client.client_id"), index=True)
     subject: Mapped[str255 | None] = mapped_column(index=True)
     sid: Mapped[str64 | None] = mapped_column(index=True)
     scope: Mapped[str] = mapped_column(Text, default="")
@@ -226,7 +226,7 @@ class Token(Base):
 class Termination(Base):
     """The audit record of one termination: what was ended, why, by whom."""
 
-    __tablename__ = "termination"
+    __tablename__ = "oidc_logout_termination"
 
     id: Mapped[str40] = mapped_column(primary_key=True)
     target_kind: Mapped[TargetKind]
@@ -244,14 +244,14 @@ class Termination(Base):
 class Delivery(Base):
     """One RP notification to deliver (the transactional outbox row)."""
 
-    __tablename__ = "delivery"
+    __tablename__ = "oidc_logout_delivery"
     __table_args__ = (
         UniqueConstraint("termination_id", "channel", "client_id", "sid"),
-        Index("ix_delivery_due", "state", "next_attempt_at"),
+        Index("ix_oidc_logout_delivery_due", "state", "next_attempt_at"),
         # The claim query's exact predicate and order (outbox.claim_due): an ordered LIMIT
         # over due back-channel rows reads this index instead of sorting the table.
         Index(
-            "ix_delivery_pending_due",
+            "ix_oidc_logout_delivery_pending_due",
             "next_attempt_at",
             "id",
             postgresql_where=sql_text(PENDING_BACKCHANNEL_PREDICATE),
@@ -260,9 +260,9 @@ class Delivery(Base):
     )
 
     id: Mapped[intpk]
-    termination_id: Mapped[str40] = mapped_column(ForeignKey("termination.id"), index=True)
+    termination_id: Mapped[str40] = mapped_column(ForeignKey("oidc_logout_termination.id"), index=True)
     channel: Mapped[Channel]
-    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"))
+    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_logout_client.client_id"))
     sid: Mapped[str64 | None]
     subject: Mapped[str255 | None]
     target_uri: Mapped[text]
@@ -285,10 +285,10 @@ class Delivery(Base):
 class DeliveryAttempt(Base):
     """Every attempt at a delivery: proof of what the RP answered and when."""
 
-    __tablename__ = "delivery_attempt"
+    __tablename__ = "oidc_logout_delivery_attempt"
 
     id: Mapped[intpk]
-    delivery_id: Mapped[int] = mapped_column(ForeignKey("delivery.id"), index=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("oidc_logout_delivery.id"), index=True)
     number: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[dt.datetime]
     duration_ms: Mapped[int] = mapped_column(Integer)
@@ -311,7 +311,7 @@ class Consent(Base):
 
     id: Mapped[intpk]
     subject: Mapped[str255]
-    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"), index=True)
+    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_logout_client.client_id"), index=True)
     #: Space-separated, sorted; may be empty (the client was approved for no scope at all).
     scope: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -334,7 +334,7 @@ class RateEvent(Base):
 class SigningKey(Base):
     """A JWS signing key (private JWK, managed with jwcrypto), shared by every OP instance."""
 
-    __tablename__ = "signing_key"
+    __tablename__ = "oidc_logout_signing_key"
 
     kid: Mapped[str64] = mapped_column(primary_key=True)
     alg: Mapped[str40]

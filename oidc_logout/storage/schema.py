@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +96,11 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     on a fresh database run one after the other, and the later ones find the schema at
     ``revision`` and do nothing."""
     cfg = alembic_config()
-    with engine.connect() as connection:
+    with engine.connect() as connection, _sqlite_schema_change(connection):
         lock_schema(connection)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
+        _check_foreign_keys(connection)
         connection.commit()
 
 
@@ -126,9 +129,43 @@ def check_at_head(engine: Engine) -> None:
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
     cfg = alembic_config()
-    with engine.begin() as connection:
+    with engine.connect() as connection, _sqlite_schema_change(connection):
+        lock_schema(connection)
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, revision)
+        _check_foreign_keys(connection)
+        connection.commit()
+
+
+@contextlib.contextmanager
+def _sqlite_schema_change(connection: Connection) -> Iterator[None]:
+    """SQLite: foreign keys off while the migration rebuilds tables, on again afterwards.
+
+    SQLite's documented procedure for schema changes it cannot do in place
+    (https://sqlite.org/lang_altertable.html#otheralter): a table rebuild drops a table other
+    tables point at, which must not cascade or fail half-way; the pragma cannot change inside
+    a transaction, so it is set before ``BEGIN`` and the result is checked before commit
+    (:func:`_check_foreign_keys`). Other dialects: nothing."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        if connection.in_transaction():
+            connection.rollback()
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    """SQLite: refuse to commit a migration that left a dangling reference."""
+    if connection.dialect.name == "sqlite":
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(
+                f"migration left {len(broken)} dangling foreign key(s), e.g. {tuple(broken[0])}"
+            )
 
 
 __all__ = ["MIGRATIONS", "alembic_config", "downgrade", "make_engine", "upgrade"]

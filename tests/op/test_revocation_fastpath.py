@@ -387,7 +387,7 @@ def test_revoked_at_is_stored_as_the_orm_stores_it(idp, fast):
         with idp.provider.engine.connect() as conn:
             raw = [
                 conn.exec_driver_sql(
-                    "SELECT revoked_at FROM oauth_token WHERE token_hash = ?", (token_hash(t),)
+                    "SELECT revoked_at FROM oidc_logout_token WHERE token_hash = ?", (token_hash(t),)
                 ).scalar()
                 for t in (tokens["access_token"], other["access_token"])
             ]

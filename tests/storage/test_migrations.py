@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -81,13 +82,15 @@ def test_upgrade_is_idempotent(migrated_engine):
     with engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO signing_key (kid, alg, private_jwk, created_at) "
+                "INSERT INTO oidc_logout_signing_key (kid, alg, private_jwk, created_at) "
                 "VALUES ('k1', 'RS256', '{}', CURRENT_TIMESTAMP)"
             )
         )
     upgrade(engine)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM signing_key WHERE kid = 'k1'")).scalar() == 1
+        assert (
+            conn.execute(text("SELECT count(*) FROM oidc_logout_signing_key WHERE kid = 'k1'")).scalar() == 1
+        )
 
 
 def test_the_partial_index_migration_and_the_model_agree_on_the_predicate():
@@ -105,3 +108,57 @@ def test_the_partial_index_migration_and_the_model_agree_on_the_predicate():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.PREDICATE == PENDING_BACKCHANNEL_PREDICATE
+
+
+_OLD_ROWS = [
+    "INSERT INTO oidc_client (client_id, secret_version, token_endpoint_auth_method, redirect_uris, "
+    "grant_types, response_types, scope, id_token_signed_response_alg, post_logout_redirect_uris, "
+    "backchannel_logout_session_required, frontchannel_logout_session_required, extra_metadata, "
+    "created_at, trusted) VALUES ('rp1', 1, 'none', '[]', '[]', '[]', 'openid', 'RS256', '[]', "
+    "true, true, '{}', CURRENT_TIMESTAMP, true)",
+    "INSERT INTO termination (id, target_kind, target_value, reason, initiator, include_offline, "
+    "sessions_ended, tokens_revoked, created_at) "
+    "VALUES ('t1', 'subject', 'alice', 'test', 'test', false, 1, 0, CURRENT_TIMESTAMP)",
+    "INSERT INTO op_session (sid, subject, auth_time, created_at, last_seen_at, ended_at, termination_id) "
+    "VALUES ('s1', 'alice', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 't1')",
+    "INSERT INTO session_participant (sid, client_id, first_at, last_at) "
+    "VALUES ('s1', 'rp1', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+]
+
+
+def test_table_prefix_migration_keeps_rows_and_references(database_url):
+    """Migration 0006 renames every table to ``oidc_logout_*``: rows written under the old
+    names are there afterwards, foreign keys still point at the right (renamed) tables, and
+    the downgrade gives the old names back with the rows."""
+    from sqlalchemy.exc import IntegrityError
+
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        downgrade(engine, "base")
+        upgrade(engine, "0005")
+        with engine.begin() as conn:
+            for sql in _OLD_ROWS:
+                conn.execute(text(sql))
+        upgrade(engine)
+        names = set(inspect(engine).get_table_names())
+        assert {"oidc_logout_client", "oidc_logout_op_session", "oidc_logout_delivery"} <= names
+        assert not {"oidc_client", "op_session", "delivery", "oauth_token", "termination"} & names
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT subject FROM oidc_logout_op_session")).scalar() == "alice"
+            assert (
+                conn.execute(text("SELECT client_id FROM oidc_logout_session_participant")).scalar() == "rp1"
+            )
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO oidc_logout_session_participant (sid, client_id, first_at, last_at) "
+                    "VALUES ('no-such-session', 'rp1', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+        downgrade(engine, "0005")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT termination_id FROM op_session")).scalar() == "t1"
+        upgrade(engine)
+    finally:
+        engine.dispose()
