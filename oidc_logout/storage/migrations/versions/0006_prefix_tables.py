@@ -48,8 +48,8 @@ EXPLICIT_INDEXES = {
     "ix_delivery_pending_due": "ix_oidc_logout_delivery_pending_due",
     "ix_oauth_token_grant_kind": "ix_oidc_logout_token_grant_kind",
 }
-#: Tables that keep their name but hold a foreign key to a renamed table.
-REFERRING = ("oidc_logout_consent",)
+#: The Alembic version table (never renamed, holds no constraint of the convention).
+VERSION_TABLE = "oidc_logout_alembic_version"
 
 
 def upgrade() -> None:
@@ -64,7 +64,13 @@ def _apply(renames: dict[str, str], explicit: dict[str, str]) -> None:
     bind = op.get_bind()
     for old, new in renames.items():
         op.rename_table(old, new)
-    tables = [*renames.values(), *REFERRING]
+    # The renamed tables, and those already prefixed (they may hold a foreign key to one).
+    prefixed = [
+        t
+        for t in sa.inspect(bind).get_table_names()
+        if t.startswith("oidc_logout_") and t != VERSION_TABLE and t not in renames.values()
+    ]
+    tables = [*renames.values(), *sorted(prefixed)]
     if bind.dialect.name == "postgresql":
         for table in tables:
             _rename_in_place(bind, table, renames, explicit)
@@ -95,7 +101,14 @@ def _fk_name(table: str, columns: list[str], referred: str) -> str:
 
 
 def _ix_name(table: str, old: str, columns: list[str], explicit: dict[str, str]) -> str:
-    return explicit.get(old) or f"ix_{table}_{columns[0]}"
+    """An index named for ``table`` keeps its name (explicit names such as
+    ``ix_oidc_logout_rate_event_key_at`` included); one named for the old table gets the
+    convention's name, or its explicit new name."""
+    if old in explicit:
+        return explicit[old]
+    if old.startswith(f"ix_{table}_"):
+        return old
+    return f"ix_{table}_{columns[0]}"
 
 
 def _rename_in_place(
