@@ -215,8 +215,8 @@ class SETValidator:
         if len(parts) == 5:
             raise SETError("invalid_request", "encrypted_not_supported", "encrypted SETs are not supported")
         # RFC 7519 §7.2 / RFC 7515 §7.1: the compact serialization only.
-        if len(parts) != 3 or not all(parts):
-            raise SETError("invalid_request", "malformed", "SET is not a signed JWS compact serialization")
+        if len(parts) != 3 or not parts[0]:
+            raise SETError("invalid_request", "malformed", "SET is not a JWS compact serialization")
         header = self._header(parts[0])
         alg = header.get("alg")
         # RFC 8417 §5 / RFC 8725 §3.1: an explicit allowlist chosen by the receiver, never by
@@ -233,6 +233,8 @@ class SETValidator:
             raise SETError(
                 "invalid_request", "crit_unsupported", "critical header extensions are not supported"
             )
+        if not parts[1] or not parts[2]:
+            raise SETError("invalid_request", "malformed", "SET has an empty payload or signature")
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise SETError("invalid_request", "malformed", "kid is not a string")
