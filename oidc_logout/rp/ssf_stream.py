@@ -267,9 +267,12 @@ class StreamClient:
         events_requested: Iterable[str],
         description: str | None = None,
         expected_audience: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> StreamConfig:
-        """POST to the configuration endpoint (SSF 1.0 §8.1.1.1; 201 Created expected)."""
-        body: dict[str, Any] = {"events_requested": list(events_requested)}
+        """POST to the configuration endpoint (SSF 1.0 §8.1.1.1; 201 Created expected).
+        ``extra``: further members a transmitter understands (e.g. a subject format choice)."""
+        body: dict[str, Any] = dict(extra or {})
+        body["events_requested"] = list(events_requested)
         if delivery is not None:
             body["delivery"] = dict(delivery)
         if description:
@@ -298,6 +301,7 @@ class StreamClient:
         authorization_header: str | None = None,
         description: str | None = None,
         expected_audience: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> StreamConfig:
         """A push stream (RFC 8935) delivering to ``endpoint_url``, with the ``Authorization``
         value the transmitter must send (SSF 1.0 §6.1.1)."""
@@ -309,6 +313,7 @@ class StreamClient:
             events_requested=events_requested,
             description=description,
             expected_audience=expected_audience,
+            extra=extra,
         )
 
     def create_poll_stream(
