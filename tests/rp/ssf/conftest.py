@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -109,6 +110,8 @@ class Transmitter:
         self.metadata_overrides: dict[str, Any] = {}
         self.stream_overrides: dict[str, Any] = {}
         self.token_requests: list[dict[str, Any]] = []
+        #: The iat of the SETs it makes (None: the real time).
+        self.now: float | None = NOW
         self.server = LiveServer(self.wsgi).start()
         self.issuer = self.server.url
 
@@ -140,6 +143,9 @@ class Transmitter:
     def _route(self, req: Request) -> Response:
         if req.path == "/.well-known/ssf-configuration":
             return self._json(self.metadata())
+        if req.path == "/.well-known/openid-configuration":
+            i = self.issuer
+            return self._json({"issuer": i, "jwks_uri": f"{i}/jwks", "token_endpoint": f"{i}/token"})
         if req.path == "/jwks":
             return self._json({"keys": [k.as_dict(private=False) for k in self.keys]})
         if req.path == "/token" and req.method == "POST":
@@ -188,7 +194,7 @@ class Transmitter:
                 event_type=VERIFICATION,
                 event={"state": body["state"]} if "state" in body else {},
                 sub_id={"format": "opaque", "id": stream["stream_id"]},
-                now=NOW,
+                now=self.now if self.now is not None else time.time(),
             )
             threading.Thread(target=self._push, args=(stream, token), daemon=True).start()
             return Response(status=204)
