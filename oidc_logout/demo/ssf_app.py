@@ -175,7 +175,9 @@ def create_ssf_rp_app(cfg: RPConfig) -> tuple[Flask, SSFDemo]:
         keys=JWKSCache(discovery=DiscoveryClient(cfg.issuer)),
         allowed_algs=[ID_TOKEN_ALG],
         # The back-channel logout replay store of this RP (SET jtis are namespaced in it).
-        replay_cache=rp_state.receiver.validator.replay_cache or MemoryReplayCache(),
+        replay_cache=shared
+        if (shared := rp_state.receiver.validator.replay_cache) is not None
+        else MemoryReplayCache(),
     )
     push_authorization = f"Bearer {secrets.token_urlsafe(24)}"
     ssf = SSFPush(app, validator=validator, push_authorization=push_authorization)

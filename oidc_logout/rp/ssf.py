@@ -173,7 +173,10 @@ class SETValidator:
         self.max_age = float(max_age)
         self.allow_exp = allow_exp
         self.max_token_bytes = max_token_bytes
-        self.replay_cache: ReplayCache = replay_cache or MemoryReplayCache(clock=clock)
+        # "is None", not "or": an empty MemoryReplayCache is falsy (it has __len__).
+        self.replay_cache: ReplayCache = (
+            replay_cache if replay_cache is not None else MemoryReplayCache(clock=clock)
+        )
 
     # -- public -----------------------------------------------------------------------
 

@@ -327,6 +327,15 @@ def test_replay_store_is_shared_with_backchannel_logout_without_collisions(trans
         validator.validate(make_set(transmitter.issuer, jti="same-jti"))
 
 
+def test_an_empty_shared_replay_store_is_used_not_replaced(transmitter, ssf_clock):
+    """The store handed in is the one written to, even while it is still empty."""
+    shared = MemoryReplayCache(clock=ssf_clock)
+    validator = build_validator(transmitter, ssf_clock, replay_cache=shared)
+    assert validator.replay_cache is shared
+    validator.validate(make_set(transmitter.issuer))
+    assert len(shared) == 1
+
+
 def test_invalid_set_does_not_burn_its_jti(validator, transmitter):
     """The jti is claimed only after every check passed."""
     claims = set_claims(transmitter.issuer)
