@@ -63,7 +63,7 @@ def test_without_a_transmitter_the_receiver_logs_one_line_and_keeps_serving(capl
             server.stop()
 
 
-def test_one_sign_out_reaches_the_ssf_receiver_and_ends_its_session(sqlite_url):
+def test_one_sign_out_reaches_the_ssf_receiver_and_ends_its_session(database_url):
     """Issue 16 "Done when": a sign-out at a back-channel RP also ends the session of the RP that
     only receives Shared Signals (CAEP session-revoked pushed through the OP's transmitter)."""
     rp_server, ssf_server = LiveServer(), LiveServer()
@@ -76,7 +76,7 @@ def test_one_sign_out_reaches_the_ssf_receiver_and_ends_its_session(sqlite_url):
         backchannel=True,
     )
     ssf_cfg = ssf_rp_config("(set below)", ssf_server.url)
-    idp = start_idp(sqlite_url, clients=[rp_cfg.client_metadata(), ssf_client_metadata(ssf_cfg)])
+    idp = start_idp(database_url, clients=[rp_cfg.client_metadata(), ssf_client_metadata(ssf_cfg)])
     try:
         if requests.get(f"{idp.url}/.well-known/ssf-configuration", timeout=5).status_code != 200:
             pytest.skip(
