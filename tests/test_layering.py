@@ -9,7 +9,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FLASK_ALLOWED = ("oidc_logout/flask/", "oidc_logout/demo/", "oidc_logout/rp/flask.py")
+FLASK_ALLOWED = (
+    "oidc_logout/flask/",
+    "oidc_logout/demo/",
+    "oidc_logout/rp/flask.py",
+    "oidc_logout/rp/flask_ssf.py",
+)
 
 
 def _imports(path: Path) -> set[str]:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -99,7 +100,8 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def create_rp_app(cfg: RPConfig) -> Flask:
+def create_rp_app(cfg: RPConfig, *, extra_home: Callable[[], str] | None = None) -> Flask:
+    """The sample RP; ``extra_home`` returns more HTML for its home page (trusted, escaped)."""
     app = Flask(f"oidc_logout.demo.rp.{cfg.client_id}")
     app.secret_key = secrets.token_urlsafe(32)
     # Every demo app runs on 127.0.0.1; cookies ignore ports, so each needs its own name.
@@ -131,6 +133,8 @@ def create_rp_app(cfg: RPConfig) -> Flask:
             )
         else:
             body = "<p id='anonymous'>Not signed in.</p><p><a id='login' href='/login'>Sign in</a></p>"
+        if extra_home is not None:
+            body += extra_home()
         return _page(cfg.name, body)
 
     @app.get("/protected")

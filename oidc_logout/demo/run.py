@@ -13,6 +13,7 @@ from .._redact import install_server_log_redaction
 from ..config import settings_from_env
 from .idp import create_idp_app, read_clients_file
 from .rp_app import RPConfig, create_rp_app
+from .ssf_app import create_ssf_rp_app, ssf_client_metadata, ssf_rp_config
 
 SAMPLE_RPS = [
     ("Notes", "demo-notes", True, False),
@@ -54,6 +55,10 @@ def run_demo(
     settings = settings_from_env().replace(issuer=issuer, database_url=database_url, dev_mode=dev)
     rp_configs = sample_rps(issuer, host, port + 1) if rps else []
     clients = [c.client_metadata() for c in rp_configs]
+    # The Shared Signals receiver: the next port after the sample RPs, no logout URI registered.
+    ssf_cfg = ssf_rp_config(issuer, f"http://{host}:{port + 1 + len(rp_configs)}") if rps else None
+    if ssf_cfg is not None:
+        clients.append(ssf_client_metadata(ssf_cfg))
     clients.append(
         {
             "client_id": "demo-admin",
@@ -73,6 +78,10 @@ def run_demo(
         make_server(host, int(c.base_url.rsplit(":", 1)[1]), create_rp_app(c), threaded=True)
         for c in rp_configs
     ]
+    ssf_demo = None
+    if ssf_cfg is not None:
+        ssf_app, ssf_demo = create_ssf_rp_app(ssf_cfg)
+        servers.append(make_server(host, int(ssf_cfg.base_url.rsplit(":", 1)[1]), ssf_app, threaded=True))
     if dev:
         print("Development mode is ON: http and loopback URIs are accepted (never use this in production).")
     print(f"Issuer:    {issuer}")
@@ -83,6 +92,10 @@ def run_demo(
             x for x, on in (("back-channel", c.backchannel), ("front-channel", c.frontchannel)) if on
         )
         print(f"RP {c.name:9} {c.base_url}   client_id={c.client_id} ({channels} logout)")
+    if ssf_cfg is not None:
+        print(
+            f"SSF receiver {ssf_cfg.base_url}   client_id={ssf_cfg.client_id} (Shared Signals push stream only)"
+        )
     print(
         "Admin API client: demo-admin / demo-admin-secret-change-me (client_credentials, "
         f"scope {settings.admin_scope})"
@@ -92,6 +105,9 @@ def run_demo(
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for t in threads:
         t.start()
+    if ssf_demo is not None:
+        # The OP serves now: create the receiver's push stream (one log line if it cannot).
+        threading.Thread(target=ssf_demo.start_stream, daemon=True, name="ssf-stream").start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

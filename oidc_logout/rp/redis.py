@@ -72,6 +72,10 @@ class RedisReplayCache:
         ttl_ms = max(1000, math.ceil((expires_at - self.clock()) * 1000))
         return bool(self.client.set(f"{self.prefix}jti:{_h(iss, jti)}", b"1", nx=True, px=ttl_ms))
 
+    def discard(self, iss: str, jti: str) -> None:
+        """Forget (iss, jti): its processing failed, so a retry must not count as a replay."""
+        self.client.delete(f"{self.prefix}jti:{_h(iss, jti)}")
+
 
 class RedisSessionIndex:
     """:class:`~oidc_logout.rp.sessions.RenewableSessionIndex` with one Redis set per

@@ -63,6 +63,11 @@ class MemoryReplayCache:
             heapq.heappush(self._heap, (expires_at, key))
             return True
 
+    def discard(self, iss: str, jti: str) -> None:
+        """Forget (iss, jti): its processing failed, so a retry must not count as a replay."""
+        with self._lock:
+            self._seen.pop((iss, jti), None)
+
     def __len__(self) -> int:
         with self._lock:
             self._evict(self._clock())

@@ -154,6 +154,12 @@ class SQLAReplayCache:
                     return False
         return False
 
+    def discard(self, iss: str, jti: str) -> None:
+        """Forget (iss, jti): its processing failed, so a retry must not count as a replay."""
+        t = self.tables.replay
+        with self.engine.begin() as conn:
+            conn.execute(delete(t).where(t.c.iss == iss, t.c.jti_sha256 == _digest(jti)))
+
     def purge_expired(self) -> int:
         """Delete rows that can no longer matter; run periodically. Returns rows deleted."""
         t = self.tables.replay
