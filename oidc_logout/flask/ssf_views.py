@@ -13,6 +13,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from ..errors import InsufficientScope, InvalidRequest
 from ..ssf import gtr as ssf_gtr
 from ..ssf import metadata, poll, streams
+from ..ssf.errors import PollError
 from ..ssf.subjects import register_email_lookup
 from ..storage.models import Token
 from .server import request_db
@@ -178,10 +179,16 @@ def ssf_poll(stream_id: str) -> BaseResponse:
     token = _token(provider.settings.ssf_manage_scope)
     client_id = token.client_id
     request_db(provider).rollback()  # the long poll holds no transaction of the request
-    body = _json_body() if request.content_length else {}
-    out = poll.poll(
-        provider.session_factory, provider.keyring, provider.settings, client_id, stream_id[:40], body
-    )
+    try:
+        body = _json_body() if request.content_length else {}
+        out = poll.poll(
+            provider.session_factory, provider.keyring, provider.settings, client_id, stream_id[:40], body
+        )
+    except InvalidRequest as exc:
+        # The err/description body the SET delivery RFCs share (RFC 8935 §2.3, RFC 8936).
+        resp = jsonify(PollError(exc.description).as_dict())
+        resp.status_code = 400
+        return _no_store(resp)
     return _no_store(jsonify(out))
 
 
