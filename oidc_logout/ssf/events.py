@@ -49,6 +49,7 @@ __all__ = [
     "record_verification",
     "release_held",
     "secret_rotated",
+    "user_gone",
 ]
 
 #: Event states (see :class:`~oidc_logout.storage.models.SSFEvent`).
@@ -428,3 +429,27 @@ def key_rotated(db: Session, *, kid: str, alg: str, initiator: str, now: dt.date
     from ..storage.base import utcnow
 
     return record_key_rotation(db, kid=kid, alg=alg, now=now or utcnow(), initiator=initiator)
+
+
+def user_gone(session_factory: Any, request_db: Session, sub: str) -> None:
+    """The hook of the token endpoint when the user directory no longer has ``sub`` (its
+    ``exists`` said no): a RISC account-disabled for every stream carrying it, once per
+    subject. The refused token request's transaction is ended first (it changes nothing
+    anyway), so the event's own transaction waits for no lock it holds. Never raises: a
+    failure here must not turn a refusal into a server error."""
+    import logging
+
+    from ..storage.base import utcnow
+
+    request_db.rollback()
+    try:
+        with session_factory.begin() as db:
+            record_account_disabled(
+                db,
+                sub=sub,
+                reason="the user directory no longer has this account",
+                initiator="user directory",
+                now=utcnow(),
+            )
+    except Exception:
+        logging.getLogger(__name__).exception("recording account-disabled failed")

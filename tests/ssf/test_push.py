@@ -222,3 +222,22 @@ def test_rotating_a_client_secret_pushes_a_credential_change(env):
     event = tok.claims["events"][CREDENTIAL_CHANGE]
     assert event["credential_type"] == "client_secret" and event["change_type"] == "update"
     assert event["reason_admin"]["en"] and event["initiating_entity"] == "admin"
+
+
+def test_a_user_the_directory_no_longer_has_is_announced_as_account_disabled_once(env):
+    """RISC account-disabled when the user directory says the account is gone (the token
+    endpoint asks it on every refresh); recorded once per subject and stream."""
+    from oidc_logout.ssf import ACCOUNT_DISABLED
+    from tests.support.idp import refresh
+
+    env.push_stream()
+    _browser, tokens = env.sign_in("bob")
+    del env.idp.provider.users._users["bob"]
+    for _ in range(2):
+        resp = refresh(env.url, env.metas["rp-a"], tokens["rp-a"]["refresh_token"])
+        assert resp.status_code == 400  # refused as before (Authlib: invalid_request)
+    assert env.rx.wait_for(1, timeout=15, path="/events")
+    time.sleep(0.5)
+    [(_hit, tok)] = env.pushed()
+    assert tok.claims["events"] == {ACCOUNT_DISABLED: {}}
+    assert tok.claims["sub_id"] == {"format": "iss_sub", "iss": env.url, "sub": "bob"}
