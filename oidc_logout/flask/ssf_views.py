@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify, request, url_for
+from flask import Response, has_app_context, jsonify, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..errors import InsufficientScope, InvalidRequest
@@ -53,11 +53,19 @@ def _url(name: str) -> str:
     return url_for(f"oidc_logout.{name}", _external=True)
 
 
-def _enable_email_subjects() -> None:
-    provider = _provider()
-    users = provider._users
-    if users is not None:
-        register_email_lookup(lambda sub: users.claims(sub, "email").get("email"))
+def _directory_email(sub: str) -> str | None:
+    """A subject's address from the app's user directory (the ``email`` subject format);
+    None outside a Flask app context (a delivery worker) or without a directory."""
+    if not has_app_context():
+        return None
+    users = _provider()._users
+    if users is None:
+        return None
+    email = users.claims(sub, "email").get("email")
+    return email if isinstance(email, str) else None
+
+
+register_email_lookup(_directory_email)
 
 
 def ssf_discovery_metadata() -> dict[str, Any]:
@@ -87,7 +95,6 @@ def ssf_stream() -> BaseResponse:
     provider = _provider()
     settings = provider.settings
     db = request_db(provider)
-    _enable_email_subjects()
     if request.method == "GET":
         token = _token(settings.ssf_read_scope, settings.ssf_manage_scope)
         stream_id = request.args.get("stream_id")

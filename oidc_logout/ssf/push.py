@@ -133,6 +133,9 @@ def attempt_push(
             )
         claims = dict(event.claims)
         auth = stream.authorization_header
+        # The stream's endpoint now (a receiver may have moved it with PATCH since the row
+        # was written); the address policy of the session's adapter applies to it all the same.
+        target_uri = stream.endpoint_url or target_uri
     try:
         token = sign_set(claims, keyring.signing_key(SET_ALG))
     except KeyError:

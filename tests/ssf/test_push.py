@@ -241,3 +241,26 @@ def test_a_user_the_directory_no_longer_has_is_announced_as_account_disabled_onc
     [(_hit, tok)] = env.pushed()
     assert tok.claims["events"] == {ACCOUNT_DISABLED: {}}
     assert tok.claims["sub_id"] == {"format": "iss_sub", "iss": env.url, "sub": "bob"}
+
+
+def test_a_stream_asking_for_email_subjects_gets_the_directorys_address(env):
+    """RFC 9493 §3.2.2 email format (CAEP Interop §2.5), from the user directory."""
+    env.push_stream(subject_format="email")
+    browser, tokens = env.sign_in("alice")
+    _end_session(env, browser, tokens)
+    assert env.rx.wait_for(1, timeout=15, path="/events")
+    [(_hit, tok)] = env.pushed()
+    assert tok.claims["sub_id"] == {"format": "email", "email": "alice@example.org"}
+
+
+def test_rotating_the_signing_key_pushes_a_credential_change_of_the_op(env):
+    from oidc_logout.cli import main
+
+    env.push_stream()
+    assert main(["rotate-key", "--database-url", env.idp.settings.database_url, "--publish-for", "600"]) == 0
+    assert env.rx.wait_for(1, timeout=15, path="/events")
+    [(_hit, tok)] = env.pushed()
+    assert tok.claims["sub_id"] == {"format": "uri", "uri": env.url}
+    event = tok.claims["events"][CREDENTIAL_CHANGE]
+    assert (event["credential_type"], event["change_type"]) == ("jwk", "create")
+    assert event["reason_admin"]["en"] and event["initiating_entity"] == "admin"
