@@ -19,7 +19,7 @@ from ..storage.models import Token
 from .server import request_db
 from .views import _bearer, _no_store, _provider, view
 
-__all__ = ["ssf_discovery_metadata"]
+__all__: list[str] = []
 
 JSON = "application/json"
 
@@ -66,11 +66,6 @@ def _directory_email(sub: str) -> str | None:
 
 
 register_email_lookup(_directory_email)
-
-
-def ssf_discovery_metadata() -> dict[str, Any]:
-    """The Global Token Revocation members of the authorization server metadata."""
-    return metadata.gtr_metadata(_url("gtr"))
 
 
 @view

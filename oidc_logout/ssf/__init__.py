@@ -9,7 +9,7 @@ One module per concern:
 * :mod:`.streams` - stream management: configuration, status, subjects, verification (§8.1);
 * :mod:`.events` - Security Event Tokens (RFC 8417 in the SSF §4 profile) recorded in the
   caller's transaction: CAEP session-revoked / credential-change, RISC account-disabled, SSF
-  verification and stream-updated;
+  verification;
 * :mod:`.push` - one RFC 8935 push attempt of an outbox row (channel ``ssf_push``);
 * :mod:`.poll` - the RFC 8936 poll endpoint;
 * :mod:`.gtr` - Global Token Revocation through the one termination path.

@@ -30,7 +30,6 @@ from . import (
     CREDENTIAL_CHANGE,
     PUSH,
     SESSION_REVOKED,
-    STREAM_UPDATED,
     VERIFICATION,
 )
 from .subjects import event_subject, matches
@@ -45,7 +44,6 @@ __all__ = [
     "record_credential_change",
     "record_key_rotation",
     "record_session_revoked",
-    "record_stream_updated",
     "record_verification",
     "release_held",
     "secret_rotated",
@@ -367,18 +365,6 @@ def record_verification(db: Session, stream: SSFStream, state: str | None, now: 
     batch.add(stream, VERIFICATION, {"format": "opaque", "id": stream.stream_id}, body, txn=None)
     batch.flush()
     return str(batch.events[0]["id"])
-
-
-def record_stream_updated(
-    db: Session, stream: SSFStream, status: str, reason: str | None, now: dt.datetime
-) -> None:
-    """SSF §8.1.5 stream-updated: sent by the transmitter when it changes a stream's status."""
-    body: dict[str, Any] = {"status": status}
-    if reason:
-        body["reason"] = reason[:500]
-    batch = _Batch(db, now, None, f"SSF stream {status}", "ssf:transmitter")
-    batch.add(stream, STREAM_UPDATED, {"format": "opaque", "id": stream.stream_id}, body, txn=None)
-    batch.flush()
 
 
 def release_held(db: Session, stream: SSFStream, now: dt.datetime) -> int:

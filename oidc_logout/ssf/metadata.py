@@ -1,6 +1,7 @@
 """Transmitter Configuration Metadata (SSF 1.0 §7.1), served at
-``/.well-known/ssf-configuration`` (§7.2), and the Global Token Revocation members of the
-authorization server metadata (draft-parecki-oauth-global-token-revocation §5)."""
+``/.well-known/ssf-configuration`` (§7.2). (The Global Token Revocation endpoint is advertised
+in the authorization server metadata by the route table's ``global_token_revocation_endpoint``
+member, draft-parecki-oauth-global-token-revocation §5.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from . import POLL, PUSH
 
-__all__ = ["SPEC_VERSION", "WELL_KNOWN", "gtr_metadata", "transmitter_metadata"]
+__all__ = ["SPEC_VERSION", "WELL_KNOWN", "transmitter_metadata"]
 
 #: SSF §7.1 ``spec_version`` of the final specification (CAEP Interop §2.3.1: "1_0" or greater).
 SPEC_VERSION = "1_0"
@@ -45,12 +46,3 @@ def transmitter_metadata(issuer: str, jwks_uri: str, endpoints: Mapping[str, str
         if member in endpoints:
             doc[member] = endpoints[member]
     return doc
-
-
-def gtr_metadata(endpoint: str) -> dict[str, Any]:
-    """draft-parecki-oauth-global-token-revocation §5: the endpoint, and that it takes an
-    OAuth 2.0 bearer access token (RFC 6750; the "OAuth Access Token Types" registry value)."""
-    return {
-        "global_token_revocation_endpoint": endpoint,
-        "global_token_revocation_endpoint_auth_methods_supported": ["Bearer"],
-    }
