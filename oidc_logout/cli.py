@@ -138,6 +138,7 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     from .keys import rotate_key
+    from .ssf.events import key_rotated
 
     provider = _provider(args)
     period = (
@@ -147,6 +148,7 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     )
     with provider.session_factory.begin() as db:
         kid, activates = rotate_key(db, args.alg, publish_for=period)
+        key_rotated(db, kid=kid, alg=args.alg, initiator=f"cli:{os.environ.get('USER', 'unknown')}")  # SSF
     # Two-step rollover: the new key is in the JWKS of every OP instance within the key ring's
     # cache TTL (30 s) and signs only from ``activates_at``; the key it replaces signs until
     # then and stays published afterwards, so tokens it signed still verify.

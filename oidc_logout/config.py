@@ -120,6 +120,27 @@ class Settings:
     max_request_bytes: int = MAX_REQUEST_BYTES
     admin_scope: str = "oidc_logout:admin"
 
+    # Shared Signals (SSF 1.0 transmitter, CAEP/RISC events) and Global Token Revocation
+    #: CAEP Interoperability Profile §2.7.2: the scopes of stream management (all operations)
+    #: and of reading; both reserved (never granted by dynamic registration).
+    ssf_manage_scope: str = "ssf.manage"
+    ssf_read_scope: str = "ssf.read"
+    #: Streams one client may own.
+    ssf_max_streams_per_client: int = 10
+    #: SET subject format of new streams unless the receiver asks for another (RFC 9493):
+    #: ``iss_sub``, ``email``, ``opaque`` or ``complex`` (user + session).
+    ssf_default_subject_format: str = "iss_sub"
+    #: SSF §8.1.1 ``min_verification_interval`` (seconds; faster requests get 429).
+    ssf_min_verification_interval: int = 5
+    #: RFC 8936: most SETs one poll returns, and the longest a long poll (``returnImmediately``
+    #: false) waits for one.
+    ssf_poll_max_events: int = 100
+    ssf_poll_max_wait: float = 15.0
+    #: RFC 8936 §2.4: a SET returned by a poll and not acknowledged is returned again after this.
+    ssf_poll_redeliver_after: float = 300.0
+    #: draft-parecki-oauth-global-token-revocation: the scope its endpoint requires (reserved).
+    gtr_scope: str = "global_token_revocation"
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 

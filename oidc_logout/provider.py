@@ -22,13 +22,14 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from .config import Settings
 from .keys import KeyRing, ensure_keys
 from .protocols import UserDirectory
+from .ssf.events import secret_rotated
 from .storage.base import utcnow
 from .storage.models import Client, Delivery, OPSession, Termination
 from .storage.queries import lifetime_cutoffs, rowcount
 from .storage.schema import check_at_head, lock_schema, make_engine, upgrade
 from .termination import Target, by_credential, by_expiry, terminate
 from .tokens import token_hash
-from .vocabulary import FINAL_STATES, Channel, DeliveryState
+from .vocabulary import FINAL_STATES, PUSHED_CHANNELS, Channel, DeliveryState
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class Provider:
             result = db.execute(
                 update(Delivery)
                 .where(
-                    Delivery.channel != Channel.BACKCHANNEL,
+                    Delivery.channel == Channel.FRONTCHANNEL,
                     Delivery.state == DeliveryState.PENDING,
                     Delivery.created_at < cut,
                 )
@@ -184,11 +185,11 @@ class Provider:
         return self._deliver(termination_id, rows, wait)
 
     def _deliver(self, term_id: str, rows: Any, wait: float | None = None) -> TerminationOutcome:
-        back = tuple(r.id for r in rows if r.channel == Channel.BACKCHANNEL and r.state not in FINAL_STATES)
+        back = tuple(r.id for r in rows if r.channel in PUSHED_CHANNELS and r.state not in FINAL_STATES)
         front = tuple(
             (r.id, r.target_uri, r.sid)
             for r in rows
-            if r.channel != Channel.BACKCHANNEL and r.state not in FINAL_STATES
+            if r.channel == Channel.FRONTCHANNEL and r.state not in FINAL_STATES
         )
         settled = not back
         bound = self.settings.logout_wait_bound if wait is None else wait
@@ -258,6 +259,9 @@ class Provider:
             client.secret_version += 1
             client.client_secret_hash = token_hash(new_secret)
             client.secret_rotated_at = utcnow()
+            secret_rotated(
+                db, client_id, reason=reason, initiator=initiator, now=client.secret_rotated_at
+            )  # SSF
             if not end_previous:
                 return new_secret, None
             term = terminate(
@@ -307,7 +311,7 @@ class Provider:
         now = utcnow()
         pending = (
             Delivery.termination_id == termination_id,
-            Delivery.channel != Channel.BACKCHANNEL,
+            Delivery.channel == Channel.FRONTCHANNEL,
             Delivery.state == DeliveryState.PENDING,
         )
         seen = sorted(loaded)

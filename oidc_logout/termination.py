@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from .delivery.notify import announce
 from .errors import InvalidRequest, NotFound
+from .ssf.events import record_session_revoked
 from .storage.base import utcnow
 from .storage.models import (
     Client,
@@ -252,6 +253,7 @@ def terminate(
 
     term.tokens_revoked = _revoke_tokens(db, plan, ended, reason, now, include_offline)
     _write_outbox(db, term, notify, now, browser_present)
+    record_session_revoked(db, term, ended, now)  # SSF: a CAEP session-revoked per ended session
     db.flush()
     return term
 

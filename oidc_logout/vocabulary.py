@@ -12,6 +12,7 @@ from enum import StrEnum
 
 __all__ = [
     "FINAL_STATES",
+    "PUSHED_CHANNELS",
     "AttemptOutcome",
     "Channel",
     "DeliveryState",
@@ -70,6 +71,9 @@ class Channel(StrEnum):
     BACKCHANNEL = "backchannel"
     #: OpenID Connect Front-Channel Logout 1.0: an iframe in the user's browser.
     FRONTCHANNEL = "frontchannel"
+    #: Shared Signals Framework 1.0 push stream: a signed SET POSTed to the receiver's
+    #: endpoint (RFC 8935), through the same outbox as back-channel logout.
+    SSF_PUSH = "ssf_push"
 
 
 class TokenKind(StrEnum):
@@ -94,6 +98,13 @@ class TargetKind(StrEnum):
     CREDENTIAL = "credential"
     #: Sessions past their idle or absolute lifetime.
     EXPIRY = "expiry"
+    #: Nothing ended: the audit record of a Shared Signals event not caused by a termination
+    #: (a verification event, a credential change), so its push deliveries have a parent.
+    SIGNAL = "signal"
+
+
+#: The channels the outbox delivers server to server (claimed, attempted, retried).
+PUSHED_CHANNELS: tuple[Channel, ...] = (Channel.BACKCHANNEL, Channel.SSF_PUSH)
 
 
 def sql_literal(value: StrEnum) -> str:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from ..context import ServerContext
 from ..protocols import EndUser
+from ..ssf.events import user_gone
 from ..storage.base import utcnow
 from ..storage.models import AuthorizationCode, Grant, OPSession, SessionParticipant, Token
 from ..storage.queries import (
@@ -227,6 +228,7 @@ class AuthorizationCodeGrant(
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> EndUser | None:
         if not self.server.provider.users.exists(authorization_code.subject):
+            user_gone(self.server.provider.session_factory, self.server.db, authorization_code.subject)  # SSF
             return None
         return EndUser(authorization_code.subject, authorization_code.sid, authorization_code.get_auth_time())
 
@@ -290,6 +292,8 @@ class RefreshTokenGrant(_CheckedClientAuth, grants.RefreshTokenGrant):  # type: 
     def authenticate_user(self, refresh_token: Token) -> EndUser | None:
         sub = refresh_token.grant.subject
         if not sub or not self.server.provider.users.exists(sub):
+            if sub:
+                user_gone(self.server.provider.session_factory, self.server.db, sub)  # SSF
             return None
         return EndUser(sub, refresh_token.grant.sid)
 

@@ -59,8 +59,10 @@ from .._http import make_session
 from ..backchannel.request import RETRY, AttemptResult, attempt_delivery
 from ..config import Settings
 from ..keys import KeyRing
+from ..ssf.push import attempt_push
 from ..storage.base import utcnow
 from ..storage.models import DELIVERED, FINAL_STATES, PENDING
+from ..vocabulary import Channel
 from . import outbox
 from .outbox import LOST, ClaimedDelivery, SessionFactory
 
@@ -494,15 +496,26 @@ class Dispatcher:
         result: AttemptResult | None = None
         try:
             try:
-                result = attempt_delivery(
-                    self.http,
-                    self.keyring,
-                    self.settings,
-                    client_id=claimed.client_id,
-                    target_uri=claimed.target_uri,
-                    sid=claimed.sid,
-                    sub=claimed.subject,
-                    alg=claimed.alg,
+                result = (
+                    attempt_push(  # Shared Signals push (RFC 8935): oidc_logout.ssf.push
+                        self.session_factory,
+                        self.http,
+                        self.keyring,
+                        self.settings,
+                        event_id=claimed.sid,
+                        target_uri=claimed.target_uri,
+                    )
+                    if claimed.channel == Channel.SSF_PUSH
+                    else attempt_delivery(
+                        self.http,
+                        self.keyring,
+                        self.settings,
+                        client_id=claimed.client_id,
+                        target_uri=claimed.target_uri,
+                        sid=claimed.sid,
+                        sub=claimed.subject,
+                        alg=claimed.alg,
+                    )
                 )
             except Exception as exc:  # a bug must not lose the row: record it as a retry
                 logger.exception("delivery %s: attempt crashed", claimed.id)

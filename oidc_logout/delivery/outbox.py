@@ -62,7 +62,7 @@ from ..storage.models import (
     Delivery,
     DeliveryAttempt,
 )
-from ..vocabulary import AttemptOutcome, Channel, DeliveryState, sql_literal
+from ..vocabulary import PUSHED_CHANNELS, AttemptOutcome, DeliveryState, sql_literal
 from . import policy
 
 __all__ = [
@@ -102,12 +102,13 @@ class ClaimedDelivery:
     created_at: dt.datetime
     termination_id: str = ""
     lease_until: dt.datetime | None = None
+    channel: str = BACKCHANNEL
 
 
 def _claimable(now: dt.datetime) -> Any:
     """Due pending rows, and in-flight rows whose lease expired (a crashed worker's claim)."""
     return and_(
-        Delivery.channel == BACKCHANNEL,
+        Delivery.channel.in_(PUSHED_CHANNELS),
         or_(
             and_(Delivery.state == PENDING, Delivery.next_attempt_at <= now),
             and_(
@@ -130,6 +131,7 @@ def _claimed(row: Any, alg: str | None) -> ClaimedDelivery:
         created_at=row.created_at,
         termination_id=row.termination_id,
         lease_until=row.lease_until,
+        channel=row.channel,
     )
 
 
@@ -159,6 +161,7 @@ _SNAPSHOT_COLUMNS = (
     _T.c.created_at,
     _T.c.termination_id,
     _T.c.lease_until,
+    _T.c.channel,
 )
 
 
@@ -185,7 +188,9 @@ def _returned_snapshots(db: Session, rows: Sequence[Any]) -> list[ClaimedDeliver
 def _due_pending(now: dt.datetime) -> Any:
     """Due pending back-channel rows: exactly the predicate of ``ix_delivery_pending_due``
     (a partial index on ``(next_attempt_at, id)``), so the ordered ``LIMIT`` reads the index."""
-    return and_(Delivery.state == PENDING, Delivery.channel == BACKCHANNEL, Delivery.next_attempt_at <= now)
+    return and_(
+        Delivery.state == PENDING, Delivery.channel.in_(PUSHED_CHANNELS), Delivery.next_attempt_at <= now
+    )
 
 
 def _lease_expired(now: dt.datetime) -> Any:
@@ -193,7 +198,7 @@ def _lease_expired(now: dt.datetime) -> Any:
     ``state`` prefix of ``ix_delivery_due`` finds them)."""
     return and_(
         Delivery.state == IN_FLIGHT,
-        Delivery.channel == BACKCHANNEL,
+        Delivery.channel.in_(PUSHED_CHANNELS),
         or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
     )
 
@@ -209,14 +214,14 @@ def _lease_expired(now: dt.datetime) -> Any:
 # The vocabulary's words as SQL literals: the statement text is built from the same members
 # the models map, so a renamed state cannot leave a stale string behind in raw SQL.
 _IN_FLIGHT, _PENDING = sql_literal(DeliveryState.IN_FLIGHT), sql_literal(DeliveryState.PENDING)
-_BACK = sql_literal(Channel.BACKCHANNEL)
+_PUSHED = ", ".join(sql_literal(c) for c in PUSHED_CHANNELS)
 # Table names from the models (one place to rename them).
 _DELIVERY, _ATTEMPT, _CLIENT = Delivery.__tablename__, DeliveryAttempt.__tablename__, Client.__tablename__
 
 _PG_CLAIM = f"""
 WITH expired AS (
     SELECT id, next_attempt_at, 0 AS k FROM {_DELIVERY}
-    WHERE state = {_IN_FLIGHT} AND channel = {_BACK}
+    WHERE state = {_IN_FLIGHT} AND channel IN ({_PUSHED})
       AND (lease_until IS NULL OR lease_until < :now) {{only}}
     ORDER BY next_attempt_at, id LIMIT :lim FOR UPDATE SKIP LOCKED
 ), due AS (
@@ -231,7 +236,7 @@ UPDATE {_DELIVERY} AS d SET state = {_IN_FLIGHT}, lease_owner = :owner, lease_un
 FROM picked, {_CLIENT} AS c
 WHERE d.id = picked.id AND c.client_id = d.client_id
 RETURNING d.id, d.client_id, d.sid, d.subject, d.target_uri, d.attempts, d.created_at,
-          d.termination_id, d.lease_until, c.id_token_signed_response_alg AS alg
+          d.termination_id, d.lease_until, c.id_token_signed_response_alg AS alg, d.channel
 """
 
 _PG_RECORD = text(f"""
@@ -630,7 +635,7 @@ def resume_client(session_factory: SessionFactory, client_id: str, now: dt.datet
             update(Delivery)
             .where(
                 Delivery.client_id == client_id,
-                Delivery.channel == BACKCHANNEL,
+                Delivery.channel.in_(PUSHED_CHANNELS),
                 Delivery.state == PENDING,
                 Delivery.next_attempt_at > now,
             )
@@ -652,7 +657,7 @@ def retry_now(db: Session, states: Sequence[str] = (FAILED, DEAD), ids: Iterable
         return 0
     stmt = (
         update(Delivery)
-        .where(Delivery.channel == BACKCHANNEL, Delivery.state.in_(allowed))
+        .where(Delivery.channel.in_(PUSHED_CHANNELS), Delivery.state.in_(allowed))
         .values(
             state=PENDING, next_attempt_at=utcnow(), completed_at=None, lease_owner=None, lease_until=None
         )

@@ -46,6 +46,15 @@ ROUTES: tuple[Route, ...] = (
     Route("admin_terminate", "/admin/terminations", ("POST",)),
     Route("admin_termination", "/admin/terminations/<termination_id>", ("GET",)),
     Route("admin_rotate_secret", "/admin/clients/<client_id>/rotate-secret", ("POST",)),
+    # Shared Signals Framework 1.0 transmitter (flask/ssf_views.py) and Global Token Revocation
+    Route("ssf_configuration", "/.well-known/ssf-configuration", ("GET",)),
+    Route("ssf_stream", "/ssf/stream", ("GET", "POST", "PATCH", "PUT", "DELETE")),
+    Route("ssf_status", "/ssf/status", ("GET", "POST")),
+    Route("ssf_subject_add", "/ssf/subjects:add", ("POST",)),
+    Route("ssf_subject_remove", "/ssf/subjects:remove", ("POST",)),
+    Route("ssf_verify", "/ssf/verify", ("POST",)),
+    Route("ssf_poll", "/ssf/poll/<stream_id>", ("POST",)),
+    Route("gtr", "/global-token-revocation", ("POST",), "global_token_revocation_endpoint"),
 )
 
 

@@ -46,6 +46,7 @@ from ..rfc7009.fastpath import try_revoke_access_token
 from ..rfc7662.endpoint import INTROSPECT_SCOPE
 from ..rpinitiated.end_session import PARAMETERS as END_SESSION_PARAMS
 from ..rpinitiated.end_session import LogoutRequest
+from ..ssf.streams import reserved_scopes as ssf_reserved_scopes
 from ..storage.consent import approved_scopes, remember_consent
 from ..storage.models import Token
 from ..throttle import login_limits, registration_limits
@@ -412,7 +413,7 @@ def register() -> BaseResponse:
         check_address=_address_check(provider),
         allow_reserved_scopes=False,
         trusted=False,
-        reserved_scopes=(settings.admin_scope, INTROSPECT_SCOPE),
+        reserved_scopes=(settings.admin_scope, INTROSPECT_SCOPE, *ssf_reserved_scopes(settings)),
     )
     throttle.record(db, limits)  # only registrations that succeed count (a refusal changes nothing)
     db.commit()
@@ -630,3 +631,5 @@ def make_blueprint(routes: Sequence[Route] = ROUTES) -> Blueprint:
 
 
 __all__ = ["BLUEPRINT_NAME", "make_blueprint"]
+
+from . import ssf_views  # noqa: E402,F401  (registers the SSF and Global Token Revocation views)

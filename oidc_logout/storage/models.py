@@ -16,6 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..vocabulary import (
     FINAL_STATES,
+    PUSHED_CHANNELS,
     AttemptOutcome,
     Channel,
     DeliveryState,
@@ -25,9 +26,11 @@ from ..vocabulary import (
 )
 from .base import Base, intpk, str40, str64, str255, text, utcnow
 
-#: The rows a delivery claim looks for first (partial index ``ix_delivery_pending_due``).
+#: The rows a delivery claim looks for first (partial index ``ix_delivery_pending_due``):
+#: pending rows of the channels the outbox POSTs (back-channel logout, SSF push).
 PENDING_BACKCHANNEL_PREDICATE = (
-    f"state = {sql_literal(DeliveryState.PENDING)} AND channel = {sql_literal(Channel.BACKCHANNEL)}"
+    f"state = {sql_literal(DeliveryState.PENDING)} AND channel IN "
+    f"({', '.join(sql_literal(c) for c in PUSHED_CHANNELS)})"
 )
 
 # Short names kept for the delivery engine's statements.
@@ -348,6 +351,77 @@ class SigningKey(Base):
     activates_at: Mapped[dt.datetime | None]
 
 
+class SSFStream(Base):
+    """A Shared Signals Framework 1.0 event stream (SSF §8.1.1): owned by the OAuth client
+    that created it, which alone may see or change it."""
+
+    __tablename__ = "oidc_logout_ssf_stream"
+
+    stream_id: Mapped[str40] = mapped_column(primary_key=True)
+    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"), index=True)
+    #: SSF §8.1.1 ``iss``: the transmitter's issuer when the stream was created (its SETs' ``iss``).
+    iss: Mapped[str255]
+    #: SSF §8.1.1 ``aud`` (Transmitter-Supplied, never updated).
+    aud: Mapped[str255]
+    #: ``urn:ietf:rfc:8935`` (push) or ``urn:ietf:rfc:8936`` (poll).
+    delivery_method: Mapped[str40]
+    #: Push: the receiver's endpoint. Poll: None (the transmitter's poll URL is derived).
+    endpoint_url: Mapped[text | None]
+    #: SSF §6.1.1: sent verbatim with every push (a credential of the receiver: never logged).
+    authorization_header: Mapped[text | None]
+    events_requested: Mapped[list[str]] = mapped_column(default=list)
+    description: Mapped[text | None]
+    #: The RFC 9493 format of event subjects on this stream (an extension member).
+    subject_format: Mapped[str40] = mapped_column(default="iss_sub")
+    #: SSF §8.1.2: enabled, paused or disabled.
+    status: Mapped[str40] = mapped_column(default="enabled")
+    status_reason: Mapped[text | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_verification_at: Mapped[dt.datetime | None]
+
+
+class SSFSubject(Base):
+    """A subject a receiver added to or removed from a stream (SSF §8.1.3)."""
+
+    __tablename__ = "oidc_logout_ssf_subject"
+    __table_args__ = (UniqueConstraint("stream_id", "subject_key"),)
+
+    id: Mapped[intpk]
+    stream_id: Mapped[str40] = mapped_column(ForeignKey("oidc_logout_ssf_stream.stream_id"), index=True)
+    #: SHA-256 of the subject's canonical JSON.
+    subject_key: Mapped[str64]
+    subject: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: ``added`` or ``removed``.
+    action: Mapped[str40]
+    verified: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SSFEvent(Base):
+    """One Security Event Token for one stream (RFC 8417): its claims are fixed when the event
+    happens (so every retransmission is the same SET, same ``jti``); it is signed when sent.
+
+    Push streams: a ``delivery`` row (channel ``ssf_push``, ``sid`` = this id) carries it
+    through the outbox; ``held`` while the stream is paused. Poll streams (RFC 8936):
+    ``queued`` until returned by a poll, then ``sent`` until acknowledged (``acked``)."""
+
+    __tablename__ = "oidc_logout_ssf_event"
+    __table_args__ = (Index("ix_oidc_logout_ssf_event_stream_state", "stream_id", "state", "created_at"),)
+
+    id: Mapped[str40] = mapped_column(primary_key=True)
+    stream_id: Mapped[str40] = mapped_column(ForeignKey("oidc_logout_ssf_stream.stream_id"))
+    termination_id: Mapped[str40 | None]
+    event_type: Mapped[str255]
+    claims: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str40]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[dt.datetime | None]
+    acked_at: Mapped[dt.datetime | None]
+    #: RFC 8936 §2.4.4: the receiver's ``setErrs`` entry for this SET.
+    error: Mapped[text | None]
+
+
 __all__ = [
     "FINAL_STATES",
     "PENDING_BACKCHANNEL_PREDICATE",
@@ -359,6 +433,9 @@ __all__ = [
     "Grant",
     "OPSession",
     "RateEvent",
+    "SSFEvent",
+    "SSFStream",
+    "SSFSubject",
     "SessionParticipant",
     "SigningKey",
     "Termination",

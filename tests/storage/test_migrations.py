@@ -102,12 +102,13 @@ def test_the_partial_index_migration_and_the_model_agree_on_the_predicate():
     import oidc_logout.storage.migrations.versions as versions
     from oidc_logout.storage.models import PENDING_BACKCHANNEL_PREDICATE
 
-    path = Path(versions.__path__[0]) / "0002_delivery_pending_due_index.py"
-    spec = importlib.util.spec_from_file_location("m0002", path)
+    # 0006_ssf re-created the index for both pushed channels (back-channel logout, SSF push).
+    path = Path(versions.__path__[0]) / "0006_ssf.py"
+    spec = importlib.util.spec_from_file_location("m0006_ssf", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.PREDICATE == PENDING_BACKCHANNEL_PREDICATE
+    assert module.NEW_PREDICATE == PENDING_BACKCHANNEL_PREDICATE
 
 
 _OLD_ROWS = [
