@@ -358,7 +358,7 @@ class SSFStream(Base):
     __tablename__ = "oidc_logout_ssf_stream"
 
     stream_id: Mapped[str40] = mapped_column(primary_key=True)
-    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_client.client_id"), index=True)
+    client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_logout_client.client_id"), index=True)
     #: SSF §8.1.1 ``iss``: the transmitter's issuer when the stream was created (its SETs' ``iss``).
     iss: Mapped[str255]
     #: SSF §8.1.1 ``aud`` (Transmitter-Supplied, never updated).
