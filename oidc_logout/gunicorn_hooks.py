@@ -23,6 +23,7 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .provider import Provider
@@ -51,9 +52,15 @@ def provider_of(app: Any) -> Provider | None:
     return None
 
 
-def elect_background(provider: Provider, path: str | None = None, retry: float = 1.0) -> threading.Thread:
+def elect_background(
+    provider: Provider,
+    path: str | None = None,
+    retry: float = 1.0,
+    announce: Callable[[str], None] | None = None,
+) -> threading.Thread:
     """Start a thread that runs ``provider.start_background()`` once this process holds the
-    election lock (at once if free, else when its holder exits)."""
+    election lock (at once if free, else when its holder exits); ``announce`` gets one line
+    when it does (default: this module's logger)."""
     where = path or lock_path(provider.settings.database_url)
 
     def run() -> None:
@@ -65,7 +72,9 @@ def elect_background(provider: Provider, path: str | None = None, retry: float =
                 threading.Event().wait(retry)
                 continue
             _held.append(fd)
-            log.info("process %d runs the delivery dispatcher and the expiry sweep", os.getpid())
+            (announce or log.info)(
+                f"oidc-logout: process {os.getpid()} runs the delivery dispatcher and the expiry sweep"
+            )
             provider.start_background()
             return
 
@@ -80,7 +89,7 @@ def post_worker_init(worker: Any) -> None:
     if provider is None:
         worker.log.warning("oidc-logout: the app has no OIDCLogout extension; nothing to elect")
         return
-    elect_background(provider)
+    elect_background(provider, announce=worker.log.info)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -90,6 +90,9 @@ def serve(
         def load_config(self) -> None:
             for name, value in options.items():
                 self.cfg.set(name, value)
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1
+                # One control socket per user by default: two OPs on one host would share it.
+                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> WSGIApp:
             return load()
