@@ -113,3 +113,59 @@ def test_serve_refuses_an_http_issuer_outside_dev_mode(tmp_path: Path) -> None:
         timeout=60,
     )
     assert out.returncode == 2 and "not https" in one_error(out)
+
+
+HOST_APP = """
+import os
+from flask import Flask
+from oidc_logout.demo.users import DemoUsers
+from oidc_logout.op import OIDCLogout
+
+app = Flask("hostapp")
+app.secret_key = "host-secret-key-for-the-test"
+app.config.update({k: v for k, v in os.environ.items() if k.startswith("OIDC_LOGOUT_")})
+OIDCLogout(app, users=DemoUsers("pw"), start_background=False)
+
+
+@app.get("/host-page")
+def host_page():
+    return "the host's own page"
+"""
+
+
+def test_serve_runs_a_host_app_with_one_dispatcher(tmp_path: Path) -> None:
+    """`serve --app module:app`: the host's Flask app with OIDCLogout under gunicorn, its own
+    routes and ours, and exactly one worker running the dispatcher."""
+    (tmp_path / "hostapp.py").write_text(HOST_APP)
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "oidc_logout.cli",
+            "serve",
+            "--app",
+            "hostapp:app",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ],
+        cwd=tmp_path,
+        env=cli_env(
+            OIDC_LOGOUT_ISSUER=issuer,
+            OIDC_LOGOUT_DATABASE_URL=f"sqlite:///{tmp_path / 'host.db'}",
+            OIDC_LOGOUT_DEV_MODE="true",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_until_serving(issuer, proc)
+        assert requests.get(f"{issuer}/host-page", timeout=5).text == "the host's own page"
+        assert requests.get(f"{issuer}/jwks", timeout=5).json()["keys"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert stderr.count("runs the delivery dispatcher") == 1, stderr

@@ -134,3 +134,55 @@ def test_terminate_with_workers_waits_for_their_results(pg_databases) -> None:
         env.idp.stop()
         env.rps.stop()
         pg_databases.drop(url)
+
+
+def test_a_300_session_terminate_names_a_broken_rp_once(database_url: str) -> None:
+    """300 sessions at an RP that is down: one summary and one line for that RP, not 300."""
+    import secrets
+
+    from oidc_logout.clients import load_clients
+    from oidc_logout.config import Settings
+    from oidc_logout.provider import Provider
+    from oidc_logout.storage.base import utcnow
+    from oidc_logout.storage.models import OPSession, SessionParticipant
+
+    meta = client_meta(
+        "rp-down",
+        backchannel_logout_uri=f"http://127.0.0.1:{free_port()}/logout",
+        backchannel_logout_session_required=True,
+    )
+    issuer = "http://127.0.0.1:5999"
+    provider = Provider(Settings(database_url=database_url, dev_mode=True, issuer=issuer))
+    try:
+        provider.setup()
+        load_clients(provider, [meta])
+        with provider.session_factory.begin() as db:
+            for _ in range(300):
+                sid = secrets.token_urlsafe(16)
+                db.add(OPSession(sid=sid, subject="bob", auth_time=utcnow()))
+                db.flush()
+                db.add(SessionParticipant(sid=sid, client_id="rp-down"))
+    finally:
+        provider.engine.dispose()
+    out = run_cli(
+        "terminate",
+        "--sub",
+        "bob",
+        "--reason",
+        "offboarding",
+        "--wait",
+        "60",
+        OIDC_LOGOUT_DATABASE_URL=database_url,
+        OIDC_LOGOUT_ISSUER=issuer,
+        OIDC_LOGOUT_DEV_MODE="true",
+        OIDC_LOGOUT_DELIVERY_MAX_ATTEMPTS="1",
+    )
+    assert out.returncode == EXIT_DEAD, out.stderr
+    assert "300 session(s) ended" in out.stdout and "300 dead" in out.stdout
+    assert len(out.stdout.strip().splitlines()) == 2, out.stdout
+    assert out.stderr.strip().splitlines() == [
+        line
+        for line in out.stderr.strip().splitlines()
+        if "rp-down" in line and "300 logout(s): dead" in line
+    ]
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
