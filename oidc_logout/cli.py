@@ -809,8 +809,12 @@ def main(argv: list[str] | None = None) -> int:
         from sqlalchemy.exc import DBAPIError
 
         from .errors import NotFound, OIDCLogoutError
+        from .storage.schema import SchemaNotAtHead
 
         _trace(debug)
+        if isinstance(exc, SchemaNotAtHead):
+            out.error(str(exc).split("; ")[0], "run `oidc-logout migrate` first")
+            return EXIT_DATABASE
         if isinstance(exc, DBAPIError):
             err = database_error(_loaded_or_default(args), exc)
             out.error(err.message, err.hint)

@@ -169,3 +169,21 @@ def test_serve_runs_a_host_app_with_one_dispatcher(tmp_path: Path) -> None:
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert stderr.count("runs the delivery dispatcher") == 1, stderr
+
+
+def test_serve_with_auto_migrate_off_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    from oidc_logout.storage.schema import make_engine
+
+    url = f"sqlite:///{tmp_path / 'op.db'}"
+    make_engine(url).connect().close()
+    out = run_cli(
+        "serve",
+        "--bind",
+        f"127.0.0.1:{free_port()}",
+        OIDC_LOGOUT_DATABASE_URL=url,
+        OIDC_LOGOUT_DEV_MODE="true",
+        OIDC_LOGOUT_AUTO_MIGRATE="false",
+        timeout=60,
+    )
+    assert out.returncode == 6 and "oidc-logout migrate" in out.stderr
+    assert "schema" in one_error(out)
