@@ -1,7 +1,9 @@
 """One frozen settings object: every default of the OP side, documented in one place.
 
-The Flask integration reads ``OIDC_LOGOUT_<NAME>`` config keys into it; the worker reads the
-same names from the environment (see docs/operations.md).
+The Flask integration reads ``OIDC_LOGOUT_<NAME>`` config keys into it; every ``oidc-logout``
+command (the worker and ``serve`` included) loads it with :func:`load_settings`: defaults, then
+an optional TOML file (``--config FILE`` / ``OIDC_LOGOUT_CONFIG_FILE``), then the environment,
+then command-line flags, each value validated where it is read (see docs/operations.md).
 """
 
 from __future__ import annotations
@@ -9,8 +11,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .limits import MAX_REQUEST_BYTES
 
@@ -192,7 +198,7 @@ def settings_from_mapping(
     """Build settings from ``PREFIX_NAME`` keys (a Flask config or ``os.environ``)."""
     base = base or Settings()
     fields = dataclasses.fields(Settings)
-    _check_names(values, prefix, {prefix + f.name.upper() for f in fields})
+    _check_names(values, prefix, {prefix + f.name.upper() for f in fields} | {CONFIG_FILE_ENV})
     changes: dict[str, Any] = {}
     for f in fields:
         key = prefix + f.name.upper()
@@ -200,11 +206,219 @@ def settings_from_mapping(
             raw = values[key]
             default = getattr(base, f.name)
             changes[f.name] = _coerce(key, raw, default) if isinstance(raw, str) else raw
-    return base.replace(**changes)
+    return _checked(base.replace(**changes), changes, prefix)
 
 
 def settings_from_env(base: Settings | None = None) -> Settings:
-    return settings_from_mapping(dict(os.environ), base=base)
+    environ = {k: v for k, v in os.environ.items() if k != CONFIG_FILE_ENV}
+    return settings_from_mapping(environ, base=base)
 
 
-__all__ = ["Settings", "SettingsError", "settings_from_env", "settings_from_mapping"]
+def _checked(settings: Settings, changed: Mapping[str, Any], prefix: str) -> Settings:
+    """No setting takes a negative number (lifetimes, timeouts, counts, bounds)."""
+    for name in changed:
+        value = getattr(settings, name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise SettingsError(f"{prefix}{name.upper()}={value!r} must not be negative")
+    return settings
+
+
+# -- one loader for every command: defaults < TOML file < environment < flags ------------------
+
+#: The environment variable naming the TOML settings file (``--config FILE`` wins).
+CONFIG_FILE_ENV = "OIDC_LOGOUT_CONFIG_FILE"
+#: The source of each effective value, in increasing precedence.
+SOURCES = ("default", "file", "env", "flag")
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+#: Fields whose value is a credential, besides names ending in ``_token``, ``_secret``,
+#: ``_password`` or ``_key`` and fields declared with ``metadata={"secret": True}``.
+_SECRET_NAMES: frozenset[str] = frozenset()
+_SECRET_SUFFIXES = ("_token", "_secret", "_password", "_key")
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """The effective settings and where each value came from."""
+
+    settings: Settings
+    #: field name -> one of :data:`SOURCES`.
+    sources: Mapping[str, str]
+    #: The TOML file read, if any.
+    config_file: str | None = None
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """``(OIDC_LOGOUT_NAME, shown value, source)`` per setting, secrets redacted."""
+        return [
+            (
+                f"OIDC_LOGOUT_{name.upper()}",
+                shown_value(name, getattr(self.settings, name)),
+                self.sources[name],
+            )
+            for name in _FIELDS
+        ]
+
+
+def is_secret(name: str) -> bool:
+    """Whether the setting ``name`` holds a credential (never printed)."""
+    f = _FIELDS.get(name)
+    return (
+        name in _SECRET_NAMES
+        or name.endswith(_SECRET_SUFFIXES)
+        or bool(f is not None and f.metadata.get("secret"))
+    )
+
+
+def shown_value(name: str, value: Any) -> str:
+    """A setting's value as ``config show`` prints it: secrets and database passwords redacted."""
+    if is_secret(name):
+        return "(set, redacted)" if value else "(empty)"
+    if name == "database_url":
+        return redact_url(str(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def redact_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def _from_toml(path: Path, key: str, value: Any, like: Any) -> Any:
+    """A TOML value for a field of the type of ``like``; strings are read like env values."""
+    where = f"{path}: {key}"
+    if isinstance(value, str) and not isinstance(like, str):
+        return _coerce(where, value, like)
+    if isinstance(like, bool):
+        if isinstance(value, bool):
+            return value
+        raise SettingsError(f"{where} = {value!r} is not a boolean (use true or false)")
+    if isinstance(like, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingsError(f"{where} = {value!r} is not a number")
+        if isinstance(like, int) and not isinstance(value, int):
+            raise SettingsError(f"{where} = {value!r} is not an integer")
+        return type(like)(value)
+    if isinstance(like, tuple):
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise SettingsError(f"{where} = {value!r} is not a list of strings")
+    if not isinstance(value, str):
+        raise SettingsError(f"{where} = {value!r} is not a string")
+    return value
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Field values from a TOML file: top-level keys named like the fields (``issuer``,
+    ``database_url``, ``delivery_concurrency``…), or the same under an ``[oidc_logout]``
+    table. An unknown key is an error naming the closest setting."""
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"config file {file} does not exist") from None
+    except OSError as exc:
+        raise SettingsError(f"config file {file} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {file} is not valid TOML: {exc}") from None
+    if isinstance(data.get("oidc_logout"), dict) and len(data) == 1:
+        data = data["oidc_logout"]
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.lower().removeprefix("oidc_logout_")
+        if name not in _FIELDS:
+            close = difflib.get_close_matches(name, list(_FIELDS), n=1, cutoff=0.75)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise SettingsError(f"{file}: {key} is not a setting{hint}")
+        out[name] = _from_toml(file, key, value, getattr(Settings(), name))
+    return out
+
+
+def load_settings(
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> LoadedSettings:
+    """The settings every ``oidc-logout`` command runs with: the dataclass defaults, then the
+    TOML file (``config_file``, else ``OIDC_LOGOUT_CONFIG_FILE``), then ``OIDC_LOGOUT_*``
+    environment variables, then ``flags`` (field name -> value; None means not given).
+    Each layer is validated as it is read (:class:`SettingsError` names key and value)."""
+    env = dict(os.environ if environ is None else environ)
+    path = config_file or env.get(CONFIG_FILE_ENV) or None
+    sources = dict.fromkeys(_FIELDS, "default")
+    settings = Settings()
+    if path:
+        from_file = read_config_file(path)
+        settings = _checked(settings.replace(**from_file), from_file, "")
+        sources.update(dict.fromkeys(from_file, "file"))
+    env.pop(CONFIG_FILE_ENV, None)
+    settings = settings_from_mapping(env, base=settings)
+    sources.update({n: "env" for n in _FIELDS if f"OIDC_LOGOUT_{n.upper()}" in env})
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    unknown = set(given) - set(_FIELDS)
+    if unknown:
+        raise SettingsError(f"not a setting: {', '.join(sorted(unknown))}")
+    settings = _checked(settings.replace(**given), given, "--")
+    sources.update(dict.fromkeys(given, "flag"))
+    return LoadedSettings(settings, sources, str(path) if path else None)
+
+
+def production_problems(settings: Settings, *, signs: bool = True) -> list[str]:
+    """What makes ``settings`` unfit for production (empty in dev mode).
+
+    ``signs``: the process signs logout or ID tokens with the issuer (an OP, a worker, a
+    command that delivers), so the issuer must be the real one: https (OpenID Connect
+    Discovery 1.0 §3 and Back-Channel Logout 1.0 §2.4: RPs compare ``iss`` with it)."""
+    if settings.dev_mode:
+        return []
+    default = Settings()
+    problems = []
+    if signs and settings.issuer == default.issuer:
+        problems.append(
+            f"OIDC_LOGOUT_ISSUER is the development default {default.issuer}: "
+            "RPs refuse logout tokens whose iss is not their OP's issuer"
+        )
+    elif signs and not settings.issuer.startswith("https://"):
+        problems.append(f"OIDC_LOGOUT_ISSUER={settings.issuer} is not https (Discovery 1.0 §3)")
+    if settings.database_url == default.database_url:
+        problems.append(
+            f"OIDC_LOGOUT_DATABASE_URL is the development default {default.database_url} "
+            "(a file in the working directory)"
+        )
+    return problems
+
+
+def check_production(settings: Settings, *, signs: bool = True) -> None:
+    """Refuse to start outside development mode with a development issuer or database:
+    raises :class:`SettingsError` listing every problem and how to fix it."""
+    problems = production_problems(settings, signs=signs)
+    if problems:
+        raise SettingsError(
+            "refusing to start outside development mode: "
+            + "; ".join(problems)
+            + " (set the real values, or OIDC_LOGOUT_DEV_MODE=true on a development machine)"
+        )
+
+
+__all__ = [
+    "CONFIG_FILE_ENV",
+    "LoadedSettings",
+    "Settings",
+    "SettingsError",
+    "check_production",
+    "load_settings",
+    "production_problems",
+    "read_config_file",
+    "redact_url",
+    "settings_from_env",
+    "settings_from_mapping",
+    "shown_value",
+]

@@ -239,6 +239,7 @@ def test_cli_terminate_by_subject_prints_the_report(env):
             "cli test",
             "--wait",
             "5",
+            "--json",
             "--database-url",
             env.idp.settings.database_url,
         ],

@@ -12,13 +12,20 @@ from oidc_logout.storage.models import Delivery
 from oidc_logout.termination import by_subject
 from tests.delivery.conftest import Reply
 from tests.support.idp import Browser, authorize, refresh
-
-from .conftest import make_env
+from tests.termination.conftest import make_env
 
 
 def _cli(env, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "oidc_logout.cli", *args, "--database-url", env.idp.settings.database_url],
+        [
+            sys.executable,
+            "-m",
+            "oidc_logout.cli",
+            *args,
+            "--json",
+            "--database-url",
+            env.idp.settings.database_url,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -47,7 +54,7 @@ def test_deliveries_lists_failed_rows_and_retry_delivers_them(database_url):
         assert listed["summary"].get("failed") == 1
         out = _cli(env, "retry", "--now")
         assert out.returncode == 0, out.stderr
-        assert json.loads(out.stdout.splitlines()[0]) == {"requeued": 1}
+        assert json.loads(out.stdout)["requeued"] == 1
         with env.idp.provider.session_factory() as db:
             row = db.scalar(select(Delivery).where(Delivery.client_id == "rp-b"))
             assert row.state == "delivered" and row.attempts == 2
