@@ -22,7 +22,7 @@ NODE_STAMP := $(NODE_PEERS)/node_modules/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[op,postgres,redis,test,dev]'
+	$(BIN)/pip install -q -e '.[op,serve,postgres,redis,test,dev]'
 	touch $(STAMP)
 
 $(MIN_STAMP): pyproject.toml constraints-min.txt
