@@ -22,6 +22,7 @@ from typing import ClassVar
 from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from . import metrics
 from .delivery.notify import announce
 from .errors import InvalidRequest, NotFound
 from .storage.base import utcnow
@@ -253,6 +254,7 @@ def terminate(
     term.tokens_revoked = _revoke_tokens(db, plan, ended, reason, now, include_offline)
     _write_outbox(db, term, notify, now, browser_present)
     db.flush()
+    metrics.termination_committed(db, initiator)
     return term
 
 
