@@ -117,6 +117,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = settings_from_env()
     if args.database_url:
         settings = settings.replace(database_url=args.database_url)
+    settings = settings.replace(
+        worker_metrics_port=args.metrics_port or settings.worker_metrics_port,
+        worker_health_port=args.health_port or settings.worker_health_port,
+    )
     return int(run_worker(settings) or 0)
 
 
@@ -241,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="run a delivery worker (PostgreSQL, SKIP LOCKED)")
     w.add_argument("--database-url")
+    w.add_argument("--metrics-port", type=int, help="serve /metrics on this port (docs/operations.md)")
+    w.add_argument("--health-port", type=int, help="serve /healthz and /readyz on this port")
     w.set_defaults(func=cmd_worker)
 
     rs = sub.add_parser("rotate-secret", help="rotate a client secret, ending what the old one issued")

@@ -33,7 +33,9 @@ def value(samples: dict[Sample, float], name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def sign_in(env: Env, user: str = "alice", names: tuple[str, ...] = ("rp-a", "rp-b")) -> tuple[Browser, dict[str, Any]]:
+def sign_in(
+    env: Env, user: str = "alice", names: tuple[str, ...] = ("rp-a", "rp-b")
+) -> tuple[Browser, dict[str, Any]]:
     """A browser session at the OP and tokens for each RP in ``names`` (real code flow)."""
     browser = Browser(env.idp.url)
     browser.login(user)

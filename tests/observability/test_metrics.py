@@ -35,7 +35,10 @@ def test_a_logout_moves_the_termination_delivery_and_wait_metrics(env_factory):
     before = scrape(url)
     browser, tokens = sign_in(env)
     resp = browser.http.get(
-        f"{url}/end_session", params={"id_token_hint": tokens["rp-a"]["id_token"]}, allow_redirects=False, timeout=10
+        f"{url}/end_session",
+        params={"id_token_hint": tokens["rp-a"]["id_token"]},
+        allow_redirects=False,
+        timeout=10,
     )
     assert resp.status_code == 200
     env.rps.wait_for(1, 5, path="/rp-a")
@@ -67,7 +70,10 @@ def test_revocations_are_counted_by_token_kind(env_factory):
     auth = (meta["client_id"], meta["client_secret"])
     for kind in ("access_token", "refresh_token"):
         r = requests.post(
-            f"{url}/revoke", data={"token": tokens["rp-a"][kind], "token_type_hint": kind}, auth=auth, timeout=10
+            f"{url}/revoke",
+            data={"token": tokens["rp-a"][kind], "token_type_hint": kind},
+            auth=auth,
+            timeout=10,
         )
         assert r.status_code == 200, r.text
     after = scrape(url)
@@ -95,9 +101,11 @@ def test_a_dead_letter_shows_in_the_outbox_gauge_and_the_dead_counter(env_factor
     after = _until(url, lambda s: value(s, "oidc_logout_outbox_dead") == 1)
     assert value(after, "oidc_logout_outbox_dead") == 1
     dead = ("oidc_logout_deliveries_total", "backchannel", "dead")
-    assert value(after, dead[0], channel=dead[1], outcome=dead[2]) - value(
-        before, dead[0], channel=dead[1], outcome=dead[2]
-    ) == 1
+    assert (
+        value(after, dead[0], channel=dead[1], outcome=dead[2])
+        - value(before, dead[0], channel=dead[1], outcome=dead[2])
+        == 1
+    )
     term = "oidc_logout_terminations_total"
     assert value(after, term, cause="admin") - value(before, term, cause="admin") == 1
 
@@ -110,9 +118,10 @@ def test_metrics_need_the_metrics_token_or_an_admin_token_when_one_is_set(env_fa
     wrong = requests.get(f"{url}/metrics", headers={"Authorization": "Bearer nope"}, timeout=10)
     assert wrong.status_code == 401
     assert "oidc_logout_terminations_total" not in wrong.text
-    assert "oidc_logout_terminations_total" in requests.get(
-        f"{url}/metrics", headers={"Authorization": f"Bearer {secret}"}, timeout=10
-    ).text
+    assert (
+        "oidc_logout_terminations_total"
+        in requests.get(f"{url}/metrics", headers={"Authorization": f"Bearer {secret}"}, timeout=10).text
+    )
     scrape(url, admin_token(env))  # an admin-scoped access token works too
 
 
@@ -124,5 +133,7 @@ def test_multiprocess_mode_merges_the_counters_of_every_process(tmp_path):
     for _ in range(2):
         subprocess.run([sys.executable, "-c", bump], env=env, check=True, timeout=60)
     show = "import oidc_logout.metrics as m; print(m.exposition()[0].decode())"
-    out = subprocess.run([sys.executable, "-c", show], env=env, check=True, timeout=60, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", show], env=env, check=True, timeout=60, capture_output=True, text=True
+    )
     assert 'oidc_logout_terminations_total{cause="cli"} 2.0' in out.stdout
