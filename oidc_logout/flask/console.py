@@ -95,12 +95,18 @@ def console_login() -> BaseResponse:
             raise InvalidToken("an admin access token is required")
         _admin_from(token)
     except OIDCLogoutError:
-        return _render(
+        resp = _render(
             "login.html",
             401,
             action=url_for("oidc_logout.console_login"),
             error="That is not an active access token with the admin scope.",
         )
+        # RFC 9110 §15.5.2: a 401 carries a challenge; an HTML form has no registered scheme,
+        # and browsers ignore unknown ones (a Basic challenge would open a password dialog).
+        resp.headers["WWW-Authenticate"] = (
+            f'Form realm="oidc-logout-console", form-action="{url_for("oidc_logout.console_login")}"'
+        )
+        return resp
     resp = redirect(url_for("oidc_logout.console"), 303)
     resp.set_cookie(CONSOLE_COOKIE, token, httponly=True, secure=True, samesite="Strict", path=_cookie_path())
     return _no_store(resp)
