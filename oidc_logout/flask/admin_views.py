@@ -40,9 +40,7 @@ def _metrics_allowed() -> None:
 @view
 def metrics_endpoint() -> BaseResponse:
     _metrics_allowed()
-    provider = _provider()
-    request_db(provider).rollback()  # nothing of the request's own transaction is kept open
-    body, ctype = metrics.exposition(provider.session_factory)
+    body, ctype = metrics.exposition(_provider().session_factory)
     return _no_store(Response(body, content_type=ctype))
 
 
