@@ -11,7 +11,6 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from .. import audit, health, metrics
 from ..admin_openapi import admin_openapi
-from ..errors import InvalidRequest
 from ..tokens import same_secret
 from .server import request_db
 from .state import state
@@ -89,8 +88,6 @@ def admin_requeue(delivery_id: int) -> BaseResponse:
     provider = _provider()
     db = request_db(provider)
     _require_admin()
-    if request.content_length:
-        raise InvalidRequest("this request takes no body")
     n = audit.requeue(db, [delivery_id])
     db.commit()
     if provider.dispatcher is not None:

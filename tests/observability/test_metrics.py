@@ -137,3 +137,46 @@ def test_multiprocess_mode_merges_the_counters_of_every_process(tmp_path):
         [sys.executable, "-c", show], env=env, check=True, timeout=60, capture_output=True, text=True
     )
     assert 'oidc_logout_terminations_total{cause="cli"} 2.0' in out.stdout
+
+
+def test_front_channel_reports_are_counted_only_once_committed(env_factory):
+    from oidc_logout.storage.models import Delivery
+    from oidc_logout.termination import by_subject
+    from oidc_logout.vocabulary import Channel
+    from tests.support.idp import client_meta
+
+    fc = [
+        client_meta(f"fc-{i}", port=21000 + i, frontchannel_logout_uri=f"http://127.0.0.1:{21000 + i}/fc")
+        for i in (1, 2)
+    ]
+    env = env_factory(extra_clients=fc)
+    env.metas.update({m["client_id"]: m for m in fc})
+    provider = env.idp.provider
+    sign_in(env, names=("fc-1", "fc-2"))
+    out = provider.terminate_now(
+        by_subject("alice"), reason="test", initiator="test", browser_present=True, wait=0
+    )
+    ids = sorted(d for d, _uri, _sid in out.frontchannel)
+    assert len(ids) == 2
+    url = env.idp.url
+    before = scrape(url)
+    name, ch = "oidc_logout_deliveries_total", Channel.FRONTCHANNEL.value
+    with provider.session_factory() as db:  # a report that rolls back counts nothing
+        provider.record_frontchannel_report(db, out.termination_id, {ids[0]})
+        db.rollback()
+    assert value(scrape(url), name, channel=ch, outcome="confirmed") == value(
+        before, name, channel=ch, outcome="confirmed"
+    )
+    with provider.session_factory.begin() as db:
+        assert provider.record_frontchannel_report(db, out.termination_id, {ids[0]}) == 2
+    after = scrape(url)
+    for outcome in ("confirmed", "unconfirmed"):
+        assert (
+            value(after, name, channel=ch, outcome=outcome) - value(before, name, channel=ch, outcome=outcome)
+            == 1
+        )
+    with provider.session_factory() as db:
+        assert {d.state for d in db.query(Delivery).filter(Delivery.id.in_(ids))} == {
+            "confirmed",
+            "unconfirmed",
+        }
