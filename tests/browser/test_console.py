@@ -1,7 +1,8 @@
 """The operator console in a real Chromium: sign in with an admin token (a Secure, HttpOnly,
 SameSite=Strict cookie), see a termination with its cause, who asked and each RP's delivery
-with its attempts, and requeue a dead letter that is then delivered. Screenshots of these
-pages are written to docs/img/console-*.png (referenced from docs/operations.md)."""
+with its attempts, and requeue a dead letter that is then delivered. The screenshots in
+docs/img/console-*.png (docs/operations.md) come from this test:
+``OIDC_LOGOUT_SCREENSHOTS=docs/img pytest tests/browser/test_console.py``."""
 
 from __future__ import annotations
 
@@ -16,12 +17,11 @@ from sqlalchemy import select
 
 from oidc_logout.storage.models import Delivery
 from oidc_logout.testing import Reply
+from tests.browser.conftest import SCREENSHOT_DIR
 from tests.support.idp import Browser, authorize
 from tests.termination.conftest import Env, admin_token, make_env
 
 pytestmark = pytest.mark.browser
-
-DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
 @pytest.fixture
@@ -34,8 +34,9 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 
 def _shot(page: Any, name: str) -> None:
-    DOCS_IMG.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(DOCS_IMG / name), full_page=True)
+    if SCREENSHOT_DIR:
+        Path(SCREENSHOT_DIR).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOT_DIR) / name), full_page=True)
 
 
 def _state(env: Env, delivery_id: int) -> str:
