@@ -387,7 +387,12 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from .delivery.worker import run_worker
 
-    return int(run_worker(_settings(args, signs=True)) or 0)
+    settings = _settings(args, signs=True)
+    settings = settings.replace(
+        worker_metrics_port=args.metrics_port or settings.worker_metrics_port,
+        worker_health_port=args.health_port or settings.worker_health_port,
+    )
+    return int(run_worker(settings) or 0)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -451,7 +456,9 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     try:
         with provider.session_factory.begin() as db:
             kid, activates = rotate_key(db, args.alg, publish_for=period)
-            key_rotated(db, kid=kid, alg=args.alg, initiator=f"cli:{os.environ.get('USER', 'unknown')}")  # SSF
+            key_rotated(
+                db, kid=kid, alg=args.alg, initiator=f"cli:{os.environ.get('USER', 'unknown')}"
+            )  # SSF
     finally:
         provider.engine.dispose()
     # Two-step rollover: the new key is in the JWKS of every OP instance within the key ring's
@@ -663,6 +670,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=cmd_serve)
 
     w = sub.add_parser("worker", parents=common, help="run a delivery worker (PostgreSQL, SKIP LOCKED)")
+    w.add_argument("--metrics-port", type=int, help="serve /metrics on this port (docs/operations.md)")
+    w.add_argument("--health-port", type=int, help="serve /healthz and /readyz on this port")
     w.set_defaults(func=cmd_worker)
 
     m = sub.add_parser(

@@ -146,6 +146,31 @@ class Settings:
     ssf_poll_redeliver_after: float = 300.0
     #: draft-parecki-oauth-global-token-revocation: the scope its endpoint requires (reserved).
     gtr_scope: str = "global_token_revocation"
+    # Observability: metrics, health, logs, operator console (docs/operations.md)
+    #: Static bearer token a Prometheus scraper presents at ``/metrics``
+    #: (``Authorization: Bearer <it>``); an admin-scoped access token is accepted too. Empty:
+    #: admin tokens only, except in dev mode, where ``/metrics`` is open (the loopback demo).
+    metrics_token: str = ""
+    #: ``/readyz`` in workers mode (``embedded_dispatcher`` off): at least one worker
+    #: heartbeat must be younger than this many seconds.
+    health_worker_stale_after: float = 30.0
+    #: How often each worker writes its heartbeat row (seconds).
+    worker_heartbeat_interval: float = 5.0
+    #: ``/readyz`` fails when the oldest *due* back-channel row has waited longer than this
+    #: past its due time (seconds; 0: no check). Rows waiting out a backoff do not count: one
+    #: dead RP must not take the OP out of its load balancer.
+    health_outbox_max_lag: float = 300.0
+    #: Log format of ``oidc-logout worker`` (and of hosts calling
+    #: :func:`oidc_logout.logs.configure_logging`): ``text`` or ``json`` (one object a line).
+    log_format: str = "text"
+    #: ``oidc-logout worker``: serve ``/metrics`` / ``/healthz`` + ``/readyz`` on these
+    #: ports (0: off); ``--metrics-port`` / ``--health-port`` override. Same port: both.
+    worker_metrics_port: int = 0
+    worker_health_port: int = 0
+    #: Address the worker's metrics and health server listens on.
+    worker_http_host: str = "127.0.0.1"
+    #: Serve the operator console (``/console``, admin-authenticated HTML).
+    console_enabled: bool = True
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

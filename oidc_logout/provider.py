@@ -19,6 +19,7 @@ from jwcrypto import jwk, jws
 from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from . import metrics
 from .config import Settings
 from .keys import KeyRing, ensure_keys
 from .protocols import UserDirectory
@@ -144,6 +145,7 @@ class Provider:
                     last_error="no report from the browser (JavaScript off or page closed)",
                 )
             )
+            metrics.frontchannel_settled(db, 0, rowcount(result))
             return rowcount(result)
 
     # -- termination ---------------------------------------------------------------------
@@ -193,6 +195,7 @@ class Provider:
         )
         settled = not back
         bound = self.settings.logout_wait_bound if wait is None else wait
+        waited_from = time.monotonic()
         if back and self.dispatcher is not None:
             self.dispatcher.kick()
             if bound > 0:
@@ -200,6 +203,8 @@ class Provider:
         elif back and bound > 0:
             # Worker mode: other processes deliver; watch the rows reach a final state.
             settled = self._wait_for_rows(back, bound)
+        if back and bound > 0:
+            metrics.logout_waited(time.monotonic() - waited_from, settled)
         return TerminationOutcome(term_id, back, front, settled)
 
     def _wait_for_rows(self, ids: tuple[int, ...], bound: float) -> bool:
@@ -332,6 +337,7 @@ class Provider:
             )
             .execution_options(synchronize_session=False)
         )
+        metrics.frontchannel_settled(db, rowcount(confirmed), rowcount(unconfirmed))
         return rowcount(confirmed) + rowcount(unconfirmed)
 
     # -- helpers -------------------------------------------------------------------------

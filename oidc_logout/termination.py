@@ -22,6 +22,7 @@ from typing import ClassVar
 from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from . import metrics
 from .delivery.notify import announce
 from .errors import InvalidRequest, NotFound
 from .ssf.events import record_session_revoked
@@ -255,6 +256,7 @@ def terminate(
     _write_outbox(db, term, notify, now, browser_present)
     record_session_revoked(db, term, ended, now)  # SSF: a CAEP session-revoked per ended session
     db.flush()
+    metrics.termination_committed(db, initiator)
     return term
 
 

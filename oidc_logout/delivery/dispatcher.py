@@ -55,10 +55,12 @@ from urllib.parse import urlsplit
 
 import requests
 
+from .. import metrics
 from .._http import make_session
 from ..backchannel.request import RETRY, AttemptResult, attempt_delivery
 from ..config import Settings
 from ..keys import KeyRing
+from ..logs import log_delivery
 from ..ssf.push import attempt_push
 from ..storage.base import utcnow
 from ..storage.models import DELIVERED, FINAL_STATES, PENDING
@@ -526,6 +528,8 @@ class Dispatcher:
                 # The row stays in_flight; it comes back when the lease expires.
                 logger.exception("delivery %s: recording the result failed", claimed.id)
                 state, next_at = "error", None
+            metrics.delivery_done(str(claimed.channel), state, result.duration_ms / 1000)
+            log_delivery(logger, claimed, result, state)
             if state == PENDING:
                 self._schedule_wake(next_at)
             elif state == DELIVERED and claimed.attempts:

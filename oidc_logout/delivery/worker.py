@@ -22,7 +22,9 @@ from types import FrameType
 from sqlalchemy.orm import sessionmaker
 
 from ..config import Settings, settings_from_env
+from ..health import start_worker_observability
 from ..keys import KeyRing
+from ..logs import configure_logging
 from ..storage.schema import make_engine
 from .dispatcher import Dispatcher, default_owner
 from .notify import Listener
@@ -66,11 +68,13 @@ class Worker:
                 previous[sig] = signal.signal(sig, self.request_stop)
         bind = getattr(self._session_factory, "kw", {}).get("bind")
         listener = Listener(bind, self.dispatcher.kick).start() if bind is not None else None
+        observed = start_worker_observability(self._session_factory, self.settings, self.owner)
         try:
             self.dispatcher.run_forever()
         finally:
             if listener is not None:
                 listener.stop()
+            observed.close()
             # In-flight attempts are bounded by connect + read timeouts; allow a margin.
             grace = (self.settings.delivery_connect_timeout + self.settings.delivery_timeout) * 2
             finished = self.dispatcher.stop(timeout=grace + 1.0)
@@ -85,10 +89,9 @@ class Worker:
 def run_worker(settings: Settings | None = None) -> int:
     """Entry point for ``oidc-logout worker``: build the engine, key ring and worker from
     ``settings`` (default: the environment) and run until SIGTERM/SIGINT."""
-    if not logging.getLogger().handlers:
-        # ``oidc-logout worker`` reaches here without configuring logging: an operator must see
-        # the start, the per-attempt outcomes and the shutdown summary on stderr.
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # ``oidc-logout worker`` reaches here without configuring logging: an operator must see
+    # the start, the per-attempt outcomes and the shutdown summary on stderr.
+    configure_logging((settings or settings_from_env()).log_format)
     listener = _log_off_thread()
     try:
         return _run(settings)

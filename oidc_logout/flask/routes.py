@@ -55,6 +55,20 @@ ROUTES: tuple[Route, ...] = (
     Route("ssf_verify", "/ssf/verify", ("POST",)),
     Route("ssf_poll", "/ssf/poll/<stream_id>", ("POST",)),
     Route("gtr", "/global-token-revocation", ("POST",), "global_token_revocation_endpoint"),
+    # Monitoring, admin list/search and the operator console (flask/admin_views.py, console.py)
+    Route("metrics_endpoint", "/metrics", ("GET",)),
+    Route("healthz", "/healthz", ("GET",)),
+    Route("readyz", "/readyz", ("GET",)),
+    Route("admin_terminations", "/admin/terminations", ("GET",)),
+    Route("admin_deliveries", "/admin/deliveries", ("GET",)),
+    Route("admin_requeue", "/admin/deliveries/<int:delivery_id>/retry", ("POST",)),
+    Route("admin_openapi_document", "/admin/openapi.json", ("GET",)),
+    Route("console", "/console", ("GET",), browser=True),
+    Route("console_login", "/console/login", ("GET", "POST"), browser=True),
+    Route("console_logout", "/console/logout", ("POST",), browser=True),
+    Route("console_termination", "/console/terminations/<termination_id>", ("GET",), browser=True),
+    Route("console_deliveries", "/console/deliveries", ("GET",), browser=True),
+    Route("console_requeue", "/console/deliveries/<int:delivery_id>/requeue", ("POST",), browser=True),
 )
 
 

@@ -17,7 +17,7 @@ from flask import Blueprint, Response, current_app, jsonify, redirect, render_te
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import throttle
+from .. import metrics, throttle
 from .._http import DisallowedAddress, check_uri_address
 from ..admin import parse_rotate_secret, parse_termination
 from ..core.bearer import BearerProtector
@@ -450,6 +450,7 @@ def revoke() -> BaseResponse:
         request.form.items(multi=True),
         bool(request.query_string),
     ):
+        metrics.revoked("access_token")
         return _no_store(_server().handle_response(200, {}, default_json_headers))
     return _authlib_endpoint(lambda: _server().create_endpoint_response("revocation"))
 
@@ -621,6 +622,8 @@ def make_blueprint(routes: Sequence[Route] = ROUTES) -> Blueprint:
     own ``templates/`` folder comes first), and every template of ours is named
     ``oidc_logout/<name>.html``, so a host's ``templates/login.html`` never replaces one of
     ours by accident while a host ``templates/oidc_logout/login.html`` does, on purpose."""
+    from . import admin_views, console  # noqa: F401 - their @view functions join _VIEWS
+
     bp = Blueprint(BLUEPRINT_NAME, __name__, template_folder="templates")
     bp.before_request(_limit_request_body)
     bp.after_request(_security_headers)

@@ -7,6 +7,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import UnsupportedTokenTypeError
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 
+from .. import metrics
 from ..core.token_lookup import HashedTokenLookup
 from ..storage.base import utcnow
 from ..storage.models import Token
@@ -58,6 +59,7 @@ class RevocationEndpoint(HashedTokenLookup, _RevocationEndpoint):  # type: ignor
             # §2.1: revoking an access token MAY revoke its refresh token; we leave it alone.
             token.revoked_at = utcnow()
             token.revoked_reason = REVOKED_REASON
+        metrics.revoked(token.kind, self.server.db)
 
 
 __all__ = ["REVOKED_REASON", "RevocationEndpoint"]

@@ -422,6 +422,18 @@ class SSFEvent(Base):
     error: Mapped[text | None]
 
 
+class WorkerHeartbeat(Base):
+    """A delivery worker's last sign of life (``oidc-logout worker`` writes it every
+    ``worker_heartbeat_interval`` seconds): ``/readyz`` in workers mode needs a recent one."""
+
+    __tablename__ = "oidc_logout_worker_heartbeat"
+
+    #: The worker's lease owner name (host:pid:random, unique per process start).
+    owner: Mapped[str64] = mapped_column(primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
 __all__ = [
     "FINAL_STATES",
     "PENDING_BACKCHANNEL_PREDICATE",
@@ -440,4 +452,5 @@ __all__ = [
     "SigningKey",
     "Termination",
     "Token",
+    "WorkerHeartbeat",
 ]

@@ -1,0 +1,210 @@
+"""``/healthz`` and ``/readyz`` on the OP and on a worker: each readiness check named in the
+body, 503 while any fails (a real PostgreSQL refusing connections, a schema behind, no worker,
+an outbox falling behind), 200 again once it recovers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+import time
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text, update
+from sqlalchemy.orm import sessionmaker
+
+from oidc_logout.delivery.worker import Worker
+from oidc_logout.health import Heartbeat
+from oidc_logout.keys import KeyRing
+from oidc_logout.storage.base import utcnow
+from oidc_logout.storage.models import Delivery
+from oidc_logout.storage.schema import VERSION_TABLE, make_engine
+from oidc_logout.termination import by_subject
+from tests.conftest import PG_ADMIN_URL
+
+from .conftest import scrape, sign_in, value
+
+CHECKS = {"database", "schema", "signing_key", "delivery", "outbox"}
+
+
+def _ready(url: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    r = requests.get(f"{url}/readyz", timeout=15)
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.headers["Cache-Control"] == "no-store"
+    return r.status_code, r.json()
+
+
+def _failing(body: dict) -> set[str]:  # type: ignore[type-arg]
+    return {name for name, c in body["checks"].items() if not c["ok"]}
+
+
+def _wait_ready(url: str, status: int, timeout: float = 15.0) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while True:
+        got, body = _ready(url)
+        if got == status or time.monotonic() > deadline:
+            assert got == status, body
+            return body
+        time.sleep(0.1)
+
+
+def test_an_embedded_op_is_alive_and_ready_with_every_check_named(env_factory):
+    env = env_factory()
+    r = requests.get(f"{env.idp.url}/healthz", timeout=10)
+    assert r.status_code == 200 and r.json() == {"status": "alive"}
+    status, body = _ready(env.idp.url)
+    assert status == 200, body
+    assert body["status"] == "ready"
+    assert set(body["checks"]) == CHECKS
+    assert body["checks"]["delivery"]["detail"] == "embedded dispatcher running"
+
+
+@pytest.mark.postgres
+def test_readyz_turns_503_while_postgresql_refuses_connections_and_200_when_it_is_back(pg_databases):
+    from tests.termination.conftest import make_env
+
+    url = pg_databases.new()
+    name = url.rsplit("/", 1)[1]
+    env = make_env(url)
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        _wait_ready(env.idp.url, 200)
+        with admin.connect() as c:
+            c.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            c.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+            )
+        body = _wait_ready(env.idp.url, 503)
+        assert body["status"] == "unavailable"
+        assert not body["checks"]["database"]["ok"]
+        assert body["checks"]["database"]["detail"].startswith("unreachable")
+        assert _failing(body) == CHECKS  # every check that needs the database says so
+        # Liveness is not readiness: the process still answers.
+        assert requests.get(f"{env.idp.url}/healthz", timeout=10).status_code == 200
+        with admin.connect() as c:
+            c.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        body = _wait_ready(env.idp.url, 200)
+        assert _failing(body) == set()
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        admin.dispose()
+        env.idp.stop()
+        env.rps.stop()
+        pg_databases.drop(url)
+
+
+def test_a_schema_behind_this_release_is_not_ready(env_factory):
+    env = env_factory()
+    with env.idp.provider.engine.begin() as c:
+        c.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '0005'"))
+    status, body = _ready(env.idp.url)
+    assert status == 503
+    assert _failing(body) == {"schema"}
+    assert "need" in body["checks"]["schema"]["detail"]
+
+
+def test_workers_mode_is_ready_only_while_a_worker_heartbeat_is_recent(env_factory):
+    env = env_factory(embedded_dispatcher=False, health_worker_stale_after=2.0)
+    provider = env.idp.provider
+    status, body = _ready(env.idp.url)
+    assert status == 503 and _failing(body) == {"delivery"}
+    assert body["checks"]["delivery"]["detail"].startswith("no worker seen")
+    beat = Heartbeat(provider.session_factory, "test-worker", 60)
+    beat.beat()
+    status, body = _ready(env.idp.url)
+    assert status == 200, body
+    time.sleep(2.2)  # the heartbeat goes stale (no timing is asserted, only staleness)
+    status, body = _ready(env.idp.url)
+    assert status == 503 and _failing(body) == {"delivery"}
+
+
+def test_an_outbox_falling_behind_is_not_ready(env_factory):
+    env = env_factory(embedded_dispatcher=False, health_outbox_max_lag=60.0)
+    provider = env.idp.provider
+    sign_in(env, names=("rp-a",))
+    Heartbeat(provider.session_factory, "test-worker", 60).beat()
+    out = provider.terminate_now(by_subject("alice"), reason="test", initiator="test", wait=0)
+    assert _ready(env.idp.url)[0] == 200  # due just now: not behind
+    with provider.session_factory.begin() as db:
+        db.execute(
+            update(Delivery)
+            .where(Delivery.termination_id == out.termination_id)
+            .values(next_attempt_at=utcnow() - dt.timedelta(minutes=10))
+        )
+    status, body = _ready(env.idp.url)
+    assert status == 503 and _failing(body) == {"outbox"}
+    assert "not keeping up" in body["checks"]["outbox"]["detail"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, timeout: float = 15.0) -> None:
+    """The worker starts its server in its own thread: wait until the port accepts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def worker_ports() -> tuple[int, int]:
+    return _free_port(), _free_port()
+
+
+def test_a_worker_serves_metrics_and_health_on_its_own_ports_and_heartbeats(env_factory, worker_ports):
+    metrics_port, health_port = worker_ports
+    env = env_factory(embedded_dispatcher=False)
+    provider = env.idp.provider
+    settings = provider.settings.replace(
+        worker_metrics_port=metrics_port, worker_health_port=health_port, worker_heartbeat_interval=0.5
+    )
+    engine = make_engine(settings.database_url)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    worker = Worker(factory, KeyRing(factory), settings, poll_interval=0.1)
+    thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False}, daemon=True)
+    thread.start()
+    try:
+        health_url = f"http://127.0.0.1:{health_port}"
+        _wait_listening(health_port)
+        _wait_ready(health_url, 200)
+        assert requests.get(f"{health_url}/healthz", timeout=10).json() == {"status": "alive"}
+        assert requests.get(f"{health_url}/metrics", timeout=10).status_code == 404  # not on this port
+        # The OP in workers mode sees the worker's heartbeat.
+        _wait_ready(env.idp.url, 200)
+        # The worker delivers a logout, and its own /metrics shows it.
+        sign_in(env, names=("rp-a",))
+        metrics_url = f"http://127.0.0.1:{metrics_port}"
+        _wait_listening(metrics_port)
+        before = scrape(metrics_url)
+        provider.terminate_now(by_subject("alice"), reason="test", initiator="test", wait=5)
+        env.rps.wait_for(1, 5, path="/rp-a")
+        deadline = time.monotonic() + 10
+        name = "oidc_logout_deliveries_total"
+        while True:
+            after = scrape(metrics_url)
+            moved = value(after, name, channel="backchannel", outcome="delivered") - value(
+                before, name, channel="backchannel", outcome="delivered"
+            )
+            if moved >= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert moved == 1
+        assert value(after, "oidc_logout_database_up") == 1
+    finally:
+        worker.request_stop()
+        thread.join(15)
+        engine.dispose()
+    assert not thread.is_alive()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{health_port}/healthz", timeout=2)
