@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import sys
 import time
@@ -803,6 +804,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     out = Output(json_mode=bool(getattr(args, "json", False)))
     args.out = out
+    _quiet_library_logs(args, debug)
     try:
         return int(args.func(args))
     except CLIError as exc:
@@ -835,6 +837,20 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_NOT_FOUND if isinstance(exc, NotFound) else EXIT_FAILED
         out.error(f"{type(exc).__name__}: {exc}", "run again with --debug for the traceback")
         return EXIT_INTERNAL
+
+
+#: Long-running commands whose log lines are their output (they configure logging themselves).
+_LOGGING_COMMANDS = frozenset({"worker", "serve", "demo"})
+
+
+def _quiet_library_logs(args: argparse.Namespace, debug: bool) -> None:
+    """One-shot commands report outcomes in their own summary (one line per RP, not one per
+    delivery): the library's per-attempt log lines show only with ``--debug``."""
+    if getattr(args, "command", None) in _LOGGING_COMMANDS:
+        return
+    logging.getLogger("oidc_logout").setLevel(logging.DEBUG if debug else logging.ERROR)
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _trace(debug: bool) -> None:
