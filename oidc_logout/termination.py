@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from .delivery.notify import announce
 from .errors import InvalidRequest, NotFound
+from .host import revoke_host_tokens
 from .storage.base import utcnow
 from .storage.models import (
     Client,
@@ -251,6 +252,7 @@ def terminate(
             )
 
     term.tokens_revoked = _revoke_tokens(db, plan, ended, reason, now, include_offline)
+    term.tokens_revoked += revoke_host_tokens(db, target, ended, include_offline=include_offline, now=now)
     _write_outbox(db, term, notify, now, browser_present)
     db.flush()
     return term
