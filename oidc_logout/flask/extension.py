@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, has_app_context, request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -32,18 +32,15 @@ from .._redact import install_library_log_redaction
 from ..backchannel import discovery as backchannel_discovery
 from ..config import Settings, settings_from_mapping
 from ..core.bearer import BearerProtector
+from ..core.consent import requested_scopes
 from ..frontchannel import discovery as frontchannel_discovery
-from ..host import HostTokenStore, register_token_store
+from ..host import HostTokenStore, register_token_store, sync_shadow_client
 from ..protocols import UserDirectory
 from ..provider import Provider
+from ..storage.consent import approved_scopes, remember_consent
 from .errors import register_routing_error_handlers
-from .host import (
-    HostContext,
-    HostEndSessionEndpoint,
-    HostIntrospectionEndpoint,
-    install_save_token_hook,
-)
-from .routes import Route, endpoint_metadata, normalize_prefix, served_routes
+from .host import HostContext, install_on_host_server
+from .routes import ROUTES, Route, endpoint_metadata, normalize_prefix, served_routes
 from .server import OPServer, request_db, use_host_session
 from .signin import sign_in
 from .state import ExtensionState, state
@@ -53,7 +50,7 @@ from .views import BLUEPRINT_NAME, make_blueprint
 _MERGED_ENDPOINTS = ("end_session_endpoint", "revocation_endpoint", "introspection_endpoint")
 #: The routes the extension serves in extension mode: authorization, token, userinfo,
 #: registration, revocation, discovery and login stay the host's.
-HOST_MODE_ROUTES = frozenset({"jwks", "introspect", "end_session", "frontchannel_report"})
+HOST_MODE_ROUTES = frozenset({"introspect", "end_session", "frontchannel_report"})
 
 
 class OIDCLogout:
@@ -148,9 +145,7 @@ class OIDCLogout:
             assert host_session is not None
             use_host_session(provider, host_session)
             server = HostContext(self._host_server, provider, self._id_token_jwks)
-            self._host_server.register_endpoint(HostEndSessionEndpoint(server))
-            self._host_server.register_endpoint(HostIntrospectionEndpoint(server, self._token_model))
-            install_save_token_hook(self._host_server, provider, self._token_model)
+            install_on_host_server(self._host_server, self._token_model)
             register_token_store(provider.engine, HostTokenStore(self._token_model))
         else:
             server = OPServer(provider)
@@ -178,9 +173,8 @@ class OIDCLogout:
         for a host that serves its own discovery document (``serve_discovery=False``) to
         merge into it. Logout tokens are signed with this extension's keys: the host's
         ``jwks_uri`` must publish them (ours is ``metadata()``'s sibling ``<prefix>/jwks``)."""
-        if self.provider is None:
-            raise RuntimeError("OIDCLogout.metadata() needs init_app() first")
-        endpoints = endpoint_metadata(self.provider.settings.issuer, self.url_prefix, self._routes)
+        provider, prefix, routes = self._current()
+        endpoints = endpoint_metadata(provider.settings.issuer, prefix, routes)
         auth_methods = ["client_secret_basic", "client_secret_post", "none"]
         return {
             **{k: v for k, v in endpoints.items() if k in _MERGED_ENDPOINTS},
@@ -194,11 +188,44 @@ class OIDCLogout:
         """The public keys that sign logout tokens (Back-Channel Logout §2.4), as a JWK Set: a
         host that serves its own ``jwks_uri`` adds these ``keys`` to it (RPs verify logout
         tokens with the keys the OP's discovery document names)."""
-        if self.provider is None:
-            raise RuntimeError("OIDCLogout.jwks() needs init_app() first")
-        return self.provider.keyring.public_jwks()
+        return self._current()[0].keyring.public_jwks()
 
-    def current_session_subject(self) -> str | None:
+    def _current(self) -> tuple[Provider, str, tuple[Route, ...]]:
+        """The current application's provider, prefix and routes (one ``OIDCLogout`` may be
+        initialised on several applications), else those of the last ``init_app``."""
+        if has_app_context() and "oidc_logout" in current_app.extensions:
+            ext = state()
+            return ext.provider, ext.url_prefix, tuple(r for r in ROUTES if r.name in ext.route_names)
+        if self.provider is None:
+            raise RuntimeError("OIDCLogout needs init_app() first")
+        return self.provider, self.url_prefix, self._routes
+
+    @staticmethod
+    def has_consent(subject: str, client_id: str, scope: str) -> bool:
+        """Whether ``subject`` already approved every scope value of ``scope`` for
+        ``client_id`` (remembered with :meth:`remember_consent`). Core 1.0 §3.1.2.4 lets
+        the OP establish consent "through other means" such as prior consent: a host whose
+        consent page is its own answers ``prompt=none`` with it instead of
+        ``consent_required``."""
+        approved = approved_scopes(request_db(state().provider), subject, client_id)
+        return approved is not None and requested_scopes(scope) <= approved
+
+    @staticmethod
+    def remember_consent(subject: str, client_id: str, scope: str) -> None:
+        """Remember that ``subject`` approved ``scope`` for ``client_id`` (the host's consent
+        page calls it on approval; commits the request transaction)."""
+        ext = state()
+        db = request_db(ext.provider)
+        client = ext.server.query_client(client_id)
+        if client is None:
+            raise ValueError("no client with that client_id")
+        if isinstance(ext.server, HostContext):
+            sync_shadow_client(db, client_id, dict(client.client_metadata))
+        remember_consent(db, subject, client_id, requested_scopes(scope))
+        db.commit()
+
+    @staticmethod
+    def current_session_subject() -> str | None:
         """The subject of the browser's live OP session, or None (none, ended, expired): a host
         in extension mode treats a user whose OP session ended (single logout) as signed out."""
         ext = state()

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
+from flask import current_app, has_app_context
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -53,7 +54,7 @@ __all__ = [
     "HostEndSessionEndpoint",
     "HostIntrospectionEndpoint",
     "SessionIDMixin",
-    "install_save_token_hook",
+    "install_on_host_server",
 ]
 
 #: Where the sid of a token request travels from ``save_token`` to the ID token.
@@ -124,22 +125,18 @@ class HostContext:
 
 
 class _OnHostServer:
-    """An endpoint of ours registered on the host's server: ``self.server`` is the
-    :class:`HostContext` (``register_endpoint`` hands it the bare host server, which is kept
-    as the context's host)."""
-
-    _context: HostContext | None = None
+    """An endpoint of ours registered on the host's server. Its ``self.server`` is the
+    :class:`HostContext` of the application serving the request (a host may share one
+    module-level server between several applications, as Authlib's guides build it);
+    ``register_endpoint`` hands it the bare host server, which is not kept."""
 
     @property
     def server(self) -> Any:
-        return self._context
+        return state().server
 
     @server.setter
     def server(self, value: Any) -> None:
-        if isinstance(value, HostContext):
-            self._context = value
-        elif self._context is None or value is not self._context.host:
-            raise TypeError("register this endpoint through OIDCLogout(app, server=...)")
+        """The host server the endpoint was registered on: reached through the context."""
 
 
 class HostEndSessionEndpoint(_OnHostServer, EndSessionEndpoint):
@@ -169,8 +166,8 @@ class HostIntrospectionEndpoint(_OnHostServer, _IntrospectionEndpoint):  # type:
     # §2.1: "the endpoint MUST also require some form of authorization"; public clients can't.
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
-    def __init__(self, context: HostContext, token_model: Any) -> None:
-        super().__init__(context)
+    def __init__(self, token_model: Any) -> None:
+        super().__init__()
         self.token_model = token_model
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> _Presented | None:
@@ -281,18 +278,25 @@ def _code_issued(grant: Any, response: Any) -> None:
     db.commit()
 
 
-def install_save_token_hook(server: Any, provider: Provider, token_model: Any) -> None:
-    """Wrap the host server's ``save_token``: after the host stored a token row, bind it to
-    the OP session of the code (authorization_code) or of the refresh token it replaces
-    (refresh rotation keeps the binding while the session lives)."""
+def install_on_host_server(server: Any, token_model: Any) -> None:
+    """Register end_session and introspection on the host's server and wrap its
+    ``save_token``, once per server (several applications may share it): after the host
+    stored a token row, bind it to the OP session of the code (authorization_code) or of the
+    refresh token it replaces (refresh rotation keeps the binding while the session lives)."""
+    if getattr(server, "_oidc_logout_installed", False):
+        return
+    server.register_endpoint(HostEndSessionEndpoint())
+    server.register_endpoint(HostIntrospectionEndpoint(token_model))
     original: Callable[[dict[str, Any], Any], Any] = server._save_token
 
     def save_token(token: dict[str, Any], request: Any) -> Any:
         result = original(token, request)
-        _bind_issued_token(provider, token_model, token, request)
+        if has_app_context() and "oidc_logout" in current_app.extensions:
+            _bind_issued_token(state().provider, token_model, token, request)
         return result
 
     server._save_token = save_token
+    server._oidc_logout_installed = True
 
 
 def _bind_issued_token(provider: Provider, token_model: Any, token: dict[str, Any], request: Any) -> None:
