@@ -279,3 +279,18 @@ def test_signing_in_again_as_the_same_user_keeps_the_session(adopted: Any) -> No
     assert browser.login(password=PASSWORD).status_code == 303
     with idp.app.app_context():
         assert db.session.scalar(select(func.count()).select_from(OPSession)) == 1
+
+
+def test_bad_introspection_requests_get_oauth_errors(adopted: Any) -> None:
+    """RFC 7662 §2.1/§2.2 on the host's server: no client authentication is invalid_client,
+    no token is invalid_request, an unknown token or another client's is only inactive."""
+    idp, portal = adopted
+    _browser, tokens = signed_in(idp, portal)
+    url = f"{idp.url}/oidc/introspect"
+    anonymous = requests.post(url, data={"token": tokens["access_token"]}, timeout=10)
+    assert anonymous.status_code == 401 and anonymous.json()["error"] == "invalid_client"
+    no_token = requests.post(url, data={}, auth=(portal["client_id"], portal["client_secret"]), timeout=10)
+    assert no_token.status_code == 400 and no_token.json()["error"] == "invalid_request"
+    assert introspect(idp, portal, "not-a-token-" + "x" * 20) == {"active": False}
+    assert introspect(idp, WEBAPP, tokens["access_token"]) == {"active": False}  # portal's token
+    assert introspect(idp, portal, tokens["refresh_token"])["token_type"] == "refresh_token"
