@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -148,7 +148,7 @@ class HostTokenStore:
             touched.update(ids)
         refresh_cond = [where, live_refresh, m.refresh_token.is_not(None), m.refresh_token != ""]
         if not include_offline:
-            refresh_cond.append(~m.scope.contains(OFFLINE_ACCESS))
+            refresh_cond.append(or_(m.scope.is_(None), ~m.scope.contains(OFFLINE_ACCESS)))
         rids = db.scalars(select(self._pk).where(*refresh_cond)).all()
         if rids:
             db.execute(
