@@ -20,6 +20,8 @@ from .errors import (
     OIDCLogoutError,
 )
 from .flask import OIDCLogout
+from .flask.host import SessionIDMixin
+from .host import HostTokenStore, TokenStore
 from .protocols import EndUser, UserDirectory
 from .provider import Provider, TerminationOutcome
 from .registration_claims import BackchannelLogoutClaims, FrontchannelLogoutClaims
@@ -54,6 +56,7 @@ __all__ = [
     "Expiry",
     "FrontchannelLogoutClaims",
     "GrantTarget",
+    "HostTokenStore",
     "InsufficientScope",
     "InvalidClientMetadata",
     "InvalidRedirectURI",
@@ -65,6 +68,7 @@ __all__ = [
     "OIDCLogoutError",
     "Provider",
     "ServerContext",
+    "SessionIDMixin",
     "Sessions",
     "Settings",
     "SignIn",
@@ -73,6 +77,7 @@ __all__ = [
     "TargetKind",
     "TerminationOutcome",
     "TokenKind",
+    "TokenStore",
     "UserDirectory",
     "by_client",
     "by_credential",

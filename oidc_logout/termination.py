@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from . import metrics
 from .delivery.notify import announce
 from .errors import InvalidRequest, NotFound
+from .host import revoke_host_tokens
 from .ssf.events import record_session_revoked
 from .storage.base import utcnow
 from .storage.models import (
@@ -253,6 +254,7 @@ def terminate(
             )
 
     term.tokens_revoked = _revoke_tokens(db, plan, ended, reason, now, include_offline)
+    term.tokens_revoked += revoke_host_tokens(db, target, ended, include_offline=include_offline, now=now)
     _write_outbox(db, term, notify, now, browser_present)
     record_session_revoked(db, term, ended, now)  # SSF: a CAEP session-revoked per ended session
     db.flush()

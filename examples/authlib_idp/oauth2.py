@@ -45,10 +45,13 @@ from authlib.oidc.core import UserInfo
 from authlib.oidc.core import UserInfoEndpoint as _UserInfoEndpoint
 from authlib.oidc.core import grants as oidc_grants
 from authlib.oidc.registration import ClientMetadataClaims as OIDCClientMetadataClaims
+from authlib.oidc.rpinitiated import ClientMetadataClaims as RPInitiatedClaims
 from flask import Flask, current_app, session
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet, RSAKey
 from sqlalchemy.exc import IntegrityError
+
+from oidc_logout.op import BackchannelLogoutClaims, FrontchannelLogoutClaims, OIDCLogout, SessionIDMixin
 
 from .models import OAuth2AuthorizationCode, OAuth2Client, OAuth2Token, SigningKey, User, db
 
@@ -57,7 +60,8 @@ TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "non
 ID_TOKEN_ALG = "RS256"
 #: RFC 7591 client metadata is validated by these claims classes, for registration and for
 #: the clients file alike.
-CLIENT_METADATA_CLAIMS = [ClientMetadataClaims, OIDCClientMetadataClaims]
+CLIENT_METADATA_CLAIMS = [ClientMetadataClaims, OIDCClientMetadataClaims, RPInitiatedClaims]
+LOGOUT_CLAIMS = [BackchannelLogoutClaims, FrontchannelLogoutClaims]  # dev mode: configured per app
 
 
 def issuer() -> str:
@@ -93,6 +97,11 @@ def current_signing_key() -> RSAKey:
 def public_jwks() -> dict[str, Any]:
     keys: list[Key] = [*signing_keys()]
     return dict(KeySet(keys).as_dict(private=False))
+
+
+def published_jwks() -> dict[str, Any]:
+    """Our ID token keys and oidc-logout's logout token keys."""
+    return {"keys": public_jwks()["keys"] + oidc.jwks()["keys"]}
 
 
 # -- discovery -------------------------------------------------------------------------------
@@ -131,6 +140,7 @@ def server_metadata() -> dict[str, Any]:
             "email",
         ],
         "authorization_response_iss_parameter_supported": True,
+        **oidc.metadata(),
     }
 
 
@@ -192,7 +202,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return db.session.get(User, authorization_code.user_id)
 
 
-class OpenIDCode(oidc_grants.OpenIDCode):
+class OpenIDCode(SessionIDMixin, oidc_grants.OpenIDCode):
     def exists_nonce(self, nonce: str, request: Any) -> bool:
         return exists_nonce(nonce, request)
 
@@ -301,8 +311,12 @@ def validate_client_metadata(data: Mapping[str, Any]) -> dict[str, Any]:
     """
     metadata = server_metadata()
     result: dict[str, Any] = {}
-    for claims_class in CLIENT_METADATA_CLAIMS:
-        claims = claims_class(dict(data), {}, claims_class.get_claims_options(metadata), metadata)
+    dev_mode = bool(current_app.config.get("DEV_MODE"))
+    for claims_class in CLIENT_METADATA_CLAIMS + [c.configured(dev_mode=dev_mode) for c in LOGOUT_CLAIMS]:
+        options = (
+            claims_class.get_claims_options(metadata) if hasattr(claims_class, "get_claims_options") else {}
+        )
+        claims = claims_class(dict(data), {}, options, metadata)
         try:
             claims.validate()
         except JoseError as error:
@@ -431,6 +445,9 @@ authorization.register_endpoint(RevocationEndpoint)
 authorization.register_endpoint(UserInfoEndpoint(resource_protector=require_oauth))
 authorization.register_endpoint(ClientRegistration(claims_classes=CLIENT_METADATA_CLAIMS))
 authorization.register_extension(Issuer())
+oidc = OIDCLogout(
+    server=authorization, token_model=OAuth2Token, db=db, id_token_jwks=public_jwks, url_prefix="/oidc"
+)
 
 
 def config_oauth(app: Flask) -> None:
@@ -442,3 +459,6 @@ def config_oauth(app: Flask) -> None:
         {"authorization_code": 3600, "refresh_token": 3600, "client_credentials": 3600},
     )
     authorization.init_app(app)
+    app.config.setdefault("OIDC_LOGOUT_ISSUER", app.config["ISSUER"])
+    app.config.setdefault("OIDC_LOGOUT_DEV_MODE", bool(app.config.get("DEV_MODE")))
+    oidc.init_app(app)

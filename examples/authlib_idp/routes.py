@@ -24,7 +24,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .models import User, db
-from .oauth2 import authorization, issuer, public_jwks, server_metadata
+from .oauth2 import authorization, issuer, oidc, published_jwks, server_metadata
 
 bp = Blueprint("idp", __name__)
 
@@ -42,7 +42,9 @@ SCOPE_DESCRIPTIONS = {
 # -- the signed-in user (Flask's signed session cookie) --------------------------------------
 def current_user() -> User | None:
     user_id = session.get("user_id")
-    return db.session.get(User, user_id) if user_id else None
+    if not user_id or oidc.current_session_subject() != str(user_id):
+        return None  # never signed in, or the OP session ended (single logout)
+    return db.session.get(User, user_id)
 
 
 def csrf_token() -> str:
@@ -84,7 +86,9 @@ def login() -> ResponseReturnValue:
             session.clear()
             session["user_id"] = user.id
             session["auth_time"] = int(time.time())
-            return redirect(next_url, 303)
+            response = redirect(next_url, 303)
+            oidc.sign_in(response, str(user.id), amr=["pwd"])
+            return response
         return render_template(
             "login.html",
             next=next_url,
@@ -149,8 +153,10 @@ def authorize() -> ResponseReturnValue:
             return _error_response(LoginRequiredError(redirect_uri=grant.redirect_uri, state=state))
         return _login_redirect()
     if "none" in prompts:
-        # Consent is asked every time, so it can never be given without showing a page.
-        return _error_response(ConsentRequiredError(redirect_uri=grant.redirect_uri, state=state))
+        # Without a page, only consent the user already gave (remembered by oidc-logout).
+        if not oidc.has_consent(str(user.id), grant.client.client_id, grant.request.payload.scope):
+            return _error_response(ConsentRequiredError(redirect_uri=grant.redirect_uri, state=state))
+        return authorization.create_authorization_response(grant_user=user, grant=grant)
 
     if request.method == "GET":
         client = grant.client
@@ -165,6 +171,8 @@ def authorize() -> ResponseReturnValue:
         )
     check_csrf()
     grant_user = user if request.form.get("confirm") == "yes" else None
+    if grant_user is not None:
+        oidc.remember_consent(str(user.id), grant.client.client_id, grant.request.payload.scope)
     return authorization.create_authorization_response(grant_user=grant_user, grant=grant)
 
 
@@ -191,7 +199,7 @@ def register_client() -> Response:
 
 @bp.get("/oauth/jwks")
 def jwks() -> Response:
-    return jsonify(public_jwks())
+    return jsonify(published_jwks())
 
 
 @bp.get("/.well-known/openid-configuration")

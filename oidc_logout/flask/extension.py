@@ -1,5 +1,18 @@
 """``OIDCLogout(app=None)`` + ``init_app()``: the OP side as a Flask extension.
 
+Two ways to apply it, one extension:
+
+* **extension mode** -- ``OIDCLogout(app, server=<the host's Authlib AuthorizationServer>,
+  token_model=<its OAuth2TokenMixin model>, db=<its Flask-SQLAlchemy db>)``: the host keeps its
+  server, grants, models, login, consent and routes; the extension adds OP sessions and ``sid``
+  (through :class:`~oidc_logout.flask.host.SessionIDMixin` on the host's ``OpenIDCode``),
+  RP-initiated logout and introspection registered on the host's server, back-/front-channel
+  delivery, and terminations that revoke the host's tokens in the same transaction as its own
+  rows (its tables live in the host's database, written through the host's session);
+* **turnkey mode** -- no ``server``: the same extension over the package's own small Authlib
+  server (:class:`~oidc_logout.flask.server.OPServer`) and tables, with the bundled login,
+  consent, token, userinfo, registration and revocation routes.
+
 Settings are read once from ``OIDC_LOGOUT_*`` config keys (see :class:`oidc_logout.config.Settings`);
 state lives in ``app.extensions["oidc_logout"]``.
 """
@@ -11,24 +24,35 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, has_app_context, request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from .._redact import install_library_log_redaction
 from ..backchannel import discovery as backchannel_discovery
 from ..config import Settings, settings_from_mapping
 from ..core.bearer import BearerProtector
+from ..core.consent import requested_scopes
 from ..frontchannel import discovery as frontchannel_discovery
+from ..host import HostTokenStore, register_token_store, sync_shadow_client
 from ..protocols import UserDirectory
 from ..provider import Provider
+from ..storage.consent import approved_scopes, remember_consent
 from .errors import register_routing_error_handlers
-from .routes import Route, endpoint_metadata, normalize_prefix, served_routes
-from .server import OPServer, request_db
+from .host import HostContext, install_on_host_server
+from .routes import ROUTES, Route, endpoint_metadata, normalize_prefix, served_routes
+from .server import OPServer, request_db, use_host_session
 from .signin import sign_in
 from .state import ExtensionState, state
 from .views import BLUEPRINT_NAME, make_blueprint
 
 #: Members of ``OIDCLogout.metadata()``: what a host with its own discovery document merges.
 _MERGED_ENDPOINTS = ("end_session_endpoint", "revocation_endpoint", "introspection_endpoint")
+#: The routes the extension serves in extension mode: authorization, token, userinfo,
+#: registration, revocation, discovery and login stay the host's; health and metrics are ours.
+HOST_MODE_ROUTES = frozenset(
+    {"introspect", "end_session", "frontchannel_report", "metrics_endpoint", "healthz", "readyz"}
+)
 
 
 class OIDCLogout:
@@ -42,9 +66,35 @@ class OIDCLogout:
         start_background: bool = True,
         url_prefix: str | None = None,
         serve_discovery: bool | None = None,
+        server: Any = None,
+        token_model: Any = None,
+        db: Any = None,
+        id_token_jwks: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         """``url_prefix`` / ``serve_discovery`` override the ``OIDC_LOGOUT_URL_PREFIX`` /
-        ``OIDC_LOGOUT_SERVE_DISCOVERY`` settings (see :class:`~oidc_logout.config.Settings`)."""
+        ``OIDC_LOGOUT_SERVE_DISCOVERY`` settings (see :class:`~oidc_logout.config.Settings`).
+
+        Extension mode (all of these together):
+
+        :param server: the host's ``authlib.integrations.flask_oauth2.AuthorizationServer``;
+            RP-initiated logout (``end_session``) and RFC 7662 introspection are registered on
+            it, and its ``save_token`` is observed to bind tokens to OP sessions.
+        :param token_model: the host's token model on Authlib's ``OAuth2TokenMixin`` with a
+            ``user_id`` column: terminations revoke its rows.
+        :param db: the host's Flask-SQLAlchemy ``SQLAlchemy`` object, or a callable returning
+            the host's request ``Session``: the extension's tables live in that database and
+            are written through that session (one transaction with the host's rows).
+        :param id_token_jwks: returns the host's public JWKS (``{"keys": [...]}``): an
+            ``id_token_hint`` is an ID token the host signed.
+
+        ``users`` is optional in extension mode (the host signs users in and answers userinfo).
+        """
+        if server is not None and (token_model is None or db is None):
+            raise TypeError("extension mode needs server=, token_model= and db= together")
+        self._host_server = server
+        self._token_model = token_model
+        self._db = db
+        self._id_token_jwks = id_token_jwks
         self._users = users
         self._settings = settings
         self._provider = provider
@@ -62,12 +112,21 @@ class OIDCLogout:
     def init_app(self, app: Flask) -> None:
         if "oidc_logout" in app.extensions:
             raise RuntimeError("OIDCLogout is already registered on this app; call init_app once.")
+        host = self._host_server is not None
         provider = self._provider
+        host_session: Callable[[], Session] | None = None
+        if host:
+            engine, host_session = _host_database(app, self._db)
         if provider is None:
-            if self._users is None:
+            if self._users is None and not host:
                 raise RuntimeError("OIDCLogout needs a UserDirectory: OIDCLogout(app, users=...)")
             settings = settings_from_mapping(dict(app.config), base=self._settings)
-            provider = Provider(settings, self._users)
+            if host:
+                # The extension's tables live in the host's database (one transaction).
+                settings = settings.replace(database_url=engine.url.render_as_string(hide_password=False))
+                provider = Provider(settings, self._users, engine=engine)
+            else:
+                provider = Provider(settings, self._users)
             provider.setup()
         settings = provider.settings
         prefix = normalize_prefix(self._url_prefix if self._url_prefix is not None else settings.url_prefix)
@@ -75,13 +134,23 @@ class OIDCLogout:
             self._serve_discovery if self._serve_discovery is not None else settings.serve_discovery
         )
         routes = served_routes(serve_discovery=serve_discovery)
+        if host:
+            routes = tuple(r for r in routes if r.name in HOST_MODE_ROUTES)
         check_no_shadowing(app, prefix, routes)
         install_library_log_redaction()
         if not app.secret_key:
             raise RuntimeError(
                 "OIDCLogout needs app.secret_key (CSRF tokens live in Flask's signed session)."
             )
-        server = OPServer(provider)
+        server: Any
+        if host:
+            assert host_session is not None
+            use_host_session(provider, host_session)
+            server = HostContext(self._host_server, provider, self._id_token_jwks)
+            install_on_host_server(self._host_server, self._token_model)
+            register_token_store(provider.engine, HostTokenStore(self._token_model))
+        else:
+            server = OPServer(provider)
         app.extensions["oidc_logout"] = ExtensionState(
             provider,
             server,
@@ -106,9 +175,8 @@ class OIDCLogout:
         for a host that serves its own discovery document (``serve_discovery=False``) to
         merge into it. Logout tokens are signed with this extension's keys: the host's
         ``jwks_uri`` must publish them (ours is ``metadata()``'s sibling ``<prefix>/jwks``)."""
-        if self.provider is None:
-            raise RuntimeError("OIDCLogout.metadata() needs init_app() first")
-        endpoints = endpoint_metadata(self.provider.settings.issuer, self.url_prefix, self._routes)
+        provider, prefix, routes = self._current()
+        endpoints = endpoint_metadata(provider.settings.issuer, prefix, routes)
         auth_methods = ["client_secret_basic", "client_secret_post", "none"]
         return {
             **{k: v for k, v in endpoints.items() if k in _MERGED_ENDPOINTS},
@@ -117,6 +185,54 @@ class OIDCLogout:
             **backchannel_discovery.metadata(),
             **frontchannel_discovery.metadata(),
         }
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys that sign logout tokens (Back-Channel Logout §2.4), as a JWK Set: a
+        host that serves its own ``jwks_uri`` adds these ``keys`` to it (RPs verify logout
+        tokens with the keys the OP's discovery document names)."""
+        return self._current()[0].keyring.public_jwks()
+
+    def _current(self) -> tuple[Provider, str, tuple[Route, ...]]:
+        """The current application's provider, prefix and routes (one ``OIDCLogout`` may be
+        initialised on several applications), else those of the last ``init_app``."""
+        if has_app_context() and "oidc_logout" in current_app.extensions:
+            ext = state()
+            return ext.provider, ext.url_prefix, tuple(r for r in ROUTES if r.name in ext.route_names)
+        if self.provider is None:
+            raise RuntimeError("OIDCLogout needs init_app() first")
+        return self.provider, self.url_prefix, self._routes
+
+    @staticmethod
+    def has_consent(subject: str, client_id: str, scope: str) -> bool:
+        """Whether ``subject`` already approved every scope value of ``scope`` for
+        ``client_id`` (remembered with :meth:`remember_consent`). Core 1.0 §3.1.2.4 lets
+        the OP establish consent "through other means" such as prior consent: a host whose
+        consent page is its own answers ``prompt=none`` with it instead of
+        ``consent_required``."""
+        approved = approved_scopes(request_db(state().provider), subject, client_id)
+        return approved is not None and requested_scopes(scope) <= approved
+
+    @staticmethod
+    def remember_consent(subject: str, client_id: str, scope: str) -> None:
+        """Remember that ``subject`` approved ``scope`` for ``client_id`` (the host's consent
+        page calls it on approval; commits the request transaction)."""
+        ext = state()
+        db = request_db(ext.provider)
+        client = ext.server.query_client(client_id)
+        if client is None:
+            raise ValueError("no client with that client_id")
+        if isinstance(ext.server, HostContext):
+            sync_shadow_client(db, client_id, dict(client.client_metadata))
+        remember_consent(db, subject, client_id, requested_scopes(scope))
+        db.commit()
+
+    @staticmethod
+    def current_session_subject() -> str | None:
+        """The subject of the browser's live OP session, or None (none, ended, expired): a host
+        in extension mode treats a user whose OP session ended (single logout) as signed out."""
+        ext = state()
+        row = ext.server.current_session()
+        return row.subject if row is not None else None
 
     @staticmethod
     def sign_in(
@@ -185,10 +301,29 @@ def _ours_matcher(prefix: str, routes: Sequence[Route]) -> Callable[[], bool]:
     return is_ours
 
 
+def _host_database(app: Flask, db: Any) -> tuple[Engine, Callable[[], Session]]:
+    """The host's engine and request session: a Flask-SQLAlchemy object (``db.engine``,
+    ``db.session``) or a callable returning the host's ``Session``."""
+    if callable(db) and not hasattr(db, "session"):
+        factory: Callable[[], Session] = db
+    else:
+        scoped = db.session
+
+        def factory() -> Session:
+            return scoped()  # type: ignore[no-any-return]
+
+    with app.app_context():
+        bind = factory().get_bind()
+        engine = getattr(bind, "engine", bind)
+    if not isinstance(engine, Engine):
+        raise TypeError("db= must give a Session bound to an Engine")
+    return engine, factory
+
+
 def _close_db(_exc: Any) -> None:
     db = g.pop("_oidc_logout_db", None)
     if db is not None:
         db.close()
 
 
-__all__ = ["OIDCLogout", "check_no_shadowing"]
+__all__ = ["HOST_MODE_ROUTES", "OIDCLogout", "check_no_shadowing"]

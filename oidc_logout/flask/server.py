@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -48,8 +50,22 @@ _clients = Client.__table__
 _CLIENT_BY_ID = select(_clients).where(_clients.c.client_id == bindparam("cid"))
 
 
+#: Extension mode: the host's request session, per provider (its tables and ours, one transaction).
+_HOST_SESSIONS: weakref.WeakKeyDictionary[Provider, Callable[[], Session]] = weakref.WeakKeyDictionary()
+
+
+def use_host_session(provider: Provider, session: Callable[[], Session]) -> None:
+    """Requests of ``provider`` use the host's session (Flask-SQLAlchemy's ``db.session``)
+    instead of one of their own: what the extension writes commits with the host's rows."""
+    _HOST_SESSIONS[provider] = session
+
+
 def request_db(provider: Provider) -> Session:
-    """The request's database session (one transaction per request; closed at teardown)."""
+    """The request's database session (one transaction per request; closed at teardown). In
+    extension mode, the host's own request session."""
+    host = _HOST_SESSIONS.get(provider)
+    if host is not None:
+        return host()
     db: Session | None = g.get("_oidc_logout_db")
     if db is None:
         db = provider.session_factory()
@@ -132,4 +148,4 @@ class OPServer(AuthorizationServer):  # type: ignore[misc]
         self._error_uris = None
 
 
-__all__ = ["OPServer", "request_db"]
+__all__ = ["OPServer", "request_db", "use_host_session"]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from ..core.bearer import BearerProtector
     from ..provider import Provider
-    from .server import OPServer
 
 __all__ = ["ExtensionState", "state"]
 
@@ -18,7 +17,10 @@ __all__ = ["ExtensionState", "state"]
 @dataclass(frozen=True)
 class ExtensionState:
     provider: Provider
-    server: OPServer
+    #: The :class:`~oidc_logout.context.ServerContext` the views use: the package's own
+    #: :class:`OPServer` (turnkey) or a :class:`~oidc_logout.flask.host.HostContext` over the
+    #: host's server (extension mode). Typed ``Any``: the views call Authlib's server API on it.
+    server: Any
     #: Where the blueprint is mounted (``""`` or ``"/a/b"``).
     url_prefix: str = ""
     #: The route names the blueprint serves (discovery may be left to the host).

@@ -58,7 +58,7 @@ from .opsession import (
     current_op_session,
 )
 from .routes import ROUTES, Route, endpoint_metadata
-from .server import OPServer, request_db
+from .server import request_db
 from .signin import sign_in
 from .state import state
 
@@ -80,7 +80,7 @@ def _provider() -> Provider:
     return state().provider
 
 
-def _server() -> OPServer:
+def _server() -> Any:  # OPServer (turnkey) or HostContext (extension mode)
     return state().server
 
 

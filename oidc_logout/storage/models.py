@@ -434,6 +434,24 @@ class WorkerHeartbeat(Base):
     seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
+class HostTokenSession(Base):
+    """Extension mode (a host's own Authlib server and token model): which OP session a host
+    authorization code or token row belongs to, so that ending the session revokes the
+    host's tokens (Back-Channel Logout §2.7) and ID tokens carry ``sid`` (§2.1). A side table
+    owned by the extension: the host's tables are not changed. ``kind`` is ``code`` (``ref``:
+    SHA-256 hex of the code, short-lived) or ``token`` (``ref``: the host row's primary key)."""
+
+    __tablename__ = "oidc_logout_token_session"
+    __table_args__ = (UniqueConstraint("kind", "ref"),)
+
+    id: Mapped[intpk]
+    kind: Mapped[str40]
+    ref: Mapped[str64]
+    sid: Mapped[str64] = mapped_column(index=True)
+    client_id: Mapped[str255]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 __all__ = [
     "FINAL_STATES",
     "PENDING_BACKCHANNEL_PREDICATE",
@@ -443,6 +461,7 @@ __all__ = [
     "Delivery",
     "DeliveryAttempt",
     "Grant",
+    "HostTokenSession",
     "OPSession",
     "RateEvent",
     "SSFEvent",

@@ -58,6 +58,7 @@ class ExampleIdP:
 
     def stop(self) -> None:
         self.server.stop()
+        self.app.extensions["oidc_logout"].provider.stop_background()
         with self.app.app_context():
             db.engine.dispose()
 

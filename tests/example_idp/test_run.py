@@ -30,7 +30,7 @@ class Process:
     def __init__(self, *args: str, cwd: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if k not in ("REGISTRATION_TOKEN", "PYTHONPATH")}
+        env = {k: v for k, v in os.environ.items() if k != "REGISTRATION_TOKEN"}
         self.proc = subprocess.Popen(
             [sys.executable, str(RUN), "--host", "127.0.0.1", "--port", str(self.port), *args],
             cwd=cwd,

@@ -1,7 +1,7 @@
 """every table of the extension carries the ``oidc_logout_`` prefix
 
 Revision ID: 0006_prefix_tables
-Revises: 0006_worker_heartbeat
+Revises: 0006_hosttokens
 Create Date: 2026-12-03 10:40:00.000000
 
 Extension mode (issue 11) shares the host IdP's database: names such as ``oauth_token``,
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_prefix_tables"
-down_revision = "0006_worker_heartbeat"
+down_revision = "0006_hosttokens"
 branch_labels = None
 depends_on = None
 

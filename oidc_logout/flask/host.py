@@ -1,0 +1,334 @@
+"""Extension mode on Flask: the host's own Authlib ``AuthorizationServer`` as the
+:class:`~oidc_logout.context.ServerContext` of the extension's endpoints, and the hooks that
+bring OP sessions and ``sid`` into the host's grants.
+
+What the host adds (docs/integration.md walks through it):
+
+* :class:`SessionIDMixin` in front of its ``OpenIDCode`` class: the authorization code is bound
+  to the browser's OP session when the host issues it (Authlib's
+  ``after_authorization_response`` grant hook), the client becomes a participant of that
+  session, and the ID token carries ``sid`` (Back-Channel Logout §2.1, Front-Channel §3) and
+  the session's ``amr`` / ``acr``;
+* ``OIDCLogout(app, server=..., token_model=..., db=...)``, which wraps the server's
+  ``save_token`` (every grant, refresh rotation included, goes through it) to bind each new
+  host token row to the session its code or refresh token belongs to, and registers the
+  RP-initiated logout and RFC 7662 introspection endpoints on the host's server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
+from flask import current_app, has_app_context
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from ..config import Settings
+from ..core.grants import record_participation, touch_session
+from ..host import (
+    CODE,
+    bind_code,
+    bind_token,
+    live_session,
+    session_of_code,
+    session_of_token,
+    sync_shadow_client,
+)
+from ..provider import Provider
+from ..rfc7662.endpoint import INTROSPECT_SCOPE
+from ..rpinitiated.end_session import EndSessionEndpoint
+from ..storage.base import utcnow
+from ..storage.models import HostTokenSession, OPSession
+from ..tokens import token_hash
+from .opsession import current_op_session
+from .server import request_db
+from .state import state
+
+__all__ = [
+    "HostClient",
+    "HostContext",
+    "HostEndSessionEndpoint",
+    "HostIntrospectionEndpoint",
+    "SessionIDMixin",
+    "install_on_host_server",
+]
+
+#: Where the sid of a token request travels from ``save_token`` to the ID token.
+_SID_ATTRIBUTE = "oidc_logout_sid"
+
+
+class HostClient:
+    """A host client (Authlib ``ClientMixin``) as the extension's endpoints read one: every
+    attribute is the host's; ``row`` is the client itself (its ``client_name`` and ``scope``
+    come from the mixin's ``client_metadata``)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    @property
+    def row(self) -> Any:
+        return self._client
+
+    def get_client_id(self) -> str:
+        return str(self._client.get_client_id())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class HostContext:
+    """:class:`~oidc_logout.context.ServerContext` over the host's ``AuthorizationServer``:
+    the request's database session is the host's (one transaction with the host's rows),
+    clients are the host's, and everything else (request parsing, client authentication,
+    response rendering) is the host server's own."""
+
+    def __init__(
+        self, host: Any, provider: Provider, id_token_jwks: Callable[[], dict[str, Any]] | None
+    ) -> None:
+        self.host = host
+        self._provider = provider
+        self._id_token_jwks = id_token_jwks
+
+    @property
+    def db(self) -> Session:
+        return request_db(self._provider)
+
+    @property
+    def provider(self) -> Provider:
+        return self._provider
+
+    @property
+    def settings(self) -> Settings:
+        return self._provider.settings
+
+    def query_client(self, client_id: str) -> HostClient | None:
+        if not isinstance(client_id, str) or not 0 < len(client_id) <= 255 or not client_id.isprintable():
+            return None
+        client = self.host.query_client(client_id)
+        return HostClient(client) if client is not None else None
+
+    def current_session(self) -> OPSession | None:
+        return current_op_session(self.db, self.settings)
+
+    def id_token_jwks(self) -> dict[str, Any]:
+        """The keys the host signs ID tokens with (an ``id_token_hint`` is verified with them)."""
+        if self._id_token_jwks is None:
+            return self._provider.keyring.public_jwks()
+        return self._id_token_jwks()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.host, name)
+
+
+class _OnHostServer:
+    """An endpoint of ours registered on the host's server. Its ``self.server`` is the
+    :class:`HostContext` of the application serving the request (a host may share one
+    module-level server between several applications, as Authlib's guides build it);
+    ``register_endpoint`` hands it the bare host server, which is not kept."""
+
+    @property
+    def server(self) -> Any:
+        return state().server
+
+    @server.setter
+    def server(self, value: Any) -> None:
+        """The host server the endpoint was registered on: reached through the context."""
+
+
+class HostEndSessionEndpoint(_OnHostServer, EndSessionEndpoint):
+    """RP-Initiated Logout 1.0 on the host's server: ``id_token_hint`` is verified with the
+    host's ID token keys; everything else is :class:`EndSessionEndpoint`."""
+
+    def get_server_jwks(self) -> dict[str, Any]:
+        return self.server.id_token_jwks()  # type: ignore[no-any-return]
+
+    def get_algorithms(self) -> list[str]:
+        algs = {k.get("alg") for k in self.server.id_token_jwks().get("keys", []) if k.get("alg")}
+        return sorted(algs | set(self.server.provider.keyring.algs()))
+
+
+@dataclass(frozen=True)
+class _Presented:
+    """A host token row and which of its two values was presented."""
+
+    row: Any
+    refresh: bool
+
+
+class HostIntrospectionEndpoint(_OnHostServer, _IntrospectionEndpoint):  # type: ignore[misc]
+    """RFC 7662 over the host's token model (``OAuth2TokenMixin``): ``active: false`` the
+    moment a termination revoked the token (§2.2)."""
+
+    # §2.1: "the endpoint MUST also require some form of authorization"; public clients can't.
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def __init__(self, token_model: Any) -> None:
+        super().__init__()
+        self.token_model = token_model
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> _Presented | None:
+        if not isinstance(token_string, str) or not 0 < len(token_string) <= 4096:
+            return None
+        m = self.token_model
+        db = self.server.db
+        order = [False, True] if token_type_hint != "refresh_token" else [True, False]
+        for refresh in order:
+            column = m.refresh_token if refresh else m.access_token
+            row = db.scalar(select(m).where(column == token_string))
+            if row is not None:
+                return _Presented(row, refresh)
+        return None
+
+    def check_permission(self, token: _Presented, client: Any, request: Any) -> bool:
+        # §4: the server must not reveal tokens to resource servers not entitled to them.
+        scopes = str(getattr(client, "scope", "") or "").split()
+        return bool(token.row.client_id == client.get_client_id() or INTROSPECT_SCOPE in scopes)
+
+    def create_introspection_payload(self, token: _Presented | None) -> dict[str, Any]:
+        # §2.2: inactive, unknown or not this client's: only "active": false.
+        if token is None:
+            return {"active": False}
+        row = token.row
+        now = int(utcnow().timestamp())
+        if token.refresh:
+            if row.refresh_token_revoked_at:
+                return {"active": False}
+        elif row.access_token_revoked_at or row.issued_at + row.expires_in <= now:
+            return {"active": False}
+        return self.introspect_token(token)
+
+    def introspect_token(self, token: _Presented) -> dict[str, Any]:
+        row = token.row
+        body: dict[str, Any] = {
+            "active": True,
+            "scope": row.scope,
+            "client_id": row.client_id,
+            "token_type": "refresh_token" if token.refresh else "Bearer",
+            "iat": int(row.issued_at),
+            "iss": self.server.settings.issuer,
+            "aud": row.client_id,
+        }
+        if not token.refresh:
+            body["exp"] = int(row.issued_at + row.expires_in)
+        user_id = getattr(row, "user_id", None)
+        if user_id is not None:
+            body["sub"] = str(user_id)
+        pk = row.__mapper__.primary_key_from_instance(row)[0]
+        sid = session_of_token(self.server.db, pk)
+        if live_session(self.server.db, sid) is not None:
+            body["sid"] = sid
+        return body
+
+
+# -- the grant hooks ---------------------------------------------------------------------------
+class SessionIDMixin:
+    """Put this in front of the host's ``OpenIDCode`` subclass::
+
+        class OpenIDCode(SessionIDMixin, oidc_grants.OpenIDCode): ...
+
+    It registers one more hook on the authorization code grant and adds ``sid`` (and the OP
+    session's ``amr``/``acr``) to the ID token; nothing else of the host's class changes."""
+
+    def __call__(self, grant: Any) -> None:
+        super().__call__(grant)  # type: ignore[misc]
+        grant.register_hook("after_authorization_response", _code_issued)
+
+    def get_compatible_claims(self, request: Any) -> dict[str, Any]:
+        claims: dict[str, Any] = super().get_compatible_claims(request)  # type: ignore[misc]
+        sid = getattr(request, _SID_ATTRIBUTE, None)
+        if sid is None and request.payload.data.get("code"):
+            sid = session_of_code(request_db(state().provider), request.payload.data["code"])
+        row = live_session(request_db(state().provider), sid)
+        if row is not None:
+            # Back-Channel Logout §2.1 / Front-Channel §3: "sid (session ID) Claim used in ID
+            # Tokens and as a parameter in the Logout Token".
+            claims["sid"] = row.sid
+            # Core 1.0 §2: how the End-User authenticated (the host's sign_in told us).
+            if row.amr:
+                claims["amr"] = list(row.amr)
+            if row.acr:
+                claims["acr"] = row.acr
+        return claims
+
+
+def _code_issued(grant: Any, response: Any) -> None:
+    """``after_authorization_response``: a code went to the client. Bind it to the browser's
+    OP session and record the client as a participant (its shadow row synced first)."""
+    if getattr(response, "status_code", 0) != 302:
+        return
+    query = parse_qs(urlsplit(response.headers.get("Location", "")).query)
+    code = (query.get("code") or [None])[0]
+    client = grant.request.client
+    if not code or client is None:
+        return
+    ext = state()
+    db = request_db(ext.provider)
+    row = current_op_session(db, ext.provider.settings)
+    if row is None:
+        return  # the host issued a code outside any OP session: no sid, nothing to notify
+    client_id = str(client.get_client_id())
+    sync_shadow_client(db, client_id, dict(client.client_metadata))
+    record_participation(db, row.sid, client_id)
+    bind_code(db, code, row.sid, client_id)
+    touch_session(db, row.sid)
+    db.commit()
+
+
+def install_on_host_server(server: Any, token_model: Any) -> None:
+    """Register end_session and introspection on the host's server and wrap its
+    ``save_token``, once per server (several applications may share it): after the host
+    stored a token row, bind it to the OP session of the code (authorization_code) or of the
+    refresh token it replaces (refresh rotation keeps the binding while the session lives)."""
+    if getattr(server, "_oidc_logout_installed", False):
+        return
+    server.register_endpoint(HostEndSessionEndpoint())
+    server.register_endpoint(HostIntrospectionEndpoint(token_model))
+    original: Callable[[dict[str, Any], Any], Any] = server._save_token
+
+    def save_token(token: dict[str, Any], request: Any) -> Any:
+        result = original(token, request)
+        if has_app_context() and "oidc_logout" in current_app.extensions:
+            _bind_issued_token(state().provider, token_model, token, request)
+        return result
+
+    server._save_token = save_token
+    server._oidc_logout_installed = True
+
+
+def _bind_issued_token(provider: Provider, token_model: Any, token: dict[str, Any], request: Any) -> None:
+    access = token.get("access_token")
+    client = getattr(request, "client", None)
+    if not access or client is None:
+        return
+    db = request_db(provider)
+    sid: str | None = None
+    grant_type = request.payload.grant_type
+    if grant_type == "authorization_code":
+        code = request.payload.data.get("code") or ""
+        sid = session_of_code(db, code)
+        # The code is single-use: its binding has served.
+        db.execute(
+            delete(HostTokenSession).where(
+                HostTokenSession.kind == CODE, HostTokenSession.ref == token_hash(code)
+            )
+        )
+    elif grant_type == "refresh_token" and getattr(request, "refresh_token", None) is not None:
+        old = request.refresh_token
+        sid = session_of_token(db, old.__mapper__.primary_key_from_instance(old)[0])
+    if live_session(db, sid) is None:
+        db.commit()
+        return
+    assert sid is not None
+    row = db.scalar(select(token_model).where(token_model.access_token == access))
+    if row is None:
+        db.commit()
+        return
+    client_id = str(client.get_client_id())
+    bind_token(db, row.__mapper__.primary_key_from_instance(row)[0], sid, client_id)
+    record_participation(db, sid, client_id)
+    setattr(request, _SID_ATTRIBUTE, sid)
+    db.commit()

@@ -1,0 +1,301 @@
+"""Extension mode, framework-free: a host IdP's own Authlib token and client models.
+
+A host that adopts oidc-logout keeps its ``AuthorizationServer`` and its models on Authlib's
+SQLAlchemy mixins (``OAuth2TokenMixin``, ``OAuth2ClientMixin``). What the extension needs of
+them lives here:
+
+* the side table ``oidc_logout_token_session`` (:class:`~oidc_logout.storage.models.HostTokenSession`)
+  binds a host authorization code and then the host token rows issued for it to the OP session
+  (``sid``) they belong to; the host's tables do not change;
+* :class:`HostTokenStore` revokes the host's tokens (the mixin's ``access_token_revoked_at`` /
+  ``refresh_token_revoked_at``) inside the termination's transaction: by session through the
+  side table, by subject and client through the host's ``user_id`` / ``client_id`` columns (so
+  tokens issued before adoption, which no side-table row names, are revoked too);
+* :func:`sync_shadow_client` keeps a row in the extension's client table for every host client
+  that takes part in an OP session: deliveries, participations and the outbox point at it, and
+  it carries the logout metadata the host stored in the client's ``client_metadata``.
+
+:func:`revoke_host_tokens` is the one call :func:`oidc_logout.termination.terminate` makes;
+the store is found by the database engine the termination runs on, so every path that
+terminates (RP-initiated logout, admin API, expiry sweep, the host's own code) revokes the
+host's tokens in the same transaction as the extension's own rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from .storage.base import utcnow
+from .storage.models import Client, HostTokenSession, OPSession
+from .tokens import token_hash
+from .vocabulary import TargetKind
+
+__all__ = [
+    "CODE",
+    "OFFLINE_ACCESS",
+    "TOKEN",
+    "HostTokenStore",
+    "TokenStore",
+    "bind_code",
+    "bind_token",
+    "live_session",
+    "register_token_store",
+    "revoke_host_tokens",
+    "session_of_code",
+    "session_of_token",
+    "sync_shadow_client",
+    "token_store_for",
+]
+
+#: ``HostTokenSession.kind`` values.
+CODE = "code"
+TOKEN = "token"
+#: Core 1.0 §11: a refresh token issued with this scope outlives the session.
+OFFLINE_ACCESS = "offline_access"
+
+
+class TokenStore(Protocol):
+    """**Protocol:** what a termination needs of a token store it does not own. Every method
+    runs in the caller's transaction (never commits) and returns how many token rows changed."""
+
+    def revoke_for_sessions(
+        self, db: Session, sids: Sequence[str], *, include_offline: bool, now: dt.datetime
+    ) -> int: ...
+
+    def revoke_for_subject(
+        self, db: Session, subject: str, *, include_offline: bool, now: dt.datetime
+    ) -> int: ...
+
+    def revoke_for_client(self, db: Session, client_id: str, *, now: dt.datetime) -> int: ...
+
+
+class HostTokenStore:
+    """:class:`TokenStore` over a host token model built on Authlib's ``OAuth2TokenMixin``
+    (one row holds an access token and, optionally, its refresh token).
+
+    :param token_model: the host's mapped token class.
+    :param user_id_attribute: the column naming the End-User (Authlib's guide: ``user_id``);
+        the OP session's subject is converted to its Python type (``"42"`` -> ``42``).
+    """
+
+    def __init__(self, token_model: Any, *, user_id_attribute: str = "user_id") -> None:
+        self.model = token_model
+        self._pk = token_model.__mapper__.primary_key[0]
+        self._user_id = getattr(token_model, user_id_attribute)
+
+    # -- the termination's scopes ------------------------------------------------------------
+    def revoke_for_sessions(
+        self, db: Session, sids: Sequence[str], *, include_offline: bool, now: dt.datetime
+    ) -> int:
+        """Back-Channel Logout §2.7: tokens issued in an ended session stop working; a refresh
+        token with ``offline_access`` survives unless ``include_offline`` (its access token
+        does not)."""
+        changed = 0
+        for chunk in _chunks(list(sids), 500):
+            refs = db.scalars(
+                select(HostTokenSession.ref).where(
+                    HostTokenSession.kind == TOKEN, HostTokenSession.sid.in_(chunk)
+                )
+            ).all()
+            ids = [k for k in (self._key(r) for r in refs) if k is not None]
+            for ids_chunk in _chunks(ids, 500):
+                changed += self._revoke(db, self._pk.in_(ids_chunk), include_offline, now)
+        return changed
+
+    def revoke_for_subject(
+        self, db: Session, subject: str, *, include_offline: bool, now: dt.datetime
+    ) -> int:
+        """Every token of the End-User, whether or not issued in a known OP session (tokens
+        from before adoption have no side-table row)."""
+        user = _convert(self._user_id, subject)
+        if user is None:
+            return 0
+        return self._revoke(db, self._user_id == user, include_offline, now)
+
+    def revoke_for_client(self, db: Session, client_id: str, *, now: dt.datetime) -> int:
+        """The kill switch: every token of the client, offline ones included."""
+        return self._revoke(db, self.model.client_id == client_id, True, now)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _key(self, ref: str) -> Any:
+        return _convert(self._pk, ref)
+
+    def _revoke(self, db: Session, where: Any, include_offline: bool, now: dt.datetime) -> int:
+        """Access tokens always; refresh tokens unless offline and not ``include_offline``.
+        Conditional UPDATEs (only not-yet-revoked values): a second termination changes
+        nothing. Returns the rows whose access or refresh token this revoked."""
+        m = self.model
+        stamp = int(now.timestamp())
+        touched: set[Any] = set()
+        live_access = _not_revoked(m.access_token_revoked_at)
+        live_refresh = _not_revoked(m.refresh_token_revoked_at)
+        ids = db.scalars(select(self._pk).where(where, live_access)).all()
+        if ids:
+            db.execute(
+                update(m)
+                .where(self._pk.in_(ids), live_access)
+                .values(access_token_revoked_at=stamp)
+                .execution_options(synchronize_session=False)
+            )
+            touched.update(ids)
+        refresh_cond = [where, live_refresh, m.refresh_token.is_not(None), m.refresh_token != ""]
+        if not include_offline:
+            refresh_cond.append(or_(m.scope.is_(None), ~m.scope.contains(OFFLINE_ACCESS)))
+        rids = db.scalars(select(self._pk).where(*refresh_cond)).all()
+        if rids:
+            db.execute(
+                update(m)
+                .where(self._pk.in_(rids), live_refresh)
+                .values(refresh_token_revoked_at=stamp)
+                .execution_options(synchronize_session=False)
+            )
+            touched.update(rids)
+        return len(touched)
+
+
+def _not_revoked(column: Any) -> Any:
+    # The mixin's columns default to 0 ("not revoked"); NULL means the same.
+    return (column.is_(None)) | (column == 0)
+
+
+def _convert(column: Any, value: str) -> Any:
+    """``value`` as the column's Python type (None when it cannot be one)."""
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return value
+    try:
+        return python_type(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# -- which engine's terminations revoke which host tokens -------------------------------------
+_STORES: weakref.WeakKeyDictionary[Engine, TokenStore] = weakref.WeakKeyDictionary()
+
+
+def register_token_store(engine: Engine, store: TokenStore) -> None:
+    """Terminations running on ``engine`` revoke ``store``'s tokens too."""
+    _STORES[engine] = store
+
+
+def token_store_for(db: Session) -> TokenStore | None:
+    bind = db.get_bind()
+    engine = getattr(bind, "engine", bind)
+    return _STORES.get(engine) if isinstance(engine, Engine) else None
+
+
+def revoke_host_tokens(
+    db: Session, target: Any, ended: Sequence[str], *, include_offline: bool, now: dt.datetime
+) -> int:
+    """The termination's hook: revoke the host's tokens of ``ended`` sessions and, for a
+    subject or client termination, every host token of that subject or client, in the
+    caller's transaction. Nothing when no host token store is registered (turnkey mode)."""
+    store = token_store_for(db)
+    if store is None:
+        return 0
+    changed = store.revoke_for_sessions(db, ended, include_offline=include_offline, now=now) if ended else 0
+    # ``target`` is a termination.Target (not imported: termination imports this module).
+    if target.kind == TargetKind.SUBJECT:
+        changed += store.revoke_for_subject(db, target.sub, include_offline=include_offline, now=now)
+    elif target.kind == TargetKind.CLIENT:
+        changed += store.revoke_for_client(db, target.client_id, now=now)
+    return changed
+
+
+# -- the side table ----------------------------------------------------------------------------
+def bind_code(db: Session, code: str, sid: str, client_id: str) -> None:
+    """Remember which OP session a host authorization code was issued in (stored hashed)."""
+    db.add(HostTokenSession(kind=CODE, ref=token_hash(code), sid=sid, client_id=client_id))
+
+
+def session_of_code(db: Session, code: str) -> str | None:
+    return db.scalar(
+        select(HostTokenSession.sid).where(
+            HostTokenSession.kind == CODE, HostTokenSession.ref == token_hash(code)
+        )
+    )
+
+
+def bind_token(db: Session, token_id: Any, sid: str, client_id: str) -> None:
+    """Bind a host token row (by primary key) to the OP session it was issued in."""
+    db.add(HostTokenSession(kind=TOKEN, ref=str(token_id), sid=sid, client_id=client_id))
+
+
+def session_of_token(db: Session, token_id: Any) -> str | None:
+    return db.scalar(
+        select(HostTokenSession.sid).where(
+            HostTokenSession.kind == TOKEN, HostTokenSession.ref == str(token_id)
+        )
+    )
+
+
+def live_session(db: Session, sid: str | None) -> OPSession | None:
+    if not sid:
+        return None
+    row = db.get(OPSession, sid)
+    return row if row is not None and row.ended_at is None else None
+
+
+# -- the shadow client row -----------------------------------------------------------------------
+#: Host client metadata copied into the shadow row (Back-/Front-Channel Logout §2, RP-Initiated §3).
+_COPIED = (
+    "backchannel_logout_uri",
+    "backchannel_logout_session_required",
+    "frontchannel_logout_uri",
+    "frontchannel_logout_session_required",
+    "post_logout_redirect_uris",
+    "redirect_uris",
+    "client_name",
+)
+
+
+def sync_shadow_client(db: Session, client_id: str, metadata: dict[str, Any]) -> None:
+    """Create or update the extension's row for a host client from the host's metadata.
+
+    The row has no secret (no endpoint of the extension authenticates it: the host's server
+    does); it exists for the foreign keys of participations and deliveries and for the logout
+    URIs delivery reads. Race-free upsert on both dialects."""
+    values: dict[str, Any] = {
+        "backchannel_logout_uri": metadata.get("backchannel_logout_uri") or None,
+        "backchannel_logout_session_required": bool(metadata.get("backchannel_logout_session_required")),
+        "frontchannel_logout_uri": metadata.get("frontchannel_logout_uri") or None,
+        "frontchannel_logout_session_required": bool(metadata.get("frontchannel_logout_session_required")),
+        "post_logout_redirect_uris": list(metadata.get("post_logout_redirect_uris") or []),
+        "redirect_uris": list(metadata.get("redirect_uris") or []),
+        "client_name": (metadata.get("client_name") or None),
+    }
+    dialect = db.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = (
+        insert(Client)
+        .values(
+            client_id=client_id,
+            client_secret_hash=None,
+            token_endpoint_auth_method=str(
+                metadata.get("token_endpoint_auth_method") or "client_secret_basic"
+            ),
+            grant_types=list(metadata.get("grant_types") or []),
+            response_types=list(metadata.get("response_types") or []),
+            scope=str(metadata.get("scope") or ""),
+            extra_metadata={},
+            created_at=utcnow(),
+            **values,
+        )
+        .on_conflict_do_update(index_elements=["client_id"], set_=values)
+    )
+    db.execute(stmt)
+
+
+def _chunks(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
+    items = list(items)
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
