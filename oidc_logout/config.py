@@ -120,6 +120,14 @@ class Settings:
     max_request_bytes: int = MAX_REQUEST_BYTES
     admin_scope: str = "oidc_logout:admin"
 
+    # Kill switch at scale (issue 17): a termination by subject, client or credential whose
+    # scope exceeds termination.INLINE_LIMIT rows is cut off at commit and finishes in chunks
+    # of this many rows, each its own transaction, run by the delivery loop (oidc_logout.chunks).
+    termination_chunk_size: int = 500
+    #: Seconds of chunk work a delivery loop does per cycle before it claims deliveries again
+    #: (at least one chunk); 0 leaves the chunks to other processes (or chunks.run_pending).
+    termination_chunk_budget: float = 0.5
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 

@@ -57,6 +57,7 @@ import requests
 
 from .._http import make_session
 from ..backchannel.request import RETRY, AttemptResult, attempt_delivery
+from ..chunks import advance as advance_terminations
 from ..config import Settings
 from ..keys import KeyRing
 from ..storage.base import utcnow
@@ -258,6 +259,7 @@ class Dispatcher:
         return delay
 
     def _cycle(self) -> int:
+        advance_terminations(self.session_factory, self.settings)  # chunked terminations' rows
         self._resume_recovered()
         with self._cond:
             free = self._capacity - len(self._inflight)
