@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, and_, insert, null, or_, select, update
+from sqlalchemy import ColumnElement, and_, insert, null, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from .delivery.notify import announce
@@ -297,31 +297,28 @@ def _end_participations(
     switch, credential rotation); returns the (sid, client_id) pairs this call ended, i.e.
     who must be told. Conditional (``ended_at IS NULL``), so a pair is told once however many
     terminations or chunks reach it."""
-    pairs: set[tuple[str, str]] = set(named)
+    notify: set[tuple[str, str]] = set()
     for chunk in _chunks(ended, 500):
-        pairs.update(
-            (r.sid, r.client_id)
-            for r in db.execute(
-                select(SessionParticipant.sid, SessionParticipant.client_id).where(
-                    SessionParticipant.sid.in_(chunk), SessionParticipant.ended_at.is_(None)
-                )
-            )
+        res = db.execute(
+            update(SessionParticipant)
+            .where(SessionParticipant.sid.in_(chunk), SessionParticipant.ended_at.is_(None))
+            .values(ended_at=now)
+            .returning(SessionParticipant.sid, SessionParticipant.client_id)
+            .execution_options(synchronize_session=False)
         )
-    notify: list[tuple[str, str]] = []
-    for chunk in _chunks(sorted(pairs), 300):
+        notify.update((r[0], r[1]) for r in res)
+    for chunk in _chunks(sorted(set(named)), 500):
         res = db.execute(
             update(SessionParticipant)
             .where(
-                or_(
-                    *[and_(SessionParticipant.sid == s, SessionParticipant.client_id == c) for s, c in chunk]
-                ),
+                tuple_(SessionParticipant.sid, SessionParticipant.client_id).in_(chunk),
                 SessionParticipant.ended_at.is_(None),
             )
             .values(ended_at=now)
             .returning(SessionParticipant.sid, SessionParticipant.client_id)
             .execution_options(synchronize_session=False)
         )
-        notify.extend((r[0], r[1]) for r in res)
+        notify.update((r[0], r[1]) for r in res)
     return sorted(notify)
 
 
