@@ -77,6 +77,13 @@ def cmd_terminate(args: argparse.Namespace) -> int:
             f"{d['state']}{': ' + d['last_error'] if d.get('last_error') else ''}",
             file=sys.stderr,
         )
+    if report and report["progress"]["state"] != "complete":  # chunked: rows still being written
+        print(
+            "oidc-logout: cut off at commit; sessions, tokens and RP notifications continue in chunks "
+            "run by the delivery workers (see the termination's progress)",
+            file=sys.stderr,
+        )
+        return 1
     return 1 if unconfirmed else 0
 
 
