@@ -42,12 +42,13 @@ class HashedTokenValidator(BearerTokenValidator):  # type: ignore[misc]
         )
 
     def validate_token(self, token: Token | None, scopes: list[str] | None, request: Any) -> None:
-        if token is not None and not token.is_revoked():
+        if token is not None and not token.is_revoked() and not token.is_expired():
             # Before the scope check: a dead token is invalid_token (401), not insufficient_scope.
+            # token_is_active: the one rule (session ended or cut off, client kill switch, ...).
             db = self._db()
-            if token.sid and not session_is_live(db, token.sid):
-                raise InvalidTokenError(description="the access token's session has ended", realm=self.realm)
-            if not token_is_active(db, token):  # a cut-off (client kill switch, secret rotation)
+            if not token_is_active(db, token):
+                if token.sid and not session_is_live(db, token.sid):
+                    raise InvalidTokenError(description="the access token's session has ended", realm=self.realm)
                 raise InvalidTokenError(realm=self.realm)
         super().validate_token(token, scopes, request)
 
