@@ -201,7 +201,7 @@ def run(
     from oidc_logout.storage.queries import token_is_active
     from oidc_logout.termination import by_subject, terminate
 
-    receiver_proc, receiver = start_receiver_process(max_seconds=deliver_timeout + 600)
+    receiver_proc, receiver = start_receiver_process(max_seconds=chunk_timeout + deliver_timeout + 1200)
     dbname, url = create_pg_database()
     procs: list[Proc] = []
     try:

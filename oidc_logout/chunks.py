@@ -17,7 +17,7 @@ rolls back) resumes from the recorded progress at the next cycle of any live loo
 without a dispatcher or worker calls :func:`run_pending` itself.
 
 Runners never double anything: a chunk first locks its termination row (PostgreSQL ``FOR
-UPDATE SKIP LOCKED``: another runner takes another termination or waits for the next cycle;
+NO KEY UPDATE SKIP LOCKED``: another runner takes another termination or waits for the next cycle;
 SQLite: the chunk's first statement is a write, so the database write lock serializes
 runners), reads the progress under that lock, and every write of a chunk is conditional
 (``ended_at IS NULL``, ``revoked_at IS NULL``), so a chunk replayed after a crash ends, revokes
@@ -80,7 +80,11 @@ def _claim(db: Session, termination_id: str | None, now: dt.datetime) -> Termina
     if db.get_bind().dialect.name == "postgresql":
         return db.scalar(
             select(Termination)
-            .where(Termination.id == running.with_for_update(skip_locked=True).scalar_subquery())
+            # FOR NO KEY UPDATE: serializes runners without blocking the foreign-key checks
+            # (KEY SHARE) of rows that reference the termination, e.g. its outbox rows.
+            .where(
+                Termination.id == running.with_for_update(skip_locked=True, key_share=True).scalar_subquery()
+            )
             .execution_options(populate_existing=True)
         )
     # SQLite: write first, so the write lock is ours before we read the progress.

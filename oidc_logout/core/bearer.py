@@ -48,7 +48,9 @@ class HashedTokenValidator(BearerTokenValidator):  # type: ignore[misc]
             db = self._db()
             if not token_is_active(db, token):
                 if token.sid and not session_is_live(db, token.sid):
-                    raise InvalidTokenError(description="the access token's session has ended", realm=self.realm)
+                    raise InvalidTokenError(
+                        description="the access token's session has ended", realm=self.realm
+                    )
                 raise InvalidTokenError(realm=self.realm)
         super().validate_token(token, scopes, request)
 
