@@ -192,7 +192,13 @@ class Load:
 
 
 def run(
-    sessions: int, workers: int, deliver_timeout: float, chunk_size: int, chunks_in: str, chunk_timeout: float
+    sessions: int,
+    workers: int,
+    deliver_timeout: float,
+    chunk_size: int,
+    chunks_in: str,
+    chunk_timeout: float,
+    inline_limit: int = 500,
 ) -> dict[str, Any]:
     from sqlalchemy import func, select
 
@@ -232,7 +238,13 @@ def run(
 
         t0 = time.perf_counter()
         with factory.begin() as db:
-            term = terminate(db, by_subject(VICTIM), reason="incident response", initiator="bench")
+            term = terminate(
+                db,
+                by_subject(VICTIM),
+                reason="incident response",
+                initiator="bench",
+                inline_limit=inline_limit,
+            )
             term_id = term.id
         t_commit = time.perf_counter()
         with factory() as db:
@@ -360,6 +372,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--deliver-timeout", type=float, default=900.0, help="seconds after the last chunk")
     ap.add_argument("--chunk-timeout", type=float, default=1800.0)
     ap.add_argument(
+        "--inline-limit", type=int, default=500, help="termination.INLINE_LIMIT (0: always chunked)"
+    )
+    ap.add_argument(
         "--chunks-in",
         choices=("bench", "workers"),
         default="bench",
@@ -370,7 +385,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     facts = print_facts()
     rows = []
     for s in [int(x) for x in args.sessions.split(",")]:
-        r = run(s, args.workers, args.deliver_timeout, args.chunk_size, args.chunks_in, args.chunk_timeout)
+        r = run(
+            s,
+            args.workers,
+            args.deliver_timeout,
+            args.chunk_size,
+            args.chunks_in,
+            args.chunk_timeout,
+            args.inline_limit,
+        )
         rows.append(r)
         print(r, flush=True)
 

@@ -24,6 +24,8 @@ def test_kill_switch_bench_runs_and_prints_figures() -> None:
             "1",
             "--chunk-size",
             "10",
+            "--inline-limit",
+            "0",
             "--deliver-timeout",
             "60",
         ],
