@@ -81,11 +81,15 @@ class ProgressBar:
             self._task = self._progress.add_task(description, total=total, detail="", rate="")
             self._progress.start()
 
-    def update(self, done: int, detail: str) -> None:
+    def update(self, done: int, detail: str, total: int | None = None) -> None:
+        """``total`` may grow (a chunked termination writes its rows while we watch)."""
         if self._progress is None:
             return
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        self._progress.update(self._task, completed=done, detail=detail, rate=f"{done / elapsed:,.0f}/s")
+        extra: dict[str, Any] = {} if total is None else {"total": total}
+        self._progress.update(
+            self._task, completed=done, detail=detail, rate=f"{done / elapsed:,.0f}/s", **extra
+        )
 
     def close(self) -> None:
         if self._progress is not None:

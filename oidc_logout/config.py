@@ -171,6 +171,13 @@ class Settings:
     worker_http_host: str = "127.0.0.1"
     #: Serve the operator console (``/console``, admin-authenticated HTML).
     console_enabled: bool = True
+    # Kill switch at scale (issue 17): a termination by subject, client or credential whose
+    # scope exceeds termination.INLINE_LIMIT rows is cut off at commit and finishes in chunks
+    # of this many rows, each its own transaction, run by the delivery loop (oidc_logout.chunks).
+    termination_chunk_size: int = 500
+    #: Seconds of chunk work a delivery loop does per cycle before it claims deliveries again
+    #: (at least one chunk); 0 leaves the chunks to other processes (or chunks.run_pending).
+    termination_chunk_budget: float = 0.5
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

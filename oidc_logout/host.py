@@ -194,16 +194,18 @@ def token_store_for(db: Session) -> TokenStore | None:
 
 
 def revoke_host_tokens(
-    db: Session, target: Any, ended: Sequence[str], *, include_offline: bool, now: dt.datetime
+    db: Session, target: Any | None, ended: Sequence[str], *, include_offline: bool, now: dt.datetime
 ) -> int:
     """The termination's hook: revoke the host's tokens of ``ended`` sessions and, for a
-    subject or client termination, every host token of that subject or client, in the
+    subject or client ``target``, every host token of that subject or client, in the
     caller's transaction. Nothing when no host token store is registered (turnkey mode)."""
     store = token_store_for(db)
     if store is None:
         return 0
     changed = store.revoke_for_sessions(db, ended, include_offline=include_offline, now=now) if ended else 0
     # ``target`` is a termination.Target (not imported: termination imports this module).
+    if target is None:
+        return changed
     if target.kind == TargetKind.SUBJECT:
         changed += store.revoke_for_subject(db, target.sub, include_offline=include_offline, now=now)
     elif target.kind == TargetKind.CLIENT:

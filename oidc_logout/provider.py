@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from . import metrics
+from .chunks import progress as chunk_progress
 from .config import Settings
 from .keys import KeyRing, ensure_keys
 from .protocols import UserDirectory
@@ -408,6 +409,7 @@ def termination_to_dict(term: Termination, deliveries: Any = None) -> dict[str, 
         "created_at": _ts(term.created_at),
         "sessions_ended": term.sessions_ended,
         "tokens_revoked": term.tokens_revoked,
+        "progress": chunk_progress(term),  # how far a chunked termination got (oidc_logout.chunks)
         "deliveries": [delivery_to_dict(d) for d in (term.deliveries if deliveries is None else deliveries)],
     }
 

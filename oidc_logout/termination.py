@@ -17,9 +17,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, insert, null, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from . import metrics
@@ -30,6 +30,7 @@ from .ssf.events import record_session_revoked
 from .storage.base import utcnow
 from .storage.models import (
     Client,
+    Cutoff,
     Delivery,
     Grant,
     OPSession,
@@ -158,6 +159,22 @@ class _Plan:
     grant_filter: ColumnElement[bool] | None = None  # SQL condition selecting grants to revoke
 
 
+#: Termination.state: every row done / per-row work left for chunks (oidc_logout.chunks).
+COMPLETE = "complete"
+RUNNING = "running"
+#: A subject, client or credential termination whose every walk (PHASES) finds at most this
+#: many rows does its per-row work inline, in its own transaction, as a session logout does:
+#: as big as one chunk, so the commit never waits on more than a chunk's rows. Above it, the
+#: transaction writes only the termination and its cut-off (O(1)) and chunks do the rest.
+INLINE_LIMIT = 500
+#: The keyset walks of a chunked termination, in order, per target kind.
+PHASES: dict[TargetKind, tuple[str, ...]] = {
+    TargetKind.SUBJECT: ("sessions",),
+    TargetKind.CLIENT: ("participations", "grants"),
+    TargetKind.CREDENTIAL: ("grants",),
+}
+
+
 def terminate(
     db: Session,
     target: Target,
@@ -167,8 +184,15 @@ def terminate(
     include_offline: bool = False,
     browser_present: bool = False,
     now: dt.datetime | None = None,
+    inline_limit: int = INLINE_LIMIT,
 ) -> Termination:
     """End what ``target`` names, in the caller's transaction, and return the audit record.
+
+    A termination by subject, client or credential records a :class:`Cutoff` first: every
+    token, code and session of its scope is dead when the caller commits. If its scope is
+    larger than ``inline_limit`` rows, the returned termination is ``running`` and its per-row
+    work (ending sessions and participations, revoking tokens, writing the outbox) is left to
+    :func:`run_chunk` (driven by :mod:`oidc_logout.chunks` after commit).
 
     :param include_offline: also revoke offline_access refresh tokens of ended sessions
         (Back-Channel Logout §2.7 says they normally survive a logout; a client kill or a
@@ -196,22 +220,41 @@ def terminate(
         initiator=initiator[:255],
         include_offline=include_offline,
         created_at=now,
+        state=COMPLETE,
+        sessions_ended=0,
+        tokens_revoked=0,
+        deliveries_written=0,
+        chunks_done=0,
+        progress_phase=0,
     )
     db.add(term)
     db.flush()
 
-    # End the sessions; the conditional UPDATE makes a concurrent termination of the same
-    # session end it once (the loser sees ended_at already set and ends nothing).
-    ended: list[str] = []
-    if plan.sessions:
-        for chunk in _chunks(plan.sessions, 500):
-            res = db.execute(
-                update(OPSession)
-                .where(OPSession.sid.in_(chunk), OPSession.ended_at.is_(None))
-                .values(ended_at=now, end_reason=reason[:2048], termination_id=term.id)
-                .returning(OPSession.sid)
-            )
-            ended.extend(r[0] for r in res)
+    if isinstance(target, (Subject, ClientKill, Credential)):
+        cutoff = Cutoff(
+            kind=target.kind,
+            value=target.value[:255],
+            before=now,
+            below_version=target.below_version if isinstance(target, Credential) else None,
+            include_offline=include_offline,
+            termination_id=term.id,
+        )
+        db.add(cutoff)
+        # Extension mode: the host's token rows of the subject or client die at commit too
+        # (one UPDATE by user_id / client_id; the host's validators do not read cut-offs).
+        term.tokens_revoked += revoke_host_tokens(db, target, (), include_offline=include_offline, now=now)
+        db.flush()
+        if _fits_inline(db, term, cutoff, inline_limit):
+            while run_chunk(db, term, cutoff, inline_limit + 1, now, browser_present):
+                pass
+        else:
+            term.state = RUNNING
+            announce(db)  # the workers' loops run the chunks once this commits
+        db.flush()
+        metrics.termination_committed(db, initiator)
+        return term
+
+    ended = _end_sessions(db, term, plan.sessions, reason, now)
     if isinstance(target, Sessions) and plan.sessions and not ended:
         # Lost a race with a concurrent termination of the same sessions: that one ended
         # them (its rows are committed once our conditional UPDATE returned nothing), so give
@@ -221,48 +264,196 @@ def terminate(
             db.delete(term)
             db.flush()
             return winner
-    term.sessions_ended = len(ended)
-
-    # Who must be told: every participant of the ended sessions, plus the named
-    # participations (client kill switch, credential rotation).
-    notify: list[tuple[str, str]] = []
-    if ended:
-        for chunk in _chunks(ended, 500):
-            notify.extend(
-                (r.sid, r.client_id)
-                for r in db.execute(
-                    select(SessionParticipant.sid, SessionParticipant.client_id).where(
-                        SessionParticipant.sid.in_(chunk), SessionParticipant.ended_at.is_(None)
-                    )
-                )
-            )
-    notify.extend(plan.participations)
-    notify = sorted(set(notify))
-    if notify:
-        for chunk in _chunks(notify, 300):
-            db.execute(
-                update(SessionParticipant)
-                .where(
-                    or_(
-                        *[
-                            and_(SessionParticipant.sid == s, SessionParticipant.client_id == c)
-                            for s, c in chunk
-                        ]
-                    )
-                )
-                .values(ended_at=now)
-            )
-
-    term.tokens_revoked = _revoke_tokens(db, plan, ended, reason, now, include_offline)
-    term.tokens_revoked += revoke_host_tokens(db, target, ended, include_offline=include_offline, now=now)
-    _write_outbox(db, term, notify, now, browser_present)
-    record_session_revoked(db, term, ended, now)  # SSF: a CAEP session-revoked per ended session
+    _finish(db, term, plan, ended, now, browser_present)
     db.flush()
     metrics.termination_committed(db, initiator)
     return term
 
 
+def _end_sessions(
+    db: Session, term: Termination, sids: list[str], reason: str, now: dt.datetime
+) -> list[str]:
+    """End the sessions not ended yet; returns those this call ended. The conditional UPDATE
+    makes a concurrent termination (or chunk) of the same session end it once: the loser sees
+    ended_at already set and ends nothing."""
+    ended: list[str] = []
+    for chunk in _chunks(sids, 500):
+        res = db.execute(
+            update(OPSession)
+            .where(OPSession.sid.in_(chunk), OPSession.ended_at.is_(None))
+            .values(ended_at=now, end_reason=reason[:2048], termination_id=term.id)
+            .returning(OPSession.sid)
+        )
+        ended.extend(r[0] for r in res)
+    term.sessions_ended += len(ended)
+    return ended
+
+
+def _finish(
+    db: Session, term: Termination, plan: _Plan, ended: list[str], now: dt.datetime, browser_present: bool
+) -> None:
+    """Everything after ending the sessions: participations, tokens, the outbox."""
+    notify = _end_participations(db, ended, plan.participations, now)
+    term.tokens_revoked += _revoke_tokens(db, plan, ended, term.reason, now, term.include_offline)
+    # Extension mode: the host's own token rows of the ended sessions (none in turnkey mode).
+    term.tokens_revoked += revoke_host_tokens(db, None, ended, include_offline=term.include_offline, now=now)
+    term.deliveries_written += _write_outbox(db, term, notify, now, browser_present)
+    record_session_revoked(db, term, ended, now)  # SSF: a CAEP session-revoked per ended session
+
+
+def _end_participations(
+    db: Session, ended: list[str], named: list[tuple[str, str]], now: dt.datetime
+) -> list[tuple[str, str]]:
+    """End every live participation in the ended sessions plus the named ones (client kill
+    switch, credential rotation); returns the (sid, client_id) pairs this call ended, i.e.
+    who must be told. Conditional (``ended_at IS NULL``), so a pair is told once however many
+    terminations or chunks reach it."""
+    notify: set[tuple[str, str]] = set()
+    for chunk in _chunks(ended, 500):
+        res = db.execute(
+            update(SessionParticipant)
+            .where(SessionParticipant.sid.in_(chunk), SessionParticipant.ended_at.is_(None))
+            .values(ended_at=now)
+            .returning(SessionParticipant.sid, SessionParticipant.client_id)
+            .execution_options(synchronize_session=False)
+        )
+        notify.update((r[0], r[1]) for r in res)
+    for chunk in _chunks(sorted(set(named)), 500):
+        res = db.execute(
+            update(SessionParticipant)
+            .where(
+                tuple_(SessionParticipant.sid, SessionParticipant.client_id).in_(chunk),
+                SessionParticipant.ended_at.is_(None),
+            )
+            .values(ended_at=now)
+            .returning(SessionParticipant.sid, SessionParticipant.client_id)
+            .execution_options(synchronize_session=False)
+        )
+        notify.update((r[0], r[1]) for r in res)
+    return sorted(notify)
+
+
+def _fits_inline(db: Session, term: Termination, cutoff: Cutoff, limit: int) -> bool:
+    """Whether every walk of the termination finds at most ``limit`` rows (a bounded probe:
+    it reads at most ``limit + 1`` keys per walk, whatever the scope's size)."""
+    return all(
+        len(_walk(db, term, cutoff, phase, None, limit + 1)) <= limit
+        for phase in range(len(PHASES[term.target_kind]))
+    )
+
+
+def run_chunk(
+    db: Session,
+    term: Termination,
+    cutoff: Cutoff,
+    size: int,
+    now: dt.datetime | None = None,
+    browser_present: bool = False,
+) -> bool:
+    """Do the next chunk (at most ``size`` keys of the current walk) of a termination's per-row
+    work in the caller's transaction and record its progress on ``term``; returns whether work
+    is left. Idempotent: every write is conditional (a session ended, a participation ended, a
+    grant or token revoked once), so a chunk run twice (a resumed crash, two runners) ends,
+    revokes and tells nothing twice."""
+    now = now or utcnow()
+    phases = PHASES[term.target_kind]
+    if term.progress_phase >= len(phases):
+        term.state = COMPLETE
+        return False
+    keys = _walk(db, term, cutoff, term.progress_phase, term.progress_cursor, size)
+    plan = _Plan()
+    match phases[term.progress_phase]:
+        case "sessions":
+            plan.sessions = [k for k, _ in keys]
+        case "participations":
+            plan.participations = [(k, cutoff.value) for k, _ in keys]
+        case "grants":
+            plan.grant_filter = Grant.id.in_([k for k, _ in keys])
+            if term.target_kind == TargetKind.CREDENTIAL:
+                sids = {sid for _, sid in keys if sid}
+                plan.participations = _live_participations(db, cutoff.value, sids) if sids else []
+    if keys:
+        ended = _end_sessions(db, term, plan.sessions, term.reason, now)
+        _finish(db, term, plan, ended, now, browser_present)
+    if len(keys) < size:
+        term.progress_phase += 1
+        term.progress_cursor = None
+    else:
+        term.progress_cursor = keys[-1][0]
+    term.chunks_done += 1
+    term.progress_at = now
+    done = term.progress_phase >= len(phases)
+    if done:
+        term.state = COMPLETE
+        term.completed_at = now
+    db.flush()
+    return not done
+
+
+def _walk(
+    db: Session, term: Termination, cutoff: Cutoff, phase: int, after: str | None, limit: int
+) -> list[tuple[str, str | None]]:
+    """The next ``limit`` keys of a walk after ``after``, in key order, each with a sid (or
+    None): a keyset page over a composite index, so a chunk costs the same however many rows
+    earlier chunks did. Only rows the cut-off covers: what existed at it, not yet done."""
+    after = after or ""
+    value, before = cutoff.value, cutoff.before
+    query: Any  # Select of (key, sid or NULL)
+    match (term.target_kind, PHASES[term.target_kind][phase]):
+        case (TargetKind.SUBJECT, "sessions"):
+            query = (
+                select(OPSession.sid, null())
+                .where(
+                    OPSession.subject == value,
+                    OPSession.sid > after,
+                    OPSession.ended_at.is_(None),
+                    OPSession.created_at <= before,
+                )
+                .order_by(OPSession.sid)
+            )
+        case (TargetKind.CLIENT, "participations"):
+            query = (
+                select(SessionParticipant.sid, null())
+                .join(OPSession, OPSession.sid == SessionParticipant.sid)
+                .where(
+                    SessionParticipant.client_id == value,
+                    SessionParticipant.sid > after,
+                    SessionParticipant.ended_at.is_(None),
+                    SessionParticipant.first_at <= before,
+                    OPSession.ended_at.is_(None),
+                )
+                .order_by(SessionParticipant.sid)
+            )
+        case (TargetKind.CLIENT, "grants"):
+            query = (
+                select(Grant.id, Grant.sid)
+                .where(
+                    Grant.client_id == value,
+                    Grant.id > after,
+                    Grant.revoked_at.is_(None),
+                    Grant.created_at <= before,
+                )
+                .order_by(Grant.id)
+            )
+        case (TargetKind.CREDENTIAL, "grants"):
+            query = (
+                select(Grant.id, Grant.sid)
+                .where(
+                    Grant.client_id == value,
+                    Grant.id > after,
+                    Grant.revoked_at.is_(None),
+                    Grant.credential_version < (cutoff.below_version or 0),
+                )
+                .order_by(Grant.id)
+            )
+        case _:
+            raise ValueError(f"no walk {phase} for {term.target_kind}")
+    return [(k, sid) for k, sid in db.execute(query.limit(limit))]
+
+
 def _plan(db: Session, target: Target, include_offline: bool) -> _Plan:
+    """What a small termination (sessions, expiry, one grant) ends; the scoped kinds (subject,
+    client, credential) only check their target exists here and walk it in run_chunk."""
     plan = _Plan()
     match target:
         case Sessions(sids=sids):
@@ -272,34 +463,13 @@ def _plan(db: Session, target: Target, include_offline: bool) -> _Plan:
             if not rows:
                 raise NotFound("no OP session with that sid")
             plan.sessions = [sid for sid, ended_at in rows if ended_at is None]
-        case Subject(sub=sub):
-            plan.sessions = list(
-                db.scalars(
-                    select(OPSession.sid).where(OPSession.subject == sub, OPSession.ended_at.is_(None))
-                )
-            )
         case Expiry(sids=sids):
             plan.sessions = list(sids)
-        case ClientKill(client_id=client_id):
-            if db.get(Client, client_id) is None:
-                raise NotFound("no client with that client_id")
+        case ClientKill(client_id=client_id) | Credential(client_id=client_id):
             # The kill switch: every grant of the client, offline ones and client_credentials
-            # included, and its participation in every live session.
-            plan.grant_filter = Grant.client_id == client_id
-            plan.participations = _live_participations(db, client_id)
-        case Credential(client_id=client_id, below_version=below):
+            # included, and its participation in every live session (run_chunk's walks).
             if db.get(Client, client_id) is None:
                 raise NotFound("no client with that client_id")
-            cond = and_(Grant.client_id == client_id, Grant.credential_version < below)
-            plan.grant_filter = cond
-            grant_sids = {
-                sid
-                for sid in db.scalars(
-                    select(Grant.sid).where(cond, Grant.revoked_at.is_(None), Grant.sid.is_not(None))
-                )
-                if sid
-            }
-            plan.participations = _live_participations(db, client_id, grant_sids) if grant_sids else []
         case GrantTarget(grant_id=grant_id):
             if db.get(Grant, grant_id) is None:
                 raise NotFound("no grant with that id")
@@ -336,7 +506,8 @@ def _live_participations(db: Session, client_id: str, sids: set[str] | None = No
 def _revoke_tokens(
     db: Session, plan: _Plan, ended: list[str], reason: str, now: dt.datetime, include_offline: bool
 ) -> int:
-    """Revoke grants (and so their refresh tokens) and access tokens; returns tokens revoked."""
+    """Revoke grants (and so their refresh tokens) and access tokens; returns tokens revoked.
+    Conditional UPDATEs: a token already revoked is neither revoked nor counted again."""
     grant_conds: list[ColumnElement[bool]] = []
     if plan.grant_filter is not None:
         grant_conds.append(plan.grant_filter)
@@ -354,7 +525,9 @@ def _revoke_tokens(
         ids = list(db.scalars(grant_ids))
         for chunk in _chunks(ids, 500):
             db.execute(
-                update(Grant).where(Grant.id.in_(chunk)).values(revoked_at=now, revoked_reason=reason[:2048])
+                update(Grant)
+                .where(Grant.id.in_(chunk), Grant.revoked_at.is_(None))
+                .values(revoked_at=now, revoked_reason=reason[:2048])
             )
             revoked += rowcount(
                 db.execute(
@@ -378,9 +551,10 @@ def _revoke_tokens(
 
 def _write_outbox(
     db: Session, term: Termination, notify: list[tuple[str, str]], now: dt.datetime, browser_present: bool
-) -> None:
+) -> int:
+    """One outbox row per (told pair, channel); returns the rows written."""
     if not notify:
-        return
+        return 0
     client_ids = sorted({c for _, c in notify})
     clients = {c.client_id: c for c in db.scalars(select(Client).where(Client.client_id.in_(client_ids)))}
     subjects: dict[str, str] = {}
@@ -426,6 +600,7 @@ def _write_outbox(
         db.execute(insert(Delivery), chunk)
     if any(r["channel"] == Channel.BACKCHANNEL for r in rows):
         announce(db)  # wakes every worker when (and only if) this transaction commits
+    return len(rows)
 
 
 def _chunks(items: Sequence | Iterable, n: int):  # type: ignore[no-untyped-def,type-arg]
@@ -435,6 +610,10 @@ def _chunks(items: Sequence | Iterable, n: int):  # type: ignore[no-untyped-def,
 
 
 __all__ = [
+    "COMPLETE",
+    "INLINE_LIMIT",
+    "PHASES",
+    "RUNNING",
     "ClientKill",
     "Credential",
     "Expiry",
@@ -449,5 +628,6 @@ __all__ = [
     "by_sessions",
     "by_sid",
     "by_subject",
+    "run_chunk",
     "terminate",
 ]

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from ..errors import InsufficientScope, InvalidToken
 from ..limits import plausible_token
 from ..storage.models import Token
-from ..storage.queries import session_is_live
+from ..storage.queries import session_is_live, token_is_active
 from ..tokens import token_hash
 from ..vocabulary import TokenKind
 
@@ -42,10 +42,17 @@ class HashedTokenValidator(BearerTokenValidator):  # type: ignore[misc]
         )
 
     def validate_token(self, token: Token | None, scopes: list[str] | None, request: Any) -> None:
+        if token is not None and not token.is_revoked() and not token.is_expired():
+            # Before the scope check: a dead token is invalid_token (401), not insufficient_scope.
+            # token_is_active: the one rule (session ended or cut off, client kill switch, ...).
+            db = self._db()
+            if not token_is_active(db, token):
+                if token.sid and not session_is_live(db, token.sid):
+                    raise InvalidTokenError(
+                        description="the access token's session has ended", realm=self.realm
+                    )
+                raise InvalidTokenError(realm=self.realm)
         super().validate_token(token, scopes, request)
-        assert token is not None  # the base class raised otherwise
-        if token.sid and not session_is_live(self._db(), token.sid):
-            raise InvalidTokenError(description="the access token's session has ended", realm=self.realm)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from ..storage.base import utcnow
 from ..storage.models import AuthorizationCode, Grant, OPSession, SessionParticipant, Token
 from ..storage.queries import (
     claim_code,
+    code_is_usable,
     grant_is_revoked,
     is_lock_contention,
     retire_refresh_token,
@@ -192,8 +193,8 @@ class AuthorizationCodeGrant(
             return None
         if row.expires_at <= utcnow():
             return None
-        if not session_is_live(db, row.sid):
-            return None  # the session ended between authorization and token request
+        if not code_is_usable(db, row):
+            return None  # session ended or cut off since authorization
         # RFC 6749 §10.5: "Authorization codes MUST be short lived and single-use." Claim the
         # code with a compare-and-set in the request transaction: of concurrent requests
         # exactly one sees a row change (PostgreSQL: the others wait on the row lock, then

@@ -58,6 +58,7 @@ import requests
 from .. import metrics
 from .._http import make_session
 from ..backchannel.request import RETRY, AttemptResult, attempt_delivery
+from ..chunks import advance as advance_terminations
 from ..config import Settings
 from ..keys import KeyRing
 from ..logs import log_delivery
@@ -262,6 +263,7 @@ class Dispatcher:
         return delay
 
     def _cycle(self) -> int:
+        advance_terminations(self.session_factory, self.settings)  # chunked terminations' rows
         self._resume_recovered()
         with self._cond:
             free = self._capacity - len(self._inflight)

@@ -13,7 +13,7 @@ from werkzeug.wrappers import Response
 from ..config import Settings
 from ..storage.base import utcnow
 from ..storage.models import OPSession
-from ..storage.queries import lifetime_cutoffs
+from ..storage.queries import lifetime_cutoffs, session_is_live
 from ..tokens import same_secret, token_hash
 
 
@@ -22,7 +22,7 @@ def current_op_session(db: Session, settings: Settings) -> OPSession | None:
     if not value or len(value) > 128:
         return None
     row = db.scalar(select(OPSession).where(OPSession.cookie_hash == token_hash(value)))
-    if row is None or row.ended_at is not None:
+    if row is None or not session_is_live(db, row.sid):  # ended, or under a subject cut-off
         return None
     idle_cut, absolute_cut = lifetime_cutoffs(settings, utcnow())
     # Expired but not yet swept: refuse it now; the sweep notifies the RPs.

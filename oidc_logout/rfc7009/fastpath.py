@@ -21,8 +21,9 @@ authenticated the client (its stored SHA-256 equals that of the presented secret
 method basic or post, so ``OAuthClient.check_endpoint_auth_method`` accepts either), found the token
 by hash, accepted it as issued to that client (``Token.check_client``), and, the token being a
 not-yet-revoked access token, set ``revoked_at`` and ``revoked_reason`` on that one row and answered
-200 ``{}`` (RFC 7009 §2.2). Expired access tokens and access tokens of a revoked grant are
-revoked by both paths alike.
+200 ``{}`` (RFC 7009 §2.2). Expired access tokens, access tokens of a revoked grant and access
+tokens already dead by a termination's cut-off (``storage.queries.token_is_active``) are revoked
+by both paths alike: the token stays dead either way, so the fast path needs no cut-off lookup.
 
 Timing (the secret check is an SQL equality on hashes, not ``hmac.compare_digest``): what the
 database compares is SHA-256(presented secret) with the stored SHA-256(secret). A timing

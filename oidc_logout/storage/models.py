@@ -82,6 +82,8 @@ class OPSession(Base):
     """An OP (browser) session; ``sid`` is the Core 1.0 / Back-Channel Logout session id."""
 
     __tablename__ = "oidc_logout_op_session"
+    #: Keyset order of a chunked termination's walk over a subject's sessions (chunks.py).
+    __table_args__ = (Index("ix_oidc_logout_op_session_subject_sid", "subject", "sid"),)
 
     sid: Mapped[str64] = mapped_column(primary_key=True)
     #: SHA-256 of the browser cookie value. The cookie is NOT the sid: the sid is shown to
@@ -106,7 +108,11 @@ class SessionParticipant(Base):
     """A client that received an ID token within an OP session (who must hear of its end)."""
 
     __tablename__ = "oidc_logout_session_participant"
-    __table_args__ = (UniqueConstraint("sid", "client_id"),)
+    __table_args__ = (
+        UniqueConstraint("sid", "client_id"),
+        # Keyset order of a chunked client kill's walk over its participations (chunks.py).
+        Index("ix_oidc_logout_session_participant_client_sid", "client_id", "sid"),
+    )
 
     id: Mapped[intpk]
     sid: Mapped[str64] = mapped_column(ForeignKey("oidc_logout_op_session.sid"), index=True)
@@ -172,6 +178,8 @@ class Grant(Base):
     """One authorization: the family of access and refresh tokens it produces."""
 
     __tablename__ = "oidc_logout_grant"
+    #: Keyset order of a chunked client kill / secret rotation over its grants (chunks.py).
+    __table_args__ = (Index("ix_oidc_logout_grant_client_id_id", "client_id", "id"),)
 
     id: Mapped[str40] = mapped_column(primary_key=True)
     client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_logout_client.client_id"), index=True)
@@ -230,6 +238,15 @@ class Termination(Base):
     """The audit record of one termination: what was ended, why, by whom."""
 
     __tablename__ = "oidc_logout_termination"
+    #: The chunk runners' look-up of running terminations (chunks.py): tiny whatever the history.
+    __table_args__ = (
+        Index(
+            "ix_oidc_logout_termination_running",
+            "created_at",
+            postgresql_where=sql_text("state = 'running'"),
+            sqlite_where=sql_text("state = 'running'"),
+        ),
+    )
 
     id: Mapped[str40] = mapped_column(primary_key=True)
     target_kind: Mapped[TargetKind]
@@ -240,6 +257,19 @@ class Termination(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     sessions_ended: Mapped[int] = mapped_column(Integer, default=0)
     tokens_revoked: Mapped[int] = mapped_column(Integer, default=0)
+    # Chunked terminations (scale): a subject, client or credential termination too large for
+    # one transaction records a Cutoff at commit and does its per-row work afterwards in
+    # chunks (oidc_logout/chunks.py); these say how far it got, so a crash resumes there.
+    #: ``complete`` (every row done) or ``running`` (chunks left).
+    state: Mapped[str40] = mapped_column(default="complete", server_default="complete")
+    #: Which walk the next chunk continues (chunks.PHASES of the target kind) and after which key.
+    progress_phase: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    progress_cursor: Mapped[str255 | None]
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Outbox rows written so far (all chunks).
+    deliveries_written: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    progress_at: Mapped[dt.datetime | None]
+    completed_at: Mapped[dt.datetime | None]
 
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="termination", order_by="Delivery.id")
 
@@ -452,12 +482,36 @@ class HostTokenSession(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class Cutoff(Base):
+    """ "Every token of this scope issued at or before ``before`` is dead": written in O(1) by a
+    termination by subject, client or credential, so its whole scope stops working the moment
+    it commits, before its per-row work (chunks) has run. Read by the one liveness predicate
+    (:mod:`oidc_logout.storage.queries`).
+
+    ``kind`` is the termination's target kind (subject, client, credential) and ``value`` the
+    subject or client_id; a credential cut-off kills grants with ``credential_version`` below
+    ``below_version``; a subject cut-off with ``include_offline`` kills the offline grants of
+    the sessions it ends too."""
+
+    __tablename__ = "oidc_logout_cutoff"
+    __table_args__ = (Index("ix_oidc_logout_cutoff_value_kind", "value", "kind"),)
+
+    id: Mapped[intpk]
+    kind: Mapped[TargetKind]
+    value: Mapped[str255]
+    before: Mapped[dt.datetime]
+    below_version: Mapped[int | None] = mapped_column(Integer)
+    include_offline: Mapped[bool] = mapped_column(Boolean, default=False)
+    termination_id: Mapped[str40] = mapped_column(ForeignKey("oidc_logout_termination.id"), index=True)
+
+
 __all__ = [
     "FINAL_STATES",
     "PENDING_BACKCHANNEL_PREDICATE",
     "AuthorizationCode",
     "Client",
     "Consent",
+    "Cutoff",
     "Delivery",
     "DeliveryAttempt",
     "Grant",

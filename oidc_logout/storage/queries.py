@@ -8,33 +8,102 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..config import Settings
-from ..vocabulary import TokenKind
-from .models import AuthorizationCode, Grant, OPSession, Token
+from ..vocabulary import TargetKind, TokenKind
+from .models import AuthorizationCode, Cutoff, Grant, OPSession, Token
+
+# The cut-off (issue 17): a termination by subject, client or credential writes one Cutoff row
+# in its transaction and does its per-row work (ending sessions, revoking tokens) later in
+# chunks. Everything below reads the cut-offs, so a token, code or session of the scope is
+# dead the moment the termination commits, whatever the per-row work has reached. Cost: one
+# indexed lookup by (value) per check, usually finding nothing.
 
 
-def session_is_live(db: Session, sid: str | None) -> bool:
-    """Whether ``sid`` names an OP session that has not ended (the one liveness rule for
-    tokens, codes and refreshes bound to a session)."""
+def cutoffs_for(db: Session, *values: str | None) -> list[Cutoff]:
+    """The cut-offs naming any of ``values`` (subjects, client_ids), one indexed query."""
+    wanted = sorted({v for v in values if v})
+    if not wanted:
+        return []
+    return list(db.scalars(select(Cutoff).where(Cutoff.value.in_(wanted))))
+
+
+def session_is_cut_off(session: OPSession, cutoffs: list[Cutoff]) -> bool:
+    """Whether a subject cut-off covers the session (created at or before it)."""
+    return any(
+        c.kind == TargetKind.SUBJECT and c.value == session.subject and session.created_at <= c.before
+        for c in cutoffs
+    )
+
+
+def grant_is_cut_off(db: Session, grant: Grant, cutoffs: list[Cutoff]) -> bool:
+    """Whether a cut-off kills every token of ``grant``, whatever its session: the client's
+    kill switch (grants created at or before it), a secret rotation (grants authenticated with
+    an older secret), or a subject termination with ``include_offline`` (the grants of the
+    sessions it ends, offline ones included). Session-bound tokens of a subject cut-off die
+    through :func:`session_is_live`."""
+    for c in cutoffs:
+        if c.value == grant.client_id:
+            if c.kind == TargetKind.CLIENT and grant.created_at <= c.before:
+                return True
+            if (
+                c.kind == TargetKind.CREDENTIAL
+                and c.below_version is not None
+                and grant.credential_version < c.below_version
+            ):
+                return True
+        if c.kind == TargetKind.SUBJECT and c.include_offline and c.value == grant.subject and grant.sid:
+            session = db.get(OPSession, grant.sid)
+            # The sessions that termination ends: created before it and not ended before it.
+            if (
+                session is not None
+                and session.created_at <= c.before
+                and (session.ended_at is None or session.ended_at >= c.before)
+            ):
+                return True
+    return False
+
+
+def session_is_live(db: Session, sid: str | None, cutoffs: list[Cutoff] | None = None) -> bool:
+    """Whether ``sid`` names an OP session that has not ended and no subject cut-off covers
+    (the one liveness rule for tokens, codes, refreshes and browser cookies bound to a
+    session). ``cutoffs``: already looked up for the session's subject (saves the query)."""
     if not sid:
         return False
     row = db.get(OPSession, sid)
-    return row is not None and row.ended_at is None
+    if row is None or row.ended_at is not None:
+        return False
+    return not session_is_cut_off(row, cutoffs_for(db, row.subject) if cutoffs is None else cutoffs)
 
 
 def token_is_active(db: Session, token: Token) -> bool:
     """Whether ``token`` still works: the one rule the token endpoint (refresh), the userinfo
-    endpoint and introspection apply, so RFC 7662 §2.2 ``active`` says what they do.
+    and admin bearer endpoints and introspection apply, so RFC 7662 §2.2 ``active`` says what
+    they do.
 
-    Not expired, not revoked (itself or its grant), and bound to a live session, except a
-    refresh token of an offline grant (Back-Channel Logout §2.7: "Refresh tokens issued with
-    the offline_access property normally SHOULD NOT be revoked"; a termination that must
-    end them revokes their grant)."""
+    Not expired, not revoked (itself or its grant), not under a cut-off, and bound to a live
+    session, except a refresh token of an offline grant (Back-Channel Logout §2.7: "Refresh
+    tokens issued with the offline_access property normally SHOULD NOT be revoked"; a
+    termination that must end them revokes their grant)."""
     if token.is_expired() or token.is_revoked():
         return False
+    grant = token.grant
+    cutoffs = cutoffs_for(db, grant.subject, grant.client_id)
+    if cutoffs and grant_is_cut_off(db, grant, cutoffs):
+        return False
     if token.kind == TokenKind.REFRESH_TOKEN:
-        grant = token.grant
-        return grant.offline or not grant.sid or session_is_live(db, grant.sid)
-    return token.sid is None or session_is_live(db, token.sid)
+        return grant.offline or not grant.sid or session_is_live(db, grant.sid, cutoffs)
+    return token.sid is None or session_is_live(db, token.sid, cutoffs)
+
+
+def code_is_usable(db: Session, code: AuthorizationCode) -> bool:
+    """Whether an (unused, unexpired) authorization code may still be exchanged: its session
+    is live and no client kill switch was pulled after it was issued."""
+    cutoffs = cutoffs_for(db, code.subject, code.client_id)
+    if any(
+        c.kind == TargetKind.CLIENT and c.value == code.client_id and code.created_at <= c.before
+        for c in cutoffs
+    ):
+        return False
+    return session_is_live(db, code.sid, cutoffs)
 
 
 def grant_is_revoked(db: Session, grant_id: str) -> bool:
@@ -98,11 +167,15 @@ def lifetime_cutoffs(settings: Settings, now: dt.datetime) -> tuple[dt.datetime,
 
 __all__ = [
     "claim_code",
+    "code_is_usable",
+    "cutoffs_for",
+    "grant_is_cut_off",
     "grant_is_revoked",
     "is_lock_contention",
     "lifetime_cutoffs",
     "retire_refresh_token",
     "rowcount",
+    "session_is_cut_off",
     "session_is_live",
     "token_is_active",
 ]

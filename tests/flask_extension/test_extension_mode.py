@@ -71,7 +71,12 @@ def test_the_extensions_tables_live_in_the_hosts_database_and_the_hosts_are_unto
     app, sessions = host
     with app.app_context():
         names = set(inspect(sessions().get_bind()).get_table_names())
-    assert {"host_token", "oidc_logout_token_session", "oidc_logout_op_session", "oidc_logout_termination"} <= names
+    assert {
+        "host_token",
+        "oidc_logout_token_session",
+        "oidc_logout_op_session",
+        "oidc_logout_termination",
+    } <= names
     assert all(n == "host_token" or n.startswith("oidc_logout_") for n in names)  # only ours are added
     columns = {c["name"] for c in inspect(sessions().get_bind()).get_columns("host_token")}
     assert "sid" not in columns  # the host's table is not changed

@@ -1,7 +1,7 @@
 """every table of the extension carries the ``oidc_logout_`` prefix
 
 Revision ID: 0006_prefix_tables
-Revises: 0006_hosttokens
+Revises: 0006_cutoff
 Create Date: 2026-12-03 10:40:00.000000
 
 Extension mode (issue 11) shares the host IdP's database: names such as ``oauth_token``,
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_prefix_tables"
-down_revision = "0006_hosttokens"
+down_revision = "0006_cutoff"
 branch_labels = None
 depends_on = None
 
@@ -47,6 +47,10 @@ EXPLICIT_INDEXES = {
     "ix_delivery_due": "ix_oidc_logout_delivery_due",
     "ix_delivery_pending_due": "ix_oidc_logout_delivery_pending_due",
     "ix_oauth_token_grant_kind": "ix_oidc_logout_token_grant_kind",
+    "ix_op_session_subject_sid": "ix_oidc_logout_op_session_subject_sid",
+    "ix_session_participant_client_sid": "ix_oidc_logout_session_participant_client_sid",
+    "ix_oauth_grant_client_id_id": "ix_oidc_logout_grant_client_id_id",
+    "ix_termination_running": "ix_oidc_logout_termination_running",
 }
 #: The Alembic version table (never renamed, holds no constraint of the convention).
 VERSION_TABLE = "oidc_logout_alembic_version"
