@@ -117,6 +117,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = settings_from_env()
     if args.database_url:
         settings = settings.replace(database_url=args.database_url)
+    if args.db_unreachable_exit_after is not None:
+        settings = settings.replace(worker_db_unreachable_exit_after=args.db_unreachable_exit_after)
     return int(run_worker(settings) or 0)
 
 
@@ -241,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="run a delivery worker (PostgreSQL, SKIP LOCKED)")
     w.add_argument("--database-url")
+    w.add_argument(
+        "--db-unreachable-exit-after",
+        type=float,
+        metavar="SECONDS",
+        help="exit 69 once the database has been unreachable this long (0: never; "
+        "default OIDC_LOGOUT_WORKER_DB_UNREACHABLE_EXIT_AFTER, 300)",
+    )
     w.set_defaults(func=cmd_worker)
 
     rs = sub.add_parser("rotate-secret", help="rotate a client secret, ending what the old one issued")

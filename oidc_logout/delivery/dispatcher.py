@@ -308,7 +308,7 @@ class Dispatcher:
                 db_down = _is_db_error(exc)
                 if db_down and limit is not None and limit > 0 and down >= limit:
                     logger.error(
-                        "delivery dispatcher %s: database unreachable for %.0f s (%s); giving up "
+                        "delivery dispatcher %s: database unreachable for %.1f s (%s); giving up "
                         "(worker_db_unreachable_exit_after=%g)",
                         self.owner,
                         down,
@@ -321,7 +321,7 @@ class Dispatcher:
                     backoff = min(backoff, max(0.05, limit - down))  # do not oversleep the limit
                 if db_down:
                     logger.warning(
-                        "database unreachable (%s); retrying in %.1f s (unreachable for %.0f s%s)",
+                        "database unreachable (%s); retrying in %.1f s (unreachable for %.1f s%s)",
                         _brief(exc),
                         backoff,
                         down,
