@@ -81,8 +81,10 @@ def test_kill_9_mid_fanout_loses_nothing_and_duplicates_stay_within_the_dead_lea
 # With the DEFAULT lease settings (issue 17 item 2). The dead worker's rows are claimable
 # again at its last lease_until, at most ``delivery_lease_seconds`` after the kill (the
 # heartbeat renews every lease/3, so lease_until <= last renewal + lease <= kill + lease).
-# Then a survivor needs one poll (0.5 s), a claim, the attempt (50 ms RP) and the record:
-# RECLAIM_SLACK covers that on a loaded 2-core machine. Default lease 10 s + 5 s = 15 s.
+# The bound asserted is lease + one renewal interval + RECLAIM_SLACK: the slack covers a
+# survivor's poll (0.5 s), its claim (a saturated worker claims when half its slots are
+# free), the attempt (50 ms RP) and the record, on a loaded 2-core machine. With the defaults:
+# 10 + 3.3 + 5 = 18.3 s (measured: 10.6 s at load average 6-9).
 RECLAIM_SLACK = 5.0
 DEFAULT_FANOUT = 1000
 SLOW_RP = 0.05
@@ -168,4 +170,5 @@ def test_kill_9_with_default_settings_is_recovered_within_the_lease(pg_url: str)
         f"{held_done.total_seconds():.2f}s after the kill, the whole fan-out "
         f"{last_done.total_seconds():.2f}s after; duplicates={dupes}"
     )
-    assert held_done <= dt.timedelta(seconds=lease + RECLAIM_SLACK), held_done
+    bound = lease + lease / 3 + RECLAIM_SLACK
+    assert held_done <= dt.timedelta(seconds=bound), (held_done, bound)
