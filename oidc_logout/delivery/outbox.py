@@ -702,9 +702,9 @@ def resume_client(session_factory: SessionFactory, client_id: str, now: dt.datet
 def retry_now(db: Session, states: Sequence[str] = (FAILED, DEAD), ids: Iterable[int] | None = None) -> int:
     """Operator-requested retry: matching back-channel rows go back to ``pending``, due now.
 
-    ``attempts`` is kept (the attempt log numbers stay unique), so a row that went dead by
-    the attempt budget gets exactly one more attempt; a retryable failure of that attempt
-    makes it dead again. In-flight rows are never touched. Does not commit.
+    ``attempts`` and ``created_at`` are kept (the attempt log numbers stay unique), so a row
+    that went dead by age (or by the optional attempt cap) gets exactly one more attempt; a
+    retryable failure of that attempt makes it dead again. In-flight rows are never touched. Does not commit.
     """
     allowed = [s for s in states if s != IN_FLIGHT]
     if not allowed:
