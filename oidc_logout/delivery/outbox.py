@@ -37,11 +37,15 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
+    false,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.orm import Session
@@ -408,10 +412,30 @@ def claim_due(
         elif dialect.update_returning:
             # One atomic statement: SQLite holds the write lock for the whole UPDATE, so the
             # re-check of the claimable condition in its WHERE is the compare-and-set.
-            cond = _claimable(now, due)
+            # The candidates come from two ordered LIMITs, expired leases first, then due
+            # pending rows through the partial index ``ix_delivery_pending_due`` (as on
+            # PostgreSQL): one ORDER BY over the OR of both scanned and sorted every pending
+            # row per claim, which made a 100,000-row fan-out crawl.
+            expired = pick(_lease_expired(now), limit).subquery()
+            pending = pick(_due_pending(due), limit).subquery()
+            both = union_all(
+                select(literal(0).label("k"), expired.c.id), select(literal(1).label("k"), pending.c.id)
+            ).subquery()
+            head = select(both.c.id).order_by(both.c.k).limit(limit).scalar_subquery().correlate(None)
+            # The re-check as a CASE: written as the OR of _claimable, SQLite drove the UPDATE by
+            # that OR through the state index (every pending row, ~0.5 s per claim at 100,000)
+            # instead of by the candidate ids; a CASE cannot drive an index.
+            recheck = and_(
+                _T.c.channel == BACKCHANNEL,
+                case(
+                    (_T.c.state == PENDING, _T.c.next_attempt_at <= due),
+                    (_T.c.state == IN_FLIGHT, or_(_T.c.lease_until.is_(None), _T.c.lease_until < now)),
+                    else_=false(),
+                ),
+            )
             rows = db.execute(
                 update(_T)
-                .where(_T.c.id.in_(pick(cond, limit).correlate(None)), cond)
+                .where(_T.c.id.in_(head), recheck)
                 .values(**claim_values)
                 .returning(*_SNAPSHOT_COLUMNS)
             ).all()
