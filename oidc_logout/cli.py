@@ -416,6 +416,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker_metrics_port=args.metrics_port or settings.worker_metrics_port,
         worker_health_port=args.health_port or settings.worker_health_port,
     )
+    if args.db_unreachable_exit_after is not None:
+        settings = settings.replace(worker_db_unreachable_exit_after=args.db_unreachable_exit_after)
     return int(run_worker(settings) or 0)
 
 

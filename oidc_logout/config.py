@@ -60,7 +60,11 @@ class Settings:
     # Delivery (Back-Channel Logout §2.5, §2.8)
     delivery_timeout: float = 5.0
     delivery_connect_timeout: float = 2.0
-    delivery_max_attempts: int = 8
+    #: Optional cap on attempts of one delivery (0: unlimited, the default): deliveries give
+    #: up by age (``delivery_max_age``), not by count, so an RP outage shorter than that never
+    #: dead-letters anything.
+    delivery_max_attempts: int = 0
+    #: Age (s) after which a delivery that still fails retryably goes ``dead``.
     delivery_max_age: int = 24 * 3600
     delivery_backoff_base: float = 1.0
     delivery_backoff_cap: float = 300.0
@@ -77,7 +81,9 @@ class Settings:
     delivery_client_retry_budget: int = 20
     delivery_client_retry_window: float = 60.0
     delivery_concurrency: int = 16
-    delivery_lease_seconds: int = 60
+    #: Claim lease (s). Live workers renew their leases every third of it (heartbeat), so it
+    #: only bounds how long the rows of a crashed worker wait before others take them.
+    delivery_lease_seconds: int = 10
     delivery_batch_size: int = 100
     #: The logout response waits at most this long for deliveries, then answers.
     logout_wait_bound: float = 2.0
@@ -178,6 +184,10 @@ class Settings:
     #: Seconds of chunk work a delivery loop does per cycle before it claims deliveries again
     #: (at least one chunk); 0 leaves the chunks to other processes (or chunks.run_pending).
     termination_chunk_budget: float = 0.5
+    # Delivery engine (issue 17 / issue 14 item 4: worker health)
+    #: A standalone worker that cannot reach its database backs off (one warning line per
+    #: step) and exits non-zero (69) after this many seconds; 0: retry forever.
+    worker_db_unreachable_exit_after: float = 300.0
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -86,13 +86,22 @@ def _host(uri: str) -> str:
         return ""
 
 
-def log_delivery(logger: logging.Logger, claimed: ClaimedDelivery, result: AttemptResult, state: str) -> None:
+def log_delivery(
+    logger: logging.Logger,
+    claimed: ClaimedDelivery,
+    result: AttemptResult,
+    state: str,
+    *,
+    give_up: str | None = None,
+) -> None:
     """The one log line of a recorded pushed delivery attempt (back-channel logout or SSF push);
     ``state`` is the row's
     new state (``pending``: a retry was scheduled) or ``lost`` / ``error``."""
     outcome = "retry" if state == "pending" else str(state)
     attempt = claimed.attempts + 1
     reason = result.error or (f"HTTP {result.http_status}" if result.http_status else "")
+    if give_up:  # the retry policy's reason for making this row dead (age or attempt cap)
+        reason = f"{reason}; {give_up}" if reason else give_up
     fields: dict[str, Any] = {
         "termination_id": claimed.termination_id,
         "delivery_id": claimed.id,
@@ -101,6 +110,7 @@ def log_delivery(logger: logging.Logger, claimed: ClaimedDelivery, result: Attem
         "attempt": attempt,
         "outcome": outcome,
         "latency_ms": result.duration_ms,
+        "jti": result.jti,
         "http_status": result.http_status,
         "target_host": _host(claimed.target_uri),
     }
@@ -116,7 +126,7 @@ def log_delivery(logger: logging.Logger, claimed: ClaimedDelivery, result: Attem
         logger.info("%s: %s (%d ms); retry scheduled", head, reason, result.duration_ms, extra=fields)
     elif outcome == "dead":
         logger.warning(
-            "%s: %s (%d ms); retries exhausted, dead letter (requeue with `oidc-logout retry`)",
+            "%s: %s (%d ms); dead letter (requeue with `oidc-logout retry`)",
             head,
             reason,
             result.duration_ms,

@@ -188,12 +188,7 @@ class Provider:
         return self._deliver(termination_id, rows, wait)
 
     def _deliver(self, term_id: str, rows: Any, wait: float | None = None) -> TerminationOutcome:
-        back = tuple(r.id for r in rows if r.channel in PUSHED_CHANNELS and r.state not in FINAL_STATES)
-        front = tuple(
-            (r.id, r.target_uri, r.sid)
-            for r in rows
-            if r.channel == Channel.FRONTCHANNEL and r.state not in FINAL_STATES
-        )
+        back, front = rows
         settled = not back
         bound = self.settings.logout_wait_bound if wait is None else wait
         waited_from = time.monotonic()
@@ -354,13 +349,25 @@ class Provider:
             return False
 
 
-def _outbox_rows(db: Session, termination_id: str) -> Any:
-    """What after_commit needs of a termination's delivery rows."""
-    return db.execute(
-        select(Delivery.id, Delivery.channel, Delivery.target_uri, Delivery.sid, Delivery.state).where(
-            Delivery.termination_id == termination_id
+def _outbox_rows(
+    db: Session, termination_id: str
+) -> tuple[tuple[int, ...], tuple[tuple[int, str, str | None], ...]]:
+    """What after_commit needs of a termination's delivery rows: the ids of its unfinished
+    pushed rows (back-channel logout, SSF push) (ids only: a 100,000-session termination must not read every row's URI
+    and sid into the OP's memory) and its unfinished front-channel rows (id, uri, sid)."""
+    unfinished = (Delivery.termination_id == termination_id, Delivery.state.not_in(list(FINAL_STATES)))
+    back = tuple(
+        db.scalars(select(Delivery.id).where(*unfinished, Delivery.channel.in_(list(PUSHED_CHANNELS))))
+    )
+    front = tuple(
+        (r.id, r.target_uri, r.sid)
+        for r in db.execute(
+            select(Delivery.id, Delivery.target_uri, Delivery.sid)
+            .where(*unfinished, Delivery.channel == Channel.FRONTCHANNEL)
+            .order_by(Delivery.id)
         )
-    ).all()
+    )
+    return back, front
 
 
 def _ts(v: dt.datetime | None) -> str | None:

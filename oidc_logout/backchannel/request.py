@@ -189,7 +189,7 @@ def post_logout_token(
         outcome: AttemptOutcome, status: int | None, error: str | None, retry_after: float | None = None
     ) -> AttemptResult:
         ms = int((time.monotonic() - t0) * 1000)
-        logger.debug(
+        logger.debug(  # the dispatcher logs each attempt with the state it was recorded in
             "back-channel logout to %s: %s (status=%s, %d ms, jti=%s)%s",
             uri,
             outcome,

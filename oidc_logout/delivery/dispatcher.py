@@ -40,6 +40,7 @@ half of ``delivery_concurrency`` claim slots are free, not after every completed
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -49,11 +50,12 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from urllib.parse import urlsplit
 
 import requests
+from sqlalchemy import exc as sa_exc
 
 from .. import metrics
 from .._http import make_session
@@ -64,9 +66,9 @@ from ..keys import KeyRing
 from ..logs import log_delivery
 from ..ssf.push import attempt_push
 from ..storage.base import utcnow
-from ..storage.models import DELIVERED, FINAL_STATES, PENDING
+from ..storage.models import DEAD, DELIVERED, FINAL_STATES, PENDING
 from ..vocabulary import Channel
-from . import outbox
+from . import outbox, policy
 from .outbox import LOST, ClaimedDelivery, SessionFactory
 
 __all__ = ["Dispatcher", "default_owner"]
@@ -75,8 +77,9 @@ logger = logging.getLogger(__name__)
 
 OnResult = Callable[[ClaimedDelivery, AttemptResult], None]
 
-#: How many completed ids are remembered for :meth:`Dispatcher.wait_for`.
-_FINAL_MEMORY = 100_000
+#: How many completed ids are remembered for :meth:`Dispatcher.wait_for` (older ones are
+#: looked up in the database instead): a fixed budget, whatever the size of the fan-out.
+_FINAL_MEMORY = 10_000
 
 #: The outcome of a claim given back unattempted (a bound was reached; see the module doc).
 DEFERRED = "deferred"
@@ -89,6 +92,28 @@ def target_host(uri: str) -> str:
     except ValueError:
         host = ""
     return host.rstrip(".").lower()
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _age_order(c: ClaimedDelivery) -> tuple[dt.datetime, int]:
+    return (c.due_at or _EPOCH, c.id)
+
+
+def _is_db_error(exc: BaseException) -> bool:
+    """A database that cannot be reached or answered with an operational error (connection
+    refused or dropped, database missing, server shutting down), as opposed to a bug."""
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or (
+        isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+    )
+
+
+def _brief(exc: BaseException) -> str:
+    """One line for a log: the exception type and the first line of its message (database
+    drivers put the SQL and a background link on the following lines)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
 
 
 class _PendingResult:
@@ -129,6 +154,7 @@ class Dispatcher:
         http: requests.Session | None = None,
         poll_interval: float = 0.5,
         recheck_interval: float = 0.5,
+        db_unreachable_exit_after: float | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.keyring = keyring
@@ -137,6 +163,10 @@ class Dispatcher:
         self.on_result = on_result
         self.poll_interval = poll_interval
         self.recheck_interval = recheck_interval
+        #: Stop (``gave_up``) after the database was unreachable this long (None: never; the
+        #: standalone worker sets it, an embedded dispatcher keeps trying with its OP).
+        self.db_unreachable_exit_after = db_unreachable_exit_after
+        self.gave_up = False
         self._own_http = http is None
         self.http = http or make_session(
             concurrency=settings.delivery_concurrency,
@@ -181,6 +211,18 @@ class Dispatcher:
         self._retries: dict[str, tuple[float, float]] = {}
         #: How long a claim over a bound waits in the outbox before it is claimed again.
         self.defer_delay = max(0.05, poll_interval)
+        # Lease heartbeat (see _renew): the current lease_until (= fencing token) of every row
+        # held, i.e. claimed and not yet recorded or given back. _lease_lock serializes the
+        # renewal UPDATE with every fenced write (results, deferrals, releases), so a write
+        # always carries the lease the database holds.
+        self._lease_lock = threading.Lock()
+        self._leases: dict[int, dt.datetime] = {}
+        self.renew_interval = max(0.05, settings.delivery_lease_seconds / 3)
+        self._heartbeat: threading.Thread | None = None
+        self._heartbeat_stop = threading.Event()
+        #: Most rows this dispatcher held at once (claimed, not yet recorded): the memory
+        #: bound of the fan-out, whatever its size (at most 2 x delivery_concurrency).
+        self.max_held = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -213,6 +255,10 @@ class Dispatcher:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(max(0.0, deadline - time.monotonic()))
         done = self.drain(max(0.0, deadline - time.monotonic()))
+        # Only now: attempts still running during the drain kept their leases renewed.
+        self._heartbeat_stop.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join(max(0.0, deadline - time.monotonic()) + 1.0)
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._own_http:
             self.http.close()
@@ -225,10 +271,10 @@ class Dispatcher:
         not_started = [c for c, fut in items if fut.cancel()]
         if not_started:
             try:
-                n = outbox.release(self.session_factory, not_started, self.owner)
+                n = self._give_back(not_started, None)
                 logger.info("%s released %d unstarted claims", self.owner, n)
-            except Exception:  # the leases will expire instead
-                logger.exception("releasing unstarted claims failed")
+            except Exception as exc:  # the leases will expire instead
+                logger.warning("releasing unstarted claims failed (%s); their leases expire", _brief(exc))
             with self._cond:
                 for c in not_started:
                     self._inflight.pop(c.id, None)
@@ -240,15 +286,63 @@ class Dispatcher:
 
     def run_forever(self) -> None:
         """Poll-claim-dispatch until :meth:`request_stop` (the thread body; the worker runs
-        it in the foreground)."""
+        it in the foreground).
+
+        A database that cannot be reached is retried with a capped exponential backoff (0.5 s
+        doubling to 30 s) and ONE warning line per step, never a traceback; with
+        ``db_unreachable_exit_after`` set, the loop gives up (``gave_up``) once the database
+        has been unreachable that long, so a supervisor sees a failed process instead of one
+        that logs forever. Any other exception (a bug) is logged with its traceback, under the
+        same backoff."""
         logger.info("delivery dispatcher %s started", self.owner)
+        self._ensure_heartbeat()
+        down_since: float | None = None
+        backoff = 0.0
         while not self._stopping.is_set():
             self._wake.clear()
             try:
                 claimed = self._cycle()
-            except Exception:
-                logger.exception("claiming due deliveries failed; retrying shortly")
-                claimed = 0
+            except Exception as exc:
+                now = time.monotonic()
+                if down_since is None:
+                    down_since, backoff = now, 0.5
+                else:
+                    backoff = min(backoff * 2, 30.0)
+                down = now - down_since
+                limit = self.db_unreachable_exit_after
+                db_down = _is_db_error(exc)
+                if db_down and limit is not None and limit > 0 and down >= limit:
+                    logger.error(
+                        "delivery dispatcher %s: database unreachable for %.1f s (%s); giving up "
+                        "(worker_db_unreachable_exit_after=%g)",
+                        self.owner,
+                        down,
+                        _brief(exc),
+                        limit,
+                    )
+                    self.gave_up = True
+                    break
+                if limit is not None and limit > 0:
+                    backoff = min(backoff, max(0.05, limit - down))  # do not oversleep the limit
+                if db_down:
+                    logger.warning(
+                        "database unreachable (%s); retrying in %.1f s (unreachable for %.1f s%s)",
+                        _brief(exc),
+                        backoff,
+                        down,
+                        f", giving up after {limit:g} s" if limit else "",
+                    )
+                else:
+                    logger.exception("claiming due deliveries failed; retrying in %.1f s", backoff)
+                self._stopping.wait(backoff)
+                continue
+            if down_since is not None:
+                logger.info(
+                    "delivery dispatcher %s: database reachable again after %.1f s",
+                    self.owner,
+                    time.monotonic() - down_since,
+                )
+                down_since = None
             if claimed and not self._saturated:
                 continue  # there may be more due rows right now
             self._wake.wait(self._sleep_time())
@@ -276,9 +370,11 @@ class Dispatcher:
         claims = outbox.claim_due(
             self.session_factory, self.owner, limit, self.settings.delivery_lease_seconds
         )
-        self._submit(claims)
+        futures = self._submit(claims)
         self._saturated = len(claims) >= free
-        return len(claims)
+        # Claims given back at once (every bound they need is full) are not progress: the
+        # loop then waits for a finished attempt or defer_delay instead of claiming again.
+        return sum(1 for f in futures if not (f.done() and f.result() == DEFERRED))
 
     # -- delivering ----------------------------------------------------------------------
 
@@ -298,32 +394,67 @@ class Dispatcher:
         """Claim everything due now, deliver it, record it; return outcome counts
         (``delivered``, ``retry``, ``failed``, ``dead``, ``lost``). For tests and the CLI.
 
-        Claims given back because a per-client or per-host bound was reached are claimed
-        again when due (within ``timeout``), so every row due at the start gets its attempt."""
+        Streams: claims are taken in batches of at most ``delivery_batch_size`` and only while
+        fewer than ``2 x delivery_concurrency`` rows are held, so memory does not grow with the
+        number of due rows. Only rows due when a round starts are claimed in it (a retry
+        scheduled meanwhile is not attempted twice). Claims given back because a per-client or
+        per-host bound was reached are claimed again when due (within ``timeout``), so every
+        row due at the start gets its attempt."""
         deadline = None if timeout is None else time.monotonic() + timeout
         counts: Counter[str] = Counter()
         batch = max(1, self.settings.delivery_batch_size)
         for _round in range(10_000):  # bounded; each round makes progress or ends
-            futures: list[Future[str]] = []
-            for _ in range(10_000):  # bounded: quickly re-due retries cannot loop forever
-                claims = outbox.claim_due(
-                    self.session_factory, self.owner, batch, self.settings.delivery_lease_seconds
-                )
-                futures.extend(self._submit(claims))
-                if len(claims) < batch:
+            due_by = utcnow()
+            pending: set[Future[str]] = set()
+            more, deferred, timed_out = True, 0, False
+            while more or pending:
+                with self._cond:
+                    free = self._capacity - len(self._inflight)
+                if more and free > 0 and not self._closed:
+                    n = min(batch, free)
+                    claims = outbox.claim_due(
+                        self.session_factory,
+                        self.owner,
+                        n,
+                        self.settings.delivery_lease_seconds,
+                        due_by=due_by,
+                    )
+                    new = self._submit(claims)
+                    more = len(claims) >= n
+                    given_back = 0
+                    for fut in new:
+                        if fut.done() and fut.result() == DEFERRED:
+                            given_back += 1  # a bound is full: due again as it was
+                        else:
+                            pending.add(fut)
+                    deferred += given_back
+                    if not new or given_back < len(new):
+                        continue
+                    # Nothing could start: wait for a running attempt (below) before claiming.
+                more = more and not self._closed
+                if not pending:
+                    if not more:
+                        break
+                    # Every slot is held by rows this call did not submit (deliver_now or the
+                    # background loop), or every bound they need is: wait a little.
+                    with self._cond:
+                        self._cond.wait(self.defer_delay)
+                    continue
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    timed_out = True
                     break
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            futures_wait(futures, timeout=remaining)
-            deferred = 0
-            for fut in futures:
-                if fut.done() and not fut.cancelled():
-                    state = fut.result()
+                done, pending = futures_wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    state = fut.result() if not fut.cancelled() else "unfinished"
                     if state == DEFERRED:
                         deferred += 1
                     else:
                         counts["retry" if state == PENDING else state] += 1
-                else:
-                    counts["unfinished"] += 1
+            if timed_out:
+                counts["unfinished"] += len(pending)
+                counts["deferred"] += deferred
+                break
             if not deferred:
                 break
             if deadline is not None and time.monotonic() + self.defer_delay > deadline:
@@ -337,12 +468,21 @@ class Dispatcher:
         futures: list[Future[str]] = []
         if not claims:
             return futures
+        with self._lease_lock:
+            for c in claims:
+                if c.lease_until is not None:
+                    self._leases[c.id] = c.lease_until
+            self.max_held = max(self.max_held, len(self._leases))
+        self._ensure_heartbeat()
         with self._cond:
             for c in claims:
                 fut: Future[str] = Future()
                 self._inflight[c.id] = (c, fut)
-                self._parked.append(c)
                 futures.append(fut)
+            # Oldest due first: when a bound makes some claims wait or go back to the outbox,
+            # it is the younger ones (a crashed worker's re-claimed rows, due since the
+            # termination, are not sent to the back of the fan-out). At most 2 x concurrency.
+            self._parked = deque(sorted([*self._parked, *claims], key=_age_order))
         self._pump()
         return futures
 
@@ -383,7 +523,7 @@ class Dispatcher:
         """Start every queued claim the per-client and per-host bounds allow; keep at most a
         bound's worth waiting per client and host; give the rest back to the outbox."""
         start: list[tuple[ClaimedDelivery, Future[str]]] = []
-        defer: dict[float, list[ClaimedDelivery]] = {}
+        defer: dict[float | None, list[ClaimedDelivery]] = {}
         now = time.monotonic()
         with self._cond:
             keep: deque[ClaimedDelivery] = deque()
@@ -417,7 +557,7 @@ class Dispatcher:
                     waiting_host[host] += 1
                     keep.append(c)
                 else:
-                    defer.setdefault(self.defer_delay, []).append(c)
+                    defer.setdefault(None, []).append(c)  # over a bound: not by us, not now
             self._parked = keep
         for delay, claims in defer.items():
             self._defer(claims, delay)
@@ -430,20 +570,32 @@ class Dispatcher:
             except RuntimeError:  # shut down meanwhile: give it back
                 self._release_slots(c)
                 try:
-                    outbox.release(self.session_factory, [c], self.owner)
+                    self._give_back([c], None)
                 finally:
                     with self._cond:
                         self._inflight.pop(c.id, None)
                     fut.set_result(DEFERRED)
 
-    def _defer(self, claims: list[ClaimedDelivery], delay: float) -> None:
-        until = utcnow() + dt.timedelta(seconds=delay)
+    def _defer(self, claims: list[ClaimedDelivery], delay: float | None) -> None:
+        """Give claims back unattempted: due ``delay`` seconds from now (a client out of
+        retry budget), or (``None``: a per-client/per-host bound is full) due as they were.
+
+        A row over a bound keeps its ``next_attempt_at``, hence its place in the fan-out:
+        another worker may take it at once, and this one takes it again when a slot frees. (It
+        used to be due ``defer_delay`` later, which sent it behind every other row of a large
+        fan-out: a crashed worker's re-claimed rows came last instead of first.) This
+        dispatcher does not claim again for ``defer_delay`` unless an attempt finishes, so a
+        full bound does not make it spin on claims."""
+        until = None if delay is None else utcnow() + dt.timedelta(seconds=delay)
         try:
-            outbox.defer(self.session_factory, claims, self.owner, until)
-        except Exception:  # the leases expire instead; the rows are not lost
-            logger.exception("deferring %d claims failed", len(claims))
+            self._give_back(claims, until)
+        except Exception as exc:  # the leases expire instead; the rows are not lost
+            logger.warning("deferring %d claims failed (%s); their leases expire", len(claims), _brief(exc))
         logger.debug(
-            "%s deferred %d claims by %.2f s (per-client/per-host bounds)", self.owner, len(claims), delay
+            "%s deferred %d claims (%s)",
+            self.owner,
+            len(claims),
+            "per-client/per-host bounds" if delay is None else f"retry budget, {delay:.2f} s",
         )
         with self._cond:
             for c in claims:
@@ -452,7 +604,90 @@ class Dispatcher:
                     entry[1].set_result(DEFERRED)
             self.stats[DEFERRED] += len(claims)
             self._cond.notify_all()
-        self._schedule_wake(until)
+            if until is None:  # look again a little later (or when an attempt finishes)
+                when = time.monotonic() + self.defer_delay
+                if self._next_due is None or when < self._next_due:
+                    self._next_due = when
+        if until is not None:
+            self._schedule_wake(until)
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def _fresh(self, c: ClaimedDelivery) -> ClaimedDelivery:
+        """``c`` with the lease the database holds for it now (holds _lease_lock): the
+        heartbeat moves ``lease_until``, the fencing token of every write."""
+        lease = self._leases.get(c.id)
+        if lease is None or lease == c.lease_until:
+            return c
+        return dataclasses.replace(c, lease_until=lease)
+
+    def _give_back(self, claims: list[ClaimedDelivery], until: dt.datetime | None) -> int:
+        """Claims back to pending (:func:`.outbox.release` / :func:`.outbox.defer`), fenced
+        with their current lease; they are no longer held."""
+        with self._lease_lock:
+            fresh = [self._fresh(c) for c in claims]
+            try:
+                if until is None:
+                    return outbox.release(self.session_factory, fresh, self.owner)
+                return outbox.defer(self.session_factory, fresh, self.owner, until)
+            finally:
+                for c in claims:
+                    self._leases.pop(c.id, None)
+
+    def _ensure_heartbeat(self) -> None:
+        with self._lease_lock:
+            if self._heartbeat is not None or self._heartbeat_stop.is_set():
+                return
+            self._heartbeat = threading.Thread(
+                target=self._heartbeat_loop, name="oidc-logout-lease-heartbeat", daemon=True
+            )
+        self._heartbeat.start()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._heartbeat_stop.wait(self.renew_interval):
+            self.renew_leases()
+
+    def renew_leases(self) -> int:
+        """The lease heartbeat (every ``delivery_lease_seconds / 3`` while rows are held):
+        ONE ``UPDATE`` extends the lease of every row this dispatcher holds and still owns
+        (:func:`.outbox.renew_leases`). So a short lease costs nothing to a live worker,
+        however long its attempts or queues take, while the rows of a worker that died are
+        claimable again at most ``delivery_lease_seconds`` after its last renewal. Returns
+        the number of rows renewed."""
+        with self._lease_lock:
+            ids = list(self._leases)
+            if not ids:
+                return 0
+            try:
+                renewed, until = outbox.renew_leases(
+                    self.session_factory, self.owner, ids, self.settings.delivery_lease_seconds
+                )
+            except Exception as exc:
+                logger.warning(
+                    "%s: renewing the leases of %d deliveries failed (%s); retrying in %.1f s",
+                    self.owner,
+                    len(ids),
+                    _brief(exc),
+                    self.renew_interval,
+                )
+                return 0
+            for i in ids:
+                if i in renewed:
+                    self._leases[i] = until
+                else:  # no longer ours (our lease ran out and another claimant took it)
+                    del self._leases[i]
+        if len(renewed) < len(ids):
+            logger.warning(
+                "%s: %d deliveries were no longer leased to us at renewal; their results will not be recorded",
+                self.owner,
+                len(ids) - len(renewed),
+            )
+        return len(renewed)
+
+    def held(self) -> int:
+        """Rows held right now (claimed, not yet recorded or given back)."""
+        with self._lease_lock:
+            return len(self._leases)
 
     def _client_recovered(self, client_id: str) -> None:
         """A retry of ``client_id`` succeeded: its retry budget is full again and its waiting
@@ -526,12 +761,15 @@ class Dispatcher:
                 result = AttemptResult(RETRY, None, f"internal error: {type(exc).__name__}", None, 0, None)
             try:
                 state, next_at = self._record(claimed, result)
-            except Exception:
+            except Exception as exc:
                 # The row stays in_flight; it comes back when the lease expires.
-                logger.exception("delivery %s: recording the result failed", claimed.id)
+                if _is_db_error(exc):
+                    logger.warning("delivery %s: recording the result failed (%s)", claimed.id, _brief(exc))
+                else:
+                    logger.exception("delivery %s: recording the result failed", claimed.id)
                 state, next_at = "error", None
             metrics.delivery_done(str(claimed.channel), state, result.duration_ms / 1000)
-            log_delivery(logger, claimed, result, state)
+            log_delivery(logger, claimed, result, state, give_up=self._give_up_reason(claimed, state))
             if state == PENDING:
                 self._schedule_wake(next_at)
             elif state == DELIVERED and claimed.attempts:
@@ -554,6 +792,19 @@ class Dispatcher:
             except Exception:
                 logger.exception("on_result hook failed")
         return state
+
+    def _give_up_reason(self, claimed: ClaimedDelivery, state: str) -> str | None:
+        """Why the attempt that made a row dead gave up (its age or the optional attempt cap),
+        for the log line: a dead letter reads ``dead`` with the reason, never ``retry``."""
+        if state != DEAD:
+            return None
+        return policy.give_up_reason(
+            attempts=claimed.attempts + 1,
+            created_at=claimed.created_at,
+            now=utcnow(),
+            max_age=self.settings.delivery_max_age,
+            max_attempts=self.settings.delivery_max_attempts,
+        )
 
     def _record(self, claimed: ClaimedDelivery, result: AttemptResult) -> tuple[str, dt.datetime | None]:
         """Record one result by group commit; returns ``(state, next_attempt_at)`` once it is
@@ -605,24 +856,33 @@ class Dispatcher:
         """One transaction for ``batch``; retried once (a dropped pooled connection is
         replaced on the next checkout). A retry after an ambiguous commit is harmless: the
         fence then no longer matches, nothing is written twice and the result reads LOST."""
-        items = [(it.claimed, it.result) for it in batch]
-        for attempt in (1, 2):
+        with self._lease_lock:
+            items = [(self._fresh(it.claimed), it.result) for it in batch]
             try:
-                outcomes = outbox.record_results(self.session_factory, items, self.owner, self.settings)
-            except Exception as exc:
-                if attempt == 1:
-                    logger.warning(
-                        "recording %d delivery results failed (%s); retrying once",
-                        len(items),
-                        type(exc).__name__,
-                    )
-                    continue
+                for attempt in (1, 2):
+                    try:
+                        outcomes = outbox.record_results(
+                            self.session_factory, items, self.owner, self.settings
+                        )
+                    except Exception as exc:
+                        if attempt == 1:
+                            logger.warning(
+                                "recording %d delivery results failed (%s); retrying once",
+                                len(items),
+                                _brief(exc),
+                            )
+                            continue
+                        for it in batch:
+                            it.error = exc
+                        return
+                    for it, outcome in zip(batch, outcomes):
+                        it.outcome = outcome
+                    return
+            finally:
+                # Recorded, lost or unrecordable: these attempts are over, stop renewing them
+                # (an unrecorded row's lease then expires and another attempt follows).
                 for it in batch:
-                    it.error = exc
-                return
-            for it, outcome in zip(batch, outcomes):
-                it.outcome = outcome
-            return
+                    self._leases.pop(it.claimed.id, None)
 
     def _schedule_wake(self, next_attempt_at: dt.datetime | None) -> None:
         """Make the polling thread wake exactly when this retry falls due (if before the

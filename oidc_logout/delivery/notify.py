@@ -45,7 +45,7 @@ class Listener:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        delay = 0.5
+        delay, failing = 0.5, False
         while not self._stop.is_set():
             try:
                 raw = self._engine.raw_connection()
@@ -54,7 +54,9 @@ class Listener:
                 try:
                     conn.autocommit = True  # type: ignore[union-attr]
                     conn.execute(f"LISTEN {CHANNEL}")  # type: ignore[union-attr]
-                    delay = 0.5
+                    if failing:
+                        logger.info("LISTEN %s resumed", CHANNEL)
+                    delay, failing = 0.5, False
                     self._on_notify()  # catch up on anything committed while not listening
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=1.0):  # type: ignore[union-attr]
@@ -62,7 +64,12 @@ class Listener:
                 finally:
                     raw.close()
             except Exception as exc:
-                logger.warning("LISTEN %s failed (%s); retrying in %.1fs", CHANNEL, type(exc).__name__, delay)
+                # One warning per outage, not per reconnect attempt: while the database is
+                # down the dispatcher's loop already reports it once per backoff step, and
+                # polling covers the missing wake-ups.
+                log = logger.warning if not failing else logger.debug
+                log("LISTEN %s failed (%s); retrying in %.1fs", CHANNEL, type(exc).__name__, delay)
+                failing = True
                 self._stop.wait(delay)
                 delay = min(delay * 2, 10.0)
 

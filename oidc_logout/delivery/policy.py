@@ -3,7 +3,9 @@
 Back-Channel Logout 1.0 §2.8 leaves retries to the OP; we retry transient failures with
 exponential backoff and *full jitter* (delay drawn uniformly from ``[0, min(cap, base*2^n)]``)
 so that thousands of deliveries failing together against one recovering RP do not come back
-as a synchronized wave.
+as a synchronized wave. We give up by age (``delivery_max_age``), not by attempt count: how
+many attempts fit in an outage depends on the backoff, how long the RP's users stay logged in
+does not.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import datetime as dt
 import random
 from typing import Protocol
 
-__all__ = ["backoff_delay", "is_exhausted", "next_attempt_at"]
+__all__ = ["backoff_delay", "give_up_reason", "is_exhausted", "next_attempt_at"]
 
 
 class _Uniform(Protocol):
@@ -33,14 +35,45 @@ def backoff_delay(attempts: int, *, base: float, cap: float, rng: _Uniform | Non
     return (rng or _rng).uniform(0.0, ceiling)
 
 
+def give_up_reason(
+    *,
+    attempts: int,
+    created_at: dt.datetime,
+    now: dt.datetime,
+    max_age: float,
+    max_attempts: int | None = None,
+) -> str | None:
+    """Why a delivery whose attempt just failed (retryably) must go ``dead``, or None to
+    retry it.
+
+    The default gives up by *age*, not by count: a row is retried (capped exponential
+    backoff) until it is ``max_age`` seconds old, however many attempts that takes, so an RP
+    outage shorter than ``max_age`` dead-letters nothing. ``max_attempts`` is an optional
+    extra cap (None or 0: unlimited, the default); ``attempts`` already counts the attempt
+    that just failed."""
+    age = (now - created_at).total_seconds()
+    if age >= max_age:
+        return f"gave up: older than delivery_max_age ({max_age:g} s) after {attempts} attempts"
+    if max_attempts and attempts >= max_attempts:
+        return f"gave up: delivery_max_attempts ({max_attempts}) reached"
+    return None
+
+
 def is_exhausted(
-    *, attempts: int, created_at: dt.datetime, now: dt.datetime, max_attempts: int, max_age: float
+    *,
+    attempts: int,
+    created_at: dt.datetime,
+    now: dt.datetime,
+    max_age: float,
+    max_attempts: int | None = None,
 ) -> bool:
-    """True when a failed delivery must go ``dead``: ``attempts`` (already counting the one
-    that just failed) reached ``max_attempts``, or the row is ``max_age`` seconds old."""
-    if attempts >= max_attempts:
-        return True
-    return (now - created_at).total_seconds() >= max_age
+    """True when a failed delivery must go ``dead`` (see :func:`give_up_reason`)."""
+    return (
+        give_up_reason(
+            attempts=attempts, created_at=created_at, now=now, max_age=max_age, max_attempts=max_attempts
+        )
+        is not None
+    )
 
 
 def next_attempt_at(

@@ -3,8 +3,16 @@ PostgreSQL when the OP runs with ``embedded_dispatcher`` off.
 
 Each worker claims batches with ``FOR UPDATE SKIP LOCKED`` under a lease (so workers never
 share a row and a crashed worker's rows come back), delivers them in parallel and records the
-results. SIGTERM/SIGINT: stop claiming, let running attempts finish (bounded by the delivery
-timeouts), give back claims that never started, exit 0.
+results. While attempts run, it renews the leases of the rows it holds (a heartbeat every
+third of ``delivery_lease_seconds``), so the lease can be short and a killed worker's rows
+are taken over within seconds. SIGTERM/SIGINT: stop claiming, let running attempts finish
+(bounded by the delivery timeouts), give back claims that never started, exit 0.
+
+A database that cannot be reached is retried with a capped exponential backoff, one warning
+line per step; after ``worker_db_unreachable_exit_after`` seconds (default 300) the worker
+exits with :data:`EXIT_DB_UNREACHABLE` (69, ``EX_UNAVAILABLE`` of sysexits.h) so that its
+supervisor restarts it and someone is told. If the database returns before that, the worker
+carries on.
 
 Configuration comes from ``OIDC_LOGOUT_*`` environment variables (:func:`settings_from_env`),
 e.g. ``OIDC_LOGOUT_DATABASE_URL``, ``OIDC_LOGOUT_ISSUER``, ``OIDC_LOGOUT_DELIVERY_CONCURRENCY``.
@@ -30,7 +38,10 @@ from .dispatcher import Dispatcher, default_owner
 from .notify import Listener
 from .outbox import SessionFactory
 
-__all__ = ["Worker", "main", "run_worker"]
+__all__ = ["EXIT_DB_UNREACHABLE", "Worker", "main", "run_worker"]
+
+#: Exit code of a worker that gave up on an unreachable database (sysexits.h EX_UNAVAILABLE).
+EXIT_DB_UNREACHABLE = 69
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +61,14 @@ class Worker:
         self.settings = settings
         self._session_factory = session_factory
         self.owner = (owner or default_owner())[:64]
+        exit_after = settings.worker_db_unreachable_exit_after
         self.dispatcher = Dispatcher(
-            session_factory, keyring, settings, self.owner, poll_interval=poll_interval
+            session_factory,
+            keyring,
+            settings,
+            self.owner,
+            poll_interval=poll_interval,
+            db_unreachable_exit_after=exit_after if exit_after > 0 else None,
         )
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
@@ -61,7 +78,8 @@ class Worker:
         self.dispatcher.request_stop()
 
     def run(self, *, install_signal_handlers: bool = True) -> int:
-        """Run until stopped; returns the process exit code (0 on a graceful stop)."""
+        """Run until stopped; returns the process exit code (0 on a graceful stop,
+        :data:`EXIT_DB_UNREACHABLE` when the database stayed unreachable too long)."""
         previous = {}
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,6 +101,8 @@ class Worker:
         if not finished:
             logger.warning("worker %s: some attempts did not finish; their leases will expire", self.owner)
         logger.info("worker %s exiting: %s", self.owner, dict(self.dispatcher.stats))
+        if self.dispatcher.gave_up:
+            return EXIT_DB_UNREACHABLE
         return 0
 
 

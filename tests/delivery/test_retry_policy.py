@@ -8,7 +8,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from oidc_logout.delivery.policy import backoff_delay, is_exhausted, next_attempt_at
+from oidc_logout.config import Settings
+from oidc_logout.delivery.policy import backoff_delay, give_up_reason, is_exhausted, next_attempt_at
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 
@@ -37,6 +38,15 @@ def test_last_attempt_and_max_age_make_a_delivery_dead() -> None:
     assert not is_exhausted(attempts=2, now=T0, **kw)
     assert is_exhausted(attempts=3, now=T0, **kw)
     assert is_exhausted(attempts=1, now=T0 + dt.timedelta(hours=1), **kw)
+
+
+def test_default_settings_give_up_by_age_not_by_count() -> None:
+    s = Settings()
+    kw = {"created_at": T0, "max_attempts": s.delivery_max_attempts, "max_age": s.delivery_max_age}
+    young = T0 + dt.timedelta(seconds=s.delivery_max_age - 1)
+    assert not is_exhausted(attempts=10_000, now=young, **kw)
+    reason = give_up_reason(attempts=3, now=T0 + dt.timedelta(seconds=s.delivery_max_age), **kw)
+    assert reason is not None and "older than delivery_max_age" in reason
 
 
 def test_retry_after_wins_over_backoff_but_is_capped() -> None:

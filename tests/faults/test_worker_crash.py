@@ -76,3 +76,99 @@ def test_kill_9_mid_fanout_loses_nothing_and_duplicates_stay_within_the_dead_lea
     assert dupes <= min(CONCURRENCY, BATCH), dupes
     # Each attempt carried a fresh jti, repeats included.
     assert len(rp.jtis) == rp.total
+
+
+# With the DEFAULT lease settings (issue 17 item 2). The dead worker's rows are claimable
+# again at its last lease_until, at most ``delivery_lease_seconds`` after the kill (the
+# heartbeat renews every lease/3, so lease_until <= last renewal + lease <= kill + lease).
+# The bound asserted is lease + one renewal interval + RECLAIM_SLACK: the slack covers a
+# survivor's poll (0.5 s), its claim (a saturated worker claims when half its slots are
+# free), the attempt (50 ms RP) and the record, on a loaded 2-core machine. With the defaults:
+# 10 + 3.3 + 5 = 18.3 s (measured: 10.6 s at load average 6-9).
+RECLAIM_SLACK = 5.0
+DEFAULT_FANOUT = 1000
+SLOW_RP = 0.05
+
+
+@pytest.mark.postgres
+def test_kill_9_with_default_settings_is_recovered_within_the_lease(pg_url: str) -> None:
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from oidc_logout.config import Settings
+    from oidc_logout.storage.models import IN_FLIGHT, Delivery
+
+    defaults = Settings()
+    lease = defaults.delivery_lease_seconds
+    rp = Receiver(delay=SLOW_RP)
+    factory = factory_for(pg_url)
+    # Undo the fault fixture's short timings: every delivery setting at its default.
+    env = {
+        f"OIDC_LOGOUT_{name.upper()}": str(getattr(defaults, name))
+        for name in (
+            "delivery_lease_seconds",
+            "delivery_timeout",
+            "delivery_connect_timeout",
+            "delivery_backoff_base",
+            "delivery_backoff_cap",
+            "delivery_max_attempts",
+            "delivery_concurrency",
+            "delivery_batch_size",
+        )
+    }
+    workers: list[WorkerProc] = []
+    try:
+        term_id, _ids = seed_fanout(factory, sessions=DEFAULT_FANOUT, uris=[rp.url("/bc")])
+        victim = WorkerProc(pg_url, cli=True, **env)
+        survivor = WorkerProc(pg_url, cli=True, **env)
+        workers += [victim, survivor]
+        assert wait_until(lambda: rp.total >= DEFAULT_FANOUT // 4, 60, 0.02), victim.log_tail()
+        victim.kill9()
+        killed_at = dt.datetime.now(dt.UTC)
+        with factory() as db:
+            held = db.execute(
+                select(Delivery.id, Delivery.lease_until).where(
+                    Delivery.termination_id == term_id,
+                    Delivery.state == IN_FLIGHT,
+                    Delivery.lease_owner.like(f"%:{victim.pid}:%"),
+                )
+            ).all()
+        assert state_counts(factory, term_id).get(DELIVERED, 0) < DEFAULT_FANOUT, (
+            "the kill must land mid fan-out"
+        )
+        assert wait_until(
+            lambda: state_counts(factory, term_id).get(DELIVERED, 0) == DEFAULT_FANOUT, 120, 0.1
+        ), (state_counts(factory, term_id), survivor.log_tail())
+        assert survivor.terminate() == 0
+        with factory() as db:
+            completed = dict(
+                db.execute(
+                    select(Delivery.id, Delivery.completed_at).where(Delivery.termination_id == term_id)
+                ).all()
+            )
+    finally:
+        for w in workers:
+            w.terminate()
+        rp.stop()
+        factory.kw["bind"].dispose()
+
+    assert state_counts(factory, term_id) == {DELIVERED: DEFAULT_FANOUT}
+    assert len(rp.per_sid) == DEFAULT_FANOUT  # nothing lost
+    dupes = rp.duplicates()
+    assert dupes <= defaults.delivery_concurrency, dupes  # the dead worker's running attempts
+    # The lease math. Held rows were renewed by the heartbeat, so none is leased further
+    # than one lease beyond the kill (clock granularity: 1 s).
+    assert held, "the killed worker held rows"
+    assert all(until <= killed_at + dt.timedelta(seconds=lease + 1) for _id, until in held), held
+    # ... and every one of them was delivered by the survivor within lease + slack of the kill.
+    held_done = max(completed[i] for i, _until in held) - killed_at
+    last_done = max(completed.values()) - killed_at
+    print(
+        f"\n[kill -9, defaults] fan-out={DEFAULT_FANOUT} lease={lease}s concurrency="
+        f"{defaults.delivery_concurrency}: dead worker held {len(held)} rows; its rows delivered "
+        f"{held_done.total_seconds():.2f}s after the kill, the whole fan-out "
+        f"{last_done.total_seconds():.2f}s after; duplicates={dupes}"
+    )
+    bound = lease + lease / 3 + RECLAIM_SLACK
+    assert held_done <= dt.timedelta(seconds=bound), (held_done, bound)
