@@ -434,7 +434,7 @@ def claim_due(
             # that OR through the state index (every pending row, ~0.5 s per claim at 100,000)
             # instead of by the candidate ids; a CASE cannot drive an index.
             recheck = and_(
-                _T.c.channel == BACKCHANNEL,
+                _T.c.channel.in_(PUSHED_CHANNELS),
                 case(
                     (_T.c.state == PENDING, _T.c.next_attempt_at <= due),
                     (_T.c.state == IN_FLIGHT, or_(_T.c.lease_until.is_(None), _T.c.lease_until < now)),
