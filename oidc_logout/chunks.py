@@ -117,8 +117,9 @@ def run_pending(
 
 def advance(session_factory: SessionFactory, settings: Settings) -> int:
     """The delivery loop's hook: run chunks of running terminations for at most
-    ``settings.termination_chunk_budget`` seconds; never raises (a failure is logged and the
-    next cycle resumes from the recorded progress). Returns the chunks run."""
+    ``settings.termination_chunk_budget`` seconds. A failed chunk is logged and the next cycle
+    resumes from the recorded progress; only an unreachable database is raised, for the loop's
+    backoff. Returns the chunks run."""
     if settings.termination_chunk_budget <= 0:
         return 0  # this loop leaves chunks to other processes
     deadline = time.monotonic() + settings.termination_chunk_budget
@@ -131,9 +132,23 @@ def advance(session_factory: SessionFactory, settings: Settings) -> int:
     except Exception as exc:
         if is_lock_contention(exc):
             log.info("termination chunk waited too long for a lock; resuming next cycle")
+        elif _unreachable(exc):
+            raise  # the delivery loop backs off with one warning line per step
         else:
             log.exception("termination chunk failed; resuming from its recorded progress next cycle")
     return done
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The database cannot be reached (connection refused or dropped): not this chunk's fault;
+    the caller's loop owns backing off from that."""
+    from sqlalchemy import exc as sa_exc
+
+    return (
+        isinstance(exc, sa_exc.InterfaceError)
+        or (isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated))
+        or (isinstance(exc, sa_exc.OperationalError) and not is_lock_contention(exc))
+    )
 
 
 def progress(term: Termination) -> dict[str, Any]:

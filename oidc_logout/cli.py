@@ -698,6 +698,13 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", parents=common, help="run a delivery worker (PostgreSQL, SKIP LOCKED)")
     w.add_argument("--metrics-port", type=int, help="serve /metrics on this port (docs/operations.md)")
     w.add_argument("--health-port", type=int, help="serve /healthz and /readyz on this port")
+    w.add_argument(
+        "--db-unreachable-exit-after",
+        type=float,
+        metavar="SECONDS",
+        help="exit 69 once the database has been unreachable this long (0: never; "
+        "default OIDC_LOGOUT_WORKER_DB_UNREACHABLE_EXIT_AFTER, 300)",
+    )
     w.set_defaults(func=cmd_worker)
 
     m = sub.add_parser(

@@ -124,7 +124,11 @@ def seed_fanout(
         db.flush()
         db.add_all(SessionParticipant(sid=s, client_id=c) for s in sids for c in cids)
     with factory.begin() as db:
-        term = terminate(db, by_subject(subject), reason="fault test", initiator="test")
+        # The whole fan-out written in this one transaction (no chunks after commit): these
+        # tests are about delivering it.
+        term = terminate(
+            db, by_subject(subject), reason="fault test", initiator="test", inline_limit=sessions + 1
+        )
         term_id = term.id
         ids = list(db.scalars(select(Delivery.id).where(Delivery.termination_id == term_id)))
     return term_id, ids
