@@ -21,7 +21,10 @@ from typing import Any
 from .common import ROOT, table
 from .machine import print_facts
 
-BENCHES = ("logout_fanout", "terminate_throughput", "worker_scaleout", "revocation")
+BENCHES = ("logout_fanout", "terminate_throughput", "worker_scaleout", "revocation", "against_node")
+#: Seconds a benchmark may run (the side-by-side against node-oidc-provider drives a browser
+#: through M = 200 sign-ins per run, three OPs).
+TIMEOUTS = {"against_node": 3600}
 
 
 def _wait_quiet(max_wait: float = 60.0) -> float:
@@ -78,6 +81,15 @@ def summarize(name: str, s: dict[str, Any]) -> list[list[str]]:
                     f"{i['rate']:.0f} deliveries/s",
                 ]
             )
+    elif name == "against_node":
+        if s.get("node_skipped"):
+            out.append([name, "node-oidc-provider skipped", s["node_skipped"].splitlines()[0], ""])
+        headers, trows = s["table"]["headers"], s["table"]["rows"]
+        for r in trows:
+            cells = [f"{h}: {v}" for h, v in zip(headers[1:], r[1:], strict=False) if v and v != "-"]
+            figures = "; ".join(c for c in cells if "ratio" not in c.split(":")[0])
+            ratios = "; ".join(c.split(": ", 1)[1] for c in cells if "ratio" in c.split(":")[0])
+            out.append([name, r[0], figures, ratios])
     elif name == "revocation":
         base = {r["concurrency"]: r["rps"] for r in s["rows"] if r["app"] == "plain Authlib (stock SQLite)"}
         for r in s["rows"]:
@@ -120,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             print(f"\n\n######## {name} (1-min load average before: {load:.2f})", flush=True)
             t0 = time.monotonic()
-            rc = subprocess.run(cmd, cwd=ROOT, timeout=900).returncode
+            rc = subprocess.run(cmd, cwd=ROOT, timeout=TIMEOUTS.get(name, 900)).returncode
             print(f"######## {name}: exit {rc}, {time.monotonic() - t0:.0f} s", flush=True)
             if rc != 0 or not out.exists():
                 failed.append(name)
