@@ -23,9 +23,10 @@ falls on all of them alike:
     * exchange: until the browser arrives at the post_logout_redirect_uri (node-oidc-provider
       always shows a confirmation page; bench/anchor/op.mjs makes it submit itself, which
       stands for the End-User's click - oidc-logout asks nothing when the hint is valid);
-    * tokens active at first notice: the access (and refresh) tokens of the first
-      min(M, 10) RPs introspected at once when the first logout token arrives;
-    with and without one RP that never answers (the last one).
+    * tokens active at first notice (in the warm-up run of each case, whose timings are not
+      counted): the access (and refresh) tokens of the first min(M, 10) RPs, introspected
+      when the first logout token arrives, while the RP that got it holds its answer;
+    with and without one RP that never answers (the last one). The OPs take turns run by run.
 (b) revocation: ``client_credentials`` tokens issued at the token endpoint (not timed), then
     revoked (RFC 7009, ``token_type_hint=access_token``, client_secret_basic) by a load
     generator of ``c`` threads with keep-alive ``http.client`` connections; req/s and OP CPU
@@ -313,17 +314,34 @@ def _wait_http(url: str, timeout: float) -> None:
 class RPReceiver(Receiver):
     """The M RPs: ``/<rp>/backchannel`` answers after 50 ms, ``/<rp>/callback`` and
     ``/<rp>/logged-out`` at once. ``first_logout`` is set when the first logout token of a run
-    arrives (the introspection probe waits on it)."""
+    arrives. With ``hold`` set (a probe run), the RP that got the first logout token answers
+    only once ``hold`` is set too: the probe introspects while that RP has not yet answered."""
 
     def __init__(self) -> None:
         super().__init__(delay=RP_DELAY, hang_seconds=30.0)
         self.first_logout = threading.Event()
+        self.hold: threading.Event | None = None
+        self._held = False
 
     def add_rps(self, n: int) -> None:
         ok = Reply(200, {"Content-Type": "text/plain"}, b"ok")
         for i in range(n):
             self.script(f"/{rp_id(i)}/callback", ok)
             self.script(f"/{rp_id(i)}/logged-out", ok)
+            self.script(f"/{rp_id(i)}/backchannel", self._backchannel)
+
+    def start_run(self, hold: threading.Event | None) -> None:
+        self.first_logout.clear()
+        self.hold, self._held = hold, False
+
+    def _backchannel(self, _req: Any) -> Reply:
+        hold = self.hold
+        if hold is not None:
+            with self._cond:
+                first, self._held = not self._held, True
+            if first:
+                hold.wait(10)
+        return Reply(delay=RP_DELAY)
 
     def _arrived(self, req: Any) -> None:
         super()._arrived(req)
@@ -450,25 +468,33 @@ def introspect(t: Target, tokens: Sequence[str], threads: int = 8) -> list[bool]
 # --------------------------------------------------------------------------- (a) fan-out
 
 
-def fanout_run(t: Target, browser: Any, rx: RPReceiver, m: int, hang: bool) -> dict[str, Any]:
+def fanout_run(t: Target, browser: Any, rx: RPReceiver, m: int, hang: bool, probe: bool) -> dict[str, Any]:
+    """One sign-in of M RPs and one logout. ``probe``: introspect the session's tokens at the
+    first logout token (that RP's answer waits for the probe; the run's timings are not used)."""
     context = browser.new_context()
     context.set_default_timeout(30_000)
     try:
         logins = sign_in_all(t, context, m)
         paths = [f"/{rp_id(i)}/backchannel" for i in range(m)]
         rx.expect((p, lg.sid) for p, lg in zip(paths, logins, strict=True))
-        rx.first_logout.clear()
+        hold = threading.Event() if probe else None
+        rx.start_run(hold)
         if hang:
             rx.arm_hang(paths[-1], logins[-1].sid)
         sample = [tok for lg in logins[:TOKENS_SAMPLED_RPS] for tok in lg.tokens]
-        probe: dict[str, Any] = {}
+        probe_out: dict[str, Any] = {}
 
         def at_first_notice() -> None:
-            if rx.first_logout.wait(30):
-                probe["active"] = sum(introspect(t, sample, threads=len(sample)))
+            try:
+                if rx.first_logout.wait(30):
+                    probe_out["active"] = sum(introspect(t, sample, threads=len(sample)))
+            finally:
+                assert hold is not None
+                hold.set()
 
         prober = threading.Thread(target=at_first_notice, daemon=True)
-        prober.start()
+        if probe:
+            prober.start()
         meta0 = t.metas[0]
         logged_out = f"/{rp_id(0)}/logged-out"
         url = f"{t.meta['end_session_endpoint']}?" + urlencode(
@@ -485,7 +511,8 @@ def fanout_run(t: Target, browser: Any, rx: RPReceiver, m: int, hang: bool) -> d
             raise RuntimeError(f"{t.name}: the browser never reached the post_logout_redirect_uri")
         t_exchange = (rx.arrival(logged_out) or t0) - t0
         last = rx.wait_all(20.0)
-        prober.join(30)
+        if probe:
+            prober.join(30)
         first = min((r.at for r in rx.requests if r.path.endswith("/backchannel")), default=None)
         settled = t.wait_idle(20.0)
         return {
@@ -493,7 +520,7 @@ def fanout_run(t: Target, browser: Any, rx: RPReceiver, m: int, hang: bool) -> d
             "first": None if first is None else first - t0,
             "exchange": t_exchange,
             "missing": rx.missing(),
-            "active_at_first": probe.get("active"),
+            "active_at_first": probe_out.get("active"),
             "sampled": len(sample),
             "settled": settled,
         }
@@ -508,12 +535,15 @@ def fanout(
     cases = [(m, False) for m in sizes] + [(m, True) for m in hang_sizes]
     for m, hang in cases:
         acc: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
-        for run in range(runs + 1):  # run 0 warms up (not counted)
+        probes: dict[str, Any] = {}
+        for run in range(runs + 1):  # run 0 warms up and probes (its timings are not counted)
             order = targets[run % len(targets) :] + targets[: run % len(targets)]
             for t in order:
-                r = fanout_run(t, browser, rx, m, hang)
+                r = fanout_run(t, browser, rx, m, hang, probe=run == 0)
                 if run:
                     acc[t.name].append(r)
+                else:
+                    probes[t.name] = r
         for t in targets:
             rs = acc[t.name]
             alls = [r["all"] for r in rs if r["all"] is not None]
@@ -527,9 +557,9 @@ def fanout(
                 "first_median": median([r["first"] for r in rs if r["first"] is not None]),
                 "exchange_median": median([r["exchange"] for r in rs]),
                 "exchange_p95": p95([r["exchange"] for r in rs]),
-                "missing": sum(r["missing"] for r in rs),
-                "active_at_first": [r["active_at_first"] for r in rs],
-                "sampled": rs[0]["sampled"] if rs else 0,
+                "missing": sum(r["missing"] for r in rs) + probes[t.name]["missing"],
+                "active_at_first": probes[t.name]["active_at_first"],
+                "sampled": probes[t.name]["sampled"],
                 "unsettled_runs": sum(1 for r in rs if not r["settled"]),
             }
             rows.append(row)
@@ -717,7 +747,7 @@ def side_by_side(
         line = [f"session tokens active at first notice, M={m}{', 1 RP hangs' if hang else ''}"]
         for n in [NODE, *ours]:
             r = by.get((n, m, hang))
-            cell = "-" if not r else f"{r['active_at_first']} of {r['sampled']}"
+            cell = "-" if not r else f"{r['active_at_first']} of {r['sampled']} active"
             line += [cell] if n == NODE else [cell, ""]
         rows.append(line)
     rby = {(r["op"], r["concurrency"]): r for r in rev}

@@ -86,10 +86,15 @@ def summarize(name: str, s: dict[str, Any]) -> list[list[str]]:
             out.append([name, "node-oidc-provider skipped", s["node_skipped"].splitlines()[0], ""])
         headers, trows = s["table"]["headers"], s["table"]["rows"]
         for r in trows:
-            cells = [f"{h}: {v}" for h, v in zip(headers[1:], r[1:], strict=False) if v and v != "-"]
-            figures = "; ".join(c for c in cells if "ratio" not in c.split(":")[0])
-            ratios = "; ".join(c.split(": ", 1)[1] for c in cells if "ratio" in c.split(":")[0])
-            out.append([name, r[0], figures, ratios])
+            figures, ratios = [], []
+            for i, (h, v) in enumerate(zip(headers, r, strict=False)):
+                if i == 0 or not v or v == "-":
+                    continue
+                if h.startswith("ratio"):
+                    ratios.append(f"{headers[i - 1].removeprefix('oidc-logout ')}: {v}")
+                else:
+                    figures.append(f"{h}: {v}")
+            out.append([name, r[0], "; ".join(figures), "; ".join(ratios)])
     elif name == "revocation":
         base = {r["concurrency"]: r["rps"] for r in s["rows"] if r["app"] == "plain Authlib (stock SQLite)"}
         for r in s["rows"]:

@@ -89,6 +89,10 @@ def _assert_correct(summary: dict[str, Any], ops: set[str]) -> None:
     for r in summary["fanout"]:
         assert r["runs"] == 1 and r["missing"] == 0, r  # every RP got its logout token
         assert r["all_median"] == r["all_median"], r  # measured (not NaN)
+        assert r["active_at_first"] is not None, r  # the probe ran
+        if r["op"].startswith("oidc-logout"):
+            # tokens die in the termination transaction, before any RP hears of the logout
+            assert r["active_at_first"] == 0, r
     assert {r["op"] for r in summary["revocation"]} == ops
     for r in summary["revocation"]:
         assert r["requests"] == 20 and r["statuses"] == {"200": 20} and r["errors"] == 0, r
