@@ -46,6 +46,7 @@ import base64
 import hashlib
 import http.client
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -86,6 +87,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync"]
 RP_DELAY = 0.050
 GUNICORN_WORKERS = 2
+#: gunicorn's worker class for oidc-logout (``--worker-class``; ``BENCH_GUNICORN_ARGS`` adds
+#: more, e.g. ``--threads 4 --keep-alive 5`` for an experiment with gthread keep-alive).
+WORKER_CLASS = {"value": "sync"}
 NODE = "node-oidc-provider"
 REVOKER = ("revoker", "revoker-secret-" + "z" * 24)
 INTROSPECTOR = ("introspector", "introspector-secret-" + "y" * 20)
@@ -250,7 +254,8 @@ def start_ours(
             "-w",
             str(GUNICORN_WORKERS),
             "--worker-class",
-            "sync",
+            WORKER_CLASS["value"],
+            *os.environ.get("BENCH_GUNICORN_ARGS", "").split(),
             "--backlog",
             "2048",
             "--graceful-timeout",
@@ -784,12 +789,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--concurrency", default="1,8")
     p.add_argument("--dbs", default="sqlite,postgresql", help="databases of oidc-logout")
     p.add_argument("--ops", default="node,oidc-logout")
+    p.add_argument(
+        "--worker-class", default="sync", help="gunicorn worker class of oidc-logout (default sync)"
+    )
     p.add_argument("--max-seconds", type=float, default=60.0, help="time bound per revocation level and OP")
     p.add_argument(
         "--profile", action="store_true", help="profile our OP's revocation and end_session instead"
     )
     p.add_argument("--summary-json")
     a = p.parse_args(argv)
+    WORKER_CLASS["value"] = a.worker_class
     if a.profile:
         from .profile_against_node import main as profile_main
 
@@ -818,7 +827,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"  node       {facts['node']}")
     print(
         f"setup: {NODE}: NODE_ENV=production, one process, in-memory storage; oidc-logout: gunicorn "
-        f"{GUNICORN_WORKERS} sync workers, embedded dispatcher, on {', '.join(dbs)}. RPs answer after "
+        f"{GUNICORN_WORKERS} {a.worker_class} workers {os.environ.get('BENCH_GUNICORN_ARGS', '')}, embedded dispatcher, on {', '.join(dbs)}. RPs answer after "
         f"{RP_DELAY * 1000:.0f} ms; M = {sizes}, hung RP at M = {hang_sizes}, {runs} runs each (+1 warm-up); "
         f"{n_tokens} tokens revoked per level c = {levels}"
     )

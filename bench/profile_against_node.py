@@ -217,6 +217,18 @@ TIMELINE = [
 ]
 
 
+PHASES = [
+    ("request -> validated (Flask, id_token_hint signature, client, session)", "", "validated"),
+    ("terminate(): sessions ended, tokens revoked, outbox rows written", "terminate_start", "terminate_end"),
+    ("commit of the termination transaction", "terminate_end", "committed"),
+    ("hand-off: commit -> dispatcher claim starts", "committed", "claim_start"),
+    ("claim (rows in_flight)", "claim_start", "claim_end"),
+    ("claim done -> first attempt starts (thread pool)", "claim_end", "first_attempt_start"),
+    ("first logout token signed", "first_sign_start", "first_sign_end"),
+    ("request -> first POST starts (total before the first delivery)", "", "first_post_start"),
+]
+
+
 def profile_db(
     db: str, tmp: Path, n_tokens: int, levels: list[int], m: int, runs: int, browser: Any
 ) -> dict[str, Any]:
@@ -278,6 +290,10 @@ def profile_db(
         for key, label in TIMELINE:
             xs = [r[key] for r in recs if key in r]
             rows.append([label, f"{median(xs):.1f}" if xs else "-", f"{len(xs)}/{len(recs)}"])
+        phase_rows = []
+        for label, a_key, b_key in PHASES:
+            xs = [r[b_key] - r.get(a_key, 0.0) for r in recs if b_key in r and (a_key == "" or a_key in r)]
+            phase_rows.append([label, f"{median(xs):.1f}" if xs else "-", f"{len(xs)}/{len(recs)}"])
         first = median([r["first"] for r in rs if r["first"] is not None])
         alls = median([r["all"] for r in rs if r["all"] is not None])
         exch = median([r["exchange"] for r in rs])
@@ -285,7 +301,9 @@ def profile_db(
             f"\n-- {t.name}: fan-out M={m}, {runs} logouts, timeline inside the OP (ms after the "
             f"end_session request reached the app, medians); seen by the driver: first logout token "
             f"{first * 1000:.0f} ms, all {alls * 1000:.0f} ms, exchange {exch * 1000:.0f} ms --\n"
-            + table(["event", "ms after request", "seen in"], rows),
+            + table(["event", "ms after request", "seen in"], rows)
+            + "\n\nthe same per logout, as phases (median of each logout's own differences):\n"
+            + table(["phase", "ms", "seen in"], phase_rows),
             flush=True,
         )
         out["fanout"] = {"m": m, "first": first, "all": alls, "exchange": exch, "timeline": recs}
