@@ -71,6 +71,7 @@ from .common import (
     ROOT,
     Proc,
     Receiver,
+    children,
     create_pg_database,
     drop_pg_database,
     free_port,
@@ -194,11 +195,23 @@ class Target:
     def cpu(self) -> float:
         return sum(tree_cpu(p.pid) for p in self.procs)
 
+    def kernel_cpu(self) -> float:
+        """System (kernel) CPU seconds of the OP's processes: TCP on loopback, syscalls."""
+        return sum(_stime(pid) for p in self.procs for pid in (p.pid, *children(p.pid)))
+
     def stop(self) -> None:
         for p in self.procs:
             p.stop()
         for f in self.cleanup:
             f()
+
+
+def _stime(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def start_node(tmp: Path, receiver_base: str, n_rps: int) -> Target:
@@ -692,9 +705,9 @@ def revocation(
             start = warm + li * n_tokens
             batch = pools[t.name][start : start + n_tokens]
             _settle_cpu(t)
-            cpu0 = t.cpu()
+            cpu0, sys0 = t.cpu(), t.kernel_cpu()
             r = revoke_load(t.meta["revocation_endpoint"], batch, c, max_seconds)
-            cpu = t.cpu() - cpu0
+            cpu, sys_cpu = t.cpu() - cpu0, t.kernel_cpu() - sys0
             done = r["requests"]
             active = sum(introspect(t, batch[:done]))
             row = {
@@ -703,6 +716,7 @@ def revocation(
                 "requests": done,
                 "rps": done / r["wall"] if r["wall"] else 0.0,
                 "cpu_ms_per_req": cpu / done * 1000 if done else float("nan"),
+                "kernel_share": sys_cpu / cpu if cpu else float("nan"),
                 "client_cpu_ms_per_req": r["client_cpu"] / done * 1000 if done else float("nan"),
                 "statuses": r["statuses"],
                 "errors": r["errors"],

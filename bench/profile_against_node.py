@@ -245,9 +245,11 @@ def profile_db(
             plain = toks[pos : pos + n_tokens]
             prof = toks[pos + n_tokens : pos + 2 * n_tokens]
             pos += 2 * n_tokens
-            cpu0 = t.cpu()
+            cpu0, sys0 = t.cpu(), t.kernel_cpu()
             r0 = revoke_load(t.meta["revocation_endpoint"], plain, c, 120)
-            cpu_per = (t.cpu() - cpu0) / max(1, r0["requests"]) * 1000
+            cpu_all = t.cpu() - cpu0
+            kernel = (t.kernel_cpu() - sys0) / cpu_all if cpu_all else float("nan")
+            cpu_per = cpu_all / max(1, r0["requests"]) * 1000
             spy = Spy(t, tmp, idle=False)
             r1 = revoke_load(t.meta["revocation_endpoint"], prof, c, 120)
             samples = spy.stop()
@@ -260,13 +262,19 @@ def profile_db(
             active = sum(introspect(t, prof[: r1["requests"]]))
             head = (
                 f"\n-- {t.name}: revocation c={c}: {r0['requests']} requests unprofiled "
-                f"({r0['requests'] / r0['wall']:.0f} req/s, {cpu_per:.2f} ms OP CPU/req), then "
+                f"({r0['requests'] / r0['wall']:.0f} req/s, {cpu_per:.2f} ms OP CPU/req, {kernel * 100:.0f}% of it "
+                f"in the kernel), then "
                 f"{r1['requests']} profiled ({r1['requests'] / r1['wall']:.0f} req/s under py-spy), "
                 f"{total} samples, {idle_share * 100:.0f}% of them waiting (left out); still active after "
                 f"revocation: {active} --"
             )
             print(head + "\n" + text, flush=True)
-            out[f"revoke_c{c}"] = {"cpu_ms_per_req": cpu_per, "active_after": active, **data}
+            out[f"revoke_c{c}"] = {
+                "cpu_ms_per_req": cpu_per,
+                "kernel_share": kernel,
+                "active_after": active,
+                **data,
+            }
     finally:
         t.stop()
     # -- fan-out: end_session -> first POST, timeline from the traced server
