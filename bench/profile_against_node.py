@@ -18,7 +18,6 @@ Needs py-spy (``pip install py-spy``, in the ``dev`` extra).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import signal
 import subprocess
@@ -43,12 +42,21 @@ from .against_node import (
 )
 from .common import children, median, table, write_summary
 from .machine import print_facts
+from .op_server_traced import timelines
 
 #: Leaf frames that are a thread waiting (py-spy's own idle detection misses some of them,
 #: e.g. on a loaded machine): left out of the CPU breakdown, their share reported.
 IDLE_LEAVES = ("SyncWorker.wait (", "Condition.wait (", "Event.wait (", "wait_conn (", "wait_c (", "_wait (")
 
 IDLE_LEAVES_FUNCS = tuple(x.removesuffix(" (") for x in IDLE_LEAVES)
+#: gunicorn 27's close_graceful: shut down the write side, then recv() until the client closes
+#: (waiting for the client, not working).
+GRACEFUL_RECV = "gunicorn/util.py:312)"
+
+
+def _waiting(leaf: str) -> bool:
+    return leaf.split(" (")[0].endswith(IDLE_LEAVES_FUNCS) or leaf.endswith(GRACEFUL_RECV)
+
 
 RATE = 997  # samples per second and thread (prime: no lockstep with periodic work)
 
@@ -206,8 +214,8 @@ TIMELINE = [
     ("terminate_start", "terminate() starts (termination transaction open)"),
     ("terminate_end", "terminate() done: sessions ended, tokens revoked, outbox rows written"),
     ("committed", "termination committed, rows handed to the dispatcher"),
-    ("claim_start", "dispatcher claim starts"),
-    ("claim_end", "dispatcher claim done (rows in_flight)"),
+    ("first_claim_start", "first dispatcher claim after the commit starts (any worker)"),
+    ("first_claim_end", "that claim done"),
     ("first_attempt_start", "first delivery attempt starts"),
     ("first_sign_start", "first logout token: signing starts"),
     ("first_sign_end", "first logout token signed"),
@@ -221,9 +229,9 @@ PHASES = [
     ("request -> validated (Flask, id_token_hint signature, client, session)", "", "validated"),
     ("terminate(): sessions ended, tokens revoked, outbox rows written", "terminate_start", "terminate_end"),
     ("commit of the termination transaction", "terminate_end", "committed"),
-    ("hand-off: commit -> dispatcher claim starts", "committed", "claim_start"),
-    ("claim (rows in_flight)", "claim_start", "claim_end"),
-    ("claim done -> first attempt starts (thread pool)", "claim_end", "first_attempt_start"),
+    ("hand-off: commit -> first claim starts", "committed", "first_claim_start"),
+    ("first claim", "first_claim_start", "first_claim_end"),
+    ("first claim done -> first attempt starts (thread pool)", "first_claim_end", "first_attempt_start"),
     ("first logout token signed", "first_sign_start", "first_sign_end"),
     ("request -> first POST starts (total before the first delivery)", "", "first_post_start"),
 ]
@@ -255,7 +263,7 @@ def profile_db(
             samples = spy.stop()
             total = sum(n for _, n in samples) or 1
             # ms per request: the unprofiled CPU per request, split by the sample shares.
-            busy = [(st, n) for st, n in samples if not st[-1].split(" (")[0].endswith(IDLE_LEAVES_FUNCS)]
+            busy = [(st, n) for st, n in samples if not _waiting(st[-1])]
             idle_share = 1 - sum(n for _, n in busy) / total
             busy_total = sum(n for _, n in busy) or 1
             text, data = breakdown(busy, lambda _s: True, REVOKE_MARKERS, cpu_per / busy_total)
@@ -293,7 +301,7 @@ def profile_db(
         for f in trace_dir.glob("*.jsonl"):
             f.unlink()
         rs = [fanout_run(t, browser, rx, m, False, probe=False) for _ in range(runs)]
-        recs = [json.loads(line) for f in trace_dir.glob("*.jsonl") for line in f.read_text().splitlines()]
+        recs = timelines(trace_dir)
         rows = []
         for key, label in TIMELINE:
             xs = [r[key] for r in recs if key in r]
