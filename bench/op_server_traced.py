@@ -120,8 +120,13 @@ def timelines(trace_dir: Path) -> list[dict[str, float]]:
         after = [
             e for e in events if e.get("req") is None and e["start"] >= committed and e["start"] <= r["end"]
         ]
+        # A claim that was waiting for the database (SQLite's write lock) during the commit
+        # takes the rows the moment it ends: the first claim *ending* after the commit.
+        claims = [
+            e for e in events if e["ev"] == "claim" and e["end"] >= committed and e["start"] <= r["end"]
+        ]
         for name in ("claim", "attempt", "sign", "post"):
-            e = one(name, after)
+            e = min(claims, key=lambda x: x["end"], default=None) if name == "claim" else one(name, after)
             if e:
                 rec[f"first_{name}_start"] = (e["start"] - t0) * 1000
                 rec[f"first_{name}_end"] = (e["end"] - t0) * 1000
