@@ -7,6 +7,7 @@ this only keeps the benchmarks from rotting.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,30 @@ def test_against_node_driver_runs_oidc_logout_on_postgresql(tmp_path: Path) -> N
     """The same driver against oidc-logout on PostgreSQL (gunicorn, 2 workers)."""
     summary = _against_node(tmp_path, "--hang-sizes", "", "--dbs", "postgresql", "--ops", "oidc-logout")
     _assert_correct(summary, {"oidc-logout (PostgreSQL)"})
+
+
+@pytest.mark.browser
+def test_against_node_profile_mode_runs_and_prints_the_breakdowns() -> None:
+    """``--profile`` samples our gunicorn workers with py-spy during the driver's revocation
+    load and prints the end_session -> first POST timeline; revoked tokens end inactive."""
+    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+        pytest.skip("py-spy is not installed (dev extra)")
+    out = run(
+        "against_node",
+        [
+            "--profile",
+            "--tokens",
+            "20",
+            "--sizes",
+            "2",
+            "--runs",
+            "1",
+            "--dbs",
+            "sqlite",
+            "--concurrency",
+            "1",
+        ],
+        timeout=600,
+    )
+    assert "code path (inclusive)" in out and "still active after revocation: 0" in out
+    assert "request -> first POST starts" in out
