@@ -21,7 +21,10 @@ from typing import Any
 from .common import ROOT, table
 from .machine import print_facts
 
-BENCHES = ("logout_fanout", "terminate_throughput", "worker_scaleout", "revocation")
+BENCHES = ("logout_fanout", "terminate_throughput", "worker_scaleout", "revocation", "against_node")
+#: Seconds a benchmark may run (the side-by-side against node-oidc-provider drives a browser
+#: through M = 200 sign-ins per run, three OPs).
+TIMEOUTS = {"against_node": 3600}
 
 
 def _wait_quiet(max_wait: float = 60.0) -> float:
@@ -78,6 +81,20 @@ def summarize(name: str, s: dict[str, Any]) -> list[list[str]]:
                     f"{i['rate']:.0f} deliveries/s",
                 ]
             )
+    elif name == "against_node":
+        if s.get("node_skipped"):
+            out.append([name, "node-oidc-provider skipped", s["node_skipped"].splitlines()[0], ""])
+        headers, trows = s["table"]["headers"], s["table"]["rows"]
+        for r in trows:
+            figures, ratios = [], []
+            for i, (h, v) in enumerate(zip(headers, r, strict=False)):
+                if i == 0 or not v or v == "-":
+                    continue
+                if h.startswith("ratio"):
+                    ratios.append(f"{headers[i - 1].removeprefix('oidc-logout ')}: {v}")
+                else:
+                    figures.append(f"{h}: {v}")
+            out.append([name, r[0], "; ".join(figures), "; ".join(ratios)])
     elif name == "revocation":
         base = {r["concurrency"]: r["rps"] for r in s["rows"] if r["app"] == "plain Authlib (stock SQLite)"}
         for r in s["rows"]:
@@ -120,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             print(f"\n\n######## {name} (1-min load average before: {load:.2f})", flush=True)
             t0 = time.monotonic()
-            rc = subprocess.run(cmd, cwd=ROOT, timeout=900).returncode
+            rc = subprocess.run(cmd, cwd=ROOT, timeout=TIMEOUTS.get(name, 900)).returncode
             print(f"######## {name}: exit {rc}, {time.monotonic() - t0:.0f} s", flush=True)
             if rc != 0 or not out.exists():
                 failed.append(name)

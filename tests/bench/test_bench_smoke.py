@@ -6,9 +6,12 @@ this only keeps the benchmarks from rotting.
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,9 +29,13 @@ CASES = {
 }
 
 
-def run(name: str, args: list[str]) -> str:
+def run(name: str, args: list[str], timeout: float = 180) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", f"bench.{name}", *args], cwd=ROOT, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", f"bench.{name}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -53,3 +60,92 @@ def test_fastpath_ab_runs_and_prints_figures() -> None:
 def test_worker_bench_runs_and_prints_figures() -> None:
     out = run("worker_scaleout", CASES["worker_scaleout"])
     assert "machine:" in out and "deliveries/s" in out and "|---" in out
+
+
+def _against_node(tmp_path: Path, *args: str) -> dict[str, Any]:
+    out = tmp_path / "summary.json"
+    run(
+        "against_node",
+        [
+            "--sizes",
+            "2",
+            "--runs",
+            "1",
+            "--tokens",
+            "20",
+            "--concurrency",
+            "2",
+            *args,
+            "--summary-json",
+            str(out),
+        ],
+        timeout=600,
+    )
+    return dict(json.loads(out.read_text()))
+
+
+def _assert_correct(summary: dict[str, Any], ops: set[str]) -> None:
+    assert set(summary["ops"]) == ops
+    assert {r["op"] for r in summary["fanout"]} == ops
+    for r in summary["fanout"]:
+        assert r["runs"] == 1 and r["missing"] == 0, r  # every RP got its logout token
+        assert r["all_median"] == r["all_median"], r  # measured (not NaN)
+        assert r["active_at_first"] is not None, r  # the probe ran
+        if r["op"].startswith("oidc-logout"):
+            # tokens die in the termination transaction, before any RP hears of the logout
+            assert r["active_at_first"] == 0, r
+    assert {r["op"] for r in summary["revocation"]} == ops
+    for r in summary["revocation"]:
+        assert r["requests"] == 20 and r["statuses"] == {"200": 20} and r["errors"] == 0, r
+        assert r["active_after"] == 0, r  # every revoked token introspects inactive
+
+
+@pytest.mark.node
+@pytest.mark.browser
+def test_against_node_driver_runs_both_ops_correctly(tmp_path: Path) -> None:
+    """The one driver signs a browser in to the RPs of node-oidc-provider and of oidc-logout
+    (SQLite), logs out (also with a hung RP), revokes and introspects: every RP gets its
+    logout token and every revoked token is inactive, on both OPs."""
+    from bench.against_node import NODE, node_missing
+
+    reason = node_missing()
+    if reason:
+        pytest.skip(reason)
+    summary = _against_node(tmp_path, "--hang-sizes", "2", "--dbs", "sqlite")
+    _assert_correct(summary, {NODE, "oidc-logout (SQLite)"})
+    assert {r["hang"] for r in summary["fanout"]} == {False, True}
+
+
+@pytest.mark.postgres
+@pytest.mark.browser
+def test_against_node_driver_runs_oidc_logout_on_postgresql(tmp_path: Path) -> None:
+    """The same driver against oidc-logout on PostgreSQL (gunicorn, 2 workers)."""
+    summary = _against_node(tmp_path, "--hang-sizes", "", "--dbs", "postgresql", "--ops", "oidc-logout")
+    _assert_correct(summary, {"oidc-logout (PostgreSQL)"})
+
+
+@pytest.mark.browser
+def test_against_node_profile_mode_runs_and_prints_the_breakdowns() -> None:
+    """``--profile`` samples our gunicorn workers with py-spy during the driver's revocation
+    load and prints the end_session -> first POST timeline; revoked tokens end inactive."""
+    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+        pytest.skip("py-spy is not installed (dev extra)")
+    out = run(
+        "against_node",
+        [
+            "--profile",
+            "--tokens",
+            "20",
+            "--sizes",
+            "2",
+            "--runs",
+            "1",
+            "--dbs",
+            "sqlite",
+            "--concurrency",
+            "1",
+        ],
+        timeout=600,
+    )
+    assert "code path (inclusive)" in out and "still active after revocation: 0" in out
+    assert "request -> first POST starts" in out
