@@ -54,7 +54,11 @@ def _clear(factory: Any) -> None:
     from sqlalchemy import text
 
     with factory.begin() as db:
-        db.execute(text("TRUNCATE oidc_logout_delivery_attempt, oidc_logout_delivery, oidc_logout_termination RESTART IDENTITY CASCADE"))
+        db.execute(
+            text(
+                "TRUNCATE oidc_logout_delivery_attempt, oidc_logout_delivery, oidc_logout_termination RESTART IDENTITY CASCADE"
+            )
+        )
 
 
 def _insert_pending(factory: Any, n: int, client_ids: list[str], receiver: str) -> None:
