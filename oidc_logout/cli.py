@@ -836,6 +836,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     out = Output(json_mode=bool(getattr(args, "json", False)))
     args.out = out
+    library = logging.getLogger("oidc_logout")
+    level_before = library.level
     _quiet_library_logs(args, debug)
     try:
         return int(args.func(args))
@@ -869,6 +871,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_NOT_FOUND if isinstance(exc, NotFound) else EXIT_FAILED
         out.error(f"{type(exc).__name__}: {exc}", "run again with --debug for the traceback")
         return EXIT_INTERNAL
+    finally:
+        library.setLevel(level_before)  # main() may run inside a longer process (tests, a host)
 
 
 #: Long-running commands whose log lines are their output (they configure logging themselves).

@@ -57,15 +57,21 @@ def elect_background(
     path: str | None = None,
     retry: float = 1.0,
     announce: Callable[[str], None] | None = None,
+    alive: Callable[[], bool] | None = None,
 ) -> threading.Thread:
     """Start a thread that runs ``provider.start_background()`` once this process holds the
     election lock (at once if free, else when its holder exits); ``announce`` gets one line
-    when it does (default: this module's logger)."""
+    when it does (default: this module's logger). ``alive`` (the gunicorn worker's own flag)
+    stops the candidacy once the worker is shutting down: a graceful stop of every worker must
+    not hand the dispatcher from one exiting worker to the next."""
     where = path or lock_path(provider.settings.database_url)
 
     def run() -> None:
         fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o600)
         while True:
+            if alive is not None and not alive():
+                os.close(fd)
+                return
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -89,7 +95,7 @@ def post_worker_init(worker: Any) -> None:
     if provider is None:
         worker.log.warning("oidc-logout: the app has no OIDCLogout extension; nothing to elect")
         return
-    elect_background(provider, announce=worker.log.info)
+    elect_background(provider, announce=worker.log.info, alive=lambda: bool(getattr(worker, "alive", True)))
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -155,7 +155,9 @@ def rotate(env: Env, capsys: pytest.CaptureFixture[str], *args: str) -> dict[str
     """``oidc-logout rotate-key`` against the OP's database, then make the running OP see
     the rotation at once (the worst case: no key ring cache delay)."""
     capsys.readouterr()
-    assert cli.main(["rotate-key", "--alg", "RS256", "--database-url", env.database_url, *args]) == 0
+    assert (
+        cli.main(["rotate-key", "--json", "--alg", "RS256", "--database-url", env.database_url, *args]) == 0
+    )
     out = json.loads(capsys.readouterr().out)
     env.idp.provider.keyring.refresh()
     return out
