@@ -98,6 +98,14 @@ def post_worker_init(worker: Any) -> None:
     elect_background(provider, announce=worker.log.info, alive=lambda: bool(getattr(worker, "alive", True)))
 
 
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn hook (master): a worker died; with ``PROMETHEUS_MULTIPROC_DIR`` set, its live
+    gauges are dropped from the aggregated ``/metrics`` (prometheus-client multiprocess mode)."""
+    from .metrics import gunicorn_child_exit
+
+    gunicorn_child_exit(server, worker)
+
+
 def worker_exit(server: Any, worker: Any) -> None:
     """gunicorn hook: stop the background work (in-flight attempts finish, bounded)."""
     provider = provider_of(getattr(worker, "wsgi", None))
@@ -105,4 +113,4 @@ def worker_exit(server: Any, worker: Any) -> None:
         provider.stop_background()
 
 
-__all__ = ["elect_background", "lock_path", "post_worker_init", "provider_of", "worker_exit"]
+__all__ = ["child_exit", "elect_background", "lock_path", "post_worker_init", "provider_of", "worker_exit"]

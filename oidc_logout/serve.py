@@ -81,6 +81,7 @@ def serve(
         "timeout": timeout,
         "post_worker_init": gunicorn_hooks.post_worker_init,
         "worker_exit": gunicorn_hooks.worker_exit,
+        "child_exit": gunicorn_hooks.child_exit,
         # No access log: query strings of /end_session and /authorize may carry tokens.
         "accesslog": None,
         "proc_name": "oidc-logout",
@@ -97,6 +98,9 @@ def serve(
         def load(self) -> WSGIApp:
             return load()
 
+    from .logs import configure_logging
+
+    configure_logging(settings.log_format)  # OIDC_LOGOUT_LOG_FORMAT=json: one object a line
     Application().run()
     return 0
 
