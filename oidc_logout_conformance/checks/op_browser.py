@@ -72,7 +72,7 @@ def check_in_browser(run: OPRun, executable: str) -> None:
     plru_path = run._path(plru)
     mark = len(run.receiver.requests)
     timeout = max(run.o.wait, 10.0)
-    started = time.monotonic()
+    started = time.monotonic()  # reset once Chromium is up: its start is not the OP's time
     final_url = None
     try:
         from playwright.sync_api import sync_playwright
@@ -97,6 +97,7 @@ def check_in_browser(run: OPRun, executable: str) -> None:
                         route.continue_()
 
                     page.route("**/*", guard)
+                started = time.monotonic()
                 page.goto(url, wait_until="commit", timeout=timeout * 1000)
                 while time.monotonic() - started < timeout:
                     if any(r.method == "GET" and r.path == plru_path for r in run.receiver.requests[mark:]):
