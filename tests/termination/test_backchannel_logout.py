@@ -120,7 +120,9 @@ def test_hanging_rp_delays_neither_other_rps_nor_the_logout_response(database_ur
         assert resp.status_code == 302
         assert elapsed < 2.5, elapsed
         assert len(env.rps.hits("/rp-a")) == 1 and len(env.rps.hits("/rp-b")) == 1
-        assert env.rps.hits("/rp-a")[0].at - started < 1.0
+        # Not queued behind the hanging RP: served well before its 5 s delivery timeout ends
+        # (a bound on ordering, not a speed figure; generous for a loaded 2-core machine).
+        assert env.rps.hits("/rp-a")[0].at - started < 2.5
     finally:
         env.idp.stop()
         env.rps.stop()
