@@ -17,9 +17,22 @@ import requests
 from ._http import HTTPLimits, cache_ttl, check_url, get_json
 from .errors import DiscoveryError
 
-__all__ = ["DiscoveryClient", "ProviderMetadata"]
+__all__ = ["DiscoveryClient", "ProviderMetadata", "metadata_str", "metadata_str_list"]
 
 Clock = Callable[[], float]
+
+
+def metadata_str(doc: Mapping[str, Any], name: str) -> str | None:
+    """A metadata member that must be a non-empty string (RFC 8414 §2, SSF §7.1), else None:
+    a malformed member counts as absent instead of failing the whole document."""
+    v = doc.get(name)
+    return v if isinstance(v, str) and v else None
+
+
+def metadata_str_list(doc: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    """A metadata member that must be a JSON array of strings; other entries are dropped."""
+    v = doc.get(name)
+    return tuple(x for x in v if isinstance(x, str)) if isinstance(v, list) else ()
 
 
 @dataclass(frozen=True)
@@ -49,12 +62,10 @@ class ProviderMetadata:
             raise DiscoveryError("jwks_uri_missing", "discovery document has no jwks_uri")
 
         def opt_str(name: str) -> str | None:
-            v = doc.get(name)
-            return v if isinstance(v, str) and v else None
+            return metadata_str(doc, name)
 
         def str_list(name: str) -> tuple[str, ...]:
-            v = doc.get(name)
-            return tuple(x for x in v if isinstance(x, str)) if isinstance(v, list) else ()
+            return metadata_str_list(doc, name)
 
         return cls(
             issuer=expected_issuer,

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from ._http import HTTPLimits, check_url, get_json, read_capped
+from .discovery import metadata_str, metadata_str_list
 from .errors import OutboundHTTPError
 from .ssf_receiver import SSFReceiver
 
@@ -79,12 +80,10 @@ class TransmitterMetadata:
             )
 
         def opt_str(name: str) -> str | None:
-            v = doc.get(name)
-            return v if isinstance(v, str) and v else None
+            return metadata_str(doc, name)
 
         def str_list(name: str) -> tuple[str, ...]:
-            v = doc.get(name)
-            return tuple(x for x in v if isinstance(x, str)) if isinstance(v, list) else ()
+            return metadata_str_list(doc, name)
 
         return cls(
             issuer=expected_issuer,
