@@ -166,6 +166,9 @@ class Settings:
     #: past its due time (seconds; 0: no check). Rows waiting out a backoff do not count: one
     #: dead RP must not take the OP out of its load balancer.
     health_outbox_max_lag: float = 300.0
+    #: ``/readyz`` answers within this many seconds: a database that accepts connections
+    #: and then hangs fails the ``database`` check instead of holding the probe (0: no bound).
+    health_check_timeout: float = 3.0
     #: Log format of ``oidc-logout worker`` (and of hosts calling
     #: :func:`oidc_logout.logs.configure_logging`): ``text`` or ``json`` (one object a line).
     log_format: str = "text"

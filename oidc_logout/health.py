@@ -43,6 +43,7 @@ __all__ = [
     "health_body",
     "outbox_backlog",
     "readiness",
+    "readiness_within",
     "start_worker_observability",
 ]
 
@@ -117,11 +118,7 @@ def readiness(
     try:
         revision = current_revision(engine)  # one connection: reachability and schema at once
     except Exception as exc:
-        reason = f"unreachable ({type(exc).__name__})"
-        checks.append(Check("database", False, reason))
-        for name in ("schema", "signing_key", "delivery", "outbox"):
-            checks.append(Check(name, False, "database " + reason))
-        return checks
+        return _database_failed(f"unreachable ({type(exc).__name__})")
     checks.append(Check("database", True, "reachable"))
     head = _head()
     checks.append(
@@ -139,6 +136,62 @@ def readiness(
     except Exception as exc:
         checks.append(Check("queries", False, f"failed ({type(exc).__name__})"))
     return checks
+
+
+class _Probe:
+    """The readiness check of one process that is still running (at most one at a time)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: threading.Thread | None = None
+
+
+_PROBES: dict[int, _Probe] = {}
+_PROBES_LOCK = threading.Lock()
+
+
+def readiness_within(
+    engine: Engine,
+    session_factory: Callable[[], Session],
+    settings: Settings,
+    delivering: Callable[[Session], Check],
+    timeout: float | None = None,
+) -> list[Check]:
+    """:func:`readiness`, answered within ``timeout`` seconds (``settings.health_check_timeout``).
+
+    A database that accepts connections and then says nothing (a stalled primary, a network
+    that drops packets) would otherwise hold the probe until the load balancer's own timeout,
+    and every probe after it would pile up one more blocked thread. Here the checks run in a
+    daemon thread; past the bound the answer is a failed ``database`` check, and while that
+    thread is still blocked, later probes answer the same at once instead of starting another.
+    """
+    bound = settings.health_check_timeout if timeout is None else timeout
+    if bound <= 0:
+        return readiness(engine, session_factory, settings, delivering)
+    with _PROBES_LOCK:
+        probe = _PROBES.setdefault(id(engine), _Probe())
+    result: list[list[Check]] = []
+    with probe.lock:
+        if probe.running is not None and probe.running.is_alive():
+            return _database_failed(f"no answer within {bound:g} s (an earlier check is still waiting)")
+        thread = threading.Thread(
+            target=lambda: result.append(readiness(engine, session_factory, settings, delivering)),
+            name="oidc-logout-readiness",
+            daemon=True,
+        )
+        probe.running = thread
+        thread.start()
+    thread.join(bound)
+    if result:
+        return result[0]
+    return _database_failed(f"no answer within {bound:g} s")
+
+
+def _database_failed(reason: str) -> list[Check]:
+    """The database check failed for ``reason``; every check that needs it fails with it."""
+    return [Check("database", False, reason)] + [
+        Check(name, False, "database " + reason) for name in ("schema", "signing_key", "delivery", "outbox")
+    ]
 
 
 def _signing_key(db: Session, now: dt.datetime) -> Check:
@@ -322,7 +375,7 @@ class WorkerEndpoints:
             return 200, "application/json", b'{"status": "alive"}'
         if path == "/readyz" and "health" in serves:
             status, doc = health_body(
-                readiness(self.engine, self.session_factory, self.settings, self._delivering)
+                readiness_within(self.engine, self.session_factory, self.settings, self._delivering)
             )
             return status, "application/json", json.dumps(doc).encode()
         return 404, "application/json", b'{"error": "not_found"}'

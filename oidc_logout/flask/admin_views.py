@@ -59,7 +59,7 @@ def readyz() -> BaseResponse:
         if settings.embedded_dispatcher
         else health.worker_heartbeat_check(settings)
     )
-    checks = health.readiness(provider.engine, provider.session_factory, settings, delivering)
+    checks = health.readiness_within(provider.engine, provider.session_factory, settings, delivering)
     status, body = health.health_body(checks)
     resp = jsonify(body)
     resp.status_code = status
