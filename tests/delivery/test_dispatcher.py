@@ -29,42 +29,45 @@ def make_dispatcher() -> Iterator:
         d.stop(timeout=5)
 
 
-def test_fifty_rps_are_delivered_in_parallel_in_about_one_rp_latency(
+def test_fifty_rps_are_delivered_in_parallel_not_one_after_another(
     sqlite_db: DB, rp: RPServer, make_dispatcher
 ) -> None:
-    latency = 0.4
-    uris = [rp.url(f"/rp{i}", Reply(200, delay=latency)) for i in range(50)]
+    # Each RP holds its answer for 1 s: one after another would never have more than one
+    # request at the RP server at a time. (How fast is measured in bench/, not here.)
+    uris = [rp.url(f"/rp{i}", Reply(200, delay=1.0)) for i in range(50)]
     ids = sqlite_db.add_deliveries(uris)
-    disp = make_dispatcher(sqlite_db, fast_settings(delivery_concurrency=50))
-    t0 = time.monotonic()
+    disp = make_dispatcher(sqlite_db, fast_settings(delivery_concurrency=50, delivery_timeout=5.0))
     assert disp.deliver_now(ids) == ids
-    assert disp.wait_for(ids, 10)
-    elapsed = time.monotonic() - t0
-    assert elapsed < latency * 4, f"{elapsed:.2f}s for 50 RPs: not parallel"  # sum: 20 s
+    assert disp.wait_for(ids, 30)
+    assert rp.max_active >= 25, f"at most {rp.max_active} RPs were served at once"
     assert all(sqlite_db.get(i).state == DELIVERED for i in ids)
 
 
 def test_a_hanging_rp_delays_neither_the_others_nor_wait_for(
     sqlite_db: DB, rp: RPServer, make_dispatcher
 ) -> None:
-    settings = fast_settings(delivery_timeout=2.0)
+    settings = fast_settings(delivery_timeout=5.0)
     hang = sqlite_db.add_deliveries([rp.url("/hang", Reply(hang=True))])
     others = sqlite_db.add_deliveries([rp.url(f"/ok{i}") for i in range(5)])
     disp = make_dispatcher(sqlite_db, settings)
     t0 = time.monotonic()
     disp.deliver_now(hang + others)
-    assert disp.wait_for(others, 5)
-    assert time.monotonic() - t0 < 1.0
+    # Ordering, not speed: the others are served while the hanging attempt still waits out
+    # its 5 s read timeout (not queued behind it).
+    assert disp.wait_for(others, 10)
+    assert sqlite_db.get(hang[0]).attempts == 0, "the others waited for the hanging RP"
+    assert time.monotonic() - t0 < 5.0
     t1 = time.monotonic()
     assert disp.wait_for(hang + others, 0.3) is False  # bounded wait, then background
-    assert 0.25 <= time.monotonic() - t1 < 0.8
-    # The hanging RP finishes in the background: after its read timeout the attempt its read timeout the hanging RP's attempt is recorded as a retry.
-    deadline = time.monotonic() + 5
+    assert time.monotonic() - t1 >= 0.25
+    # The hanging RP finishes in the background: after its read timeout the attempt is
+    # recorded as a retry.
+    deadline = time.monotonic() + 15
     while sqlite_db.get(hang[0]).attempts == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     row = sqlite_db.get(hang[0])
     assert row.attempts == 1 and row.attempt_log[0].outcome == "retry"
-    assert 1800 <= row.attempt_log[0].duration_ms < 4000
+    assert row.attempt_log[0].duration_ms >= 4800
 
 
 def test_rp_answering_400_is_not_retried(sqlite_db: DB, rp: RPServer, make_dispatcher) -> None:
@@ -89,11 +92,10 @@ def test_rp_answering_500_then_200_is_delivered_on_the_second_attempt(
     sqlite_db: DB, rp: RPServer, make_dispatcher
 ) -> None:
     ids = sqlite_db.add_deliveries([rp.url("/flaky", Reply(500), Reply(200))])
-    disp = make_dispatcher(sqlite_db)  # default 0.5 s poll: the retry wake-up is scheduled
+    # A 60 s poll: only the wake-up scheduled for the retry's due time can deliver it in 10 s.
+    disp = make_dispatcher(sqlite_db, poll_interval=60)
     disp.start()
-    t0 = time.monotonic()
-    assert disp.wait_for(ids, 5)
-    assert time.monotonic() - t0 < 0.45
+    assert disp.wait_for(ids, 10)
     row = sqlite_db.get(ids[0])
     assert row.state == DELIVERED and row.attempts == 2
     assert [(a.number, a.outcome, a.http_status) for a in row.attempt_log] == [
@@ -164,10 +166,8 @@ def test_kick_wakes_the_polling_thread_immediately(sqlite_db: DB, rp: RPServer, 
     disp.start()
     time.sleep(0.1)  # the thread is now asleep for 30 s
     ids = sqlite_db.add_deliveries([rp.url("/kicked")])
-    t0 = time.monotonic()
     disp.kick()
-    assert disp.wait_for(ids, 3)
-    assert time.monotonic() - t0 < 1
+    assert disp.wait_for(ids, 10)  # long before the 30 s poll would have found it
 
 
 def test_on_result_hook_sees_every_attempt(sqlite_db: DB, rp: RPServer, make_dispatcher) -> None:
@@ -194,13 +194,14 @@ def test_stop_gives_back_claims_that_never_started(sqlite_db: DB, rp: RPServer) 
 @pytest.mark.postgres
 def test_postgres_parallel_delivery_and_retry(pg_db: DB, rp: RPServer, make_dispatcher) -> None:
     ids = pg_db.add_deliveries(
-        [rp.url(f"/p{i}", Reply(200, delay=0.3)) for i in range(20)]
+        [rp.url(f"/p{i}", Reply(200, delay=1.0)) for i in range(20)]
         + [rp.url("/pflaky", Reply(500), Reply(200))]
     )
-    disp = make_dispatcher(pg_db, fast_settings(delivery_concurrency=32), poll_interval=0.05)
-    t0 = time.monotonic()
+    disp = make_dispatcher(
+        pg_db, fast_settings(delivery_concurrency=32, delivery_timeout=5.0), poll_interval=0.05
+    )
     disp.deliver_now(ids)
     disp.start()
-    assert disp.wait_for(ids, 10)
-    assert time.monotonic() - t0 < 2
+    assert disp.wait_for(ids, 20)
+    assert rp.max_active >= 10, f"at most {rp.max_active} RPs were served at once"
     assert pg_db.get(ids[-1]).attempts == 2
