@@ -19,7 +19,8 @@ from tests.termination.conftest import make_env
 
 @pytest.mark.postgres
 def test_worker_wakes_on_notify_and_the_logout_waits_for_it(pg_databases):
-    """With a 10 s poll interval, delivery within ~1 s proves the NOTIFY wake-up."""
+    """With a 10 s poll interval, delivery within the logout's 5 s wait proves the NOTIFY
+    wake-up (how fast it is, is measured in bench/)."""
     url = pg_databases.new()
     env = make_env(url, embedded_dispatcher=False)
     engine = make_engine(url)
@@ -33,13 +34,10 @@ def test_worker_wakes_on_notify_and_the_logout_waits_for_it(pg_databases):
             authorize(browser, env.metas[name])
         thread.start()
         time.sleep(1.0)  # the worker has polled once and now sleeps for 10 s
-        started = time.monotonic()
         outcome = env.idp.provider.terminate_now(
             by_subject("alice"), reason="test", initiator="test", wait=5.0
         )
-        elapsed = time.monotonic() - started
         assert outcome.settled, "the bounded wait saw the worker deliver"
-        assert elapsed < 2.0, elapsed
         assert len(env.rps.hits("/rp-a")) == 1 and len(env.rps.hits("/rp-b")) == 1
     finally:
         worker.request_stop()
