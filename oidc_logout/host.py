@@ -15,28 +15,27 @@ them lives here:
   that takes part in an OP session: deliveries, participations and the outbox point at it, and
   it carries the logout metadata the host stored in the client's ``client_metadata``.
 
-:func:`revoke_host_tokens` is the one call :func:`oidc_logout.termination.terminate` makes;
-the store is found by the database engine the termination runs on, so every path that
-terminates (RP-initiated logout, admin API, expiry sweep, the host's own code) revokes the
-host's tokens in the same transaction as the extension's own rows.
+A termination revokes tokens only through :mod:`oidc_logout.token_stores`: the extension
+registers a :class:`HostTokenStore` for the host's database engine, next to the package's own
+store, so every path that terminates (RP-initiated logout, admin API, expiry sweep, the host's
+own code) revokes the host's tokens in the same transaction as the extension's own rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .storage.base import utcnow
 from .storage.models import Client, HostTokenSession, OPSession
+from .token_stores import TokenStore, register_token_store
 from .tokens import token_hash
-from .vocabulary import TargetKind
 
 __all__ = [
     "CODE",
@@ -48,11 +47,9 @@ __all__ = [
     "bind_token",
     "live_session",
     "register_token_store",
-    "revoke_host_tokens",
     "session_of_code",
     "session_of_token",
     "sync_shadow_client",
-    "token_store_for",
 ]
 
 #: ``HostTokenSession.kind`` values.
@@ -62,24 +59,10 @@ TOKEN = "token"
 OFFLINE_ACCESS = "offline_access"
 
 
-class TokenStore(Protocol):
-    """**Protocol:** what a termination needs of a token store it does not own. Every method
-    runs in the caller's transaction (never commits) and returns how many token rows changed."""
-
-    def revoke_for_sessions(
-        self, db: Session, sids: Sequence[str], *, include_offline: bool, now: dt.datetime
-    ) -> int: ...
-
-    def revoke_for_subject(
-        self, db: Session, subject: str, *, include_offline: bool, now: dt.datetime
-    ) -> int: ...
-
-    def revoke_for_client(self, db: Session, client_id: str, *, now: dt.datetime) -> int: ...
-
-
 class HostTokenStore:
-    """:class:`TokenStore` over a host token model built on Authlib's ``OAuth2TokenMixin``
-    (one row holds an access token and, optionally, its refresh token).
+    """:class:`~oidc_logout.token_stores.TokenStore` over a host token model built on Authlib's
+    ``OAuth2TokenMixin`` (one row holds an access token and, optionally, its refresh token).
+    The mixin has no column for a reason: the termination record keeps it.
 
     :param token_model: the host's mapped token class.
     :param user_id_attribute: the column naming the End-User (Authlib's guide: ``user_id``);
@@ -91,9 +74,19 @@ class HostTokenStore:
         self._pk = token_model.__mapper__.primary_key[0]
         self._user_id = getattr(token_model, user_id_attribute)
 
+    def __eq__(self, other: object) -> bool:
+        # Equal stores revoke the same rows: registering one again replaces it.
+        return isinstance(other, HostTokenStore) and (other.model, other._user_id.key) == (
+            self.model,
+            self._user_id.key,
+        )
+
+    def __hash__(self) -> int:
+        return hash((HostTokenStore, self.model, self._user_id.key))
+
     # -- the termination's scopes ------------------------------------------------------------
     def revoke_for_sessions(
-        self, db: Session, sids: Sequence[str], *, include_offline: bool, now: dt.datetime
+        self, db: Session, sids: Sequence[str], *, include_offline: bool, now: dt.datetime, reason: str = ""
     ) -> int:
         """Back-Channel Logout §2.7: tokens issued in an ended session stop working; a refresh
         token with ``offline_access`` survives unless ``include_offline`` (its access token
@@ -111,7 +104,7 @@ class HostTokenStore:
         return changed
 
     def revoke_for_subject(
-        self, db: Session, subject: str, *, include_offline: bool, now: dt.datetime
+        self, db: Session, subject: str, *, include_offline: bool, now: dt.datetime, reason: str = ""
     ) -> int:
         """Every token of the End-User, whether or not issued in a known OP session (tokens
         from before adoption have no side-table row)."""
@@ -120,7 +113,7 @@ class HostTokenStore:
             return 0
         return self._revoke(db, self._user_id == user, include_offline, now)
 
-    def revoke_for_client(self, db: Session, client_id: str, *, now: dt.datetime) -> int:
+    def revoke_for_client(self, db: Session, client_id: str, *, now: dt.datetime, reason: str = "") -> int:
         """The kill switch: every token of the client, offline ones included."""
         return self._revoke(db, self.model.client_id == client_id, True, now)
 
@@ -176,41 +169,6 @@ def _convert(column: Any, value: str) -> Any:
         return python_type(value)
     except (TypeError, ValueError):
         return None
-
-
-# -- which engine's terminations revoke which host tokens -------------------------------------
-_STORES: weakref.WeakKeyDictionary[Engine, TokenStore] = weakref.WeakKeyDictionary()
-
-
-def register_token_store(engine: Engine, store: TokenStore) -> None:
-    """Terminations running on ``engine`` revoke ``store``'s tokens too."""
-    _STORES[engine] = store
-
-
-def token_store_for(db: Session) -> TokenStore | None:
-    bind = db.get_bind()
-    engine = getattr(bind, "engine", bind)
-    return _STORES.get(engine) if isinstance(engine, Engine) else None
-
-
-def revoke_host_tokens(
-    db: Session, target: Any | None, ended: Sequence[str], *, include_offline: bool, now: dt.datetime
-) -> int:
-    """The termination's hook: revoke the host's tokens of ``ended`` sessions and, for a
-    subject or client ``target``, every host token of that subject or client, in the
-    caller's transaction. Nothing when no host token store is registered (turnkey mode)."""
-    store = token_store_for(db)
-    if store is None:
-        return 0
-    changed = store.revoke_for_sessions(db, ended, include_offline=include_offline, now=now) if ended else 0
-    # ``target`` is a termination.Target (not imported: termination imports this module).
-    if target is None:
-        return changed
-    if target.kind == TargetKind.SUBJECT:
-        changed += store.revoke_for_subject(db, target.sub, include_offline=include_offline, now=now)
-    elif target.kind == TargetKind.CLIENT:
-        changed += store.revoke_for_client(db, target.client_id, now=now)
-    return changed
 
 
 # -- the side table ----------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Whatever starts it (RP-initiated logout, the admin API, the CLI, session expiry,
 switch, a secret rotation), :func:`terminate` runs inside the caller's transaction and writes:
 
 * the OP sessions it ends (with reason and the termination that ended them),
-* the revocation of every refresh and access token that must stop working,
+* the revocation of every refresh and access token that must stop working, through the token
+  stores of the engine it runs on (:func:`oidc_logout.token_stores.revoke_tokens`: the
+  package's own tables, and a host's in extension mode) -- never a token table directly,
 * one :class:`~oidc_logout.storage.models.Termination` audit record,
 * one :class:`~oidc_logout.storage.models.Delivery` row per (session, RP) notification
   (a transactional outbox: rows exist if and only if the termination committed).
@@ -19,28 +21,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, and_, insert, null, or_, select, tuple_, update
+from sqlalchemy import insert, null, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from . import metrics
 from .delivery.notify import announce
 from .errors import InvalidRequest, NotFound
-from .host import revoke_host_tokens
 from .ssf.events import record_session_revoked
 from .storage.base import utcnow
 from .storage.models import (
     Client,
     Cutoff,
     Delivery,
-    Grant,
     OPSession,
     SessionParticipant,
     Termination,
-    Token,
 )
-from .storage.queries import rowcount
+from .token_stores import grant_exists, revoke_tokens, walk_grants
 from .tokens import new_id
-from .vocabulary import Channel, DeliveryState, TargetKind, TokenKind
+from .vocabulary import Channel, DeliveryState, TargetKind
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,7 @@ def by_expiry(sids: Sequence[str], why: str = "expired") -> Expiry:
 class _Plan:
     sessions: list[str] = field(default_factory=list)  # OP sessions to end
     participations: list[tuple[str, str]] = field(default_factory=list)  # (sid, client_id) only
-    grant_filter: ColumnElement[bool] | None = None  # SQL condition selecting grants to revoke
+    grants: list[str] = field(default_factory=list)  # grant ids to revoke (stores with grants)
 
 
 #: Termination.state: every row done / per-row work left for chunks (oidc_logout.chunks).
@@ -240,9 +239,17 @@ def terminate(
             termination_id=term.id,
         )
         db.add(cutoff)
-        # Extension mode: the host's token rows of the subject or client die at commit too
-        # (one UPDATE by user_id / client_id; the host's validators do not read cut-offs).
-        term.tokens_revoked += revoke_host_tokens(db, target, (), include_offline=include_offline, now=now)
+        # Every store gets the subject or client at commit: a host's token rows die in this
+        # transaction (one UPDATE by user_id / client_id; the host's validators do not read
+        # cut-offs); the package's own rows are refused by the cut-off and marked by chunks.
+        term.tokens_revoked += revoke_tokens(
+            db,
+            subject=target.sub if isinstance(target, Subject) else None,
+            client_id=target.client_id if isinstance(target, ClientKill) else None,
+            include_offline=include_offline,
+            reason=reason,
+            now=now,
+        )
         db.flush()
         if _fits_inline(db, term, cutoff, inline_limit):
             while run_chunk(db, term, cutoff, inline_limit + 1, now, browser_present):
@@ -294,9 +301,15 @@ def _finish(
 ) -> None:
     """Everything after ending the sessions: participations, tokens, the outbox."""
     notify = _end_participations(db, ended, plan.participations, now)
-    term.tokens_revoked += _revoke_tokens(db, plan, ended, term.reason, now, term.include_offline)
-    # Extension mode: the host's own token rows of the ended sessions (none in turnkey mode).
-    term.tokens_revoked += revoke_host_tokens(db, None, ended, include_offline=term.include_offline, now=now)
+    # The named grants and the ended sessions' tokens, in every token store of the engine.
+    term.tokens_revoked += revoke_tokens(
+        db,
+        sessions=ended,
+        grants=plan.grants,
+        include_offline=term.include_offline,
+        reason=term.reason,
+        now=now,
+    )
     term.deliveries_written += _write_outbox(db, term, notify, now, browser_present)
     record_session_revoked(db, term, ended, now)  # SSF: a CAEP session-revoked per ended session
 
@@ -368,7 +381,7 @@ def run_chunk(
         case "participations":
             plan.participations = [(k, cutoff.value) for k, _ in keys]
         case "grants":
-            plan.grant_filter = Grant.id.in_([k for k, _ in keys])
+            plan.grants = [k for k, _ in keys]
             if term.target_kind == TargetKind.CREDENTIAL:
                 sids = {sid for _, sid in keys if sid}
                 plan.participations = _live_participations(db, cutoff.value, sids) if sids else []
@@ -425,27 +438,10 @@ def _walk(
                 .order_by(SessionParticipant.sid)
             )
         case (TargetKind.CLIENT, "grants"):
-            query = (
-                select(Grant.id, Grant.sid)
-                .where(
-                    Grant.client_id == value,
-                    Grant.id > after,
-                    Grant.revoked_at.is_(None),
-                    Grant.created_at <= before,
-                )
-                .order_by(Grant.id)
-            )
+            # The client's grants in the token stores that have grants (the package's own).
+            return walk_grants(db, value, after=after, limit=limit, created_before=before)
         case (TargetKind.CREDENTIAL, "grants"):
-            query = (
-                select(Grant.id, Grant.sid)
-                .where(
-                    Grant.client_id == value,
-                    Grant.id > after,
-                    Grant.revoked_at.is_(None),
-                    Grant.credential_version < (cutoff.below_version or 0),
-                )
-                .order_by(Grant.id)
-            )
+            return walk_grants(db, value, after=after, limit=limit, below_version=cutoff.below_version or 0)
         case _:
             raise ValueError(f"no walk {phase} for {term.target_kind}")
     return [(k, sid) for k, sid in db.execute(query.limit(limit))]
@@ -471,9 +467,9 @@ def _plan(db: Session, target: Target, include_offline: bool) -> _Plan:
             if db.get(Client, client_id) is None:
                 raise NotFound("no client with that client_id")
         case GrantTarget(grant_id=grant_id):
-            if db.get(Grant, grant_id) is None:
+            if not grant_exists(db, grant_id):
                 raise NotFound("no grant with that id")
-            plan.grant_filter = Grant.id == grant_id
+            plan.grants = [grant_id]
     return plan
 
 
@@ -501,52 +497,6 @@ def _live_participations(db: Session, client_id: str, sids: set[str] | None = No
     if sids is not None:
         query = query.where(SessionParticipant.sid.in_(sorted(sids)))
     return [(sid, cid) for sid, cid in db.execute(query)]
-
-
-def _revoke_tokens(
-    db: Session, plan: _Plan, ended: list[str], reason: str, now: dt.datetime, include_offline: bool
-) -> int:
-    """Revoke grants (and so their refresh tokens) and access tokens; returns tokens revoked.
-    Conditional UPDATEs: a token already revoked is neither revoked nor counted again."""
-    grant_conds: list[ColumnElement[bool]] = []
-    if plan.grant_filter is not None:
-        grant_conds.append(plan.grant_filter)
-    for chunk in _chunks(ended, 500):
-        # backchannel §2.7: "Refresh tokens issued without the offline_access property to a
-        # session being logged out SHOULD be revoked. Refresh tokens issued with the
-        # offline_access property normally SHOULD NOT be revoked."
-        cond: ColumnElement[bool] = Grant.sid.in_(chunk)
-        if not include_offline:
-            cond = and_(cond, Grant.offline.is_(False))
-        grant_conds.append(cond)
-    revoked = 0
-    if grant_conds:
-        grant_ids = select(Grant.id).where(or_(*grant_conds), Grant.revoked_at.is_(None))
-        ids = list(db.scalars(grant_ids))
-        for chunk in _chunks(ids, 500):
-            db.execute(
-                update(Grant)
-                .where(Grant.id.in_(chunk), Grant.revoked_at.is_(None))
-                .values(revoked_at=now, revoked_reason=reason[:2048])
-            )
-            revoked += rowcount(
-                db.execute(
-                    update(Token)
-                    .where(Token.grant_id.in_(chunk), Token.revoked_at.is_(None))
-                    .values(revoked_at=now, revoked_reason=reason[:2048])
-                )
-            )
-    # Access tokens bound to an ended session stop working at once, offline grants
-    # included: their client can mint new, session-less ones with its refresh token.
-    for chunk in _chunks(ended, 500):
-        revoked += rowcount(
-            db.execute(
-                update(Token)
-                .where(Token.sid.in_(chunk), Token.kind == TokenKind.ACCESS_TOKEN, Token.revoked_at.is_(None))
-                .values(revoked_at=now, revoked_reason=reason[:2048])
-            )
-        )
-    return revoked
 
 
 def _write_outbox(

@@ -1,17 +1,24 @@
 """``OIDCLogout(app=None)`` + ``init_app()``: the OP side as a Flask extension.
 
-Two ways to apply it, one extension:
+One extension, applied to an Authlib ``AuthorizationServer``: ``init_app`` picks the server,
+the :class:`~oidc_logout.context.ServerContext` its endpoints see and the token store its
+terminations revoke (an :class:`~oidc_logout.flask.install.Installation`), then runs the same
+install steps (:func:`~oidc_logout.flask.install.install`) whichever it picked:
 
 * **extension mode** -- ``OIDCLogout(app, server=<the host's Authlib AuthorizationServer>,
   token_model=<its OAuth2TokenMixin model>, db=<its Flask-SQLAlchemy db>)``: the host keeps its
   server, grants, models, login, consent and routes; the extension adds OP sessions and ``sid``
   (through :class:`~oidc_logout.flask.host.SessionIDMixin` on the host's ``OpenIDCode``),
   RP-initiated logout and introspection registered on the host's server, back-/front-channel
-  delivery, and terminations that revoke the host's tokens in the same transaction as its own
-  rows (its tables live in the host's database, written through the host's session);
-* **turnkey mode** -- no ``server``: the same extension over the package's own small Authlib
-  server (:class:`~oidc_logout.flask.server.OPServer`) and tables, with the bundled login,
-  consent, token, userinfo, registration and revocation routes.
+  delivery, and terminations that revoke the host's tokens
+  (:class:`~oidc_logout.host.HostTokenStore`) in the same transaction as its own rows (its
+  tables live in the host's database, written through the host's session);
+* **turnkey mode** -- no ``server``: the package's own small Authlib server
+  (:class:`~oidc_logout.flask.server.OPServer`: grants and token generator over the package's
+  tables) takes the host server's place, and the extension is installed on it the same way,
+  with revocation too and the package's own token store
+  (:class:`~oidc_logout.storage.own_tokens.OwnTokenStore`); the bundled login, consent,
+  token, userinfo, registration, revocation and discovery routes serve it.
 
 Settings are read once from ``OIDC_LOGOUT_*`` config keys (see :class:`oidc_logout.config.Settings`);
 state lives in ``app.extensions["oidc_logout"]``.
@@ -34,14 +41,16 @@ from ..config import Settings, settings_from_mapping
 from ..core.bearer import BearerProtector
 from ..core.consent import requested_scopes
 from ..frontchannel import discovery as frontchannel_discovery
-from ..host import HostTokenStore, register_token_store, sync_shadow_client
+from ..host import HostTokenStore, sync_shadow_client
 from ..protocols import UserDirectory
 from ..provider import Provider
 from ..storage.consent import approved_scopes, remember_consent
+from ..storage.own_tokens import OwnTokenStore
 from .errors import register_routing_error_handlers
-from .host import HostContext, install_on_host_server
+from .host import HostContext, host_endpoints, observe_save_token
+from .install import Installation, install
 from .routes import ROUTES, Route, endpoint_metadata, normalize_prefix, served_routes
-from .server import OPServer, request_db, use_host_session
+from .server import OPServer, own_endpoints, request_db, use_host_session
 from .signin import sign_in
 from .state import ExtensionState, state
 from .views import BLUEPRINT_NAME, make_blueprint
@@ -110,6 +119,11 @@ class OIDCLogout:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
+        """Apply the extension to ``app``: build (or take) the :class:`Provider`, pick the
+        Authlib server it is installed on (the host's ``server=``, else a new
+        :class:`~oidc_logout.flask.server.OPServer`), install the endpoints and token store on
+        it (:func:`~oidc_logout.flask.install.install`, one sequence for both), then mount the
+        routes of the mode and start the background threads."""
         if "oidc_logout" in app.extensions:
             raise RuntimeError("OIDCLogout is already registered on this app; call init_app once.")
         host = self._host_server is not None
@@ -142,18 +156,29 @@ class OIDCLogout:
             raise RuntimeError(
                 "OIDCLogout needs app.secret_key (CSRF tokens live in Flask's signed session)."
             )
-        server: Any
+        # What the extension is applied to: the host's server or the package's own.
+        target: Installation
         if host:
             assert host_session is not None
             use_host_session(provider, host_session)
-            server = HostContext(self._host_server, provider, self._id_token_jwks)
-            install_on_host_server(self._host_server, self._token_model)
-            register_token_store(provider.engine, HostTokenStore(self._token_model))
+            target = Installation(
+                server=self._host_server,
+                context=HostContext(self._host_server, provider, self._id_token_jwks),
+                token_store=HostTokenStore(self._token_model),
+                endpoints=host_endpoints(self._token_model),
+            )
+            # The host's grants store tokens through its save_token: bind them to sessions.
+            observe_save_token(self._host_server, self._token_model)
         else:
-            server = OPServer(provider)
+            own = OPServer(provider)
+            target = Installation(
+                server=own, context=own, token_store=OwnTokenStore(), endpoints=own_endpoints()
+            )
+        # The same install steps on either server.
+        install(provider, target)
         app.extensions["oidc_logout"] = ExtensionState(
             provider,
-            server,
+            target.context,
             url_prefix=prefix,
             route_names=frozenset(r.name for r in routes),
             bearer=BearerProtector(lambda: request_db(provider)),

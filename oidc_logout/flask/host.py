@@ -11,8 +11,11 @@ What the host adds (docs/integration.md walks through it):
   the session's ``amr`` / ``acr``;
 * ``OIDCLogout(app, server=..., token_model=..., db=...)``, which wraps the server's
   ``save_token`` (every grant, refresh rotation included, goes through it) to bind each new
-  host token row to the session its code or refresh token belongs to, and registers the
-  RP-initiated logout and RFC 7662 introspection endpoints on the host's server.
+  host token row to the session its code or refresh token belongs to
+  (:func:`observe_save_token`), and installs :func:`host_endpoints` (RP-initiated logout and
+  RFC 7662 introspection) on the host's server with the same
+  :func:`~oidc_logout.flask.install.install` step turnkey mode applies to the package's own
+  server.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from ..rpinitiated.end_session import EndSessionEndpoint
 from ..storage.base import utcnow
 from ..storage.models import HostTokenSession, OPSession
 from ..tokens import token_hash
+from .install import install_endpoints
 from .opsession import current_op_session
 from .server import request_db
 from .state import state
@@ -54,7 +58,9 @@ __all__ = [
     "HostEndSessionEndpoint",
     "HostIntrospectionEndpoint",
     "SessionIDMixin",
+    "host_endpoints",
     "install_on_host_server",
+    "observe_save_token",
 ]
 
 #: Where the sid of a token request travels from ``save_token`` to the ID token.
@@ -278,15 +284,20 @@ def _code_issued(grant: Any, response: Any) -> None:
     db.commit()
 
 
-def install_on_host_server(server: Any, token_model: Any) -> None:
-    """Register end_session and introspection on the host's server and wrap its
-    ``save_token``, once per server (several applications may share it): after the host
-    stored a token row, bind it to the OP session of the code (authorization_code) or of the
-    refresh token it replaces (refresh rotation keeps the binding while the session lives)."""
-    if getattr(server, "_oidc_logout_installed", False):
+def host_endpoints(token_model: Any) -> tuple[Any, ...]:
+    """The extension's endpoints as extension mode registers them on the host's server:
+    RP-Initiated Logout verifying ``id_token_hint`` with the host's ID token keys and RFC 7662
+    introspection over the host's token model."""
+    return (HostEndSessionEndpoint(), HostIntrospectionEndpoint(token_model))
+
+
+def observe_save_token(server: Any, token_model: Any) -> None:
+    """Wrap the host server's ``save_token``, once per server (several applications may share
+    it): after the host stored a token row, bind it to the OP session of the code
+    (authorization_code) or of the refresh token it replaces (refresh rotation keeps the
+    binding while the session lives). The package's own server binds its tokens itself."""
+    if getattr(server, "_oidc_logout_observed", False):
         return
-    server.register_endpoint(HostEndSessionEndpoint())
-    server.register_endpoint(HostIntrospectionEndpoint(token_model))
     original: Callable[[dict[str, Any], Any], Any] = server._save_token
 
     def save_token(token: dict[str, Any], request: Any) -> Any:
@@ -296,7 +307,15 @@ def install_on_host_server(server: Any, token_model: Any) -> None:
         return result
 
     server._save_token = save_token
-    server._oidc_logout_installed = True
+    server._oidc_logout_observed = True
+
+
+def install_on_host_server(server: Any, token_model: Any) -> None:
+    """Register :func:`host_endpoints` on the host's server and observe its ``save_token``,
+    once per server. ``OIDCLogout.init_app`` does the same through
+    :func:`~oidc_logout.flask.install.install`; this is for a host wiring a server by hand."""
+    install_endpoints(server, host_endpoints(token_model))
+    observe_save_token(server, token_model)
 
 
 def _bind_issued_token(provider: Provider, token_model: Any, token: dict[str, Any], request: Any) -> None:

@@ -1,5 +1,12 @@
-"""Authlib's Flask AuthorizationServer wired to oidc_logout storage and provider; it is the
-:class:`~oidc_logout.context.ServerContext` the spec modules are registered on."""
+"""Turnkey mode's small Authlib server of the package's own, and the request's database session.
+
+:class:`OPServer` is an Authlib Flask ``AuthorizationServer`` over the package's own tables:
+its grants (authorization code with PKCE and ``OpenIDCode``, refresh token, client
+credentials), its token generator and its client lookup, and the
+:class:`~oidc_logout.context.ServerContext` our endpoints see as ``self.server``. It registers
+none of the extension's endpoints itself: ``OIDCLogout.init_app`` installs them on it with
+:func:`~oidc_logout.flask.install.install`, the same step that installs them on a host's own
+server in extension mode (:func:`own_endpoints` here, ``host_endpoints`` there)."""
 
 from __future__ import annotations
 
@@ -73,7 +80,18 @@ def request_db(provider: Provider) -> Session:
     return db
 
 
+def own_endpoints() -> tuple[Any, ...]:
+    """The extension's endpoints as turnkey mode registers them on :class:`OPServer`: RFC 7009
+    revocation and RFC 7662 introspection over the package's own (hashed) tokens, and
+    RP-Initiated Logout verifying ``id_token_hint`` with the package's own keys."""
+    return (RevocationEndpoint(), IntrospectionEndpoint(), EndSessionEndpoint())
+
+
 class OPServer(AuthorizationServer):  # type: ignore[misc]
+    """The package's own small Authlib server (turnkey mode): grants, token generator and
+    client lookup over the package's tables. ``OIDCLogout.init_app`` installs the extension's
+    endpoints on it as on a host's server."""
+
     def __init__(self, provider: Provider) -> None:
         super().__init__()
         self.provider = provider
@@ -92,9 +110,6 @@ class OPServer(AuthorizationServer):  # type: ignore[misc]
         self.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDCode(self)])
         self.register_grant(RefreshTokenGrant)
         self.register_grant(ClientCredentialsGrant)
-        self.register_endpoint(RevocationEndpoint)
-        self.register_endpoint(IntrospectionEndpoint)
-        self.register_endpoint(EndSessionEndpoint)
 
     @property
     def db(self) -> Session:
@@ -148,4 +163,4 @@ class OPServer(AuthorizationServer):  # type: ignore[misc]
         self._error_uris = None
 
 
-__all__ = ["OPServer", "request_db", "use_host_session"]
+__all__ = ["OPServer", "own_endpoints", "request_db", "use_host_session"]
