@@ -44,6 +44,7 @@ from ..rpinitiated.end_session import EndSessionEndpoint
 from ..storage.base import utcnow
 from ..storage.models import HostTokenSession, OPSession
 from ..tokens import token_hash
+from .host_revocation import HostRevocationEndpoint, install_revocation
 from .opsession import current_op_session
 from .server import request_db
 from .state import state
@@ -53,6 +54,7 @@ __all__ = [
     "HostContext",
     "HostEndSessionEndpoint",
     "HostIntrospectionEndpoint",
+    "HostRevocationEndpoint",
     "SessionIDMixin",
     "install_on_host_server",
 ]
@@ -279,12 +281,13 @@ def _code_issued(grant: Any, response: Any) -> None:
 
 
 def install_on_host_server(server: Any, token_model: Any) -> None:
-    """Register end_session and introspection on the host's server and wrap its
+    """Register end_session, introspection and revocation on the host's server and wrap its
     ``save_token``, once per server (several applications may share it): after the host
     stored a token row, bind it to the OP session of the code (authorization_code) or of the
     refresh token it replaces (refresh rotation keeps the binding while the session lives)."""
     if getattr(server, "_oidc_logout_installed", False):
         return
+    install_revocation(server, token_model)  # RFC 7009 (host_revocation.py); refuses the host's own
     server.register_endpoint(HostEndSessionEndpoint())
     server.register_endpoint(HostIntrospectionEndpoint(token_model))
     original: Callable[[dict[str, Any], Any], Any] = server._save_token
