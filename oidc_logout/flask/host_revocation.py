@@ -84,6 +84,8 @@ __all__ = ["REVOKED_REASON", "HostRevocationEndpoint", "install_revocation"]
 REVOKED_REASON = "refresh token revoked by its client (RFC 7009)"
 #: Authlib's endpoint name: the host's route calls ``create_endpoint_response(ENDPOINT)``.
 ENDPOINT = _RevocationEndpoint.ENDPOINT_NAME
+#: Set on the OAuth2Request by authenticate_token: the refresh token (not the access token) was presented.
+_REFRESH_ATTRIBUTE = "oidc_logout_revoke_refresh"
 
 
 @dataclass(frozen=True)
@@ -159,27 +161,32 @@ class HostRevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
             raise err
         return None
 
-    def authenticate_token(self, request: Any, client: Any) -> _Presented | None:
+    def authenticate_token(self, request: Any, client: Any) -> Any:
+        """The host's token row (what Authlib's ``token_revoked`` signal then carries, as with
+        the host's own endpoint); which of its values was presented rides on the request."""
         self.check_params(request, client)
         token = self.query_token(request.form["token"], request.form.get("token_type_hint"))
         # §2.1: the server "verifies whether the token was issued to the client making the
         # revocation request. If this validation fails, the request is refused and the client
         # is informed of the error": invalid_grant (RFC 6749 §5.2), as at the turnkey endpoint.
-        if token is not None and not token.check_client(client):
+        if token is None:
+            return None
+        if not token.check_client(client):
             raise InvalidGrantError("the token was not issued to this client")
-        return token
+        setattr(request, _REFRESH_ATTRIBUTE, token.refresh)
+        return token.row
 
     # -- the revocation --------------------------------------------------------------------------
-    def revoke_token(self, token: _Presented, request: Any) -> None:
+    def revoke_token(self, token: Any, request: Any) -> None:
         db: Session = self.server.db
         now = utcnow()
         stamp = int(now.timestamp())
-        if token.refresh:
-            revoked = self._revoke_grant(db, token.row, stamp)
+        if getattr(request, _REFRESH_ATTRIBUTE, False):
+            revoked = self._revoke_grant(db, token, stamp)
             if revoked:
-                _record_grant_revocation(db, self._pk_of(token.row), token.row.client_id, revoked, now)
+                _record_grant_revocation(db, self._pk_of(token), token.client_id, revoked, now)
                 metrics.revoked("refresh_token", db)
-        elif self._revoke_access(db, self._pk == self._pk_of(token.row), stamp):
+        elif self._revoke_access(db, self._pk == self._pk_of(token), stamp):
             # §2.1: revoking an access token MAY revoke its refresh token; it is left alone.
             metrics.revoked("access_token", db)
         # §2.2: already revoked (here or by a concurrent request): nothing changed, 200 all the same.

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+from authlib.integrations.flask_oauth2.signals import token_revoked
 from sqlalchemy import select, update
 
 from examples.authlib_idp.models import OAuth2Token, db
@@ -70,10 +71,21 @@ def grant_terminations(idp: ExampleIdP) -> list[Termination]:
 
 def test_revoking_an_access_token_ends_it_at_once_and_keeps_its_refresh_token(example: Any) -> None:
     """RFC 7009 §2.1: the access token is dead for introspection and for the host's own bearer
-    validation the moment the 200 arrives; the refresh token of its row still refreshes."""
+    validation the moment the 200 arrives; the refresh token of its row still refreshes.
+    Authlib's token_revoked signal carries the host's own token row, as before adoption."""
     idp, portal = example
     _browser, tokens = signed_in(idp, portal)
-    assert revoke(idp, portal, tokens["access_token"], "access_token").status_code == 200
+    seen: list[tuple[type, str]] = []
+
+    def listener(_sender: Any, token: Any, **_: Any) -> None:
+        seen.append((type(token), token.access_token))
+
+    token_revoked.connect(listener)
+    try:
+        assert revoke(idp, portal, tokens["access_token"], "access_token").status_code == 200
+    finally:
+        token_revoked.disconnect(listener)
+    assert seen == [(OAuth2Token, tokens["access_token"])]
     assert introspect(idp, portal, tokens["access_token"]) == {"active": False}
     assert userinfo_status(idp, tokens["access_token"]) == 401
     assert introspect(idp, portal, tokens["refresh_token"])["active"] is True
