@@ -4,8 +4,8 @@
   ``create_save_token_func`` over the SQLAlchemy models;
 * grants: authorization code with the ``OpenIDCode`` and PKCE (``CodeChallenge``, S256)
   extensions, refresh token (rotating), client credentials;
-* endpoints: RFC 7009 revocation (``create_revocation_endpoint``), OpenID Connect UserInfo,
-  RFC 7591 dynamic client registration;
+* endpoints: OpenID Connect UserInfo, RFC 7591 dynamic client registration (RFC 7009
+  revocation at ``/oauth/revoke`` is oidc-logout's, registered on this server);
 * RFC 9207 ``iss`` in authorization responses;
 * a ``ResourceProtector`` with ``create_bearer_token_validator`` for our own APIs.
 
@@ -32,7 +32,6 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProte
 from authlib.integrations.sqla_oauth2 import (
     create_bearer_token_validator,
     create_query_client_func,
-    create_revocation_endpoint,
     create_save_token_func,
 )
 from authlib.oauth2.rfc6749 import InvalidRequestError, grants
@@ -269,13 +268,6 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
 
 
 # -- endpoints -------------------------------------------------------------------------------
-class RevocationEndpoint(create_revocation_endpoint(db.session, OAuth2Token)):  # type: ignore[misc]
-    """RFC 7009. Revoking a refresh token revokes its access token too; revoking an access token
-    (``token_type_hint=access_token``) leaves the refresh token usable."""
-
-    CLIENT_AUTH_METHODS = TOKEN_ENDPOINT_AUTH_METHODS
-
-
 class UserInfoEndpoint(_UserInfoEndpoint):
     def get_issuer(self) -> str:
         return issuer()
@@ -441,7 +433,6 @@ authorization.register_grant(
 )
 authorization.register_grant(RefreshTokenGrant)
 authorization.register_grant(ClientCredentialsGrant)
-authorization.register_endpoint(RevocationEndpoint)
 authorization.register_endpoint(UserInfoEndpoint(resource_protector=require_oauth))
 authorization.register_endpoint(ClientRegistration(claims_classes=CLIENT_METADATA_CLAIMS))
 authorization.register_extension(Issuer())

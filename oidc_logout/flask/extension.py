@@ -165,7 +165,7 @@ class OIDCLogout:
                 server=self._host_server,
                 context=HostContext(self._host_server, provider, self._id_token_jwks),
                 token_store=HostTokenStore(self._token_model),
-                endpoints=host_endpoints(self._token_model),
+                endpoints=host_endpoints(self._host_server, self._token_model),
             )
             # The host's grants store tokens through its save_token: bind them to sessions.
             observe_save_token(self._host_server, self._token_model)

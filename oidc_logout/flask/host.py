@@ -47,6 +47,7 @@ from ..rpinitiated.end_session import EndSessionEndpoint
 from ..storage.base import utcnow
 from ..storage.models import HostTokenSession, OPSession
 from ..tokens import token_hash
+from .host_revocation import HostRevocationEndpoint, refuse_other_revocation
 from .install import install_endpoints
 from .opsession import current_op_session
 from .server import request_db
@@ -57,6 +58,7 @@ __all__ = [
     "HostContext",
     "HostEndSessionEndpoint",
     "HostIntrospectionEndpoint",
+    "HostRevocationEndpoint",
     "SessionIDMixin",
     "host_endpoints",
     "install_on_host_server",
@@ -284,11 +286,17 @@ def _code_issued(grant: Any, response: Any) -> None:
     db.commit()
 
 
-def host_endpoints(token_model: Any) -> tuple[Any, ...]:
+def host_endpoints(server: Any, token_model: Any) -> tuple[Any, ...]:
     """The extension's endpoints as extension mode registers them on the host's server:
-    RP-Initiated Logout verifying ``id_token_hint`` with the host's ID token keys and RFC 7662
-    introspection over the host's token model."""
-    return (HostEndSessionEndpoint(), HostIntrospectionEndpoint(token_model))
+    RFC 7009 revocation and RFC 7662 introspection over the host's token model, and
+    RP-Initiated Logout verifying ``id_token_hint`` with the host's ID token keys. A
+    revocation endpoint of the host's own is refused (host_revocation.py says why)."""
+    refuse_other_revocation(server)
+    return (
+        HostRevocationEndpoint(token_model),
+        HostEndSessionEndpoint(),
+        HostIntrospectionEndpoint(token_model),
+    )
 
 
 def observe_save_token(server: Any, token_model: Any) -> None:
@@ -314,7 +322,7 @@ def install_on_host_server(server: Any, token_model: Any) -> None:
     """Register :func:`host_endpoints` on the host's server and observe its ``save_token``,
     once per server. ``OIDCLogout.init_app`` does the same through
     :func:`~oidc_logout.flask.install.install`; this is for a host wiring a server by hand."""
-    install_endpoints(server, host_endpoints(token_model))
+    install_endpoints(server, host_endpoints(server, token_model))
     observe_save_token(server, token_model)
 
 
