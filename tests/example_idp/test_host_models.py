@@ -271,42 +271,56 @@ def test_worker_chunks_revoke_the_hosts_tokens_of_the_sessions_they_end(
         idp.stop()
 
 
+@pytest.fixture(scope="module")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An oidc-logout database with signing keys and none of the host's tables."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('cli') / 'op.db'}"
+    assert run_cli("migrate", "--create-keys", OIDC_LOGOUT_DATABASE_URL=url).returncode == 0
+    return url
+
+
 @pytest.mark.parametrize(
-    ("setting", "says"),
+    ("setting", "says", "command"),
     [
-        ("examples.authlib_idp.models.OAuth2Token", "package.module:Class"),
-        ("examples.authlib_idp.nowhere:OAuth2Token", "cannot import examples.authlib_idp.nowhere"),
-        ("examples.authlib_idp.models:Nothing", "has no attribute Nothing"),
-        ("examples.authlib_idp.app:Path", "is not a mapped SQLAlchemy class"),
-        ("examples.authlib_idp.models:User", "lacks the columns of Authlib's OAuth2TokenMixin"),
+        ("examples.authlib_idp.models.OAuth2Token", "package.module:Class", "terminate"),
+        (
+            "examples.authlib_idp.nowhere:OAuth2Token",
+            "cannot import examples.authlib_idp.nowhere",
+            "terminate",
+        ),
+        ("examples.authlib_idp.models:Nothing", "has no attribute Nothing", "expire"),
+        ("examples.authlib_idp.app:Path", "is not a mapped SQLAlchemy class", "terminate"),
+        ("examples.authlib_idp.models:User", "lacks the columns of Authlib's OAuth2TokenMixin", "worker"),
+        ("examples.authlib_idp.models:User", "lacks the columns of Authlib's OAuth2ClientMixin", "client"),
     ],
 )
-def test_cli_and_worker_refuse_a_host_token_model_they_cannot_use(
-    sqlite_url: str, setting: str, says: str
+def test_cli_and_worker_refuse_a_host_model_they_cannot_use(
+    migrated_sqlite: str, setting: str, says: str, command: str
 ) -> None:
-    assert run_cli("migrate", OIDC_LOGOUT_DATABASE_URL=sqlite_url).returncode == 0
-    env = {
-        "OIDC_LOGOUT_DATABASE_URL": sqlite_url,
-        "OIDC_LOGOUT_DEV_MODE": "true",
-        "OIDC_LOGOUT_HOST_TOKEN_MODEL": setting,
-    }
-    for args in (("terminate", "--sub", "1", "--reason", "x"), ("worker",)):
-        out = run_cli(*args, **env)
-        assert out.returncode == 2, (args, out.stderr)
-        line = one_error(out)
-        assert "OIDC_LOGOUT_HOST_TOKEN_MODEL" in line and says in line, line
+    args = {"terminate": ("terminate", "--sub", "1", "--reason", "x"), "worker": ("worker",)}.get(
+        command, ("expire",)
+    )
+    variable = "OIDC_LOGOUT_HOST_CLIENT_MODEL" if command == "client" else "OIDC_LOGOUT_HOST_TOKEN_MODEL"
+    out = run_cli(
+        *args,
+        OIDC_LOGOUT_DATABASE_URL=migrated_sqlite,
+        OIDC_LOGOUT_DEV_MODE="true",
+        **{variable: setting},
+    )
+    assert out.returncode == 2, out.stderr
+    line = one_error(out)
+    assert variable in line and says in line, line
 
 
-def test_cli_refuses_a_database_without_the_hosts_table(sqlite_url: str) -> None:
+def test_cli_refuses_a_database_without_the_hosts_table(migrated_sqlite: str) -> None:
     """The model imports and checks out, but the database named is not the host's."""
-    assert run_cli("migrate", "--create-keys", OIDC_LOGOUT_DATABASE_URL=sqlite_url).returncode == 0
     out = run_cli(
         "terminate",
         "--sub",
         "1",
         "--reason",
         "x",
-        OIDC_LOGOUT_DATABASE_URL=sqlite_url,
+        OIDC_LOGOUT_DATABASE_URL=migrated_sqlite,
         OIDC_LOGOUT_DEV_MODE="true",
         OIDC_LOGOUT_HOST_TOKEN_MODEL=TOKEN_MODEL,
     )
