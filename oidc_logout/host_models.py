@@ -239,7 +239,7 @@ def install_host_models(
         register_token_store(engine, HostTokenStore(tokens, user_id_attribute=user_attribute))
     if client is not None:
         _CLIENTS[engine] = client
-        _listen(client.model)
+        _listen(client)
     return models
 
 
@@ -394,8 +394,9 @@ def refresh_shadow_clients(db: Session, client_ids: Iterable[str]) -> int:
 
 
 # -- the mapper events -----------------------------------------------------------------------------
-def _listen(model: type[Any]) -> None:
+def _listen(host: HostClientModel) -> None:
     """Once per class (several apps, one process)."""
+    model = host.model
     for name, handler in (
         ("after_insert", _after_write),
         ("after_update", _after_write),
@@ -403,6 +404,15 @@ def _listen(model: type[Any]) -> None:
     ):
         if not event.contains(model, name, handler):
             event.listen(model, name, handler, propagate=True)
+    client_id = getattr(model, host.client_id)
+    if not event.contains(client_id, "set", _client_id_set):
+        # The old client_id must be known when it changes (its shadow row is retired), also
+        # when the attribute was expired by a commit: load it before the new value is set.
+        event.listen(client_id, "set", _client_id_set, active_history=True, propagate=True)
+
+
+def _client_id_set(_target: Any, value: Any, _old: Any, _initiator: Any) -> Any:
+    return value
 
 
 def _followed(connection: Connection, target: Any) -> HostClientModel | None:

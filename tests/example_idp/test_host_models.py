@@ -454,3 +454,20 @@ def test_cli_terminate_reads_the_hosts_client_table_before_writing_the_outbox(
     assert rp.wait_for(1, 10, path="/moved")
     assert rp.hits("/portal/backchannel") == []
     assert shadow_uri(idp) == rp.base_url + "/moved"
+
+
+def test_a_renamed_client_id_retires_the_old_shadow_row(database_url: str, rp: CaptureServer) -> None:
+    """The client_id itself changes after a commit expired the row: the old id's shadow row
+    is retired (nothing more is delivered under it), the new id's carries the URIs."""
+    idp = start(database_url, [WEBAPP, portal(rp)], **QUIET)
+    try:
+        with idp.app.app_context():
+            client = db.session.scalar(select(OAuth2Client).where(OAuth2Client.client_id == "portal"))
+            assert client is not None
+            db.session.commit()  # every attribute expired, client_id included
+            client.client_id = "portal-2"
+            db.session.commit()
+        assert shadow_uri(idp, "portal") is None
+        assert shadow_uri(idp, "portal-2") == rp.base_url + "/portal/backchannel"
+    finally:
+        idp.stop()
