@@ -53,6 +53,7 @@ from .config import (
     load_settings,
     production_problems,
 )
+from .host_models import HostTableMissing
 from .vocabulary import Channel, DeliveryState
 
 DEFAULT_PASSWORD = "wonderland"
@@ -845,6 +846,11 @@ def main(argv: list[str] | None = None) -> int:
         _trace(debug)
         out.error(exc.message, exc.hint)
         return exc.code
+    except HostTableMissing as exc:
+        # The host's model is fine, the database is not the host's (or lacks its table).
+        _trace(debug)
+        out.error(str(exc), "`oidc-logout config show` says which database this is")
+        return EXIT_DATABASE
     except SettingsError as exc:
         # One line naming the setting, the usage exit code: a typo never runs with a default.
         _trace(debug)

@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session
 
 from .config import Settings, redact_url
+from .host_models import HostModelError, HostTableMissing, install_host_models
 from .keys import ensure_keys, signing_algs
 from .provider import Provider
 from .storage.base import utcnow
@@ -124,7 +125,10 @@ def open_provider(settings: Settings, *, need_keys: bool = False) -> Provider:
     """The OP core on the database as it is: no migration, no key creation, no sweep.
 
     Raises :class:`CLIError` (:data:`EXIT_DATABASE`) when the database is missing, cannot be
-    reached, is not at head, or (``need_keys``: this process will sign) has no signing key."""
+    reached, is not at head, lacks the host's tables named by ``OIDC_LOGOUT_HOST_*_MODEL``, or
+    (``need_keys``: this process will sign) has no signing key; a host model setting that
+    cannot be imported or is no Authlib mixin model raises
+    :class:`~oidc_logout.host_models.HostModelError` (a settings error, exit code 2)."""
     require_existing_database(settings)
     try:
         provider = Provider(settings.replace(expiry_sweep_interval=0.0))
@@ -137,6 +141,9 @@ def open_provider(settings: Settings, *, need_keys: bool = False) -> Provider:
         ) from None
     try:
         check_at_head(provider.engine)
+        # Extension mode: the host's token and client models (OIDC_LOGOUT_HOST_*_MODEL), so
+        # a termination run here revokes the host's tokens like one run in the host's app.
+        install_host_models(provider.engine, settings, check_tables=True)
         if need_keys:
             with provider.session_factory() as db:
                 if not signing_algs(db):
@@ -145,6 +152,12 @@ def open_provider(settings: Settings, *, need_keys: bool = False) -> Provider:
                         "create them with `oidc-logout keys create`",
                         EXIT_DATABASE,
                     )
+    except HostTableMissing as exc:
+        provider.engine.dispose()
+        raise CLIError(str(exc), _database_hint(settings), EXIT_DATABASE) from None
+    except HostModelError:
+        provider.engine.dispose()
+        raise
     except SchemaNotAtHead as exc:
         provider.engine.dispose()
         raise CLIError(str(exc).split("; ")[0], "run `oidc-logout migrate` first", EXIT_DATABASE) from None

@@ -192,6 +192,23 @@ class Settings:
     #: step) and exits non-zero (69) after this many seconds; 0: retry forever.
     worker_db_unreachable_exit_after: float = 300.0
 
+    # Extension mode outside the host's app (issue 11): the host's Authlib models, named by
+    # import path, for the processes that never run ``init_app`` (``oidc-logout terminate``,
+    # ``expire``, the workers). Checked at start-up by oidc_logout.host_models.
+    #: The host's token model on Authlib's ``OAuth2TokenMixin``, as ``package.module:Class``
+    #: (e.g. ``examples.authlib_idp.models:OAuth2Token``): terminations run by these processes
+    #: revoke its rows in their own transaction. Empty: no host tokens (turnkey mode).
+    #: In the host's app ``OIDCLogout(token_model=...)`` must name the same class.
+    host_token_model: str = ""
+    #: The column of ``host_token_model`` naming the End-User (the OP session's subject,
+    #: converted to the column's type).
+    host_token_user_attribute: str = "user_id"
+    #: The host's client model on Authlib's ``OAuth2ClientMixin``, as ``package.module:Class``:
+    #: the extension's shadow client rows follow its writes (logout URIs, deletion) and are
+    #: refreshed from it before a termination writes its outbox. Empty: copied when a client
+    #: gets a code. In the host's app ``OIDCLogout(client_model=...)`` must name the same class.
+    host_client_model: str = ""
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 

@@ -49,6 +49,8 @@ __all__ = [
     "register_token_store",
     "session_of_code",
     "session_of_token",
+    "shadow_client_upsert",
+    "shadow_values",
     "sync_shadow_client",
 ]
 
@@ -224,25 +226,35 @@ def sync_shadow_client(db: Session, client_id: str, metadata: dict[str, Any]) ->
     The row has no secret (no endpoint of the extension authenticates it: the host's server
     does); it exists for the foreign keys of participations and deliveries and for the logout
     URIs delivery reads. Race-free upsert on both dialects."""
-    values: dict[str, Any] = {
+    db.execute(shadow_client_upsert(db.get_bind().dialect.name, client_id, metadata))
+
+
+def shadow_values(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The shadow row's copy of the host's logout metadata (the columns an upsert refreshes)."""
+    return {
         "backchannel_logout_uri": metadata.get("backchannel_logout_uri") or None,
         "backchannel_logout_session_required": bool(metadata.get("backchannel_logout_session_required")),
         "frontchannel_logout_uri": metadata.get("frontchannel_logout_uri") or None,
         "frontchannel_logout_session_required": bool(metadata.get("frontchannel_logout_session_required")),
         "post_logout_redirect_uris": list(metadata.get("post_logout_redirect_uris") or []),
         "redirect_uris": list(metadata.get("redirect_uris") or []),
-        "client_name": (metadata.get("client_name") or None),
+        "client_name": (str(metadata.get("client_name") or "")[:255] or None),
     }
-    dialect = db.get_bind().dialect.name
+
+
+def shadow_client_upsert(dialect: str, client_id: str, metadata: dict[str, Any]) -> Any:
+    """The INSERT ... ON CONFLICT DO UPDATE of :func:`sync_shadow_client`, for a Session or a
+    Connection (``oidc_logout.host_models`` runs it inside the host's flush)."""
+    values = shadow_values(metadata)
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = (
+    return (
         insert(Client)
         .values(
             client_id=client_id,
             client_secret_hash=None,
             token_endpoint_auth_method=str(
                 metadata.get("token_endpoint_auth_method") or "client_secret_basic"
-            ),
+            )[:40],
             grant_types=list(metadata.get("grant_types") or []),
             response_types=list(metadata.get("response_types") or []),
             scope=str(metadata.get("scope") or ""),
@@ -252,7 +264,6 @@ def sync_shadow_client(db: Session, client_id: str, metadata: dict[str, Any]) ->
         )
         .on_conflict_do_update(index_elements=["client_id"], set_=values)
     )
-    db.execute(stmt)
 
 
 def _chunks(items: Iterable[Any], n: int) -> Iterable[list[Any]]:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from . import metrics
 from .delivery.notify import announce
 from .errors import InvalidRequest, NotFound
+from .host_models import refresh_shadow_clients
 from .ssf.events import record_session_revoked
 from .storage.base import utcnow
 from .storage.models import (
@@ -506,6 +507,9 @@ def _write_outbox(
     if not notify:
         return 0
     client_ids = sorted({c for _, c in notify})
+    # Extension mode: the logout URIs the host's client table holds now (an RP that moved its
+    # backchannel_logout_uri, a deleted client), not those copied at its last authorization.
+    refresh_shadow_clients(db, client_ids)
     clients = {c.client_id: c for c in db.scalars(select(Client).where(Client.client_id.in_(client_ids)))}
     subjects: dict[str, str] = {}
     for chunk in _chunks(sorted({s for s, _ in notify}), 500):

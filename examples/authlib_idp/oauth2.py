@@ -437,7 +437,12 @@ authorization.register_endpoint(UserInfoEndpoint(resource_protector=require_oaut
 authorization.register_endpoint(ClientRegistration(claims_classes=CLIENT_METADATA_CLAIMS))
 authorization.register_extension(Issuer())
 oidc = OIDCLogout(
-    server=authorization, token_model=OAuth2Token, db=db, id_token_jwks=public_jwks, url_prefix="/oidc"
+    server=authorization,
+    token_model=OAuth2Token,
+    client_model=OAuth2Client,
+    db=db,
+    id_token_jwks=public_jwks,
+    url_prefix="/oidc",
 )
 
 

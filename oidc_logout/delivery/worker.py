@@ -29,8 +29,9 @@ from types import FrameType
 
 from sqlalchemy.orm import sessionmaker
 
-from ..config import Settings, settings_from_env
+from ..config import Settings, SettingsError, settings_from_env
 from ..health import start_worker_observability
+from ..host_models import install_host_models
 from ..keys import KeyRing
 from ..logs import configure_logging
 from ..storage.schema import make_engine
@@ -141,12 +142,15 @@ def _log_off_thread() -> logging.handlers.QueueListener | None:
 def _run(settings: Settings | None) -> int:
     settings = settings or settings_from_env()
     engine = make_engine(settings.database_url)
-    if engine.dialect.name == "sqlite":
-        logger.warning(
-            "the standalone worker is meant for PostgreSQL; on SQLite prefer the embedded dispatcher"
-        )
-    factory = sessionmaker(engine, expire_on_commit=False)
     try:
+        # Extension mode: chunks of large terminations run here revoke the host's tokens and
+        # read its clients (OIDC_LOGOUT_HOST_*_MODEL); a bad setting stops the start.
+        install_host_models(engine, settings, check_tables=True)
+        if engine.dialect.name == "sqlite":
+            logger.warning(
+                "the standalone worker is meant for PostgreSQL; on SQLite prefer the embedded dispatcher"
+            )
+        factory = sessionmaker(engine, expire_on_commit=False)
         return Worker(factory, KeyRing(factory), settings).run()
     finally:
         engine.dispose()
@@ -154,7 +158,11 @@ def _run(settings: Settings | None) -> int:
 
 def main() -> int:  # ``python -m oidc_logout.delivery.worker``
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_worker()
+    try:
+        return run_worker()
+    except SettingsError as exc:  # one line, as ``oidc-logout worker`` says it
+        logger.error("%s", exc)
+        return 2
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from ..core.bearer import BearerProtector
 from ..core.consent import requested_scopes
 from ..frontchannel import discovery as frontchannel_discovery
 from ..host import HostTokenStore, sync_shadow_client
+from ..host_models import install_host_models
 from ..protocols import UserDirectory
 from ..provider import Provider
 from ..storage.consent import approved_scopes, remember_consent
@@ -77,6 +78,7 @@ class OIDCLogout:
         serve_discovery: bool | None = None,
         server: Any = None,
         token_model: Any = None,
+        client_model: Any = None,
         db: Any = None,
         id_token_jwks: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
@@ -90,6 +92,14 @@ class OIDCLogout:
             it, and its ``save_token`` is observed to bind tokens to OP sessions.
         :param token_model: the host's token model on Authlib's ``OAuth2TokenMixin`` with a
             ``user_id`` column: terminations revoke its rows.
+        :param client_model: optional, the host's client model on ``OAuth2ClientMixin``: the
+            extension's shadow client rows follow the host's writes to it (logout URIs,
+            deletion) and are refreshed from it before a termination writes its outbox
+            (:mod:`oidc_logout.host_models`). Without it the logout metadata is copied only
+            when a client gets a code.
+
+        ``OIDC_LOGOUT_HOST_TOKEN_MODEL`` / ``OIDC_LOGOUT_HOST_CLIENT_MODEL`` (the CLI's and the
+        workers' way of naming them), when set, must name the same classes.
         :param db: the host's Flask-SQLAlchemy ``SQLAlchemy`` object, or a callable returning
             the host's request ``Session``: the extension's tables live in that database and
             are written through that session (one transaction with the host's rows).
@@ -102,6 +112,7 @@ class OIDCLogout:
             raise TypeError("extension mode needs server=, token_model= and db= together")
         self._host_server = server
         self._token_model = token_model
+        self._client_model = client_model
         self._db = db
         self._id_token_jwks = id_token_jwks
         self._users = users
@@ -164,11 +175,18 @@ class OIDCLogout:
             target = Installation(
                 server=self._host_server,
                 context=HostContext(self._host_server, provider, self._id_token_jwks),
-                token_store=HostTokenStore(self._token_model),
+                token_store=HostTokenStore(
+                    self._token_model, user_id_attribute=settings.host_token_user_attribute or "user_id"
+                ),
                 endpoints=host_endpoints(self._host_server, self._token_model),
             )
             # The host's grants store tokens through its save_token: bind them to sessions.
             observe_save_token(self._host_server, self._token_model)
+            # The settings naming the host's models (for the CLI and workers) must agree with
+            # the arguments; the client model's writes keep the shadow rows in step.
+            install_host_models(
+                provider.engine, settings, token_model=self._token_model, client_model=self._client_model
+            )
         else:
             own = OPServer(provider)
             target = Installation(
