@@ -75,7 +75,10 @@ def bearer(token: str) -> dict[str, str]:
 
 def admin_terminate(idp: ExampleIdP, token: str, **body: Any) -> requests.Response:
     return requests.post(
-        f"{idp.url}/oidc/admin/terminations", json={"reason": "test", **body}, headers=bearer(token), timeout=30
+        f"{idp.url}/oidc/admin/terminations",
+        json={"reason": "test", **body},
+        headers=bearer(token),
+        timeout=30,
     )
 
 
@@ -130,7 +133,9 @@ def test_a_host_token_without_the_admin_scope_is_insufficient_scope(ops_idp: Any
 def test_a_host_token_revoked_at_the_hosts_revocation_endpoint_is_invalid_token(ops_idp: Any) -> None:
     idp, _portal = ops_idp
     admin = host_token(idp, OPS, ADMIN_SCOPE)
-    assert requests.get(f"{idp.url}/oidc/admin/deliveries", headers=bearer(admin), timeout=10).status_code == 200
+    assert (
+        requests.get(f"{idp.url}/oidc/admin/deliveries", headers=bearer(admin), timeout=10).status_code == 200
+    )
     revoked = requests.post(
         f"{idp.url}/oauth/revoke",
         data={"token": admin, "token_type_hint": "access_token"},
@@ -226,9 +231,7 @@ def test_an_ssf_stream_is_created_and_polled_with_a_host_token(ops_idp: Any) -> 
     assert poll.status_code == 200, poll.text
     assert len(poll.json()["sets"]) == 1
     # Another host client sees nothing of that stream (SSF: streams are per receiver).
-    other = requests.get(
-        f"{idp.url}/oidc/ssf/stream", headers=bearer(host_token(idp, AUDITOR)), timeout=10
-    )
+    other = requests.get(f"{idp.url}/oidc/ssf/stream", headers=bearer(host_token(idp, AUDITOR)), timeout=10)
     assert other.status_code == 200 and other.json() == []
 
 
