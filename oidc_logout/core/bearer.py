@@ -32,7 +32,13 @@ from ..storage.queries import cutoffs_for, host_token_is_cut_off, session_is_liv
 from ..tokens import token_hash
 from ..vocabulary import TokenKind
 
-__all__ = ["BearerProtector", "BearerToken", "HashedTokenValidator", "HostTokenValidator"]
+__all__ = [
+    "BearerProtector",
+    "BearerToken",
+    "HashedTokenValidator",
+    "HostTokenValidator",
+    "host_access_token_terminated",
+]
 
 
 class BearerToken(Protocol):
@@ -124,17 +130,34 @@ class HostTokenValidator(BearerTokenValidator):  # type: ignore[misc]
         super().validate_token(token, scopes, request)
 
     def _check_not_terminated(self, row: Any) -> None:
-        db = self._db()
-        user = getattr(row, self._user_id_attribute, None)
-        subject = str(user) if user is not None else None
-        client_id = str(row.client_id)
-        issued_at = dt.datetime.fromtimestamp(int(row.issued_at or 0), dt.UTC)
-        cutoffs = cutoffs_for(db, subject, client_id)
-        if cutoffs and host_token_is_cut_off(cutoffs, subject, client_id, issued_at):
-            raise InvalidTokenError(realm=self.realm)
-        sid = session_of_token(db, row.__mapper__.primary_key_from_instance(row)[0])
-        if sid is not None and not session_is_live(db, sid, cutoffs):
+        why = host_access_token_terminated(self._db(), row, user_id_attribute=self._user_id_attribute)
+        if why == SESSION_ENDED:
             raise InvalidTokenError(description="the access token's session has ended", realm=self.realm)
+        if why is not None:
+            raise InvalidTokenError(realm=self.realm)
+
+
+#: :func:`host_access_token_terminated` reasons.
+CUT_OFF = "cut_off"
+SESSION_ENDED = "session_ended"
+
+
+def host_access_token_terminated(db: Session, row: Any, *, user_id_attribute: str = "user_id") -> str | None:
+    """Why a termination has ended the host access token ``row`` (:data:`CUT_OFF`,
+    :data:`SESSION_ENDED`), or None: the one rule of the extension's bearer checks and of
+    RFC 7662 introspection over the host's tokens (§2.2: ``active`` says what they do).
+    Revocation and expiry are the row's own columns, checked by the caller."""
+    user = getattr(row, user_id_attribute, None)
+    subject = str(user) if user is not None else None
+    client_id = str(row.client_id)
+    issued_at = dt.datetime.fromtimestamp(int(row.issued_at or 0), dt.UTC)
+    cutoffs = cutoffs_for(db, subject, client_id)
+    if cutoffs and host_token_is_cut_off(cutoffs, subject, client_id, issued_at):
+        return CUT_OFF
+    sid = session_of_token(db, row.__mapper__.primary_key_from_instance(row)[0])
+    if sid is not None and not session_is_live(db, sid, cutoffs):
+        return SESSION_ENDED
+    return None
 
 
 @dataclass(frozen=True)

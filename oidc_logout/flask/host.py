@@ -28,6 +28,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ..config import Settings
+from ..core.bearer import host_access_token_terminated
 from ..core.grants import record_participation, touch_session
 from ..errors import InvalidRequest
 from ..host import (
@@ -203,6 +204,9 @@ class HostIntrospectionEndpoint(_OnHostServer, _IntrospectionEndpoint):  # type:
             if row.refresh_token_revoked_at:
                 return {"active": False}
         elif row.access_token_revoked_at or row.issued_at + row.expires_in <= now:
+            return {"active": False}
+        elif host_access_token_terminated(self.server.db, row) is not None:
+            # The extension's bearer checks refuse it (a cut-off, an ended session): not active.
             return {"active": False}
         return self.introspect_token(token)
 

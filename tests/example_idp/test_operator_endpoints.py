@@ -18,7 +18,7 @@ from oidc_logout.storage.models import Client, Delivery
 from oidc_logout.testing import CaptureServer
 
 from .conftest import WEBAPP, Browser, ExampleIdP, start_example, token_request
-from .test_adoption import alice_sub, logout_client, signed_in, userinfo_status
+from .test_adoption import alice_sub, introspect, logout_client, signed_in, userinfo_status
 
 ADMIN_SCOPE = "oidc_logout:admin"
 
@@ -191,6 +191,8 @@ def test_a_cut_off_refuses_a_host_token_the_terminations_update_did_not_see(ops_
         db.session.commit()
     r = requests.get(f"{idp.url}/oidc/ssf/stream", headers=bearer(late), timeout=10)
     assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+    # RFC 7662 §2.2 on the host's tokens says the same: not active.
+    assert introspect(idp, RECEIVER, late) == {"active": False}
     # A token the client obtains after the cut-off works. The host's rows keep whole seconds,
     # so a token of the cut-off's own second counts as issued before it (fail closed): ask
     # for the fresh one in the next second.
