@@ -17,7 +17,16 @@ from oidc_logout.ssf import SESSION_REVOKED
 from oidc_logout.storage.models import Client, Delivery
 from oidc_logout.testing import CaptureServer
 
-from .conftest import WEBAPP, Browser, ExampleIdP, start_example, token_request
+from .conftest import (
+    REGISTRATION_TOKEN,
+    WEBAPP,
+    Browser,
+    ExampleIdP,
+    exchange,
+    run_code_flow,
+    start_example,
+    token_request,
+)
 from .test_adoption import alice_sub, introspect, logout_client, signed_in, userinfo_status
 
 ADMIN_SCOPE = "oidc_logout:admin"
@@ -267,3 +276,26 @@ def test_grant_ids_and_secret_rotation_are_refused_in_extension_mode(ops_idp: An
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
     doc = requests.get(f"{idp.url}/oidc/admin/openapi.json", timeout=10).json()
     assert doc["servers"] == [{"url": f"{idp.url}/oidc"}]
+
+
+def test_operator_scopes_come_only_from_the_clients_file(ops_idp: Any) -> None:
+    """RFC 7591 registration never grants an operator scope, and a user-facing client asking
+    for one at the authorization endpoint gets a token without it."""
+    idp, _portal = ops_idp
+    reg = requests.post(
+        f"{idp.url}/oauth/register",
+        json={k: v for k, v in service_client("rogue", ADMIN_SCOPE).items() if not k.startswith("client_")},
+        headers={"Authorization": f"Bearer {REGISTRATION_TOKEN}"},
+        timeout=10,
+    )
+    assert reg.status_code == 400 and reg.json()["error"] == "invalid_client_metadata"
+    assert "scope" in reg.json()["error_description"]
+
+    browser = Browser(idp.url)
+    assert browser.login("alice").status_code == 303
+    flow = run_code_flow(browser, WEBAPP, scope=f"openid {ADMIN_SCOPE}")
+    tokens = exchange(idp.url, WEBAPP, flow)
+    assert tokens.status_code == 200, tokens.text
+    assert ADMIN_SCOPE not in tokens.json()["scope"].split()
+    r = admin_terminate(idp, tokens.json()["access_token"], sub="2")
+    assert r.status_code == 403 and r.json()["error"] == "insufficient_scope"
