@@ -11,13 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidRequest
-from .termination import Target, by_client, by_sid, by_subject
+from .termination import Target, by_client, by_grant, by_sid, by_subject
 
 __all__ = ["RotateSecretRequest", "TerminationRequest", "parse_rotate_secret", "parse_termination"]
 
 #: The longest wait an administrator may ask for, in seconds.
 MAX_WAIT = 30
-_TARGETS: dict[str, Callable[[str], Target]] = {"sid": by_sid, "sub": by_subject, "client_id": by_client}
+_TARGETS: dict[str, Callable[[str], Target]] = {
+    "sid": by_sid,
+    "sub": by_subject,
+    "client_id": by_client,
+    "grant_id": by_grant,
+}
 
 
 @dataclass(frozen=True)
@@ -35,12 +40,14 @@ class RotateSecretRequest:
 
 
 def parse_termination(body: Any) -> TerminationRequest:
-    """``{"sid"|"sub"|"client_id": str, "reason": str, "include_offline"?: bool, "wait"?: s}``"""
+    """``{"sid"|"sub"|"client_id"|"grant_id": str, "reason": str, "include_offline"?: bool,
+    "wait"?: s}``. ``grant_id`` names one of the package's own grants (turnkey mode; extension
+    mode refuses it: the host's token rows are not grants)."""
     if not isinstance(body, dict):
         raise InvalidRequest("a JSON object is required")
     named = [k for k in _TARGETS if body.get(k) is not None]
     if len(named) != 1:
-        raise InvalidRequest("exactly one of 'sid', 'sub' or 'client_id' is required")
+        raise InvalidRequest("exactly one of 'sid', 'sub', 'client_id' or 'grant_id' is required")
     value = body[named[0]]
     reason = body.get("reason")
     include_offline = body.get("include_offline", False)

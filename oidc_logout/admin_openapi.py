@@ -119,12 +119,14 @@ def _schemas() -> dict[str, Any]:
         },
         "TerminationRequest": {
             "type": "object",
-            "description": "exactly one of sid, sub, client_id",
+            "description": "exactly one of sid, sub, client_id, grant_id (grant_id: turnkey mode "
+            "only; extension mode answers invalid_request, the host's token rows are not grants)",
             "required": ["reason"],
             "properties": {
                 "sid": {"type": "string", "maxLength": 255},
                 "sub": {"type": "string", "maxLength": 255},
                 "client_id": {"type": "string", "maxLength": 255},
+                "grant_id": {"type": "string", "maxLength": 255},
                 "reason": {"type": "string", "minLength": 1, "maxLength": 500},
                 "include_offline": {"type": "boolean", "default": False},
                 "wait": {"type": "number", "minimum": 0, "maximum": MAX_WAIT, "default": 0},

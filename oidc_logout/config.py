@@ -180,6 +180,10 @@ class Settings:
     worker_http_host: str = "127.0.0.1"
     #: Serve the operator console (``/console``, admin-authenticated HTML).
     console_enabled: bool = True
+    #: End-User subjects (what the login passed to ``sign_in``) whose browser OP session
+    #: opens the operator console without an admin token: an extension-mode host's own
+    #: login (its MFA included) signs its operators in. Empty: admin tokens only.
+    console_admin_subjects: tuple[str, ...] = ()
     # Kill switch at scale (issue 17): a termination by subject, client or credential whose
     # scope exceeds termination.INLINE_LIMIT rows is cut off at commit and finishes in chunks
     # of this many rows, each its own transaction, run by the delivery loop (oidc_logout.chunks).

@@ -55,6 +55,8 @@ from oidc_logout.op import BackchannelLogoutClaims, FrontchannelLogoutClaims, OI
 from .models import OAuth2AuthorizationCode, OAuth2Client, OAuth2Token, SigningKey, User, db
 
 SCOPES_SUPPORTED = ["openid", "profile", "email"]
+#: oidc-logout's admin API and SSF stream management: for clients from the clients file only.
+OPERATOR_SCOPES = ["oidc_logout:admin", "ssf.manage", "ssf.read"]
 TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 ID_TOKEN_ALG = "RS256"
 #: RFC 7591 client metadata is validated by these claims classes, for registration and for
@@ -295,13 +297,15 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def validate_client_metadata(data: Mapping[str, Any]) -> dict[str, Any]:
+def validate_client_metadata(data: Mapping[str, Any], *, operator: bool = False) -> dict[str, Any]:
     """Validate RFC 7591 / OpenID Connect Registration client metadata against this server's
     metadata and local policy; return the registered claims with RFC 7591 defaults filled in.
 
     Raises ``InvalidClientMetadataError`` or ``InvalidRedirectURIError``.
     """
     metadata = server_metadata()
+    if operator:
+        metadata["scopes_supported"] = SCOPES_SUPPORTED + OPERATOR_SCOPES
     result: dict[str, Any] = {}
     dev_mode = bool(current_app.config.get("DEV_MODE"))
     for claims_class in CLIENT_METADATA_CLAIMS + [c.configured(dev_mode=dev_mode) for c in LOGOUT_CLAIMS]:
@@ -401,7 +405,7 @@ def load_clients(items: Iterable[Mapping[str, Any]]) -> list[OAuth2Client]:
         if not isinstance(client_id, str) or not 0 < len(client_id) <= 48:
             raise ValueError(f"client_id must be a string of 1 to 48 characters: {client_id!r}")
         try:
-            metadata = validate_client_metadata(data)
+            metadata = validate_client_metadata(data, operator=True)
         except (InvalidClientMetadataError, InvalidRedirectURIError) as error:
             raise ValueError(f"client {client_id!r}: {error.error}: {error.description}") from error
         if metadata["token_endpoint_auth_method"] != "none" and not secret:
@@ -447,7 +451,7 @@ oidc = OIDCLogout(
 
 
 def config_oauth(app: Flask) -> None:
-    app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", SCOPES_SUPPORTED)
+    app.config.setdefault("OAUTH2_SCOPES_SUPPORTED", SCOPES_SUPPORTED + OPERATOR_SCOPES)
     app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", True)
     # Authlib's default lifetime for authorization_code tokens is ten days; one hour here.
     app.config.setdefault(

@@ -1,9 +1,16 @@
 """The operator console: server-rendered HTML over the admin API's data (no JavaScript).
 
-Authentication is the admin API's: an access token holding the admin scope. A browser cannot
-send a bearer header, so ``/console/login`` takes the token once in a form and keeps it in a
-cookie that is ``Secure``, ``HttpOnly``, ``SameSite=Strict`` and scoped to the console's path;
-every console request validates it again (an expired or revoked token signs the console out).
+Two ways in, checked on every console request:
+
+* the admin API's credential, an access token holding the admin scope (in extension mode a
+  token the host's token endpoint issued). A browser cannot send a bearer header, so
+  ``/console/login`` takes the token once in a form and keeps it in a cookie that is
+  ``Secure``, ``HttpOnly``, ``SameSite=Strict`` and scoped to the console's path; every
+  console request validates it again (an expired or revoked token signs the console out);
+* the browser's live OP session, when its subject is one of ``console_admin_subjects``: the
+  host's own login (its MFA included) signs operators in, and single logout signs them out.
+  A signed-in End-User who is not listed is refused (403), not sent to another login.
+
 Every form that changes something carries the CSRF token of Flask's signed session
 (:func:`~oidc_logout.flask.opsession.check_csrf`).
 
@@ -22,13 +29,14 @@ from flask import redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import audit, health
+from ..core.bearer import BearerToken
 from ..errors import InvalidRequest, InvalidToken, NotFound, OIDCLogoutError
 from ..metrics import cause_of
-from ..storage.models import Token
 from ..vocabulary import Channel, DeliveryState
 from .opsession import check_csrf, csrf_token
 from .server import request_db
-from .views import _bearer, _no_store, _page, _provider, view
+from .state import state
+from .views import _bearer, _no_store, _page, _provider, _server, view
 
 __all__ = ["CONSOLE_COOKIE"]
 
@@ -45,23 +53,66 @@ def _cookie_path() -> str:
     return url_for("oidc_logout.console")
 
 
-def _admin_from(token: str) -> Token:
+def _admin_from(token: str) -> BearerToken:
     """The admin access token ``token``, validated like the admin API's bearer token."""
     return _bearer().token({"Authorization": f"Bearer {token}"}, _provider().settings.admin_scope)
 
 
-def _console_admin() -> Token | None:
+def _token_admin() -> str | None:
+    """The client_id of the console cookie's admin token, if it is still active."""
     value = request.cookies.get(CONSOLE_COOKIE) or ""
     if not value or len(value) > 512:
         return None
     try:
-        return _admin_from(value)
+        return _admin_from(value).client_id
     except OIDCLogoutError:
         return None
 
 
+def _session_subject() -> str | None:
+    row = _server().current_session()
+    return row.subject if row is not None else None
+
+
+def _console_admin() -> str | None:
+    """Who is using the console (shown on every page): an admin token's client, or a listed
+    subject signed in through the browser's OP session; None: nobody allowed."""
+    by_token = _token_admin()
+    if by_token is not None:
+        return by_token
+    subject = _session_subject()
+    if subject is not None and subject in _provider().settings.console_admin_subjects:
+        return f"sub:{subject}"
+    return None
+
+
 def _to_login() -> BaseResponse:
+    subject = _session_subject() if _provider().settings.console_admin_subjects else None
+    if subject is not None:
+        # Signed in, but not an operator: another sign-in form would not help.
+        return _render(
+            "login.html",
+            403,
+            action=url_for("oidc_logout.console_login"),
+            error="Your account is not an operator of this console.",
+            account_login=None,
+        )
     return _no_store(redirect(url_for("oidc_logout.console_login"), 303))
+
+
+def _account_login() -> str | None:
+    """Where a listed operator signs in with their account (the login page returns to the
+    console), when subjects are listed and the login page is known."""
+    settings = _provider().settings
+    if not settings.console_admin_subjects:
+        return None
+    if settings.login_url:
+        login = settings.login_url
+    elif "login" in state().route_names:
+        login = url_for("oidc_logout.login")
+    else:
+        return None
+    return login + ("&" if "?" in login else "?") + urlencode({"next": url_for("oidc_logout.console")})
 
 
 def _render(template: str, status: int = 200, **ctx: Any) -> BaseResponse:
@@ -81,13 +132,19 @@ def _render(template: str, status: int = 200, **ctx: Any) -> BaseResponse:
 def console_login() -> BaseResponse:
     _enabled()
     if request.method == "GET":
-        return _render("login.html", action=url_for("oidc_logout.console_login"), error=None)
+        return _render(
+            "login.html",
+            action=url_for("oidc_logout.console_login"),
+            error=None,
+            account_login=_account_login(),
+        )
     if not check_csrf():
         return _render(
             "login.html",
             400,
             action=url_for("oidc_logout.console_login"),
             error="Your form expired; please try again.",
+            account_login=_account_login(),
         )
     token = (request.form.get("token") or "").strip()
     try:
@@ -100,6 +157,7 @@ def console_login() -> BaseResponse:
             401,
             action=url_for("oidc_logout.console_login"),
             error="That is not an active access token with the admin scope.",
+            account_login=_account_login(),
         )
         # RFC 9110 §15.5.2: a 401 carries a challenge; an HTML form has no registered scheme,
         # and browsers ignore unknown ones (a Basic challenge would open a password dialog).
@@ -136,7 +194,7 @@ def console() -> BaseResponse:
     backlog = health.outbox_backlog(db)
     return _render(
         "index.html",
-        admin=admin.client_id,
+        admin=admin,
         query=query,
         terminations=terminations,
         dead=dead,
@@ -159,7 +217,7 @@ def console_termination(termination_id: str) -> BaseResponse:
         raise NotFound("no termination with that id")
     return _render(
         "termination.html",
-        admin=admin.client_id,
+        admin=admin,
         term=report,
         requeued=request.args.get("requeued", "")[:20],
         here=request.path,
@@ -176,7 +234,7 @@ def console_deliveries() -> BaseResponse:
     query = audit.parse_delivery_query(request.args)
     return _render(
         "deliveries.html",
-        admin=admin.client_id,
+        admin=admin,
         query=query,
         states=[s.value for s in DeliveryState],
         channels=[c.value for c in Channel],

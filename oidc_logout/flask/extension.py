@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from .._redact import install_library_log_redaction
 from ..backchannel import discovery as backchannel_discovery
 from ..config import Settings, settings_from_mapping
-from ..core.bearer import BearerProtector
+from ..core.bearer import BearerProtector, HostTokenValidator
 from ..core.consent import requested_scopes
 from ..frontchannel import discovery as frontchannel_discovery
 from ..host import HostTokenStore, sync_shadow_client
@@ -62,6 +62,34 @@ _MERGED_ENDPOINTS = ("end_session_endpoint", "revocation_endpoint", "introspecti
 #: registration, revocation, discovery and login stay the host's; health and metrics are ours.
 HOST_MODE_ROUTES = frozenset(
     {"introspect", "end_session", "frontchannel_report", "metrics_endpoint", "healthz", "readyz"}
+) | frozenset(
+    {
+        # The admin API, the operator console and SSF stream management, authenticated with
+        # the host's own access tokens (core.bearer.HostTokenValidator), and the keys that sign
+        # their SETs (jwks: SSF §7.1 jwks_uri; the host's JWKS may publish them too). Global
+        # Token Revocation stays out: it resolves subjects through a UserDirectory.
+        "jwks",
+        "admin_terminate",
+        "admin_termination",
+        "admin_rotate_secret",  # answers invalid_request: client secrets are the host's
+        "admin_terminations",
+        "admin_deliveries",
+        "admin_requeue",
+        "admin_openapi_document",
+        "console",
+        "console_login",
+        "console_logout",
+        "console_termination",
+        "console_deliveries",
+        "console_requeue",
+        "ssf_configuration",
+        "ssf_stream",
+        "ssf_status",
+        "ssf_subject_add",
+        "ssf_subject_remove",
+        "ssf_verify",
+        "ssf_poll",
+    }
 )
 
 
@@ -199,7 +227,7 @@ class OIDCLogout:
             target.context,
             url_prefix=prefix,
             route_names=frozenset(r.name for r in routes),
-            bearer=BearerProtector(lambda: request_db(provider)),
+            bearer=_bearer_protector(provider, self._token_model if host else None),
         )
         self.provider = provider
         self.url_prefix = prefix
@@ -361,6 +389,19 @@ def _host_database(app: Flask, db: Any) -> tuple[Engine, Callable[[], Session]]:
     if not isinstance(engine, Engine):
         raise TypeError("db= must give a Session bound to an Engine")
     return engine, factory
+
+
+def _bearer_protector(provider: Provider, host_token_model: Any) -> BearerProtector:
+    """RFC 6750 checks of the admin API, console and SSF routes: over the package's own hashed
+    tokens (turnkey), or over the host's token model (extension mode: the host's token
+    endpoint issues the admin and SSF tokens)."""
+
+    def db() -> Session:
+        return request_db(provider)
+
+    if host_token_model is None:
+        return BearerProtector(db)
+    return BearerProtector(db, validator=HostTokenValidator(db, host_token_model))
 
 
 def _close_db(_exc: Any) -> None:

@@ -31,7 +31,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ..config import Settings
+from ..core.bearer import host_access_token_terminated
 from ..core.grants import record_participation, touch_session
+from ..errors import InvalidRequest
 from ..host import (
     CODE,
     bind_code,
@@ -46,6 +48,7 @@ from ..rfc7662.endpoint import INTROSPECT_SCOPE
 from ..rpinitiated.end_session import EndSessionEndpoint
 from ..storage.base import utcnow
 from ..storage.models import HostTokenSession, OPSession
+from ..termination import ClientKill, GrantTarget, Target
 from ..tokens import token_hash
 from .host_revocation import HostRevocationEndpoint, refuse_other_revocation
 from .install import install_endpoints
@@ -62,7 +65,10 @@ __all__ = [
     "SessionIDMixin",
     "host_endpoints",
     "install_on_host_server",
+    "is_host_mode",
     "observe_save_token",
+    "prepare_host_target",
+    "shadow_host_client",
 ]
 
 #: Where the sid of a token request travels from ``save_token`` to the ID token.
@@ -206,6 +212,9 @@ class HostIntrospectionEndpoint(_OnHostServer, _IntrospectionEndpoint):  # type:
             if row.refresh_token_revoked_at:
                 return {"active": False}
         elif row.access_token_revoked_at or row.issued_at + row.expires_in <= now:
+            return {"active": False}
+        elif host_access_token_terminated(self.server.db, row) is not None:
+            # The extension's bearer checks refuse it (a cut-off, an ended session): not active.
             return {"active": False}
         return self.introspect_token(token)
 
@@ -359,3 +368,38 @@ def _bind_issued_token(provider: Provider, token_model: Any, token: dict[str, An
     record_participation(db, sid, client_id)
     setattr(request, _SID_ATTRIBUTE, sid)
     db.commit()
+
+
+# -- the admin API and SSF in extension mode ---------------------------------------------------
+def is_host_mode() -> bool:
+    """Whether the current app runs the extension over a host's server."""
+    return isinstance(state().server, HostContext)
+
+
+def shadow_host_client(db: Session, client_id: str) -> bool:
+    """Extension mode: create or refresh the extension's shadow row of the host client
+    ``client_id`` from the host's metadata (a termination by client and an SSF stream point
+    at it); False when the host has no such client. In the caller's transaction."""
+    client = state().server.query_client(client_id)
+    if client is None:
+        return False
+    sync_shadow_client(db, client.get_client_id(), dict(client.client_metadata or {}))
+    return True
+
+
+def prepare_host_target(db: Session, target: Target) -> None:
+    """Extension mode, before an admin termination: a client named by ``client_id`` is the
+    host's (its shadow row is synced, so a client whose tokens came only from
+    ``client_credentials`` can be terminated too); a ``grant_id`` is refused."""
+    if isinstance(target, GrantTarget):
+        # A grant is the package's own record of one authorization (its tokens, refresh
+        # rotations and offline state). The host's OAuth2TokenMixin rows are single
+        # issuances: refresh rotation writes a new row, nothing links them, so no row id
+        # names "a grant". Revoke one token at the host's RFC 7009 endpoint instead.
+        raise InvalidRequest(
+            "terminating by 'grant_id' is not supported in extension mode (the host's token rows "
+            "are not grants): terminate by 'sid', 'sub' or 'client_id', or revoke the token at "
+            "the host's revocation endpoint"
+        )
+    if isinstance(target, ClientKill):
+        shadow_host_client(db, target.client_id)

@@ -1,7 +1,9 @@
 """Flask adapter of the Shared Signals transmitter and Global Token Revocation: requests in,
 :mod:`oidc_logout.ssf` decides, JSON out. Every endpoint takes an RFC 6750 bearer access
 token in the Authorization header (never in the query, CAEP Interop §2.7.3) with the scope
-the operation needs; a stream is visible only to the client whose token created it."""
+the operation needs; a stream is visible only to the client whose token created it. In
+extension mode the tokens are the host's (issued by its token endpoint, checked by
+:class:`~oidc_logout.core.bearer.HostTokenValidator`) and a stream belongs to a host client."""
 
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ from typing import Any
 from flask import Response, has_app_context, jsonify, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from ..core.bearer import BearerToken
 from ..errors import InsufficientScope, InvalidRequest
 from ..ssf import gtr as ssf_gtr
 from ..ssf import metadata, poll, streams
 from ..ssf.errors import PollError
 from ..ssf.subjects import register_email_lookup
-from ..storage.models import Token
+from .host import is_host_mode, shadow_host_client
 from .server import request_db
 from .views import _bearer, _no_store, _provider, view
 
@@ -24,10 +27,10 @@ __all__: list[str] = []
 JSON = "application/json"
 
 
-def _token(*scopes: str) -> Token:
+def _token(*scopes: str) -> BearerToken:
     """A valid bearer token holding one of ``scopes`` (RFC 6750 §3.1 errors otherwise)."""
     token = _bearer().token(request.headers)
-    held = set(token.scope.split())
+    held = set((token.scope or "").split())
     if not held.intersection(scopes):
         raise InsufficientScope(
             f"the '{scopes[0]}' scope is required",
@@ -104,6 +107,9 @@ def ssf_stream() -> BaseResponse:
         db.commit()
         return _no_store(Response(status=204))
     body = _json_body()
+    if request.method in ("POST", "PUT") and is_host_mode():
+        # The stream row points at the receiver's client: the host's, through its shadow row.
+        shadow_host_client(db, token.client_id)
     if request.method == "POST":
         out = streams.create_stream(db, settings, token.client_id, body, _poll_url)
         status = 201

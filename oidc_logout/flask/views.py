@@ -20,7 +20,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from .. import metrics, throttle
 from .._http import DisallowedAddress, check_uri_address
 from ..admin import parse_rotate_secret, parse_termination
-from ..core.bearer import BearerProtector
+from ..core.bearer import BearerProtector, BearerToken
 from ..core.consent import (
     OFFLINE_ACCESS,
     Decision,
@@ -51,6 +51,7 @@ from ..storage.consent import approved_scopes, remember_consent
 from ..storage.models import Token
 from ..throttle import login_limits, registration_limits
 from .errors import register_blueprint_error_handlers
+from .host import is_host_mode, prepare_host_target
 from .opsession import (
     check_csrf,
     clear_cookie,
@@ -377,6 +378,7 @@ def token() -> BaseResponse:
 def userinfo() -> BaseResponse:
     provider = _provider()
     row = _bearer().token(request.headers)
+    assert isinstance(row, Token)  # userinfo is served in turnkey mode only (the host's own)
     if "openid" not in row.scope.split() or not row.subject:
         raise InsufficientScope(
             "the access token was not issued for openid",
@@ -537,7 +539,7 @@ def frontchannel_report() -> BaseResponse:
 
 
 # -- termination admin API -----------------------------------------------------------------
-def _require_admin() -> Token:
+def _require_admin() -> BearerToken:
     return _bearer().token(request.headers, _provider().settings.admin_scope)
 
 
@@ -547,6 +549,9 @@ def admin_terminate() -> BaseResponse:
     db = request_db(provider)
     admin = _require_admin()
     ask = parse_termination(request.get_json(silent=True))
+    if is_host_mode():
+        prepare_host_target(db, ask.target)  # the host's clients; grant_id refused
+        db.commit()
     db.rollback()
     outcome = provider.terminate_now(
         ask.target,
@@ -583,6 +588,13 @@ def admin_rotate_secret(client_id: str) -> BaseResponse:
     provider = _provider()
     db = request_db(provider)
     admin = _require_admin()
+    if is_host_mode():
+        # The shadow row of a host client holds no secret: the host's server authenticates
+        # its clients, so a secret rotated here would never be checked.
+        raise InvalidRequest(
+            "client secrets are the host's in extension mode: rotate the secret at the host, "
+            "then terminate by 'client_id' to end what the old secret obtained"
+        )
     ask = parse_rotate_secret(request.get_json(silent=True))
     db.rollback()
     secret, outcome = provider.rotate_client_secret(

@@ -62,6 +62,26 @@ def grant_is_cut_off(db: Session, grant: Grant, cutoffs: list[Cutoff]) -> bool:
     return False
 
 
+def host_token_is_cut_off(
+    cutoffs: list[Cutoff], subject: str | None, client_id: str, issued_at: dt.datetime
+) -> bool:
+    """Extension mode: whether a cut-off kills a host access token (a row of the host's
+    ``OAuth2TokenMixin`` model) of ``subject`` (None for ``client_credentials``) and
+    ``client_id``, issued at ``issued_at``. A subject or client termination revokes the host's
+    rows by ``UPDATE`` in its transaction; this catches the row that UPDATE could not see (a
+    token request committing concurrently, with a row issued before the cut-off). The mixin
+    keeps whole seconds, so ``issued_at`` may read up to a second early: a token issued in the
+    cut-off's second is treated as issued before it (never the other way round)."""
+    for c in cutoffs:
+        if issued_at > c.before:
+            continue
+        if c.kind == TargetKind.CLIENT and c.value == client_id:
+            return True
+        if c.kind == TargetKind.SUBJECT and subject is not None and c.value == subject:
+            return True
+    return False
+
+
 def session_is_live(db: Session, sid: str | None, cutoffs: list[Cutoff] | None = None) -> bool:
     """Whether ``sid`` names an OP session that has not ended and no subject cut-off covers
     (the one liveness rule for tokens, codes, refreshes and browser cookies bound to a
@@ -171,6 +191,7 @@ __all__ = [
     "cutoffs_for",
     "grant_is_cut_off",
     "grant_is_revoked",
+    "host_token_is_cut_off",
     "is_lock_contention",
     "lifetime_cutoffs",
     "retire_refresh_token",

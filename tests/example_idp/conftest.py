@@ -69,8 +69,10 @@ def start_example(
     clients: list[dict[str, Any]] | None = None,
     dev: bool = True,
     registration_token: str | None = REGISTRATION_TOKEN,
+    config: dict[str, Any] | None = None,
 ) -> ExampleIdP:
-    """What run.py does, on a free loopback port in this process."""
+    """What run.py does, on a free loopback port in this process (``config``: more app config,
+    e.g. ``OIDC_LOGOUT_*`` settings)."""
     server = LiveServer()
     app = create_app(
         {
@@ -79,6 +81,7 @@ def start_example(
             "SECRET_KEY": secrets.token_hex(32),
             "DEV_MODE": dev,
             "REGISTRATION_TOKEN": registration_token,
+            **(config or {}),
         }
     )
     seed(app, password=PASSWORD, clients=clients)

@@ -13,7 +13,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from oidc_logout.storage.models import Delivery, OPSession, Termination
+from oidc_logout.storage.models import Delivery, Grant, OPSession, Termination
 from oidc_logout.termination import by_client, by_sid, by_subject, terminate
 from tests.support.idp import Browser, authorize, introspect, refresh
 
@@ -200,6 +200,23 @@ def test_admin_api_terminates_by_subject_and_reports_every_delivery(env):
         timeout=5,
     ).json()
     assert len(page["deliveries"]) == 1 and page["deliveries"][0]["id"] == got["deliveries"][1]["id"]
+
+
+def test_admin_api_terminates_one_grant_by_grant_id(env):
+    """``grant_id`` (turnkey): that grant's tokens die, the other client's in the same session
+    live on; an unknown grant is a 404."""
+    _, tokens = _session(env)
+    with env.idp.provider.session_factory() as db:
+        grant_id = db.scalar(select(Grant.id).where(Grant.client_id == "rp-a"))
+    hdr = {"Authorization": f"Bearer {admin_token(env)}"}
+    url = f"{env.idp.url}/admin/terminations"
+    r = requests.post(url, json={"grant_id": grant_id, "reason": "leaked token"}, headers=hdr, timeout=10)
+    assert r.status_code == 201, r.text
+    assert r.json()["target"] == {"kind": "grant", "value": grant_id}
+    assert introspect(env.idp.url, env.metas["rp-a"], tokens["rp-a"]["access_token"]) == {"active": False}
+    assert introspect(env.idp.url, env.metas["rp-b"], tokens["rp-b"]["access_token"])["active"] is True
+    r = requests.post(url, json={"grant_id": "nope", "reason": "r"}, headers=hdr, timeout=10)
+    assert r.status_code == 404
 
 
 def test_admin_api_refuses_bad_requests_and_missing_scope(env):
