@@ -24,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, scop
 from oidc_logout.chunks import run_pending
 from oidc_logout.demo.users import DemoUsers
 from oidc_logout.flask.host import HostEndSessionEndpoint, HostIntrospectionEndpoint
+from oidc_logout.flask.host_revocation import HostRevocationEndpoint
 from oidc_logout.flask.install import Installation
 from oidc_logout.flask.install import install as real_install
 from oidc_logout.flask.server import OPServer
@@ -207,7 +208,11 @@ def test_init_app_runs_the_same_install_on_the_hosts_server_and_on_the_packages_
         for target in seen:
             registered = [e for es in target.server._endpoints.values() for e in es]
             assert registered == list(target.endpoints)
-        assert {type(e) for e in host_target.endpoints} == {HostEndSessionEndpoint, HostIntrospectionEndpoint}
+        assert {type(e) for e in host_target.endpoints} == {
+            HostEndSessionEndpoint,
+            HostIntrospectionEndpoint,
+            HostRevocationEndpoint,
+        }
         with host_app.app_context():
             # Our endpoints on the host's server see the extension's context as their server.
             assert all(e.server is host_target.context for e in host_target.endpoints)
