@@ -4,10 +4,11 @@ The anchor is panva's ``oidc-provider`` (pinned in bench/anchor/package-lock.jso
 with ``npm ci``), configured like the demo OP (bench/anchor/op.mjs says how) and started the
 way a node service runs in production: ``NODE_ENV=production node op.mjs``, one process (its
 default in-memory storage lives in that process). oidc-logout runs as docs/operations.md tells
-users to run it: a production WSGI server, gunicorn with 2 sync workers (embedded dispatcher
-in each), on a SQLite file and on PostgreSQL, serving the demo IdP app factory
-(``bench.op_server:wsgi_app()`` = ``oidc_logout.demo.idp.create_idp_app``; the clients are
-loaded with ``load_clients`` as the demo does). Every OP gets the same client metadata.
+users to run it: a production WSGI server, gunicorn with the workers of ``oidc-logout serve``
+(2 ``gthread`` workers x 4 threads, keep-alive; embedded dispatcher in each), on a SQLite file
+and on PostgreSQL, serving the demo IdP app factory (``bench.op_server:wsgi_app()`` =
+``oidc_logout.demo.idp.create_idp_app``, the bundled OP of ``serve``; the clients are loaded
+with ``load_clients`` as the demo does). Every OP gets the same client metadata.
 
 The driver does the same to each OP, interleaved size by size so that load from elsewhere
 falls on all of them alike:
@@ -63,6 +64,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 
+from oidc_logout.serve import DEFAULT_THREADS as SERVE_THREADS
+from oidc_logout.serve import DEFAULT_WORKERS as SERVE_WORKERS
 from oidc_logout.testing import Reply
 
 from .common import (
@@ -87,10 +90,12 @@ ANCHOR = ROOT / "bench" / "anchor"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync"]
 RP_DELAY = 0.050
-GUNICORN_WORKERS = 2
-#: gunicorn's worker class for oidc-logout (``--worker-class``; ``BENCH_GUNICORN_ARGS`` adds
-#: more, e.g. ``--threads 4 --keep-alive 5`` for an experiment with gthread keep-alive).
-WORKER_CLASS = {"value": "sync"}
+#: oidc-logout's gunicorn deployment: what ``oidc-logout serve`` runs by default (and
+#: docs/operations.md recommends): 2 ``gthread`` workers with 4 threads each, keep-alive.
+GUNICORN_WORKERS = SERVE_WORKERS
+#: gunicorn's worker class and threads for oidc-logout (``--worker-class``/``--threads``;
+#: ``BENCH_GUNICORN_ARGS`` adds more, e.g. ``--keep-alive 5``).
+WORKER_CLASS = {"value": "gthread", "threads": str(SERVE_THREADS)}
 NODE = "node-oidc-provider"
 REVOKER = ("revoker", "revoker-secret-" + "z" * 24)
 INTROSPECTOR = ("introspector", "introspector-secret-" + "y" * 20)
@@ -237,7 +242,7 @@ def start_ours(
     app: str = "bench.op_server:wsgi_app()",
     extra_env: dict[str, str] | None = None,
 ) -> Target:
-    """The demo IdP under gunicorn (2 sync workers) on a SQLite file or a fresh PostgreSQL
+    """The demo IdP under gunicorn (``oidc-logout serve``'s workers and threads) on a SQLite file or a fresh PostgreSQL
     database; clients loaded as the demo loads them."""
     from oidc_logout.clients import load_clients
 
@@ -268,6 +273,8 @@ def start_ours(
             str(GUNICORN_WORKERS),
             "--worker-class",
             WORKER_CLASS["value"],
+            # gunicorn turns a sync worker with threads > 1 into gthread: threads only for gthread.
+            *(["--threads", WORKER_CLASS["threads"]] if WORKER_CLASS["value"] == "gthread" else []),
             *os.environ.get("BENCH_GUNICORN_ARGS", "").split(),
             "--backlog",
             "2048",
@@ -804,7 +811,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dbs", default="sqlite,postgresql", help="databases of oidc-logout")
     p.add_argument("--ops", default="node,oidc-logout")
     p.add_argument(
-        "--worker-class", default="sync", help="gunicorn worker class of oidc-logout (default sync)"
+        "--worker-class",
+        default="gthread",
+        help="gunicorn worker class of oidc-logout (default gthread, as oidc-logout serve runs it)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=SERVE_THREADS,
+        help=f"gthread threads per worker (default {SERVE_THREADS})",
     )
     p.add_argument("--max-seconds", type=float, default=60.0, help="time bound per revocation level and OP")
     p.add_argument(
@@ -813,6 +828,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--summary-json")
     a = p.parse_args(argv)
     WORKER_CLASS["value"] = a.worker_class
+    WORKER_CLASS["threads"] = str(a.threads)
     if a.profile:
         from .profile_against_node import main as profile_main
 
@@ -841,7 +857,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"  node       {facts['node']}")
     print(
         f"setup: {NODE}: NODE_ENV=production, one process, in-memory storage; oidc-logout: gunicorn "
-        f"{GUNICORN_WORKERS} {a.worker_class} workers {os.environ.get('BENCH_GUNICORN_ARGS', '')}, embedded dispatcher, on {', '.join(dbs)}. RPs answer after "
+        f"{GUNICORN_WORKERS} {a.worker_class} workers x {a.threads} threads {os.environ.get('BENCH_GUNICORN_ARGS', '')}, embedded dispatcher, on {', '.join(dbs)}. RPs answer after "
         f"{RP_DELAY * 1000:.0f} ms; M = {sizes}, hung RP at M = {hang_sizes}, {runs} runs each (+1 warm-up); "
         f"{n_tokens} tokens revoked per level c = {levels}"
     )

@@ -181,7 +181,14 @@ def breakdown(
 
 
 REVOKE_MARKERS: list[tuple[str, Callable[[Stack], bool]]] = [
-    ("gunicorn outside the app (accept, read, parse, write, close)", lambda s: not has(s, "/flask/app.py")),
+    (
+        "gunicorn outside the app (accept, read, parse, write, close; keep-alive poll)",
+        lambda s: not has(s, "/flask/app.py", "RevocationMiddleware", "rfc7009/fastpath.py"),
+    ),
+    (
+        "WSGI fast path before Flask (RevocationMiddleware: body, form, its answer)",
+        lambda s: has(s, "rfc7009/fastpath.py") and has(s, "__call__ (") and not has(s, "/flask/app.py"),
+    ),
     ("Flask app call (wsgi_app: contexts, session, routing, response)", lambda s: has(s, "/flask/app.py")),
     ("  the revoke view", lambda s: has(s, "revoke (") and has(s, "oidc_logout/flask/views.py")),
     ("    fast path (try_revoke_access_token)", lambda s: has(s, "try_revoke_access_token")),
