@@ -605,14 +605,24 @@ def issue_tokens(t: Target, n: int) -> list[str]:
     local = threading.local()
 
     def one(_i: int) -> str:
-        s = getattr(local, "s", None) or requests.Session()
-        local.s = s
-        r = s.post(
-            t.meta["token_endpoint"],
-            data={"grant_type": "client_credentials", "scope": "read"},
-            auth=(cid, secret),
-            timeout=30,
-        )
+        for attempt in range(3):
+            s = getattr(local, "s", None) or requests.Session()
+            local.s = s
+            try:
+                r = s.post(
+                    t.meta["token_endpoint"],
+                    data={"grant_type": "client_credentials", "scope": "read"},
+                    auth=(cid, secret),
+                    timeout=30,
+                )
+                break
+            except requests.ConnectionError:
+                # A kept-alive connection the server closed (its keep-alive timeout) just as
+                # this request went out: issuing is not timed, so a fresh connection retries.
+                s.close()
+                local.s = None
+                if attempt == 2:
+                    raise
         if r.status_code != 200:
             raise RuntimeError(f"{t.name}: client_credentials {r.status_code}: {r.text[:300]}")
         return str(r.json()["access_token"])
