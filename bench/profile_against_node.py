@@ -182,14 +182,15 @@ def breakdown(
 
 REVOKE_MARKERS: list[tuple[str, Callable[[Stack], bool]]] = [
     (
-        "gunicorn outside the app (accept, read, parse, write, close; keep-alive poll)",
-        lambda s: not has(s, "/flask/app.py", "RevocationMiddleware", "rfc7009/fastpath.py"),
+        "gunicorn outside the app (accept, read, parse, write, close; keep-alive poll, thread hand-off)",
+        lambda s: not has(s, "/flask/app.py"),
     ),
+    ("the app (Flask.__call__: the revocation middleware, else Flask)", lambda s: has(s, "/flask/app.py")),
     (
-        "WSGI fast path before Flask (RevocationMiddleware: body, form, its answer)",
-        lambda s: has(s, "rfc7009/fastpath.py") and has(s, "__call__ (") and not has(s, "/flask/app.py"),
+        "  answered before Flask (RevocationMiddleware, no Flask request)",
+        lambda s: has(s, "/flask/app.py") and not has(s, "full_dispatch_request", "RequestContext"),
     ),
-    ("Flask app call (wsgi_app: contexts, session, routing, response)", lambda s: has(s, "/flask/app.py")),
+    ("  Flask request (contexts, session, routing, response)", lambda s: has(s, "full_dispatch_request")),
     ("  the revoke view", lambda s: has(s, "revoke (") and has(s, "oidc_logout/flask/views.py")),
     ("    fast path (try_revoke_access_token)", lambda s: has(s, "try_revoke_access_token")),
     ("      hashing (token_hash of token and secret)", lambda s: has(s, "token_hash")),
