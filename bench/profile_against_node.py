@@ -46,7 +46,17 @@ from .op_server_traced import timelines
 
 #: Leaf frames that are a thread waiting (py-spy's own idle detection misses some of them,
 #: e.g. on a loaded machine): left out of the CPU breakdown, their share reported.
-IDLE_LEAVES = ("SyncWorker.wait (", "Condition.wait (", "Event.wait (", "wait_conn (", "wait_c (", "_wait (")
+IDLE_LEAVES = (
+    "SyncWorker.wait (",
+    "Condition.wait (",
+    "Event.wait (",
+    "wait_conn (",
+    "wait_c (",
+    "_wait (",
+    # gthread: a pool thread blocked on its work queue, the main loop in epoll_wait
+    "_worker (",
+    "EpollSelector.select (",
+)
 
 IDLE_LEAVES_FUNCS = tuple(x.removesuffix(" (") for x in IDLE_LEAVES)
 #: gunicorn 27's close_graceful: shut down the write side, then recv() until the client closes
