@@ -4,10 +4,11 @@ The anchor is panva's ``oidc-provider`` (pinned in bench/anchor/package-lock.jso
 with ``npm ci``), configured like the demo OP (bench/anchor/op.mjs says how) and started the
 way a node service runs in production: ``NODE_ENV=production node op.mjs``, one process (its
 default in-memory storage lives in that process). oidc-logout runs as docs/operations.md tells
-users to run it: a production WSGI server, gunicorn with 2 sync workers (embedded dispatcher
-in each), on a SQLite file and on PostgreSQL, serving the demo IdP app factory
-(``bench.op_server:wsgi_app()`` = ``oidc_logout.demo.idp.create_idp_app``; the clients are
-loaded with ``load_clients`` as the demo does). Every OP gets the same client metadata.
+users to run it: a production WSGI server, gunicorn with the workers of ``oidc-logout serve``
+(2 ``gthread`` workers x 4 threads, keep-alive; embedded dispatcher in each), on a SQLite file
+and on PostgreSQL, serving the demo IdP app factory (``bench.op_server:wsgi_app()`` =
+``oidc_logout.demo.idp.create_idp_app``, the bundled OP of ``serve``; the clients are loaded
+with ``load_clients`` as the demo does). Every OP gets the same client metadata.
 
 The driver does the same to each OP, interleaved size by size so that load from elsewhere
 falls on all of them alike:
@@ -63,6 +64,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 
+from oidc_logout.serve import DEFAULT_THREADS as SERVE_THREADS
+from oidc_logout.serve import DEFAULT_WORKERS as SERVE_WORKERS
 from oidc_logout.testing import Reply
 
 from .common import (
@@ -87,10 +90,12 @@ ANCHOR = ROOT / "bench" / "anchor"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync"]
 RP_DELAY = 0.050
-GUNICORN_WORKERS = 2
-#: gunicorn's worker class for oidc-logout (``--worker-class``; ``BENCH_GUNICORN_ARGS`` adds
-#: more, e.g. ``--threads 4 --keep-alive 5`` for an experiment with gthread keep-alive).
-WORKER_CLASS = {"value": "sync"}
+#: oidc-logout's gunicorn deployment: what ``oidc-logout serve`` runs by default (and
+#: docs/operations.md recommends): 2 ``gthread`` workers with 4 threads each, keep-alive.
+GUNICORN_WORKERS = SERVE_WORKERS
+#: gunicorn's worker class and threads for oidc-logout (``--worker-class``/``--threads``;
+#: ``BENCH_GUNICORN_ARGS`` adds more, e.g. ``--keep-alive 5``).
+WORKER_CLASS = {"value": "gthread", "threads": str(SERVE_THREADS)}
 NODE = "node-oidc-provider"
 REVOKER = ("revoker", "revoker-secret-" + "z" * 24)
 INTROSPECTOR = ("introspector", "introspector-secret-" + "y" * 20)
@@ -237,7 +242,7 @@ def start_ours(
     app: str = "bench.op_server:wsgi_app()",
     extra_env: dict[str, str] | None = None,
 ) -> Target:
-    """The demo IdP under gunicorn (2 sync workers) on a SQLite file or a fresh PostgreSQL
+    """The demo IdP under gunicorn (``oidc-logout serve``'s workers and threads) on a SQLite file or a fresh PostgreSQL
     database; clients loaded as the demo loads them."""
     from oidc_logout.clients import load_clients
 
@@ -268,6 +273,8 @@ def start_ours(
             str(GUNICORN_WORKERS),
             "--worker-class",
             WORKER_CLASS["value"],
+            # gunicorn turns a sync worker with threads > 1 into gthread: threads only for gthread.
+            *(["--threads", WORKER_CLASS["threads"]] if WORKER_CLASS["value"] == "gthread" else []),
             *os.environ.get("BENCH_GUNICORN_ARGS", "").split(),
             "--backlog",
             "2048",
@@ -598,14 +605,24 @@ def issue_tokens(t: Target, n: int) -> list[str]:
     local = threading.local()
 
     def one(_i: int) -> str:
-        s = getattr(local, "s", None) or requests.Session()
-        local.s = s
-        r = s.post(
-            t.meta["token_endpoint"],
-            data={"grant_type": "client_credentials", "scope": "read"},
-            auth=(cid, secret),
-            timeout=30,
-        )
+        for attempt in range(3):
+            s = getattr(local, "s", None) or requests.Session()
+            local.s = s
+            try:
+                r = s.post(
+                    t.meta["token_endpoint"],
+                    data={"grant_type": "client_credentials", "scope": "read"},
+                    auth=(cid, secret),
+                    timeout=30,
+                )
+                break
+            except requests.ConnectionError:
+                # A kept-alive connection the server closed (its keep-alive timeout) just as
+                # this request went out: issuing is not timed, so a fresh connection retries.
+                s.close()
+                local.s = None
+                if attempt == 2:
+                    raise
         if r.status_code != 200:
             raise RuntimeError(f"{t.name}: client_credentials {r.status_code}: {r.text[:300]}")
         return str(r.json()["access_token"])
@@ -686,6 +703,14 @@ def _settle_cpu(t: Target, timeout: float = 20.0) -> None:
             return
 
 
+def idle_cpu_rate(t: Target, seconds: float = 2.0) -> float:
+    """CPU seconds per second the OP's processes use while no request is sent (``/proc``
+    ticks: +-0.01 s over ``seconds``)."""
+    c0, w0 = t.cpu(), time.perf_counter()
+    time.sleep(seconds)
+    return max(0.0, t.cpu() - c0) / (time.perf_counter() - w0)
+
+
 def revocation(
     targets: list[Target], n_tokens: int, levels: list[int], max_seconds: float
 ) -> list[dict[str, Any]]:
@@ -705,6 +730,7 @@ def revocation(
             start = warm + li * n_tokens
             batch = pools[t.name][start : start + n_tokens]
             _settle_cpu(t)
+            idle = idle_cpu_rate(t)
             cpu0, sys0 = t.cpu(), t.kernel_cpu()
             r = revoke_load(t.meta["revocation_endpoint"], batch, c, max_seconds)
             cpu, sys_cpu = t.cpu() - cpu0, t.kernel_cpu() - sys0
@@ -716,6 +742,13 @@ def revocation(
                 "requests": done,
                 "rps": done / r["wall"] if r["wall"] else 0.0,
                 "cpu_ms_per_req": cpu / done * 1000 if done else float("nan"),
+                # Less the OP's idle CPU over the same wall time (timers, pollers, the embedded
+                # dispatcher): at a few req/s on a loaded machine that idle CPU, divided by few
+                # requests, would otherwise be most of the figure.
+                "net_cpu_ms_per_req": max(0.0, cpu - idle * r["wall"]) / done * 1000
+                if done
+                else float("nan"),
+                "idle_cpu_share": idle,
                 "kernel_share": sys_cpu / cpu if cpu else float("nan"),
                 "client_cpu_ms_per_req": r["client_cpu"] / done * 1000 if done else float("nan"),
                 "statuses": r["statuses"],
@@ -724,7 +757,8 @@ def revocation(
             }
             rows.append(row)
             print(
-                f"  c={c} {t.name:<26} {row['rps']:7.0f} req/s, OP CPU {row['cpu_ms_per_req']:.2f} ms/req, "
+                f"  c={c} {t.name:<26} {row['rps']:7.0f} req/s, OP CPU {row['cpu_ms_per_req']:.2f} ms/req "
+                f"(net of idle {row['net_cpu_ms_per_req']:.2f}; idle {idle * 100:.1f}% of a core), "
                 f"statuses {r['statuses']}, errors {r['errors']}, still active after revocation {active}/{done}",
                 flush=True,
             )
@@ -775,6 +809,7 @@ def side_by_side(
         for key, label, unit in (
             ("rps", "revocation req/s", "{:.0f}"),
             ("cpu_ms_per_req", "revocation OP CPU ms/req", "{:.2f}"),
+            ("net_cpu_ms_per_req", "revocation OP CPU ms/req, net of idle", "{:.2f}"),
         ):
             line = [f"{label}, c={c}", unit.format(node[key]) if node else "-"]
             for n in ours:
@@ -804,7 +839,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dbs", default="sqlite,postgresql", help="databases of oidc-logout")
     p.add_argument("--ops", default="node,oidc-logout")
     p.add_argument(
-        "--worker-class", default="sync", help="gunicorn worker class of oidc-logout (default sync)"
+        "--worker-class",
+        default="gthread",
+        help="gunicorn worker class of oidc-logout (default gthread, as oidc-logout serve runs it)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=SERVE_THREADS,
+        help=f"gthread threads per worker (default {SERVE_THREADS})",
     )
     p.add_argument("--max-seconds", type=float, default=60.0, help="time bound per revocation level and OP")
     p.add_argument(
@@ -813,6 +856,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--summary-json")
     a = p.parse_args(argv)
     WORKER_CLASS["value"] = a.worker_class
+    WORKER_CLASS["threads"] = str(a.threads)
     if a.profile:
         from .profile_against_node import main as profile_main
 
@@ -841,7 +885,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"  node       {facts['node']}")
     print(
         f"setup: {NODE}: NODE_ENV=production, one process, in-memory storage; oidc-logout: gunicorn "
-        f"{GUNICORN_WORKERS} {a.worker_class} workers {os.environ.get('BENCH_GUNICORN_ARGS', '')}, embedded dispatcher, on {', '.join(dbs)}. RPs answer after "
+        f"{GUNICORN_WORKERS} {a.worker_class} workers x {a.threads} threads {os.environ.get('BENCH_GUNICORN_ARGS', '')}, embedded dispatcher, on {', '.join(dbs)}. RPs answer after "
         f"{RP_DELAY * 1000:.0f} ms; M = {sizes}, hung RP at M = {hang_sizes}, {runs} runs each (+1 warm-up); "
         f"{n_tokens} tokens revoked per level c = {levels}"
     )

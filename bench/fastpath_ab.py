@@ -70,6 +70,7 @@ def _timed(fn: Callable[[str], None], tokens: list[str]) -> tuple[float, float]:
 def run_db(db_url: str, variants: dict[str, ModuleType], calls: int, rounds: int) -> list[dict[str, Any]]:
     from oidc_logout.demo.idp import create_idp_app
     from oidc_logout.flask import views
+    from oidc_logout.rfc7009 import fastpath as current_module
 
     from .common import bench_settings, seed_access_tokens
     from .revocation import CLIENT_ID, SECRET, _client_meta
@@ -90,6 +91,9 @@ def run_db(db_url: str, variants: dict[str, ModuleType], calls: int, rounds: int
     basic = "Basic " + base64.b64encode(f"{CLIENT_ID}:{SECRET}".encode()).decode()
     client = app.test_client()
     real_view_fn = views.try_revoke_access_token
+    # The demo IdP answers from RevocationMiddleware (before Flask), which calls the module's
+    # try_revoke_access_token: both entries get the variant under test.
+    real_module_fn = current_module.try_revoke_access_token
 
     def statement(mod: ModuleType) -> Callable[[str], None]:
         def call(tok: str) -> None:
@@ -102,6 +106,7 @@ def run_db(db_url: str, variants: dict[str, ModuleType], calls: int, rounds: int
 
     def via_app(mod: ModuleType) -> Callable[[str], None]:
         views.try_revoke_access_token = mod.try_revoke_access_token  # type: ignore[attr-defined]
+        current_module.try_revoke_access_token = mod.try_revoke_access_token  # type: ignore[attr-defined]
 
         def call(tok: str) -> None:
             r = client.post(
@@ -128,6 +133,7 @@ def run_db(db_url: str, variants: dict[str, ModuleType], calls: int, rounds: int
                     )
     finally:
         views.try_revoke_access_token = real_view_fn  # type: ignore[attr-defined]
+        current_module.try_revoke_access_token = real_module_fn  # type: ignore[attr-defined]
         engine.dispose()
     rows = []
     for level in levels:

@@ -46,7 +46,17 @@ from .op_server_traced import timelines
 
 #: Leaf frames that are a thread waiting (py-spy's own idle detection misses some of them,
 #: e.g. on a loaded machine): left out of the CPU breakdown, their share reported.
-IDLE_LEAVES = ("SyncWorker.wait (", "Condition.wait (", "Event.wait (", "wait_conn (", "wait_c (", "_wait (")
+IDLE_LEAVES = (
+    "SyncWorker.wait (",
+    "Condition.wait (",
+    "Event.wait (",
+    "wait_conn (",
+    "wait_c (",
+    "_wait (",
+    # gthread: a pool thread blocked on its work queue, the main loop in epoll_wait
+    "_worker (",
+    "EpollSelector.select (",
+)
 
 IDLE_LEAVES_FUNCS = tuple(x.removesuffix(" (") for x in IDLE_LEAVES)
 #: gunicorn 27's close_graceful: shut down the write side, then recv() until the client closes
@@ -181,8 +191,16 @@ def breakdown(
 
 
 REVOKE_MARKERS: list[tuple[str, Callable[[Stack], bool]]] = [
-    ("gunicorn outside the app (accept, read, parse, write, close)", lambda s: not has(s, "/flask/app.py")),
-    ("Flask app call (wsgi_app: contexts, session, routing, response)", lambda s: has(s, "/flask/app.py")),
+    (
+        "gunicorn outside the app (accept, read, parse, write, close; keep-alive poll, thread hand-off)",
+        lambda s: not has(s, "/flask/app.py"),
+    ),
+    ("the app (Flask.__call__: the revocation middleware, else Flask)", lambda s: has(s, "/flask/app.py")),
+    (
+        "  answered before Flask (RevocationMiddleware, no Flask request)",
+        lambda s: has(s, "/flask/app.py") and not has(s, "full_dispatch_request", "RequestContext"),
+    ),
+    ("  Flask request (contexts, session, routing, response)", lambda s: has(s, "full_dispatch_request")),
     ("  the revoke view", lambda s: has(s, "revoke (") and has(s, "oidc_logout/flask/views.py")),
     ("    fast path (try_revoke_access_token)", lambda s: has(s, "try_revoke_access_token")),
     ("      hashing (token_hash of token and secret)", lambda s: has(s, "token_hash")),

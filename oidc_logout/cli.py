@@ -54,6 +54,8 @@ from .config import (
     production_problems,
 )
 from .host_models import HostTableMissing
+from .serve import DEFAULT_THREADS as SERVE_THREADS
+from .serve import DEFAULT_WORKERS as SERVE_WORKERS
 from .vocabulary import Channel, DeliveryState
 
 DEFAULT_PASSWORD = "wonderland"
@@ -673,8 +675,18 @@ def build_parser() -> argparse.ArgumentParser:
         "worker at a time (a file lock elects it; another takes over if it dies).",
     )
     sv.add_argument("--bind", default="127.0.0.1:8000", help="address:port (default 127.0.0.1:8000)")
-    sv.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    sv.add_argument("--threads", type=int, default=4, help="threads per worker (default 4; gthread)")
+    sv.add_argument(
+        "--workers",
+        type=int,
+        default=SERVE_WORKERS,
+        help=f"gunicorn worker processes (default {SERVE_WORKERS})",
+    )
+    sv.add_argument(
+        "--threads",
+        type=int,
+        default=SERVE_THREADS,
+        help=f"threads per worker (default {SERVE_THREADS}; gthread, with keep-alive)",
+    )
     sv.add_argument("--timeout", type=int, default=30, help="gunicorn worker timeout (s, default 30)")
     sv.add_argument(
         "--app",

@@ -17,6 +17,16 @@ from .config import Settings
 
 WSGIApp = Callable[..., Any]
 
+#: The deployment ``serve`` recommends by default (docs/operations.md): 2 worker processes of
+#: gunicorn's ``gthread`` class with 4 threads each. Threads, not sync workers: a sync worker
+#: closes the connection after every response (a new TCP connection, ``accept`` and graceful
+#: close per request) and blocks its whole process while a logout waits for its deliveries
+#: (``logout_wait_bound``); ``gthread`` keeps connections alive between requests (gunicorn's
+#: ``keepalive``, 2 s by default) and serves other requests meanwhile. Measured for RFC 7009
+#: revocation in docs/performance.md ("Against node-oidc-provider").
+DEFAULT_WORKERS = 2
+DEFAULT_THREADS = 4
+
 
 def bundled_app(settings: Settings, *, password: str, secret_key: str) -> WSGIApp:
     """The bundled OP (the demo's IdP app and user directory) without background threads:

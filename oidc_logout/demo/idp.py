@@ -11,6 +11,7 @@ from ..clients import load_clients, read_clients_file
 from ..config import Settings
 from ..flask import OIDCLogout
 from ..flask.errors import register_app_error_handlers
+from ..flask.fastpath import install_wsgi_fast_path
 from ..provider import Provider
 from .users import DemoUsers
 
@@ -35,6 +36,9 @@ def create_idp_app(
     # The demo app is nothing but the OP: it asks for our error rendering app-wide (JSON
     # 404s at unknown paths too). A host app leaves this out and keeps its own.
     register_app_error_handlers(app)
+    # The bundled OP has no request hooks of its own: the common RFC 7009 revocation is
+    # answered before Flask (an opt-in for host apps, flask/fastpath.py says what it skips).
+    install_wsgi_fast_path(app)
     return app
 
 

@@ -42,6 +42,7 @@ from ..frontchannel.page import frame_origins
 from ..protocols import EndUser
 from ..provider import Provider
 from ..registration import check_registration_allowed, client_metadata_response, create_client
+from ..rfc7009.fastpath import DECLINED as FAST_PATH_DECLINED
 from ..rfc7009.fastpath import try_revoke_access_token
 from ..rfc7662.endpoint import INTROSPECT_SCOPE
 from ..rpinitiated.end_session import PARAMETERS as END_SESSION_PARAMS
@@ -446,11 +447,16 @@ def revoke() -> BaseResponse:
     # one UPDATE and one commit (oidc_logout/rfc7009/fastpath.py); anything else (errors
     # included) changes nothing there and is answered by the full Authlib endpoint below.
     # Authlib's token_revoked signal carries ORM objects: with a listener, always the full path.
-    if not token_revoked.receivers and try_revoke_access_token(
-        _provider().engine,
-        request.headers.get("Authorization"),
-        request.form.items(multi=True),
-        bool(request.query_string),
+    # Behind the opt-in WSGI fast path (flask/fastpath.py) a declined request skips it here.
+    if (
+        not token_revoked.receivers
+        and not request.environ.get(FAST_PATH_DECLINED)
+        and try_revoke_access_token(
+            _provider().engine,
+            request.headers.get("Authorization"),
+            request.form.items(multi=True),
+            bool(request.query_string),
+        )
     ):
         metrics.revoked("access_token")
         return _no_store(_server().handle_response(200, {}, default_json_headers))

@@ -43,8 +43,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
+import io
+import logging
+from collections.abc import Callable, Iterable
 from typing import Any, cast
+from urllib.parse import parse_qsl
 
 from sqlalchemy import (
     Engine,
@@ -183,15 +186,125 @@ def _execute(engine: Engine, params: dict[str, Any]) -> int:
     ``UTCDateTime`` for ``now``, applies as everywhere else). An earlier version ran SQL text
     precompiled through compiler internals on the DBAPI cursor; measured side by side it saved
     too little to justify depending on them (docs/performance.md, "Fast path on public API").
+
+    On PostgreSQL the statement runs in autocommit: one round trip for the ``UPDATE`` instead of
+    three (``BEGIN``, ``UPDATE``, ``COMMIT``). The same transaction semantics: a single statement
+    is atomic on its own, and it changes at most the one row whose unique ``token_hash`` matches
+    (``oauth_token.token_hash`` is UNIQUE), so committing a 0-row ``UPDATE`` is rolling it back.
+    On SQLite autocommit costs more than it saves (SQLAlchemy switches the isolation level with a
+    ``PRAGMA`` at every checkout and return; measured), so SQLite keeps the explicit transaction.
     A DBAPI error propagates (the app's handler answers 500); the pool invalidates a broken
     connection."""
     with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            count = conn.execute(REVOKE_ACCESS_TOKEN, params).rowcount
+            return int(count)
         count = conn.execute(REVOKE_ACCESS_TOKEN, params).rowcount
         if count == 1:
             conn.commit()
         else:
             conn.rollback()
-    return count
+    return int(count)
 
 
-__all__ = ["MAX_SECRET", "REVOKE_ACCESS_TOKEN", "try_revoke_access_token"]
+#: Environ key set by :class:`RevocationMiddleware` when it declined a request: the view then
+#: goes straight to the full endpoint (the UPDATE already matched nothing once).
+DECLINED = "oidc_logout.revocation_fast_path_declined"
+#: The 200 answer of RFC 7009 §2.2 with the headers the Flask route gives it (Authlib's JSON
+#: headers, ``_no_store``, and the blueprint's ``after_request`` security headers).
+_OK_BODY = b"{}"
+_OK_HEADERS = [
+    ("Content-Type", "application/json"),
+    ("Cache-Control", "no-store"),
+    ("Pragma", "no-cache"),
+    ("Content-Length", str(len(_OK_BODY))),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+]
+_FORM = "application/x-www-form-urlencoded"
+
+log = logging.getLogger(__name__)
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class RevocationMiddleware:
+    """WSGI middleware answering the fast path's requests before the web framework sees them.
+
+    It looks only at ``POST <path>`` with a ``Content-Length`` urlencoded body of at most
+    ``max_body`` bytes and no query string; it reads the body, runs
+    :func:`try_revoke_access_token` and, if that revoked, answers 200 ``{}`` itself (RFC 7009
+    §2.2). Every other request - and every declined one, with its body handed on unchanged - goes
+    to ``app``, where the route runs the full endpoint. What it skips for the requests it answers
+    is everything the framework would run around the view: for a Flask app its
+    ``before_request``/``after_request``/``teardown`` hooks and signals. That is why it is an
+    explicit opt-in (:func:`oidc_logout.flask.fastpath.install_wsgi_fast_path`); the route's own
+    hooks (the body limit and the security headers) are reproduced here.
+
+    ``enabled`` is asked per request (e.g. "no listener on Authlib's ``token_revoked`` signal",
+    which expects ORM objects); ``on_revoked`` runs after each revocation (metrics)."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        engine: Engine,
+        path: str,
+        max_body: int,
+        enabled: Callable[[], bool] = lambda: True,
+        on_revoked: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.app = app
+        self.engine = engine
+        self.path = path
+        self.max_body = max_body
+        self.enabled = enabled
+        self.on_revoked = on_revoked
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != self.path or environ.get("REQUEST_METHOD") != "POST":
+            return self.app(environ, start_response)
+        body = self._body(environ)
+        if body is None:
+            return self.app(environ, start_response)
+        try:
+            revoked = self._revoke(environ, body)
+        except Exception:  # a DBAPI error: the full path answers (and reports) it
+            log.warning("revocation fast path failed; the full endpoint answers", exc_info=True)
+            revoked = False
+        if not revoked:
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ[DECLINED] = True
+            return self.app(environ, start_response)
+        self.on_revoked()
+        start_response("200 OK", list(_OK_HEADERS))
+        return [_OK_BODY]
+
+    def _body(self, environ: dict[str, Any]) -> bytes | None:
+        """The request body if this request may be ours: a urlencoded body of a declared length
+        within the limit and no query string; else None (nothing read)."""
+        ctype = environ.get("CONTENT_TYPE", "")
+        length = environ.get("CONTENT_LENGTH", "")
+        if (
+            ctype.lower() != _FORM
+            or environ.get("QUERY_STRING")
+            or "HTTP_TRANSFER_ENCODING" in environ
+            or not length.isdigit()
+            or not 0 < int(length) <= self.max_body
+            or not self.enabled()
+        ):
+            return None
+        body: bytes = environ["wsgi.input"].read(int(length))
+        return body
+
+    def _revoke(self, environ: dict[str, Any], body: bytes) -> bool:
+        try:
+            # Werkzeug decodes the body as UTF-8 and keeps bad %-escapes quoted: anything
+            # that is not plain ASCII with valid UTF-8 escapes is the full path's to parse.
+            items = parse_qsl(body.decode("ascii"), keep_blank_values=True, errors="strict")
+        except (UnicodeError, ValueError):
+            return False
+        return try_revoke_access_token(self.engine, environ.get("HTTP_AUTHORIZATION"), items, False)
+
+
+__all__ = ["DECLINED", "MAX_SECRET", "REVOKE_ACCESS_TOKEN", "RevocationMiddleware", "try_revoke_access_token"]

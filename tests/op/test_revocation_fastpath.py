@@ -51,9 +51,10 @@ def idp(module_database_url: str) -> Iterator[IdP]:
 
 @pytest.fixture
 def fast(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What the fast path answered for each request the view gave it (True = it revoked)."""
+    """What the fast path answered for each request it was given (True = it revoked), by the
+    WSGI middleware the demo IdP installs or by the view."""
     seen: list[bool] = []
-    real = views.try_revoke_access_token
+    real = fastpath.try_revoke_access_token
 
     def spy(*args: Any, **kwargs: Any) -> bool:
         result = real(*args, **kwargs)
@@ -61,6 +62,7 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         return result
 
     monkeypatch.setattr(views, "try_revoke_access_token", spy)
+    monkeypatch.setattr(fastpath, "try_revoke_access_token", spy)
     return seen
 
 
