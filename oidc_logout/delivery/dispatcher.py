@@ -62,6 +62,7 @@ from .._http import make_session
 from ..backchannel.request import RETRY, AttemptResult, attempt_delivery
 from ..chunks import advance as advance_terminations
 from ..config import Settings
+from ..cutoffs import PRUNE_INTERVAL, prune_cutoffs
 from ..keys import KeyRing
 from ..logs import log_delivery
 from ..ssf.push import attempt_push
@@ -226,6 +227,10 @@ class Dispatcher:
         self.renew_interval = max(0.05, settings.delivery_lease_seconds / RENEWALS_PER_LEASE)
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
+        # Housekeeping (see _housekeeping): pruning of cut-offs nothing depends on any more.
+        self.housekeeping_interval = PRUNE_INTERVAL
+        self._next_housekeeping = 0.0  # monotonic; the first cycle runs it
+        self._prune_after = 0
         #: Most rows this dispatcher held at once (claimed, not yet recorded): the memory
         #: bound of the fan-out, whatever its size (at most 2 x delivery_concurrency).
         self.max_held = 0
@@ -364,6 +369,7 @@ class Dispatcher:
 
     def _cycle(self) -> int:
         advance_terminations(self.session_factory, self.settings)  # chunked terminations' rows
+        self._housekeeping()
         self._resume_recovered()
         with self._cond:
             free = self._capacity - len(self._inflight)
@@ -381,6 +387,22 @@ class Dispatcher:
         # Claims given back at once (every bound they need is full) are not progress: the
         # loop then waits for a finished attempt or defer_delay instead of claiming again.
         return sum(1 for f in futures if not (f.done() and f.result() == DEFERRED))
+
+    def _housekeeping(self) -> None:
+        """Every ``housekeeping_interval`` seconds: delete a bounded batch of termination
+        cut-offs that nothing depends on any more (:func:`oidc_logout.cutoffs.prune_cutoffs`;
+        safe on any number of concurrent loops). A failure is logged and retried next time;
+        it never stops the delivery loop."""
+        now = time.monotonic()
+        if now < self._next_housekeeping:
+            return
+        self._next_housekeeping = now + self.housekeeping_interval
+        try:
+            self._prune_after = prune_cutoffs(
+                self.session_factory, self.settings, after_id=self._prune_after
+            ).next_after
+        except Exception as exc:
+            logger.warning("pruning termination cut-offs failed (%s); retrying later", _brief(exc))
 
     # -- delivering ----------------------------------------------------------------------
 
