@@ -402,7 +402,9 @@ class Dispatcher:
                 self.session_factory, self.settings, after_id=self._prune_after
             ).next_after
         except Exception as exc:
-            logger.warning("pruning termination cut-offs failed (%s); retrying later", _brief(exc))
+            # An unreachable database is the claim loop's to report (one line per backoff step).
+            log = logger.debug if _is_db_error(exc) else logger.warning
+            log("pruning termination cut-offs failed (%s); retrying later", _brief(exc))
 
     # -- delivering ----------------------------------------------------------------------
 
