@@ -163,6 +163,7 @@ def test_kill_9_with_default_settings_is_recovered_within_15_seconds(pg_url: str
                     select(Delivery.id, Delivery.completed_at).where(Delivery.termination_id == term_id)
                 ).all()
             )
+            sids = set(db.scalars(select(Delivery.sid).where(Delivery.termination_id == term_id)))
     finally:
         for w in workers:
             w.terminate()
@@ -170,8 +171,11 @@ def test_kill_9_with_default_settings_is_recovered_within_15_seconds(pg_url: str
         factory.kw["bind"].dispose()
 
     assert state_counts(factory, term_id) == {DELIVERED: DEFAULT_FANOUT}
-    assert len(rp.per_sid) == DEFAULT_FANOUT  # nothing lost
-    dupes = rp.duplicates()
+    # Only this fan-out's requests: on a shared machine a stray request of another test's
+    # process can reach a reused loopback port (seen: two requests without a sid).
+    per_sid = {sid: n for sid, n in rp.per_sid.items() if sid in sids}
+    assert len(per_sid) == DEFAULT_FANOUT  # nothing lost
+    dupes = sum(n - 1 for n in per_sid.values())
     assert dupes <= defaults.delivery_concurrency, dupes  # the dead worker's running attempts
     # The lease math. Held rows were renewed by the heartbeat, so none is leased further
     # than one lease beyond the kill (clock granularity: 1 s).
