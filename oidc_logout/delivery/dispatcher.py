@@ -229,7 +229,7 @@ class Dispatcher:
         self._heartbeat_stop = threading.Event()
         # Housekeeping (see _housekeeping): pruning of cut-offs nothing depends on any more.
         self.housekeeping_interval = PRUNE_INTERVAL
-        self._next_housekeeping = 0.0  # monotonic; the first cycle runs it
+        self._last_housekeeping: float | None = None  # monotonic; None: the first cycle runs it
         self._prune_after = 0
         #: Most rows this dispatcher held at once (claimed, not yet recorded): the memory
         #: bound of the fan-out, whatever its size (at most 2 x delivery_concurrency).
@@ -394,9 +394,9 @@ class Dispatcher:
         safe on any number of concurrent loops). A failure is logged and retried next time;
         it never stops the delivery loop."""
         now = time.monotonic()
-        if now < self._next_housekeeping:
+        if self._last_housekeeping is not None and now - self._last_housekeeping < self.housekeeping_interval:
             return
-        self._next_housekeeping = now + self.housekeeping_interval
+        self._last_housekeeping = now
         try:
             self._prune_after = prune_cutoffs(
                 self.session_factory, self.settings, after_id=self._prune_after
