@@ -81,9 +81,16 @@ class Settings:
     delivery_client_retry_budget: int = 20
     delivery_client_retry_window: float = 60.0
     delivery_concurrency: int = 16
-    #: Claim lease (s). Live workers renew their leases every third of it (heartbeat), so it
-    #: only bounds how long the rows of a crashed worker wait before others take them.
-    delivery_lease_seconds: int = 10
+    #: Claim lease (s). Live workers renew their leases every quarter of it (heartbeat), so it
+    #: only bounds how long the rows of a crashed worker wait before others take them (issue
+    #: 17: all delivered within 15 s of a ``kill -9``), and how long a live worker may fail
+    #: to renew (a stall, the database out of reach) before its rows may be repeated.
+    delivery_lease_seconds: int = 5
+    #: A termination's cut-off (issue 17) is deleted by the delivery loops' housekeeping once
+    #: its termination completed at least this many seconds ago AND nothing it refuses could
+    #: be presented valid without it (oidc_logout/cutoffs.py). The margin covers rows of its
+    #: scope committed by a transaction open across the termination; 0: as soon as safe.
+    termination_cutoff_retention: int = 24 * 3600
     delivery_batch_size: int = 100
     #: The logout response waits at most this long for deliveries, then answers.
     logout_wait_bound: float = 2.0

@@ -62,6 +62,7 @@ from .._http import make_session
 from ..backchannel.request import RETRY, AttemptResult, attempt_delivery
 from ..chunks import advance as advance_terminations
 from ..config import Settings
+from ..cutoffs import PRUNE_INTERVAL, prune_cutoffs
 from ..keys import KeyRing
 from ..logs import log_delivery
 from ..ssf.push import attempt_push
@@ -83,6 +84,12 @@ _FINAL_MEMORY = 10_000
 
 #: The outcome of a claim given back unattempted (a bound was reached; see the module doc).
 DEFERRED = "deferred"
+
+#: Lease renewals per ``delivery_lease_seconds`` (the heartbeat runs every lease / this): a
+#: live owner keeps its rows unless this many renewals in a row fail or stall, while a dead
+#: owner's rows are claimable at most one lease after its last renewal (docs/operations.md,
+#: "Leases and at-least-once delivery").
+RENEWALS_PER_LEASE = 4
 
 
 def target_host(uri: str) -> str:
@@ -217,9 +224,13 @@ class Dispatcher:
         # always carries the lease the database holds.
         self._lease_lock = threading.Lock()
         self._leases: dict[int, dt.datetime] = {}
-        self.renew_interval = max(0.05, settings.delivery_lease_seconds / 3)
+        self.renew_interval = max(0.05, settings.delivery_lease_seconds / RENEWALS_PER_LEASE)
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
+        # Housekeeping (see _housekeeping): pruning of cut-offs nothing depends on any more.
+        self.housekeeping_interval = PRUNE_INTERVAL
+        self._last_housekeeping: float | None = None  # monotonic; None: the first cycle runs it
+        self._prune_after = 0
         #: Most rows this dispatcher held at once (claimed, not yet recorded): the memory
         #: bound of the fan-out, whatever its size (at most 2 x delivery_concurrency).
         self.max_held = 0
@@ -358,6 +369,7 @@ class Dispatcher:
 
     def _cycle(self) -> int:
         advance_terminations(self.session_factory, self.settings)  # chunked terminations' rows
+        self._housekeeping()
         self._resume_recovered()
         with self._cond:
             free = self._capacity - len(self._inflight)
@@ -375,6 +387,24 @@ class Dispatcher:
         # Claims given back at once (every bound they need is full) are not progress: the
         # loop then waits for a finished attempt or defer_delay instead of claiming again.
         return sum(1 for f in futures if not (f.done() and f.result() == DEFERRED))
+
+    def _housekeeping(self) -> None:
+        """Every ``housekeeping_interval`` seconds: delete a bounded batch of termination
+        cut-offs that nothing depends on any more (:func:`oidc_logout.cutoffs.prune_cutoffs`;
+        safe on any number of concurrent loops). A failure is logged and retried next time;
+        it never stops the delivery loop."""
+        now = time.monotonic()
+        if self._last_housekeeping is not None and now - self._last_housekeeping < self.housekeeping_interval:
+            return
+        self._last_housekeeping = now
+        try:
+            self._prune_after = prune_cutoffs(
+                self.session_factory, self.settings, after_id=self._prune_after
+            ).next_after
+        except Exception as exc:
+            # An unreachable database is the claim loop's to report (one line per backoff step).
+            log = logger.debug if _is_db_error(exc) else logger.warning
+            log("pruning termination cut-offs failed (%s); retrying later", _brief(exc))
 
     # -- delivering ----------------------------------------------------------------------
 
@@ -648,7 +678,7 @@ class Dispatcher:
             self.renew_leases()
 
     def renew_leases(self) -> int:
-        """The lease heartbeat (every ``delivery_lease_seconds / 3`` while rows are held):
+        """The lease heartbeat (every ``delivery_lease_seconds / 4`` while rows are held):
         ONE ``UPDATE`` extends the lease of every row this dispatcher holds and still owns
         (:func:`.outbox.renew_leases`). So a short lease costs nothing to a live worker,
         however long its attempts or queues take, while the rows of a worker that died are
@@ -688,6 +718,27 @@ class Dispatcher:
         """Rows held right now (claimed, not yet recorded or given back)."""
         with self._lease_lock:
             return len(self._leases)
+
+    def _lease_lost(self, claimed: ClaimedDelivery) -> bool:
+        """Whether ``claimed`` may no longer be attempted here: a renewal found it re-claimed
+        by another owner, or its lease ran out (this process stalled, or could not reach the
+        database for a whole lease), so another worker may hold it now. Checked when an
+        attempt starts, so a stalled worker that wakes up does not repeat the claims it had
+        queued: its repeats stay bounded by the attempts it had running (at most
+        ``delivery_concurrency``). The row is simply let go; whoever claims it delivers it."""
+        if claimed.lease_until is None:
+            return False  # not a leased claim: nothing to lose
+        with self._lease_lock:
+            lease = self._leases.get(claimed.id)
+            if lease is not None and lease > utcnow():
+                return False
+            self._leases.pop(claimed.id, None)
+        logger.warning(
+            "%s: delivery %s was not attempted: its lease ran out before the attempt could start",
+            self.owner,
+            claimed.id,
+        )
+        return True
 
     def _client_recovered(self, client_id: str) -> None:
         """A retry of ``client_id`` succeeded: its retry budget is full again and its waiting
@@ -734,6 +785,9 @@ class Dispatcher:
         state = "error"
         result: AttemptResult | None = None
         try:
+            if self._lease_lost(claimed):
+                state = LOST
+                return state
             try:
                 result = (
                     attempt_push(  # Shared Signals push (RFC 8935): oidc_logout.ssf.push

@@ -647,7 +647,7 @@ def renew_leases(
     or re-claimed by someone else after our lease ran out) and must not be renewed again.
 
     A claim's lease no longer has to outlast its slowest attempt: a live owner keeps it
-    fresh every ``lease_seconds / 3``, so a short lease only bounds how long the rows of a
+    fresh every ``lease_seconds / 4``, so a short lease only bounds how long the rows of a
     *dead* owner wait (docs/operations.md, "Leases and at-least-once delivery"). The new
     ``lease_until`` is also the new fencing token of those rows: the caller must record
     their results with it."""

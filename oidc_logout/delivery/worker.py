@@ -4,7 +4,7 @@ PostgreSQL when the OP runs with ``embedded_dispatcher`` off.
 Each worker claims batches with ``FOR UPDATE SKIP LOCKED`` under a lease (so workers never
 share a row and a crashed worker's rows come back), delivers them in parallel and records the
 results. While attempts run, it renews the leases of the rows it holds (a heartbeat every
-third of ``delivery_lease_seconds``), so the lease can be short and a killed worker's rows
+quarter of ``delivery_lease_seconds``), so the lease can be short and a killed worker's rows
 are taken over within seconds. SIGTERM/SIGINT: stop claiming, let running attempts finish
 (bounded by the delivery timeouts), give back claims that never started, exit 0.
 

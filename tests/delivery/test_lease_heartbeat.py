@@ -86,3 +86,34 @@ def test_attempt_longer_than_the_lease_is_not_taken_over_by_another_claimer(
     assert row.state == DELIVERED and row.attempts == 1
     assert [a.worker for a in row.attempt_log] == ["first"]
     assert len(rp.hits("/slow")) == 1
+
+
+def test_stalled_dispatcher_does_not_attempt_queued_claims_whose_lease_ran_out(
+    outbox_db: DB, rp: RPServer, dispatchers: list[Dispatcher]
+) -> None:
+    """A live dispatcher whose renewals stall (here: its heartbeat never runs) loses its leases
+    after one lease; another worker re-claims the rows. When the stall ends, the claims it had
+    queued but not started are NOT attempted by it (only the other worker's attempt reaches the
+    RP): a stalled worker's repeats stay bounded by the attempts it had running."""
+    slow = rp.url("/slow", Reply(200, delay=2.5))
+    queued = rp.url("/queued", Reply(200))
+    ids = outbox_db.add_deliveries([slow, queued])
+    settings = fast_settings(delivery_lease_seconds=1, delivery_timeout=5.0, delivery_concurrency=1)
+    stalled = Dispatcher(outbox_db.factory, outbox_db.keyring, settings, owner="stalled", poll_interval=0.05)
+    dispatchers.append(stalled)
+    stalled.renew_interval = 3600.0  # the stall: no renewal happens during this test
+    assert sorted(stalled.deliver_now(ids)) == sorted(ids)  # one slot: /slow runs, /queued waits
+    assert rp.wait_for(1, timeout=10, path="/slow")
+    time.sleep(1.2)  # both leases ran out
+    (taken,) = outbox.claim_due(outbox_db.factory, "other", 10, 30, ids=[ids[1]])
+    assert stalled.wait_for(ids[:1], 10)  # the running attempt ends (nobody took its row)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and stalled.stats["lost"] < 1:
+        time.sleep(0.05)  # the slot is free: the queued claim's turn
+
+    assert rp.hits("/queued") == []  # the queued claim was let go, not repeated
+    assert stalled.stats["lost"] == 1 and stalled.stats[DELIVERED] == 1
+    row = outbox_db.get(taken.id)
+    assert row.state == IN_FLIGHT and row.lease_owner == "other"
+    result = AttemptResult(R_DELIVERED, 200, None, None, 1, "j")
+    assert outbox.record_result(outbox_db.factory, taken, result, "other", settings) == DELIVERED

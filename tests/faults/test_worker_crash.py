@@ -5,6 +5,7 @@ lease (at-least-once delivery with a bounded number of repeats)."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import pytest
 
@@ -78,20 +79,20 @@ def test_kill_9_mid_fanout_loses_nothing_and_duplicates_stay_within_the_dead_lea
     assert len(rp.jtis) == rp.total
 
 
-# With the DEFAULT lease settings (issue 17 item 2). The dead worker's rows are claimable
-# again at its last lease_until, at most ``delivery_lease_seconds`` after the kill (the
-# heartbeat renews every lease/3, so lease_until <= last renewal + lease <= kill + lease).
-# The bound asserted is lease + one renewal interval + RECLAIM_SLACK: the slack covers a
-# survivor's poll (0.5 s), its claim (a saturated worker claims when half its slots are
-# free), the attempt (50 ms RP) and the record, on a loaded 2-core machine. With the defaults:
-# 10 + 3.3 + 5 = 18.3 s (measured: 10.6 s at load average 6-9).
-RECLAIM_SLACK = 5.0
+# With the DEFAULT lease settings (issue 17 item 2: "after kill -9 of a worker, every row it
+# held is delivered by the others within 15 s with default settings"). The dead worker's rows
+# are claimable again at its last lease_until, at most ``delivery_lease_seconds`` (5 s) after
+# the kill (the heartbeat renews every lease/4, so lease_until <= last renewal + lease <= kill +
+# lease); the survivor claims expired leases before any other due row and attempts them oldest
+# due first. The issue's bound, asserted as such: it leaves 10 s for the survivor's poll, its
+# claim and the attempts on a loaded 2-core machine (measured, docs/performance.md).
+RECOVERY_BOUND = 15.0
 DEFAULT_FANOUT = 1000
 SLOW_RP = 0.05
 
 
 @pytest.mark.postgres
-def test_kill_9_with_default_settings_is_recovered_within_the_lease(pg_url: str) -> None:
+def test_kill_9_with_default_settings_is_recovered_within_15_seconds(pg_url: str) -> None:
     import datetime as dt
 
     from sqlalchemy import select
@@ -137,8 +138,23 @@ def test_kill_9_with_default_settings_is_recovered_within_the_lease(pg_url: str)
         assert state_counts(factory, term_id).get(DELIVERED, 0) < DEFAULT_FANOUT, (
             "the kill must land mid fan-out"
         )
+        held_ids = [i for i, _until in held]
+
+        def held_states() -> Counter[tuple[str, str | None]]:
+            with factory() as db:
+                rows = db.execute(
+                    select(Delivery.state, Delivery.lease_owner).where(Delivery.id.in_(held_ids))
+                ).all()
+            return Counter((state, owner) for state, owner in rows)
+
+        # The dead worker's rows first (the requirement, asserted below from completed_at) ...
+        assert wait_until(lambda: all(st == DELIVERED for st, _o in held_states()), 60, 0.1), (
+            held_states(),
+            survivor.log_tail(),
+        )
+        # ... then the rest of the fan-out, at whatever pace the (loaded) machine allows.
         assert wait_until(
-            lambda: state_counts(factory, term_id).get(DELIVERED, 0) == DEFAULT_FANOUT, 120, 0.1
+            lambda: state_counts(factory, term_id).get(DELIVERED, 0) == DEFAULT_FANOUT, 600, 0.5
         ), (state_counts(factory, term_id), survivor.log_tail())
         assert survivor.terminate() == 0
         with factory() as db:
@@ -147,6 +163,7 @@ def test_kill_9_with_default_settings_is_recovered_within_the_lease(pg_url: str)
                     select(Delivery.id, Delivery.completed_at).where(Delivery.termination_id == term_id)
                 ).all()
             )
+            sids = set(db.scalars(select(Delivery.sid).where(Delivery.termination_id == term_id)))
     finally:
         for w in workers:
             w.terminate()
@@ -154,14 +171,17 @@ def test_kill_9_with_default_settings_is_recovered_within_the_lease(pg_url: str)
         factory.kw["bind"].dispose()
 
     assert state_counts(factory, term_id) == {DELIVERED: DEFAULT_FANOUT}
-    assert len(rp.per_sid) == DEFAULT_FANOUT  # nothing lost
-    dupes = rp.duplicates()
+    # Only this fan-out's requests: on a shared machine a stray request of another test's
+    # process can reach a reused loopback port (seen: two requests without a sid).
+    per_sid = {sid: n for sid, n in rp.per_sid.items() if sid in sids}
+    assert len(per_sid) == DEFAULT_FANOUT  # nothing lost
+    dupes = sum(n - 1 for n in per_sid.values())
     assert dupes <= defaults.delivery_concurrency, dupes  # the dead worker's running attempts
     # The lease math. Held rows were renewed by the heartbeat, so none is leased further
     # than one lease beyond the kill (clock granularity: 1 s).
     assert held, "the killed worker held rows"
     assert all(until <= killed_at + dt.timedelta(seconds=lease + 1) for _id, until in held), held
-    # ... and every one of them was delivered by the survivor within lease + slack of the kill.
+    # ... and every one of them was delivered by the survivor within 15 s of the kill.
     held_done = max(completed[i] for i, _until in held) - killed_at
     last_done = max(completed.values()) - killed_at
     print(
@@ -170,5 +190,4 @@ def test_kill_9_with_default_settings_is_recovered_within_the_lease(pg_url: str)
         f"{held_done.total_seconds():.2f}s after the kill, the whole fan-out "
         f"{last_done.total_seconds():.2f}s after; duplicates={dupes}"
     )
-    bound = lease + lease / 3 + RECLAIM_SLACK
-    assert held_done <= dt.timedelta(seconds=bound), (held_done, bound)
+    assert held_done <= dt.timedelta(seconds=RECOVERY_BOUND), (held_done, RECOVERY_BOUND)
