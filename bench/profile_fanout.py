@@ -78,7 +78,10 @@ def phases(trace_dir: Path) -> list[dict[str, float]]:
         rec["committed"] = ms(committed)
         if wait:
             rec["wait_start"], rec["wait_end"] = ms(wait["start"]), ms(wait["end"])
-        after = [e for e in events if e.get("req") is None and committed <= e["start"] < end_window]
+        # No POST can start before the commit, which follows terminate()'s end; with the rows
+        # claimed in the termination's transaction, attempts may start before _deliver does.
+        lower = term["end"] if term else committed
+        after = [e for e in events if e.get("req") is None and lower <= e["start"] < end_window]
         # A claim that was waiting for the database during the commit takes the rows the moment
         # it ends; a claim inside the termination transaction ends before the commit.
         claims = [
@@ -112,9 +115,17 @@ def phases(trace_dir: Path) -> list[dict[str, float]]:
 PHASES = [
     ("request -> validated (Flask, id_token_hint, client, session)", "", "validated"),
     ("terminate(): sessions ended, tokens revoked, outbox rows written", "terminate_start", "terminate_end"),
-    ("terminate() done -> committed (incl. any claim in the transaction)", "terminate_end", "committed"),
+    (
+        "terminate() done -> rows handed to delivery (commit; claim/adopt where made)",
+        "terminate_end",
+        "committed",
+    ),
     ("first claim done, after request start (rows in_flight)", "", "first_claim_end"),
-    ("committed -> first attempt starts (wake-up, claim, hand-off)", "committed", "first_attempt_start"),
+    (
+        "terminate() done -> first attempt starts (commit, wake-up, claim, hand-off)",
+        "terminate_end",
+        "first_attempt_start",
+    ),
     ("first logout token signed (RS256)", "first_sign_start", "first_sign_end"),
     ("request -> first POST starts", "", "first_post_start"),
     ("first POST start -> last POST start (spread of the fan-out)", "first_post_start", "last_post_start"),
