@@ -50,10 +50,15 @@ def _wrap(owner: Any, attr: str, name: str, request_scoped: bool) -> None:
         if request_scoped and req is None:
             return fn(*args, **kwargs)
         t0 = time.time()
+        result: Any = None
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            return result
         finally:
-            _log({"ev": name, "start": t0, "end": time.time(), "req": req, "pid": os.getpid()})
+            event = {"ev": name, "start": t0, "end": time.time(), "req": req, "pid": os.getpid()}
+            if isinstance(result, list):
+                event["n"] = len(result)  # rows claimed
+            _log(event)
 
     setattr(owner, attr, traced)
 
@@ -71,6 +76,13 @@ def _install() -> None:
     _wrap(dispatcher, "attempt_delivery", "attempt", False)
     _wrap(request, "sign_logout_token", "sign", False)
     _wrap(request, "post_logout_token", "post", False)
+    # Phase profile of the whole fan-out (bench/profile_fanout.py): every group commit of
+    # results, end_session's bounded wait, and the claim taken inside the termination
+    # transaction (where the dispatcher has one).
+    _wrap(dispatcher.Dispatcher, "_write", "record", False)
+    _wrap(dispatcher.Dispatcher, "wait_for", "wait", True)
+    if hasattr(outbox, "claim_rows"):
+        _wrap(outbox, "claim_rows", "claim", False)
 
 
 def wsgi_app():  # type: ignore[no-untyped-def]

@@ -73,14 +73,25 @@ class Settings:
     #: ``unknown_kid`` / JWKS unavailable): RPs refetch a JWKS at most once per cooldown.
     delivery_key_retry_delay: float = 30.0
     #: Attempts running at once for one client, and for one target host, in each dispatcher
-    #: or worker process (one logout must not turn the OP into a POST cannon).
+    #: or worker process (one logout must not turn the OP into a POST cannon). 32 per host
+    #: (was 8): one logout to a host that serves many RPs arrives in a few waves, not eight
+    #: at a time; an HTTP/2 server is expected to take at least 100 concurrent requests from
+    #: one client (RFC 9113 §6.5.2 recommends SETTINGS_MAX_CONCURRENT_STREAMS >= 100), and
+    #: node-oidc-provider sends every POST of a logout at once (undici: no per-origin limit).
     delivery_max_concurrent_per_client: int = 4
-    delivery_max_concurrent_per_host: int = 8
+    delivery_max_concurrent_per_host: int = 32
     #: Retries (attempts after a row's first) one client gets per ``delivery_client_retry_window``
     #: seconds in each process; further retries wait (they are deferred, not dropped).
     delivery_client_retry_budget: int = 20
     delivery_client_retry_window: float = 60.0
     delivery_concurrency: int = 16
+    #: Attempt slots, beyond ``delivery_concurrency``, for the rows of a termination this
+    #: process has just committed (a logout's own fan-out): they are claimed in the
+    #: termination's transaction and start at once, in parallel, up to the per-client and
+    #: per-host bounds, instead of queuing behind the steady-state slots. So a logout's
+    #: parallelism grows with the RPs of its sessions, up to this many at once per process
+    #: (0: no burst; every row goes through the dispatcher's claim loop).
+    delivery_logout_burst: int = 128
     #: Claim lease (s). Live workers renew their leases every quarter of it (heartbeat), so it
     #: only bounds how long the rows of a crashed worker wait before others take them (issue
     #: 17: all delivered within 15 s of a ``kill -9``), and how long a live worker may fail

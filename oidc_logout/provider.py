@@ -161,7 +161,13 @@ class Provider:
         wait: float | None = None,
     ) -> TerminationOutcome:
         """Run :func:`terminate` in its own transaction, commit, then hand the outbox rows to
-        the dispatcher and wait at most ``wait`` seconds (None: the configured bound)."""
+        the dispatcher and wait at most ``wait`` seconds (None: the configured bound).
+
+        With an embedded dispatcher, the back-channel rows are claimed for it in the same
+        transaction (:meth:`.Dispatcher.claim_for_delivery`, as many as its logout burst has
+        room for): they are leased to this process the moment they exist, and their attempts
+        start right after the commit, with no claim transaction and no polling in between."""
+        dispatcher = self.dispatcher
         with self.session_factory.begin() as db:
             term = terminate(
                 db,
@@ -172,7 +178,10 @@ class Provider:
                 browser_present=browser_present,
             )
             rows, term_id = _outbox_rows(db, term.id), term.id
-        return self._deliver(term_id, rows, wait)
+            claimed = dispatcher.claim_for_delivery(db, rows[0]) if dispatcher is not None and rows[0] else []
+        if claimed:
+            dispatcher.adopt(claimed)
+        return self._deliver(term_id, rows, wait, claimed=len(claimed))
 
     def dispatch(self, termination_id: str, wait: float | None = 0) -> TerminationOutcome:
         """Hand a termination the caller committed in its own transaction to delivery: wake the
@@ -187,13 +196,23 @@ class Provider:
             rows = _outbox_rows(db, termination_id)
         return self._deliver(termination_id, rows, wait)
 
-    def _deliver(self, term_id: str, rows: Any, wait: float | None = None) -> TerminationOutcome:
+    def _deliver(
+        self, term_id: str, rows: Any, wait: float | None = None, *, claimed: int | None = None
+    ) -> TerminationOutcome:
+        """Wake delivery for a committed termination's rows and wait at most ``wait`` seconds.
+        ``claimed``: how many of them the termination's transaction claimed for the local
+        dispatcher (already started); None: none were, claim them here."""
         back, front = rows
         settled = not back
         bound = self.settings.logout_wait_bound if wait is None else wait
         waited_from = time.monotonic()
         if back and self.dispatcher is not None:
-            self.dispatcher.kick()
+            if claimed is None and bound > 0:
+                # Committed by the caller, who waits: claim them now, in the burst (the rest
+                # is kicked to the claim loop).
+                self.dispatcher.deliver_now(back, burst=True)
+            elif claimed is None or claimed < len(back):
+                self.dispatcher.kick()  # the claim loop takes them (or those without room)
             if bound > 0:
                 settled = bool(self.dispatcher.wait_for(list(back), bound))
         elif back and bound > 0:

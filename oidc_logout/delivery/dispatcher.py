@@ -7,11 +7,16 @@ bounded thread pool (``settings.delivery_concurrency``) that shares one pooled,
 address-policed :class:`requests.Session`; every request has (connect, read) timeouts, so a
 hanging RP occupies one pool slot for at most its timeout and delays nobody else.
 
-The logout response :meth:`kick`\ s the dispatcher right after the termination commits, then
-:meth:`wait_for` with a bound ("wait a little, then let the background finish"). Completions
-are signalled through a Condition, so waiting costs no database polling for rows this
-process delivers; rows delivered by another process are re-checked in the database at most
-every ``recheck_interval``.
+A logout's own fan-out does not wait for the polling thread (issue 15): the termination's
+transaction claims its back-channel rows for this dispatcher (:meth:`claim_for_delivery`, a
+durable lease committed with the rows), and right after the commit :meth:`adopt` starts them in
+the *burst*: up to ``delivery_logout_burst`` attempt slots beyond ``delivery_concurrency``, so
+the logout's parallelism grows with its RPs (within the per-client and per-host bounds below)
+instead of queuing behind the steady-state slots. The logout response then :meth:`wait_for`\ s
+with a bound ("wait a little, then let the background finish"). Completions are signalled
+through a Condition, so waiting costs no database polling for rows this process delivers and
+ends as soon as the last is recorded; rows delivered by another process are re-checked in
+the database, soon at first, then at most every ``recheck_interval``.
 
 Bounds against one target: at most ``delivery_max_concurrent_per_client`` attempts of one
 client and ``delivery_max_concurrent_per_host`` attempts to one target host run at once in a
@@ -19,7 +24,8 @@ process, and a client gets at most ``delivery_client_retry_budget`` retries per
 ``delivery_client_retry_window`` seconds (a token bucket: a failing RP is still probed every
 window/budget seconds, and its first success makes its backlog due at once). A claim over a
 bound waits in a short local queue
-(as many as the bound allows to run) or goes back to the outbox, pending and due a little later
+(as many as the bound allows to run; a logout's burst rows always wait here) or goes back to
+the outbox, pending and due a little later
 (:func:`.outbox.defer`, no attempt counted), so it neither holds a claim slot other clients
 need nor gets lost. Back-Channel Logout §2.8 leaves retries to the OP; RFC 9110 §15.6.4's
 advice to back off from an overloaded origin applies to every RP sharing a host.
@@ -32,8 +38,9 @@ commit*: an attempt thread hands its result to :meth:`Dispatcher._record` and wa
 committed; whichever thread finds no write in progress writes every result queued so far in
 one transaction (:func:`.outbox.record_results`), so under load many results share one
 transaction and one pooled connection, and at light load a result is written at once. A thread
-takes new work only after its result is committed, so at most ``delivery_concurrency``
-attempts can have reached an RP without being recorded (the bound on repeats after a crash).
+takes new work only after its result is committed, so at most ``delivery_concurrency`` (plus
+``delivery_logout_burst`` while a logout's burst runs) attempts can have reached an RP without
+being recorded (the bound on repeats after a crash).
 Claims are refilled in batches: the polling thread is woken to claim again only when at least
 half of ``delivery_concurrency`` claim slots are free, not after every completed attempt.
 """
@@ -49,13 +56,14 @@ import socket
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
 
 from .. import metrics
 from .._http import make_session
@@ -175,12 +183,22 @@ class Dispatcher:
         self.db_unreachable_exit_after = db_unreachable_exit_after
         self.gave_up = False
         self._own_http = http is None
+        self._concurrency = max(1, settings.delivery_concurrency)
+        #: Extra attempt slots for a logout's own rows (see claim_for_delivery).
+        self._burst_max = max(0, settings.delivery_logout_burst)
         self.http = http or make_session(
-            concurrency=settings.delivery_concurrency,
+            # Connections kept per host: as many as may run to one host at once (a burst to
+            # a host serving many RPs would otherwise open and discard the extra ones).
+            concurrency=max(
+                settings.delivery_concurrency,
+                min(
+                    max(1, settings.delivery_max_concurrent_per_host),
+                    self._concurrency + self._burst_max,
+                ),
+            ),
             dev_mode=settings.dev_mode,
             allowlist=settings.address_allowlist,
         )
-        self._concurrency = max(1, settings.delivery_concurrency)
         #: Claims held at once (running + queued); more would only hold leases idle.
         self._capacity = self._concurrency * 2
         #: A saturated dispatcher claims again once this many claim slots are free (a batch
@@ -190,8 +208,9 @@ class Dispatcher:
         self._rec_lock = threading.Lock()
         self._rec_queue: list[_PendingResult] = []
         self._rec_busy = False
+        # Threads are started on demand: the burst's only exist once a logout needed them.
         self._executor = ThreadPoolExecutor(
-            max_workers=self._concurrency, thread_name_prefix="oidc-logout-delivery"
+            max_workers=self._concurrency + self._burst_max, thread_name_prefix="oidc-logout-delivery"
         )
         self._cond = threading.Condition()
         self._final: OrderedDict[int, str] = OrderedDict()
@@ -209,6 +228,10 @@ class Dispatcher:
         self._per_client = max(1, settings.delivery_max_concurrent_per_client)
         self._per_host = max(1, settings.delivery_max_concurrent_per_host)
         self._running_total = 0
+        #: Claims of a logout's burst (held: queued or running) and those running now; the
+        #: burst slots are counted apart from the steady-state ones (guarded by _cond).
+        self._burst_ids: set[int] = set()
+        self._burst_running: set[int] = set()
         self._running_client: Counter[str] = Counter()
         self._running_host: Counter[str] = Counter()
         self._parked: deque[ClaimedDelivery] = deque()
@@ -232,7 +255,8 @@ class Dispatcher:
         self._last_housekeeping: float | None = None  # monotonic; None: the first cycle runs it
         self._prune_after = 0
         #: Most rows this dispatcher held at once (claimed, not yet recorded): the memory
-        #: bound of the fan-out, whatever its size (at most 2 x delivery_concurrency).
+        #: bound of the fan-out, whatever its size (at most 2 x delivery_concurrency, plus
+        #: the rows of logouts in their burst, at most delivery_logout_burst per logout).
         self.max_held = 0
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -372,7 +396,7 @@ class Dispatcher:
         self._housekeeping()
         self._resume_recovered()
         with self._cond:
-            free = self._capacity - len(self._inflight)
+            free = self._capacity - self._held_steady()
             if self._next_due is not None and self._next_due <= time.monotonic():
                 self._next_due = None
         self._saturated = free <= 0
@@ -408,17 +432,95 @@ class Dispatcher:
 
     # -- delivering ----------------------------------------------------------------------
 
-    def deliver_now(self, ids: Iterable[int]) -> list[int]:
+    def deliver_now(self, ids: Iterable[int], *, burst: bool = False) -> list[int]:
         """Claim the given rows (those still due) and start delivering them in parallel;
-        returns the ids claimed here. Does not wait: use :meth:`wait_for`."""
+        returns the ids claimed here. Does not wait: use :meth:`wait_for`.
+
+        ``burst``: the rows of one logout that a caller has just committed
+        (:meth:`.Provider.dispatch`): claimed only as far as the burst has room, and run in
+        the burst's slots (:meth:`claim_for_delivery`); the others are left to the claim loop,
+        which is woken."""
         id_list = list(ids)
         if not id_list or self._closed:
             return []
-        claims = outbox.claim_due(
-            self.session_factory, self.owner, len(id_list), self.settings.delivery_lease_seconds, ids=id_list
+        rest = 0
+        if burst:
+            room = self._burst_room()
+            rest = max(0, len(id_list) - room)
+            id_list = sorted(id_list)[:room]
+        claims = (
+            outbox.claim_due(
+                self.session_factory,
+                self.owner,
+                len(id_list),
+                self.settings.delivery_lease_seconds,
+                ids=id_list,
+            )
+            if id_list
+            else []
         )
-        self._submit(claims)
+        if burst:
+            self.adopt(claims)
+            if rest:
+                self.kick()  # the claim loop takes the rows the burst had no room for
+        else:
+            self._submit(claims)
         return [c.id for c in claims]
+
+    # -- a logout's own fan-out (the burst) -------------------------------------------------
+
+    def claim_for_delivery(self, db: Session, ids: Sequence[int]) -> list[ClaimedDelivery]:
+        """Claim, in the caller's open transaction ``db`` (a termination that has just
+        written these outbox rows), as many of ``ids`` as the burst has room for; hand the
+        result to :meth:`adopt` **after** the commit (a rollback takes the claims back with
+        the rows: nothing was registered here).
+
+        This is how one logout reaches its RPs fast (issue 15): no second write transaction
+        to claim the rows, no wake-up of the polling thread, and attempt slots beyond the
+        steady-state ``delivery_concurrency`` (``delivery_logout_burst`` more), so the
+        logout's parallelism grows with its RPs, still within the per-client and per-host
+        bounds. The claim is the ordinary durable lease (:func:`.outbox.claim_rows`): if this
+        process dies after the commit, the rows come back when the lease expires. Rows left
+        out (no room) stay pending for the claim loop (:meth:`kick`)."""
+        if self._closed or self._burst_max <= 0 or not ids:
+            return []
+        room = self._burst_room()
+        if room <= 0:
+            return []
+        return outbox.claim_rows(db, self.owner, sorted(ids)[:room], self.settings.delivery_lease_seconds)
+
+    def adopt(self, claims: list[ClaimedDelivery]) -> None:
+        """Start delivering claims made by :meth:`claim_for_delivery` once their transaction
+        committed: at once, in the burst's slots. A stopped dispatcher gives them back to
+        pending instead (no lease to wait out)."""
+        if not claims:
+            return
+        if self._closed:
+            try:
+                self._give_back(claims, None)
+            except Exception as exc:  # their leases expire instead
+                logger.warning(
+                    "giving back %d claims failed (%s); their leases expire", len(claims), _brief(exc)
+                )
+            return
+        self._submit(claims, burst=True)
+
+    def _burst_room(self) -> int:
+        """Burst claims this dispatcher can take now (a logout in each of several request
+        threads may each see the same room: the running attempts stay bounded by the burst's
+        slots, only the queue of one of them grows by what it claimed)."""
+        with self._cond:
+            return max(0, self._burst_max - self._held_burst())
+
+    def _held_burst(self) -> int:
+        """Burst claims held (queued or running); forgets finished ones (holds _cond)."""
+        if self._burst_ids:
+            self._burst_ids &= self._inflight.keys()
+        return len(self._burst_ids)
+
+    def _held_steady(self) -> int:
+        """Claims held outside the burst: what ``2 x delivery_concurrency`` bounds (holds _cond)."""
+        return len(self._inflight) - self._held_burst()
 
     def run_once(self, timeout: float | None = None) -> dict[str, int]:
         """Claim everything due now, deliver it, record it; return outcome counts
@@ -493,8 +595,9 @@ class Dispatcher:
             time.sleep(self.defer_delay)  # the deferred rows fall due again
         return dict(counts)
 
-    def _submit(self, claims: list[ClaimedDelivery]) -> list[Future[str]]:
-        """Queue claims for their attempts (started at once where the bounds allow)."""
+    def _submit(self, claims: list[ClaimedDelivery], *, burst: bool = False) -> list[Future[str]]:
+        """Queue claims for their attempts (started at once where the bounds allow);
+        ``burst``: a logout's own rows, run in the burst's slots (:meth:`adopt`)."""
         futures: list[Future[str]] = []
         if not claims:
             return futures
@@ -509,6 +612,8 @@ class Dispatcher:
                 fut: Future[str] = Future()
                 self._inflight[c.id] = (c, fut)
                 futures.append(fut)
+            if burst:
+                self._burst_ids.update(c.id for c in claims)
             # Oldest due first: when a bound makes some claims wait or go back to the outbox,
             # it is the younger ones (a crashed worker's re-claimed rows, due since the
             # termination, are not sent to the back of the fan-out). At most 2 x concurrency.
@@ -563,6 +668,7 @@ class Dispatcher:
                 entry = self._inflight.get(c.id)
                 if entry is None or entry[1].cancelled():
                     continue  # given back by drain()
+                burst = c.id in self._burst_ids
                 host = target_host(c.target_uri)
                 wait_budget = self._retry_budget_left(c.client_id, now) if c.attempts else None
                 if wait_budget is not None:
@@ -573,7 +679,12 @@ class Dispatcher:
                     self._running_client[c.client_id] < self._per_client
                     and self._running_host[host] < self._per_host
                 ):
-                    if self._running_total >= self._concurrency:
+                    if burst:
+                        if len(self._burst_running) >= self._burst_max:
+                            keep.append(c)  # the burst's slots are full: next free one
+                            continue
+                        self._burst_running.add(c.id)
+                    elif self._running_total - len(self._burst_running) >= self._concurrency:
                         keep.append(c)  # only the pool is full: next free thread takes it
                         continue
                     self._running_total += 1
@@ -582,6 +693,11 @@ class Dispatcher:
                     if c.attempts:
                         self._spend_retry(c.client_id, now)
                     start.append((c, entry[1]))
+                elif burst:
+                    # A logout's own rows wait here for their client's or host's slot instead
+                    # of going back to the outbox: as few as the burst holds, and the waiting
+                    # logout sees them finish without asking the database.
+                    keep.append(c)
                 elif waiting_client[c.client_id] < self._per_client and waiting_host[host] < self._per_host:
                     waiting_client[c.client_id] += 1
                     waiting_host[host] += 1
@@ -761,6 +877,7 @@ class Dispatcher:
         host = target_host(c.target_uri)
         with self._cond:
             self._running_total -= 1
+            self._burst_running.discard(c.id)
             self._running_client[c.client_id] -= 1
             if self._running_client[c.client_id] <= 0:
                 del self._running_client[c.client_id]
@@ -837,7 +954,7 @@ class Dispatcher:
                         self._final.popitem(last=False)
                 self.stats["retry" if state == PENDING else state] += 1
                 self._cond.notify_all()
-                refill = self._capacity - len(self._inflight) >= self._refill_at
+                refill = self._capacity - self._held_steady() >= self._refill_at
             if self._saturated and refill:
                 self._wake.set()  # enough slots are free: claim a batch more
         if self.on_result is not None and result is not None and state != LOST:
@@ -952,24 +1069,31 @@ class Dispatcher:
     # -- waiting -------------------------------------------------------------------------
 
     def wait_for(self, delivery_ids: Iterable[int], timeout: float) -> bool:
-        """True if every one of ``delivery_ids`` reached a final state within ``timeout``."""
+        """True if every one of ``delivery_ids`` reached a final state within ``timeout``.
+
+        Returns as soon as the last of them is final: rows this process delivers signal their
+        end through a Condition (no database polling); rows it does not hold (another
+        process claimed them, or one waits for a retry) are looked up in the database, 20 ms
+        after the first look and then at doubling intervals up to ``recheck_interval``."""
         deadline = time.monotonic() + max(0.0, timeout)
         pending = set(delivery_ids)
         with self._cond:
             pending -= self._final.keys()
-        last_check = 0.0
+        next_check = 0.0
+        pause = min(0.02, self.recheck_interval)
         while pending:
             now = time.monotonic()
             with self._cond:
-                local = pending & self._inflight.keys()
-            if len(local) < len(pending) and now - last_check >= self.recheck_interval:
+                foreign = len(pending & self._inflight.keys()) < len(pending)
+            if foreign and now >= next_check:
                 # Some rows are not being delivered by this process: ask the database.
                 try:
                     with self.session_factory() as db:
                         pending -= outbox.final_states(db, pending).keys()
                 except Exception:
                     logger.exception("checking delivery states failed")
-                last_check = now
+                next_check = now + pause
+                pause = min(pause * 2, self.recheck_interval)
                 if not pending:
                     break
             remaining = deadline - time.monotonic()
@@ -978,6 +1102,9 @@ class Dispatcher:
             with self._cond:
                 pending -= self._final.keys()
                 if pending:
-                    self._cond.wait(min(remaining, self.recheck_interval))
+                    nap = min(remaining, self.recheck_interval)
+                    if foreign:
+                        nap = min(nap, max(0.001, next_check - time.monotonic()))
+                    self._cond.wait(nap)
                     pending -= self._final.keys()
         return True

@@ -73,6 +73,7 @@ __all__ = [
     "LOST",
     "ClaimedDelivery",
     "claim_due",
+    "claim_rows",
     "defer",
     "final_states",
     "list_deliveries",
@@ -465,6 +466,48 @@ def claim_due(
             claimed = _snapshots(db, owner, lease_until, claimed_ids)
     if claimed:
         logger.debug("%s claimed %d deliveries", owner, len(claimed))
+    return claimed
+
+
+def claim_rows(
+    db: Session,
+    owner: str,
+    ids: Iterable[int],
+    lease_seconds: float,
+    *,
+    now: dt.datetime | None = None,
+) -> list[ClaimedDelivery]:
+    """Claim the pending pushed rows among ``ids`` for ``owner`` **in the caller's
+    transaction** (does not commit): the claim of the rows a termination has just written,
+    made inside that termination's transaction (:meth:`.Dispatcher.claim_for_delivery`).
+
+    The claim is exactly the durable one of :func:`claim_due` - ``in_flight``, ``lease_owner``,
+    ``lease_until`` (the fencing token of every later write) - and it becomes visible only if
+    the caller commits, together with the rows themselves; a rollback takes both back. So the
+    rows reach the dispatcher of the process that wrote them without a second write
+    transaction (on SQLite: without taking the write lock again) and without waking a polling
+    thread, and if that process dies after the commit its rows come back when the lease
+    expires, as for any claim. One ``UPDATE ... RETURNING`` (one statement per
+    :data:`_IN_CHUNK` ids) and one query for the clients' signing algs."""
+    id_list = sorted(set(ids))
+    if not id_list:
+        return []
+    now = now or utcnow()
+    lease_until = now + dt.timedelta(seconds=lease_seconds)
+    claimable = and_(_T.c.state == PENDING, _T.c.channel.in_(PUSHED_CHANNELS), _T.c.next_attempt_at <= now)
+    values = dict(state=IN_FLIGHT, lease_owner=owner, lease_until=lease_until)
+    claimed: list[ClaimedDelivery] = []
+    returning = db.get_bind().dialect.update_returning
+    for i in range(0, len(id_list), _IN_CHUNK):
+        chunk = id_list[i : i + _IN_CHUNK]
+        if returning:
+            rows = db.execute(
+                update(_T).where(_T.c.id.in_(chunk), claimable).values(**values).returning(*_SNAPSHOT_COLUMNS)
+            ).all()
+            claimed += _returned_snapshots(db, rows)
+        else:
+            db.execute(update(_T).where(_T.c.id.in_(chunk), claimable).values(**values))
+            claimed += _snapshots(db, owner, lease_until, chunk)
     return claimed
 
 
