@@ -78,15 +78,16 @@ def _claim(db: Session, termination_id: str | None, now: dt.datetime) -> Termina
         running = running.where(Termination.id == termination_id)
     running = running.order_by(Termination.created_at, Termination.id).limit(1)
     if db.get_bind().dialect.name == "postgresql":
-        return db.scalar(
-            select(Termination)
-            # FOR NO KEY UPDATE: serializes runners without blocking the foreign-key checks
-            # (KEY SHARE) of rows that reference the termination, e.g. its outbox rows.
-            .where(
-                Termination.id == running.with_for_update(skip_locked=True, key_share=True).scalar_subquery()
-            )
-            .execution_options(populate_existing=True)
-        )
+        # FOR NO KEY UPDATE: serializes runners without blocking the foreign-key checks
+        # (KEY SHARE) of rows that reference the termination, e.g. its outbox rows.
+        tid = db.scalar(running.with_for_update(skip_locked=True, key_share=True))
+        if tid is None:
+            return None
+        # Read the row in a statement of its own, after the lock is held: under READ
+        # COMMITTED the locking statement's snapshot may predate the commit of the runner
+        # that held the lock just before, and its progress and counters read from that
+        # snapshot would overwrite that runner's (lost update).
+        return db.get(Termination, tid, populate_existing=True)
     # SQLite: write first, so the write lock is ours before we read the progress.
     claimed = db.scalar(
         update(Termination)
