@@ -43,9 +43,11 @@ __all__ = [
     "TOKEN",
     "HostTokenStore",
     "TokenStore",
+    "as_column_type",
     "bind_code",
     "bind_token",
     "live_session",
+    "not_revoked",
     "register_token_store",
     "session_of_code",
     "session_of_token",
@@ -110,7 +112,7 @@ class HostTokenStore:
     ) -> int:
         """Every token of the End-User, whether or not issued in a known OP session (tokens
         from before adoption have no side-table row)."""
-        user = _convert(self._user_id, subject)
+        user = as_column_type(self._user_id, subject)
         if user is None:
             return 0
         return self._revoke(db, self._user_id == user, include_offline, now)
@@ -121,7 +123,7 @@ class HostTokenStore:
 
     # -- helpers -------------------------------------------------------------------------------
     def _key(self, ref: str) -> Any:
-        return _convert(self._pk, ref)
+        return as_column_type(self._pk, ref)
 
     def _revoke(self, db: Session, where: Any, include_offline: bool, now: dt.datetime) -> int:
         """Access tokens always; refresh tokens unless offline and not ``include_offline``.
@@ -130,8 +132,8 @@ class HostTokenStore:
         m = self.model
         stamp = int(now.timestamp())
         touched: set[Any] = set()
-        live_access = _not_revoked(m.access_token_revoked_at)
-        live_refresh = _not_revoked(m.refresh_token_revoked_at)
+        live_access = not_revoked(m.access_token_revoked_at)
+        live_refresh = not_revoked(m.refresh_token_revoked_at)
         ids = db.scalars(select(self._pk).where(where, live_access)).all()
         if ids:
             db.execute(
@@ -156,12 +158,12 @@ class HostTokenStore:
         return len(touched)
 
 
-def _not_revoked(column: Any) -> Any:
-    # The mixin's columns default to 0 ("not revoked"); NULL means the same.
+def not_revoked(column: Any) -> Any:
+    """Not revoked: the mixin's columns default to 0 ("not revoked"); NULL means the same."""
     return (column.is_(None)) | (column == 0)
 
 
-def _convert(column: Any, value: str) -> Any:
+def as_column_type(column: Any, value: str) -> Any:
     """``value`` as the column's Python type (None when it cannot be one)."""
     try:
         python_type = column.type.python_type

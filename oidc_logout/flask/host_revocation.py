@@ -70,10 +70,11 @@ from sqlalchemy.orm import Session
 
 from .. import metrics
 from ..core.client import check_client_credentials_syntax
-from ..host import TOKEN, _convert
+from ..host import TOKEN, as_column_type, not_revoked
 from ..limits import plausible_token
 from ..storage.base import utcnow
 from ..storage.models import HostTokenSession, Termination
+from ..storage.queries import rowcount
 from ..tokens import new_id
 from ..vocabulary import TargetKind
 from .state import state
@@ -196,10 +197,10 @@ class HostRevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
         """Revoke the presented refresh token and its grant's access tokens; returns how many
         rows this changed (0: a concurrent request or an earlier revocation got there first)."""
         m, pk = self.token_model, self._pk_of(row)
-        won = _rowcount(
+        won = rowcount(
             db.execute(
                 update(m)
-                .where(self._pk == pk, _live(m.refresh_token_revoked_at))
+                .where(self._pk == pk, not_revoked(m.refresh_token_revoked_at))
                 .values(refresh_token_revoked_at=stamp)
                 .execution_options(synchronize_session=False)
             )
@@ -219,7 +220,7 @@ class HostRevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
                 or_(
                     m.refresh_token.is_(None),
                     m.refresh_token == "",
-                    ~_live(m.refresh_token_revoked_at),
+                    ~not_revoked(m.refresh_token_revoked_at),
                 ),
             )
             if chain
@@ -245,16 +246,16 @@ class HostRevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
                 HostTokenSession.ref != str(pk),
             )
         ).all()
-        return [k for k in (_convert(self._pk, r) for r in refs) if k is not None]
+        return [k for k in (as_column_type(self._pk, r) for r in refs) if k is not None]
 
     def _revoke_access(self, db: Session, where: Any, stamp: int, *extra: Any) -> int:
         """Revoke the access tokens of the rows ``where`` (and ``extra``) selects that are not
         revoked yet; returns how many."""
         m = self.token_model
-        return _rowcount(
+        return rowcount(
             db.execute(
                 update(m)
-                .where(where, _live(m.access_token_revoked_at), *extra)
+                .where(where, not_revoked(m.access_token_revoked_at), *extra)
                 .values(access_token_revoked_at=stamp)
                 .execution_options(synchronize_session=False)
             )
@@ -262,15 +263,6 @@ class HostRevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
 
     def _pk_of(self, row: Any) -> Any:
         return row.__mapper__.primary_key_from_instance(row)[0]
-
-
-def _live(column: Any) -> Any:
-    """Not revoked: the mixin's columns default to 0; NULL means the same."""
-    return column.is_(None) | (column == 0)
-
-
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _signed_by(token: str, jwks: dict[str, Any]) -> bool:
