@@ -10,7 +10,9 @@ them lives here:
 * :class:`HostTokenStore` revokes the host's tokens (the mixin's ``access_token_revoked_at`` /
   ``refresh_token_revoked_at``) inside the termination's transaction: by session through the
   side table, by subject and client through the host's ``user_id`` / ``client_id`` columns (so
-  tokens issued before adoption, which no side-table row names, are revoked too);
+  tokens issued before adoption, which no side-table row names, are revoked too), and by grant
+  (``host-token:<table>:<primary key>``, see :meth:`HostTokenStore.revoke_grants`): what RFC 7009
+  refresh-token revocation and the admin API's ``grant_id`` terminate;
 * :func:`sync_shadow_client` keeps a row in the extension's client table for every host client
   that takes part in an OP session: deliveries, participations and the outbox point at it, and
   it carries the logout metadata the host stored in the client's ``client_metadata``.
@@ -34,11 +36,13 @@ from sqlalchemy.orm import Session
 
 from .storage.base import utcnow
 from .storage.models import Client, HostTokenSession, OPSession
+from .storage.queries import rowcount
 from .token_stores import TokenStore, register_token_store
 from .tokens import token_hash
 
 __all__ = [
     "CODE",
+    "GRANT_PREFIX",
     "OFFLINE_ACCESS",
     "TOKEN",
     "HostTokenStore",
@@ -46,9 +50,11 @@ __all__ = [
     "as_column_type",
     "bind_code",
     "bind_token",
+    "host_grant_id",
     "live_session",
     "not_revoked",
     "register_token_store",
+    "revoke_access_token",
     "session_of_code",
     "session_of_token",
     "shadow_client_upsert",
@@ -61,12 +67,33 @@ CODE = "code"
 TOKEN = "token"
 #: Core 1.0 §11: a refresh token issued with this scope outlives the session.
 OFFLINE_ACCESS = "offline_access"
+#: A host grant's id: ``host-token:<table>:<primary key>`` (the table keeps two stores apart).
+GRANT_PREFIX = "host-token:"
 
 
 class HostTokenStore:
-    """:class:`~oidc_logout.token_stores.TokenStore` over a host token model built on Authlib's
+    """:class:`~oidc_logout.token_stores.GrantStore` over a host token model built on Authlib's
     ``OAuth2TokenMixin`` (one row holds an access token and, optionally, its refresh token).
     The mixin has no column for a reason: the termination record keeps it.
+
+    **What "a grant" of the host covers.** The mixin keeps one grant's refresh token and the
+    access token issued with it in one row, and a refresh (Authlib's ``RefreshTokenGrant``)
+    stores a new row and calls the host's ``revoke_old_credential`` on the old one; the host's
+    table does not record which rows descend from one authorization code. The grant
+    ``host-token:<table>:<pk>`` is therefore:
+
+    1. the row ``pk``: its refresh and its access token;
+    2. when the row is bound to an OP session (the side table, written when the host issued it
+       in a live session): the access tokens of the other rows of the *same client in the same
+       OP session* whose refresh token is not live (retired by rotation, revoked, or never
+       issued) -- the earlier links of the rotation chain, whose access tokens a host's
+       ``revoke_old_credential`` may have left alive, and access tokens refreshed without
+       rotation. A row of that client and session with a live refresh token of its own is
+       another grant (a second code flow, another tab) and is left alone.
+
+    A row bound to no session (issued before adoption, outside any OP session, or refreshed
+    offline after its session ended) is its grant alone; Authlib's rotation retires its
+    predecessors.
 
     :param token_model: the host's mapped token class.
     :param user_id_attribute: the column naming the End-User (Authlib's guide: ``user_id``);
@@ -121,9 +148,86 @@ class HostTokenStore:
         """The kill switch: every token of the client, offline ones included."""
         return self._revoke(db, self.model.client_id == client_id, True, now)
 
+    # -- grants ------------------------------------------------------------------------------------
+    def has_grant(self, db: Session, grant_id: str) -> bool:
+        pk = self._grant_key(grant_id)
+        return pk is not None and db.scalar(select(self._pk).where(self._pk == pk)) is not None
+
+    def revoke_grants(
+        self, db: Session, grant_ids: Sequence[str], *, now: dt.datetime, reason: str = ""
+    ) -> int:
+        """The named rows' refresh and access tokens and, for a session-bound row, the access
+        tokens of its rotation chain (the class documentation); offline or not. Returns the
+        rows whose access or refresh token this revoked (as :meth:`revoke_for_sessions`): 0
+        when every named grant was already revoked, whoever did it (the conditional UPDATEs
+        decide)."""
+        stamp = int(now.timestamp())
+        m = self.model
+        revoked = 0
+        for pk in (k for k in map(self._grant_key, grant_ids) if k is not None):
+            refresh = _set_revoked(db, m, m.refresh_token_revoked_at, stamp, self._pk == pk, *_has_refresh(m))
+            access = _set_revoked(db, m, m.access_token_revoked_at, stamp, self._pk == pk)
+            if not (refresh or access):
+                continue  # §2.2 (RFC 7009): already revoked; its chain went with it
+            revoked += 1
+            chain = self._chain(db, pk)
+            if chain:
+                # RFC 7009 §2.1: "the authorization server SHOULD also invalidate all access
+                # tokens based on the same authorization grant": the chain's, not another grant's
+                # (a row with a live refresh token of its own).
+                revoked += _set_revoked(
+                    db,
+                    m,
+                    m.access_token_revoked_at,
+                    stamp,
+                    self._pk.in_(chain),
+                    or_(*_no_refresh(m), ~not_revoked(m.refresh_token_revoked_at)),
+                )
+        return revoked
+
+    def walk_grants(
+        self,
+        db: Session,
+        client_id: str,
+        *,
+        after: str,
+        limit: int,
+        created_before: dt.datetime | None = None,
+        below_version: int | None = None,
+    ) -> list[tuple[str, str | None]]:
+        """None: a client kill switch revokes the host's rows by ``client_id`` in its cut-off's
+        transaction (:meth:`revoke_for_client`), and secret rotation is the host's own (the
+        admin API refuses it in extension mode), so no chunk has host grants left to walk."""
+        return []
+
     # -- helpers -------------------------------------------------------------------------------
     def _key(self, ref: str) -> Any:
         return as_column_type(self._pk, ref)
+
+    def _grant_key(self, grant_id: str) -> Any:
+        """The primary key a grant id of this store names, or None (another store's id)."""
+        prefix = host_grant_id(self.model, "")
+        return self._key(grant_id[len(prefix) :]) if grant_id.startswith(prefix) else None
+
+    def _chain(self, db: Session, pk: Any) -> list[Any]:
+        """The other host rows of the same client in the same OP session (the side table), or
+        none when the row is bound to no session."""
+        bound = db.execute(
+            select(HostTokenSession.sid, HostTokenSession.client_id).where(
+                HostTokenSession.kind == TOKEN, HostTokenSession.ref == str(pk)
+            )
+        ).first()
+        if bound is None:
+            return []
+        refs = db.scalars(
+            select(HostTokenSession.ref).where(
+                HostTokenSession.kind == TOKEN,
+                HostTokenSession.sid == bound.sid,
+                HostTokenSession.client_id == bound.client_id,
+                HostTokenSession.ref != str(pk),
+            )
+        ).all()
+        return [k for k in map(self._key, refs) if k is not None]
 
     def _revoke(self, db: Session, where: Any, include_offline: bool, now: dt.datetime) -> int:
         """Access tokens always; refresh tokens unless offline and not ``include_offline``.
@@ -136,26 +240,51 @@ class HostTokenStore:
         live_refresh = not_revoked(m.refresh_token_revoked_at)
         ids = db.scalars(select(self._pk).where(where, live_access)).all()
         if ids:
-            db.execute(
-                update(m)
-                .where(self._pk.in_(ids), live_access)
-                .values(access_token_revoked_at=stamp)
-                .execution_options(synchronize_session=False)
-            )
+            _set_revoked(db, m, m.access_token_revoked_at, stamp, self._pk.in_(ids))
             touched.update(ids)
-        refresh_cond = [where, live_refresh, m.refresh_token.is_not(None), m.refresh_token != ""]
+        refresh_cond = [where, live_refresh, *_has_refresh(m)]
         if not include_offline:
             refresh_cond.append(or_(m.scope.is_(None), ~m.scope.contains(OFFLINE_ACCESS)))
         rids = db.scalars(select(self._pk).where(*refresh_cond)).all()
         if rids:
-            db.execute(
-                update(m)
-                .where(self._pk.in_(rids), live_refresh)
-                .values(refresh_token_revoked_at=stamp)
-                .execution_options(synchronize_session=False)
-            )
+            _set_revoked(db, m, m.refresh_token_revoked_at, stamp, self._pk.in_(rids))
             touched.update(rids)
         return len(touched)
+
+
+def host_grant_id(token_model: Any, pk: Any) -> str:
+    """The grant id of the host token row ``pk`` (:class:`HostTokenStore`'s grants)."""
+    return f"{GRANT_PREFIX}{token_model.__table__.name}:{pk}"
+
+
+def revoke_access_token(db: Session, token_model: Any, pk: Any, now: dt.datetime) -> bool:
+    """Revoke the access token of the host row ``pk`` alone (RFC 7009 §2.1: revoking an access
+    token MAY revoke its refresh token; it is left alone); False when it was already revoked."""
+    pk_column = token_model.__mapper__.primary_key[0]
+    stamp = int(now.timestamp())
+    return bool(_set_revoked(db, token_model, token_model.access_token_revoked_at, stamp, pk_column == pk))
+
+
+def _set_revoked(db: Session, model: Any, column: Any, stamp: int, *where: Any) -> int:
+    """Stamp ``column`` (one of the mixin's ``*_revoked_at``) on the rows ``where`` selects
+    whose value is not revoked yet; returns how many. Conditional, so of two concurrent
+    revocations of one value exactly one counts it."""
+    return rowcount(
+        db.execute(
+            update(model)
+            .where(*where, not_revoked(column))
+            .values({column.key: stamp})
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+def _has_refresh(model: Any) -> tuple[Any, Any]:
+    return model.refresh_token.is_not(None), model.refresh_token != ""
+
+
+def _no_refresh(model: Any) -> tuple[Any, Any]:
+    return model.refresh_token.is_(None), model.refresh_token == ""
 
 
 def not_revoked(column: Any) -> Any:

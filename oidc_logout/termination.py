@@ -274,6 +274,15 @@ def terminate(
             return winner
     _finish(db, term, plan, ended, now, browser_present)
     db.flush()
+    if isinstance(target, GrantTarget) and not term.tokens_revoked:
+        # A grant revoked already, or by a concurrent termination (RFC 7009: two revocations
+        # of one refresh token): the conditional UPDATEs revoked nothing here, so give back the
+        # termination that revoked it, as for sessions above (one revocation, one record).
+        winner = _grant_termination(db, target.grant_id, term.id)
+        if winner is not None:
+            db.delete(term)
+            db.flush()
+            return winner
     metrics.termination_committed(db, initiator)
     return term
 
@@ -482,6 +491,20 @@ def _termination_of(db: Session, sids: Sequence[str]) -> Termination | None:
         .limit(1)
     )
     return db.get(Termination, term_id) if term_id else None
+
+
+def _grant_termination(db: Session, grant_id: str, other_than: str) -> Termination | None:
+    """The latest termination by ``grant_id`` besides ``other_than``."""
+    return db.scalar(
+        select(Termination)
+        .where(
+            Termination.target_kind == TargetKind.GRANT,
+            Termination.target_value == grant_id[:255],
+            Termination.id != other_than,
+        )
+        .order_by(Termination.created_at.desc())
+        .limit(1)
+    )
 
 
 def _live_participations(db: Session, client_id: str, sids: set[str] | None = None) -> list[tuple[str, str]]:

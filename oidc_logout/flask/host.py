@@ -33,7 +33,6 @@ from sqlalchemy.orm import Session
 from ..config import Settings
 from ..core.bearer import host_access_token_terminated
 from ..core.grants import record_participation, touch_session
-from ..errors import InvalidRequest
 from ..host import (
     CODE,
     bind_code,
@@ -48,7 +47,7 @@ from ..rfc7662.endpoint import INTROSPECT_SCOPE
 from ..rpinitiated.end_session import EndSessionEndpoint
 from ..storage.base import utcnow
 from ..storage.models import HostTokenSession, OPSession
-from ..termination import ClientKill, GrantTarget, Target
+from ..termination import ClientKill, Target
 from ..tokens import token_hash
 from .host_revocation import HostRevocationEndpoint, refuse_other_revocation
 from .install import install_endpoints
@@ -211,7 +210,11 @@ class HostIntrospectionEndpoint(_OnHostServer, _IntrospectionEndpoint):  # type:
         if token.refresh:
             if row.refresh_token_revoked_at:
                 return {"active": False}
-        elif row.access_token_revoked_at or row.issued_at + row.expires_in <= now:
+        elif _row_revoked(row) or row.issued_at + row.expires_in <= now:
+            # RFC 7662 §2.2 "active": what the host's own resource protection decides, i.e.
+            # Authlib's bearer validator calling the row's is_revoked() (the mixin: either
+            # column set; a revoke_old_credential that retires only the refresh token retires
+            # the row's access token there too).
             return {"active": False}
         elif host_access_token_terminated(self.server.db, row) is not None:
             # The extension's bearer checks refuse it (a cut-off, an ended session): not active.
@@ -371,6 +374,15 @@ def _bind_issued_token(provider: Provider, token_model: Any, token: dict[str, An
 
 
 # -- the admin API and SSF in extension mode ---------------------------------------------------
+def _row_revoked(row: Any) -> bool:
+    """The host row's own ``is_revoked()`` (a host may override the mixin's), else the mixin's
+    rule: either revocation column set."""
+    is_revoked = getattr(row, "is_revoked", None)
+    if callable(is_revoked):
+        return bool(is_revoked())
+    return bool(row.access_token_revoked_at or row.refresh_token_revoked_at)
+
+
 def is_host_mode() -> bool:
     """Whether the current app runs the extension over a host's server."""
     return isinstance(state().server, HostContext)
@@ -390,16 +402,7 @@ def shadow_host_client(db: Session, client_id: str) -> bool:
 def prepare_host_target(db: Session, target: Target) -> None:
     """Extension mode, before an admin termination: a client named by ``client_id`` is the
     host's (its shadow row is synced, so a client whose tokens came only from
-    ``client_credentials`` can be terminated too); a ``grant_id`` is refused."""
-    if isinstance(target, GrantTarget):
-        # A grant is the package's own record of one authorization (its tokens, refresh
-        # rotations and offline state). The host's OAuth2TokenMixin rows are single
-        # issuances: refresh rotation writes a new row, nothing links them, so no row id
-        # names "a grant". Revoke one token at the host's RFC 7009 endpoint instead.
-        raise InvalidRequest(
-            "terminating by 'grant_id' is not supported in extension mode (the host's token rows "
-            "are not grants): terminate by 'sid', 'sub' or 'client_id', or revoke the token at "
-            "the host's revocation endpoint"
-        )
+    ``client_credentials`` can be terminated too). A ``grant_id`` names a host token row
+    (``host-token:<table>:<pk>``, :class:`~oidc_logout.host.HostTokenStore`) and needs nothing."""
     if isinstance(target, ClientKill):
         shadow_host_client(db, target.client_id)

@@ -14,37 +14,20 @@ The host keeps its route (``POST /oauth/revoke`` calling
 * §2.2.1 an ID token the host signed answers ``unsupported_token_type`` (HTTP 400);
 * revoking an access token sets the row's ``access_token_revoked_at`` only: the refresh token
   of the row keeps working (§2.1 allows revoking it, the turnkey does not);
-* revoking a refresh token revokes its grant (§2.1 SHOULD) and records the revocation as a
-  ``grant`` termination (audit row, no session ended, no back-channel notification), as the
-  turnkey's ``terminate(by_grant(...))`` does.
-
-**What "the grant" of a host refresh token covers.** The mixin keeps one grant's refresh token
-and the access token issued with it in one row, and a refresh (Authlib's
-``RefreshTokenGrant``) stores a new row and calls the host's ``revoke_old_credential`` on the
-old one; the host's table does not record which rows descend from one authorization code.
-The grant is therefore:
-
-1. the presented row: its refresh and its access token;
-2. when the row is bound to an OP session (the extension's side table
-   ``oidc_logout_token_session``, written when the host issued it in a live session): the
-   access tokens of the other rows of the *same client in the same OP session* whose refresh
-   token is not live (retired by rotation, revoked, or never issued) -- the earlier links of
-   the rotation chain, whose access tokens a host's ``revoke_old_credential`` may have left
-   alive, and access tokens refreshed without rotation. A row of that client and session with
-   a live refresh token of its own is another grant (a second code flow, another tab) and is
-   left alone.
-
-A row bound to no session (issued before adoption, outside any OP session, or refreshed
-offline after its session ended) is its grant alone; Authlib's rotation retires its
-predecessors. Refresh revocation ends neither the OP session nor the client's participation
-in it: the client still hears of the session's end.
+* revoking a refresh token terminates its grant: ``terminate(by_grant(...))`` with the grant
+  id ``host-token:<table>:<pk>`` of the presented row, the one termination path; the host's
+  :class:`~oidc_logout.host.HostTokenStore` revokes the row and the access tokens of its
+  rotation chain (what "the grant" of a host row covers is documented there) and the
+  termination record is the audit row. No session ends and nobody is notified: a client
+  revoking its own grant needs no logout token, and the OP session and the client's
+  participation in it live on (the client still hears of the session's end).
 
 Every change is a conditional ``UPDATE`` (only not-yet-revoked values): of two concurrent
-revocations of one refresh token, one revokes and records the termination, the other finds
-nothing left to revoke and answers 200 as well. The host's bearer validation
-(``create_bearer_token_validator``: the mixin's ``is_revoked()``) and
-:class:`~oidc_logout.flask.host.HostIntrospectionEndpoint` read the same columns, so a
-revocation is seen by both the moment it commits.
+revocations of one refresh token, one revokes it and records the termination; the other finds
+nothing left to revoke, gets that same termination back from ``terminate`` and answers 200 as
+well. The host's bearer validation (``create_bearer_token_validator``: the mixin's
+``is_revoked()``) and :class:`~oidc_logout.flask.host.HostIntrospectionEndpoint` read the same
+columns, so a revocation is seen by both the moment it commits.
 
 **A host that registered its own revocation endpoint.** Authlib keeps a list of endpoints per
 name and answers with the first one that does not raise ``ContinueIteration``, i.e. the one
@@ -57,7 +40,6 @@ orders with a ``RuntimeError`` naming the host's endpoint: remove its
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -65,18 +47,15 @@ from typing import Any
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, UnsupportedTokenTypeError
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from jwcrypto import jwk, jws
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import metrics
 from ..core.client import check_client_credentials_syntax
-from ..host import TOKEN, as_column_type, not_revoked
+from ..host import host_grant_id, revoke_access_token
 from ..limits import plausible_token
 from ..storage.base import utcnow
-from ..storage.models import HostTokenSession, Termination
-from ..storage.queries import rowcount
-from ..tokens import new_id
-from ..vocabulary import TargetKind
+from ..termination import by_grant, terminate
 from .state import state
 
 __all__ = ["REVOKED_REASON", "HostRevocationEndpoint", "refuse_other_revocation"]
@@ -115,7 +94,6 @@ class HostRevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
     def __init__(self, token_model: Any) -> None:
         super().__init__()
         self.token_model = token_model
-        self._pk = token_model.__mapper__.primary_key[0]
 
     # Like HostIntrospectionEndpoint: the context of the application serving the request (one
     # module-level host server may serve several applications); register_endpoint's value is
@@ -180,86 +158,23 @@ class HostRevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
     # -- the revocation --------------------------------------------------------------------------
     def revoke_token(self, token: Any, request: Any) -> None:
         db: Session = self.server.db
-        now = utcnow()
-        stamp = int(now.timestamp())
+        pk = self._pk_of(token)
         if getattr(request, _REFRESH_ATTRIBUTE, False):
-            revoked = self._revoke_grant(db, token, stamp)
-            if revoked:
-                _record_grant_revocation(db, self._pk_of(token), token.client_id, revoked, now)
+            # §2.2: "invalid tokens do not cause an error response": revoked already, nothing to do.
+            if not token.refresh_token_revoked_at:  # the mixin: 0 or NULL is not revoked
+                # §2.1: "If the token passed to the request is a refresh token [...] the
+                # authorization server SHOULD also invalidate all access tokens based on the
+                # same authorization grant": the grant's termination.
+                terminate(
+                    db,
+                    by_grant(host_grant_id(self.token_model, pk)),
+                    reason=REVOKED_REASON,
+                    initiator=f"client:{token.client_id}",
+                )
                 metrics.revoked("refresh_token", db)
-        elif self._revoke_access(db, self._pk == self._pk_of(token), stamp):
-            # §2.1: revoking an access token MAY revoke its refresh token; it is left alone.
+        elif revoke_access_token(db, self.token_model, pk, utcnow()):
             metrics.revoked("access_token", db)
-        # §2.2: already revoked (here or by a concurrent request): nothing changed, 200 all the same.
         db.commit()
-
-    def _revoke_grant(self, db: Session, row: Any, stamp: int) -> int:
-        """Revoke the presented refresh token and its grant's access tokens; returns how many
-        rows this changed (0: a concurrent request or an earlier revocation got there first)."""
-        m, pk = self.token_model, self._pk_of(row)
-        won = rowcount(
-            db.execute(
-                update(m)
-                .where(self._pk == pk, not_revoked(m.refresh_token_revoked_at))
-                .values(refresh_token_revoked_at=stamp)
-                .execution_options(synchronize_session=False)
-            )
-        )
-        if not won:
-            return 0  # §2.2: the token was already revoked
-        # §2.1: "the authorization server SHOULD also invalidate all access tokens based on the
-        # same authorization grant": the row's own, and (session-bound) the chain's.
-        self._revoke_access(db, self._pk == pk, stamp)
-        chain = self._chain(db, pk)
-        others = (
-            self._revoke_access(
-                db,
-                self._pk.in_(chain),
-                stamp,
-                # Not another grant: no live refresh token of its own.
-                or_(
-                    m.refresh_token.is_(None),
-                    m.refresh_token == "",
-                    ~not_revoked(m.refresh_token_revoked_at),
-                ),
-            )
-            if chain
-            else 0
-        )
-        return 1 + others
-
-    def _chain(self, db: Session, pk: Any) -> list[Any]:
-        """The other host rows of the same client in the same OP session (the side table), or
-        none when the row is bound to no session."""
-        bound = db.execute(
-            select(HostTokenSession.sid, HostTokenSession.client_id).where(
-                HostTokenSession.kind == TOKEN, HostTokenSession.ref == str(pk)
-            )
-        ).first()
-        if bound is None:
-            return []
-        refs = db.scalars(
-            select(HostTokenSession.ref).where(
-                HostTokenSession.kind == TOKEN,
-                HostTokenSession.sid == bound.sid,
-                HostTokenSession.client_id == bound.client_id,
-                HostTokenSession.ref != str(pk),
-            )
-        ).all()
-        return [k for k in (as_column_type(self._pk, r) for r in refs) if k is not None]
-
-    def _revoke_access(self, db: Session, where: Any, stamp: int, *extra: Any) -> int:
-        """Revoke the access tokens of the rows ``where`` (and ``extra``) selects that are not
-        revoked yet; returns how many."""
-        m = self.token_model
-        return rowcount(
-            db.execute(
-                update(m)
-                .where(where, not_revoked(m.access_token_revoked_at), *extra)
-                .values(access_token_revoked_at=stamp)
-                .execution_options(synchronize_session=False)
-            )
-        )
 
     def _pk_of(self, row: Any) -> Any:
         return row.__mapper__.primary_key_from_instance(row)[0]
@@ -274,31 +189,6 @@ def _signed_by(token: str, jwks: dict[str, Any]) -> bool:
         return True
     except Exception:
         return False
-
-
-def _record_grant_revocation(
-    db: Session, pk: Any, client_id: str, tokens_revoked: int, now: dt.datetime
-) -> None:
-    """The audit record of a refresh-token revocation: a ``grant`` termination that ended no
-    session and notified nobody, as the turnkey's ``terminate(by_grant(...))`` records it
-    (a client revoking its own grant needs no logout token; the OP session and the client's
-    participation in it live on). ``target_value`` names the host token row."""
-    initiator = f"client:{client_id}"
-    db.add(
-        Termination(
-            id=new_id(12),
-            target_kind=TargetKind.GRANT,
-            target_value=f"host-token:{pk}"[:255],
-            reason=REVOKED_REASON,
-            initiator=initiator[:255],
-            include_offline=False,
-            created_at=now,
-            sessions_ended=0,
-            tokens_revoked=tokens_revoked,
-            deliveries_written=0,
-        )
-    )
-    metrics.termination_committed(db, initiator)
 
 
 def refuse_other_revocation(server: Any) -> None:

@@ -556,7 +556,7 @@ def admin_terminate() -> BaseResponse:
     admin = _require_admin()
     ask = parse_termination(request.get_json(silent=True))
     if is_host_mode():
-        prepare_host_target(db, ask.target)  # the host's clients; grant_id refused
+        prepare_host_target(db, ask.target)  # the host's clients
         db.commit()
     db.rollback()
     outcome = provider.terminate_now(

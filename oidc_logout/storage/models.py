@@ -246,6 +246,8 @@ class Termination(Base):
             postgresql_where=sql_text("state = 'running'"),
             sqlite_where=sql_text("state = 'running'"),
         ),
+        #: A grant termination's look-up of the one that revoked its grant first (termination.py).
+        Index("ix_oidc_logout_termination_target", "target_kind", "target_value"),
     )
 
     id: Mapped[str40] = mapped_column(primary_key=True)

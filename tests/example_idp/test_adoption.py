@@ -167,6 +167,25 @@ def test_refresh_rotation_keeps_the_session_binding(adopted: Any) -> None:
     assert userinfo_status(idp, new["access_token"]) == 401
 
 
+def test_introspection_agrees_with_the_hosts_validator_when_only_the_refresh_column_is_set(
+    adopted: Any,
+) -> None:
+    """A host whose revoke_old_credential retires only the refresh token: Authlib's bearer
+    validator (the mixin's is_revoked(): either column) refuses the row's access token, and
+    RFC 7662 introspection says the same, not "active"."""
+    idp, portal = adopted
+    _browser, tokens = signed_in(idp, portal)
+    assert introspect(idp, portal, tokens["access_token"])["active"] is True
+    with idp.app.app_context():
+        row = db.session.scalar(select(OAuth2Token).where(OAuth2Token.access_token == tokens["access_token"]))
+        assert row is not None
+        row.refresh_token_revoked_at = 1
+        db.session.commit()
+    assert userinfo_status(idp, tokens["access_token"]) == 401
+    assert introspect(idp, portal, tokens["access_token"]) == {"active": False}
+    assert introspect(idp, portal, tokens["refresh_token"]) == {"active": False}
+
+
 def test_a_token_issued_before_adoption_is_revoked_by_a_subject_termination(adopted: Any) -> None:
     """The row the before-app wrote (Authlib's create_save_token_func: no session, no side
     table row) is found by its user_id and revoked; the host's own resource protection and

@@ -115,7 +115,7 @@ def test_refresh_revocation_ends_the_grant_and_records_it_without_a_logout(
     """RFC 7009 §2.1 SHOULD: revoking the refresh token invalidates the access tokens of the
     same grant -- here the rotation chain's, found through the OP session binding (the host's
     rotation is made to leave the old access token alive, as a host's revoke_old_credential
-    may). A second grant of the same client in the same session keeps working. As the turnkey's
+    may: it drops the old refresh token and keeps the access token). A second grant of the same client in the same session keeps working. As the turnkey's
     terminate(by_grant): one grant termination, no session ended, no back-channel logout."""
     idp, portal = example
     browser, first = signed_in(idp, portal)
@@ -127,10 +127,11 @@ def test_refresh_revocation_ends_the_grant_and_records_it_without_a_logout(
         db.session.execute(
             update(OAuth2Token)
             .where(OAuth2Token.access_token == first["access_token"])
-            .values(access_token_revoked_at=0)
+            .values(access_token_revoked_at=0, refresh_token_revoked_at=0, refresh_token=None)
         )
         db.session.commit()
     assert introspect(idp, portal, first["access_token"])["active"] is True
+    assert userinfo_status(idp, first["access_token"]) == 200
     other = exchange(idp.url, portal, run_code_flow(browser, portal)).json()  # same session, new grant
     assert verify_id_token(idp.url, other["id_token"])["sid"] == sid
 
@@ -139,6 +140,7 @@ def test_refresh_revocation_ends_the_grant_and_records_it_without_a_logout(
     for token in (chain["refresh_token"], chain["access_token"], first["access_token"]):
         assert introspect(idp, portal, token) == {"active": False}
     assert userinfo_status(idp, chain["access_token"]) == 401
+    assert userinfo_status(idp, first["access_token"]) == 401
     refused = token_request(idp.url, portal, grant_type="refresh_token", refresh_token=chain["refresh_token"])
     assert refused.status_code == 400
     assert introspect(idp, portal, other["access_token"])["active"] is True

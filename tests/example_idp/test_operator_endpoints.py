@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from examples.authlib_idp.models import OAuth2Token, db
 from oidc_logout.ssf import SESSION_REVOKED
-from oidc_logout.storage.models import Client, Delivery
+from oidc_logout.storage.models import Client, Delivery, OPSession
 from oidc_logout.testing import CaptureServer
 
 from .conftest import (
@@ -264,12 +264,44 @@ def test_the_console_opens_for_a_listed_subject_signed_in_through_the_host_login
     assert refused.status_code == 403 and "not an operator" in refused.text
 
 
-def test_grant_ids_and_secret_rotation_are_refused_in_extension_mode(ops_idp: Any) -> None:
+def test_a_host_grant_id_terminates_that_row_and_ends_no_session(ops_idp: Any, rp: CaptureServer) -> None:
+    """The admin API's ``grant_id`` in extension mode names a host token row
+    (``host-token:<table>:<pk>``): its refresh and access tokens die at once, the OP session
+    lives on and no RP is told; the same id again gives back the same termination (nothing
+    left to revoke: one revocation, one record)."""
+    idp, _portal = ops_idp
+    _browser, tokens = signed_in(idp, _portal)
+    admin = host_token(idp, OPS, ADMIN_SCOPE)
+    grant_id = f"host-token:oauth2_token:{host_row(idp, tokens['access_token']).id}"
+
+    r = admin_terminate(idp, admin, grant_id=grant_id)
+    assert r.status_code == 201, r.text
+    report = r.json()
+    assert report["target"] == {"kind": "grant", "value": grant_id}
+    assert report["sessions_ended"] == 0 and report["tokens_revoked"] == 1  # one row: both its tokens
+    assert report["deliveries"] == []
+    assert introspect(idp, _portal, tokens["refresh_token"]) == {"active": False}
+    assert userinfo_status(idp, tokens["access_token"]) == 401
+    refreshed = token_request(
+        idp.url, _portal, grant_type="refresh_token", refresh_token=tokens["refresh_token"]
+    )
+    assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
+    with idp.app.app_context():
+        assert db.session.scalar(select(OPSession.ended_at)) is None
+
+    again = admin_terminate(idp, admin, grant_id=grant_id)
+    assert again.status_code == 201 and again.json()["id"] == report["id"]
+    assert not rp.wait_for(1, 0.5, path="/portal/backchannel")
+
+
+def test_unknown_grant_ids_are_not_found_and_secret_rotation_is_refused_in_extension_mode(
+    ops_idp: Any,
+) -> None:
     idp, _portal = ops_idp
     admin = host_token(idp, OPS, ADMIN_SCOPE)
-    r = admin_terminate(idp, admin, grant_id="1")
-    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
-    assert "grant_id" in r.json()["error_description"]
+    for grant_id in ("1", "host-token:oauth2_token:999999", "host-token:oauth2_token:x", "host-token:user:1"):
+        r = admin_terminate(idp, admin, grant_id=grant_id)
+        assert r.status_code == 404 and r.json()["error"] == "not_found", (grant_id, r.text)
     r = requests.post(
         f"{idp.url}/oidc/admin/clients/webapp/rotate-secret", json={}, headers=bearer(admin), timeout=10
     )

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from oidc_logout.storage.models import Token
+from oidc_logout.storage.models import Termination, Token
 from oidc_logout.tokens import token_hash
+from oidc_logout.vocabulary import TargetKind
 from tests.support.idp import (
     Browser,
     IdP,
@@ -21,6 +22,8 @@ from tests.support.idp import (
     revoke,
     start_idp,
 )
+
+from ._race import race_posts, summary
 
 RP_A = client_meta("rev-a")
 RP_B = client_meta("rev-b", secret="other-secret-" + "y" * 20)
@@ -227,3 +230,31 @@ def test_missing_token_parameter_is_invalid_request(idp):
     resp = _post(idp, {"token_type_hint": "access_token"}, auth=(RP_A["client_id"], RP_A["client_secret"]))
     assert resp.status_code == 400
     assert resp.json()["error"] == "invalid_request"
+
+
+# -- concurrency ------------------------------------------------------------------------------
+def test_concurrent_revocations_of_one_refresh_token_record_one_grant_termination(idp):
+    """Eight revocations of one refresh token released together: all answer 200, the grant's
+    tokens are dead, and its grant is terminated once (the losers' conditional UPDATEs find
+    nothing left and terminate() gives back the winner's record)."""
+    tokens = _tokens(idp, RP_A)
+    with idp.provider.session_factory() as db:
+        grant_id = db.scalar(
+            select(Token.grant_id).where(Token.token_hash == token_hash(tokens["refresh_token"]))
+        )
+    responses = race_posts(
+        f"{idp.url}/revoke",
+        {"token": tokens["refresh_token"], "token_type_hint": "refresh_token"},
+        8,
+        auth=(RP_A["client_id"], RP_A["client_secret"]),
+    )
+    assert [r.status_code for r in responses] == [200] * 8, summary(responses)
+    for token in (tokens["access_token"], tokens["refresh_token"]):
+        assert not _active(idp, token)
+    with idp.provider.session_factory() as db:
+        terms = db.scalars(
+            select(Termination).where(
+                Termination.target_kind == TargetKind.GRANT, Termination.target_value == grant_id
+            )
+        ).all()
+    assert len(terms) == 1 and terms[0].tokens_revoked == 2
