@@ -13,7 +13,7 @@ them lives here:
   tokens issued before adoption, which no side-table row names, are revoked too), and by grant
   (``host-token:<table>:<primary key>``, see :meth:`HostTokenStore.revoke_grants`): what RFC 7009
   refresh-token revocation and the admin API's ``grant_id`` terminate;
-* :func:`sync_shadow_client` keeps a row in the extension's client table for every host client
+* :func:`~oidc_logout.host_models.sync_host_client` keeps a row in the extension's client table for every host client
   that takes part in an OP session: deliveries, participations and the outbox point at it, and
   it carries the logout metadata the host stored in the client's ``client_metadata``.
 
@@ -59,7 +59,6 @@ __all__ = [
     "session_of_token",
     "shadow_client_upsert",
     "shadow_values",
-    "sync_shadow_client",
 ]
 
 #: ``HostTokenSession.kind`` values.
@@ -351,15 +350,6 @@ _COPIED = (
 )
 
 
-def sync_shadow_client(db: Session, client_id: str, metadata: dict[str, Any]) -> None:
-    """Create or update the extension's row for a host client from the host's metadata.
-
-    The row has no secret (no endpoint of the extension authenticates it: the host's server
-    does); it exists for the foreign keys of participations and deliveries and for the logout
-    URIs delivery reads. Race-free upsert on both dialects."""
-    db.execute(shadow_client_upsert(db.get_bind().dialect.name, client_id, metadata))
-
-
 def shadow_values(metadata: dict[str, Any]) -> dict[str, Any]:
     """The shadow row's copy of the host's logout metadata (the columns an upsert refreshes)."""
     return {
@@ -374,8 +364,11 @@ def shadow_values(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def shadow_client_upsert(dialect: str, client_id: str, metadata: dict[str, Any]) -> Any:
-    """The INSERT ... ON CONFLICT DO UPDATE of :func:`sync_shadow_client`, for a Session or a
-    Connection (``oidc_logout.host_models`` runs it inside the host's flush)."""
+    """The race-free INSERT ... ON CONFLICT DO UPDATE of the shadow row of a host client (no
+    secret: the host's server authenticates it; the row exists for the foreign keys of
+    participations and deliveries and for the logout URIs delivery reads), for a Session or a
+    Connection (:func:`oidc_logout.host_models.sync_host_client` runs it, also inside the
+    host's flush)."""
     values = shadow_values(metadata)
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     return (

@@ -41,8 +41,8 @@ from ..config import Settings, settings_from_mapping
 from ..core.bearer import BearerProtector, HostTokenValidator
 from ..core.consent import requested_scopes
 from ..frontchannel import discovery as frontchannel_discovery
-from ..host import HostTokenStore, sync_shadow_client
-from ..host_models import install_host_models
+from ..host import HostTokenStore
+from ..host_models import install_host_models, sync_host_client
 from ..protocols import UserDirectory
 from ..provider import Provider
 from ..storage.consent import approved_scopes, remember_consent
@@ -293,7 +293,7 @@ class OIDCLogout:
         if client is None:
             raise ValueError("no client with that client_id")
         if isinstance(ext.server, HostContext):
-            sync_shadow_client(db, client_id, dict(client.client_metadata))
+            sync_host_client(db.connection(), client_id, dict(client.client_metadata or {}))
         remember_consent(db, subject, client_id, requested_scopes(scope))
         db.commit()
 

@@ -40,8 +40,8 @@ from ..host import (
     live_session,
     session_of_code,
     session_of_token,
-    sync_shadow_client,
 )
+from ..host_models import sync_host_client
 from ..provider import Provider
 from ..rfc7662.endpoint import INTROSPECT_SCOPE
 from ..rpinitiated.end_session import EndSessionEndpoint
@@ -291,7 +291,8 @@ def _code_issued(grant: Any, response: Any) -> None:
     if row is None:
         return  # the host issued a code outside any OP session: no sid, nothing to notify
     client_id = str(client.get_client_id())
-    sync_shadow_client(db, client_id, dict(client.client_metadata))
+    # Read first, write on a difference: no row lock on an unchanged client's shadow row.
+    sync_host_client(db.connection(), client_id, dict(client.client_metadata or {}))
     record_participation(db, row.sid, client_id)
     bind_code(db, code, row.sid, client_id)
     touch_session(db, row.sid)
@@ -395,7 +396,7 @@ def shadow_host_client(db: Session, client_id: str) -> bool:
     client = state().server.query_client(client_id)
     if client is None:
         return False
-    sync_shadow_client(db, client.get_client_id(), dict(client.client_metadata or {}))
+    sync_host_client(db.connection(), client.get_client_id(), dict(client.client_metadata or {}))
     return True
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -471,3 +472,36 @@ def test_a_renamed_client_id_retires_the_old_shadow_row(database_url: str, rp: C
         assert shadow_uri(idp, "portal-2") == rp.base_url + "/portal/backchannel"
     finally:
         idp.stop()
+
+
+@pytest.mark.postgres
+def test_a_code_for_an_unchanged_client_takes_no_lock_on_its_shadow_row(
+    pg_databases: Any, rp: CaptureServer
+) -> None:
+    """Code issuance reads the client's shadow row and writes it only when the host's metadata
+    changed: with another transaction holding the row (FOR NO KEY UPDATE, the lock an UPDATE
+    of it would need), a sign-in to that client still completes. Concurrent sign-ins to one
+    RP do not queue on its row."""
+    url = pg_databases.new()
+    meta = portal(rp)
+    idp = start(url, [WEBAPP, meta], **QUIET)
+    engine = create_engine(url)
+    try:
+        signed_in(idp, meta)  # the shadow row exists and matches the host's metadata
+        done: list[dict[str, Any]] = []
+        with engine.connect() as locker:
+            locker.exec_driver_sql(
+                "SELECT 1 FROM oidc_logout_client WHERE client_id = 'portal' FOR NO KEY UPDATE"
+            )
+            worker = threading.Thread(target=lambda: done.append(signed_in(idp, meta)[1]), daemon=True)
+            worker.start()
+            worker.join(15)
+            finished_while_locked = bool(done)
+            locker.rollback()
+        worker.join(30)
+        assert finished_while_locked, "code issuance waited for the shadow row's lock"
+        assert done and done[0]["access_token"]
+    finally:
+        idp.stop()
+        engine.dispose()
+        pg_databases.drop(url)
