@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import targets
 from .common import ROOT, table
 from .machine import print_facts
 
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: python -m bench.run_all {' '.join(argv if argv is not None else sys.argv[1:])}")
     print_facts(pg=True)
     rows: list[list[str]] = []
+    summaries: dict[str, Any] = {}
     failed = []
     t_all = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
@@ -143,10 +145,29 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(name)
                 rows.append([name, "FAILED", f"exit {rc}", ""])
                 continue
-            rows += summarize(name, json.loads(out.read_text()))
+            summaries[name] = json.loads(out.read_text())
+            rows += summarize(name, summaries[name])
     print(f"\n\n== summary ({time.monotonic() - t_all:.0f} s) ==")
     print(table(["benchmark", "case", "figures", "ratio"], rows))
+    report_targets(summaries, quick=a.quick)
     return 1 if failed else 0
+
+
+def report_targets(summaries: dict[str, Any], *, quick: bool) -> None:
+    """Issue 15's targets from this run's figures (bench/targets.py); for a bulk-termination
+    target not met, where one delivery's CPU goes (bench.profile_delivery). The fan-out and
+    revocation targets were judged, and profiled when missed, by against_node itself."""
+    verdicts = [targets.Verdict(**v) for v in (summaries.get("against_node") or {}).get("targets") or []]
+    if "terminate_throughput" in summaries:
+        verdicts += targets.bulk(summaries["terminate_throughput"])
+    if not verdicts:
+        return
+    print("\n== issue 15 targets, judged from this run's figures ==")
+    print(table(targets.HEADERS, [v.row() for v in verdicts]))
+    if targets.unmet(verdicts, "bulk"):
+        print("\n== bulk termination below its target: where one delivery's CPU goes ==", flush=True)
+        cmd = [sys.executable, "-m", "bench.profile_delivery", "--sessions", "100" if quick else "300"]
+        subprocess.run(cmd, cwd=ROOT, timeout=600)
 
 
 if __name__ == "__main__":

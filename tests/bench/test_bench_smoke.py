@@ -75,6 +75,7 @@ def _against_node(tmp_path: Path, *args: str) -> dict[str, Any]:
             "20",
             "--concurrency",
             "2",
+            "--no-profile",
             *args,
             "--summary-json",
             str(out),
@@ -113,6 +114,12 @@ def test_against_node_driver_runs_both_ops_correctly(tmp_path: Path) -> None:
         pytest.skip(reason)
     summary = _against_node(tmp_path, "--hang-sizes", "2", "--dbs", "sqlite")
     _assert_correct(summary, {NODE, "oidc-logout (SQLite)"})
+    # Every target of issue 15 at the sizes run is judged from the run's own figures (M = 2 and
+    # c = 2 carry no target of the issue: fan-out verdicts only, none "not measured").
+    verdicts = summary["targets"]
+    assert {v["area"] for v in verdicts} == {"fan-out"}
+    assert {v["op"] for v in verdicts} == {"oidc-logout (SQLite)"}
+    assert all(v["status"] in ("met", "NOT met") and v["ratio"] > 0 for v in verdicts), verdicts
     assert {r["hang"] for r in summary["fanout"]} == {False, True}
 
 
@@ -122,6 +129,9 @@ def test_against_node_driver_runs_oidc_logout_on_postgresql(tmp_path: Path) -> N
     """The same driver against oidc-logout on PostgreSQL (gunicorn, 2 workers)."""
     summary = _against_node(tmp_path, "--hang-sizes", "", "--dbs", "postgresql", "--ops", "oidc-logout")
     _assert_correct(summary, {"oidc-logout (PostgreSQL)"})
+    # Without node's figures no target can be judged: every verdict is "not measured".
+    assert summary["targets"] and {v["status"] for v in summary["targets"]} == {"not measured"}
+    assert summary["profile"] is None  # --no-profile
 
 
 @pytest.mark.browser
