@@ -46,7 +46,6 @@ import argparse
 import base64
 import dataclasses
 import hashlib
-import http.client
 import json
 import os
 import secrets
@@ -82,6 +81,7 @@ from .common import (
     free_port,
     median,
     p95,
+    revocation_load,
     table,
     tree_cpu,
     write_summary,
@@ -637,65 +637,9 @@ def issue_tokens(t: Target, n: int) -> list[str]:
 
 def revoke_load(url: str, tokens: Sequence[str], concurrency: int, max_seconds: float) -> dict[str, Any]:
     """POST the revocation endpoint once per token from ``concurrency`` threads, each with a
-    keep-alive connection (re-opened when the server closes it)."""
-    cid, secret = REVOKER
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    headers = {
-        "Authorization": "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode(),
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
-    lock = threading.Lock()
-    it = iter(tokens)
-    statuses: dict[int, int] = {}
-    errors = [0]
-    deadline = time.monotonic() + max_seconds
-
-    def worker() -> None:
-        conn: http.client.HTTPConnection | None = None
-        while time.monotonic() < deadline:
-            with lock:
-                tok = next(it, None)
-            if tok is None:
-                break
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection(host, port, timeout=30)
-                conn.request(
-                    "POST", parts.path, body=f"token={tok}&token_type_hint=access_token", headers=headers
-                )
-                resp = conn.getresponse()
-                resp.read()
-                with lock:
-                    statuses[resp.status] = statuses.get(resp.status, 0) + 1
-                if resp.will_close:
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException):
-                with lock:
-                    errors[0] += 1
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    c0 = time.process_time()
-    t0 = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(max_seconds + 30)
-    wall = time.perf_counter() - t0
-    n = sum(statuses.values())
-    return {
-        "requests": n,
-        "wall": wall,
-        "statuses": statuses,
-        "errors": errors[0],
-        "client_cpu": time.process_time() - c0,
-    }
+    keep-alive connection (re-opened when the server closes it): the load generator of
+    bench/revocation.py (common.revocation_load), as REVOKER."""
+    return revocation_load(url, tokens, concurrency, max_seconds, client=REVOKER)
 
 
 def _settle_cpu(t: Target, timeout: float = 20.0) -> None:

@@ -7,7 +7,9 @@ Every server here binds 127.0.0.1 only; every loop is bounded in count and time.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import http.client
 import json
 import math
 import os
@@ -22,6 +24,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from oidc_logout.testing import CaptureServer, Reply
 
@@ -508,6 +511,90 @@ def signing_rate(key: Any, seconds: float, max_n: int) -> tuple[float, int]:
         sign_logout_token(claims, key)
         n += 1
     return n / (time.perf_counter() - t0), n
+
+
+# --------------------------------------------------------------------------- revocation load
+
+
+def basic_authorization(client_id: str, secret: str) -> str:
+    """The ``Authorization`` header value of HTTP Basic client credentials."""
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+def revocation_load(
+    url: str,
+    tokens: Sequence[str],
+    concurrency: int,
+    max_seconds: float,
+    *,
+    client: tuple[str, str],
+    get: bool = False,
+) -> dict[str, Any]:
+    """POST the revocation endpoint ``url`` once per token (``token_type_hint=access_token``,
+    HTTP Basic ``client`` credentials) from ``concurrency`` threads, each with its own
+    keep-alive ``http.client`` connection (re-opened when the server closes it); bounded by
+    len(tokens) and ``max_seconds``. ``get``: a bare ``GET url`` instead, once per item (a
+    floor). Returns requests, wall, rps, statuses, errors and client_cpu (this process's CPU)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    headers = {
+        "Authorization": basic_authorization(*client),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    lock = threading.Lock()
+    it = iter(tokens)
+    statuses: dict[int, int] = {}
+    errors = [0]
+    deadline = time.monotonic() + max_seconds
+
+    def worker() -> None:
+        conn: http.client.HTTPConnection | None = None
+        while time.monotonic() < deadline:
+            with lock:
+                tok = next(it, None)
+            if tok is None:
+                break
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(host, port, timeout=30)
+                if get:
+                    conn.request("GET", parts.path)
+                else:
+                    body = f"token={tok}&token_type_hint=access_token"
+                    conn.request("POST", parts.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                with lock:
+                    statuses[resp.status] = statuses.get(resp.status, 0) + 1
+                if resp.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException):
+                with lock:
+                    errors[0] += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max_seconds + 30)
+    wall = time.perf_counter() - t0
+    n = sum(statuses.values())
+    return {
+        "requests": n,
+        "wall": wall,
+        "rps": n / wall if wall else 0.0,
+        "statuses": statuses,
+        "errors": errors[0],
+        "client_cpu": time.process_time() - c0,
+    }
 
 
 def write_summary(path: str | None, data: dict[str, Any]) -> None:

@@ -33,14 +33,12 @@ request's time goes.
 from __future__ import annotations
 
 import argparse
-import base64
 import cProfile
 import http.client
 import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,10 +47,12 @@ from . import reference_authlib as ref
 from .common import (
     PYTHON,
     Proc,
+    basic_authorization,
     cumulative_of,
     free_port,
     make_provider,
     profile_report,
+    revocation_load,
     rp_meta,
     seed_access_tokens,
     start_op,
@@ -77,7 +77,7 @@ def _client_meta() -> dict[str, Any]:
 
 
 def _basic() -> str:
-    return "Basic " + base64.b64encode(f"{CLIENT_ID}:{SECRET}".encode()).decode()
+    return basic_authorization(CLIENT_ID, SECRET)
 
 
 def load(
@@ -85,61 +85,8 @@ def load(
 ) -> dict[str, Any]:
     """POST /revoke once per token with ``concurrency`` threads; bounded by len(tokens) and
     ``max_seconds``. ``floor``: ``GET /health`` instead, once per item."""
-    lock = threading.Lock()
-    it = iter(tokens)
-    statuses: dict[int, int] = {}
-    errors = [0]
-    headers = {"Authorization": _basic(), "Content-Type": "application/x-www-form-urlencoded"}
-    deadline = time.monotonic() + max_seconds
-
-    def worker() -> None:
-        conn: http.client.HTTPConnection | None = None
-        while time.monotonic() < deadline:
-            with lock:
-                tok = next(it, None)
-            if tok is None:
-                break
-            body = f"token={tok}&token_type_hint=access_token"
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                if floor:
-                    conn.request("GET", "/health")
-                else:
-                    conn.request("POST", "/revoke", body=body, headers=headers)
-                resp = conn.getresponse()
-                resp.read()
-                with lock:
-                    statuses[resp.status] = statuses.get(resp.status, 0) + 1
-                if resp.will_close:
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException):
-                with lock:
-                    errors[0] += 1
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    c0 = time.process_time()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(max_seconds + 30)
-    wall = time.perf_counter() - t0
-    n = sum(statuses.values())
-    return {
-        "requests": n,
-        "wall": wall,
-        "rps": n / wall if wall else 0.0,
-        "statuses": statuses,
-        "errors": errors[0],
-        "client_cpu": time.process_time() - c0,
-    }
+    url = f"http://127.0.0.1:{port}" + ("/health" if floor else "/revoke")
+    return revocation_load(url, tokens, concurrency, max_seconds, client=(CLIENT_ID, SECRET), get=floor)
 
 
 def _wait(port: int, path: str, timeout: float = 30.0) -> None:

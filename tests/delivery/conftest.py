@@ -18,6 +18,7 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from oidc_logout.config import Settings
+from oidc_logout.delivery.dispatcher import Dispatcher
 from oidc_logout.keys import KeyRing, ensure_keys
 from oidc_logout.storage.models import (
     BACKCHANNEL,
@@ -192,9 +193,54 @@ def pg_db(pg_engine: Engine) -> Iterator[DB]:
     db.clear()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def outbox_db(request: pytest.FixtureRequest) -> DB:
+    """The test once on a SQLite outbox and once on PostgreSQL."""
+    return request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "pg_db")
+
+
+def write_rows(s: Session, uris: list[str], *, one_client: bool = False) -> list[int]:
+    """What a termination writes: one pending back-channel row per URI (one OP session each)
+    for one client per URI or, ``one_client``, one client for all (that client's
+    termination), in the caller's transaction ``s``; returns the delivery ids."""
+    cids = [f"c-{uuid.uuid4().hex[:10]}" for _ in ([uris[0]] if one_client else uris)]
+    kind, value = ("client", cids[0]) if one_client else ("sid", "x")
+    term_id = f"t-{uuid.uuid4().hex[:12]}"
+    s.add(Termination(id=term_id, target_kind=kind, target_value=value, reason="test", initiator="test"))
+    for cid, uri in zip(cids, uris, strict=False):
+        s.add(Client(client_id=cid, backchannel_logout_uri=uri))
+    s.flush()
+    rows = [
+        Delivery(
+            termination_id=term_id,
+            channel=BACKCHANNEL,
+            client_id=cids[0] if one_client else cids[n],
+            sid=f"sid-{n}",
+            subject="alice",
+            target_uri=uri,
+        )
+        for n, uri in enumerate(uris)
+    ]
+    s.add_all(rows)
+    s.flush()
+    return [d.id for d in rows]
+
+
+# --------------------------------------------------------------------------- dispatchers
+
+
+@pytest.fixture
+def dispatchers() -> Iterator[list[Dispatcher]]:
+    """The test's dispatchers (it appends them), stopped afterwards."""
+    made: list[Dispatcher] = []
+    yield made
+    for d in made:
+        d.stop(timeout=10)
+
+
 @pytest.fixture
 def settings() -> Settings:
     return fast_settings()
 
 
-__all__ = ["DB", "ISSUER", "RPServer", "Received", "Reply", "SigningKey", "fast_settings"]
+__all__ = ["DB", "ISSUER", "RPServer", "Received", "Reply", "SigningKey", "fast_settings", "write_rows"]

@@ -29,11 +29,6 @@ OUTAGE = dt.timedelta(minutes=2)
 ROWS = 5
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def outbox_db(request: pytest.FixtureRequest) -> DB:
-    return request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "pg_db")
-
-
 def default_settings() -> Settings:
     """The shipped defaults; only what a loopback test RP needs (dev mode) and the issuer."""
     return Settings(issuer=ISSUER, dev_mode=True)

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from oidc_logout.backchannel.request import DELIVERED as R_DELIVERED
 from oidc_logout.backchannel.request import AttemptResult
@@ -18,19 +15,6 @@ from oidc_logout.delivery.dispatcher import Dispatcher
 from oidc_logout.storage.models import DELIVERED, IN_FLIGHT
 
 from .conftest import DB, Reply, RPServer, fast_settings
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def outbox_db(request: pytest.FixtureRequest) -> DB:
-    return request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "pg_db")
-
-
-@pytest.fixture
-def dispatchers() -> Iterator[list[Dispatcher]]:
-    made: list[Dispatcher] = []
-    yield made
-    for d in made:
-        d.stop(timeout=10)
 
 
 def test_renewal_extends_only_rows_still_in_flight_and_owned(outbox_db: DB) -> None:

@@ -6,63 +6,18 @@ SQLite and PostgreSQL outboxes; concurrency is read off the RP's own counters.""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from oidc_logout.delivery.dispatcher import Dispatcher
 from oidc_logout.storage.models import (
-    BACKCHANNEL,
     DELIVERED,
     IN_FLIGHT,
-    Client,
     Delivery,
     DeliveryAttempt,
-    Termination,
 )
 
-from .conftest import DB, Reply, RPServer, fast_settings
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def outbox_db(request: pytest.FixtureRequest) -> DB:
-    return request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "pg_db")
-
-
-@pytest.fixture
-def dispatchers() -> Iterator[list[Dispatcher]]:
-    made: list[Dispatcher] = []
-    yield made
-    for d in made:
-        d.stop(timeout=5)
-
-
-def write_rows(s: Session, uris: list[str], *, one_client: bool = False) -> list[int]:
-    """What a termination writes: one pending back-channel row per URI (one client per URI,
-    or one client for all), in the caller's transaction ``s``."""
-    term_id = f"t-{uuid.uuid4().hex[:12]}"
-    s.add(Termination(id=term_id, target_kind="sid", target_value="x", reason="test", initiator="test"))
-    cids = [f"c-{uuid.uuid4().hex[:10]}" for _ in ([uris[0]] if one_client else uris)]
-    for cid, uri in zip(cids, uris, strict=False):
-        s.add(Client(client_id=cid, backchannel_logout_uri=uri))
-    s.flush()
-    rows = [
-        Delivery(
-            termination_id=term_id,
-            channel=BACKCHANNEL,
-            client_id=cids[0] if one_client else cids[n],
-            sid=f"sid-{n}",
-            subject="alice",
-            target_uri=uri,
-        )
-        for n, uri in enumerate(uris)
-    ]
-    s.add_all(rows)
-    s.flush()
-    return [d.id for d in rows]
+from .conftest import DB, Reply, RPServer, fast_settings, write_rows
 
 
 def logout(db: DB, disp: Dispatcher, uris: list[str], **kw: bool) -> tuple[list[int], int]:

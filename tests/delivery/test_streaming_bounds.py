@@ -5,8 +5,6 @@ dispatcher's own ``max_held``. Real loopback RP, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import pytest
-
 from oidc_logout.config import Settings
 from oidc_logout.delivery.dispatcher import Dispatcher
 from oidc_logout.storage.models import DELIVERED
@@ -15,11 +13,6 @@ from .conftest import DB, RPServer, fast_settings
 
 ROWS = 300
 CONCURRENCY = 4
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def outbox_db(request: pytest.FixtureRequest) -> DB:
-    return request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "pg_db")
 
 
 def settings() -> Settings:

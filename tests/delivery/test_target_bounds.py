@@ -4,61 +4,22 @@ real SQLite and PostgreSQL outboxes; "never more than" is read off the RP's own 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
-import pytest
 from sqlalchemy import select
 
 from oidc_logout.delivery.dispatcher import Dispatcher
 from oidc_logout.storage.models import (
-    BACKCHANNEL,
     DELIVERED,
     PENDING,
-    Client,
     Delivery,
-    Termination,
 )
 
-from .conftest import DB, Reply, RPServer, fast_settings
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def outbox_db(request: pytest.FixtureRequest) -> DB:
-    return request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "pg_db")
-
-
-@pytest.fixture
-def dispatchers() -> Iterator[list[Dispatcher]]:
-    made: list[Dispatcher] = []
-    yield made
-    for d in made:
-        d.stop(timeout=5)
+from .conftest import DB, Reply, RPServer, fast_settings, write_rows
 
 
 def one_client_rows(db: DB, uri: str, sessions: int) -> list[int]:
     """One client with ``sessions`` pending deliveries (one per OP session) to ``uri``."""
-    term_id, cid = f"t-{uuid.uuid4().hex[:12]}", f"c-{uuid.uuid4().hex[:8]}"
     with db.factory.begin() as s:
-        s.add(
-            Termination(id=term_id, target_kind="client", target_value=cid, reason="test", initiator="test")
-        )
-        s.add(Client(client_id=cid, backchannel_logout_uri=uri))
-        s.flush()
-        rows = [
-            Delivery(
-                termination_id=term_id,
-                channel=BACKCHANNEL,
-                client_id=cid,
-                sid=f"sid-{n}",
-                subject="alice",
-                target_uri=uri,
-            )
-            for n in range(sessions)
-        ]
-        s.add_all(rows)
-        s.flush()
-        return [d.id for d in rows]
+        return write_rows(s, [uri] * sessions, one_client=True)
 
 
 def test_one_logout_to_thirty_clients_on_one_host_never_exceeds_the_host_bound(

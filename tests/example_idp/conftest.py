@@ -1,4 +1,6 @@
-"""The example IdP (examples/authlib_idp) on a real loopback port, and a user's browser."""
+"""The example IdP (examples/authlib_idp) on a real loopback port, and a user's browser; the
+example after adopting oidc-logout (extension mode) with a back-channel logout client
+(``adopted``), and the requests the tests make of it."""
 
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ import requests
 from flask import Flask
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from sqlalchemy import select
 
 from examples.authlib_idp import create_app, seed
-from examples.authlib_idp.models import db
+from examples.authlib_idp.models import OAuth2Token, User, db
+from oidc_logout.testing import CaptureServer
 from tests.support.servers import LiveServer
 
 PASSWORD = "correct horse battery staple"
@@ -201,14 +205,28 @@ def run_code_flow(browser: Browser, meta: dict[str, Any], scope: str = "openid p
     return Flow(params["code"], verifier, nonce, state, params)
 
 
-def token_request(idp_url: str, meta: dict[str, Any], **data: str) -> requests.Response:
-    """POST to the token endpoint, authenticating as the client registered it."""
+def client_post(url: str, meta: dict[str, Any], **data: str) -> requests.Response:
+    """POST ``data`` as ``meta``'s client, authenticating as the client registered it: HTTP
+    Basic, or client_id alone for a public one."""
     auth = None
     if meta.get("token_endpoint_auth_method") == "none":
         data["client_id"] = meta["client_id"]
     else:
         auth = (meta["client_id"], meta["client_secret"])
-    return requests.post(f"{idp_url}/oauth/token", data=data, auth=auth, timeout=10)
+    return requests.post(url, data=data, auth=auth, timeout=10)
+
+
+def token_request(idp_url: str, meta: dict[str, Any], **data: str) -> requests.Response:
+    """POST to the token endpoint, authenticating as the client registered it."""
+    return client_post(f"{idp_url}/oauth/token", meta, **data)
+
+
+def revoke(idp: ExampleIdP, meta: dict[str, Any], token: str, hint: str | None = None) -> requests.Response:
+    """POST /oauth/revoke (RFC 7009) as ``meta``'s client."""
+    data = {"token": token}
+    if hint:
+        data["token_type_hint"] = hint
+    return client_post(f"{idp.url}/oauth/revoke", meta, **data)
 
 
 def exchange(idp_url: str, meta: dict[str, Any], flow: Flow) -> requests.Response:
@@ -228,3 +246,103 @@ def verify_id_token(idp_url: str, id_token: str) -> dict[str, Any]:
     keys = KeySet.import_key_set(requests.get(doc["jwks_uri"], timeout=10).json())
     token = jwt.decode(id_token, keys, algorithms=doc["id_token_signing_alg_values_supported"])
     return dict(token.claims)
+
+
+def userinfo(idp: ExampleIdP, access_token: str) -> requests.Response:
+    return requests.get(
+        f"{idp.url}/oauth/userinfo", headers={"Authorization": f"Bearer {access_token}"}, timeout=10
+    )
+
+
+def userinfo_status(idp: ExampleIdP, access_token: str) -> int:
+    return userinfo(idp, access_token).status_code
+
+
+# -- the example after adopting oidc-logout --------------------------------------------------
+@pytest.fixture
+def rp() -> Iterator[CaptureServer]:
+    """A loopback RP: receives the back-channel logouts of the clients ``logout_client`` makes."""
+    server = CaptureServer()
+    yield server
+    server.stop()
+
+
+def logout_client(
+    rp: CaptureServer, client_id: str = "portal", *, path: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A client with a back-channel logout URI at ``rp`` (``path``, by default
+    ``/<client_id>/backchannel``) and a post-logout redirect URI."""
+    return client_meta(
+        client_id,
+        backchannel_logout_uri=rp.base_url + (path or f"/{client_id}/backchannel"),
+        backchannel_logout_session_required=True,
+        post_logout_redirect_uris=[f"http://127.0.0.1:9/{client_id}/bye"],
+        **extra,
+    )
+
+
+@pytest.fixture
+def portal(rp: CaptureServer) -> dict[str, Any]:
+    """The back-channel logout client of ``adopted``."""
+    return logout_client(rp)
+
+
+@pytest.fixture
+def host_clients(portal: dict[str, Any]) -> list[dict[str, Any]]:
+    """The clients ``adopted`` is seeded with; a test module overrides this fixture for more."""
+    return [WEBAPP, portal]
+
+
+@pytest.fixture
+def host_config() -> dict[str, Any]:
+    """More app config for ``adopted``; a test module overrides this fixture to set some."""
+    return {}
+
+
+@pytest.fixture
+def adopted(
+    database_url: str,
+    portal: dict[str, Any],
+    host_clients: list[dict[str, Any]],
+    host_config: dict[str, Any],
+) -> Iterator[tuple[ExampleIdP, dict[str, Any]]]:
+    """The example (adopted oidc-logout in extension mode) seeded with ``host_clients``, and
+    ``portal``'s metadata."""
+    example = start_example(database_url, clients=host_clients, config=host_config)
+    yield example, portal
+    example.stop()
+
+
+def signed_in(idp: ExampleIdP, meta: dict[str, Any]) -> tuple[Browser, dict[str, Any]]:
+    """alice signed in at the example and ``meta``'s client holding its tokens (code flow)."""
+    browser = Browser(idp.url)
+    assert browser.login().status_code == 303
+    tokens = exchange(idp.url, meta, run_code_flow(browser, meta))
+    assert tokens.status_code == 200, tokens.text
+    return browser, tokens.json()
+
+
+def introspect(idp: ExampleIdP, meta: dict[str, Any], token: str) -> dict[str, Any]:
+    """RFC 7662 at the extension's ``/oidc/introspect`` as ``meta``'s client."""
+    r = requests.post(
+        f"{idp.url}/oidc/introspect",
+        data={"token": token},
+        auth=(meta["client_id"], meta["client_secret"]),
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def alice_sub(idp: ExampleIdP) -> str:
+    with idp.app.app_context():
+        return str(db.session.scalar(select(User.id).where(User.username == "alice")))
+
+
+def host_row(idp: ExampleIdP, access_token: str) -> OAuth2Token:
+    """The example's own token row of ``access_token`` (detached from its session)."""
+    with idp.app.app_context():
+        row = db.session.scalar(select(OAuth2Token).where(OAuth2Token.access_token == access_token))
+        assert row is not None
+        db.session.expunge(row)
+        return row

@@ -4,10 +4,8 @@ login and consent, with OP sessions, sid, single logout and termination of its o
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import requests
 from authlib.integrations.sqla_oauth2 import create_save_token_func
 from sqlalchemy import func, select
@@ -21,71 +19,16 @@ from .conftest import (
     PASSWORD,
     WEBAPP,
     Browser,
-    ExampleIdP,
-    client_meta,
-    exchange,
+    alice_sub,
     forms,
-    run_code_flow,
+    introspect,
+    logout_client,
+    signed_in,
     start_example,
     token_request,
+    userinfo_status,
     verify_id_token,
 )
-
-
-@pytest.fixture
-def rp() -> Iterator[CaptureServer]:
-    server = CaptureServer()
-    yield server
-    server.stop()
-
-
-def logout_client(rp: CaptureServer, client_id: str = "portal", **extra: Any) -> dict[str, Any]:
-    return client_meta(
-        client_id,
-        backchannel_logout_uri=f"{rp.base_url}/{client_id}/backchannel",
-        backchannel_logout_session_required=True,
-        post_logout_redirect_uris=[f"http://127.0.0.1:9/{client_id}/bye"],
-        **extra,
-    )
-
-
-@pytest.fixture
-def adopted(database_url: str, rp: CaptureServer) -> Iterator[tuple[ExampleIdP, dict[str, Any]]]:
-    portal = logout_client(rp)
-    example = start_example(database_url, clients=[WEBAPP, portal])
-    yield example, portal
-    example.stop()
-
-
-def signed_in(idp: ExampleIdP, meta: dict[str, Any]) -> tuple[Browser, dict[str, Any]]:
-    browser = Browser(idp.url)
-    assert browser.login().status_code == 303
-    flow = run_code_flow(browser, meta)
-    tokens = exchange(idp.url, meta, flow)
-    assert tokens.status_code == 200, tokens.text
-    return browser, tokens.json()
-
-
-def userinfo_status(idp: ExampleIdP, access_token: str) -> int:
-    return requests.get(
-        f"{idp.url}/oauth/userinfo", headers={"Authorization": f"Bearer {access_token}"}, timeout=10
-    ).status_code
-
-
-def introspect(idp: ExampleIdP, meta: dict[str, Any], token: str) -> dict[str, Any]:
-    r = requests.post(
-        f"{idp.url}/oidc/introspect",
-        data={"token": token},
-        auth=(meta["client_id"], meta["client_secret"]),
-        timeout=10,
-    )
-    assert r.status_code == 200, r.text
-    return dict(r.json())
-
-
-def alice_sub(idp: ExampleIdP) -> str:
-    with idp.app.app_context():
-        return str(db.session.scalar(select(User.id).where(User.username == "alice")))
 
 
 def test_id_token_carries_the_op_session_sid_and_the_host_login_amr(adopted: Any) -> None:

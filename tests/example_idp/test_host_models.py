@@ -17,35 +17,33 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 from authlib.integrations.sqla_oauth2 import create_save_token_func
 from authlib.oauth2.rfc6749 import OAuth2Request
 from sqlalchemy import create_engine, select, update
 from sqlalchemy.orm import Session
 
-from examples.authlib_idp import create_app, seed
+from examples.authlib_idp import seed
 from examples.authlib_idp.models import OAuth2Client, OAuth2Token, User, db
 from oidc_logout.op import by_subject, terminate
 from oidc_logout.storage.models import Client, Delivery, OPSession, Termination
 from oidc_logout.testing import CaptureServer, Reply
 from tests.cli.conftest import one_error, run_cli
 from tests.faults.conftest import WorkerProc
-from tests.support.servers import LiveServer
 
 from .conftest import (
     PASSWORD,
-    REGISTRATION_TOKEN,
     WEBAPP,
-    Browser,
     ExampleIdP,
-    client_meta,
-    exchange,
-    run_code_flow,
+    alice_sub,
+    host_row,
+    logout_client,
+    signed_in,
+    start_example,
     token_request,
+    userinfo_status,
     verify_id_token,
 )
 
@@ -53,40 +51,9 @@ TOKEN_MODEL = "examples.authlib_idp.models:OAuth2Token"
 CLIENT_MODEL = "examples.authlib_idp.models:OAuth2Client"
 
 
-@pytest.fixture
-def rp() -> Iterator[CaptureServer]:
-    server = CaptureServer()
-    yield server
-    server.stop()
-
-
-def portal(rp: CaptureServer, path: str = "/portal/backchannel", **extra: Any) -> dict[str, Any]:
-    return client_meta(
-        "portal",
-        backchannel_logout_uri=rp.base_url + path,
-        backchannel_logout_session_required=True,
-        post_logout_redirect_uris=["http://127.0.0.1:9/portal/bye"],
-        **extra,
-    )
-
-
 def start(database_url: str, clients: list[dict[str, Any]], **config: Any) -> ExampleIdP:
     """The example as run.py starts it, with extra ``OIDC_LOGOUT_*`` config keys."""
-    server = LiveServer()
-    app = create_app(
-        {
-            "ISSUER": server.url,
-            "SQLALCHEMY_DATABASE_URI": database_url,
-            "SECRET_KEY": secrets.token_hex(32),
-            "DEV_MODE": True,
-            "REGISTRATION_TOKEN": REGISTRATION_TOKEN,
-            **config,
-        }
-    )
-    seed(app, password=PASSWORD, clients=clients)
-    server.app = app
-    server.start()
-    return ExampleIdP(server, app)
+    return start_example(database_url, clients=clients, config=config)
 
 
 #: The example delivers nothing and sweeps nothing itself: what happens is the CLI's doing.
@@ -94,11 +61,14 @@ QUIET = {"OIDC_LOGOUT_EMBEDDED_DISPATCHER": False, "OIDC_LOGOUT_EXPIRY_SWEEP_INT
 
 
 @pytest.fixture
-def quiet_idp(database_url: str, rp: CaptureServer) -> Iterator[tuple[ExampleIdP, dict[str, Any]]]:
-    meta = portal(rp)
-    idp = start(database_url, [WEBAPP, meta], **QUIET)
-    yield idp, meta
-    idp.stop()
+def host_config() -> dict[str, Any]:
+    return QUIET
+
+
+@pytest.fixture
+def quiet_idp(adopted: tuple[ExampleIdP, dict[str, Any]]) -> tuple[ExampleIdP, dict[str, Any]]:
+    """The adopted example with WEBAPP and ``portal``, started with QUIET."""
+    return adopted
 
 
 def cli_env(idp: ExampleIdP, database_url: str, **extra: str) -> dict[str, str]:
@@ -110,19 +80,6 @@ def cli_env(idp: ExampleIdP, database_url: str, **extra: str) -> dict[str, str]:
         "OIDC_LOGOUT_HOST_CLIENT_MODEL": CLIENT_MODEL,
         **extra,
     }
-
-
-def signed_in(idp: ExampleIdP, meta: dict[str, Any]) -> tuple[Browser, dict[str, Any]]:
-    browser = Browser(idp.url)
-    assert browser.login().status_code == 303
-    tokens = exchange(idp.url, meta, run_code_flow(browser, meta))
-    assert tokens.status_code == 200, tokens.text
-    return browser, tokens.json()
-
-
-def alice_sub(idp: ExampleIdP) -> str:
-    with idp.app.app_context():
-        return str(db.session.scalar(select(User.id).where(User.username == "alice")))
 
 
 def token_from_before_adoption(idp: ExampleIdP) -> str:
@@ -145,17 +102,9 @@ def token_from_before_adoption(idp: ExampleIdP) -> str:
     return access
 
 
-def userinfo_status(idp: ExampleIdP, access_token: str) -> int:
-    return requests.get(
-        f"{idp.url}/oauth/userinfo", headers={"Authorization": f"Bearer {access_token}"}, timeout=10
-    ).status_code
-
-
 def token_row(idp: ExampleIdP, access_token: str) -> tuple[int, int]:
-    with idp.app.app_context():
-        row = db.session.scalar(select(OAuth2Token).where(OAuth2Token.access_token == access_token))
-        assert row is not None
-        return row.access_token_revoked_at, row.refresh_token_revoked_at
+    row = host_row(idp, access_token)
+    return row.access_token_revoked_at, row.refresh_token_revoked_at
 
 
 def shadow_uri(idp: ExampleIdP, client_id: str = "portal") -> str | None:
@@ -238,10 +187,10 @@ def test_worker_chunks_revoke_the_hosts_tokens_of_the_sessions_they_end(
     an engine nobody registered a store for) leaves its per-session work to the workers; the
     worker, told the host's token model, revokes the host's tokens of the sessions it ends."""
     database_url = pg_databases.new()
-    idp = start(database_url, [WEBAPP, portal(rp)], **QUIET)
+    idp = start(database_url, [WEBAPP, logout_client(rp)], **QUIET)
     worker = None
     try:
-        _browser, tokens = signed_in(idp, portal(rp))
+        _browser, tokens = signed_in(idp, logout_client(rp))
         engine = create_engine(database_url)
         with Session(engine) as s:
             term = terminate(
@@ -342,13 +291,13 @@ def test_the_setting_and_the_argument_must_name_the_same_model(sqlite_url: str) 
 def test_a_moved_backchannel_logout_uri_gets_the_next_logout_without_a_new_authorization(
     database_url: str, rp: CaptureServer
 ) -> None:
-    idp = start(database_url, [WEBAPP, portal(rp, "/old")])
+    idp = start(database_url, [WEBAPP, logout_client(rp, path="/old")])
     try:
-        browser, tokens = signed_in(idp, portal(rp, "/old"))
+        browser, tokens = signed_in(idp, logout_client(rp, path="/old"))
         assert shadow_uri(idp) == rp.base_url + "/old"
         # The RP moves its endpoint; the host updates the client the way it always does
         # (its clients-file loader: an ORM update in its own session). No new authorization.
-        seed(idp.app, password=PASSWORD, clients=[portal(rp, "/new")])
+        seed(idp.app, password=PASSWORD, clients=[logout_client(rp, path="/new")])
         assert shadow_uri(idp) == rp.base_url + "/new"
 
         r = browser.http.get(
@@ -373,12 +322,12 @@ def test_a_queued_logout_follows_the_rp_to_its_new_uri(database_url: str, rp: Ca
     rp.script("/old", Reply(status=503))
     idp = start(
         database_url,
-        [WEBAPP, portal(rp, "/old")],
+        [WEBAPP, logout_client(rp, path="/old")],
         OIDC_LOGOUT_DELIVERY_BACKOFF_BASE=0.05,
         OIDC_LOGOUT_DELIVERY_BACKOFF_CAP=0.2,
     )
     try:
-        signed_in(idp, portal(rp, "/old"))
+        signed_in(idp, logout_client(rp, path="/old"))
         provider = idp.app.extensions["oidc_logout"].provider
         provider.terminate_now(by_subject(alice_sub(idp)), reason="test", initiator="test", wait=0)
         assert rp.wait_for(1, 10, path="/old")
@@ -398,9 +347,9 @@ def test_a_queued_logout_follows_the_rp_to_its_new_uri(database_url: str, rp: Ca
 
 
 def test_a_client_the_host_deleted_is_told_nothing(database_url: str, rp: CaptureServer) -> None:
-    idp = start(database_url, [WEBAPP, portal(rp)], **QUIET)
+    idp = start(database_url, [WEBAPP, logout_client(rp)], **QUIET)
     try:
-        signed_in(idp, portal(rp))
+        signed_in(idp, logout_client(rp))
         with idp.app.app_context():
             db.session.delete(
                 db.session.scalar(select(OAuth2Client).where(OAuth2Client.client_id == "portal"))
@@ -460,7 +409,7 @@ def test_cli_terminate_reads_the_hosts_client_table_before_writing_the_outbox(
 def test_a_renamed_client_id_retires_the_old_shadow_row(database_url: str, rp: CaptureServer) -> None:
     """The client_id itself changes after a commit expired the row: the old id's shadow row
     is retired (nothing more is delivered under it), the new id's carries the URIs."""
-    idp = start(database_url, [WEBAPP, portal(rp)], **QUIET)
+    idp = start(database_url, [WEBAPP, logout_client(rp)], **QUIET)
     try:
         with idp.app.app_context():
             client = db.session.scalar(select(OAuth2Client).where(OAuth2Client.client_id == "portal"))

@@ -5,12 +5,10 @@ example's own ``POST /oauth/revoke``, over real HTTP on SQLite and PostgreSQL.""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import requests
 from authlib.integrations.flask_oauth2.signals import token_revoked
 from sqlalchemy import select, update
 
@@ -25,41 +23,20 @@ from .conftest import (
     Browser,
     ExampleIdP,
     exchange,
+    introspect,
+    revoke,
     run_code_flow,
-    start_example,
+    signed_in,
     token_request,
+    userinfo_status,
     verify_id_token,
 )
-from .test_adoption import introspect, logout_client, signed_in, userinfo_status
 
 
 @pytest.fixture
-def rp() -> Iterator[CaptureServer]:
-    server = CaptureServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def example(database_url: str, rp: CaptureServer) -> Iterator[tuple[ExampleIdP, dict[str, Any]]]:
-    """The example with WEBAPP, the public SPA and ``portal`` (a back-channel logout client)."""
-    portal = logout_client(rp)
-    idp = start_example(database_url, clients=[WEBAPP, SPA, portal])
-    yield idp, portal
-    idp.stop()
-
-
-def revoke(idp: ExampleIdP, meta: dict[str, Any], token: str, hint: str | None = None) -> requests.Response:
-    """POST /oauth/revoke as ``meta``'s client: HTTP Basic, or client_id alone for a public one."""
-    data = {"token": token}
-    if hint:
-        data["token_type_hint"] = hint
-    auth = None
-    if meta.get("token_endpoint_auth_method") == "none":
-        data["client_id"] = meta["client_id"]
-    else:
-        auth = (meta["client_id"], meta["client_secret"])
-    return requests.post(f"{idp.url}/oauth/revoke", data=data, auth=auth, timeout=10)
+def host_clients(portal: dict[str, Any]) -> list[dict[str, Any]]:
+    """WEBAPP, the public SPA and ``portal`` (a back-channel logout client)."""
+    return [WEBAPP, SPA, portal]
 
 
 def grant_terminations(idp: ExampleIdP) -> list[Termination]:
@@ -69,11 +46,11 @@ def grant_terminations(idp: ExampleIdP) -> list[Termination]:
         )
 
 
-def test_revoking_an_access_token_ends_it_at_once_and_keeps_its_refresh_token(example: Any) -> None:
+def test_revoking_an_access_token_ends_it_at_once_and_keeps_its_refresh_token(adopted: Any) -> None:
     """RFC 7009 §2.1: the access token is dead for introspection and for the host's own bearer
     validation the moment the 200 arrives; the refresh token of its row still refreshes.
     Authlib's token_revoked signal carries the host's own token row, as before adoption."""
-    idp, portal = example
+    idp, portal = adopted
     _browser, tokens = signed_in(idp, portal)
     seen: list[tuple[type, str]] = []
 
@@ -96,10 +73,10 @@ def test_revoking_an_access_token_ends_it_at_once_and_keeps_its_refresh_token(ex
     assert grant_terminations(idp) == []  # an access token is not a grant
 
 
-def test_public_client_revokes_its_refresh_token_with_its_client_id(example: Any) -> None:
+def test_public_client_revokes_its_refresh_token_with_its_client_id(adopted: Any) -> None:
     """RFC 7009 §2.1: a public client identifies itself with client_id; its refresh token and
     the access token of the same grant stop working."""
-    idp, _portal = example
+    idp, _portal = adopted
     browser = Browser(idp.url)
     browser.login()
     tokens = exchange(idp.url, SPA, run_code_flow(browser, SPA)).json()
@@ -110,14 +87,14 @@ def test_public_client_revokes_its_refresh_token_with_its_client_id(example: Any
 
 
 def test_refresh_revocation_ends_the_grant_and_records_it_without_a_logout(
-    example: Any, rp: CaptureServer
+    adopted: Any, rp: CaptureServer
 ) -> None:
     """RFC 7009 §2.1 SHOULD: revoking the refresh token invalidates the access tokens of the
     same grant -- here the rotation chain's, found through the OP session binding (the host's
     rotation is made to leave the old access token alive, as a host's revoke_old_credential
     may: it drops the old refresh token and keeps the access token). A second grant of the same client in the same session keeps working. As the turnkey's
     terminate(by_grant): one grant termination, no session ended, no back-channel logout."""
-    idp, portal = example
+    idp, portal = adopted
     browser, first = signed_in(idp, portal)
     sid = verify_id_token(idp.url, first["id_token"])["sid"]
     rotated = token_request(idp.url, portal, grant_type="refresh_token", refresh_token=first["refresh_token"])
@@ -163,11 +140,11 @@ def test_refresh_revocation_ends_the_grant_and_records_it_without_a_logout(
     assert rp.hits("/portal/backchannel") == []
 
 
-def test_another_clients_token_is_refused_and_stays_active(example: Any) -> None:
+def test_another_clients_token_is_refused_and_stays_active(adopted: Any) -> None:
     """RFC 7009 §2.1: the server "verifies whether the token was issued to the client making
     the revocation request. If this validation fails, the request is refused": invalid_grant,
     as at the turnkey endpoint, and the token keeps working."""
-    idp, portal = example
+    idp, portal = adopted
     _browser, tokens = signed_in(idp, portal)
     for meta in (WEBAPP, SPA):
         for kind in ("access_token", "refresh_token"):
@@ -178,10 +155,10 @@ def test_another_clients_token_is_refused_and_stays_active(example: Any) -> None
     assert grant_terminations(idp) == []
 
 
-def test_an_id_token_is_an_unsupported_token_type(example: Any) -> None:
+def test_an_id_token_is_an_unsupported_token_type(adopted: Any) -> None:
     """RFC 7009 §2.2.1: the server cannot revoke an ID token: unsupported_token_type, HTTP 400;
     the tokens issued with it stay active."""
-    idp, portal = example
+    idp, portal = adopted
     _browser, tokens = signed_in(idp, portal)
     resp = revoke(idp, portal, tokens["id_token"])
     assert resp.status_code == 400
@@ -190,9 +167,9 @@ def test_an_id_token_is_an_unsupported_token_type(example: Any) -> None:
     assert introspect(idp, portal, tokens["refresh_token"])["active"] is True
 
 
-def test_unknown_tokens_and_hints_are_not_errors(example: Any) -> None:
+def test_unknown_tokens_and_hints_are_not_errors(adopted: Any) -> None:
     """RFC 7009 §2.2: an invalid token is answered 200; §2.1: an unknown hint is only a hint."""
-    idp, portal = example
+    idp, portal = adopted
     _browser, tokens = signed_in(idp, portal)
     assert revoke(idp, portal, "no-such-token-" + "x" * 20).status_code == 200
     assert revoke(idp, portal, "\u00e9t\u00e9").status_code == 200
@@ -203,12 +180,12 @@ def test_unknown_tokens_and_hints_are_not_errors(example: Any) -> None:
 CONCURRENT = 8
 
 
-def test_concurrent_revocations_of_one_refresh_token_revoke_it_once(example: Any) -> None:
+def test_concurrent_revocations_of_one_refresh_token_revoke_it_once(adopted: Any) -> None:
     """Eight requests revoking the same refresh token, released together against the running
     example: every one answers 200, the token and its access token are dead, and exactly one
     grant termination is recorded (conditional UPDATEs: one request wins, the rest find nothing
     left to revoke)."""
-    idp, portal = example
+    idp, portal = adopted
     _browser, tokens = signed_in(idp, portal)
     barrier = threading.Barrier(CONCURRENT)
 

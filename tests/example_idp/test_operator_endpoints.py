@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,12 +21,16 @@ from .conftest import (
     WEBAPP,
     Browser,
     ExampleIdP,
+    alice_sub,
     exchange,
+    host_row,
+    introspect,
+    revoke,
     run_code_flow,
-    start_example,
+    signed_in,
     token_request,
+    userinfo_status,
 )
-from .test_adoption import alice_sub, introspect, logout_client, signed_in, userinfo_status
 
 ADMIN_SCOPE = "oidc_logout:admin"
 
@@ -51,22 +54,13 @@ RECEIVER = service_client("receiver", "ssf.manage")
 
 
 @pytest.fixture
-def rp() -> Iterator[CaptureServer]:
-    server = CaptureServer()
-    yield server
-    server.stop()
+def host_clients(portal: dict[str, Any]) -> list[dict[str, Any]]:
+    return [WEBAPP, portal, OPS, AUDITOR, RECEIVER]
 
 
 @pytest.fixture
-def ops_idp(database_url: str, rp: CaptureServer) -> Iterator[tuple[ExampleIdP, dict[str, Any]]]:
-    portal = logout_client(rp)
-    example = start_example(
-        database_url,
-        clients=[WEBAPP, portal, OPS, AUDITOR, RECEIVER],
-        config={"OIDC_LOGOUT_CONSOLE_ADMIN_SUBJECTS": ["1"]},  # alice, the first user seeded
-    )
-    yield example, portal
-    example.stop()
+def host_config() -> dict[str, Any]:
+    return {"OIDC_LOGOUT_CONSOLE_ADMIN_SUBJECTS": ["1"]}  # alice, the first user seeded
 
 
 def host_token(idp: ExampleIdP, meta: dict[str, Any], scope: str | None = None) -> str:
@@ -91,18 +85,10 @@ def admin_terminate(idp: ExampleIdP, token: str, **body: Any) -> requests.Respon
     )
 
 
-def host_row(idp: ExampleIdP, access_token: str) -> OAuth2Token:
-    with idp.app.app_context():
-        row = db.session.scalar(select(OAuth2Token).where(OAuth2Token.access_token == access_token))
-        assert row is not None
-        db.session.expunge(row)
-        return row
-
-
 def test_a_host_admin_token_terminates_a_subject_revoking_host_tokens_and_writing_deliveries(
-    ops_idp: Any, rp: CaptureServer
+    adopted: Any, rp: CaptureServer
 ) -> None:
-    idp, portal = ops_idp
+    idp, portal = adopted
     _browser, tokens = signed_in(idp, portal)
     assert userinfo_status(idp, tokens["access_token"]) == 200
     admin = host_token(idp, OPS, ADMIN_SCOPE)
@@ -127,8 +113,8 @@ def test_a_host_admin_token_terminates_a_subject_revoking_host_tokens_and_writin
     assert listed.status_code == 200 and [t["id"] for t in listed.json()["terminations"]] == [report["id"]]
 
 
-def test_a_host_token_without_the_admin_scope_is_insufficient_scope(ops_idp: Any) -> None:
-    idp, _portal = ops_idp
+def test_a_host_token_without_the_admin_scope_is_insufficient_scope(adopted: Any) -> None:
+    idp, _portal = adopted
     r = admin_terminate(idp, host_token(idp, AUDITOR), sub="1")
     # RFC 6750 §3.1: insufficient_scope is 403 and names the scope needed.
     assert r.status_code == 403 and r.json()["error"] == "insufficient_scope"
@@ -139,18 +125,13 @@ def test_a_host_token_without_the_admin_scope_is_insufficient_scope(ops_idp: Any
     assert r.status_code == 403 and r.json()["error"] == "insufficient_scope"
 
 
-def test_a_host_token_revoked_at_the_hosts_revocation_endpoint_is_invalid_token(ops_idp: Any) -> None:
-    idp, _portal = ops_idp
+def test_a_host_token_revoked_at_the_hosts_revocation_endpoint_is_invalid_token(adopted: Any) -> None:
+    idp, _portal = adopted
     admin = host_token(idp, OPS, ADMIN_SCOPE)
     assert (
         requests.get(f"{idp.url}/oidc/admin/deliveries", headers=bearer(admin), timeout=10).status_code == 200
     )
-    revoked = requests.post(
-        f"{idp.url}/oauth/revoke",
-        data={"token": admin, "token_type_hint": "access_token"},
-        auth=(OPS["client_id"], OPS["client_secret"]),
-        timeout=10,
-    )
+    revoked = revoke(idp, OPS, admin, "access_token")
     assert revoked.status_code == 200
     r = requests.get(f"{idp.url}/oidc/admin/deliveries", headers=bearer(admin), timeout=10)
     assert r.status_code == 401 and r.json()["error"] == "invalid_token"
@@ -160,10 +141,10 @@ def test_a_host_token_revoked_at_the_hosts_revocation_endpoint_is_invalid_token(
     assert bare.status_code == 401 and "error=" not in bare.headers["WWW-Authenticate"]
 
 
-def test_a_client_termination_makes_that_clients_host_tokens_unusable_at_once(ops_idp: Any) -> None:
+def test_a_client_termination_makes_that_clients_host_tokens_unusable_at_once(adopted: Any) -> None:
     """By client_id: a host client that never took part in a session (client_credentials only)
     is terminated; its host token dies at our SSF endpoints in the same commit."""
-    idp, _portal = ops_idp
+    idp, _portal = adopted
     auditor = host_token(idp, AUDITOR)
     read = requests.get(f"{idp.url}/oidc/ssf/stream", headers=bearer(auditor), timeout=10)
     assert read.status_code == 200 and read.json() == []
@@ -179,10 +160,10 @@ def test_a_client_termination_makes_that_clients_host_tokens_unusable_at_once(op
     assert r.status_code == 404
 
 
-def test_a_cut_off_refuses_a_host_token_the_terminations_update_did_not_see(ops_idp: Any) -> None:
+def test_a_cut_off_refuses_a_host_token_the_terminations_update_did_not_see(adopted: Any) -> None:
     """A token row committed by a concurrent token request, issued before the client's
     cut-off but not revoked by the termination's UPDATE, is refused by the cut-off."""
-    idp, _portal = ops_idp
+    idp, _portal = adopted
     r = admin_terminate(idp, host_token(idp, OPS, ADMIN_SCOPE), client_id="receiver")
     assert r.status_code == 201, r.text
     with idp.app.app_context():
@@ -210,8 +191,8 @@ def test_a_cut_off_refuses_a_host_token_the_terminations_update_did_not_see(ops_
     assert requests.get(f"{idp.url}/oidc/ssf/stream", headers=bearer(fresh), timeout=10).status_code == 200
 
 
-def test_an_ssf_stream_is_created_and_polled_with_a_host_token(ops_idp: Any) -> None:
-    idp, portal = ops_idp
+def test_an_ssf_stream_is_created_and_polled_with_a_host_token(adopted: Any) -> None:
+    idp, portal = adopted
     token = host_token(idp, RECEIVER)
     meta = requests.get(f"{idp.url}/oidc/.well-known/ssf-configuration", timeout=10).json()
     assert meta["configuration_endpoint"] == f"{idp.url}/oidc/ssf/stream"
@@ -246,8 +227,8 @@ def test_an_ssf_stream_is_created_and_polled_with_a_host_token(ops_idp: Any) -> 
     assert other.status_code == 200 and other.json() == []
 
 
-def test_the_console_opens_for_a_listed_subject_signed_in_through_the_host_login(ops_idp: Any) -> None:
-    idp, _portal = ops_idp
+def test_the_console_opens_for_a_listed_subject_signed_in_through_the_host_login(adopted: Any) -> None:
+    idp, _portal = adopted
     anonymous = requests.get(f"{idp.url}/oidc/console", allow_redirects=False, timeout=10)
     assert anonymous.status_code == 303 and anonymous.headers["Location"].endswith("/oidc/console/login")
 
@@ -264,12 +245,12 @@ def test_the_console_opens_for_a_listed_subject_signed_in_through_the_host_login
     assert refused.status_code == 403 and "not an operator" in refused.text
 
 
-def test_a_host_grant_id_terminates_that_row_and_ends_no_session(ops_idp: Any, rp: CaptureServer) -> None:
+def test_a_host_grant_id_terminates_that_row_and_ends_no_session(adopted: Any, rp: CaptureServer) -> None:
     """The admin API's ``grant_id`` in extension mode names a host token row
     (``host-token:<table>:<pk>``): its refresh and access tokens die at once, the OP session
     lives on and no RP is told; the same id again gives back the same termination (nothing
     left to revoke: one revocation, one record)."""
-    idp, _portal = ops_idp
+    idp, _portal = adopted
     _browser, tokens = signed_in(idp, _portal)
     admin = host_token(idp, OPS, ADMIN_SCOPE)
     grant_id = f"host-token:oauth2_token:{host_row(idp, tokens['access_token']).id}"
@@ -295,9 +276,9 @@ def test_a_host_grant_id_terminates_that_row_and_ends_no_session(ops_idp: Any, r
 
 
 def test_unknown_grant_ids_are_not_found_and_secret_rotation_is_refused_in_extension_mode(
-    ops_idp: Any,
+    adopted: Any,
 ) -> None:
-    idp, _portal = ops_idp
+    idp, _portal = adopted
     admin = host_token(idp, OPS, ADMIN_SCOPE)
     for grant_id in ("1", "host-token:oauth2_token:999999", "host-token:oauth2_token:x", "host-token:user:1"):
         r = admin_terminate(idp, admin, grant_id=grant_id)
@@ -310,10 +291,10 @@ def test_unknown_grant_ids_are_not_found_and_secret_rotation_is_refused_in_exten
     assert doc["servers"] == [{"url": f"{idp.url}/oidc"}]
 
 
-def test_operator_scopes_come_only_from_the_clients_file(ops_idp: Any) -> None:
+def test_operator_scopes_come_only_from_the_clients_file(adopted: Any) -> None:
     """RFC 7591 registration never grants an operator scope, and a user-facing client asking
     for one at the authorization endpoint gets a token without it."""
-    idp, _portal = ops_idp
+    idp, _portal = adopted
     reg = requests.post(
         f"{idp.url}/oauth/register",
         json={k: v for k, v in service_client("rogue", ADMIN_SCOPE).items() if not k.startswith("client_")},

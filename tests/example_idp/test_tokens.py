@@ -13,25 +13,12 @@ from .conftest import (
     Browser,
     ExampleIdP,
     exchange,
+    revoke,
     run_code_flow,
     token_request,
+    userinfo,
     verify_id_token,
 )
-
-
-def userinfo(idp: ExampleIdP, access_token: str) -> requests.Response:
-    return requests.get(
-        f"{idp.url}/oauth/userinfo", headers={"Authorization": f"Bearer {access_token}"}, timeout=10
-    )
-
-
-def revoke(idp: ExampleIdP, token: str, hint: str | None = None) -> requests.Response:
-    data = {"token": token}
-    if hint:
-        data["token_type_hint"] = hint
-    return requests.post(
-        f"{idp.url}/oauth/revoke", data=data, auth=(WEBAPP["client_id"], WEBAPP["client_secret"]), timeout=10
-    )
 
 
 @pytest.mark.parametrize("meta", [WEBAPP, SPA], ids=["confidential", "public"])
@@ -189,7 +176,7 @@ def test_revoking_the_refresh_token_ends_both_tokens(idp: ExampleIdP) -> None:
     browser = Browser(idp.url)
     browser.login()
     token = exchange(idp.url, WEBAPP, run_code_flow(browser, WEBAPP)).json()
-    resp = revoke(idp, token["refresh_token"], "refresh_token")
+    resp = revoke(idp, WEBAPP, token["refresh_token"], "refresh_token")
     assert resp.status_code == 200
     refreshed = token_request(
         idp.url, WEBAPP, grant_type="refresh_token", refresh_token=token["refresh_token"]
@@ -203,7 +190,7 @@ def test_revoking_the_access_token_keeps_the_refresh_token(idp: ExampleIdP) -> N
     browser = Browser(idp.url)
     browser.login()
     token = exchange(idp.url, WEBAPP, run_code_flow(browser, WEBAPP)).json()
-    assert revoke(idp, token["access_token"], "access_token").status_code == 200
+    assert revoke(idp, WEBAPP, token["access_token"], "access_token").status_code == 200
     assert userinfo(idp, token["access_token"]).status_code == 401
     refreshed = token_request(
         idp.url, WEBAPP, grant_type="refresh_token", refresh_token=token["refresh_token"]
@@ -213,7 +200,7 @@ def test_revoking_the_access_token_keeps_the_refresh_token(idp: ExampleIdP) -> N
 
 def test_revoking_an_unknown_token_is_not_an_error(idp: ExampleIdP) -> None:
     """RFC 7009 §2.2: invalid tokens do not cause an error response."""
-    assert revoke(idp, "no-such-token").status_code == 200
+    assert revoke(idp, WEBAPP, "no-such-token").status_code == 200
 
 
 def test_revocation_needs_client_authentication(idp: ExampleIdP) -> None:
