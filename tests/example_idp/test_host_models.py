@@ -432,7 +432,7 @@ def test_a_code_for_an_unchanged_client_takes_no_lock_on_its_shadow_row(
     of it would need), a sign-in to that client still completes. Concurrent sign-ins to one
     RP do not queue on its row."""
     url = pg_databases.new()
-    meta = portal(rp)
+    meta = logout_client(rp)
     idp = start(url, [WEBAPP, meta], **QUIET)
     engine = create_engine(url)
     try:
