@@ -147,6 +147,13 @@ class HostTokenStore:
         """The kill switch: every token of the client, offline ones included."""
         return self._revoke(db, self.model.client_id == client_id, True, now)
 
+    def has_subject(self, db: Session, subject: str) -> bool:
+        """Whether a host token row names the End-User ``subject`` (revoked or not)."""
+        user = as_column_type(self._user_id, subject)
+        return (
+            user is not None and db.scalar(select(self._pk).where(self._user_id == user).limit(1)) is not None
+        )
+
     # -- grants ------------------------------------------------------------------------------------
     def has_grant(self, db: Session, grant_id: str) -> bool:
         pk = self._grant_key(grant_id)

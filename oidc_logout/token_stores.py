@@ -34,10 +34,12 @@ from .storage.own_tokens import OwnTokenStore
 
 __all__ = [
     "GrantStore",
+    "SubjectIndex",
     "TokenStore",
     "grant_exists",
     "register_token_store",
     "revoke_tokens",
+    "subject_has_tokens",
     "token_stores_for",
     "unregister_token_store",
     "walk_grants",
@@ -98,6 +100,16 @@ class GrantStore(TokenStore, Protocol):
         """The next ``limit`` (grant id, sid or None) of the client's not-revoked grants with
         an id above ``after``, in id order: created at or before ``created_before``, or obtained
         with a client secret version below ``below_version``."""
+        ...
+
+
+@runtime_checkable
+class SubjectIndex(Protocol):
+    """**Protocol:** a token store that can tell whether it holds tokens of an End-User (a
+    Global Token Revocation answers 404 for a subject known nowhere)."""
+
+    def has_subject(self, db: Session, subject: str) -> bool:
+        """Whether any token row (revoked or not) names ``subject``."""
         ...
 
 
@@ -166,6 +178,11 @@ def revoke_tokens(
         if client_id is not None:
             revoked += store.revoke_for_client(db, client_id, now=now, reason=reason)
     return revoked
+
+
+def subject_has_tokens(db: Session, subject: str) -> bool:
+    """Whether a store of ``db``'s engine holds a token of ``subject``."""
+    return any(s.has_subject(db, subject) for s in token_stores_for(db) if isinstance(s, SubjectIndex))
 
 
 def grant_exists(db: Session, grant_id: str) -> bool:

@@ -56,7 +56,7 @@ from .models import OAuth2AuthorizationCode, OAuth2Client, OAuth2Token, SigningK
 
 SCOPES_SUPPORTED = ["openid", "profile", "email"]
 #: oidc-logout's admin API and SSF stream management: for clients from the clients file only.
-OPERATOR_SCOPES = ["oidc_logout:admin", "ssf.manage", "ssf.read"]
+OPERATOR_SCOPES = ["oidc_logout:admin", "ssf.manage", "ssf.read", "global_token_revocation"]
 TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 ID_TOKEN_ALG = "RS256"
 #: RFC 7591 client metadata is validated by these claims classes, for registration and for

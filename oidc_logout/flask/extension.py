@@ -57,7 +57,12 @@ from .state import ExtensionState, state
 from .views import BLUEPRINT_NAME, make_blueprint
 
 #: Members of ``OIDCLogout.metadata()``: what a host with its own discovery document merges.
-_MERGED_ENDPOINTS = ("end_session_endpoint", "revocation_endpoint", "introspection_endpoint")
+_MERGED_ENDPOINTS = (
+    "end_session_endpoint",
+    "revocation_endpoint",
+    "introspection_endpoint",
+    "global_token_revocation_endpoint",
+)
 #: The routes the extension serves in extension mode: authorization, token, userinfo,
 #: registration, revocation, discovery and login stay the host's; health and metrics are ours.
 HOST_MODE_ROUTES = frozenset(
@@ -66,9 +71,11 @@ HOST_MODE_ROUTES = frozenset(
     {
         # The admin API, the operator console and SSF stream management, authenticated with
         # the host's own access tokens (core.bearer.HostTokenValidator), and the keys that sign
-        # their SETs (jwks: SSF §7.1 jwks_uri; the host's JWKS may publish them too). Global
-        # Token Revocation stays out: it resolves subjects through a UserDirectory.
+        # their SETs (jwks: SSF §7.1 jwks_uri; the host's JWKS may publish them too), and
+        # Global Token Revocation (its opaque and iss_sub subjects are the host's user ids;
+        # email needs a directory with subject_for_email, OIDCLogout(users=...)).
         "jwks",
+        "gtr",
         "admin_terminate",
         "admin_termination",
         "admin_rotate_secret",  # answers invalid_request: client secrets are the host's

@@ -30,6 +30,7 @@ from ..storage.base import utcnow
 from ..storage.models import Grant, OPSession, Termination, Token
 from ..storage.queries import rowcount
 from ..termination import by_subject, terminate
+from ..token_stores import subject_has_tokens
 from . import events as ssf_events
 from .subjects import validate
 
@@ -67,16 +68,16 @@ def resolve_subject(sub_id: dict[str, Any], settings: Settings, users: UserDirec
     raise InvalidRequest(f"unsupported subject identifier format '{fmt}'")
 
 
-def _known(db: Session, sub: str, users: UserDirectory | None) -> tuple[bool, bool]:
-    """(the subject is known here at all, the directory still has it)."""
-    exists = bool(users.exists(sub)) if users is not None else False
+def _known(db: Session, sub: str, users: UserDirectory | None) -> tuple[bool, bool | None]:
+    """(the subject is known here at all, whether the directory still has it: None without a
+    directory, as in extension mode, where the host's users are not ours to ask)."""
+    exists = bool(users.exists(sub)) if users is not None else None
     if exists:
         return True, True
-    has_rows = (
-        db.scalar(select(OPSession.sid).where(OPSession.subject == sub).limit(1)) is not None
-        or db.scalar(select(Grant.id).where(Grant.subject == sub).limit(1)) is not None
-    )
-    return has_rows, False
+    has_rows = db.scalar(
+        select(OPSession.sid).where(OPSession.subject == sub).limit(1)
+    ) is not None or subject_has_tokens(db, sub)
+    return has_rows, exists
 
 
 def revoke_subject(
@@ -106,7 +107,7 @@ def revoke_subject(
             db, by_subject(sub), reason=reason, initiator=initiator, include_offline=True, now=now
         )
         term.tokens_revoked += _revoke_sessionless_grants(db, sub, reason, now)
-        if not exists:
+        if exists is False:
             # RISC account-disabled: the directory no longer has this account.
             ssf_events.record_account_disabled(
                 db,

@@ -128,6 +128,10 @@ class OwnTokenStore:
             query = query.where(Grant.credential_version < below_version)
         return [(k, sid) for k, sid in db.execute(query.order_by(Grant.id).limit(limit))]
 
+    def has_subject(self, db: Session, subject: str) -> bool:
+        """Whether a grant of ``subject`` exists (revoked or not)."""
+        return db.scalar(select(Grant.id).where(Grant.subject == subject).limit(1)) is not None
+
     # -- helpers ---------------------------------------------------------------------------------
     @staticmethod
     def _revoke_grants_where(db: Session, where: ColumnElement[bool], now: dt.datetime, reason: str) -> int:

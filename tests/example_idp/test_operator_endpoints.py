@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from examples.authlib_idp.models import OAuth2Token, db
 from oidc_logout.ssf import SESSION_REVOKED
-from oidc_logout.storage.models import Client, Delivery, OPSession
+from oidc_logout.storage.models import Client, Delivery, OPSession, Termination
 from oidc_logout.testing import CaptureServer
 
 from .conftest import (
@@ -51,11 +51,12 @@ def service_client(client_id: str, scope: str) -> dict[str, Any]:
 OPS = service_client("ops", f"{ADMIN_SCOPE} ssf.manage ssf.read")
 AUDITOR = service_client("auditor", "ssf.read")
 RECEIVER = service_client("receiver", "ssf.manage")
+SECOPS = service_client("secops", "global_token_revocation")
 
 
 @pytest.fixture
 def host_clients(portal: dict[str, Any]) -> list[dict[str, Any]]:
-    return [WEBAPP, portal, OPS, AUDITOR, RECEIVER]
+    return [WEBAPP, portal, OPS, AUDITOR, RECEIVER, SECOPS]
 
 
 @pytest.fixture
@@ -312,3 +313,66 @@ def test_operator_scopes_come_only_from_the_clients_file(adopted: Any) -> None:
     assert ADMIN_SCOPE not in tokens.json()["scope"].split()
     r = admin_terminate(idp, tokens.json()["access_token"], sub="2")
     assert r.status_code == 403 and r.json()["error"] == "insufficient_scope"
+
+
+# -- OAuth 2.0 Global Token Revocation on the host's users ----------------------------------------
+def gtr(idp: ExampleIdP, token: str, sub_id: dict[str, Any]) -> requests.Response:
+    return requests.post(
+        f"{idp.url}/oidc/global-token-revocation", json={"sub_id": sub_id}, headers=bearer(token), timeout=30
+    )
+
+
+def test_global_token_revocation_terminates_a_host_user_everywhere(adopted: Any, rp: CaptureServer) -> None:
+    """draft-parecki-oauth-global-token-revocation §3.3 in extension mode: a security tool's
+    host token with the scope revokes every token of the host's user (a row issued outside any
+    OP session too), ends the OP session and tells the RP; the host's discovery advertises
+    the endpoint (its merged metadata)."""
+    idp, portal = adopted
+    _browser, tokens = signed_in(idp, portal)
+    sub = alice_sub(idp)
+    with idp.app.app_context():  # a token row of alice that no OP session knows (before adoption)
+        db.session.add(
+            OAuth2Token(
+                user_id=int(sub),
+                client_id="webapp",
+                token_type="Bearer",
+                access_token="pre-adoption-" + "a" * 30,
+                scope="openid",
+                issued_at=int(time.time()),
+                expires_in=3600,
+            )
+        )
+        db.session.commit()
+    assert userinfo_status(idp, "pre-adoption-" + "a" * 30) == 200
+    doc = requests.get(f"{idp.url}/.well-known/openid-configuration", timeout=10).json()
+    assert doc["global_token_revocation_endpoint"] == f"{idp.url}/oidc/global-token-revocation"
+
+    r = gtr(idp, host_token(idp, SECOPS), {"format": "opaque", "id": sub})
+    assert r.status_code == 204, r.text
+    for token in (tokens["access_token"], "pre-adoption-" + "a" * 30):
+        assert userinfo_status(idp, token) == 401
+    assert introspect(idp, portal, tokens["refresh_token"]) == {"active": False}
+    assert rp.wait_for(1, 10, path="/portal/backchannel")
+    with idp.app.app_context():
+        assert db.session.scalar(select(OPSession.ended_at)) is not None
+        (term,) = db.session.scalars(select(Termination)).all()
+        assert (term.target_kind, term.target_value) == ("subject", sub)
+        assert term.initiator == "global_token_revocation:secops" and term.include_offline
+
+
+def test_global_token_revocation_refuses_what_it_cannot_resolve(adopted: Any) -> None:
+    """§3.4: an unknown user is 404, a format this server cannot resolve is 400 (no directory
+    maps an email address to the host's users), another issuer's subject is 404; a token
+    without the scope is 403. Nothing is terminated."""
+    idp, _portal = adopted
+    secops = host_token(idp, SECOPS)
+    assert gtr(idp, secops, {"format": "opaque", "id": "999999"}).status_code == 404
+    assert (
+        gtr(idp, secops, {"format": "iss_sub", "iss": "https://elsewhere.example", "sub": "1"}).status_code
+        == 404
+    )
+    email = gtr(idp, secops, {"format": "email", "email": "alice@example.com"})
+    assert email.status_code == 400 and email.json()["error"] == "invalid_request"
+    assert gtr(idp, host_token(idp, OPS, ADMIN_SCOPE), {"format": "opaque", "id": "1"}).status_code == 403
+    with idp.app.app_context():
+        assert db.session.scalars(select(Termination)).all() == []
