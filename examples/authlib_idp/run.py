@@ -43,6 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="JSON array of RFC 7591 client metadata with client_id and client_secret",
     )
     parser.add_argument(
+        "--issuer",
+        help="the public https URL of this IdP (behind your TLS proxy); default http://HOST:PORT, "
+        "which only --dev accepts",
+    )
+    parser.add_argument(
         "--dev",
         action="store_true",
         help="development mode: accept http and loopback URIs, open registration",
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         # Authlib refuses OAuth requests over plain http except on loopback addresses.
         os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"
     host = f"[{args.host}]" if ":" in args.host else args.host
-    issuer = f"http://{host}:{args.port}"
+    issuer = args.issuer or f"http://{host}:{args.port}"
     app = create_app(
         {
             "ISSUER": issuer,

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from .._redact import install_library_log_redaction
 from ..backchannel import discovery as backchannel_discovery
-from ..config import Settings, settings_from_mapping
+from ..config import Settings, check_production, settings_from_mapping
 from ..core.bearer import BearerProtector, HostTokenValidator
 from ..core.consent import requested_scopes
 from ..frontchannel import discovery as frontchannel_discovery
@@ -189,6 +189,10 @@ class OIDCLogout:
                 provider = Provider(settings, self._users)
             provider.setup()
         settings = provider.settings
+        # As `oidc-logout serve` does: outside development mode, refuse to start with the
+        # development issuer (RPs reject logout tokens whose iss is not their OP's issuer,
+        # Back-Channel Logout 1.0 §2.6) or the development database file.
+        check_production(settings)
         prefix = normalize_prefix(self._url_prefix if self._url_prefix is not None else settings.url_prefix)
         serve_discovery = (
             self._serve_discovery if self._serve_discovery is not None else settings.serve_discovery

@@ -67,6 +67,10 @@ class ExampleIdP:
             db.engine.dispose()
 
 
+#: The issuer of a production-mode example (the tests reach it over loopback http).
+PRODUCTION_ISSUER = "https://idp.example.test"
+
+
 def start_example(
     database_url: str,
     *,
@@ -76,11 +80,12 @@ def start_example(
     config: dict[str, Any] | None = None,
 ) -> ExampleIdP:
     """What run.py does, on a free loopback port in this process (``config``: more app config,
-    e.g. ``OIDC_LOGOUT_*`` settings)."""
+    e.g. ``OIDC_LOGOUT_*`` settings). Outside dev mode the issuer is an https one (the
+    extension refuses to start with a plain-http issuer there), served on the loopback port."""
     server = LiveServer()
     app = create_app(
         {
-            "ISSUER": server.url,
+            "ISSUER": server.url if dev else PRODUCTION_ISSUER,
             "SQLALCHEMY_DATABASE_URI": database_url,
             "SECRET_KEY": secrets.token_hex(32),
             "DEV_MODE": dev,

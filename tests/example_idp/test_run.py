@@ -104,7 +104,15 @@ def test_run_py_serves_discovery_and_the_code_flow(
 
 @pytest.mark.slow
 def test_relative_sqlite_path_is_taken_from_the_working_directory(tmp_path: Path) -> None:
-    idp = Process("--database-url", "sqlite:///data/idp.db", "--password", PASSWORD, cwd=tmp_path)
+    idp = Process(
+        "--database-url",
+        "sqlite:///data/idp.db",
+        "--password",
+        PASSWORD,
+        "--issuer",
+        "https://idp.example.test",
+        cwd=tmp_path,
+    )
     try:
         assert requests.get(f"{idp.url}/oauth/jwks", timeout=10).status_code == 200
     finally:
@@ -137,3 +145,28 @@ def test_a_bad_clients_file_stops_the_start(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "invalid_client_metadata" in proc.stderr
+
+
+@pytest.mark.slow
+def test_outside_dev_mode_a_plain_http_issuer_refuses_to_start(tmp_path: Path) -> None:
+    """The extension refuses to start outside development mode with an issuer RPs would
+    reject (not https): run.py exits with the reason instead of serving."""
+    port = free_port()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            "--port",
+            str(port),
+            "--database-url",
+            "sqlite:///idp.db",
+            "--password",
+            PASSWORD,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "is not https" in proc.stderr and "OIDC_LOGOUT_DEV_MODE" in proc.stderr
