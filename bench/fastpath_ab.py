@@ -14,6 +14,11 @@ Every call revokes a distinct valid access token (pre-issued into the database) 
 the fast path (the function returns True / the app answers 200). Figures: median over rounds of
 CPU (``time.process_time``) and wall time per call.
 
+Then two counts that do not depend on the machine's load, at the ``statement`` level: Python
+function calls per call (cProfile ``total_calls``) and, on PostgreSQL, round trips per call
+(``ReadyForQuery`` messages in libpq's protocol trace of every connection the engine opens,
+after a warm-up that lets psycopg prepare the statement).
+
     python -m bench.revocation --fastpath-ab REV [--ab-calls 2000] [--ab-rounds 5] [--ab-dbs sqlite,pg]
 """
 
@@ -67,6 +72,79 @@ def _timed(fn: Callable[[str], None], tokens: list[str]) -> tuple[float, float]:
     return (time.process_time() - c0) / n * 1000, (time.perf_counter() - t0) / n * 1000
 
 
+def _counts(
+    engine: Any,
+    variants: dict[str, ModuleType],
+    make: Callable[[ModuleType], Callable[[str], None]],
+    take: Callable[[int], list[str]],
+    n: int = 200,
+) -> dict[str, dict[str, float | None]]:
+    """Per variant: Python function calls and (PostgreSQL) round trips per statement-level call."""
+    import cProfile
+    import pstats
+
+    from sqlalchemy import event
+
+    pg = engine.dialect.name == "postgresql"
+    for mod in variants.values():  # every connection from here on is traced
+        close = getattr(mod, "close_connections", None)
+        if close is not None:
+            close(engine)
+    engine.dispose()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fastpath-trace-"))
+    opened: list[Any] = []
+    files = [(tmp / "warm.txt").open("w")]
+
+    def retrace(path: Path | None) -> None:
+        for conn in opened:
+            if not conn.closed:
+                conn.pgconn.untrace()  # flushes libpq's buffer
+        if path is not None:
+            files.append(path.open("w"))
+            for conn in opened:
+                if not conn.closed:
+                    conn.pgconn.trace(files[-1].fileno())
+
+    if pg:
+
+        @event.listens_for(engine.pool, "connect")
+        def _trace(dbapi_conn: Any, _record: Any) -> None:
+            opened.append(dbapi_conn)
+            dbapi_conn.pgconn.trace(files[-1].fileno())
+
+    out: dict[str, dict[str, float | None]] = {}
+    try:
+        for name, mod in variants.items():
+            call = make(mod)
+            for tok in take(10):  # connections open, psycopg's prepare threshold (5) passed
+                call(tok)
+            trips = None
+            if pg:
+                path = tmp / f"{len(out)}.txt"
+                retrace(path)
+                for tok in take(n):
+                    call(tok)
+                retrace(tmp / f"{len(out)}-after.txt")
+                text = path.read_text()
+                trips = (
+                    sum(1 for line in text.splitlines() if "\tB\t" in line and "ReadyForQuery" in line) / n
+                )
+            prof = cProfile.Profile()
+            batch = take(n)
+            prof.enable()
+            for tok in batch:
+                call(tok)
+            prof.disable()
+            out[name] = {"python_calls": pstats.Stats(prof).total_calls / n, "round_trips": trips}  # type: ignore[attr-defined]
+    finally:
+        if pg:
+            retrace(None)
+        for f in files:
+            f.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def run_db(db_url: str, variants: dict[str, ModuleType], calls: int, rounds: int) -> list[dict[str, Any]]:
     from oidc_logout.demo.idp import create_idp_app
     from oidc_logout.flask import views
@@ -85,7 +163,7 @@ def run_db(db_url: str, variants: dict[str, ModuleType], calls: int, rounds: int
     engine = provider.engine
     per_slice = max(1, calls // rounds)
     warm = 50
-    need = len(variants) * 2 * (warm + per_slice * rounds)
+    need = len(variants) * 2 * (warm + per_slice * rounds) + len(variants) * 410
     pool = iter(seed_access_tokens(provider.session_factory, CLIENT_ID, need))
     take = lambda n: [next(pool) for _ in range(n)]  # noqa: E731
     basic = "Basic " + base64.b64encode(f"{CLIENT_ID}:{SECRET}".encode()).decode()
@@ -94,19 +172,22 @@ def run_db(db_url: str, variants: dict[str, ModuleType], calls: int, rounds: int
     # The demo IdP answers from RevocationMiddleware (before Flask), which calls the module's
     # try_revoke_access_token: both entries get the variant under test.
     real_module_fn = current_module.try_revoke_access_token
+    # Each variant's function, taken before any swap: once via_app has put the old one into the
+    # current module, current_module.try_revoke_access_token is no longer the new one.
+    functions = {id(mod): mod.try_revoke_access_token for mod in variants.values()}
 
     def statement(mod: ModuleType) -> Callable[[str], None]:
+        fn = functions[id(mod)]
+
         def call(tok: str) -> None:
-            ok = mod.try_revoke_access_token(
-                engine, basic, [("token", tok), ("token_type_hint", "access_token")], False
-            )
+            ok = fn(engine, basic, [("token", tok), ("token_type_hint", "access_token")], False)
             assert ok, "the fast path declined a plain request"
 
         return call
 
     def via_app(mod: ModuleType) -> Callable[[str], None]:
-        views.try_revoke_access_token = mod.try_revoke_access_token  # type: ignore[attr-defined]
-        current_module.try_revoke_access_token = mod.try_revoke_access_token  # type: ignore[attr-defined]
+        views.try_revoke_access_token = functions[id(mod)]  # type: ignore[attr-defined]
+        current_module.try_revoke_access_token = functions[id(mod)]  # type: ignore[attr-defined]
 
         def call(tok: str) -> None:
             r = client.post(
@@ -131,6 +212,9 @@ def run_db(db_url: str, variants: dict[str, ModuleType], calls: int, rounds: int
                     samples.setdefault((level, name), []).append(
                         _timed(make(variants[name]), take(per_slice))
                     )
+        views.try_revoke_access_token = real_view_fn  # type: ignore[attr-defined]
+        current_module.try_revoke_access_token = real_module_fn  # type: ignore[attr-defined]
+        counts = _counts(engine, variants, statement, take)
     finally:
         views.try_revoke_access_token = real_view_fn  # type: ignore[attr-defined]
         current_module.try_revoke_access_token = real_module_fn  # type: ignore[attr-defined]
@@ -149,6 +233,8 @@ def run_db(db_url: str, variants: dict[str, ModuleType], calls: int, rounds: int
                     "cpu_rounds": [round(c, 4) for c, _ in s],
                 }
             )
+    for name in names:
+        rows.append({"level": "counts", "variant": name, **counts[name]})
     return rows
 
 
@@ -182,6 +268,8 @@ def main(rev: str, calls: int, rounds: int, dbs: list[str]) -> dict[str, Any]:
             if pg_name:
                 drop_pg_database(pg_name)
             shutil.rmtree(tmp, ignore_errors=True)
+    count_rows = [r for r in all_rows if r["level"] == "counts"]
+    all_rows = [r for r in all_rows if r["level"] != "counts"]
     out = []
     for r in all_rows:
         base = next(
@@ -218,4 +306,20 @@ def main(rev: str, calls: int, rounds: int, dbs: list[str]) -> dict[str, Any]:
             out,
         )
     )
-    return {"bench": "fastpath_ab", "facts": facts, "rows": all_rows}
+    print()
+    print("statement level, independent of load: Python function calls (cProfile) and round trips per call")
+    print(
+        table(
+            ["database", "variant", "Python calls/call", "round trips/call"],
+            [
+                [
+                    r["db"],
+                    r["variant"],
+                    f"{r['python_calls']:.0f}",
+                    "-" if r["round_trips"] is None else f"{r['round_trips']:.2f}",
+                ]
+                for r in count_rows
+            ],
+        )
+    )
+    return {"bench": "fastpath_ab", "facts": facts, "rows": all_rows, "counts": count_rows}

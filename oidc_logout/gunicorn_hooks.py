@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .provider import Provider
+from .rfc7009.fastpath import close_connections
 
 log = logging.getLogger(__name__)
 _held: list[int] = []  # file descriptors of the locks this process holds (kept open)
@@ -107,10 +108,12 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """gunicorn hook: stop the background work (in-flight attempts finish, bounded)."""
+    """gunicorn hook: stop the background work (in-flight attempts finish, bounded) and close
+    the revocation fast path's own database connections (``rfc7009.fastpath``)."""
     provider = provider_of(getattr(worker, "wsgi", None))
     if provider is not None:
         provider.stop_background()
+        close_connections(provider.engine)
 
 
 __all__ = ["child_exit", "elect_background", "lock_path", "post_worker_init", "provider_of", "worker_exit"]

@@ -15,6 +15,7 @@ import requests
 from oidc_logout.config import Settings
 from oidc_logout.demo.idp import create_idp_app
 from oidc_logout.provider import Provider
+from oidc_logout.rfc7009.fastpath import close_connections
 
 from .servers import LiveServer
 
@@ -38,6 +39,7 @@ class IdP:
     def stop(self) -> None:
         self.provider.stop_background()
         self.server.stop()
+        close_connections(self.provider.engine)  # the revocation fast path's own
         self.provider.engine.dispose()
 
 
