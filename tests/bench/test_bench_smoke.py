@@ -41,6 +41,31 @@ def run(name: str, args: list[str], timeout: float = 180) -> str:
     return proc.stdout
 
 
+def test_terminate_throughput_delivers_every_row_of_a_chunked_termination(tmp_path: Path) -> None:
+    """Above termination.INLINE_LIMIT sessions the commit writes no outbox row (the chunks do):
+    the bench still waits for every delivery and its rate counts them all."""
+    from oidc_logout.termination import INLINE_LIMIT
+
+    out = tmp_path / "tt.json"
+    sessions = INLINE_LIMIT + 20
+    run(
+        "terminate_throughput",
+        [
+            "--sessions",
+            str(sessions),
+            "--algs",
+            "ES256",
+            "--sign-seconds",
+            "0.05",
+            "--summary-json",
+            str(out),
+        ],
+    )
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["settled"] and row["deliveries"] == row["delivered"] == 3 * sessions
+    assert row["chunks_s"] is not None and row["rate"] > 0
+
+
 @pytest.mark.parametrize("name", ["logout_fanout", "terminate_throughput", "revocation"])
 def test_bench_runs_and_prints_figures(name: str) -> None:
     out = run(name, CASES[name])
