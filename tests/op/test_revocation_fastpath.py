@@ -19,7 +19,6 @@ import requests
 from authlib.integrations.flask_oauth2.signals import token_revoked
 from sqlalchemy import select, update
 
-from oidc_logout.flask import views
 from oidc_logout.rfc7009 import fastpath
 from oidc_logout.storage.base import utcnow
 from oidc_logout.storage.models import Client, Grant, Token
@@ -47,23 +46,6 @@ def idp(module_database_url: str) -> Iterator[IdP]:
     server = start_idp(module_database_url, clients=[RP_A, RP_B, PUBLIC, POST_ONLY])
     yield server
     server.stop()
-
-
-@pytest.fixture
-def fast(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What the fast path answered for each request it was given (True = it revoked), by the
-    WSGI middleware the demo IdP installs or by the view."""
-    seen: list[bool] = []
-    real = fastpath.try_revoke_access_token
-
-    def spy(*args: Any, **kwargs: Any) -> bool:
-        result = real(*args, **kwargs)
-        seen.append(result)
-        return result
-
-    monkeypatch.setattr(views, "try_revoke_access_token", spy)
-    monkeypatch.setattr(fastpath, "try_revoke_access_token", spy)
-    return seen
 
 
 def _tokens(idp: IdP, meta: dict, scope: str = "openid offline_access") -> dict:

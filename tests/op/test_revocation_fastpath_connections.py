@@ -60,21 +60,6 @@ def idp(pg_url: str) -> Iterator[IdP]:
     server.stop()
 
 
-@pytest.fixture
-def fast(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What the fast path answered for each request the middleware gave it."""
-    seen: list[bool] = []
-    real = fastpath.try_revoke_access_token
-
-    def spy(*args: Any, **kwargs: Any) -> bool:
-        result = real(*args, **kwargs)
-        seen.append(result)
-        return result
-
-    monkeypatch.setattr(fastpath, "try_revoke_access_token", spy)
-    return seen
-
-
 def _database(url: str) -> str:
     return url.rsplit("/", 1)[1]
 
