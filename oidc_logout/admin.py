@@ -41,8 +41,8 @@ class RotateSecretRequest:
 
 def parse_termination(body: Any) -> TerminationRequest:
     """``{"sid"|"sub"|"client_id"|"grant_id": str, "reason": str, "include_offline"?: bool,
-    "wait"?: s}``. ``grant_id`` names one of the package's own grants (turnkey mode; extension
-    mode refuses it: the host's token rows are not grants)."""
+    "wait"?: s}``. ``grant_id`` names one of the package's own grants or, in extension mode,
+    ``host-token:<table>:<pk>`` (:class:`~oidc_logout.host.HostTokenStore`)."""
     if not isinstance(body, dict):
         raise InvalidRequest("a JSON object is required")
     named = [k for k in _TARGETS if body.get(k) is not None]

@@ -119,8 +119,9 @@ def _schemas() -> dict[str, Any]:
         },
         "TerminationRequest": {
             "type": "object",
-            "description": "exactly one of sid, sub, client_id, grant_id (grant_id: turnkey mode "
-            "only; extension mode answers invalid_request, the host's token rows are not grants)",
+            "description": "exactly one of sid, sub, client_id, grant_id (grant_id: one of the "
+            "package's own grants, or in extension mode host-token:<table>:<pk>, one of the host's "
+            "token rows with its rotation chain; an unknown grant is 404)",
             "required": ["reason"],
             "properties": {
                 "sid": {"type": "string", "maxLength": 255},
