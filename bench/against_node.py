@@ -814,7 +814,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from .profile_against_node import main as profile_main
 
         return profile_main(a)
-    sizes = [int(x) for x in (a.sizes or ("1,10" if a.quick else "1,10,50,200")).split(",") if x]
+    size_arg = a.sizes if a.sizes is not None else ("1,10" if a.quick else "1,10,50,200")
+    sizes = [int(x) for x in size_arg.split(",") if x]  # '' with --hang-sizes '': revocation only
     hang_arg = a.hang_sizes if a.hang_sizes is not None else ("10" if a.quick else "10,50")
     hang_sizes = [int(x) for x in hang_arg.split(",") if x]
     runs = a.runs or (2 if a.quick else 5)
@@ -843,7 +844,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{n_tokens} tokens revoked per level c = {levels}"
     )
     tmp = Path(tempfile.mkdtemp(prefix="bench-vs-node-"))
-    n_rps = max(sizes + hang_sizes)
+    n_rps = max(sizes + hang_sizes, default=1)
     rx = RPReceiver()
     rx.add_rps(n_rps)
     targets: list[Target] = []
@@ -855,15 +856,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "oidc-logout" in ops:
             for db in dbs:
                 targets.append(start_ours(tmp, rx.base, n_rps, db))
-        from playwright.sync_api import sync_playwright
+        if sizes or hang_sizes:
+            from playwright.sync_api import sync_playwright
 
-        print("\n-- (a) fan-out --", flush=True)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            try:
-                fan = fanout(targets, browser, rx, sizes, hang_sizes, runs)
-            finally:
-                browser.close()
+            print("\n-- (a) fan-out --", flush=True)
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                try:
+                    fan = fanout(targets, browser, rx, sizes, hang_sizes, runs)
+                finally:
+                    browser.close()
         print("\n-- (b) revocation --", flush=True)
         rev = revocation(targets, n_tokens, levels, a.max_seconds)
     finally:
@@ -913,7 +915,7 @@ def _profile_unmet(
     from .profile_against_node import main as profile_main
 
     dbs = sorted({DB_OF_OP[v.op] for v in missed if v.op in DB_OF_OP})
-    m = targets_of_issue.worst_fanout_size(verdicts) or max(sizes)
+    m = targets_of_issue.worst_fanout_size(verdicts) or max(sizes, default=50)
     print(
         f"\n-- where the time goes: {len(missed)} target(s) not met or not measured; "
         f"profiling {', '.join(dbs)} (revocation load, fan-out at M = {m}) --",
