@@ -268,6 +268,16 @@ class OIDCLogout:
             **frontchannel_discovery.metadata(),
         }
 
+    def ssf_configuration(self) -> dict[str, Any]:
+        """The Shared Signals transmitter metadata (SSF 1.0 §7.1) served under the prefix at
+        ``<prefix>/.well-known/ssf-configuration``. SSF §7.2 places it at the issuer's own
+        ``/.well-known/ssf-configuration``; a host whose receivers look there serves this
+        from that route of its app (the extension adds no route outside its prefix). Call it
+        while handling a request (its URLs are absolute, built from the request's host)."""
+        from .ssf_views import transmitter_configuration
+
+        return transmitter_configuration()
+
     def jwks(self) -> dict[str, Any]:
         """The public keys that sign logout tokens (Back-Channel Logout §2.4), as a JWK Set: a
         host that serves its own ``jwks_uri`` adds these ``keys`` to it (RPs verify logout

@@ -71,9 +71,10 @@ def _directory_email(sub: str) -> str | None:
 register_email_lookup(_directory_email)
 
 
-@view
-def ssf_configuration() -> BaseResponse:
-    """SSF §7.1/§7.2: the transmitter configuration metadata (public, like discovery)."""
+def transmitter_configuration() -> dict[str, Any]:
+    """SSF §7.1: the transmitter configuration metadata of the current app, absolute URLs
+    (the view below, and ``OIDCLogout.ssf_configuration()`` for a host serving it at its
+    issuer's root, SSF §7.2)."""
     settings = _provider().settings
     endpoints = {
         "configuration_endpoint": _url("ssf_stream"),
@@ -82,7 +83,13 @@ def ssf_configuration() -> BaseResponse:
         "remove_subject_endpoint": _url("ssf_subject_remove"),
         "verification_endpoint": _url("ssf_verify"),
     }
-    resp = jsonify(metadata.transmitter_metadata(settings.issuer, _url("jwks"), endpoints))
+    return dict(metadata.transmitter_metadata(settings.issuer, _url("jwks"), endpoints))
+
+
+@view
+def ssf_configuration() -> BaseResponse:
+    """SSF §7.1/§7.2: the transmitter configuration metadata (public, like discovery)."""
+    resp = jsonify(transmitter_configuration())
     resp.headers["Cache-Control"] = "public, max-age=300"
     return resp
 

@@ -102,3 +102,37 @@ def test_subject_termination_in_the_hosts_session_revokes_its_tokens_or_nothing(
         assert term.tokens_revoked == 1 and term.sessions_ended == 1
         assert mine.access_token_revoked_at > 0 and mine.refresh_token_revoked_at > 0
         assert other.access_token_revoked_at == 0  # another user's token lives on
+
+
+def test_a_host_serves_the_ssf_metadata_at_its_issuer_root_with_one_route(database_url: str) -> None:
+    """SSF 1.0 §7.2 puts the transmitter metadata at the issuer's /.well-known/ssf-configuration;
+    the extension serves it under its prefix and adds nothing at the root itself. A host that
+    wants it there adds one route with ``OIDCLogout.ssf_configuration()``: the same document."""
+    engine = create_engine(database_url)
+    HostBase.metadata.create_all(engine)
+    sessions = scoped_session(sessionmaker(engine))
+    app = Flask("ssf_root_host")
+    app.secret_key = "host-secret"
+    app.config.update(OIDC_LOGOUT_ISSUER="https://idp.example", OIDC_LOGOUT_EMBEDDED_DISPATCHER=False)
+    server = AuthorizationServer(app, query_client=lambda cid: None, save_token=lambda t, r: None)
+    oidc = OIDCLogout(
+        app, server=server, token_model=HostToken, db=sessions, url_prefix="/oidc", start_background=False
+    )
+    rules = {r.rule for r in app.url_map.iter_rules()}
+    assert "/oidc/.well-known/ssf-configuration" in rules
+    assert "/.well-known/ssf-configuration" not in rules  # nothing added at the root
+    app.add_url_rule("/.well-known/ssf-configuration", "ssf_at_root", lambda: oidc.ssf_configuration())
+    client = app.test_client()
+    try:
+        prefixed = client.get("/oidc/.well-known/ssf-configuration")
+        root = client.get("/.well-known/ssf-configuration")
+        assert prefixed.status_code == root.status_code == 200
+        assert root.get_json() == prefixed.get_json()
+        doc = root.get_json()
+        assert doc["issuer"] == "https://idp.example"
+        assert doc["configuration_endpoint"] == "http://localhost/oidc/ssf/stream"
+        assert doc["jwks_uri"] == "http://localhost/oidc/jwks"
+    finally:
+        oidc.provider.stop_background()
+        sessions.remove()
+        engine.dispose()
