@@ -22,9 +22,9 @@ deleting transaction):
      session the termination ended (``grant_is_cut_off``): needed while a token of such a grant
      is neither revoked (itself or its grant) nor expired. This includes offline grants of a
      session that a *plain* logout ended after the cut-off committed but before the chunk
-     reached it: that logout did not revoke them (Back-Channel Logout §2.7) and the chunk, which
-     revokes only what it ends itself, did not either, so the cut-off alone keeps them dead;
-     it is kept until they expire. Without ``include_offline`` a subject cut-off never covered
+     reached it: that logout did not revoke them (Back-Channel Logout §2.7), the sessions'
+     chunk did not either (it revokes what it ends itself), and until the termination's grant
+     walk revokes them the cut-off alone keeps them dead. Without ``include_offline`` a subject cut-off never covered
      offline refresh tokens (§2.7: they "normally SHOULD NOT be revoked"): pruning it changes
      nothing for them;
    * **client**: grants of the client created at or before it, and its authorization codes

@@ -38,7 +38,7 @@ from .storage.models import (
     SessionParticipant,
     Termination,
 )
-from .token_stores import grant_exists, revoke_tokens, walk_grants
+from .token_stores import grant_exists, revoke_tokens, walk_grants, walk_subject_grants
 from .tokens import new_id
 from .vocabulary import Channel, DeliveryState, TargetKind
 
@@ -169,7 +169,9 @@ RUNNING = "running"
 INLINE_LIMIT = 500
 #: The keyset walks of a chunked termination, in order, per target kind.
 PHASES: dict[TargetKind, tuple[str, ...]] = {
-    TargetKind.SUBJECT: ("sessions",),
+    # The subject's sessions, then its grants no ended session reached (offline grants of
+    # sessions that ended earlier, grants issued outside a session).
+    TargetKind.SUBJECT: ("sessions", "grants"),
     TargetKind.CLIENT: ("participations", "grants"),
     TargetKind.CREDENTIAL: ("grants",),
 }
@@ -446,6 +448,15 @@ def _walk(
                     OPSession.ended_at.is_(None),
                 )
                 .order_by(SessionParticipant.sid)
+            )
+        case (TargetKind.SUBJECT, "grants"):
+            return walk_subject_grants(
+                db,
+                value,
+                after=after,
+                limit=limit,
+                created_before=before,
+                include_offline=term.include_offline,
             )
         case (TargetKind.CLIENT, "grants"):
             # The client's grants in the token stores that have grants (the package's own).

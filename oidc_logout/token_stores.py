@@ -34,6 +34,7 @@ from .storage.own_tokens import OwnTokenStore
 
 __all__ = [
     "GrantStore",
+    "SubjectGrantWalk",
     "SubjectIndex",
     "TokenStore",
     "grant_exists",
@@ -43,6 +44,7 @@ __all__ = [
     "token_stores_for",
     "unregister_token_store",
     "walk_grants",
+    "walk_subject_grants",
 ]
 
 
@@ -113,6 +115,29 @@ class SubjectIndex(Protocol):
         ...
 
 
+@runtime_checkable
+class SubjectGrantWalk(Protocol):
+    """**Protocol:** a token store whose grants a termination by subject walks in chunks after
+    its cut-off commits (the grants no ended session reaches: offline grants whose session
+    ended earlier, grants issued outside a session). A store that revokes a subject's rows in
+    the cut-off's transaction (:meth:`TokenStore.revoke_for_subject`) needs no walk."""
+
+    def walk_subject_grants(
+        self,
+        db: Session,
+        subject: str,
+        *,
+        after: str,
+        limit: int,
+        created_before: dt.datetime,
+        include_offline: bool,
+    ) -> list[tuple[str, str | None]]:
+        """The next ``limit`` (grant id, sid or None) of the subject's not-revoked grants with
+        an id above ``after``, in id order, created at or before ``created_before``; offline
+        ones only with ``include_offline`` (Back-Channel Logout §2.7)."""
+        ...
+
+
 #: The package's own tables: a store of every engine (see the module docstring).
 _OWN = OwnTokenStore()
 #: Stores registered per engine, besides the own store.
@@ -178,6 +203,34 @@ def revoke_tokens(
         if client_id is not None:
             revoked += store.revoke_for_client(db, client_id, now=now, reason=reason)
     return revoked
+
+
+def walk_subject_grants(
+    db: Session,
+    subject: str,
+    *,
+    after: str,
+    limit: int,
+    created_before: dt.datetime,
+    include_offline: bool,
+) -> list[tuple[str, str | None]]:
+    """One keyset page over the subject's grants in every store that walks them (merged in id
+    order): what a chunk of a termination by subject revokes after its sessions."""
+    pages = [
+        s.walk_subject_grants(
+            db,
+            subject,
+            after=after,
+            limit=limit,
+            created_before=created_before,
+            include_offline=include_offline,
+        )
+        for s in token_stores_for(db)
+        if isinstance(s, SubjectGrantWalk)
+    ]
+    if len(pages) == 1:
+        return pages[0]
+    return list(heapq.merge(*pages, key=lambda row: row[0]))[:limit]
 
 
 def subject_has_tokens(db: Session, subject: str) -> bool:

@@ -20,15 +20,14 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..errors import InvalidRequest, NotFound
 from ..protocols import UserDirectory
 from ..storage.base import utcnow
-from ..storage.models import Grant, OPSession, Termination, Token
-from ..storage.queries import rowcount
+from ..storage.models import OPSession, Termination
 from ..termination import by_subject, terminate
 from ..token_stores import subject_has_tokens
 from . import events as ssf_events
@@ -102,11 +101,11 @@ def revoke_subject(
         reason = "global token revocation"
         # §3.3: "MUST revoke all active refresh tokens", "SHOULD invalidate all access tokens",
         # "MUST re-authenticate the user before issuing new access tokens or refresh tokens":
-        # ending every session forces a new sign-in; offline grants go too.
+        # ending every session forces a new sign-in; offline grants go too, those of sessions
+        # that ended earlier included (the termination's grant walk after its sessions).
         term: Termination = terminate(
             db, by_subject(sub), reason=reason, initiator=initiator, include_offline=True, now=now
         )
-        term.tokens_revoked += _revoke_sessionless_grants(db, sub, reason, now)
         if exists is False:
             # RISC account-disabled: the directory no longer has this account.
             ssf_events.record_account_disabled(
@@ -119,21 +118,3 @@ def revoke_subject(
             )
         db.flush()
         return term.id
-
-
-def _revoke_sessionless_grants(db: Session, sub: str, reason: str, now: dt.datetime) -> int:
-    """Grants of ``sub`` the session termination cannot reach: offline grants whose session
-    ended earlier (their refresh tokens outlive it, Back-Channel Logout §2.7)."""
-    ids = list(db.scalars(select(Grant.id).where(Grant.subject == sub, Grant.revoked_at.is_(None))))
-    revoked = 0
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        db.execute(update(Grant).where(Grant.id.in_(chunk)).values(revoked_at=now, revoked_reason=reason))
-        revoked += rowcount(
-            db.execute(
-                update(Token)
-                .where(Token.grant_id.in_(chunk), Token.revoked_at.is_(None))
-                .values(revoked_at=now, revoked_reason=reason)
-            )
-        )
-    return revoked

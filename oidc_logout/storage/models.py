@@ -179,7 +179,11 @@ class Grant(Base):
 
     __tablename__ = "oidc_logout_grant"
     #: Keyset order of a chunked client kill / secret rotation over its grants (chunks.py).
-    __table_args__ = (Index("ix_oidc_logout_grant_client_id_id", "client_id", "id"),)
+    __table_args__ = (
+        Index("ix_oidc_logout_grant_client_id_id", "client_id", "id"),
+        #: The keyset walk of a termination by subject over its grants (termination.py).
+        Index("ix_oidc_logout_grant_subject_id", "subject", "id"),
+    )
 
     id: Mapped[str40] = mapped_column(primary_key=True)
     client_id: Mapped[str64] = mapped_column(ForeignKey("oidc_logout_client.client_id"), index=True)

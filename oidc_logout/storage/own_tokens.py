@@ -85,7 +85,8 @@ class OwnTokenStore:
         """Nothing to mark in the cut-off's transaction: every token check of the package's own
         server reads the :class:`~oidc_logout.storage.models.Cutoff` that transaction writes,
         so the subject's tokens are refused from its commit; the termination's chunk walks
-        (its ended sessions) mark the rows, a bounded number per transaction."""
+        (its sessions, then :meth:`walk_subject_grants`) mark the rows, a bounded number per
+        transaction."""
         return 0
 
     def revoke_for_client(self, db: Session, client_id: str, *, now: dt.datetime, reason: str) -> int:
@@ -126,6 +127,30 @@ class OwnTokenStore:
             query = query.where(Grant.created_at <= created_before)
         if below_version is not None:
             query = query.where(Grant.credential_version < below_version)
+        return [(k, sid) for k, sid in db.execute(query.order_by(Grant.id).limit(limit))]
+
+    def walk_subject_grants(
+        self,
+        db: Session,
+        subject: str,
+        *,
+        after: str,
+        limit: int,
+        created_before: dt.datetime,
+        include_offline: bool,
+    ) -> list[tuple[str, str | None]]:
+        """One keyset page (``Grant.id > after``, in id order, at most ``limit``) of the
+        subject's live grants created at or before ``created_before`` - what the subject's
+        cut-off refuses: offline ones only with ``include_offline``. Served by the
+        (subject, id) index."""
+        query = select(Grant.id, Grant.sid).where(
+            Grant.subject == subject,
+            Grant.id > after,
+            Grant.revoked_at.is_(None),
+            Grant.created_at <= created_before,
+        )
+        if not include_offline:
+            query = query.where(Grant.offline.is_(False))
         return [(k, sid) for k, sid in db.execute(query.order_by(Grant.id).limit(limit))]
 
     def has_subject(self, db: Session, subject: str) -> bool:

@@ -216,12 +216,14 @@ def test_chunks_after_the_cutoff_finish_the_per_row_work_and_the_report_says_so(
         report = provider.termination_report(db, term.id)
     assert report is not None and report["progress"]["state"] == "running"
     assert report["progress"]["chunks_done"] == 0
-    assert run_pending(provider.session_factory, size=1) == 3  # two sessions, then the empty page
+    # Two sessions, their walk's empty page, then the subject's grants walk (nothing left:
+    # the sessions' chunks revoked their grants).
+    assert run_pending(provider.session_factory, size=1) == 4
     with provider.session_factory() as db:
         report = provider.termination_report(db, term.id)
         cutoffs = db.scalar(select(func.count()).select_from(Cutoff).where(Cutoff.termination_id == term.id))
     assert report is not None
-    assert report["progress"]["state"] == "complete" and report["progress"]["chunks_done"] == 3
+    assert report["progress"]["state"] == "complete" and report["progress"]["chunks_done"] == 4
     assert report["sessions_ended"] == 2 and report["tokens_revoked"] == 8
     assert report["progress"]["deliveries_written"] == 4 == report["deliveries_total"]
     assert cutoffs == 1
