@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.pool import StaticPool
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -24,6 +24,10 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 ADVISORY_LOCK_KEY = int.from_bytes(b"oidclgo1", "big", signed=True)
 #: Alembic version table of this package (the same name as VERSION_TABLE in migrations/env.py).
 VERSION_TABLE = "oidc_logout_alembic_version"
+
+
+#: Seconds a new PostgreSQL connection may take (libpq ``connect_timeout``) unless the URL says.
+PG_CONNECT_TIMEOUT = 10
 
 
 class SchemaNotAtHead(RuntimeError):
@@ -50,6 +54,14 @@ def make_engine(url: str, **kwargs: object) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if url.startswith("postgresql"):
+        # libpq waits forever by default for a server that accepted the TCP connection and
+        # never answers (or a host that drops the packets): a worker would hang there, deaf to
+        # SIGTERM, instead of backing off and giving up. A connect_timeout in the URL wins.
+        connect_args = dict(kwargs.get("connect_args") or {})  # type: ignore[call-overload]
+        if "connect_timeout" not in connect_args and "connect_timeout" not in make_url(url).query:
+            connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT
+        kwargs["connect_args"] = connect_args
     return create_engine(url, **kwargs)
 
 

@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from oidc_logout.delivery.worker import EXIT_DB_UNREACHABLE
+from oidc_logout.storage import schema
 from oidc_logout.storage.models import DELIVERED
+from tests.support.servers import SilentServer
 
 from .conftest import Receiver, WorkerProc, factory_for, seed_fanout, state_counts, wait_until
 
@@ -50,6 +53,42 @@ def test_worker_on_a_closed_port_warns_once_per_step_and_exits_69() -> None:
     assert any("ERROR" in ln and "giving up" in ln for ln in worker.lines), log
     # Nothing else floods the log: start, steps, the listener's one warning, give-up, exit.
     assert len(worker.lines) <= len(steps) + 8, log
+
+
+def test_worker_on_a_server_that_accepts_and_never_answers_gives_up_and_exits_69() -> None:
+    """A database address that accepts TCP and never answers (a stalled host): each connection
+    attempt ends at its connect_timeout (libpq would wait forever), so the worker backs off,
+    gives up and exits 69 as on a closed port, instead of hanging deaf to SIGTERM."""
+    silent = SilentServer()
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{silent.port}/test?connect_timeout=1"
+    worker = WorkerProc(url, cli=True, OIDC_LOGOUT_WORKER_DB_UNREACHABLE_EXIT_AFTER=str(EXIT_AFTER))
+    try:
+        code = worker.proc.wait(EXIT_AFTER + 30)
+    finally:
+        worker.terminate()
+        silent.close()
+    time.sleep(0.2)
+    log = "\n".join(worker.lines)
+    assert code == EXIT_DB_UNREACHABLE, log
+    assert "Traceback" not in log and unreachable_lines(worker), log
+
+
+def test_a_postgresql_engine_gives_up_connecting_after_its_default_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """make_engine gives every PostgreSQL engine a connect_timeout (PG_CONNECT_TIMEOUT) unless
+    its URL names one: a stalled server is an error, not a hang."""
+    monkeypatch.setattr(schema, "PG_CONNECT_TIMEOUT", 1)
+    silent = SilentServer()
+    engine = schema.make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{silent.port}/test")
+    started = time.monotonic()
+    try:
+        with pytest.raises(OperationalError, match="timeout"):
+            engine.connect()
+    finally:
+        engine.dispose()
+        silent.close()
+    assert time.monotonic() - started < 8
 
 
 @pytest.mark.postgres

@@ -22,6 +22,7 @@ from oidc_logout.storage.models import Delivery
 from oidc_logout.storage.schema import VERSION_TABLE, make_engine
 from oidc_logout.termination import by_subject
 from tests.conftest import PG_ADMIN_URL
+from tests.support.servers import SilentServer
 
 from .conftest import scrape, sign_in, value
 
@@ -210,39 +211,11 @@ def test_a_worker_serves_metrics_and_health_on_its_own_ports_and_heartbeats(env_
         requests.get(f"http://127.0.0.1:{health_port}/healthz", timeout=2)
 
 
-class _SilentServer:
-    """A TCP server on loopback that accepts connections and never says a word: a database
-    host that is up at the network level but stalled."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def close(self) -> None:
-        self._stop = True
-        for c in self.accepted:
-            c.close()
-        self.sock.close()
-
-
 def test_readyz_answers_within_its_bound_while_the_database_accepts_and_never_answers():
     from oidc_logout.config import Settings
     from oidc_logout.health import health_body, readiness_within
 
-    silent = _SilentServer()
+    silent = SilentServer()
     engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{silent.port}/test")
     settings = Settings(health_check_timeout=0.5)
     never = lambda _db: (_ for _ in ()).throw(AssertionError("not reached"))  # noqa: E731

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -35,3 +36,31 @@ class LiveServer:
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
+
+
+class SilentServer:
+    """A TCP server on loopback that accepts connections and never says a word: a database
+    host that is up at the network level but stalled."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self._stop = True
+        for c in self.accepted:
+            c.close()
+        self.sock.close()
