@@ -228,9 +228,7 @@ def walk_subject_grants(
         for s in token_stores_for(db)
         if isinstance(s, SubjectGrantWalk)
     ]
-    if len(pages) == 1:
-        return pages[0]
-    return list(heapq.merge(*pages, key=lambda row: row[0]))[:limit]
+    return _merged(pages, limit)
 
 
 def subject_has_tokens(db: Session, subject: str) -> bool:
@@ -266,6 +264,11 @@ def walk_grants(
         for s in token_stores_for(db)
         if isinstance(s, GrantStore)
     ]
+    return _merged(pages, limit)
+
+
+def _merged(pages: list[list[tuple[str, str | None]]], limit: int) -> list[tuple[str, str | None]]:
+    """Keyset pages of several stores as one page: merged in id order, at most ``limit``."""
     if len(pages) == 1:
         return pages[0]
     return list(heapq.merge(*pages, key=lambda row: row[0]))[:limit]
