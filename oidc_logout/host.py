@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -46,15 +47,19 @@ __all__ = [
     "OFFLINE_ACCESS",
     "TOKEN",
     "HostTokenStore",
+    "Presented",
     "TokenStore",
     "as_column_type",
     "bind_code",
     "bind_token",
+    "find_presented",
     "host_grant_id",
     "live_session",
     "not_revoked",
     "register_token_store",
     "revoke_access_token",
+    "row_pk",
+    "row_revoked",
     "session_of_code",
     "session_of_token",
     "shadow_client_upsert",
@@ -256,6 +261,42 @@ class HostTokenStore:
             _set_revoked(db, m, m.refresh_token_revoked_at, stamp, self._pk.in_(rids))
             touched.update(rids)
         return len(touched)
+
+
+@dataclass(frozen=True)
+class Presented:
+    """A host token row and which of its two values a request presented (RFC 7009 / RFC 7662
+    ``token``)."""
+
+    row: Any
+    refresh: bool
+
+
+def find_presented(db: Session, token_model: Any, value: str, hint: str | None) -> Presented | None:
+    """The host row holding ``value`` as its access or refresh token, the hinted column first
+    (RFC 7009 §2.1 / RFC 7662 §2.1: a hint that misses extends the search to the other)."""
+    order = (True, False) if hint == "refresh_token" else (False, True)
+    for refresh in order:
+        column = token_model.refresh_token if refresh else token_model.access_token
+        row = db.scalar(select(token_model).where(column == value))
+        if row is not None:
+            return Presented(row, refresh)
+    return None
+
+
+def row_pk(row: Any) -> Any:
+    """The primary key of a mapped host row (what the side table and grant ids name)."""
+    return row.__mapper__.primary_key_from_instance(row)[0]
+
+
+def row_revoked(row: Any) -> bool:
+    """Whether the host's own resource protection refuses the row's access token as revoked:
+    Authlib's bearer validator asks the row's ``is_revoked()`` (a host may override the
+    mixin's), else the mixin's rule, either revocation column set."""
+    is_revoked = getattr(row, "is_revoked", None)
+    if callable(is_revoked):
+        return bool(is_revoked())
+    return bool(row.access_token_revoked_at or row.refresh_token_revoked_at)
 
 
 def host_grant_id(token_model: Any, pk: Any) -> str:

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import InsufficientScope, InvalidToken
-from ..host import session_of_token
+from ..host import row_pk, session_of_token
 from ..limits import plausible_token
 from ..storage.models import Token
 from ..storage.queries import cutoffs_for, host_token_is_cut_off, session_is_live, token_is_active
@@ -154,7 +154,7 @@ def host_access_token_terminated(db: Session, row: Any, *, user_id_attribute: st
     cutoffs = cutoffs_for(db, subject, client_id)
     if cutoffs and host_token_is_cut_off(cutoffs, subject, client_id, issued_at):
         return CUT_OFF
-    sid = session_of_token(db, row.__mapper__.primary_key_from_instance(row)[0])
+    sid = session_of_token(db, row_pk(row))
     if sid is not None and not session_is_live(db, sid, cutoffs):
         return SESSION_ENDED
     return None

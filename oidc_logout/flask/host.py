@@ -21,7 +21,6 @@ What the host adds (docs/integration.md walks through it):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,9 +34,13 @@ from ..core.bearer import host_access_token_terminated
 from ..core.grants import record_participation, touch_session
 from ..host import (
     CODE,
+    Presented,
     bind_code,
     bind_token,
+    find_presented,
     live_session,
+    row_pk,
+    row_revoked,
     session_of_code,
     session_of_token,
 )
@@ -51,6 +54,7 @@ from ..termination import ClientKill, Target
 from ..tokens import token_hash
 from .host_revocation import HostRevocationEndpoint, refuse_other_revocation
 from .install import install_endpoints
+from .on_host import OnHostServer
 from .opsession import current_op_session
 from .server import request_db
 from .state import state
@@ -137,22 +141,7 @@ class HostContext:
         return getattr(self.host, name)
 
 
-class _OnHostServer:
-    """An endpoint of ours registered on the host's server. Its ``self.server`` is the
-    :class:`HostContext` of the application serving the request (a host may share one
-    module-level server between several applications, as Authlib's guides build it);
-    ``register_endpoint`` hands it the bare host server, which is not kept."""
-
-    @property
-    def server(self) -> Any:
-        return state().server
-
-    @server.setter
-    def server(self, value: Any) -> None:
-        """The host server the endpoint was registered on: reached through the context."""
-
-
-class HostEndSessionEndpoint(_OnHostServer, EndSessionEndpoint):
+class HostEndSessionEndpoint(OnHostServer, EndSessionEndpoint):
     """RP-Initiated Logout 1.0 on the host's server: ``id_token_hint`` is verified with the
     host's ID token keys; everything else is :class:`EndSessionEndpoint`."""
 
@@ -164,15 +153,7 @@ class HostEndSessionEndpoint(_OnHostServer, EndSessionEndpoint):
         return sorted(algs | set(self.server.provider.keyring.algs()))
 
 
-@dataclass(frozen=True)
-class _Presented:
-    """A host token row and which of its two values was presented."""
-
-    row: Any
-    refresh: bool
-
-
-class HostIntrospectionEndpoint(_OnHostServer, _IntrospectionEndpoint):  # type: ignore[misc]
+class HostIntrospectionEndpoint(OnHostServer, _IntrospectionEndpoint):  # type: ignore[misc]
     """RFC 7662 over the host's token model (``OAuth2TokenMixin``): ``active: false`` the
     moment a termination revoked the token (§2.2)."""
 
@@ -183,25 +164,17 @@ class HostIntrospectionEndpoint(_OnHostServer, _IntrospectionEndpoint):  # type:
         super().__init__()
         self.token_model = token_model
 
-    def query_token(self, token_string: str, token_type_hint: str | None) -> _Presented | None:
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Presented | None:
         if not isinstance(token_string, str) or not 0 < len(token_string) <= 4096:
             return None
-        m = self.token_model
-        db = self.server.db
-        order = [False, True] if token_type_hint != "refresh_token" else [True, False]
-        for refresh in order:
-            column = m.refresh_token if refresh else m.access_token
-            row = db.scalar(select(m).where(column == token_string))
-            if row is not None:
-                return _Presented(row, refresh)
-        return None
+        return find_presented(self.server.db, self.token_model, token_string, token_type_hint)
 
-    def check_permission(self, token: _Presented, client: Any, request: Any) -> bool:
+    def check_permission(self, token: Presented, client: Any, request: Any) -> bool:
         # §4: the server must not reveal tokens to resource servers not entitled to them.
         scopes = str(getattr(client, "scope", "") or "").split()
         return bool(token.row.client_id == client.get_client_id() or INTROSPECT_SCOPE in scopes)
 
-    def create_introspection_payload(self, token: _Presented | None) -> dict[str, Any]:
+    def create_introspection_payload(self, token: Presented | None) -> dict[str, Any]:
         # §2.2: inactive, unknown or not this client's: only "active": false.
         if token is None:
             return {"active": False}
@@ -210,7 +183,7 @@ class HostIntrospectionEndpoint(_OnHostServer, _IntrospectionEndpoint):  # type:
         if token.refresh:
             if row.refresh_token_revoked_at:
                 return {"active": False}
-        elif _row_revoked(row) or row.issued_at + row.expires_in <= now:
+        elif row_revoked(row) or row.issued_at + row.expires_in <= now:
             # RFC 7662 §2.2 "active": what the host's own resource protection decides, i.e.
             # Authlib's bearer validator calling the row's is_revoked() (the mixin: either
             # column set; a revoke_old_credential that retires only the refresh token retires
@@ -221,7 +194,7 @@ class HostIntrospectionEndpoint(_OnHostServer, _IntrospectionEndpoint):  # type:
             return {"active": False}
         return self.introspect_token(token)
 
-    def introspect_token(self, token: _Presented) -> dict[str, Any]:
+    def introspect_token(self, token: Presented) -> dict[str, Any]:
         row = token.row
         body: dict[str, Any] = {
             "active": True,
@@ -237,8 +210,7 @@ class HostIntrospectionEndpoint(_OnHostServer, _IntrospectionEndpoint):  # type:
         user_id = getattr(row, "user_id", None)
         if user_id is not None:
             body["sub"] = str(user_id)
-        pk = row.__mapper__.primary_key_from_instance(row)[0]
-        sid = session_of_token(self.server.db, pk)
+        sid = session_of_token(self.server.db, row_pk(row))
         if live_session(self.server.db, sid) is not None:
             body["sid"] = sid
         return body
@@ -358,7 +330,7 @@ def _bind_issued_token(provider: Provider, token_model: Any, token: dict[str, An
         )
     elif grant_type == "refresh_token" and getattr(request, "refresh_token", None) is not None:
         old = request.refresh_token
-        sid = session_of_token(db, old.__mapper__.primary_key_from_instance(old)[0])
+        sid = session_of_token(db, row_pk(old))
     if live_session(db, sid) is None:
         db.commit()
         return
@@ -368,22 +340,13 @@ def _bind_issued_token(provider: Provider, token_model: Any, token: dict[str, An
         db.commit()
         return
     client_id = str(client.get_client_id())
-    bind_token(db, row.__mapper__.primary_key_from_instance(row)[0], sid, client_id)
+    bind_token(db, row_pk(row), sid, client_id)
     record_participation(db, sid, client_id)
     setattr(request, _SID_ATTRIBUTE, sid)
     db.commit()
 
 
 # -- the admin API and SSF in extension mode ---------------------------------------------------
-def _row_revoked(row: Any) -> bool:
-    """The host row's own ``is_revoked()`` (a host may override the mixin's), else the mixin's
-    rule: either revocation column set."""
-    is_revoked = getattr(row, "is_revoked", None)
-    if callable(is_revoked):
-        return bool(is_revoked())
-    return bool(row.access_token_revoked_at or row.refresh_token_revoked_at)
-
-
 def is_host_mode() -> bool:
     """Whether the current app runs the extension over a host's server."""
     return isinstance(state().server, HostContext)

@@ -41,45 +41,31 @@ orders with a ``RuntimeError`` naming the host's endpoint: remove its
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, UnsupportedTokenTypeError
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from jwcrypto import jwk, jws
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import metrics
 from ..core.client import check_client_credentials_syntax
-from ..host import host_grant_id, revoke_access_token
+from ..host import Presented, find_presented, host_grant_id, revoke_access_token, row_pk
 from ..limits import plausible_token
+from ..rfc7009.endpoint import REFRESH_REVOKED_REASON
 from ..storage.base import utcnow
 from ..termination import by_grant, terminate
-from .state import state
+from .on_host import OnHostServer
 
-__all__ = ["REVOKED_REASON", "HostRevocationEndpoint", "refuse_other_revocation"]
+__all__ = ["HostRevocationEndpoint", "refuse_other_revocation"]
 
-#: The audit record's reason (the turnkey's words, rfc7009/endpoint.py).
-REVOKED_REASON = "refresh token revoked by its client (RFC 7009)"
 #: Authlib's endpoint name: the host's route calls ``create_endpoint_response(ENDPOINT)``.
 ENDPOINT = _RevocationEndpoint.ENDPOINT_NAME
 #: Set on the OAuth2Request by authenticate_token: the refresh token (not the access token) was presented.
 _REFRESH_ATTRIBUTE = "oidc_logout_revoke_refresh"
 
 
-@dataclass(frozen=True)
-class _Presented:
-    """A host token row and which of its two values was presented."""
-
-    row: Any
-    refresh: bool
-
-    def check_client(self, client: Any) -> bool:
-        return bool(self.row.client_id == client.get_client_id())
-
-
-class HostRevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
+class HostRevocationEndpoint(OnHostServer, _RevocationEndpoint):  # type: ignore[misc]
     """RFC 7009 over the host's token model; see the module documentation for what it
     revokes. Registered by :func:`oidc_logout.flask.host.host_endpoints`; ``self.server`` is the current
     application's :class:`~oidc_logout.flask.host.HostContext` (its ``db`` is the host's
@@ -95,17 +81,6 @@ class HostRevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
         super().__init__()
         self.token_model = token_model
 
-    # Like HostIntrospectionEndpoint: the context of the application serving the request (one
-    # module-level host server may serve several applications); register_endpoint's value is
-    # the bare host server and is not kept.
-    @property
-    def server(self) -> Any:
-        return state().server
-
-    @server.setter
-    def server(self, value: Any) -> None:
-        """The host server the endpoint was registered on: reached through the context."""
-
     # -- the request -----------------------------------------------------------------------------
     def authenticate_endpoint_client(self, request: Any) -> Any:
         # A malformed Basic header or client_id is invalid_client, not a crash in Authlib's parser.
@@ -119,17 +94,12 @@ class HostRevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
         # given hint, it MUST extend its search across all of its supported token types"): an
         # unknown value is ignored, as at the turnkey endpoint.
 
-    def query_token(self, token_string: str, token_type_hint: str | None) -> _Presented | None:
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Presented | None:
         if not plausible_token(token_string):
             return None  # §2.2: an invalid token is answered 200
-        m = self.token_model
-        db = self.server.db
-        order = [True, False] if token_type_hint == "refresh_token" else [False, True]
-        for refresh in order:
-            column = m.refresh_token if refresh else m.access_token
-            row = db.scalar(select(m).where(column == token_string))
-            if row is not None:
-                return _Presented(row, refresh)
+        found = find_presented(self.server.db, self.token_model, token_string, token_type_hint)
+        if found is not None:
+            return found
         if token_string.count(".") == 2 and _signed_by(token_string, self.server.id_token_jwks()):
             # §2.2.1 unsupported_token_type: "The authorization server does not support the
             # revocation of the presented token type": an ID token the host signed. The error
@@ -150,7 +120,7 @@ class HostRevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
         # is informed of the error": invalid_grant (RFC 6749 §5.2), as at the turnkey endpoint.
         if token is None:
             return None
-        if not token.check_client(client):
+        if token.row.client_id != client.get_client_id():
             raise InvalidGrantError("the token was not issued to this client")
         setattr(request, _REFRESH_ATTRIBUTE, token.refresh)
         return token.row
@@ -158,7 +128,7 @@ class HostRevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
     # -- the revocation --------------------------------------------------------------------------
     def revoke_token(self, token: Any, request: Any) -> None:
         db: Session = self.server.db
-        pk = self._pk_of(token)
+        pk = row_pk(token)
         if getattr(request, _REFRESH_ATTRIBUTE, False):
             # §2.2: "invalid tokens do not cause an error response": revoked already, nothing to do.
             if not token.refresh_token_revoked_at:  # the mixin: 0 or NULL is not revoked
@@ -168,16 +138,13 @@ class HostRevocationEndpoint(_RevocationEndpoint):  # type: ignore[misc]
                 terminate(
                     db,
                     by_grant(host_grant_id(self.token_model, pk)),
-                    reason=REVOKED_REASON,
+                    reason=REFRESH_REVOKED_REASON,
                     initiator=f"client:{token.client_id}",
                 )
                 metrics.revoked("refresh_token", db)
         elif revoke_access_token(db, self.token_model, pk, utcnow()):
             metrics.revoked("access_token", db)
         db.commit()
-
-    def _pk_of(self, row: Any) -> Any:
-        return row.__mapper__.primary_key_from_instance(row)[0]
 
 
 def _signed_by(token: str, jwks: dict[str, Any]) -> bool:

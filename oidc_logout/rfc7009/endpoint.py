@@ -16,6 +16,9 @@ from ..vocabulary import TokenKind
 
 #: revoked_reason of an access token its client revoked (here and in fastpath.py).
 REVOKED_REASON = "revoked by its client (RFC 7009)"
+#: The reason of the grant termination a refresh-token revocation is (here and, over a host's
+#: tokens, flask/host_revocation.py).
+REFRESH_REVOKED_REASON = "refresh token revoked by its client (RFC 7009)"
 
 
 class RevocationEndpoint(HashedTokenLookup, _RevocationEndpoint):  # type: ignore[misc]
@@ -52,7 +55,7 @@ class RevocationEndpoint(HashedTokenLookup, _RevocationEndpoint):  # type: ignor
                 terminate(
                     self.server.db,
                     by_grant(token.grant_id),
-                    reason="refresh token revoked by its client (RFC 7009)",
+                    reason=REFRESH_REVOKED_REASON,
                     initiator=f"client:{token.client_id}",
                 )
         else:
@@ -62,4 +65,4 @@ class RevocationEndpoint(HashedTokenLookup, _RevocationEndpoint):  # type: ignor
         metrics.revoked(token.kind, self.server.db)
 
 
-__all__ = ["REVOKED_REASON", "RevocationEndpoint"]
+__all__ = ["REFRESH_REVOKED_REASON", "REVOKED_REASON", "RevocationEndpoint"]
