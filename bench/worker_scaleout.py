@@ -481,6 +481,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         )
     write_summary(a.summary_json, out)
+    incomplete = [r for r in [*out["runs"], *out["idp"]] if r["delivered"] < r["deliveries"]]
+    for r in incomplete:
+        print(f"FAILED: {r['delivered']} of {r['deliveries']} delivered: its rate measures a partial run")
+    if incomplete:
+        raise SystemExit(1)  # run_all reports it FAILED instead of a rate
     return out
 
 
