@@ -4,9 +4,10 @@ The anchor is panva's ``oidc-provider`` (pinned in bench/anchor/package-lock.jso
 with ``npm ci``), configured like the demo OP (bench/anchor/op.mjs says how) and started the
 way a node service runs in production: ``NODE_ENV=production node op.mjs``, one process (its
 default in-memory storage lives in that process). oidc-logout runs as docs/operations.md tells
-users to run it: a production WSGI server, gunicorn with the workers of ``oidc-logout serve``
-(2 ``gthread`` workers x 4 threads, keep-alive; embedded dispatcher in each), on a SQLite file
-and on PostgreSQL, serving the demo IdP app factory (``bench.op_server:wsgi_app()`` =
+users to run it: ``oidc-logout serve --app`` with its defaults (granian, 2 workers x 4 app
+threads, keep-alive; every worker delivers the logouts it answers, the elected one also runs the
+claim loop; ``--server gunicorn`` for gunicorn ``gthread``), on a SQLite file and on PostgreSQL,
+serving the demo IdP app factory (``bench.op_server:wsgi_app()`` =
 ``oidc_logout.demo.idp.create_idp_app``, the bundled OP of ``serve``; the clients are loaded
 with ``load_clients`` as the demo does). Every OP gets the same client metadata.
 
@@ -31,13 +32,13 @@ falls on all of them alike:
 (b) revocation: ``client_credentials`` tokens issued at the token endpoint (not timed), then
     revoked (RFC 7009, ``token_type_hint=access_token``, client_secret_basic) by a load
     generator of ``c`` threads with keep-alive ``http.client`` connections; req/s and OP CPU
-    per request (/proc/<pid>/stat of the OP's processes: node, or gunicorn master + workers);
+    per request (/proc/<pid>/stat of the OP's processes: node, or serve's master + workers);
     then every revoked token is introspected (must be inactive).
 
     python -m bench.against_node [--quick] [--sizes 1,10,50,200] [--runs 5] [--hang-sizes 10,50]
         [--tokens 1000] [--concurrency 1,8] [--dbs sqlite,postgresql] [--ops node,oidc-logout]
-    python -m bench.against_node --profile [--tokens 2000]   # where our time goes (cProfile in
-        the gunicorn workers: bench/op_server_profiled.py)
+    python -m bench.against_node --profile [--tokens 2000]   # where our time goes (py-spy on
+        serve's workers: bench/profile_against_node.py)
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 
+from oidc_logout.serve import DEFAULT_SERVER as SERVE_DEFAULT_SERVER
 from oidc_logout.serve import DEFAULT_THREADS as SERVE_THREADS
 from oidc_logout.serve import DEFAULT_WORKERS as SERVE_WORKERS
+from oidc_logout.serve import SERVERS as SERVE_SERVERS
 from oidc_logout.testing import Reply
 
 from . import targets as targets_of_issue
@@ -92,12 +95,9 @@ ANCHOR = ROOT / "bench" / "anchor"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync"]
 RP_DELAY = 0.050
-#: oidc-logout's gunicorn deployment: what ``oidc-logout serve`` runs by default (and
-#: docs/operations.md recommends): 2 ``gthread`` workers with 4 threads each, keep-alive.
-GUNICORN_WORKERS = SERVE_WORKERS
-#: gunicorn's worker class and threads for oidc-logout (``--worker-class``/``--threads``;
-#: ``BENCH_GUNICORN_ARGS`` adds more, e.g. ``--keep-alive 5``).
-WORKER_CLASS = {"value": "gthread", "threads": str(SERVE_THREADS)}
+#: oidc-logout's deployment: ``oidc-logout serve`` with its defaults (docs/operations.md):
+#: the production server (``--server``), 2 workers with 4 app threads each, keep-alive.
+SERVER = {"value": SERVE_DEFAULT_SERVER, "threads": str(SERVE_THREADS)}
 NODE = targets_of_issue.NODE
 #: The database each of our deployments runs on, by the name start_ours gives it.
 DB_OF_OP = {"oidc-logout (SQLite)": "sqlite", "oidc-logout (PostgreSQL)": "postgresql"}
@@ -246,7 +246,7 @@ def start_ours(
     app: str = "bench.op_server:wsgi_app()",
     extra_env: dict[str, str] | None = None,
 ) -> Target:
-    """The demo IdP under gunicorn (``oidc-logout serve``'s workers and threads) on a SQLite file or a fresh PostgreSQL
+    """The demo IdP under ``oidc-logout serve`` (its server, workers and threads) on a SQLite file or a fresh PostgreSQL
     database; clients loaded as the demo loads them."""
     from oidc_logout.clients import load_clients
 
@@ -263,33 +263,27 @@ def start_ours(
     load_clients(provider, metas)
     factory = provider.session_factory
     port = free_port()
-    env = op_env(db_url, port, background=True)
+    env = op_env(db_url, port, background=False)
     env.update(extra_env or {})
+    url = f"http://127.0.0.1:{port}"
+    # `oidc-logout serve --app`: the production server, its workers and threads, and its
+    # election of the one worker running the claim loop (every worker delivers the logouts
+    # it answers), exactly as docs/operations.md deploys a host app.
+    env.update(
+        OIDC_LOGOUT_ISSUER=url,
+        OIDC_LOGOUT_DATABASE_URL=db_url,
+        OIDC_LOGOUT_DEV_MODE="true",
+        OIDC_LOGOUT_EXPIRY_SWEEP_INTERVAL="0",
+    )
     proc = Proc(
         [
-            PYTHON,
-            "-m",
-            "gunicorn",
-            app,
-            "-b",
-            f"127.0.0.1:{port}",
-            "-w",
-            str(GUNICORN_WORKERS),
-            "--worker-class",
-            WORKER_CLASS["value"],
-            # gunicorn turns a sync worker with threads > 1 into gthread: threads only for gthread.
-            *(["--threads", WORKER_CLASS["threads"]] if WORKER_CLASS["value"] == "gthread" else []),
-            *os.environ.get("BENCH_GUNICORN_ARGS", "").split(),
-            "--backlog",
-            "2048",
-            "--graceful-timeout",
-            "5",
+            *(PYTHON, "-m", "oidc_logout.cli", "serve", "--server", SERVER["value"], "--app", app),
+            *("--bind", f"127.0.0.1:{port}", "--workers", str(SERVE_WORKERS), "--threads", SERVER["threads"]),
         ],
         env=env,
         ready="Listening at",
         timeout=60,
     )
-    url = f"http://127.0.0.1:{port}"
     _wait_http(f"{url}/.well-known/openid-configuration", 60)
 
     def idle(timeout: float) -> bool:
@@ -787,15 +781,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dbs", default="sqlite,postgresql", help="databases of oidc-logout")
     p.add_argument("--ops", default="node,oidc-logout")
     p.add_argument(
-        "--worker-class",
-        default="gthread",
-        help="gunicorn worker class of oidc-logout (default gthread, as oidc-logout serve runs it)",
+        "--server",
+        choices=SERVE_SERVERS,
+        default=SERVE_DEFAULT_SERVER,
+        help=f"production server of oidc-logout serve (default {SERVE_DEFAULT_SERVER}, as serve runs it)",
     )
     p.add_argument(
         "--threads",
         type=int,
         default=SERVE_THREADS,
-        help=f"gthread threads per worker (default {SERVE_THREADS})",
+        help=f"app threads per worker (default {SERVE_THREADS})",
     )
     p.add_argument("--max-seconds", type=float, default=60.0, help="time bound per revocation level and OP")
     p.add_argument(
@@ -808,8 +803,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--summary-json")
     a = p.parse_args(argv)
-    WORKER_CLASS["value"] = a.worker_class
-    WORKER_CLASS["threads"] = str(a.threads)
+    SERVER["value"] = a.server
+    SERVER["threads"] = str(a.threads)
     if a.profile:
         from .profile_against_node import main as profile_main
 
@@ -838,8 +833,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             facts["node"] = f"node {ver}, oidc-provider {pkg['version']}"
             print(f"  node       {facts['node']}")
     print(
-        f"setup: {NODE}: NODE_ENV=production, one process, in-memory storage; oidc-logout: gunicorn "
-        f"{GUNICORN_WORKERS} {a.worker_class} workers x {a.threads} threads {os.environ.get('BENCH_GUNICORN_ARGS', '')}, embedded dispatcher, on {', '.join(dbs)}. RPs answer after "
+        f"setup: {NODE}: NODE_ENV=production, one process, in-memory storage; oidc-logout: "
+        f"oidc-logout serve --server {a.server}, {SERVE_WORKERS} workers x {a.threads} threads, embedded "
+        f"dispatcher (claim loop in the elected worker), on {', '.join(dbs)}. RPs answer after "
         f"{RP_DELAY * 1000:.0f} ms; M = {sizes}, hung RP at M = {hang_sizes}, {runs} runs each (+1 warm-up); "
         f"{n_tokens} tokens revoked per level c = {levels}"
     )

@@ -54,8 +54,10 @@ from .config import (
     production_problems,
 )
 from .host_models import HostTableMissing
+from .serve import DEFAULT_SERVER as SERVE_DEFAULT_SERVER
 from .serve import DEFAULT_THREADS as SERVE_THREADS
 from .serve import DEFAULT_WORKERS as SERVE_WORKERS
+from .serve import SERVERS as SERVE_SERVERS
 from .vocabulary import Channel, DeliveryState
 
 DEFAULT_PASSWORD = "wonderland"
@@ -437,6 +439,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         clients_file=args.clients,
         timeout=args.timeout,
         secret_key_file=args.secret_key_file,
+        server=args.server,
     )
 
 
@@ -669,25 +672,37 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser(
         "serve",
         parents=common,
-        help="run the OP under gunicorn (production WSGI server)",
-        description="Run the OP under gunicorn: the bundled OP, or --app MODULE:NAME (your Flask app "
-        "with OIDCLogout). The embedded dispatcher and the expiry sweep run in exactly one gunicorn "
-        "worker at a time (a file lock elects it; another takes over if it dies).",
+        help="run the OP under a production WSGI server (granian or gunicorn)",
+        description="Run the OP under granian (default) or gunicorn: the bundled OP, or --app "
+        "MODULE:NAME (your Flask app with OIDCLogout). The embedded dispatcher and the expiry "
+        "sweep run in exactly one worker at a time (a file lock elects it; another takes over if "
+        "it dies).",
+    )
+    sv.add_argument(
+        "--server",
+        choices=SERVE_SERVERS,
+        default=SERVE_DEFAULT_SERVER,
+        help=f"production WSGI server (default {SERVE_DEFAULT_SERVER}; docs/operations.md)",
     )
     sv.add_argument("--bind", default="127.0.0.1:8000", help="address:port (default 127.0.0.1:8000)")
     sv.add_argument(
         "--workers",
         type=int,
         default=SERVE_WORKERS,
-        help=f"gunicorn worker processes (default {SERVE_WORKERS})",
+        help=f"worker processes (default {SERVE_WORKERS})",
     )
     sv.add_argument(
         "--threads",
         type=int,
         default=SERVE_THREADS,
-        help=f"threads per worker (default {SERVE_THREADS}; gthread, with keep-alive)",
+        help=f"app threads per worker (default {SERVE_THREADS}; gunicorn: gthread, with keep-alive)",
     )
-    sv.add_argument("--timeout", type=int, default=30, help="gunicorn worker timeout (s, default 30)")
+    sv.add_argument(
+        "--timeout",
+        type=int,
+        default=30,
+        help="gunicorn: worker timeout; granian: bound on a worker's graceful stop (s, default 30)",
+    )
     sv.add_argument(
         "--app",
         metavar="MODULE:NAME",

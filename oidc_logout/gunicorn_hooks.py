@@ -6,8 +6,8 @@ would start its own dispatcher and sweep. These hooks elect one instead: after a
 loaded the app, a thread tries to take an exclusive lock on a file named after the database
 (``flock``, released by the kernel when the process dies); the worker holding it starts the
 background work, the others keep trying every second, so when that worker exits or crashes
-another takes over. Logout responses in the other workers still wait for their deliveries
-(they watch the rows in the database, bounded by ``logout_wait_bound``).
+another takes over. Every worker delivers the logouts it answers itself, at once
+(``Provider.start_logout_delivery``); what it leaves (retries) is the elected claim loop's.
 
 ``oidc-logout serve`` installs them; a host app served by gunicorn itself uses them with
 ``gunicorn -c python:oidc_logout.gunicorn_hooks myidp:app`` and builds its extension with
@@ -96,6 +96,7 @@ def post_worker_init(worker: Any) -> None:
     if provider is None:
         worker.log.warning("oidc-logout: the app has no OIDCLogout extension; nothing to elect")
         return
+    provider.start_logout_delivery()  # every worker delivers the logouts it answers itself
     elect_background(provider, announce=worker.log.info, alive=lambda: bool(getattr(worker, "alive", True)))
 
 

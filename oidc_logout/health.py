@@ -219,11 +219,19 @@ def _outbox(db: Session, settings: Settings, now: dt.datetime) -> Check:
 
 
 def embedded_dispatcher_check(dispatcher: Any) -> Callable[[Session], Check]:
-    """``delivery`` check of an OP delivering in-process: its dispatcher thread is alive."""
+    """``delivery`` check of an OP delivering in-process: its dispatcher's claim loop is alive,
+    or (a worker of a multi-process server, :meth:`.Provider.start_logout_delivery`) it
+    delivers its own logouts and the claim loop runs in the elected worker."""
 
     def check(_db: Session) -> Check:
-        thread = getattr(dispatcher, "_thread", None) if dispatcher is not None else None
-        alive = thread is not None and thread.is_alive()
+        if dispatcher is None or getattr(dispatcher, "_closed", False):
+            return Check("delivery", False, "embedded dispatcher not running")
+        thread = getattr(dispatcher, "_thread", None)
+        if thread is None:
+            return Check(
+                "delivery", True, "delivers its own logouts; the claim loop runs in the elected worker"
+            )
+        alive = thread.is_alive()
         return Check(
             "delivery", alive, "embedded dispatcher running" if alive else "embedded dispatcher not running"
         )

@@ -102,15 +102,30 @@ class Provider:
         self.keyring.refresh()
 
     def start_background(self) -> None:
-        """Embedded mode: the in-process dispatcher thread and the session expiry sweep."""
-        if self.settings.embedded_dispatcher and self.dispatcher is None:
-            from .delivery.dispatcher import Dispatcher
-
-            self.dispatcher = Dispatcher(self.session_factory, self.keyring, self.settings)
+        """Embedded mode: the in-process dispatcher (its claim loop included) and the session
+        expiry sweep."""
+        self.start_logout_delivery()
+        if self.dispatcher is not None:
             self.dispatcher.start()
         if self.settings.expiry_sweep_interval > 0 and self._sweeper is None:
             self._sweeper = threading.Thread(target=self._sweep_loop, name="oidc-logout-expiry", daemon=True)
             self._sweeper.start()
+
+    def start_logout_delivery(self) -> None:
+        """Embedded mode: deliver the logouts this process runs, at once and in parallel (their
+        burst, :meth:`.delivery.dispatcher.Dispatcher.claim_for_delivery`), without a claim
+        loop of its own.
+
+        For every worker of a multi-process server whose background work (the claim loop,
+        the sweep) runs in one elected worker (:mod:`oidc_logout.gunicorn_hooks`,
+        :mod:`oidc_logout.granian_server`): a logout answered by any other worker would
+        otherwise wait for the elected one to find its rows at its next poll. Rows this
+        process leaves (a retry, rows beyond its burst's room) are the claim loop's, wherever
+        it runs, as after a crash. :meth:`start_background` adds the claim loop."""
+        if self.settings.embedded_dispatcher and self.dispatcher is None:
+            from .delivery.dispatcher import Dispatcher
+
+            self.dispatcher = Dispatcher(self.session_factory, self.keyring, self.settings)
 
     def stop_background(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -1,14 +1,18 @@
-"""``oidc-logout serve``: the OP under gunicorn, a production WSGI server.
+"""``oidc-logout serve``: the OP under a production WSGI server, granian (default) or gunicorn.
 
 The master process checks the settings and the database once (and, for the bundled OP,
 migrates when ``auto_migrate`` is on, creates the first signing keys and loads ``--clients``)
-before it forks; each worker then builds the app; :mod:`oidc_logout.gunicorn_hooks` elects
-the one worker that runs the embedded dispatcher and the expiry sweep.
+before it forks; each worker then builds the app and joins the election of the one worker that
+runs the embedded dispatcher and the expiry sweep (:mod:`oidc_logout.granian_server`,
+:mod:`oidc_logout.gunicorn_hooks`).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import secrets
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,15 +21,17 @@ from .config import Settings
 
 WSGIApp = Callable[..., Any]
 
-#: The deployment ``serve`` recommends by default (docs/operations.md): 2 worker processes of
-#: gunicorn's ``gthread`` class with 4 threads each. Threads, not sync workers: a sync worker
-#: closes the connection after every response (a new TCP connection, ``accept`` and graceful
-#: close per request) and blocks its whole process while a logout waits for its deliveries
-#: (``logout_wait_bound``); ``gthread`` keeps connections alive between requests (gunicorn's
-#: ``keepalive``, 2 s by default) and serves other requests meanwhile. Measured for RFC 7009
-#: revocation in docs/performance.md ("Against node-oidc-provider").
+#: The deployment ``serve`` recommends by default (docs/operations.md): 2 worker processes with
+#: 4 threads each for the app. Threads: a logout waits for its deliveries
+#: (``logout_wait_bound``) while the worker serves other requests; connections stay alive
+#: between requests.
 DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 4
+#: The production servers ``serve`` runs. granian (HTTP in Rust, the app on a thread pool per
+#: worker) costs about half the OP CPU per revocation request that gunicorn ``gthread`` costs
+#: (docs/performance.md, "Production server"); gunicorn stays for deployments built around it.
+SERVERS = ("granian", "gunicorn")
+DEFAULT_SERVER = "granian"
 
 
 def bundled_app(settings: Settings, *, password: str, secret_key: str) -> WSGIApp:
@@ -63,13 +69,13 @@ def serve(
     clients_file: str | None = None,
     timeout: int = 30,
     secret_key_file: str | None = None,
+    server: str = DEFAULT_SERVER,
 ) -> int:
-    """Run gunicorn in this process (it becomes the master) until SIGTERM/SIGINT."""
-    from gunicorn.app.base import BaseApplication
-    from gunicorn.util import import_app
-
-    from . import gunicorn_hooks
-
+    """Run ``server`` (granian or gunicorn) in this process (it becomes the master) until
+    SIGTERM/SIGINT. ``timeout``: gunicorn's worker timeout; for granian, the bound on a
+    worker's graceful stop."""
+    if server not in SERVERS:
+        raise ValueError(f"unknown server {server!r}: one of {', '.join(SERVERS)}")
     if app is None:
         prepare_database(settings, clients_file)
         key = Path(secret_key_file).read_text().strip() if secret_key_file else secrets.token_urlsafe(32)
@@ -78,10 +84,46 @@ def serve(
             return bundled_app(settings, password=password, secret_key=key)
     else:
         uri = app
+        if os.getcwd() not in sys.path:
+            # As gunicorn does: --app names a module of the directory serve runs in (the
+            # console script's own directory is what Python put on the path).
+            sys.path.insert(0, os.getcwd())
 
         def load() -> WSGIApp:
-            loaded: WSGIApp = import_app(uri)
-            return loaded
+            return import_app(uri)
+
+    from .logs import configure_logging
+
+    configure_logging(settings.log_format)  # OIDC_LOGOUT_LOG_FORMAT=json: one object a line
+    if server == "granian":
+        from .granian_server import run
+
+        return run(load, bind=bind, workers=workers, threads=threads, stop_timeout=timeout)
+    return _run_gunicorn(load, bind=bind, workers=workers, threads=threads, timeout=timeout)
+
+
+def import_app(uri: str) -> WSGIApp:
+    """The WSGI app named by ``MODULE:NAME`` or ``MODULE:FACTORY()`` (called without arguments),
+    as gunicorn's ``import_app`` reads them."""
+    module_name, sep, name = uri.partition(":")
+    if not sep or not module_name or not name:
+        raise ValueError(f"--app {uri!r}: expected MODULE:NAME or MODULE:FACTORY()")
+    call = name.endswith("()")
+    attr = name[:-2] if call else name
+    if not attr.isidentifier():
+        raise ValueError(f"--app {uri!r}: {attr!r} is not a name (only a call without arguments)")
+    target = getattr(importlib.import_module(module_name), attr)
+    loaded: WSGIApp = target() if call else target
+    if not callable(loaded):
+        raise ValueError(f"--app {uri!r} is not a WSGI app")
+    return loaded
+
+
+def _run_gunicorn(load: Callable[[], WSGIApp], *, bind: str, workers: int, threads: int, timeout: int) -> int:
+    """gunicorn (``gthread`` when ``threads`` > 1) with :mod:`oidc_logout.gunicorn_hooks`."""
+    from gunicorn.app.base import BaseApplication
+
+    from . import gunicorn_hooks
 
     options: dict[str, Any] = {
         "bind": [bind],
@@ -108,11 +150,8 @@ def serve(
         def load(self) -> WSGIApp:
             return load()
 
-    from .logs import configure_logging
-
-    configure_logging(settings.log_format)  # OIDC_LOGOUT_LOG_FORMAT=json: one object a line
     Application().run()
     return 0
 
 
-__all__ = ["bundled_app", "prepare_database", "serve"]
+__all__ = ["DEFAULT_SERVER", "SERVERS", "bundled_app", "import_app", "prepare_database", "serve"]

@@ -1,40 +1,29 @@
-"""`oidc-logout serve`: the bundled OP under gunicorn as a real process, several workers, one
-delivery dispatcher."""
+"""`oidc-logout serve`: the bundled OP (or a host app) under each production server as a real
+process, several workers, one delivery dispatcher."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+import pytest
 import requests
 from jwcrypto import jwk, jwt
 
 from oidc_logout.testing import CaptureServer, Reply
 from tests.support.idp import PASSWORD, Browser, authorize, client_meta
 
-from .conftest import ROOT, cli_env, free_port, one_error, run_cli
+from .conftest import SERVERS, Served, free_port, one_error, run_cli, workers_started
 
 
-def _wait_until_serving(url: str, proc: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1]
-        try:
-            if requests.get(f"{url}/.well-known/openid-configuration", timeout=5).status_code == 200:
-                return
-        except (requests.ConnectionError, requests.Timeout):
-            pass
-        time.sleep(0.2)
-    raise AssertionError("serve did not answer in time")
-
-
-def test_serve_runs_the_op_under_gunicorn_with_one_dispatcher(database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", SERVERS)
+def test_serve_runs_the_op_with_one_dispatcher(server: str, database_url: str, tmp_path: Path) -> None:
     """Discovery, sign-in, RP-initiated logout and the back-channel logout token, across two
-    gunicorn workers (shared CSRF key); exactly one worker runs the dispatcher."""
+    workers (shared CSRF key); exactly one worker runs the dispatcher."""
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     with CaptureServer() as rp:
@@ -45,24 +34,16 @@ def test_serve_runs_the_op_under_gunicorn_with_one_dispatcher(database_url: str,
         )
         clients = tmp_path / "clients.json"
         clients.write_text(json.dumps([meta]))
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "oidc_logout.cli", "serve", "--bind", f"127.0.0.1:{port}"),
-                *("--workers", "2", "--threads", "2", "--clients", str(clients), "--demo-password", PASSWORD),
-            ],
-            cwd=ROOT,
-            env=cli_env(
-                OIDC_LOGOUT_ISSUER=issuer,
-                OIDC_LOGOUT_DATABASE_URL=database_url,
-                OIDC_LOGOUT_DEV_MODE="true",
-                OIDC_LOGOUT_EXPIRY_SWEEP_INTERVAL="0",
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        served = Served(
+            *("--server", server, "--bind", f"127.0.0.1:{port}"),
+            *("--workers", "2", "--threads", "2", "--clients", str(clients), "--demo-password", PASSWORD),
+            OIDC_LOGOUT_ISSUER=issuer,
+            OIDC_LOGOUT_DATABASE_URL=database_url,
+            OIDC_LOGOUT_DEV_MODE="true",
+            OIDC_LOGOUT_EXPIRY_SWEEP_INTERVAL="0",
         )
         try:
-            _wait_until_serving(issuer, proc)
+            served.wait_until_serving(issuer)
             discovery = requests.get(f"{issuer}/.well-known/openid-configuration", timeout=5).json()
             assert discovery["issuer"] == issuer and discovery["backchannel_logout_supported"] is True
             browser = Browser(issuer)
@@ -85,11 +66,55 @@ def test_serve_runs_the_op_under_gunicorn_with_one_dispatcher(database_url: str,
             claims = json.loads(jwt.JWT(jwt=raw, key=keys, algs=["RS256", "ES256"], check_claims={}).claims)
             assert claims["iss"] == issuer and claims["aud"] == "rp-served"
         finally:
-            proc.send_signal(signal.SIGTERM)
-            _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
-    assert stderr.count("Booting worker") >= 2, stderr
-    assert stderr.count("runs the delivery dispatcher") == 1, stderr
+            code = served.stop()
+    assert code == 0, served.output
+    assert workers_started(server, served.output) >= 2, served.output
+    assert served.output.count("runs the delivery dispatcher") == 1, served.output
+    assert "Traceback" not in served.output, served.output
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_serve_hands_the_dispatcher_to_another_worker_when_its_worker_dies(
+    server: str, tmp_path: Path
+) -> None:
+    """The worker running the dispatcher is killed (SIGKILL: no clean stop): another worker
+    takes the election over, and a logout after that is still delivered."""
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    with CaptureServer() as rp:
+        meta = client_meta("rp-served", backchannel_logout_uri=rp.url("/bc", Reply(200)))
+        clients = tmp_path / "clients.json"
+        clients.write_text(json.dumps([meta]))
+        served = Served(
+            *("--server", server, "--bind", f"127.0.0.1:{port}"),
+            *("--workers", "2", "--threads", "2", "--clients", str(clients), "--demo-password", PASSWORD),
+            OIDC_LOGOUT_ISSUER=issuer,
+            OIDC_LOGOUT_DATABASE_URL=f"sqlite:///{tmp_path / 'op.db'}",
+            OIDC_LOGOUT_DEV_MODE="true",
+            OIDC_LOGOUT_EXPIRY_SWEEP_INTERVAL="0",
+        )
+        try:
+            served.wait_until_serving(issuer)
+            (first,) = served.wait_for("runs the delivery dispatcher")
+            victim = int(re.search(r"process (\d+) runs", first).group(1))  # type: ignore[union-attr]
+            os.kill(victim, signal.SIGKILL)
+            second = served.wait_for("runs the delivery dispatcher", count=2)[1]
+            assert f"process {victim} " not in second
+            served.wait_until_serving(issuer)
+            browser = Browser(issuer)
+            assert browser.login().status_code in (302, 303)
+            tokens = authorize(browser, meta)
+            end_session = requests.get(f"{issuer}/.well-known/openid-configuration", timeout=5).json()[
+                "end_session_endpoint"
+            ]
+            resp = browser.http.get(
+                end_session, params={"id_token_hint": tokens["id_token"]}, allow_redirects=False, timeout=15
+            )
+            assert resp.status_code in (200, 302), resp.text
+            assert rp.wait_for(1, timeout=30, path="/bc")
+        finally:
+            code = served.stop()
+    assert code == 0, served.output
 
 
 def test_serve_refuses_a_development_issuer_outside_dev_mode(tmp_path: Path) -> None:
@@ -133,42 +158,29 @@ def host_page():
 """
 
 
-def test_serve_runs_a_host_app_with_one_dispatcher(tmp_path: Path) -> None:
-    """`serve --app module:app`: the host's Flask app with OIDCLogout under gunicorn, its own
-    routes and ours, and exactly one worker running the dispatcher."""
+@pytest.mark.parametrize("server", SERVERS)
+def test_serve_runs_a_host_app_with_one_dispatcher(server: str, tmp_path: Path) -> None:
+    """`serve --app module:app`: the host's Flask app with OIDCLogout, its own routes and ours,
+    and exactly one worker running the dispatcher."""
     (tmp_path / "hostapp.py").write_text(HOST_APP)
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "oidc_logout.cli",
-            "serve",
-            "--app",
-            "hostapp:app",
-            "--bind",
-            f"127.0.0.1:{port}",
-        ],
+    served = Served(
+        *("--server", server, "--app", "hostapp:app", "--bind", f"127.0.0.1:{port}"),
         cwd=tmp_path,
-        env=cli_env(
-            OIDC_LOGOUT_ISSUER=issuer,
-            OIDC_LOGOUT_DATABASE_URL=f"sqlite:///{tmp_path / 'host.db'}",
-            OIDC_LOGOUT_DEV_MODE="true",
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        OIDC_LOGOUT_ISSUER=issuer,
+        OIDC_LOGOUT_DATABASE_URL=f"sqlite:///{tmp_path / 'host.db'}",
+        OIDC_LOGOUT_DEV_MODE="true",
     )
     try:
-        _wait_until_serving(issuer, proc)
+        served.wait_until_serving(issuer)
         assert requests.get(f"{issuer}/host-page", timeout=5).text == "the host's own page"
         assert requests.get(f"{issuer}/jwks", timeout=5).json()["keys"]
+        served.wait_for("runs the delivery dispatcher")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
-    assert stderr.count("runs the delivery dispatcher") == 1, stderr
+        code = served.stop()
+    assert code == 0, served.output
+    assert served.output.count("runs the delivery dispatcher") == 1, served.output
 
 
 def test_serve_with_auto_migrate_off_refuses_an_unmigrated_database(tmp_path: Path) -> None:
@@ -187,3 +199,94 @@ def test_serve_with_auto_migrate_off_refuses_an_unmigrated_database(tmp_path: Pa
     )
     assert out.returncode == 6 and "oidc-logout migrate" in out.stderr
     assert "schema" in one_error(out)
+
+
+SLOW_HOST_APP = (
+    HOST_APP
+    + """
+import time
+
+time.sleep(4)  # a worker still loading the app when the stop signal comes
+"""
+)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_serve_stops_cleanly_while_workers_are_still_loading_the_app(server: str, tmp_path: Path) -> None:
+    """SIGTERM while every worker is still importing the app: each stops (none is killed for
+    refusing to stop, none starts the dispatcher on the way out) and serve exits 0."""
+    (tmp_path / "slowapp.py").write_text(SLOW_HOST_APP)
+    served = Served(
+        *(
+            "--server",
+            server,
+            "--app",
+            "slowapp:app",
+            "--bind",
+            f"127.0.0.1:{free_port()}",
+            "--timeout",
+            "20",
+        ),
+        cwd=tmp_path,
+        OIDC_LOGOUT_ISSUER="http://127.0.0.1:9",
+        OIDC_LOGOUT_DATABASE_URL=f"sqlite:///{tmp_path / 'host.db'}",
+        OIDC_LOGOUT_DEV_MODE="true",
+    )
+    served.wait_for("Booting worker" if server == "gunicorn" else "Spawning worker", count=2)
+    code = served.stop()
+    assert code == 0, served.output
+    assert "refused to gracefully stop" not in served.output, served.output
+    assert "runs the delivery dispatcher" not in served.output, served.output
+    assert "Traceback" not in served.output, served.output
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_every_worker_delivers_the_logouts_it_answers_without_the_claim_loop(
+    server: str, tmp_path: Path
+) -> None:
+    """The test holds the election lock, so no worker runs the claim loop (the background
+    dispatcher): logouts answered by either worker still reach their RP, from the worker that
+    answered (its own burst), with the response waiting for the delivery as usual."""
+    from oidc_logout.gunicorn_hooks import lock_path
+
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    database_url = f"sqlite:///{tmp_path / 'op.db'}"
+    held = os.open(lock_path(database_url), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with CaptureServer() as rp:
+            meta = client_meta("rp-served", backchannel_logout_uri=rp.url("/bc", Reply(200)))
+            clients = tmp_path / "clients.json"
+            clients.write_text(json.dumps([meta]))
+            served = Served(
+                *("--server", server, "--bind", f"127.0.0.1:{port}"),
+                *("--workers", "2", "--threads", "2", "--clients", str(clients), "--demo-password", PASSWORD),
+                OIDC_LOGOUT_ISSUER=issuer,
+                OIDC_LOGOUT_DATABASE_URL=database_url,
+                OIDC_LOGOUT_DEV_MODE="true",
+                OIDC_LOGOUT_EXPIRY_SWEEP_INTERVAL="0",
+            )
+            try:
+                served.wait_until_serving(issuer)
+                end_session = f"{issuer}/end_session"
+                for n in range(1, 5):
+                    browser = Browser(issuer)  # a new connection each time: either worker answers
+                    assert browser.login().status_code in (302, 303)
+                    tokens = authorize(browser, meta)
+                    resp = browser.http.get(
+                        end_session,
+                        params={"id_token_hint": tokens["id_token"]},
+                        allow_redirects=False,
+                        timeout=15,
+                    )
+                    assert resp.status_code in (200, 302), resp.text
+                    assert rp.wait_for(n, timeout=30, path="/bc"), served.output
+                    ready = requests.get(f"{issuer}/readyz", timeout=15)  # whichever worker answers
+                    assert ready.status_code == 200, ready.text
+            finally:
+                code = served.stop()
+    finally:
+        os.close(held)
+    assert code == 0, served.output
+    assert "runs the delivery dispatcher" not in served.output, served.output

@@ -235,3 +235,26 @@ def test_readyz_answers_within_its_bound_while_the_database_accepts_and_never_an
     finally:
         silent.close()
         engine.dispose()
+
+
+def test_delivery_is_ready_in_a_worker_that_delivers_its_own_logouts_and_not_once_stopped(tmp_path):
+    """A worker of a multi-process server delivers the logouts it answers
+    (``Provider.start_logout_delivery``) while the claim loop runs in the elected worker: it is
+    ready; with no dispatcher, or a stopped one, it is not."""
+    from oidc_logout.config import Settings
+    from oidc_logout.health import embedded_dispatcher_check
+    from oidc_logout.provider import Provider
+
+    provider = Provider(
+        Settings(issuer="http://127.0.0.1:9", database_url=f"sqlite:///{tmp_path / 'op.db'}", dev_mode=True)
+    )
+    try:
+        assert not embedded_dispatcher_check(provider.dispatcher)(None).ok  # type: ignore[arg-type]
+        provider.start_logout_delivery()
+        own = embedded_dispatcher_check(provider.dispatcher)(None)  # type: ignore[arg-type]
+        assert own.ok and "claim loop runs in the elected worker" in own.detail
+        dispatcher = provider.dispatcher
+        provider.stop_background(1.0)
+        assert not embedded_dispatcher_check(dispatcher)(None).ok  # type: ignore[arg-type]
+    finally:
+        provider.engine.dispose()
