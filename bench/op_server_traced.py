@@ -105,6 +105,7 @@ def wsgi_app():  # type: ignore[no-untyped-def]
             _local.request = None
         return body
 
+    traced_app.app = app  # type: ignore[attr-defined]  # serve's election finds the extension here
     return traced_app
 
 

@@ -155,6 +155,12 @@ def default_owner() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+#: Rows of logouts in their burst that a dispatcher may hold, as a multiple of
+#: ``delivery_logout_burst`` (see ``Dispatcher._burst_room``): 512 by default, so a session's
+#: whole fan-out stays in the process that answered its logout.
+BURST_HOLD_FACTOR = 4
+
+
 class Dispatcher:
     """In-process delivery of back-channel logout notifications (see module docstring)."""
 
@@ -256,7 +262,7 @@ class Dispatcher:
         self._prune_after = 0
         #: Most rows this dispatcher held at once (claimed, not yet recorded): the memory
         #: bound of the fan-out, whatever its size (at most 2 x delivery_concurrency, plus
-        #: the rows of logouts in their burst, at most delivery_logout_burst per logout).
+        #: the rows of logouts in their burst, at most BURST_HOLD_FACTOR x delivery_logout_burst).
         self.max_held = 0
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -508,9 +514,18 @@ class Dispatcher:
     def _burst_room(self) -> int:
         """Burst claims this dispatcher can take now (a logout in each of several request
         threads may each see the same room: the running attempts stay bounded by the burst's
-        slots, only the queue of one of them grows by what it claimed)."""
+        slots, only the queue of one of them grows by what it claimed).
+
+        The burst holds up to :data:`BURST_HOLD_FACTOR` times its slots: the attempts running
+        stay bounded by the slots, the rest wait in the process. Rows left out go to a claim
+        loop, which takes them in batches into the steady-state slots, or, in a worker of a
+        multi-process server that is not elected (no claim loop here,
+        ``Provider.start_logout_delivery``), in another process at its next poll: measured for
+        one session with 200 RPs, holding them all ended its fan-out sooner either way
+        (docs/performance.md, "Production server")."""
+        hold = self._burst_max * BURST_HOLD_FACTOR
         with self._cond:
-            return max(0, self._burst_max - self._held_burst())
+            return max(0, hold - self._held_burst())
 
     def _held_burst(self) -> int:
         """Burst claims held (queued or running); forgets finished ones (holds _cond)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from oidc_logout.delivery.dispatcher import Dispatcher
+from oidc_logout.delivery.dispatcher import BURST_HOLD_FACTOR, Dispatcher
 from oidc_logout.storage.models import (
     DELIVERED,
     IN_FLIGHT,
@@ -44,6 +44,24 @@ def test_a_logouts_rows_run_in_parallel_beyond_the_steady_state_slots(
     assert {outbox_db.get(i).state for i in ids} == {DELIVERED}
     assert rp.max_active > 2, rp.max_active
     assert disp.stats["deferred"] == 0
+
+
+def test_a_burst_holds_more_rows_than_its_slots_and_runs_at_most_its_slots_at_once(
+    outbox_db: DB, rp: RPServer, dispatchers: list[Dispatcher]
+) -> None:
+    """delivery_logout_burst=3, no claim loop (a worker that is not elected): the transaction
+    claims all 10 rows of the logout (up to 4 x 3 held), at most 3 attempts run at once (the
+    burst's slots), and all arrive from this dispatcher alone."""
+    uris = [rp.url(f"/held{i}", Reply(200, delay=0.2)) for i in range(10)]
+    settings = fast_settings(delivery_concurrency=1, delivery_logout_burst=3)
+    disp = Dispatcher(outbox_db.factory, outbox_db.keyring, settings)  # no polling thread
+    dispatchers.append(disp)
+    ids, claimed = logout(outbox_db, disp, uris)
+    assert claimed == 10
+    assert disp.wait_for(ids, 30)
+    assert {outbox_db.get(i).state for i in ids} == {DELIVERED}
+    assert rp.max_active <= 3, rp.max_active
+    assert disp.stats["delivered"] == 10 and disp.stats["deferred"] == 0
 
 
 def test_the_host_bound_holds_in_a_burst_and_the_rest_waits_locally(
@@ -82,14 +100,15 @@ def test_the_client_bound_holds_in_a_burst(
 def test_a_burst_claims_at_most_its_room_and_the_claim_loop_takes_the_rest(
     outbox_db: DB, rp: RPServer, dispatchers: list[Dispatcher]
 ) -> None:
-    """delivery_logout_burst=4: the transaction claims 4 of 10 rows; the 6 others stay pending
-    for the claim loop, which delivers them; each RP is told once."""
-    uris = [rp.url(f"/r{i}", Reply(200, delay=0.1)) for i in range(10)]
+    """delivery_logout_burst=4: the burst holds up to 4 x its slots, so the transaction claims
+    16 of 20 rows; the 4 others stay pending for the claim loop, which delivers them; each RP
+    is told once."""
+    uris = [rp.url(f"/r{i}", Reply(200, delay=0.1)) for i in range(20)]
     settings = fast_settings(delivery_concurrency=1, delivery_logout_burst=4)
     disp = Dispatcher(outbox_db.factory, outbox_db.keyring, settings, poll_interval=0.05)
     dispatchers.append(disp)
     ids, claimed = logout(outbox_db, disp, uris)
-    assert claimed == 4
+    assert claimed == 4 * BURST_HOLD_FACTOR
     disp.start()
     disp.kick()
     assert disp.wait_for(ids, 30)
