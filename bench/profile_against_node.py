@@ -1,5 +1,5 @@
 """Where oidc-logout's time goes under the workload of bench/against_node.py (issue 15 "profile
-first"): py-spy samples every thread of both gunicorn workers while the driver runs.
+first"): py-spy samples every thread of both ``serve`` workers while the driver runs.
 
 * revocation: the driver's revocation load (distinct client_credentials tokens, c = 1 and 8);
   CPU samples only (py-spy's default drops idle threads), attributed per request using the
@@ -79,7 +79,7 @@ def py_spy() -> str:
 
 
 class Spy:
-    """py-spy recording every gunicorn worker of ``target`` until :meth:`stop`."""
+    """py-spy recording every ``serve`` worker of ``target`` until :meth:`stop`."""
 
     def __init__(self, target: Target, out: Path, idle: bool) -> None:
         exe = py_spy()
@@ -114,9 +114,12 @@ class Spy:
 
 def frame_group(frame: str) -> str:
     """The package a frame ``func (path:line)`` belongs to."""
+    if frame.startswith("thread ("):
+        return "native threads without Python frames (granian's HTTP runtime)"
     path = frame.rsplit("(", 1)[-1]
     for key, label in (
         ("/gunicorn/", "gunicorn (sync worker: accept, parse, respond)"),
+        ("/granian/", "granian (WSGI glue)"),
         ("/werkzeug/", "Werkzeug"),
         ("/flask/", "Flask"),
         ("/authlib/", "Authlib"),
@@ -192,7 +195,8 @@ def breakdown(
 
 REVOKE_MARKERS: list[tuple[str, Callable[[Stack], bool]]] = [
     (
-        "gunicorn outside the app (accept, read, parse, write, close; keep-alive poll, thread hand-off)",
+        "the server outside the app (granian: its Rust threads, the WSGI glue; gunicorn: accept, "
+        "read, parse, write, close, keep-alive poll, thread hand-off)",
         lambda s: not has(s, "/flask/app.py"),
     ),
     ("the app (Flask.__call__: the revocation middleware, else Flask)", lambda s: has(s, "/flask/app.py")),

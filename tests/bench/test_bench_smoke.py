@@ -26,6 +26,9 @@ CASES = {
     "terminate_throughput": ["--sessions", "5", "--algs", "ES256", "--sign-seconds", "0.05"],
     "worker_scaleout": ["--deliveries", "20", "--workers", "1", "--idp-sessions", "0"],
     "revocation": ["--requests", "10", "--concurrency", "2", "--workers", "1", "--profile", "20"],
+    "logout_burst": ["--sizes", "3", "--seconds", "0.2"],
+    # exits 1 when it delivered fewer rows than it seeded (it once profiled 0 deliveries)
+    "profile_delivery": ["--sessions", "3", "--batch", "4"],
 }
 
 
@@ -66,7 +69,9 @@ def test_terminate_throughput_delivers_every_row_of_a_chunked_termination(tmp_pa
     assert row["chunks_s"] is not None and row["rate"] > 0
 
 
-@pytest.mark.parametrize("name", ["logout_fanout", "terminate_throughput", "revocation"])
+@pytest.mark.parametrize(
+    "name", ["logout_fanout", "terminate_throughput", "revocation", "logout_burst", "profile_delivery"]
+)
 def test_bench_runs_and_prints_figures(name: str) -> None:
     out = run(name, CASES[name])
     assert "machine:" in out and "python" in out
