@@ -20,6 +20,23 @@ from tests.support.idp import PASSWORD, Browser, authorize, client_meta
 from .conftest import SERVERS, Served, free_port, one_error, run_cli, workers_started
 
 
+def _serve_bundled_op(
+    server: str, port: int, clients: list[dict], database_url: str, tmp_path: Path
+) -> Served:  # type: ignore[type-arg]
+    """``oidc-logout serve`` of the bundled OP in dev mode on ``port``: 2 workers x 2 threads,
+    ``clients`` loaded, no expiry sweep."""
+    clients_file = tmp_path / "clients.json"
+    clients_file.write_text(json.dumps(clients))
+    return Served(
+        *("--server", server, "--bind", f"127.0.0.1:{port}"),
+        *("--workers", "2", "--threads", "2", "--clients", str(clients_file), "--demo-password", PASSWORD),
+        OIDC_LOGOUT_ISSUER=f"http://127.0.0.1:{port}",
+        OIDC_LOGOUT_DATABASE_URL=database_url,
+        OIDC_LOGOUT_DEV_MODE="true",
+        OIDC_LOGOUT_EXPIRY_SWEEP_INTERVAL="0",
+    )
+
+
 @pytest.mark.parametrize("server", SERVERS)
 def test_serve_runs_the_op_with_one_dispatcher(server: str, database_url: str, tmp_path: Path) -> None:
     """Discovery, sign-in, RP-initiated logout and the back-channel logout token, across two
@@ -32,16 +49,7 @@ def test_serve_runs_the_op_with_one_dispatcher(server: str, database_url: str, t
             backchannel_logout_uri=rp.url("/bc", Reply(200)),
             backchannel_logout_session_required=True,
         )
-        clients = tmp_path / "clients.json"
-        clients.write_text(json.dumps([meta]))
-        served = Served(
-            *("--server", server, "--bind", f"127.0.0.1:{port}"),
-            *("--workers", "2", "--threads", "2", "--clients", str(clients), "--demo-password", PASSWORD),
-            OIDC_LOGOUT_ISSUER=issuer,
-            OIDC_LOGOUT_DATABASE_URL=database_url,
-            OIDC_LOGOUT_DEV_MODE="true",
-            OIDC_LOGOUT_EXPIRY_SWEEP_INTERVAL="0",
-        )
+        served = _serve_bundled_op(server, port, [meta], database_url, tmp_path)
         try:
             served.wait_until_serving(issuer)
             discovery = requests.get(f"{issuer}/.well-known/openid-configuration", timeout=5).json()
@@ -83,16 +91,7 @@ def test_serve_hands_the_dispatcher_to_another_worker_when_its_worker_dies(
     issuer = f"http://127.0.0.1:{port}"
     with CaptureServer() as rp:
         meta = client_meta("rp-served", backchannel_logout_uri=rp.url("/bc", Reply(200)))
-        clients = tmp_path / "clients.json"
-        clients.write_text(json.dumps([meta]))
-        served = Served(
-            *("--server", server, "--bind", f"127.0.0.1:{port}"),
-            *("--workers", "2", "--threads", "2", "--clients", str(clients), "--demo-password", PASSWORD),
-            OIDC_LOGOUT_ISSUER=issuer,
-            OIDC_LOGOUT_DATABASE_URL=f"sqlite:///{tmp_path / 'op.db'}",
-            OIDC_LOGOUT_DEV_MODE="true",
-            OIDC_LOGOUT_EXPIRY_SWEEP_INTERVAL="0",
-        )
+        served = _serve_bundled_op(server, port, [meta], f"sqlite:///{tmp_path / 'op.db'}", tmp_path)
         try:
             served.wait_until_serving(issuer)
             (first,) = served.wait_for("runs the delivery dispatcher")
@@ -257,16 +256,7 @@ def test_every_worker_delivers_the_logouts_it_answers_without_the_claim_loop(
     try:
         with CaptureServer() as rp:
             meta = client_meta("rp-served", backchannel_logout_uri=rp.url("/bc", Reply(200)))
-            clients = tmp_path / "clients.json"
-            clients.write_text(json.dumps([meta]))
-            served = Served(
-                *("--server", server, "--bind", f"127.0.0.1:{port}"),
-                *("--workers", "2", "--threads", "2", "--clients", str(clients), "--demo-password", PASSWORD),
-                OIDC_LOGOUT_ISSUER=issuer,
-                OIDC_LOGOUT_DATABASE_URL=database_url,
-                OIDC_LOGOUT_DEV_MODE="true",
-                OIDC_LOGOUT_EXPIRY_SWEEP_INTERVAL="0",
-            )
+            served = _serve_bundled_op(server, port, [meta], database_url, tmp_path)
             try:
                 served.wait_until_serving(issuer)
                 end_session = f"{issuer}/end_session"
