@@ -429,6 +429,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import serve
 
+    if args.server == "granian":
+        from .granian_server import parse_bind
+
+        try:
+            parse_bind(args.bind)  # before the database is touched: a usage error, exit 2
+        except ValueError as exc:
+            raise CLIError(
+                str(exc), "e.g. --bind 127.0.0.1:8000, --bind [::1]:8000 or --bind unix:/run/op.sock"
+            ) from None
     return serve(
         _settings(args, signs=True),
         bind=args.bind,

@@ -66,7 +66,10 @@ def parse_bind(bind: str) -> Bind:
         raise ValueError(f"--bind {bind!r}: expected HOST:PORT, [IPv6]:PORT or unix:PATH")
     host = host.strip("[]") or "127.0.0.1"
     if host != "localhost":
-        ipaddress.ip_address(host)  # granian binds an IP literal; a typo fails here, not later
+        try:
+            ipaddress.ip_address(host)  # granian binds an IP literal; a typo fails here, not later
+        except ValueError:
+            raise ValueError(f"--bind {bind!r}: the host must be an IP address or localhost") from None
     return Bind(address="127.0.0.1" if host == "localhost" else host, port=int(port))
 
 
