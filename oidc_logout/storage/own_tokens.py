@@ -120,14 +120,12 @@ class OwnTokenStore:
         kill switch's cut-off) or obtained with a secret older than ``below_version`` (a secret
         rotation). Served by the (client_id, id) index, so a page costs the same however many
         pages came before."""
-        query = select(Grant.id, Grant.sid).where(
-            Grant.client_id == client_id, Grant.id > after, Grant.revoked_at.is_(None)
-        )
+        where = [Grant.client_id == client_id]
         if created_before is not None:
-            query = query.where(Grant.created_at <= created_before)
+            where.append(Grant.created_at <= created_before)
         if below_version is not None:
-            query = query.where(Grant.credential_version < below_version)
-        return [(k, sid) for k, sid in db.execute(query.order_by(Grant.id).limit(limit))]
+            where.append(Grant.credential_version < below_version)
+        return _live_grant_page(db, where, after=after, limit=limit)
 
     def walk_subject_grants(
         self,
@@ -143,15 +141,10 @@ class OwnTokenStore:
         subject's live grants created at or before ``created_before`` - what the subject's
         cut-off refuses: offline ones only with ``include_offline``. Served by the
         (subject, id) index."""
-        query = select(Grant.id, Grant.sid).where(
-            Grant.subject == subject,
-            Grant.id > after,
-            Grant.revoked_at.is_(None),
-            Grant.created_at <= created_before,
-        )
+        where = [Grant.subject == subject, Grant.created_at <= created_before]
         if not include_offline:
-            query = query.where(Grant.offline.is_(False))
-        return [(k, sid) for k, sid in db.execute(query.order_by(Grant.id).limit(limit))]
+            where.append(Grant.offline.is_(False))
+        return _live_grant_page(db, where, after=after, limit=limit)
 
     def has_subject(self, db: Session, subject: str) -> bool:
         """Whether a grant of ``subject`` exists (revoked or not)."""
@@ -183,3 +176,12 @@ def _batches(items: Iterable[Any]) -> Iterator[list[Any]]:
     items = list(items)
     for i in range(0, len(items), _BATCH):
         yield items[i : i + _BATCH]
+
+
+def _live_grant_page(
+    db: Session, where: list[ColumnElement[bool]], *, after: str, limit: int
+) -> list[tuple[str, str | None]]:
+    """One keyset page of not-revoked grants matching ``where``: (id, sid) with ``Grant.id >
+    after``, in id order, at most ``limit`` (the walks of chunked terminations)."""
+    query = select(Grant.id, Grant.sid).where(*where, Grant.id > after, Grant.revoked_at.is_(None))
+    return [(k, sid) for k, sid in db.execute(query.order_by(Grant.id).limit(limit))]
