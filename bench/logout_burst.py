@@ -6,14 +6,16 @@ not timed), then ``Provider.terminate_now(by_sid(...), wait=...)`` in the main t
 ``end_session`` runs it: the termination's transaction claims the rows for this process's
 dispatcher, the burst delivers them, and the call returns when the last result is recorded.
 The RPs are paths of one loopback receiver process answering after ``--rp-delay`` (50 ms), so
-at most ``delivery_max_concurrent_per_host`` POSTs are in the air at once.
+at most the host's window of POSTs are in the air at once (``delivery_initial_concurrent_per_host``
+for the first logout, widening by one per delivery up to ``delivery_max_concurrent_per_host``).
 
-Printed per M: the median logout (terminate_now with its wait), the median ``terminate()``
+Printed per M: the first logout (cold: threads, connections and the host's window start
+here; not in the median), the median logout (terminate_now with its wait), the median ``terminate()``
 (the transaction's own work), and the CPU of this process per delivery while logouts ran
 (every thread: signing, POSTs, recording, bookkeeping), by thread group.
 
     python -m bench.logout_burst [--sizes 50,200] [--seconds 10] [--db sqlite|postgresql]
-        [--claim-loop] [--per-host 32]
+        [--claim-loop] [--per-host 32] [--burst 128]
 
 ``--claim-loop`` starts the dispatcher's claim loop too (a single-process OP, or the elected
 worker of ``serve``); without it the process only delivers its own logouts (every other
@@ -63,12 +65,23 @@ def _cpu_by_thread_group() -> dict[str, float]:
     return out
 
 
-def run_size(url: str, base: str, m: int, seconds: float, claim_loop: bool, per_host: int) -> dict[str, Any]:
+def run_size(
+    url: str,
+    base: str,
+    m: int,
+    seconds: float,
+    claim_loop: bool,
+    per_host: int | None,
+    burst: int | None = None,
+) -> dict[str, Any]:
     import oidc_logout.provider as provider_module
     from oidc_logout.demo.idp import load_clients
     from oidc_logout.termination import by_sid
 
-    provider = make_provider(url, delivery_max_concurrent_per_host=per_host)
+    extra: dict[str, Any] = {} if burst is None else {"delivery_logout_burst": burst}
+    if per_host is not None:
+        extra["delivery_max_concurrent_per_host"] = per_host
+    provider = make_provider(url, **extra)
     clients = [rp_meta(f"rp-{m}-{i}", f"{base}/rp-{m}-{i}") for i in range(m)]
     load_clients(provider, clients)
     if claim_loop:
@@ -87,6 +100,7 @@ def run_size(url: str, base: str, m: int, seconds: float, claim_loop: bool, per_
 
     provider_module.terminate = timed_terminate  # type: ignore[assignment]
     logouts: list[float] = []
+    first_ms = 0.0
     cpu_in_logouts = 0.0
     settled = True
     try:
@@ -100,7 +114,9 @@ def run_size(url: str, base: str, m: int, seconds: float, claim_loop: bool, per_
                 )
                 c0, t0 = time.process_time(), time.perf_counter()
                 outcome = provider.terminate_now(by_sid(sid), reason="bench", initiator="bench", wait=30)
-                if not warm:
+                if warm:
+                    first_ms = (time.perf_counter() - t0) * 1000
+                else:
                     logouts.append((time.perf_counter() - t0) * 1000)
                     cpu_in_logouts += time.process_time() - c0
                     settled = settled and outcome.settled
@@ -118,6 +134,7 @@ def run_size(url: str, base: str, m: int, seconds: float, claim_loop: bool, per_
         "m": m,
         "logouts": len(logouts),
         "settled": settled,
+        "first_ms": first_ms,
         "logout_ms": statistics.median(logouts),
         "terminate_ms": statistics.median(txn),
         "cpu_per_delivery_ms": cpu_in_logouts / n * 1000,
@@ -131,7 +148,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seconds", type=float, default=10.0, help="logouts per size for this long (default 10)")
     p.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     p.add_argument("--claim-loop", action="store_true", help="start the claim loop too")
-    p.add_argument("--per-host", type=int, default=32, help="delivery_max_concurrent_per_host (default 32)")
+    p.add_argument(
+        "--per-host", type=int, help="delivery_max_concurrent_per_host (default: the setting's default)"
+    )
+    p.add_argument("--burst", type=int, help="delivery_logout_burst (default: the setting's default)")
     p.add_argument("--rp-delay", type=float, default=0.05, help="RP answer delay in s (default 0.05)")
     p.add_argument("--summary-json")
     a = p.parse_args(argv)
@@ -149,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             else:
                 url = f"sqlite:///{tmp / f'op-{m}.db'}"
             try:
-                r = run_size(url, base, m, a.seconds, a.claim_loop, a.per_host)
+                r = run_size(url, base, m, a.seconds, a.claim_loop, a.per_host, a.burst)
             finally:
                 if pg_name:
                     drop_pg_database(pg_name)
@@ -164,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 [
                     m,
                     r["logouts"],
+                    f"{r['first_ms']:.0f}",
                     f"{r['logout_ms']:.0f}",
                     f"{r['terminate_ms']:.1f}",
                     f"{r['cpu_per_delivery_ms']:.2f}",
@@ -177,13 +198,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"\nsetup: {a.db}, {'claim loop + burst' if a.claim_loop else 'burst only (no claim loop)'}, "
-        f"per-host bound {a.per_host}, RPs answer after {a.rp_delay * 1000:.0f} ms"
+        f"per-host ceiling {a.per_host or 'default'}, RPs answer after {a.rp_delay * 1000:.0f} ms"
     )
     print(
         table(
             [
                 "M",
                 "logouts",
+                "first logout ms",
                 "logout ms (median)",
                 "terminate() ms",
                 "CPU ms / delivery",

@@ -72,14 +72,20 @@ class Settings:
     #: Least delay (s) before retrying a delivery the RP refused for a key reason (400
     #: ``unknown_kid`` / JWKS unavailable): RPs refetch a JWKS at most once per cooldown.
     delivery_key_retry_delay: float = 30.0
-    #: Attempts running at once for one client, and for one target host, in each dispatcher
-    #: or worker process (one logout must not turn the OP into a POST cannon). 32 per host
-    #: (was 8): one logout to a host that serves many RPs arrives in a few waves, not eight
-    #: at a time; an HTTP/2 server is expected to take at least 100 concurrent requests from
-    #: one client (RFC 9113 §6.5.2 recommends SETTINGS_MAX_CONCURRENT_STREAMS >= 100), and
-    #: node-oidc-provider sends every POST of a logout at once (undici: no per-origin limit).
+    #: Attempts running at once for one client, in each dispatcher or worker process (one
+    #: logout must not turn the OP into a POST cannon).
     delivery_max_concurrent_per_client: int = 4
-    delivery_max_concurrent_per_host: int = 32
+    #: Attempts running at once to one target host, per process, is a window that adapts to
+    #: the host (oidc_logout.delivery.host_window, after RFC 5681's congestion control): a host
+    #: not heard from recently gets ``delivery_initial_concurrent_per_host`` at once, each
+    #: delivered attempt widens its window by one up to ``delivery_max_concurrent_per_host``,
+    #: and a sign of overload (timeout, failed connection, 429/502/503/504) halves it. So a
+    #: logout to many RPs of one healthy host is not cut into waves of the RP's answer time,
+    #: while a struggling host is backed off from. The ceiling is a hard bound: an HTTP/2
+    #: server is expected to take at least 100 concurrent requests from one client (RFC 9113
+    #: §6.5.2), and node-oidc-provider sends every POST of a logout at once.
+    delivery_initial_concurrent_per_host: int = 32
+    delivery_max_concurrent_per_host: int = 128
     #: Retries (attempts after a row's first) one client gets per ``delivery_client_retry_window``
     #: seconds in each process; further retries wait (they are deferred, not dropped).
     delivery_client_retry_budget: int = 20

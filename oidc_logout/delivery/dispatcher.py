@@ -19,8 +19,9 @@ ends as soon as the last is recorded; rows delivered by another process are re-c
 the database, soon at first, then at most every ``recheck_interval``.
 
 Bounds against one target: at most ``delivery_max_concurrent_per_client`` attempts of one
-client and ``delivery_max_concurrent_per_host`` attempts to one target host run at once in a
-process, and a client gets at most ``delivery_client_retry_budget`` retries per
+client and a window's worth of attempts to one target host run at once in a process (the
+window adapts to the host's answers, from ``delivery_initial_concurrent_per_host`` up to
+``delivery_max_concurrent_per_host``: :mod:`.host_window`), and a client gets at most ``delivery_client_retry_budget`` retries per
 ``delivery_client_retry_window`` seconds (a token bucket: a failing RP is still probed every
 window/budget seconds, and its first success makes its backlog due at once). A claim over a
 bound waits in a short local queue
@@ -77,8 +78,9 @@ from ..logs import log_delivery
 from ..ssf.push import attempt_push
 from ..storage.base import utcnow
 from ..storage.models import DEAD, DELIVERED, FINAL_STATES, PENDING
-from ..vocabulary import Channel
+from ..vocabulary import AttemptOutcome, Channel
 from . import outbox, policy
+from .host_window import HostWindows, is_overload
 from .outbox import LOST, ClaimedDelivery, SessionFactory
 
 __all__ = ["Dispatcher", "default_owner"]
@@ -235,7 +237,10 @@ class Dispatcher:
         # Per-client / per-host bounds (guarded by _cond): attempts running, claims waiting
         # for a slot (in claim order), and the start times of each client's recent retries.
         self._per_client = max(1, settings.delivery_max_concurrent_per_client)
-        self._per_host = max(1, settings.delivery_max_concurrent_per_host)
+        #: The per-host bound: a window per host that adapts to its answers (host_window).
+        self.host_windows = HostWindows(
+            settings.delivery_initial_concurrent_per_host, settings.delivery_max_concurrent_per_host
+        )
         self._running_total = 0
         #: Claims of a logout's burst (held: queued or running) and those running now; the
         #: burst slots are counted apart from the steady-state ones (guarded by _cond).
@@ -685,12 +690,16 @@ class Dispatcher:
             keep: deque[ClaimedDelivery] = deque()
             waiting_client: Counter[str] = Counter()
             waiting_host: Counter[str] = Counter()
+            host_limit: dict[str, int] = {}
             for c in self._parked:
                 entry = self._inflight.get(c.id)
                 if entry is None or entry[1].cancelled():
                     continue  # given back by drain()
                 burst = c.id in self._burst_ids
                 host = target_host(c.target_uri)
+                per_host = host_limit.get(host)
+                if per_host is None:
+                    per_host = host_limit[host] = self.host_windows.limit(host, now)
                 wait_budget = self._retry_budget_left(c.client_id, now) if c.attempts else None
                 if wait_budget is not None:
                     # A client's retries are bounded: a failing RP is not hammered, whatever
@@ -698,7 +707,7 @@ class Dispatcher:
                     defer.setdefault(round(wait_budget, 3), []).append(c)
                 elif (
                     self._running_client[c.client_id] < self._per_client
-                    and self._running_host[host] < self._per_host
+                    and self._running_host[host] < per_host
                 ):
                     if burst:
                         if len(self._burst_running) >= self._burst_max:
@@ -711,6 +720,7 @@ class Dispatcher:
                     self._running_total += 1
                     self._running_client[c.client_id] += 1
                     self._running_host[host] += 1
+                    self.host_windows.started(host, now)
                     if c.attempts:
                         self._spend_retry(c.client_id, now)
                     start.append((c, entry[1]))
@@ -719,7 +729,7 @@ class Dispatcher:
                     # of going back to the outbox: as few as the burst holds, and the waiting
                     # logout sees them finish without asking the database.
                     keep.append(c)
-                elif waiting_client[c.client_id] < self._per_client and waiting_host[host] < self._per_host:
+                elif waiting_client[c.client_id] < self._per_client and waiting_host[host] < per_host:
                     waiting_client[c.client_id] += 1
                     waiting_host[host] += 1
                     keep.append(c)
@@ -932,6 +942,7 @@ class Dispatcher:
             if self._lease_lost(claimed):
                 state = LOST
                 return state
+            started = time.monotonic()
             try:
                 result = (
                     attempt_push(  # Shared Signals push (RFC 8935): oidc_logout.ssf.push
@@ -957,6 +968,8 @@ class Dispatcher:
             except Exception as exc:  # a bug must not lose the row: record it as a retry
                 logger.exception("delivery %s: attempt crashed", claimed.id)
                 result = AttemptResult(RETRY, None, f"internal error: {type(exc).__name__}", None, 0, None)
+            else:
+                self._host_feedback(claimed, result, started)
             try:
                 state, next_at = self._record(claimed, result)
             except Exception as exc:
@@ -990,6 +1003,22 @@ class Dispatcher:
             except Exception:
                 logger.exception("on_result hook failed")
         return state
+
+    def _host_feedback(self, claimed: ClaimedDelivery, result: AttemptResult, started: float) -> None:
+        """The answer of the target host adapts its window (host_window): a delivery widens
+        it, a sign of overload halves it (once per wave)."""
+        host = target_host(claimed.target_uri)
+        now = time.monotonic()
+        if result.outcome == AttemptOutcome.DELIVERED:
+            self.host_windows.succeeded(host, now)
+        elif is_overload(result) and self.host_windows.overloaded(host, started, now):
+            logger.info(
+                "%s: target host %s looks overloaded (%s); at most %d deliveries to it at once now",
+                self.owner,
+                host,
+                f"HTTP {result.http_status}" if result.http_status else "no answer",
+                self.host_windows.limit(host, now),
+            )
 
     def _give_up_reason(self, claimed: ClaimedDelivery, state: str) -> str | None:
         """Why the attempt that made a row dead gave up (its age or the optional attempt cap),

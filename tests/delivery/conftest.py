@@ -70,6 +70,7 @@ def fast_settings(**changes: Any) -> Settings:
         max_response_bytes=64 * 1024,
         # Every test RP lives on 127.0.0.1: one host. The per-host bound has its own tests.
         delivery_max_concurrent_per_host=64,
+        delivery_initial_concurrent_per_host=64,
     )
     return base.replace(**changes)
 

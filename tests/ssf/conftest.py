@@ -124,6 +124,7 @@ def make_env(database_url: str, **settings: Any) -> Env:
         logout_wait_bound=3.0,
         ssf_min_verification_interval=0,
         delivery_max_concurrent_per_host=64,
+        delivery_initial_concurrent_per_host=64,
     )
     defaults.update(settings)
     idp = start_idp(database_url, clients=list(metas.values()), **defaults)
