@@ -126,16 +126,33 @@ class KeyRing:
         self._lock = threading.Lock()
         self._loaded_at = 0.0
         self._all: list[LoadedKey] = []
+        #: kid -> (stored private JWK, the key parsed from it), kept across reloads.
+        self._parsed_keys: dict[str, tuple[str, jwk.JWK]] = {}
 
     def _load(self) -> None:
         with self._session_factory() as db:
             rows = db.scalars(select(SigningKey).order_by(SigningKey.created_at)).all()
-            keys = [(r, jwk.JWK.from_json(r.private_jwk)) for r in rows]
+            keys = [(r, self._parsed(r.kid, r.private_jwk)) for r in rows]
+        self._parsed_keys = {row.kid: (row.private_jwk, key) for row, key in keys}
         self._all = [
             LoadedKey(row.kid, row.alg, key, row.activates_at, row.retired_at, row.created_at)
             for row, key in keys
         ]
         self._loaded_at = time.monotonic()
+
+    def _parsed(self, kid: str, private_jwk: str) -> jwk.JWK:
+        """The key of ``private_jwk``: the object loaded before if the stored key did not
+        change, else a new one whose private key is built now. Building an RSA private key
+        validates it (about 30 ms of CPU for 2048 bits) and jwcrypto does it lazily at the
+        first signature: a key parsed again at every reload made the first deliveries after
+        each one pay it, once per delivery thread that signed before the first had finished."""
+        known = self._parsed_keys.get(kid)
+        if known is not None and known[0] == private_jwk:
+            return known[1]
+        key = jwk.JWK.from_json(private_jwk)
+        if key.has_private:
+            key.get_op_key("sign")  # built and validated once, here (jwcrypto caches it)
+        return key
 
     def _signing(self) -> dict[str, LoadedKey]:
         """Per alg, the key that signs now: decided at call time from the cached rows, so a
