@@ -299,6 +299,19 @@ def row_revoked(row: Any) -> bool:
     return bool(row.access_token_revoked_at or row.refresh_token_revoked_at)
 
 
+def row_expired(row: Any) -> bool:
+    """Whether the host's own resource protection refuses the row's access token as expired:
+    Authlib's bearer validator asks the row's ``is_expired()`` (a host may override the
+    mixin's), else the mixin's rule: no ``expires_in`` (0 or None) never expires, otherwise
+    expired once ``issued_at + expires_in`` is past."""
+    is_expired = getattr(row, "is_expired", None)
+    if callable(is_expired):
+        return bool(is_expired())
+    if not row.expires_in:
+        return False
+    return bool(row.issued_at + row.expires_in < utcnow().timestamp())
+
+
 def host_grant_id(token_model: Any, pk: Any) -> str:
     """The grant id of the host token row ``pk`` (:class:`HostTokenStore`'s grants)."""
     return f"{GRANT_PREFIX}{token_model.__table__.name}:{pk}"

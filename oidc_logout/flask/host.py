@@ -39,16 +39,17 @@ from ..host import (
     bind_token,
     find_presented,
     live_session,
+    row_expired,
     row_pk,
     row_revoked,
     session_of_code,
     session_of_token,
 )
 from ..host_models import sync_host_client
+from ..limits import plausible_token
 from ..provider import Provider
 from ..rfc7662.endpoint import INTROSPECT_SCOPE
 from ..rpinitiated.end_session import EndSessionEndpoint
-from ..storage.base import utcnow
 from ..storage.models import HostTokenSession, OPSession
 from ..termination import ClientKill, Target
 from ..tokens import token_hash
@@ -165,8 +166,8 @@ class HostIntrospectionEndpoint(OnHostServer, _IntrospectionEndpoint):  # type: 
         self.token_model = token_model
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> Presented | None:
-        if not isinstance(token_string, str) or not 0 < len(token_string) <= 4096:
-            return None
+        if not plausible_token(token_string):
+            return None  # as host revocation: never a lookup of what no token can be
         return find_presented(self.server.db, self.token_model, token_string, token_type_hint)
 
     def check_permission(self, token: Presented, client: Any, request: Any) -> bool:
@@ -179,15 +180,14 @@ class HostIntrospectionEndpoint(OnHostServer, _IntrospectionEndpoint):  # type: 
         if token is None:
             return {"active": False}
         row = token.row
-        now = int(utcnow().timestamp())
         if token.refresh:
             if row.refresh_token_revoked_at:
                 return {"active": False}
-        elif row_revoked(row) or row.issued_at + row.expires_in <= now:
+        elif row_revoked(row) or row_expired(row):
             # RFC 7662 §2.2 "active": what the host's own resource protection decides, i.e.
-            # Authlib's bearer validator calling the row's is_revoked() (the mixin: either
-            # column set; a revoke_old_credential that retires only the refresh token retires
-            # the row's access token there too).
+            # Authlib's bearer validator calling the row's is_revoked() and is_expired() (the
+            # mixin: either column set, a revoke_old_credential that retires only the refresh
+            # token retires the row's access token there too; no expires_in never expires).
             return {"active": False}
         elif host_access_token_terminated(self.server.db, row) is not None:
             # The extension's bearer checks refuse it (a cut-off, an ended session): not active.
@@ -205,7 +205,7 @@ class HostIntrospectionEndpoint(OnHostServer, _IntrospectionEndpoint):  # type: 
             "iss": self.server.settings.issuer,
             "aud": row.client_id,
         }
-        if not token.refresh:
+        if not token.refresh and row.expires_in:
             body["exp"] = int(row.issued_at + row.expires_in)
         user_id = getattr(row, "user_id", None)
         if user_id is not None:

@@ -4,6 +4,7 @@ login and consent, with OP sessions, sid, single logout and termination of its o
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 import requests
@@ -127,6 +128,31 @@ def test_introspection_agrees_with_the_hosts_validator_when_only_the_refresh_col
     assert userinfo_status(idp, tokens["access_token"]) == 401
     assert introspect(idp, portal, tokens["access_token"]) == {"active": False}
     assert introspect(idp, portal, tokens["refresh_token"]) == {"active": False}
+
+
+def _set_lifetime(idp: Any, access_token: str, *, issued_ago: int, expires_in: int) -> None:
+    with idp.app.app_context():
+        row = db.session.scalar(select(OAuth2Token).where(OAuth2Token.access_token == access_token))
+        assert row is not None
+        row.issued_at = int(time.time()) - issued_ago
+        row.expires_in = expires_in
+        db.session.commit()
+
+
+def test_introspection_agrees_with_the_hosts_validator_on_expiry(adopted: Any) -> None:
+    """Authlib's bearer validator asks the mixin's is_expired(): a row without expires_in (0)
+    never expires, one past issued_at + expires_in has. RFC 7662 introspection says the same:
+    active without "exp" for the first, inactive for the second."""
+    idp, portal = adopted
+    _browser, forever = signed_in(idp, portal)
+    _browser, expired = signed_in(idp, portal)
+    _set_lifetime(idp, forever["access_token"], issued_ago=7200, expires_in=0)
+    _set_lifetime(idp, expired["access_token"], issued_ago=7200, expires_in=3600)
+    assert userinfo_status(idp, forever["access_token"]) == 200
+    body = introspect(idp, portal, forever["access_token"])
+    assert body["active"] is True and "exp" not in body, body
+    assert userinfo_status(idp, expired["access_token"]) == 401
+    assert introspect(idp, portal, expired["access_token"]) == {"active": False}
 
 
 def test_a_token_issued_before_adoption_is_revoked_by_a_subject_termination(adopted: Any) -> None:
