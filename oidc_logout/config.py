@@ -79,9 +79,10 @@ class Settings:
     #: the host (oidc_logout.delivery.host_window, after RFC 5681's congestion control): a host
     #: not heard from recently gets ``delivery_initial_concurrent_per_host`` at once, each
     #: delivered attempt widens its window by one up to ``delivery_max_concurrent_per_host``,
-    #: and a sign of overload (timeout, failed connection, 429/502/503/504) halves it. So a
-    #: logout to many RPs of one healthy host is not cut into waves of the RP's answer time,
-    #: while a struggling host is backed off from. The ceiling is a hard bound: an HTTP/2
+    #: and a sign of overload (timeout, failed connection, 429/502/503/504) halves it, not
+    #: below the initial window (one hanging RP of a shared host must not throttle the rest).
+    #: So a logout to many RPs of one healthy host is not cut into waves of the RP's answer
+    #: time, while a struggling host is backed off from. The ceiling is a hard bound: an HTTP/2
     #: server is expected to take at least 100 concurrent requests from one client (RFC 9113
     #: §6.5.2), and node-oidc-provider sends every POST of a logout at once.
     delivery_initial_concurrent_per_host: int = 32

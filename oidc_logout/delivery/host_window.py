@@ -12,6 +12,13 @@ started after the last cut can cut again, so one overloaded wave halves the wind
 not once per failed attempt. A host idle for ``idle_reset`` seconds starts over at
 ``initial`` (RFC 5681 §4.1 restarts an idle connection's window the same way).
 
+The window never drops below ``initial``: a sign of overload from one RP of a shared host
+(one tenant's endpoint that hangs, while the others answer) must not throttle every RP of
+that host below what a host never heard from gets. Measured: with a floor of one, the
+5-second timeouts of one hanging RP among ten halved the window at every logout until ten
+RPs took 143 ms instead of 26 ms. ``initial`` is thus also the bound for a host known to be
+struggling; lower it (and the ceiling) for RP hosts known to be fragile.
+
 Windows are per process (as the per-client bound is); ``ceiling`` stays a hard bound
 (``delivery_max_concurrent_per_host``). Thread-safe; memory is bounded by ``max_hosts``
 (least recently used hosts are forgotten, and start over at ``initial``).
@@ -102,14 +109,14 @@ class HostWindows:
 
     def overloaded(self, host: str, started_at: float, now: float) -> bool:
         """An attempt to ``host`` started at ``started_at`` (monotonic) met overload: halve
-        the window, unless a cut already followed that attempt's start. Returns whether it
-        was cut."""
+        the window (not below ``initial``), unless a cut already followed that attempt's
+        start. Returns whether it was cut."""
         with self._lock:
             w = self._get(host, now)
             w.last_used = now
             if started_at <= w.last_cut:
                 return False  # the same wave: its cut is made
-            w.threshold = max(1.0, w.size / 2)
+            w.threshold = max(float(self.initial), w.size / 2)
             w.size = w.threshold
             w.last_cut = now
             return True

@@ -29,6 +29,8 @@ CASES = {
     "logout_burst": ["--sizes", "3", "--seconds", "0.2"],
     # exits 1 when it delivered fewer rows than it seeded (it once profiled 0 deliveries)
     "profile_delivery": ["--sessions", "3", "--batch", "4"],
+    # exits 1 when a case revoked fewer tokens than it was given
+    "pg_revocation_batch": ["--tokens", "40", "--rounds", "1"],
 }
 
 
@@ -90,6 +92,12 @@ def test_fastpath_ab_runs_and_prints_figures() -> None:
 def test_worker_bench_runs_and_prints_figures() -> None:
     out = run("worker_scaleout", CASES["worker_scaleout"])
     assert "machine:" in out and "deliveries/s" in out and "|---" in out
+
+
+@pytest.mark.postgres
+def test_revocation_batching_bench_revokes_every_token_both_ways() -> None:
+    out = run("pg_revocation_batch", CASES["pg_revocation_batch"])
+    assert "machine:" in out and "batched x4" in out and "|---" in out
 
 
 def _against_node(tmp_path: Path, *args: str) -> dict[str, Any]:

@@ -43,32 +43,42 @@ def test_each_delivery_widens_the_window_by_one_up_to_the_ceiling() -> None:
     assert w.limit(HOST, now=30.0) == 10
 
 
+def _grown(initial: int, ceiling: int, successes: int) -> HostWindows:
+    w = HostWindows(initial=initial, ceiling=ceiling)
+    for i in range(successes):
+        w.succeeded(HOST, now=float(i) / 1000)
+    return w
+
+
 def test_overload_halves_the_window_once_per_wave() -> None:
-    """Eight attempts of one wave time out: the first failure halves the window, the other
-    seven (started before that cut) do not cut it again."""
-    w = HostWindows(initial=8, ceiling=64)
+    """A window grown to 32; eight attempts of one wave time out: the first failure halves
+    it, the other seven (started before that cut) do not cut it again."""
+    w = _grown(initial=4, ceiling=64, successes=28)
+    assert w.limit(HOST, now=1.0) == 32
     assert w.overloaded(HOST, started_at=1.0, now=2.0)
     for _ in range(7):
         assert not w.overloaded(HOST, started_at=1.5, now=2.1)
-    assert w.limit(HOST, now=2.2) == 4
+    assert w.limit(HOST, now=2.2) == 16
     # An attempt started after the cut that meets overload again halves again.
     assert w.overloaded(HOST, started_at=2.5, now=3.0)
-    assert w.limit(HOST, now=3.1) == 2
+    assert w.limit(HOST, now=3.1) == 8
 
 
 def test_after_overload_the_window_grows_by_one_per_window_of_deliveries() -> None:
-    w = HostWindows(initial=8, ceiling=64)
-    w.overloaded(HOST, started_at=1.0, now=2.0)  # 4, and no more slow start
-    for i in range(5):
+    w = _grown(initial=4, ceiling=64, successes=12)  # 16
+    w.overloaded(HOST, started_at=1.0, now=2.0)  # 8, and no more slow start
+    for i in range(9):
         w.succeeded(HOST, now=3.0 + i)
-    assert w.limit(HOST, now=10.0) == 5  # 5 deliveries: +1 (slow start would make it 9)
+    assert w.limit(HOST, now=20.0) == 9  # 9 deliveries: +1 (slow start would make it 17)
 
 
-def test_the_window_never_drops_below_one() -> None:
-    w = HostWindows(initial=2, ceiling=8)
-    for i in range(5):
-        w.overloaded(HOST, started_at=float(i * 2), now=float(i * 2 + 1))
-    assert w.limit(HOST, now=20.0) == 1
+def test_the_window_never_drops_below_the_initial_window() -> None:
+    """One hanging RP of a shared host times out at every logout: the host keeps the window a
+    host never heard from gets, whatever the number of cuts."""
+    w = _grown(initial=4, ceiling=64, successes=12)  # 16
+    for i in range(6):
+        w.overloaded(HOST, started_at=10.0 + i * 2, now=11.0 + i * 2)
+    assert w.limit(HOST, now=30.0) == 4
 
 
 def test_an_idle_host_starts_over_at_the_initial_window() -> None:
@@ -126,28 +136,31 @@ def test_a_healthy_host_gets_more_than_the_initial_window_but_never_the_ceiling(
 def test_a_host_answering_503_gets_half_as_many_attempts_at_once(
     outbox_db: DB, rp: RPServer, dispatchers: list[Dispatcher]
 ) -> None:
-    """A wave of 8 POSTs to one host all answered 503: the host's window halves (once) to 4,
-    and the next 12 notifications to it, answered normally, run at most 5 at once (4, grown by
-    one per window of deliveries), where 8 ran before."""
-    busy = [rp.url(f"/busy{i}", Reply(503, delay=0.2)) for i in range(8)]
+    """A host whose window grew from 4 to 16 answers a wave of 16 POSTs with 503: its window
+    halves (once) to 8, and the next 16 notifications to it, answered normally, run at most
+    9 at once (8, grown by one per window of deliveries), where 16 ran before."""
     settings = fast_settings(
         delivery_concurrency=32,
-        delivery_initial_concurrent_per_host=8,
-        delivery_max_concurrent_per_host=8,
+        delivery_initial_concurrent_per_host=4,
+        delivery_max_concurrent_per_host=16,
         delivery_max_attempts=1,
     )
     disp = Dispatcher(outbox_db.factory, outbox_db.keyring, settings, poll_interval=0.05)
     dispatchers.append(disp)
-    first = outbox_db.add_deliveries(busy)
-    assert disp.run_once(timeout=30) == {"dead": 8}
-    assert rp.max_active == 8
-    assert disp.host_windows.limit("127.0.0.1", time.monotonic()) == 4
+    outbox_db.add_deliveries([rp.url(f"/warm{i}", Reply(200)) for i in range(12)])
+    assert disp.run_once(timeout=30) == {"delivered": 12}
+    assert disp.host_windows.limit("127.0.0.1", time.monotonic()) == 16
 
-    after = [rp.url(f"/after{i}", Reply(200, delay=0.2)) for i in range(12)]
-    ids = outbox_db.add_deliveries(after)
+    outbox_db.add_deliveries([rp.url(f"/busy{i}", Reply(503, delay=0.2)) for i in range(16)])
     rp.clear()
     rp.max_active = 0  # quiescent: nothing in flight
-    assert disp.run_once(timeout=30) == {"delivered": 12}
+    assert disp.run_once(timeout=30) == {"dead": 16}
+    assert rp.max_active == 16
+    assert disp.host_windows.limit("127.0.0.1", time.monotonic()) == 8
+
+    ids = outbox_db.add_deliveries([rp.url(f"/after{i}", Reply(200, delay=0.2)) for i in range(16)])
+    rp.clear()
+    rp.max_active = 0
+    assert disp.run_once(timeout=30) == {"delivered": 16}
     assert {outbox_db.get(i).state for i in ids} == {DELIVERED_STATE}
-    assert rp.max_active <= 5, rp.max_active
-    assert len(first) == 8
+    assert rp.max_active <= 9, rp.max_active
