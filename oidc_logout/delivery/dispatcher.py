@@ -1011,7 +1011,9 @@ class Dispatcher:
         now = time.monotonic()
         if result.outcome == AttemptOutcome.DELIVERED:
             self.host_windows.succeeded(host, now)
-        elif is_overload(result) and self.host_windows.overloaded(host, started, now):
+        elif is_overload(result) and self.host_windows.overloaded(
+            host, started, now, answered=result.http_status is not None
+        ):
             logger.info(
                 "%s: target host %s looks overloaded (%s); at most %d deliveries to it at once now",
                 self.owner,

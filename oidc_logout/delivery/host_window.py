@@ -12,7 +12,11 @@ started after the last cut can cut again, so one overloaded wave halves the wind
 not once per failed attempt. A host idle for ``idle_reset`` seconds starts over at
 ``initial`` (RFC 5681 §4.1 restarts an idle connection's window the same way).
 
-The window never drops below ``initial``: a sign of overload from one RP of a shared host
+An attempt that got no answer cuts the window only if no other attempt to that host was
+delivered while it waited: one RP's endpoint that hangs while its host's other RPs answer is
+that RP's fault, not the host's load (measured in ``bench.against_node``: the hung RP of one
+case cut the window of the host of every RP, and the next case, 50 RPs, went out in two
+waves). The window never drops below ``initial``: a sign of overload from one RP of a shared host
 (one tenant's endpoint that hangs, while the others answer) must not throttle every RP of
 that host below what a host never heard from gets. Measured: with a floor of one, the
 5-second timeouts of one hanging RP among ten halved the window at every logout until ten
@@ -58,6 +62,7 @@ class _Window:
     threshold: float  # slow start below it, one per window above it (RFC 5681 §3.1 ssthresh)
     last_cut: float  # monotonic time of the last halving (-inf: never)
     last_used: float
+    last_success: float = float("-inf")  # monotonic time of the last delivery
 
 
 class HostWindows:
@@ -102,20 +107,26 @@ class HostWindows:
         with self._lock:
             w = self._get(host, now)
             w.last_used = now
+            w.last_success = now
             if w.size < w.threshold:
                 w.size = min(float(self.ceiling), w.size + 1.0)  # slow start
             else:
                 w.size = min(float(self.ceiling), w.size + 1.0 / w.size)  # one per window
 
-    def overloaded(self, host: str, started_at: float, now: float) -> bool:
+    def overloaded(self, host: str, started_at: float, now: float, *, answered: bool = True) -> bool:
         """An attempt to ``host`` started at ``started_at`` (monotonic) met overload: halve
         the window (not below ``initial``), unless a cut already followed that attempt's
-        start. Returns whether it was cut."""
+        start. ``answered``: the host said so (429, 503...); otherwise the attempt got no
+        answer (a timeout, a failed connection), which says nothing about the host if another
+        attempt to it was delivered meanwhile: that endpoint hangs, the host answers. Returns
+        whether it was cut."""
         with self._lock:
             w = self._get(host, now)
             w.last_used = now
             if started_at <= w.last_cut:
                 return False  # the same wave: its cut is made
+            if not answered and w.last_success > started_at:
+                return False  # one endpoint of a host that delivers: not the host's load
             w.threshold = max(float(self.initial), w.size / 2)
             w.size = w.threshold
             w.last_cut = now

@@ -164,3 +164,21 @@ def test_a_host_answering_503_gets_half_as_many_attempts_at_once(
     assert disp.run_once(timeout=30) == {"delivered": 16}
     assert {outbox_db.get(i).state for i in ids} == {DELIVERED_STATE}
     assert rp.max_active <= 9, rp.max_active
+
+
+def test_a_hanging_endpoint_of_a_host_that_delivers_does_not_cut_its_window() -> None:
+    """One RP's endpoint times out while the host's other RPs are delivered: that endpoint
+    hangs, the host answers; the window stays. Without a delivery meanwhile it is cut."""
+    w = _grown(initial=4, ceiling=64, successes=12)  # 16
+    w.succeeded(HOST, now=12.0)  # delivered after the hung attempt started at 10.0
+    assert not w.overloaded(HOST, started_at=10.0, now=15.0, answered=False)
+    assert w.limit(HOST, now=15.0) == 17
+    assert w.overloaded(HOST, started_at=13.0, now=18.0, answered=False)  # nothing since 13.0
+    assert w.limit(HOST, now=18.0) == 8
+
+
+def test_an_overload_answer_cuts_the_window_even_while_others_are_delivered() -> None:
+    w = _grown(initial=4, ceiling=64, successes=12)  # 16
+    w.succeeded(HOST, now=12.0)
+    assert w.overloaded(HOST, started_at=10.0, now=12.5, answered=True)  # a 503
+    assert w.limit(HOST, now=13.0) == 8
