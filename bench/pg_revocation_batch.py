@@ -21,14 +21,13 @@ machine). No HTTP server and no OP code: only the database's side of the trade.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from .common import create_pg_database, drop_pg_database, table
+from .common import create_pg_database, drop_pg_database, proc_cpu, table
 from .machine import print_facts
 
 SINGLE = (
@@ -53,19 +52,14 @@ def batched(n: int) -> str:
 
 def postgres_cpu() -> float:
     """CPU seconds of every process whose command is postgres (server and backends)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    total = 0.0
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
         try:
-            if (proc / "comm").read_text().strip() != "postgres":
-                continue
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "postgres":
+                total += proc_cpu(int(proc.name))
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
+    return total
 
 
 def run_case(dsn: str, first: int, tokens: int, threads: int, batch: int) -> dict[str, Any]:
