@@ -38,6 +38,7 @@ from typing import Any
 
 from .gunicorn_hooks import elect_background, provider_of
 from .rfc7009.fastpath import close_connections
+from .stop_signals import guard_forks, requested
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def _load_in_worker(load: Callable[[], WSGIApp]) -> WSGIApp:
     the worker was told to stop meanwhile)."""
     app = load()
     _worker_app.append(app)
-    if _stop_requested.is_set():
+    if requested.is_set():
         return app  # granian's handlers, once installed, stop the worker at once (below)
     _serving.set()
     provider = provider_of(app)
@@ -90,33 +91,7 @@ def _load_in_worker(load: Callable[[], WSGIApp]) -> WSGIApp:
     return app
 
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-#: A stop signal reached this worker before granian's own handlers were in place.
-_stop_requested = threading.Event()
-
-
-def _note_stop(_signum: int, _frame: Any) -> None:
-    _stop_requested.set()
-
-
-def _block_stop_signals() -> None:
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-
-
-def _unblock_stop_signals() -> None:
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-
-
-def _arm_child() -> None:
-    """In a just-forked worker: note a stop signal until granian handles them itself.
-
-    The stop signals are blocked across the fork (:func:`_block_stop_signals`), so one sent
-    right after it stays pending until this handler is in place: a forked worker would
-    otherwise run the master's inherited handler and lose a stop signal that comes while the
-    app is still loading (granian installs the worker's handlers only after loading)."""
-    for sig in _STOP_SIGNALS:
-        signal.signal(sig, _note_stop)
-    _unblock_stop_signals()
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what granian's workers handle
 
 
 def _install_worker_signals() -> None:
@@ -142,7 +117,7 @@ def _install_worker_signals() -> None:
                     handler(signum, frame)
 
                 signal.signal(sig, chained)
-        if _stop_requested.is_set():
+        if requested.is_set():
             _serving.clear()
             event.set()
         return event
@@ -156,7 +131,7 @@ def _worker(*args: Any, **kwargs: Any) -> None:
 
     _install_worker_signals()
     try:
-        if not _stop_requested.is_set():
+        if not requested.is_set():
             MPServer._spawn_wsgi_worker(*args, **kwargs)
     finally:
         _serving.clear()  # a stopping worker must not take the dispatcher over
@@ -182,9 +157,9 @@ def run(load: Callable[[], WSGIApp], *, bind: str, workers: int, threads: int, s
     # (Python 3.14 defaults to forkserver on Linux); the loader is a closure over the settings
     # the master checked, so the workers are forked, as gunicorn's are.
     multiprocessing.set_start_method("fork", force=True)
-    os.register_at_fork(
-        before=_block_stop_signals, after_in_parent=_unblock_stop_signals, after_in_child=_arm_child
-    )
+    # granian installs a worker's stop handlers only after the app has loaded: a stop signal
+    # that comes while it loads is noted (stop_signals) and acted on then, not lost.
+    guard_forks(_STOP_SIGNALS)
     server = MPServer(
         "oidc-logout",
         address=where.address,

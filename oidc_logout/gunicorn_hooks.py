@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import signal
 import tempfile
 import threading
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from typing import Any
 
 from .provider import Provider
 from .rfc7009.fastpath import close_connections
+from .stop_signals import guard_forks, requested
 
 log = logging.getLogger(__name__)
 _held: list[int] = []  # file descriptors of the locks this process holds (kept open)
@@ -90,8 +92,24 @@ def elect_background(
     return thread
 
 
+#: The signals a gunicorn worker handles as "stop" (``Worker.init_signals``).
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def on_starting(server: Any) -> None:
+    """gunicorn hook (master, before the first fork): a stop signal that reaches a worker between
+    its fork and ``init_signals`` is noted instead of lost (:mod:`oidc_logout.stop_signals`);
+    without this such a worker loads the app, runs the dispatcher and serves until the master
+    kills it after its graceful timeout."""
+    guard_forks(_STOP_SIGNALS)
+
+
 def post_worker_init(worker: Any) -> None:
-    """gunicorn hook: the worker has loaded the app; join the election."""
+    """gunicorn hook: the worker has loaded the app; join the election, unless it was told to
+    stop before gunicorn's own handlers were in place (then it stops now)."""
+    if requested.is_set():
+        worker.alive = False
+        return
     provider = provider_of(worker.wsgi)
     if provider is None:
         worker.log.warning("oidc-logout: the app has no OIDCLogout extension; nothing to elect")
@@ -117,4 +135,12 @@ def worker_exit(server: Any, worker: Any) -> None:
         close_connections(provider.engine)
 
 
-__all__ = ["child_exit", "elect_background", "lock_path", "post_worker_init", "provider_of", "worker_exit"]
+__all__ = [
+    "child_exit",
+    "elect_background",
+    "lock_path",
+    "on_starting",
+    "post_worker_init",
+    "provider_of",
+    "worker_exit",
+]

@@ -131,6 +131,7 @@ def _run_gunicorn(load: Callable[[], WSGIApp], *, bind: str, workers: int, threa
         "threads": threads,
         "worker_class": "gthread" if threads > 1 else "sync",
         "timeout": timeout,
+        "on_starting": gunicorn_hooks.on_starting,
         "post_worker_init": gunicorn_hooks.post_worker_init,
         "worker_exit": gunicorn_hooks.worker_exit,
         "child_exit": gunicorn_hooks.child_exit,
