@@ -291,39 +291,50 @@ def terminate(
 
 def _end_sessions(
     db: Session, term: Termination, sids: list[str], reason: str, now: dt.datetime
-) -> list[str]:
-    """End the sessions not ended yet; returns those this call ended. The conditional UPDATE
-    makes a concurrent termination (or chunk) of the same session end it once: the loser sees
-    ended_at already set and ends nothing."""
-    ended: list[str] = []
+) -> dict[str, str]:
+    """End the sessions not ended yet; returns those this call ended, sid -> subject. The
+    conditional UPDATE makes a concurrent termination (or chunk) of the same session end it
+    once: the loser sees ended_at already set and ends nothing."""
+    ended: dict[str, str] = {}
     for chunk in _chunks(sids, 500):
         res = db.execute(
             update(OPSession)
             .where(OPSession.sid.in_(chunk), OPSession.ended_at.is_(None))
             .values(ended_at=now, end_reason=reason[:2048], termination_id=term.id)
-            .returning(OPSession.sid)
+            .returning(OPSession.sid, OPSession.subject)
         )
-        ended.extend(r[0] for r in res)
-    term.sessions_ended += len(ended)
+        ended.update((r[0], r[1]) for r in res)
     return ended
 
 
 def _finish(
-    db: Session, term: Termination, plan: _Plan, ended: list[str], now: dt.datetime, browser_present: bool
+    db: Session,
+    term: Termination,
+    plan: _Plan,
+    ended: dict[str, str],
+    now: dt.datetime,
+    browser_present: bool,
 ) -> None:
-    """Everything after ending the sessions: participations, tokens, the outbox."""
-    notify = _end_participations(db, ended, plan.participations, now)
+    """Everything after ending the sessions (``ended``: sid -> subject): participations,
+    tokens, the outbox, then the termination's counters. The counters are set last, so the
+    ORM writes them with the caller's next flush in one UPDATE, not one per counter (each
+    query in between would autoflush a changed counter: a round trip each on PostgreSQL)."""
+    sids = list(ended)
+    notify = _end_participations(db, sids, plan.participations, now)
     # The named grants and the ended sessions' tokens, in every token store of the engine.
-    term.tokens_revoked += revoke_tokens(
+    revoked = revoke_tokens(
         db,
-        sessions=ended,
+        sessions=sids,
         grants=plan.grants,
         include_offline=term.include_offline,
         reason=term.reason,
         now=now,
     )
-    term.deliveries_written += _write_outbox(db, term, notify, now, browser_present)
-    record_session_revoked(db, term, ended, now)  # SSF: a CAEP session-revoked per ended session
+    written = _write_outbox(db, term, notify, now, browser_present, ended)
+    record_session_revoked(db, term, sids, now)  # SSF: a CAEP session-revoked per ended session
+    term.sessions_ended += len(ended)
+    term.tokens_revoked += revoked
+    term.deliveries_written += written
 
 
 def _end_participations(
@@ -535,9 +546,15 @@ def _live_participations(db: Session, client_id: str, sids: set[str] | None = No
 
 
 def _write_outbox(
-    db: Session, term: Termination, notify: list[tuple[str, str]], now: dt.datetime, browser_present: bool
+    db: Session,
+    term: Termination,
+    notify: list[tuple[str, str]],
+    now: dt.datetime,
+    browser_present: bool,
+    subjects: dict[str, str],
 ) -> int:
-    """One outbox row per (told pair, channel); returns the rows written."""
+    """One outbox row per (told pair, channel); returns the rows written. ``subjects``: the
+    sessions' subjects known already (those this termination ended); the others are read."""
     if not notify:
         return 0
     client_ids = sorted({c for _, c in notify})
@@ -545,8 +562,8 @@ def _write_outbox(
     # backchannel_logout_uri, a deleted client), not those copied at its last authorization.
     refresh_shadow_clients(db, client_ids)
     clients = {c.client_id: c for c in db.scalars(select(Client).where(Client.client_id.in_(client_ids)))}
-    subjects: dict[str, str] = {}
-    for chunk in _chunks(sorted({s for s, _ in notify}), 500):
+    subjects = dict(subjects)
+    for chunk in _chunks(sorted({s for s, _ in notify} - subjects.keys()), 500):
         subjects.update(
             dict(db.execute(select(OPSession.sid, OPSession.subject).where(OPSession.sid.in_(chunk))).all())
         )

@@ -20,7 +20,7 @@ import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..vocabulary import TokenKind
@@ -64,19 +64,19 @@ class OwnTokenStore:
             cond: ColumnElement[bool] = Grant.sid.in_(chunk)
             if not include_offline:
                 cond = and_(cond, Grant.offline.is_(False))
-            revoked += self._revoke_grants_where(db, cond, now, reason)
-        # Access tokens bound to an ended session stop working at once, offline grants
-        # included: their client can mint new, session-less ones with its refresh token.
-        for chunk in _batches(sids):
-            revoked += rowcount(
-                db.execute(
-                    update(Token)
-                    .where(
-                        Token.sid.in_(chunk), Token.kind == TokenKind.ACCESS_TOKEN, Token.revoked_at.is_(None)
-                    )
-                    .values(revoked_at=now, revoked_reason=reason[:2048])
-                )
-            )
+            grant_ids = self._revoke_grant_rows(db, cond, now, reason)
+            # Access tokens bound to an ended session stop working at once, offline grants
+            # included: their client can mint new, session-less ones with its refresh token.
+            # One UPDATE with the revoked grants' tokens when they fit one batch (a logout's
+            # usual size: a round trip less); a token both selects is counted once.
+            bound = and_(Token.sid.in_(chunk), Token.kind == TokenKind.ACCESS_TOKEN)
+            if len(grant_ids) <= _BATCH:
+                where = or_(Token.grant_id.in_(grant_ids), bound) if grant_ids else bound
+                revoked += self._revoke_tokens_where(db, where, now, reason)
+            else:
+                for ids in _batches(grant_ids):
+                    revoked += self._revoke_tokens_where(db, Token.grant_id.in_(ids), now, reason)
+                revoked += self._revoke_tokens_where(db, bound, now, reason)
         return revoked
 
     def revoke_for_subject(
@@ -151,25 +151,42 @@ class OwnTokenStore:
         return db.scalar(select(Grant.id).where(Grant.subject == subject).limit(1)) is not None
 
     # -- helpers ---------------------------------------------------------------------------------
-    @staticmethod
-    def _revoke_grants_where(db: Session, where: ColumnElement[bool], now: dt.datetime, reason: str) -> int:
+    @classmethod
+    def _revoke_grants_where(
+        cls, db: Session, where: ColumnElement[bool], now: dt.datetime, reason: str
+    ) -> int:
         """Revoke the live grants ``where`` selects and their live tokens; returns the tokens."""
-        ids = list(db.scalars(select(Grant.id).where(where, Grant.revoked_at.is_(None))))
         revoked = 0
+        for chunk in _batches(cls._revoke_grant_rows(db, where, now, reason)):
+            revoked += cls._revoke_tokens_where(db, Token.grant_id.in_(chunk), now, reason)
+        return revoked
+
+    @staticmethod
+    def _revoke_grant_rows(
+        db: Session, where: ColumnElement[bool], now: dt.datetime, reason: str
+    ) -> list[str]:
+        """Mark the live grants ``where`` selects revoked; returns the ids this call revoked
+        (conditional on ``revoked_at IS NULL``: a concurrent revocation of a grant counts
+        once). One ``UPDATE ... RETURNING`` where the database has it."""
+        values = dict(revoked_at=now, revoked_reason=reason[:2048])
+        live = and_(where, Grant.revoked_at.is_(None))
+        if db.get_bind().dialect.update_returning:
+            return list(db.scalars(update(Grant).where(live).values(**values).returning(Grant.id)))
+        ids = list(db.scalars(select(Grant.id).where(live)))
         for chunk in _batches(ids):
+            db.execute(update(Grant).where(Grant.id.in_(chunk), Grant.revoked_at.is_(None)).values(**values))
+        return ids
+
+    @staticmethod
+    def _revoke_tokens_where(db: Session, where: ColumnElement[bool], now: dt.datetime, reason: str) -> int:
+        """Mark the live tokens ``where`` selects revoked; returns how many."""
+        return rowcount(
             db.execute(
-                update(Grant)
-                .where(Grant.id.in_(chunk), Grant.revoked_at.is_(None))
+                update(Token)
+                .where(where, Token.revoked_at.is_(None))
                 .values(revoked_at=now, revoked_reason=reason[:2048])
             )
-            revoked += rowcount(
-                db.execute(
-                    update(Token)
-                    .where(Token.grant_id.in_(chunk), Token.revoked_at.is_(None))
-                    .values(revoked_at=now, revoked_reason=reason[:2048])
-                )
-            )
-        return revoked
+        )
 
 
 def _batches(items: Iterable[Any]) -> Iterator[list[Any]]:
