@@ -117,6 +117,10 @@ Responder = Callable[[CapturedRequest], Reply]
 _Answer = Reply | Responder
 
 
+class _Truncated(Exception):
+    """A request body shorter than its Content-Length: the sender went away mid-request."""
+
+
 class CaptureServer:
     """A threaded HTTP/1.1 server on a loopback port that records requests and answers them
     as scripted per path (see the module docstring).
@@ -394,6 +398,10 @@ def _handler_for(server: CaptureServer) -> type[BaseHTTPRequestHandler]:
                     self.rfile.readline()
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(min(length, server.max_body)) if length else b""
+            if len(body) < min(length, server.max_body):
+                # The peer went away mid-body (a sender killed with SIGKILL): no server would
+                # act on half a request, so it is not recorded as one.
+                raise _Truncated
             rest = length - len(body)
             while rest > 0:  # keep the connection usable: read and drop the excess
                 got = self.rfile.read(min(rest, 65536))
@@ -403,7 +411,11 @@ def _handler_for(server: CaptureServer) -> type[BaseHTTPRequestHandler]:
             return body
 
         def _handle(self) -> None:
-            body = self._body()
+            try:
+                body = self._body()
+            except _Truncated:
+                self.close_connection = True
+                return
             parts = urlsplit(self.path)
             req = CapturedRequest(
                 self.command,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -86,3 +88,19 @@ def test_a_hanging_reply_is_released_by_stop(server: CaptureServer) -> None:
     t.join(5)
     assert not t.is_alive() and len(errors) == 1
     assert server.wait_for(1, 5, path="/hang", answered=True)
+
+
+def test_a_request_whose_sender_dies_mid_body_is_not_recorded(server: CaptureServer) -> None:
+    """Half a request (the sender killed mid-POST) is not a request an RP would act on; the
+    next complete one is recorded as usual."""
+    url = server.url("/bc")
+    where = urlsplit(url)
+    with socket.create_connection((where.hostname, where.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /bc HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 400\r\n\r\nlogout_token=e30.eyJzaWQiOiJz"
+        )
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""  # closed without an answer
+    requests.post(url, data={"logout_token": _token("s2")}, timeout=5)
+    assert [h.sid for h in server.hits("/bc")] == ["s2"]
