@@ -561,7 +561,16 @@ def _write_outbox(
     # Extension mode: the logout URIs the host's client table holds now (an RP that moved its
     # backchannel_logout_uri, a deleted client), not those copied at its last authorization.
     refresh_shadow_clients(db, client_ids)
-    clients = {c.client_id: c for c in db.scalars(select(Client).where(Client.client_id.in_(client_ids)))}
+    # The two URIs only, not whole Client entities (50 RPs: 3 ms of CPU per logout went to
+    # building them, their JSON columns parsed).
+    clients = {
+        c.client_id: c
+        for c in db.execute(
+            select(Client.client_id, Client.backchannel_logout_uri, Client.frontchannel_logout_uri).where(
+                Client.client_id.in_(client_ids)
+            )
+        )
+    }
     subjects = dict(subjects)
     for chunk in _chunks(sorted({s for s, _ in notify} - subjects.keys()), 500):
         subjects.update(

@@ -31,6 +31,8 @@ CASES = {
     "profile_delivery": ["--sessions", "3", "--batch", "4"],
     # exits 1 when a case revoked fewer tokens than it was given
     "pg_revocation_batch": ["--tokens", "40", "--rounds", "1"],
+    # asserts that every logout wrote one outbox row per RP
+    "logout_transaction": ["--sizes", "3", "--logouts", "2"],
 }
 
 
@@ -92,6 +94,16 @@ def test_fastpath_ab_runs_and_prints_figures() -> None:
 def test_worker_bench_runs_and_prints_figures() -> None:
     out = run("worker_scaleout", CASES["worker_scaleout"])
     assert "machine:" in out and "deliveries/s" in out and "|---" in out
+
+
+@pytest.mark.postgres
+def test_logout_transaction_bench_counts_the_statements_of_each_logout(tmp_path: Path) -> None:
+    out_json = tmp_path / "summary.json"
+    out = run("logout_transaction", [*CASES["logout_transaction"], "--summary-json", str(out_json)])
+    assert "machine:" in out and "|---" in out
+    results = json.loads(out_json.read_text())["results"]
+    assert {r["db"] for r in results} == {"sqlite", "postgresql"}
+    assert all(r["statements"] > 0 and r["wall_ms"] > 0 for r in results)
 
 
 @pytest.mark.postgres
