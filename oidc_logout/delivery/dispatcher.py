@@ -264,6 +264,10 @@ class Dispatcher:
         self._fence_lock = threading.Lock()
         self._lease_lock = threading.Lock()
         self._leases: dict[int, dt.datetime] = {}
+        #: The claim each lease in ``_leases`` belongs to: a row given back (or recorded) can be
+        #: claimed again before the first claim's bookkeeping is cleared, and clearing it must
+        #: not drop the newer claim (its lease would be renewed with no attempt behind it).
+        self._lease_claim: dict[int, ClaimedDelivery] = {}
         self.renew_interval = max(0.05, settings.delivery_lease_seconds / RENEWALS_PER_LEASE)
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
@@ -329,7 +333,7 @@ class Dispatcher:
                 logger.warning("releasing unstarted claims failed (%s); their leases expire", _brief(exc))
             with self._cond:
                 for c in not_started:
-                    self._inflight.pop(c.id, None)
+                    self._forget(c)
         running = [fut for _c, fut in items if not fut.cancelled()]
         _done, not_done = futures_wait(running, timeout=timeout)
         return not not_done
@@ -631,6 +635,7 @@ class Dispatcher:
             for c in claims:
                 if c.lease_until is not None:
                     self._leases[c.id] = c.lease_until
+                    self._lease_claim[c.id] = c
             self.max_held = max(self.max_held, len(self._leases))
         self._ensure_heartbeat()
         with self._cond:
@@ -684,7 +689,7 @@ class Dispatcher:
         """Start every queued claim the per-client and per-host bounds allow; keep at most a
         bound's worth waiting per client and host; give the rest back to the outbox."""
         start: list[tuple[ClaimedDelivery, Future[str]]] = []
-        defer: dict[float | None, list[ClaimedDelivery]] = {}
+        defer: dict[float | None, list[tuple[ClaimedDelivery, Future[str]]]] = {}
         now = time.monotonic()
         with self._cond:
             keep: deque[ClaimedDelivery] = deque()
@@ -704,7 +709,7 @@ class Dispatcher:
                 if wait_budget is not None:
                     # A client's retries are bounded: a failing RP is not hammered, whatever
                     # number of rows (sessions) it has. The row waits; nothing is dropped.
-                    defer.setdefault(round(wait_budget, 3), []).append(c)
+                    defer.setdefault(round(wait_budget, 3), []).append((c, entry[1]))
                 elif (
                     self._running_client[c.client_id] < self._per_client
                     and self._running_host[host] < per_host
@@ -734,10 +739,10 @@ class Dispatcher:
                     waiting_host[host] += 1
                     keep.append(c)
                 else:
-                    defer.setdefault(None, []).append(c)  # over a bound: not by us, not now
+                    defer.setdefault(None, []).append((c, entry[1]))  # over a bound: not by us, not now
             self._parked = keep
-        for delay, claims in defer.items():
-            self._defer(claims, delay)
+        for delay, pairs in defer.items():
+            self._defer(pairs, delay)
         for c, fut in start:
             if not fut.set_running_or_notify_cancel():  # drain() gave it back meanwhile
                 self._release_slots(c)
@@ -750,10 +755,10 @@ class Dispatcher:
                     self._give_back([c], None)
                 finally:
                     with self._cond:
-                        self._inflight.pop(c.id, None)
+                        self._forget(c)
                     fut.set_result(DEFERRED)
 
-    def _defer(self, claims: list[ClaimedDelivery], delay: float | None) -> None:
+    def _defer(self, pairs: list[tuple[ClaimedDelivery, Future[str]]], delay: float | None) -> None:
         """Give claims back unattempted: due ``delay`` seconds from now (a client out of
         retry budget), or (``None``: a per-client/per-host bound is full) due as they were.
 
@@ -763,6 +768,7 @@ class Dispatcher:
         fan-out: a crashed worker's re-claimed rows came last instead of first.) This
         dispatcher does not claim again for ``defer_delay`` unless an attempt finishes, so a
         full bound does not make it spin on claims."""
+        claims = [c for c, _ in pairs]
         until = None if delay is None else utcnow() + dt.timedelta(seconds=delay)
         try:
             self._give_back(claims, until)
@@ -775,10 +781,12 @@ class Dispatcher:
             "per-client/per-host bounds" if delay is None else f"retry budget, {delay:.2f} s",
         )
         with self._cond:
-            for c in claims:
-                entry = self._inflight.pop(c.id, None)
-                if entry is not None and not entry[1].done():
-                    entry[1].set_result(DEFERRED)
+            for c, fut in pairs:
+                # Only this claim's entry: the claim loop may hold the row anew already (given
+                # back above, then due at once: a recovered client's resumed backlog).
+                self._forget(c)
+                if not fut.done():
+                    fut.set_result(DEFERRED)
             self.stats[DEFERRED] += len(claims)
             self._cond.notify_all()
             if until is None:  # look again a little later (or when an attempt finishes)
@@ -798,6 +806,21 @@ class Dispatcher:
             return c
         return dataclasses.replace(c, lease_until=lease)
 
+    def _forget(self, c: ClaimedDelivery) -> None:
+        """Drop ``c`` from the claims held here, unless its row is held by a newer claim
+        (holds _cond)."""
+        entry = self._inflight.get(c.id)
+        if entry is not None and entry[0] is c:
+            del self._inflight[c.id]
+
+    def _drop_lease(self, c: ClaimedDelivery) -> None:
+        """Stop renewing ``c``'s lease, unless its row was claimed again meanwhile (holds
+        _lease_lock): recorded or given back, a row can be claimed anew before this runs, and
+        dropping the newer claim's lease would let it expire under a running attempt."""
+        if self._lease_claim.get(c.id, c) is c:
+            self._leases.pop(c.id, None)
+            self._lease_claim.pop(c.id, None)
+
     def _give_back(self, claims: list[ClaimedDelivery], until: dt.datetime | None) -> int:
         """Claims back to pending (:func:`.outbox.release` / :func:`.outbox.defer`), fenced
         with their current lease; they are no longer held."""
@@ -811,7 +834,7 @@ class Dispatcher:
             finally:
                 with self._lease_lock:
                     for c in claims:
-                        self._leases.pop(c.id, None)
+                        self._drop_lease(c)
 
     def _ensure_heartbeat(self) -> None:
         with self._lease_lock:
@@ -859,6 +882,7 @@ class Dispatcher:
                         self._leases[i] = until
                     else:  # no longer ours (our lease ran out and another claimant took it)
                         del self._leases[i]
+                        self._lease_claim.pop(i, None)
         if len(renewed) < len(ids):
             logger.warning(
                 "%s: %d deliveries were no longer leased to us at renewal; their results will not be recorded",
@@ -885,7 +909,7 @@ class Dispatcher:
             lease = self._leases.get(claimed.id)
             if lease is not None and lease > utcnow():
                 return False
-            self._leases.pop(claimed.id, None)
+            self._drop_lease(claimed)
         logger.warning(
             "%s: delivery %s was not attempted: its lease ran out before the attempt could start",
             self.owner,
@@ -987,7 +1011,7 @@ class Dispatcher:
                 self._client_recovered(claimed.client_id)
         finally:
             with self._cond:
-                self._inflight.pop(claimed.id, None)
+                self._forget(claimed)
                 if state in FINAL_STATES:
                     self._final[claimed.id] = state
                     while len(self._final) > _FINAL_MEMORY:
@@ -1113,7 +1137,7 @@ class Dispatcher:
                 # (an unrecorded row's lease then expires and another attempt follows).
                 with self._lease_lock:
                     for it in batch:
-                        self._leases.pop(it.claimed.id, None)
+                        self._drop_lease(it.claimed)
 
     def _schedule_wake(self, next_attempt_at: dt.datetime | None) -> None:
         """Make the polling thread wake exactly when this retry falls due (if before the

@@ -4,6 +4,9 @@ real SQLite and PostgreSQL outboxes; "never more than" is read off the RP's own 
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from sqlalchemy import select
 
 from oidc_logout.delivery.dispatcher import Dispatcher
@@ -105,3 +108,49 @@ def test_a_recovered_client_gets_its_backlog_at_once(
     assert disp.wait_for(ids, 25), [outbox_db.get(i).state for i in ids]
     assert {outbox_db.get(i).state for i in ids} == {DELIVERED}
     assert rp.count("/back") == 14, rp.count("/back")
+
+
+def test_a_claim_given_back_and_claimed_again_at_once_keeps_the_newer_claim(
+    outbox_db: DB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deferred claim is given back in one transaction and forgotten here after it; a row due
+    at once (a recovered client's resumed backlog) can be claimed again in between. Forgetting
+    the first claim must leave the second one held, with its lease renewed: dropping it left
+    the row in_flight under a lease the heartbeat renewed forever, never attempted (the
+    recovered-client test above failed so under load, 1 row of 6)."""
+    from concurrent.futures import Future
+
+    from oidc_logout.delivery import dispatcher as dispatcher_module
+    from oidc_logout.delivery import outbox
+
+    (row_id,) = one_client_rows(outbox_db, "http://127.0.0.1:9/back", 1)
+    disp = Dispatcher(outbox_db.factory, outbox_db.keyring, fast_settings(), poll_interval=0.05)
+    lease = disp.settings.delivery_lease_seconds
+
+    def hold(claim: outbox.ClaimedDelivery) -> Future[str]:
+        """What Dispatcher._submit registers for a claim, without starting its attempt."""
+        fut: Future[str] = Future()
+        disp._leases[claim.id] = claim.lease_until  # type: ignore[assignment]
+        disp._lease_claim[claim.id] = claim
+        disp._inflight[claim.id] = (claim, fut)
+        return fut
+
+    (first,) = outbox.claim_due(outbox_db.factory, disp.owner, 1, lease, ids=[row_id])
+    first_fut = hold(first)
+    again: list[tuple[outbox.ClaimedDelivery, Future[str]]] = []
+    give_back = outbox.defer
+
+    def defer_then_claimed_again(*args: Any, **kwargs: Any) -> int:
+        n = give_back(*args, **kwargs)  # committed: the row is pending and due
+        (second,) = outbox.claim_due(outbox_db.factory, disp.owner, 1, lease, ids=[row_id])
+        again.append((second, hold(second)))
+        return n
+
+    monkeypatch.setattr(dispatcher_module.outbox, "defer", defer_then_claimed_again)
+    disp._defer([(first, first_fut)], 0.0)
+
+    ((second, second_fut),) = again
+    assert first_fut.result(0) == "deferred"
+    assert disp._inflight[row_id] == (second, second_fut) and not second_fut.done()
+    assert disp._leases.get(row_id) == second.lease_until
+    assert outbox_db.get(row_id).state == "in_flight"
