@@ -8,20 +8,23 @@ Every server here binds 127.0.0.1 only; every loop is bounded in count and time.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import http.client
 import json
 import math
 import os
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -340,6 +343,24 @@ def drop_pg_database(name: str) -> None:
 
     with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def scratch_database(kind: str, prefix: str = "bench-") -> Iterator[str]:
+    """The URL of a new empty database of ``kind`` (``sqlite``: a file in a temporary
+    directory; ``postgresql``: a database of its own), dropped afterwards."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    name = None
+    try:
+        if kind == "postgresql":
+            name, url = create_pg_database()
+        else:
+            url = f"sqlite:///{tmp / 'op.db'}"
+        yield url
+    finally:
+        if name:
+            drop_pg_database(name)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def make_provider(database_url: str, issuer: str = "http://127.0.0.1:9", **overrides: Any):  # type: ignore[no-untyped-def]

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from .common import create_pg_database, drop_pg_database, make_provider, median, table, write_summary
+from .common import make_provider, median, scratch_database, table, write_summary
 from .machine import print_facts
 
 
@@ -156,13 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     facts = print_facts()
     rows = []
     for name in args.dbs.split(","):
-        tmp = Path(tempfile.mkdtemp(prefix="bench-cutoff-"))
-        pg = None
-        if name == "postgresql":
-            pg, url = create_pg_database()
-        else:
-            url = f"sqlite:///{tmp / 'op.db'}"
-        try:
+        with scratch_database(name, "bench-cutoff-") as url:
             provider = make_provider(url)
             factory = provider.session_factory
             h = _seed(factory)
@@ -189,10 +180,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         }
                     )
             provider.engine.dispose()
-        finally:
-            if pg:
-                drop_pg_database(pg)
-            shutil.rmtree(tmp, ignore_errors=True)
     print(
         table(
             [

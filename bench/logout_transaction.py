@@ -14,19 +14,15 @@ subjects are seeded first in bulk; each logout ends one.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from .common import (
-    create_pg_database,
-    drop_pg_database,
     make_provider,
     median,
     p95,
     rp_meta,
+    scratch_database,
     seed_sessions,
     table,
     write_summary,
@@ -86,18 +82,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows, results = [], []
     for db in args.dbs.split(","):
         for m in [int(x) for x in args.sizes.split(",")]:
-            tmp = Path(tempfile.mkdtemp(prefix="bench-logout-txn-"))
-            name = None
-            if db == "postgresql":
-                name, url = create_pg_database()
-            else:
-                url = f"sqlite:///{tmp / 'op.db'}"
-            try:
+            with scratch_database(db, "bench-logout-txn-") as url:
                 r = one(url, m, args.logouts) | {"db": db}
-            finally:
-                if name:
-                    drop_pg_database(name)
-                shutil.rmtree(tmp, ignore_errors=True)
             results.append(r)
             rows.append(
                 [
