@@ -191,7 +191,10 @@ def test_a_key_reason_refusal_is_retried_until_the_rp_refetched(
 ) -> None:
     """rotate-key --immediately (a compromised key): the RP answers 400 unknown_kid while
     its refetch cooldown lasts; the OP retries and the logout arrives once the RP refetched."""
-    env = make_env(database_url, refetch_interval=1.0)
+    # The first attempt must come while the RP's refetch cooldown (counted from its fetch at
+    # login) lasts: 1 s was too short for login, rotation and logout under CI load (the RP had
+    # refetched already and the first attempt was delivered); retries every 0.3 s outlast it.
+    env = make_env(database_url, refetch_interval=4.0, delivery_max_attempts=30)
     envs.append(env)
     sid, old_kid = env.login("local-2")
     assert env.keys.keys_for(old_kid, "RS256")
