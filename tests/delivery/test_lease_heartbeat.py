@@ -79,16 +79,18 @@ def test_stalled_dispatcher_does_not_attempt_queued_claims_whose_lease_ran_out(
     after one lease; another worker re-claims the rows. When the stall ends, the claims it had
     queued but not started are NOT attempted by it (only the other worker's attempt reaches the
     RP): a stalled worker's repeats stay bounded by the attempts it had running."""
-    slow = rp.url("/slow", Reply(200, delay=2.5))
+    # A 3 s lease: with 1 s, a CI machine under load stalled this process for over a second
+    # between the claim and the first attempt, and both claims were let go before /slow ran.
+    slow = rp.url("/slow", Reply(200, delay=5.0))
     queued = rp.url("/queued", Reply(200))
     ids = outbox_db.add_deliveries([slow, queued])
-    settings = fast_settings(delivery_lease_seconds=1, delivery_timeout=5.0, delivery_concurrency=1)
+    settings = fast_settings(delivery_lease_seconds=3, delivery_timeout=10.0, delivery_concurrency=1)
     stalled = Dispatcher(outbox_db.factory, outbox_db.keyring, settings, owner="stalled", poll_interval=0.05)
     dispatchers.append(stalled)
     stalled.renew_interval = 3600.0  # the stall: no renewal happens during this test
     assert sorted(stalled.deliver_now(ids)) == sorted(ids)  # one slot: /slow runs, /queued waits
     assert rp.wait_for(1, timeout=10, path="/slow")
-    time.sleep(1.2)  # both leases ran out
+    time.sleep(3.2)  # both leases ran out
     (taken,) = outbox.claim_due(outbox_db.factory, "other", 10, 30, ids=[ids[1]])
     assert stalled.wait_for(ids[:1], 10)  # the running attempt ends (nobody took its row)
     deadline = time.monotonic() + 10
