@@ -25,7 +25,8 @@ from typing import Any
 requested = threading.Event()
 
 _guarded: set[signal.Signals] = set()
-_saved_masks: list[set[int | signal.Signals]] = []
+#: The forking thread's signal mask before the fork (per thread: two threads may fork at once).
+_saved = threading.local()
 _lock = threading.Lock()
 
 
@@ -34,12 +35,14 @@ def _note(_signum: int, _frame: Any) -> None:
 
 
 def _before_fork() -> None:
-    _saved_masks.append(signal.pthread_sigmask(signal.SIG_BLOCK, _guarded))
+    _saved.mask = signal.pthread_sigmask(signal.SIG_BLOCK, _guarded)
 
 
 def _after_fork_in_parent() -> None:
-    if _saved_masks:
-        signal.pthread_sigmask(signal.SIG_SETMASK, _saved_masks.pop())
+    mask = getattr(_saved, "mask", None)
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _saved.mask = None
 
 
 def _after_fork_in_child() -> None:

@@ -331,7 +331,7 @@ def _finish(
         now=now,
     )
     written = _write_outbox(db, term, notify, now, browser_present, ended)
-    record_session_revoked(db, term, sids, now)  # SSF: a CAEP session-revoked per ended session
+    record_session_revoked(db, term, ended, now)  # SSF: a CAEP session-revoked per ended session
     term.sessions_ended += len(ended)
     term.tokens_revoked += revoked
     term.deliveries_written += written

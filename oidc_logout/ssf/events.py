@@ -15,14 +15,14 @@ dropped first); a ``disabled`` one "will not hold any events" - nothing is recor
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from ..delivery.notify import announce
-from ..storage.models import Delivery, OPSession, SSFEvent, SSFStream, SSFSubject, Termination
+from ..storage.models import Delivery, SSFEvent, SSFStream, SSFSubject, Termination
 from ..tokens import new_id
 from ..vocabulary import Channel, DeliveryState, TargetKind
 from . import (
@@ -225,24 +225,18 @@ def _cap_held(db: Session, stream_id: str) -> None:
         db.execute(delete(SSFEvent).where(SSFEvent.id.in_(ids)))
 
 
-def record_session_revoked(
-    db: Session, term: Termination, ended_sids: Iterable[str], now: dt.datetime
-) -> int:
-    """CAEP §3.1 ``session-revoked`` for every OP session ``term`` ended, on every stream
-    carrying it; in the termination's transaction (called by
-    :func:`oidc_logout.termination.terminate`). Returns the SETs recorded."""
-    sids = list(ended_sids)
+def record_session_revoked(db: Session, term: Termination, ended: Mapping[str, str], now: dt.datetime) -> int:
+    """CAEP §3.1 ``session-revoked`` for every OP session ``term`` ended (``ended``: sid ->
+    subject, as the termination's UPDATE returned them), on every stream carrying it; in the
+    termination's transaction (called by :func:`oidc_logout.termination.terminate`). Returns
+    the SETs recorded."""
+    sids = list(ended)
     if not sids:
         return 0
     streams = _live_streams(db, SESSION_REVOKED)
     if not streams:
         return 0
-    subjects: dict[str, str] = {}
-    for i in range(0, len(sids), 500):
-        chunk = sids[i : i + 500]
-        subjects.update(
-            db.execute(select(OPSession.sid, OPSession.subject).where(OPSession.sid.in_(chunk))).all()
-        )
+    subjects = ended
     removed = _removed_subjects(db, [s.stream_id for s in streams])
     body = {
         # CAEP §3.1: "When event_timestamp is included, its value MUST represent the time at
