@@ -19,6 +19,11 @@ from oidc_logout.storage.models import (
 
 from .conftest import DB, Reply, RPServer, fast_settings, write_rows
 
+#: The read timeout of these tests: their RPs answer in 0.1-0.5 s, and under CI load a 1 s
+#: timeout turned a late answer into a retry that a dispatcher without a polling thread
+#: never claims again (the burst test on PostgreSQL waited its 30 s for it).
+ANSWER_WAIT = 10.0
+
 
 def logout(db: DB, disp: Dispatcher, uris: list[str], **kw: bool) -> tuple[list[int], int]:
     """Write the rows and claim them for ``disp`` in one transaction, adopt after the commit."""
@@ -35,7 +40,7 @@ def test_a_logouts_rows_run_in_parallel_beyond_the_steady_state_slots(
     """delivery_concurrency=2: twelve RPs of one logout are still POSTed in parallel (more than
     2 at once), and all arrive; the burst held them, nothing went back to the outbox."""
     uris = [rp.url(f"/rp{i}", Reply(200, delay=0.5)) for i in range(12)]
-    settings = fast_settings(delivery_concurrency=2, delivery_logout_burst=64)
+    settings = fast_settings(delivery_concurrency=2, delivery_logout_burst=64, delivery_timeout=ANSWER_WAIT)
     disp = Dispatcher(outbox_db.factory, outbox_db.keyring, settings)  # no polling thread
     dispatchers.append(disp)
     ids, claimed = logout(outbox_db, disp, uris)
@@ -53,7 +58,7 @@ def test_a_burst_holds_more_rows_than_its_slots_and_runs_at_most_its_slots_at_on
     claims all 10 rows of the logout (up to 4 x 3 held), at most 3 attempts run at once (the
     burst's slots), and all arrive from this dispatcher alone."""
     uris = [rp.url(f"/held{i}", Reply(200, delay=0.2)) for i in range(10)]
-    settings = fast_settings(delivery_concurrency=1, delivery_logout_burst=3)
+    settings = fast_settings(delivery_concurrency=1, delivery_logout_burst=3, delivery_timeout=ANSWER_WAIT)
     disp = Dispatcher(outbox_db.factory, outbox_db.keyring, settings)  # no polling thread
     dispatchers.append(disp)
     ids, claimed = logout(outbox_db, disp, uris)
@@ -72,7 +77,9 @@ def test_the_host_bound_holds_in_a_burst_and_the_rest_waits_locally(
     deferral back to the outbox, which another process might take and the waiting logout would
     have to look up in the database)."""
     uris = [rp.url(f"/h{i}", Reply(200, delay=0.2)) for i in range(12)]
-    settings = fast_settings(delivery_concurrency=16, delivery_max_concurrent_per_host=3)
+    settings = fast_settings(
+        delivery_concurrency=16, delivery_max_concurrent_per_host=3, delivery_timeout=ANSWER_WAIT
+    )
     disp = Dispatcher(outbox_db.factory, outbox_db.keyring, settings)
     dispatchers.append(disp)
     ids, _ = logout(outbox_db, disp, uris)
@@ -88,7 +95,7 @@ def test_the_client_bound_holds_in_a_burst(
     """Six sessions of one client in one termination, delivery_max_concurrent_per_client=2: at
     most 2 of its attempts run at once."""
     uri = rp.url("/one-client", Reply(200, delay=0.2))
-    settings = fast_settings(delivery_max_concurrent_per_client=2)
+    settings = fast_settings(delivery_max_concurrent_per_client=2, delivery_timeout=ANSWER_WAIT)
     disp = Dispatcher(outbox_db.factory, outbox_db.keyring, settings)
     dispatchers.append(disp)
     ids, _ = logout(outbox_db, disp, [uri] * 6, one_client=True)
@@ -104,7 +111,7 @@ def test_a_burst_claims_at_most_its_room_and_the_claim_loop_takes_the_rest(
     16 of 20 rows; the 4 others stay pending for the claim loop, which delivers them; each RP
     is told once."""
     uris = [rp.url(f"/r{i}", Reply(200, delay=0.1)) for i in range(20)]
-    settings = fast_settings(delivery_concurrency=1, delivery_logout_burst=4)
+    settings = fast_settings(delivery_concurrency=1, delivery_logout_burst=4, delivery_timeout=ANSWER_WAIT)
     disp = Dispatcher(outbox_db.factory, outbox_db.keyring, settings, poll_interval=0.05)
     dispatchers.append(disp)
     ids, claimed = logout(outbox_db, disp, uris)
