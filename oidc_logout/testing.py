@@ -351,9 +351,18 @@ class CaptureServer:
                 self._requests.append(req)
             self._cond.notify_all()
 
-    def _finished(self, req: CapturedRequest, sent: int) -> None:
+    def _answering(self, req: CapturedRequest) -> None:
+        """``req`` stops counting as active: its answer is about to go out. Counted after
+        the last byte instead, a client that read the answer could send its next request
+        (on another connection) before this handler thread got here, and the RP counted one
+        more at once than the client ever had in flight."""
         with self._cond:
             self._active[req.path] -= 1
+
+    def _finished(self, req: CapturedRequest, sent: int, answering: bool = False) -> None:
+        with self._cond:
+            if not answering:
+                self._active[req.path] -= 1
             self._bytes_sent[req.path] += sent
             if self.record:
                 self._answered.append(req)
@@ -427,6 +436,7 @@ def _handler_for(server: CaptureServer) -> type[BaseHTTPRequestHandler]:
             )
             server._arrived(req)
             sent = 0
+            answering = False
             try:
                 reply = server._answer_for(req)
                 if reply.hang:
@@ -436,6 +446,8 @@ def _handler_for(server: CaptureServer) -> type[BaseHTTPRequestHandler]:
                 if reply.delay and server._stopping.wait(reply.delay):
                     self.close_connection = True
                     return
+                server._answering(req)
+                answering = True
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
@@ -451,7 +463,7 @@ def _handler_for(server: CaptureServer) -> type[BaseHTTPRequestHandler]:
             except OSError:
                 self.close_connection = True  # the client went away mid-reply
             finally:
-                server._finished(req, sent)
+                server._finished(req, sent, answering)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 

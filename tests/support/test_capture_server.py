@@ -104,3 +104,19 @@ def test_a_request_whose_sender_dies_mid_body_is_not_recorded(server: CaptureSer
         assert sock.recv(100) == b""  # closed without an answer
     requests.post(url, data={"logout_token": _token("s2")}, timeout=5)
     assert [h.sid for h in server.hits("/bc")] == ["s2"]
+
+
+def test_a_request_stops_counting_as_active_when_its_answer_starts(server: CaptureServer) -> None:
+    """A client that has the status line of one answer sends its next request on another
+    connection: the server counts one request active at most, never two (bounds tests read
+    max_active as what the sender had in flight; counted until the last byte of the body,
+    the next request could arrive first and the count read one too many)."""
+    big = server.url("/big", Reply(200, stream_bytes=8 * 1024 * 1024))
+    small = server.url("/small")
+    host, port = urlsplit(big).hostname, urlsplit(big).port
+    assert host is not None and port is not None
+    with socket.create_connection((host, port), timeout=5) as first:
+        first.sendall(f"POST /big HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n".encode())
+        assert first.recv(12).startswith(b"HTTP/1.1 200")  # the answer started; 8 MiB unread
+        assert requests.post(small, data={"x": "1"}, timeout=5).status_code == 200
+        assert server.max_active == 1, server.max_active
