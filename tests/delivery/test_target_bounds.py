@@ -154,3 +154,64 @@ def test_a_claim_given_back_and_claimed_again_at_once_keeps_the_newer_claim(
     assert disp._inflight[row_id] == (second, second_fut) and not second_fut.done()
     assert disp._leases.get(row_id) == second.lease_until
     assert outbox_db.get(row_id).state == "in_flight"
+
+
+def _hold_outbox_writes(db: DB, ids: list[int]) -> Any:
+    """An open transaction of another connection that keeps the dispatcher from recording
+    results for ``ids``: SQLite's write lock, or PostgreSQL row locks on those rows. The
+    caller rolls it back."""
+    conn = db.engine.connect()
+    if db.engine.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        trans = conn.begin()
+        conn.execute(select(Delivery.id).where(Delivery.id.in_(ids)).with_for_update())
+        conn.info["trans"] = trans
+    return conn
+
+
+def test_a_clients_next_attempt_starts_while_the_last_result_waits_for_the_database(
+    outbox_db: DB, rp: RPServer, dispatchers: list[Dispatcher]
+) -> None:
+    """delivery_max_concurrent_per_client=1 bounds the POSTs in flight to a client, not its
+    results being written: with the outbox locked by another transaction once both rows
+    are claimed, the RP gets its second POST while the first result cannot be recorded.
+    (Held through the group commit, the client's one slot kept the second attempt waiting
+    for the database: 60% of a bulk termination's slot time.)"""
+    ids = one_client_rows(outbox_db, rp.url("/next", Reply(200)), 2)
+    settings = fast_settings(delivery_max_concurrent_per_client=1)
+    disp = Dispatcher(outbox_db.factory, outbox_db.keyring, settings)  # no polling thread
+    dispatchers.append(disp)
+    with outbox_db.factory.begin() as s:
+        claims = disp.claim_for_delivery(s, ids)
+    assert len(claims) == 2
+    lock = _hold_outbox_writes(outbox_db, ids)
+    try:
+        disp.adopt(claims)
+        assert rp.wait_for(2, 10, path="/next"), rp.count("/next")
+        assert {outbox_db.get(i).state for i in ids} == {"in_flight"}  # neither recorded yet
+    finally:
+        lock.rollback()
+        lock.close()
+    assert disp.wait_for(ids, 30)
+    assert {outbox_db.get(i).state for i in ids} == {DELIVERED}
+    assert rp.max_active_by_path["/next"] <= 1, rp.max_active_by_path
+
+
+def test_a_batch_over_three_clients_at_their_bound_waits_here_and_is_not_given_back(
+    outbox_db: DB, rp: RPServer, dispatchers: list[Dispatcher]
+) -> None:
+    """Three clients with 6 rows each and a bound of 2 per client: one claim takes all 18
+    (capacity 2 x 16), 6 run and 12 wait in the dispatcher for their client's slot. Nothing
+    goes back to the outbox (with one bound's worth waiting, 6 did, each a release and a
+    claim again: 1,200 of a 3,000-row bulk termination)."""
+    uris = [rp.url(f"/c{c}", Reply(200, delay=0.05)) for c in range(3)]
+    ids = [i for uri in uris for i in one_client_rows(outbox_db, uri, 6)]
+    settings = fast_settings(delivery_max_concurrent_per_client=2, delivery_timeout=10.0)
+    disp = Dispatcher(outbox_db.factory, outbox_db.keyring, settings)  # no polling thread
+    dispatchers.append(disp)
+    counts = disp.run_once(timeout=30)
+    assert counts == {"delivered": 18}, counts
+    assert disp.stats.get("deferred", 0) == 0, disp.stats
+    assert all(rp.max_active_by_path[f"/c{c}"] <= 2 for c in range(3)), rp.max_active_by_path
+    assert {outbox_db.get(i).state for i in ids} == {DELIVERED}
