@@ -216,6 +216,8 @@ class Dispatcher:
         #: per claim transaction instead of one claim per completed attempt).
         self._refill_at = max(1, self._concurrency // 2)
         # Group commit of results (see _record).
+        #: Seconds a result waits for its group commit before checking it was not orphaned.
+        self.handoff_patience = 5.0
         self._rec_lock = threading.Lock()
         self._rec_queue: list[_PendingResult] = []
         self._rec_busy = False
@@ -260,6 +262,11 @@ class Dispatcher:
         #: otherwise at most once per poll interval while none is running (monotonic time).
         self._chunks_kicked = True
         self._chunks_next = 0.0
+        #: Why the claim loop woke: only finished attempts (``_refill_wake``), whose claim is
+        #: sized to the room its clients have here, or anything else (start, kick, a retry
+        #: due, the poll interval: ``_full_claim``), whose claim takes what capacity allows.
+        self._refill_wake = False
+        self._full_claim = True
         # Lease heartbeat (see _renew): the current lease_until (= fencing token) of every row
         # held, i.e. claimed and not yet recorded or given back. _fence_lock serializes the
         # renewal UPDATE with every fenced write (results, deferrals, releases), so a write
@@ -301,6 +308,7 @@ class Dispatcher:
     def kick(self) -> None:
         """Wake the polling thread now (e.g. right after a termination committed)."""
         self._chunks_kicked = True
+        self._full_claim = True
         self._wake.set()
 
     def request_stop(self) -> None:
@@ -407,7 +415,8 @@ class Dispatcher:
                 down_since = None
             if claimed and not self._saturated:
                 continue  # there may be more due rows right now
-            self._wake.wait(self._sleep_time())
+            if not self._wake.wait(self._sleep_time()):
+                self._full_claim = True  # the poll interval: look at everything due
         logger.info("delivery dispatcher %s stopped claiming", self.owner)
 
     def _sleep_time(self) -> float:
@@ -426,15 +435,29 @@ class Dispatcher:
             free = self._capacity - self._held_steady()
             if self._next_due is not None and self._next_due <= time.monotonic():
                 self._next_due = None
+                self._full_claim = True  # a retry (or a deferred row) is due
+            full = self._full_claim or not self._refill_wake
+            self._full_claim = self._refill_wake = False
+            # None: claim what capacity allows. Nothing held at a refill (its last attempts
+            # ended meanwhile): what one client can take, not a whole batch of its rows.
+            held_room = None if full else self._client_room()
+            room = None if full else (3 * self._per_client if held_room is None else held_room)
         self._saturated = free <= 0
         if free <= 0:
             return 0
         limit = min(self.settings.delivery_batch_size, free)
+        if room is not None:
+            # Woken by finished attempts only: claim what their clients can run or keep
+            # waiting here. A claim sized to the free capacity gave most of itself back at
+            # once when one client's bound was the limit (a kill switch of one client: 2,764
+            # releases for 2,000 rows); another client's rows still come with the next
+            # kick, due retry or poll interval, and are kept (their room is whole).
+            limit = min(limit, max(1, room))
         claims = outbox.claim_due(
             self.session_factory, self.owner, limit, self.settings.delivery_lease_seconds
         )
         futures = self._submit(claims)
-        self._saturated = len(claims) >= free
+        self._saturated = len(claims) >= free or (room is not None and len(claims) >= limit)
         # Claims given back at once (every bound they need is full) are not progress: the
         # loop then waits for a finished attempt or defer_delay instead of claiming again.
         return sum(1 for f in futures if not (f.done() and f.result() == DEFERRED))
@@ -566,6 +589,19 @@ class Dispatcher:
         if self._burst_ids:
             self._burst_ids &= self._inflight.keys()
         return len(self._burst_ids)
+
+    def _client_room(self) -> int | None:
+        """Rows the clients this dispatcher holds rows of could still take here, running or
+        waiting for their slot (holds _cond): per client, its bound running plus twice its
+        bound waiting (see :meth:`_pump`). None when it holds none: no client limits a claim."""
+        waiting = Counter(c.client_id for c in self._parked)
+        if not waiting and not self._running_client:
+            return None
+        per_client = 3 * self._per_client
+        return sum(
+            max(0, per_client - self._running_client[cid] - waiting[cid])
+            for cid in waiting.keys() | self._running_client.keys()
+        )
 
     def _held_steady(self) -> int:
         """Claims held outside the burst: what ``2 x delivery_concurrency`` bounds (holds _cond)."""
@@ -1056,9 +1092,16 @@ class Dispatcher:
                         self._final.popitem(last=False)
                 self.stats["retry" if state == PENDING else state] += 1
                 self._cond.notify_all()
-                refill = self._capacity - self._held_steady() >= self._refill_at
-            if self._saturated and refill:
-                self._wake.set()  # enough slots are free: claim a batch more
+                room = self._client_room()
+                refill = (
+                    self._saturated
+                    and self._capacity - self._held_steady() >= self._refill_at
+                    and (room is None or room >= min(self._refill_at, 2 * self._per_client))
+                )
+                if refill:
+                    self._refill_wake = True
+            if refill:
+                self._wake.set()  # enough slots and room are free: claim a batch more
         if self.on_result is not None and result is not None and state != LOST:
             try:
                 self.on_result(claimed, result)
@@ -1115,10 +1158,16 @@ class Dispatcher:
                 self._rec_busy = True
                 batch = [item]
         if batch is None:
-            item.wake.acquire()  # released when written, or when asked to write
-            if item.finished:
-                return self._outcome(item)
-            batch = item.batch
+            # Released when written, or when asked to write (then item.batch is set).
+            while not item.wake.acquire(timeout=self.handoff_patience):
+                orphan = self._adopt_orphan(item)
+                if orphan is not None:
+                    batch = orphan
+                    break
+            if batch is None:
+                if item.finished:
+                    return self._outcome(item)
+                batch = item.batch
         try:
             self._write(batch)
         finally:
@@ -1136,6 +1185,28 @@ class Dispatcher:
             if nxt:
                 nxt[0].wake.release()
         return self._outcome(item)
+
+    def _adopt_orphan(self, item: _PendingResult) -> list[_PendingResult] | None:
+        """The batch ``item``'s thread must write itself if no writer will ever wake it, else
+        None (keep waiting).
+
+        A safety net: once (a make bench run, 2026-12-04), ten threads of an OP worker waited
+        here for good, their results neither queued nor handed to a writer, and no write in
+        progress; the worker then hung at exit joining them. The cause was not found. A
+        result whose writer is gone is written by its own thread, and said so in the log."""
+        with self._rec_lock:
+            if item.finished or item.batch or self._rec_busy:
+                return None  # written, handed over, or a write is running: its end wakes us
+            batch = [item, *(it for it in self._rec_queue if it is not item)]
+            self._rec_queue = []
+            self._rec_busy = True
+        logger.warning(
+            "%s: %d delivery results waited %.1f s for a writer that never came; writing them",
+            self.owner,
+            len(batch),
+            self.handoff_patience,
+        )
+        return batch
 
     @staticmethod
     def _outcome(item: _PendingResult) -> tuple[str, dt.datetime | None]:
