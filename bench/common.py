@@ -16,6 +16,7 @@ import math
 import os
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -233,6 +234,10 @@ class Proc:
         return self.p.pid
 
     def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; then the same to any of its children
+        still alive (a server's workers): a worker that outlived its killed master kept
+        running after a bench, an orphan holding its port and database."""
+        kids = children(self.p.pid)
         if self.p.poll() is None:
             self.p.terminate()
             try:
@@ -240,7 +245,33 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait(5)
+        _stop_pids([k for k in kids if _alive(k)], timeout=5.0)
         return self.p.returncode
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    state = ""
+    with contextlib.suppress(OSError, IndexError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+def _stop_pids(pids: list[int], timeout: float) -> None:
+    """SIGTERM ``pids``, SIGKILL those alive after ``timeout`` seconds."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if _alive(p)]
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def start_receiver_process(delay: float = 0.0, max_seconds: float = 600.0) -> tuple[Proc, str]:
