@@ -112,7 +112,7 @@ def one(alg: str, sessions: int, receiver: str, sign_seconds: float, receiver_pi
 def _settle(provider: Any, termination_id: str, expected: int, timeout: float) -> tuple[bool, float | None]:
     """Wait until the termination is complete and ``expected`` of its deliveries are final;
     returns (settled, when its chunks were done). Polls every 100 ms on its own connection: at
-    20 ms the COUNT took an eighth of the GIL time the dispatcher it measures needs (py-spy
+    20 ms the COUNT took 8-12% of the GIL time the dispatcher it measures needs (py-spy
     --gil), and 100 ms is at most 1% of a run of 10 s."""
     from sqlalchemy import func, select
 

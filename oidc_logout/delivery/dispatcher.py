@@ -1092,12 +1092,10 @@ class Dispatcher:
                         self._final.popitem(last=False)
                 self.stats["retry" if state == PENDING else state] += 1
                 self._cond.notify_all()
-                room = self._client_room()
-                refill = (
-                    self._saturated
-                    and self._capacity - self._held_steady() >= self._refill_at
-                    and (room is None or room >= min(self._refill_at, 2 * self._per_client))
-                )
+                refill = self._saturated and self._capacity - self._held_steady() >= self._refill_at
+                if refill:  # only then count the room (a walk of the parked claims)
+                    room = self._client_room()
+                    refill = room is None or room >= min(self._refill_at, 2 * self._per_client)
                 if refill:
                     self._refill_wake = True
             if refill:
