@@ -239,6 +239,10 @@ class Dispatcher:
         # Per-client / per-host bounds (guarded by _cond): attempts running, claims waiting
         # for a slot (in claim order), and the start times of each client's recent retries.
         self._per_client = max(1, settings.delivery_max_concurrent_per_client)
+        #: Claims of one client kept waiting here for its slots (see _pump), and all it may
+        #: hold here, running or waiting (the room a refill claim is sized to, _client_room).
+        self._client_waiting = 2 * self._per_client
+        self._client_hold = self._per_client + self._client_waiting
         #: The per-host bound: a window per host that adapts to its answers (host_window).
         self.host_windows = HostWindows(
             settings.delivery_initial_concurrent_per_host, settings.delivery_max_concurrent_per_host
@@ -307,8 +311,9 @@ class Dispatcher:
 
     def kick(self) -> None:
         """Wake the polling thread now (e.g. right after a termination committed)."""
-        self._chunks_kicked = True
-        self._full_claim = True
+        with self._cond:  # not lost between _cycle's read and reset of the flags
+            self._chunks_kicked = True
+            self._full_claim = True
         self._wake.set()
 
     def request_stop(self) -> None:
@@ -440,8 +445,10 @@ class Dispatcher:
             self._full_claim = self._refill_wake = False
             # None: claim what capacity allows. Nothing held at a refill (its last attempts
             # ended meanwhile): what one client can take, not a whole batch of its rows.
-            held_room = None if full else self._client_room()
-            room = None if full else (3 * self._per_client if held_room is None else held_room)
+            room = None
+            if not full:
+                held = self._client_room()
+                room = self._client_hold if held is None else held
         self._saturated = free <= 0
         if free <= 0:
             return 0
@@ -597,9 +604,8 @@ class Dispatcher:
         waiting = Counter(c.client_id for c in self._parked)
         if not waiting and not self._running_client:
             return None
-        per_client = 3 * self._per_client
         return sum(
-            max(0, per_client - self._running_client[cid] - waiting[cid])
+            max(0, self._client_hold - self._running_client[cid] - waiting[cid])
             for cid in waiting.keys() | self._running_client.keys()
         )
 
@@ -794,7 +800,7 @@ class Dispatcher:
                     # of going back to the outbox: as few as the burst holds, and the waiting
                     # logout sees them finish without asking the database.
                     keep.append(c)
-                elif waiting_client[c.client_id] < 2 * self._per_client and waiting_host[host] < per_host:
+                elif waiting_client[c.client_id] < self._client_waiting and waiting_host[host] < per_host:
                     waiting_client[c.client_id] += 1
                     waiting_host[host] += 1
                     keep.append(c)
@@ -1026,7 +1032,7 @@ class Dispatcher:
             free_slots()
             fut.set_result(state)
 
-    def _process(self, claimed: ClaimedDelivery, attempt_over: Callable[[], None] = lambda: None) -> str:
+    def _process(self, claimed: ClaimedDelivery, attempt_over: Callable[[], None]) -> str:
         """One attempt end to end: token, POST, record, signal. Never raises.
 
         ``attempt_over`` runs once the RP has answered (or failed to), before the result is
@@ -1095,7 +1101,7 @@ class Dispatcher:
                 refill = self._saturated and self._capacity - self._held_steady() >= self._refill_at
                 if refill:  # only then count the room (a walk of the parked claims)
                     room = self._client_room()
-                    refill = room is None or room >= min(self._refill_at, 2 * self._per_client)
+                    refill = room is None or room >= min(self._refill_at, self._client_waiting)
                 if refill:
                     self._refill_wake = True
             if refill:
