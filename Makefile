@@ -54,7 +54,7 @@ test: $(STAMP) node-peers
 # The tests wait on loopback servers and PostgreSQL far more than they compute: two workers
 # keep this under three minutes on two cores.
 test-min: $(MIN_STAMP)
-	$(MIN_VENV)/bin/pip freeze --exclude-editable | grep -iE '^(authlib|flask|werkzeug|sqlalchemy|alembic|jwcrypto|requests|urllib3|psycopg|redis)=='
+	$(MIN_VENV)/bin/pip freeze --exclude-editable | grep -iE '^(authlib|flask|werkzeug|sqlalchemy|alembic|jwcrypto|requests|urllib3|h11|psycopg|redis)=='
 	$(MIN_VENV)/bin/pytest -p no:cacheprovider -n 4 $(CORE_TESTS) $(PYTEST_ARGS)
 
 lint: $(STAMP)

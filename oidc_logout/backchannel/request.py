@@ -26,10 +26,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import requests
-
-from .._http import DisallowedAddress, post_form, read_capped
+from .._http import DisallowedAddress
 from ..config import Settings
+from ..form_post import FormPoster, PostFailed, PostTimeout
 from ..keys import KeyRing
 from ..storage.base import utcnow
 from ..vocabulary import AttemptOutcome
@@ -170,7 +169,7 @@ def classify_response(
 
 
 def post_logout_token(
-    http: requests.Session,
+    http: FormPoster,
     uri: str,
     token: str,
     *,
@@ -204,39 +203,33 @@ def post_logout_token(
         # §2.5: "The OP uses an HTTP POST to the registered Back-Channel Logout URI [...]
         # using the application/x-www-form-urlencoded format" with the logout_token parameter.
         # (redirects are never followed; the body is streamed and read capped below)
-        resp = post_form(
-            http,
+        reply = http.post(
             uri,
             {"logout_token": token},
             headers={"Accept": "application/json", "Cache-Control": "no-store"},
-            timeout=(connect_timeout, read_timeout),
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_bytes=max_bytes,
         )
     except DisallowedAddress as exc:
         return done(FAILED, None, f"address not allowed: {exc.description}")
-    except requests.Timeout as exc:
-        return done(RETRY, None, f"timeout ({type(exc).__name__})")
-    except requests.RequestException as exc:
-        cause = exc.__context__ or exc
-        return done(RETRY, None, _clean(f"network error ({type(exc).__name__}: {type(cause).__name__})"))
-    with resp:
-        try:
-            body, truncated = read_capped(resp, max_bytes, deadline=t0 + connect_timeout + read_timeout)
-        except requests.RequestException as exc:
-            body, truncated = b"", True
-            logger.debug("reading the RP response failed: %s", type(exc).__name__)
-        outcome, error, retry_after = classify_response(
-            resp.status_code,
-            resp.headers,
-            body,
-            truncated,
-            retry_after_cap=retry_after_cap,
-            key_retry_delay=key_retry_delay,
-        )
-    return done(outcome, resp.status_code, error, retry_after)
+    except PostTimeout as exc:
+        return done(RETRY, None, f"timeout ({exc.kind})")
+    except PostFailed as exc:
+        return done(RETRY, None, _clean(f"network error ({exc.kind}: {exc.cause})"))
+    outcome, error, retry_after = classify_response(
+        reply.status,
+        reply.headers,
+        reply.body,
+        reply.truncated,
+        retry_after_cap=retry_after_cap,
+        key_retry_delay=key_retry_delay,
+    )
+    return done(outcome, reply.status, error, retry_after)
 
 
 def attempt_delivery(
-    http: requests.Session,
+    http: FormPoster,
     keyring: KeyRing,
     settings: Settings,
     *,

@@ -73,6 +73,7 @@ from ..backchannel.request import RETRY, AttemptResult, attempt_delivery
 from ..chunks import advance as advance_terminations
 from ..config import Settings
 from ..cutoffs import PRUNE_INTERVAL, prune_cutoffs
+from ..form_post import FormPoster
 from ..keys import KeyRing
 from ..logs import log_delivery
 from ..ssf.push import attempt_push
@@ -197,18 +198,21 @@ class Dispatcher:
         self._concurrency = max(1, settings.delivery_concurrency)
         #: Extra attempt slots for a logout's own rows (see claim_for_delivery).
         self._burst_max = max(0, settings.delivery_logout_burst)
+        # Connections kept per host: as many as may run to one host at once (a burst to a
+        # host serving many RPs would otherwise open and discard the extra ones).
+        per_host = max(
+            settings.delivery_concurrency,
+            min(max(1, settings.delivery_max_concurrent_per_host), self._concurrency + self._burst_max),
+        )
+        #: Shared Signals pushes (RFC 8935): requests, with the address policy at connect.
         self.http = http or make_session(
-            # Connections kept per host: as many as may run to one host at once (a burst to
-            # a host serving many RPs would otherwise open and discard the extra ones).
-            concurrency=max(
-                settings.delivery_concurrency,
-                min(
-                    max(1, settings.delivery_max_concurrent_per_host),
-                    self._concurrency + self._burst_max,
-                ),
-            ),
+            concurrency=per_host, dev_mode=settings.dev_mode, allowlist=settings.address_allowlist
+        )
+        #: Back-channel logout POSTs: kept-alive HTTP/1.1 under the same address policy.
+        self.poster = FormPoster(
             dev_mode=settings.dev_mode,
-            allowlist=settings.address_allowlist,
+            allowlist=tuple(settings.address_allowlist),
+            max_idle_per_origin=per_host,
         )
         #: Claims held at once (running + queued); more would only hold leases idle.
         self._capacity = self._concurrency * 2
@@ -337,6 +341,7 @@ class Dispatcher:
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._own_http:
             self.http.close()
+        self.poster.close()
         return done
 
     def drain(self, timeout: float) -> bool:
@@ -1058,7 +1063,7 @@ class Dispatcher:
                     )
                     if claimed.channel == Channel.SSF_PUSH
                     else attempt_delivery(
-                        self.http,
+                        self.poster,
                         self.keyring,
                         self.settings,
                         client_id=claimed.client_id,

@@ -1,0 +1,420 @@
+"""The delivery transport (oidc_logout.form_post) against real loopback peers speaking raw
+HTTP/1.1 byte for byte: kept-alive connections, answers framed every way HTTP/1.1 allows,
+peers that close, hang or answer what is not HTTP, TLS, and concurrent senders."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from oidc_logout.backchannel.request import FAILED, RETRY, post_logout_token
+from oidc_logout.form_post import FormPoster, PostFailed, PostTimeout, Reply
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+#: One connection's handler: gets the socket and the count of requests read so far.
+Handler = Callable[[socket.socket, "RawPeer"], None]
+
+
+class RawPeer:
+    """A loopback TCP server running ``handler`` per accepted connection, counting the
+    connections and the requests (request heads read with :meth:`read_request`)."""
+
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
+        self.handler = handler
+        self.tls = tls
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.lock = threading.Lock()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str = "/bc", scheme: str = "http") -> str:
+        host = "localhost" if scheme == "https" else "127.0.0.1"
+        return f"{scheme}://{host}:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            self.handler(conn, self)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def read_request(self, conn: socket.socket) -> bytes | None:
+        """One request (head and Content-Length body), or None at EOF."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(body) < length:
+            body += conn.recv(65536)
+        with self.lock:
+            self.requests.append(head + b"\r\n\r\n" + body)
+        return head
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+
+
+@pytest.fixture
+def peers() -> Iterator[list[RawPeer]]:
+    made: list[RawPeer] = []
+    yield made
+    for p in made:
+        p.close()
+
+
+@pytest.fixture
+def poster() -> Iterator[FormPoster]:
+    p = FormPoster(dev_mode=True, max_idle_per_origin=4)
+    yield p
+    p.close()
+
+
+def peer(peers: list[RawPeer], handler: Handler, tls: ssl.SSLContext | None = None) -> RawPeer:
+    p = RawPeer(handler, tls)
+    peers.append(p)
+    return p
+
+
+def keep_alive(answer: bytes) -> Handler:
+    def handler(conn: socket.socket, p: RawPeer) -> None:
+        while p.read_request(conn) is not None:
+            conn.sendall(answer)
+
+    return handler
+
+
+def send(poster: FormPoster, url: str, *, read_timeout: float = 2.0, max_bytes: int = 4096) -> Reply:
+    return poster.post(
+        url,
+        {"logout_token": "a.b.c"},
+        headers={"Accept": "application/json"},
+        connect_timeout=2.0,
+        read_timeout=read_timeout,
+        max_bytes=max_bytes,
+    )
+
+
+# -- kept-alive connections ------------------------------------------------------------------
+
+
+def test_posts_to_one_rp_reuse_one_connection(poster: FormPoster, peers: list[RawPeer]) -> None:
+    p = peer(peers, keep_alive(OK))
+    for _ in range(5):
+        assert send(poster, p.url()).status == 200
+    assert (p.connections, len(p.requests)) == (1, 5)
+    head = p.requests[0].split(b"\r\n\r\n")[0].decode()
+    assert head.startswith("POST /bc HTTP/1.1\r\n")
+    assert f"host: 127.0.0.1:{p.port}" in head.lower()
+    assert "content-type: application/x-www-form-urlencoded" in head.lower()
+    assert p.requests[0].endswith(b"\r\n\r\nlogout_token=a.b.c")
+
+
+def test_a_connection_the_rp_closed_while_idle_is_replaced_not_failed(
+    poster: FormPoster, peers: list[RawPeer]
+) -> None:
+    """An RP that closes every connection after one answer (without saying so): the next
+    POST notices the closed idle connection before using it and opens a new one."""
+
+    def one_answer(conn: socket.socket, p: RawPeer) -> None:
+        if p.read_request(conn) is not None:
+            conn.sendall(OK)
+
+    p = peer(peers, one_answer)
+    for _ in range(3):
+        assert send(poster, p.url()).status == 200
+        time.sleep(0.05)  # the close reaches this side before the next POST
+    assert (p.connections, len(p.requests)) == (3, 3)
+
+
+def test_connection_close_in_the_answer_is_honoured(poster: FormPoster, peers: list[RawPeer]) -> None:
+    p = peer(peers, keep_alive(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+    assert send(poster, p.url()).status == 200
+    assert send(poster, p.url()).status == 200
+    assert p.connections == 2
+
+
+# -- answers framed every way --------------------------------------------------------------------
+
+
+def test_a_chunked_error_answer_is_read_and_the_connection_kept(
+    poster: FormPoster, peers: list[RawPeer]
+) -> None:
+    body = b'{"error":"invalid_request","error_description":"bad sid"}'
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    p = peer(
+        peers,
+        keep_alive(
+            b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
+            + chunked
+        ),
+    )
+    res = post_logout_token(
+        poster,
+        p.url(),
+        "a.b.c",
+        jti="j",
+        connect_timeout=2,
+        read_timeout=2,
+        max_bytes=4096,
+        retry_after_cap=60,
+    )
+    assert (res.outcome, res.http_status) == (FAILED, 400)
+    assert res.error == "HTTP 400 invalid_request: bad sid"
+    reply = send(poster, p.url())
+    assert reply.body == body and not reply.truncated
+    assert p.connections == 1
+
+
+def test_a_body_delimited_by_close_is_read_to_the_end(poster: FormPoster, peers: list[RawPeer]) -> None:
+    def close_delimited(conn: socket.socket, p: RawPeer) -> None:
+        p.read_request(conn)
+        conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\n\r\nbusy, come back")
+        conn.shutdown(socket.SHUT_WR)
+
+    p = peer(peers, close_delimited)
+    res = post_logout_token(
+        poster,
+        p.url(),
+        "a.b.c",
+        jti="j",
+        connect_timeout=2,
+        read_timeout=2,
+        max_bytes=4096,
+        retry_after_cap=60,
+    )
+    assert (res.outcome, res.http_status, res.retry_after) == (RETRY, 503, 7.0)
+    assert res.error == "HTTP 503 busy, come back"
+
+
+def test_an_interim_100_continue_is_skipped(poster: FormPoster, peers: list[RawPeer]) -> None:
+    p = peer(peers, keep_alive(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"))
+    assert send(poster, p.url()).status == 204
+    assert send(poster, p.url()).status == 204
+    assert p.connections == 1
+
+
+def test_a_chunked_body_past_the_cap_is_cut_and_the_connection_closed(
+    poster: FormPoster, peers: list[RawPeer]
+) -> None:
+    def endless(conn: socket.socket, p: RawPeer) -> None:
+        p.read_request(conn)
+        conn.sendall(b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(1000):
+            conn.sendall(b"400\r\n" + b"x" * 1024 + b"\r\n")
+
+    p = peer(peers, endless)
+    reply = send(poster, p.url(), max_bytes=10_000)
+    assert reply.status == 500 and reply.truncated and len(reply.body) == 10_000
+    assert send(poster, p.url(), max_bytes=10_000).truncated
+    assert p.connections == 2  # the cut connection was not reused
+
+
+def test_a_body_still_arriving_at_the_deadline_is_cut(poster: FormPoster, peers: list[RawPeer]) -> None:
+    def trickle(conn: socket.socket, p: RawPeer) -> None:
+        p.read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        for _ in range(100):
+            conn.sendall(b"x")
+            time.sleep(0.1)
+
+    p = peer(peers, trickle)
+    t0 = time.monotonic()
+    reply = poster.post(
+        p.url(), {"logout_token": "t"}, headers={}, connect_timeout=0.3, read_timeout=0.5, max_bytes=4096
+    )
+    assert reply.status == 200 and reply.truncated and len(reply.body) < 100
+    assert time.monotonic() - t0 < 2.0
+
+
+# -- peers that do not answer ----------------------------------------------------------------
+
+
+def test_an_rp_closing_without_an_answer_is_a_retry_and_the_post_is_sent_once(
+    poster: FormPoster, peers: list[RawPeer]
+) -> None:
+    def hang_up(conn: socket.socket, p: RawPeer) -> None:
+        p.read_request(conn)
+
+    p = peer(peers, hang_up)
+    res = post_logout_token(
+        poster,
+        p.url(),
+        "a.b.c",
+        jti="j",
+        connect_timeout=2,
+        read_timeout=2,
+        max_bytes=4096,
+        retry_after_cap=60,
+    )
+    assert (res.outcome, res.http_status) == (RETRY, None)
+    assert res.error == "network error (ConnectionError: RemoteDisconnected)"
+    time.sleep(0.1)
+    assert len(p.requests) == 1  # never re-sent: the RP may have acted on it
+
+
+def test_an_answer_that_is_not_http_is_a_retry(poster: FormPoster, peers: list[RawPeer]) -> None:
+    p = peer(peers, keep_alive(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"))
+    with pytest.raises(PostFailed) as err:
+        send(poster, p.url())
+    assert err.value.cause == "ProtocolError"
+
+
+def test_an_rp_that_never_answers_times_out(poster: FormPoster, peers: list[RawPeer]) -> None:
+    release = threading.Event()
+
+    def silent(conn: socket.socket, p: RawPeer) -> None:
+        p.read_request(conn)
+        release.wait(5)
+
+    p = peer(peers, silent)
+    t0 = time.monotonic()
+    with pytest.raises(PostTimeout) as err:
+        send(poster, p.url(), read_timeout=0.3)
+    release.set()
+    assert err.value.kind == "ReadTimeout" and time.monotonic() - t0 < 2.0
+
+
+def test_a_refused_connection_is_a_connect_failure(poster: FormPoster) -> None:
+    s = socket.create_server(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with pytest.raises(PostFailed) as err:
+        send(poster, f"http://127.0.0.1:{port}/bc")
+    assert err.value.cause == "ConnectionRefusedError"
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+def _self_signed(tmp: Path) -> tuple[ssl.SSLContext, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    return server, cert_file
+
+
+def test_tls_rp_with_a_trusted_certificate_is_reached_and_kept_alive(
+    tmp_path: Path, peers: list[RawPeer]
+) -> None:
+    server, cert_file = _self_signed(tmp_path)
+    p = peer(peers, keep_alive(OK), tls=server)
+    poster = FormPoster(dev_mode=True, cafile=str(cert_file))
+    try:
+        assert send(poster, p.url(scheme="https")).status == 200
+        assert send(poster, p.url(scheme="https")).status == 200
+    finally:
+        poster.close()
+    assert (p.connections, len(p.requests)) == (1, 2)
+
+
+def test_tls_rp_with_an_untrusted_certificate_is_refused_unsent(
+    tmp_path: Path, poster: FormPoster, peers: list[RawPeer]
+) -> None:
+    server, _ = _self_signed(tmp_path)
+    p = peer(peers, keep_alive(OK), tls=server)
+    res = post_logout_token(
+        poster,
+        p.url(scheme="https"),
+        "a.b.c",
+        jti="j",
+        connect_timeout=2,
+        read_timeout=2,
+        max_bytes=4096,
+        retry_after_cap=60,
+    )
+    assert (res.outcome, res.http_status) == (RETRY, None)
+    assert res.error == "network error (ConnectionError: SSLCertVerificationError)"
+    assert p.requests == []
+
+
+# -- concurrency -----------------------------------------------------------------------------
+
+
+def test_concurrent_posts_all_answer_and_idle_connections_stay_bounded(peers: list[RawPeer]) -> None:
+    def slow_ok(conn: socket.socket, p: RawPeer) -> None:
+        while p.read_request(conn) is not None:
+            time.sleep(0.01)
+            conn.sendall(OK)
+
+    p = peer(peers, slow_ok)
+    poster = FormPoster(dev_mode=True, max_idle_per_origin=3)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def sender() -> None:
+        for _ in range(20):
+            status = send(poster, p.url()).status
+            with lock:
+                statuses.append(status)
+
+    threads = [threading.Thread(target=sender) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert statuses == [200] * 160
+        assert len(p.requests) == 160
+        assert 1 <= p.connections < 160  # kept alive
+        assert sum(len(idle) for idle in poster._idle.values()) <= 3
+    finally:
+        poster.close()
+    assert poster._idle == {}
