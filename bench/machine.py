@@ -22,6 +22,7 @@ PACKAGES = (
     "cryptography",
     "requests",
     "urllib3",
+    "h11",
     "psycopg",
     "gunicorn",
     "pyinstrument",

@@ -129,6 +129,7 @@ def frame_group(frame: str) -> str:
         ("/cryptography/", "cryptography"),
         ("/requests/", "requests/urllib3 (HTTP client)"),
         ("/urllib3/", "requests/urllib3 (HTTP client)"),
+        ("/h11/", "h11 (delivery POSTs)"),
         ("/itsdangerous/", "itsdangerous (Flask session cookie)"),
         ("/jinja2/", "Jinja2"),
     ):

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
                 (
                     c,
                     attempt_delivery(
-                        d.http,
+                        d.poster,
                         prov.keyring,
                         s,
                         client_id=c.client_id,
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                     "request.py:attempt_delivery",
                     "logout_token.py:sign_logout_token",
                     "request.py:post_logout_token",
-                    "_http.py:post_form",
+                    "poster.py:post",
                     "outbox.py:record_results",
                     "outbox.py:_pg_record",
                     "outbox.py:_record_generic",

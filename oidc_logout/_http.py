@@ -1,17 +1,18 @@
-"""Outbound HTTP of the OP (back-channel logout delivery) and its address policy (SSRF guard).
+"""The address policy of the OP's outbound HTTP (SSRF guard).
 
 Logout URIs are chosen by whoever registers a client, so an OP that POSTs to them is an
 SSRF vector: ``http://169.254.169.254/`` (cloud metadata), ``http://10.0.0.5:6379/`` and the
 like must never be reached. :func:`check_uri_address` refuses such URIs at registration, and
-the session built by :func:`make_session` applies the same policy *at connect time*:
+the delivery transport (:class:`oidc_logout.poster.Poster`) applies the same policy *at
+connect time*:
 
-* DNS rebinding: the connection classes below resolve the host themselves, check every
-  resolved address and then connect to exactly the address that was checked (the socket is
-  opened to the IP literal). The ``Host`` header, TLS SNI and certificate verification still
-  use the hostname, so HTTPS works unchanged. There is no window between check and connect.
-* No proxies (``trust_env`` off: an ``HTTP_PROXY`` variable would bypass the policy), no
-  redirects (a 3xx to ``http://169.254.169.254/`` is the classic bypass), (connect, read)
-  timeouts, a pool sized to the delivery concurrency and a cap on response bytes read.
+* DNS rebinding: it resolves the host itself (:func:`_resolve_checked`), checks every
+  resolved address and then connects to exactly the address that was checked. The ``Host``
+  header, TLS SNI and certificate verification still use the hostname, so HTTPS works
+  unchanged. There is no window between check and connect.
+* No proxies (an ``HTTP_PROXY`` variable would bypass the policy), no redirects (a 3xx to
+  ``http://169.254.169.254/`` is the classic bypass), connect and read timeouts and a cap on
+  response bytes read.
 
 Limitation: ``getaddrinfo`` itself is not bounded by the connect timeout (the resolver's own
 timeouts apply).
@@ -22,19 +23,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
-from urllib3.poolmanager import PoolManager
-from urllib3.util import connection as u3connection
+from urllib.parse import urlsplit
 
 from .errors import OIDCLogoutError
 
@@ -44,9 +36,6 @@ __all__ = [
     "check_address",
     "check_uri_address",
     "embedded_ipv4",
-    "make_session",
-    "post_form",
-    "read_capped",
 ]
 
 logger = logging.getLogger(__name__)
@@ -212,7 +201,7 @@ def check_uri_address(uri: str, *, dev_mode: bool, allowlist: Iterable[str] = ()
     """Refuse ``uri`` if its host is, or resolves to, a disallowed address.
 
     Used at client registration (backchannel_logout_uri and other outbound URIs) and,
-    through the pinned connections of :func:`make_session`, again at every connect.
+    through the pinned connections of :class:`oidc_logout.poster.Poster`, again at every connect.
     An IP literal is judged without any DNS query; no traffic is ever sent.
     """
     parts = urlsplit(uri)
@@ -236,199 +225,3 @@ def check_uri_address(uri: str, *, dev_mode: bool, allowlist: Iterable[str] = ()
         _resolve_checked(host, port, AddressPolicy(dev_mode, tuple(allowlist)))
     except socket.gaierror:
         raise DisallowedAddress(f"host {host!r} does not resolve") from None
-
-
-class _PinnedConnectionMixin:
-    """Resolve, check, then connect to exactly the checked address (no rebinding window)."""
-
-    address_policy: AddressPolicy = AddressPolicy()
-    # Provided by urllib3's HTTPConnection:
-    host: str
-    port: int
-    timeout: Any
-    source_address: Any
-    socket_options: Any
-    _dns_host: str
-
-    def _new_conn(self) -> socket.socket:
-        try:
-            infos = _resolve_checked(self._dns_host, self.port, self.address_policy)
-        except socket.gaierror as e:
-            raise NameResolutionError(self.host, self, e) from e  # type: ignore[arg-type]
-        last: OSError | None = None
-        for _family, _type, _proto, _canon, sockaddr in infos:
-            ip = sockaddr[0]
-            try:
-                # An IP literal: urllib3 does no further DNS lookup for it.
-                sock = u3connection.create_connection(
-                    (ip, self.port),
-                    self.timeout,
-                    source_address=self.source_address,
-                    socket_options=self.socket_options,
-                )
-                return sock
-            except TimeoutError as e:
-                raise ConnectTimeoutError(
-                    self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
-                ) from e
-            except OSError as e:
-                last = e
-        raise NewConnectionError(self, f"Failed to establish a new connection: {last}")  # type: ignore[arg-type]
-
-
-class _PinnedHTTPConnection(_PinnedConnectionMixin, HTTPConnection):
-    pass
-
-
-class _PinnedHTTPSConnection(_PinnedConnectionMixin, HTTPSConnection):
-    pass
-
-
-class _PinnedPoolManager(PoolManager):
-    """A PoolManager whose pools open only policy-checked, pinned connections."""
-
-    def __init__(self, policy: AddressPolicy, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        http_conn = type("PolicyHTTPConnection", (_PinnedHTTPConnection,), {"address_policy": policy})
-        https_conn = type("PolicyHTTPSConnection", (_PinnedHTTPSConnection,), {"address_policy": policy})
-        self.pool_classes_by_scheme = {
-            "http": type("PolicyHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-            "https": type("PolicyHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
-        }
-
-
-class PolicyAdapter(HTTPAdapter):
-    """An HTTPAdapter that enforces an :class:`AddressPolicy` at connect time, never uses a
-    proxy and never retries on its own (retries are the outbox's business)."""
-
-    def __init__(self, policy: AddressPolicy, *, pool_connections: int, pool_maxsize: int) -> None:
-        self._policy = policy
-        super().__init__(
-            pool_connections=pool_connections, pool_maxsize=pool_maxsize, max_retries=0, pool_block=False
-        )
-
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        self._pool_connections = connections
-        self._pool_maxsize = maxsize
-        self._pool_block = block
-        self.poolmanager = _PinnedPoolManager(
-            getattr(self, "_policy", AddressPolicy()),
-            num_pools=connections,
-            maxsize=maxsize,
-            block=block,
-            **pool_kwargs,
-        )
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        raise DisallowedAddress("outbound proxies are not used for logout delivery")
-
-    def __getstate__(self) -> dict[str, Any]:  # keep the policy when pickled
-        state = super().__getstate__()
-        state["_policy"] = self._policy
-        return state
-
-
-class _NoRedirectSession(requests.Session):
-    """Never follows redirects, whatever the caller passes: a 3xx to an internal address is
-    the classic way around an address check."""
-
-    def request(
-        self,
-        method: Any,
-        url: Any,
-        *args: Any,
-        **kwargs: Any,
-    ) -> requests.Response:
-        kwargs["allow_redirects"] = False
-        return super().request(method, url, *args, **kwargs)
-
-
-def make_session(
-    *,
-    concurrency: int = 16,
-    dev_mode: bool = False,
-    allowlist: Sequence[str] = (),
-    user_agent: str = "oidc-logout",
-) -> requests.Session:
-    """A pooled :class:`requests.Session` for outbound delivery, safe to share across threads
-    for plain POSTs (requests' pool is thread-safe; no cookies are relied upon).
-
-    Redirects are never followed. Callers must pass ``timeout=(connect, read)`` and
-    ``stream=True`` (then :func:`read_capped`) on each request; :mod:`.backchannel.request`
-    does.
-    """
-    policy = AddressPolicy(dev_mode=dev_mode, allowlist=tuple(allowlist))
-    policy.networks()  # validate the CIDRs now, not at first delivery
-    session = _NoRedirectSession()
-    session.trust_env = False  # no *_PROXY / netrc: a proxy would bypass the address policy
-    session.headers["User-Agent"] = user_agent
-    adapter = PolicyAdapter(policy, pool_connections=max(10, concurrency), pool_maxsize=max(1, concurrency))
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-def post_form(
-    session: requests.Session,
-    url: str,
-    fields: dict[str, str],
-    *,
-    headers: dict[str, str],
-    timeout: tuple[float, float],
-) -> requests.Response:
-    """POST ``fields`` form-encoded to ``url`` through ``session``'s mounted adapter, streamed
-    (read the body with :func:`read_capped`), redirects not followed.
-
-    For a session of :func:`make_session` (a :class:`PolicyAdapter` mounted, no proxies, no
-    cookies, no hooks) the prepared request goes straight to the adapter: the same connection
-    pool, address check, timeouts, exceptions and :class:`requests.Response` as
-    ``session.post``, without :meth:`requests.Session.request`'s per-call merging of settings,
-    environment, cookies and hooks (about a quarter of the CPU of a delivery's POST). Any other
-    session is used through ``session.post``.
-    """
-    adapter = session.get_adapter(url)
-    if (
-        not isinstance(adapter, PolicyAdapter)
-        or session.cookies
-        or session.auth
-        or session.trust_env
-        or session.proxies
-        or session.params
-        or any(session.hooks.values())
-    ):
-        return session.post(
-            url, data=fields, headers=headers, timeout=timeout, allow_redirects=False, stream=True
-        )
-    prepared = requests.PreparedRequest()
-    merged = dict(session.headers)
-    merged.update(headers)
-    merged["Content-Type"] = "application/x-www-form-urlencoded"
-    # Encoded here: a str body skips requests' isinstance checks against runtime Protocols.
-    prepared.prepare(method="POST", url=url, headers=merged, data=urlencode(fields))
-    return adapter.send(
-        prepared, stream=True, timeout=timeout, verify=session.verify, cert=session.cert, proxies={}
-    )
-
-
-def read_capped(resp: requests.Response, max_bytes: int, deadline: float | None = None) -> tuple[bytes, bool]:
-    """Read a streamed body up to ``max_bytes`` (and until the monotonic ``deadline``).
-
-    Returns ``(body, truncated)``. When truncated the connection is closed rather than
-    drained, so an RP answering an endless body costs at most ``max_bytes`` of reading.
-    """
-    declared = resp.headers.get("Content-Length")
-    chunks: list[bytes] = []
-    total = 0
-    truncated = bool(declared and declared.isdigit() and int(declared) > max_bytes)
-    if not truncated:
-        for chunk in resp.iter_content(chunk_size=8192):
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > max_bytes or (deadline is not None and time.monotonic() > deadline):
-                truncated = True
-                break
-    if truncated:
-        resp.close()  # closes the socket: the unread rest is never drained into memory
-    return b"".join(chunks)[:max_bytes], truncated

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 from .._http import DisallowedAddress
 from ..config import Settings
-from ..form_post import FormPoster, PostFailed, PostTimeout
 from ..keys import KeyRing
+from ..poster import Poster, PostFailed, PostTimeout
 from ..storage.base import utcnow
 from ..vocabulary import AttemptOutcome
 from .logout_token import logout_token_claims, new_jti, sign_logout_token
@@ -169,7 +169,7 @@ def classify_response(
 
 
 def post_logout_token(
-    http: FormPoster,
+    http: Poster,
     uri: str,
     token: str,
     *,
@@ -203,7 +203,7 @@ def post_logout_token(
         # §2.5: "The OP uses an HTTP POST to the registered Back-Channel Logout URI [...]
         # using the application/x-www-form-urlencoded format" with the logout_token parameter.
         # (redirects are never followed; the body is streamed and read capped below)
-        reply = http.post(
+        reply = http.post_form(
             uri,
             {"logout_token": token},
             headers={"Accept": "application/json", "Cache-Control": "no-store"},
@@ -229,7 +229,7 @@ def post_logout_token(
 
 
 def attempt_delivery(
-    http: FormPoster,
+    http: Poster,
     keyring: KeyRing,
     settings: Settings,
     *,

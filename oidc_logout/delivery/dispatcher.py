@@ -3,9 +3,10 @@ r"""The delivery dispatcher: claims due outbox rows and delivers them in paralle
 Embedded mode (the default): one :class:`Dispatcher` per OP process runs a background thread
 that polls the outbox (every ``poll_interval`` seconds, immediately when :meth:`kick`-ed and
 exactly when a scheduled retry falls due). Deliveries to different RPs run concurrently in a
-bounded thread pool (``settings.delivery_concurrency``) that shares one pooled,
-address-policed :class:`requests.Session`; every request has (connect, read) timeouts, so a
-hanging RP occupies one pool slot for at most its timeout and delays nobody else.
+bounded thread pool (``settings.delivery_concurrency``) that shares one address-policed
+:class:`~oidc_logout.poster.Poster` (kept-alive connections per RP origin); every request has
+connect and read timeouts, so a hanging RP occupies one pool slot for at most its timeout and
+delays nobody else.
 
 A logout's own fan-out does not wait for the polling thread (issue 15): the termination's
 transaction claims its back-channel rows for this dispatcher (:meth:`claim_for_delivery`, a
@@ -63,19 +64,17 @@ from concurrent.futures import wait as futures_wait
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-import requests
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from .. import metrics
-from .._http import make_session
 from ..backchannel.request import RETRY, AttemptResult, attempt_delivery
 from ..chunks import advance as advance_terminations
 from ..config import Settings
 from ..cutoffs import PRUNE_INTERVAL, prune_cutoffs
-from ..form_post import FormPoster
 from ..keys import KeyRing
 from ..logs import log_delivery
+from ..poster import Poster
 from ..ssf.push import attempt_push
 from ..storage.base import utcnow
 from ..storage.models import DEAD, DELIVERED, FINAL_STATES, PENDING
@@ -178,7 +177,7 @@ class Dispatcher:
         owner: str | None = None,
         *,
         on_result: OnResult | None = None,
-        http: requests.Session | None = None,
+        poster: Poster | None = None,
         poll_interval: float = 0.5,
         recheck_interval: float = 0.5,
         db_unreachable_exit_after: float | None = None,
@@ -194,7 +193,7 @@ class Dispatcher:
         #: standalone worker sets it, an embedded dispatcher keeps trying with its OP).
         self.db_unreachable_exit_after = db_unreachable_exit_after
         self.gave_up = False
-        self._own_http = http is None
+        self._own_poster = poster is None
         self._concurrency = max(1, settings.delivery_concurrency)
         #: Extra attempt slots for a logout's own rows (see claim_for_delivery).
         self._burst_max = max(0, settings.delivery_logout_burst)
@@ -204,12 +203,9 @@ class Dispatcher:
             settings.delivery_concurrency,
             min(max(1, settings.delivery_max_concurrent_per_host), self._concurrency + self._burst_max),
         )
-        #: Shared Signals pushes (RFC 8935): requests, with the address policy at connect.
-        self.http = http or make_session(
-            concurrency=per_host, dev_mode=settings.dev_mode, allowlist=settings.address_allowlist
-        )
-        #: Back-channel logout POSTs: kept-alive HTTP/1.1 under the same address policy.
-        self.poster = FormPoster(
+        #: Back-channel logouts and Shared Signals pushes: kept-alive HTTP/1.1 under the
+        #: address policy.
+        self.poster = poster or Poster(
             dev_mode=settings.dev_mode,
             allowlist=tuple(settings.address_allowlist),
             max_idle_per_origin=per_host,
@@ -339,9 +335,8 @@ class Dispatcher:
         if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
             self._heartbeat.join(max(0.0, deadline - time.monotonic()) + 1.0)
         self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._own_http:
-            self.http.close()
-        self.poster.close()
+        if self._own_poster:
+            self.poster.close()
         return done
 
     def drain(self, timeout: float) -> bool:
@@ -1055,7 +1050,7 @@ class Dispatcher:
                 result = (
                     attempt_push(  # Shared Signals push (RFC 8935): oidc_logout.ssf.push
                         self.session_factory,
-                        self.http,
+                        self.poster,
                         self.keyring,
                         self.settings,
                         event_id=claimed.sid,

@@ -4,8 +4,8 @@ carries, sign it with the OP's key, POST it as ``application/secevent+jwt`` with
 
 Called by the delivery dispatcher (the one hook in :mod:`oidc_logout.delivery.dispatcher`), so
 an SSF push has the outbox's retries, dead letters, per-attempt records, per-client and
-per-host bounds and the address policy of :mod:`oidc_logout._http` - exactly as back-channel
-logout. Never logs the SET or the authorization header.
+per-host bounds, the address policy of :mod:`oidc_logout._http` and the kept-alive
+connections of :mod:`oidc_logout.poster` - exactly as back-channel logout. Never logs the SET or the authorization header.
 
 Classification (RFC 8935 §2.2-§2.4):
 
@@ -30,14 +30,14 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-import requests
 from jwcrypto import jws
 from jwcrypto.common import json_encode
 
-from .._http import DisallowedAddress, read_capped
+from .._http import DisallowedAddress
 from ..backchannel.request import FAILED, RETRY, AttemptResult, classify_response
 from ..config import Settings
 from ..keys import KeyRing, LoadedKey
+from ..poster import Poster, PostFailed, PostTimeout
 from ..storage.base import utcnow
 from ..storage.models import SSFEvent, SSFStream
 from ..vocabulary import AttemptOutcome
@@ -108,7 +108,7 @@ def classify_push_response(
 
 def attempt_push(
     session_factory: Any,
-    http: requests.Session,
+    http: Poster,
     keyring: KeyRing,
     settings: Settings,
     *,
@@ -134,7 +134,7 @@ def attempt_push(
         claims = dict(event.claims)
         auth = stream.authorization_header
         # The stream's endpoint now (a receiver may have moved it with PATCH since the row
-        # was written); the address policy of the session's adapter applies to it all the same.
+        # was written); the poster's address policy applies to it all the same.
         target_uri = stream.endpoint_url or target_uri
     try:
         token = sign_set(claims, keyring.signing_key(SET_ALG))
@@ -142,10 +142,9 @@ def attempt_push(
         return AttemptResult(
             RETRY, None, f"no active signing key for alg {SET_ALG}", None, 0, event_id, started_at
         )
+    # RFC 8935 §2.1: "the SET Transmitter ... Content-Type header ... application/secevent+jwt"
+    # and "SHOULD indicate ... Accept header ... application/json".
     headers = {
-        # RFC 8935 §2.1: "the SET Transmitter ... Content-Type header ... application/secevent+jwt"
-        # and "SHOULD indicate ... Accept header ... application/json".
-        "Content-Type": "application/secevent+jwt",
         "Accept": "application/json",
         "Cache-Control": "no-store",
     }
@@ -169,34 +168,28 @@ def attempt_push(
         )
         return AttemptResult(outcome, status, error, retry_after, ms, event_id, started_at)
 
-    timeout = (settings.delivery_connect_timeout, settings.delivery_timeout)
     try:
-        resp = http.post(
+        reply = http.post(
             target_uri,
-            data=token.encode("ascii"),
+            token.encode("ascii"),
+            content_type="application/secevent+jwt",
             headers=headers,
-            timeout=timeout,
-            allow_redirects=False,
-            stream=True,
+            connect_timeout=settings.delivery_connect_timeout,
+            read_timeout=settings.delivery_timeout,
+            max_bytes=settings.max_response_bytes,
         )
     except DisallowedAddress as exc:
         return done(FAILED, None, f"address not allowed: {exc.description}")
-    except requests.Timeout as exc:
-        return done(RETRY, None, f"timeout ({type(exc).__name__})")
-    except requests.RequestException as exc:
-        cause = exc.__context__ or exc
-        return done(RETRY, None, f"network error ({type(exc).__name__}: {type(cause).__name__})")
-    with resp:
-        try:
-            body, truncated = read_capped(resp, settings.max_response_bytes, deadline=t0 + sum(timeout))
-        except requests.RequestException:
-            body, truncated = b"", True
-        outcome, error, retry_after = classify_push_response(
-            resp.status_code,
-            resp.headers,
-            body,
-            truncated,
-            retry_after_cap=settings.delivery_retry_after_cap,
-            key_retry_delay=settings.delivery_key_retry_delay,
-        )
-    return done(outcome, resp.status_code, error, retry_after)
+    except PostTimeout as exc:
+        return done(RETRY, None, f"timeout ({exc.kind})")
+    except PostFailed as exc:
+        return done(RETRY, None, f"network error ({exc.kind}: {exc.cause})")
+    outcome, error, retry_after = classify_push_response(
+        reply.status,
+        reply.headers,
+        reply.body,
+        reply.truncated,
+        retry_after_cap=settings.delivery_retry_after_cap,
+        key_retry_delay=settings.delivery_key_retry_delay,
+    )
+    return done(outcome, reply.status, error, retry_after)

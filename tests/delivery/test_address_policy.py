@@ -13,7 +13,7 @@ import pytest
 from oidc_logout import _http
 from oidc_logout._http import DisallowedAddress, check_uri_address
 from oidc_logout.backchannel.request import FAILED, post_logout_token
-from oidc_logout.form_post import FormPoster
+from oidc_logout.poster import Poster
 
 from .conftest import RPServer
 
@@ -77,7 +77,7 @@ def test_hostname_resolving_to_loopback_is_refused_without_dev_mode() -> None:
 
 def test_delivery_to_a_refused_address_fails_before_connecting(rp: RPServer) -> None:
     """The pinned connection re-checks at connect time: no request reaches the receiver."""
-    http = FormPoster(dev_mode=False)
+    http = Poster(dev_mode=False)
     try:
         res = post_logout_token(
             http,
@@ -111,7 +111,7 @@ def test_dns_rebinding_between_check_and_connect_is_refused(
     uri = f"http://rp.rebind.test:{rp.port}/rebind"
     rp.url("/rebind")
     check_uri_address(uri, dev_mode=True)  # registration: resolves to loopback, admitted
-    http = FormPoster(dev_mode=True)
+    http = Poster(dev_mode=True)
     try:
         res = post_logout_token(
             http, uri, "tok", jti="j", connect_timeout=1, read_timeout=1, max_bytes=1024, retry_after_cap=10
@@ -129,7 +129,7 @@ def test_pinned_connection_keeps_the_host_header(rp: RPServer, monkeypatch: pyte
         lambda host, port: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))],
     )
     rp.url("/named")
-    http = FormPoster(dev_mode=True)
+    http = Poster(dev_mode=True)
     try:
         res = post_logout_token(
             http,
@@ -150,7 +150,7 @@ def test_pinned_connection_keeps_the_host_header(rp: RPServer, monkeypatch: pyte
 def test_proxy_environment_is_ignored(rp: RPServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTP_PROXY", "http://10.0.0.1:3128")
     monkeypatch.setenv("http_proxy", "http://10.0.0.1:3128")
-    http = FormPoster(dev_mode=True)
+    http = Poster(dev_mode=True)
     try:
         res = post_logout_token(
             http,

@@ -18,7 +18,7 @@ from oidc_logout.backchannel.request import attempt_delivery
 from oidc_logout.config import Settings
 from oidc_logout.delivery import outbox
 from oidc_logout.delivery.dispatcher import Dispatcher
-from oidc_logout.form_post import FormPoster
+from oidc_logout.poster import Poster
 from oidc_logout.storage.base import utcnow
 from oidc_logout.storage.models import DEAD, DELIVERED, PENDING, Delivery
 from oidc_logout.testing import CaptureServer
@@ -81,7 +81,7 @@ def test_two_minute_rp_outage_with_default_settings_dead_letters_nothing(outbox_
     t0 = utcnow()
     uri = f"http://127.0.0.1:{port}/bc"
     ids = outbox_db.add_deliveries([uri] * ROWS, created_at=t0, next_attempt_at=t0)
-    http = FormPoster(dev_mode=True)
+    http = Poster(dev_mode=True)
     try:
         now, attempts = t0, 0
         for _ in range(500):  # bounded: the backoff makes progress in simulated time

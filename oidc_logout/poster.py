@@ -7,7 +7,7 @@ http.client it cost 0.89 ms of CPU per POST (``email.parser`` reads every answer
 a third of a bulk termination's CPU per delivery; here HTTP/1.1 framing is h11's (the
 sans-I/O parser of httpcore and uvicorn) on plain sockets, 0.1-0.2 ms (docs/performance.md).
 
-What :func:`oidc_logout._http.make_session` guarantees holds here too:
+What the requests session it replaced guaranteed holds here too:
 
 * every connection is made only to an address the :class:`~oidc_logout._http.AddressPolicy`
   allows, resolved and checked at connect time and connected to exactly that address (no
@@ -29,6 +29,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
@@ -38,7 +39,7 @@ from requests.structures import CaseInsensitiveDict
 
 from ._http import AddressPolicy, DisallowedAddress, _resolve_checked, check_address
 
-__all__ = ["ConnectFailed", "FormPoster", "PostFailed", "PostTimeout", "Reply"]
+__all__ = ["ConnectFailed", "PostFailed", "PostTimeout", "Poster", "Reply"]
 
 _RECV = 65536
 
@@ -83,11 +84,15 @@ class PostTimeout(PostFailed):
 class _Conn:
     sock: socket.socket
     h11: h11.Connection
+    idle_since: float = 0.0
 
 
-class FormPoster:
+class Poster:
     """Thread-safe form POSTs with a pool of idle connections per origin (scheme, host,
-    port); at most ``max_idle_per_origin`` are kept, the rest closed after use."""
+    port). At most ``max_idle_per_origin`` are kept per origin and ``max_idle`` in all (the
+    origins used longest ago give theirs up first: an OP with thousands of RPs must not hold a
+    socket to each), and none longer than ``idle_timeout`` seconds (servers close idle
+    connections on their own after a few seconds; one closed under a request is a retry)."""
 
     def __init__(
         self,
@@ -96,20 +101,26 @@ class FormPoster:
         allowlist: tuple[str, ...] = (),
         user_agent: str = "oidc-logout",
         max_idle_per_origin: int = 16,
+        max_idle: int = 256,
+        idle_timeout: float = 30.0,
         cafile: str | None = None,
     ) -> None:
         self.policy = AddressPolicy(dev_mode=dev_mode, allowlist=tuple(allowlist))
         self.policy.networks()  # validate the CIDRs now, not at the first delivery
         self._user_agent = user_agent
-        self._max_idle = max(1, max_idle_per_origin)
-        self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
+        self._max_per_origin = max(1, max_idle_per_origin)
+        self._max_idle = max(1, max_idle)
+        self._idle_timeout = idle_timeout
+        #: Idle connections per origin, the origin used last at the end (LRU order).
+        self._idle: OrderedDict[tuple[str, str, int], list[_Conn]] = OrderedDict()
+        self._idle_count = 0
         self._lock = threading.Lock()
         self._cafile = cafile
         self._tls: ssl.SSLContext | None = None
         self._closed = False
 
     # -- the one request ----------------------------------------------------------------
-    def post(
+    def post_form(
         self,
         url: str,
         fields: Mapping[str, str],
@@ -119,8 +130,30 @@ class FormPoster:
         read_timeout: float,
         max_bytes: int,
     ) -> Reply:
-        """POST ``fields`` form-encoded to ``url`` once; the answer read up to ``max_bytes``
-        within ``connect_timeout + read_timeout`` of the call. Raises
+        """:meth:`post` of ``fields`` form-encoded (a back-channel logout, §2.5)."""
+        return self.post(
+            url,
+            urlencode(dict(fields)).encode("ascii"),
+            content_type="application/x-www-form-urlencoded",
+            headers=headers,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_bytes=max_bytes,
+        )
+
+    def post(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        content_type: str,
+        headers: Mapping[str, str],
+        connect_timeout: float,
+        read_timeout: float,
+        max_bytes: int,
+    ) -> Reply:
+        """POST ``body`` to ``url`` once; the answer read up to ``max_bytes`` within
+        ``connect_timeout + read_timeout`` of the call. Raises
         :class:`~oidc_logout._http.DisallowedAddress`, :class:`PostTimeout` or
         :class:`PostFailed`."""
         deadline = time.monotonic() + connect_timeout + read_timeout
@@ -138,7 +171,6 @@ class FormPoster:
         origin = (scheme, host, port)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         netloc = parts.netloc.rpartition("@")[2]  # never send userinfo in Host
-        body = urlencode(dict(fields)).encode("ascii")
         try:
             request = h11.Request(
                 method="POST",
@@ -147,7 +179,7 @@ class FormPoster:
                     ("Host", netloc),
                     ("User-Agent", self._user_agent),
                     *headers.items(),
-                    ("Content-Type", "application/x-www-form-urlencoded"),
+                    ("Content-Type", content_type),
                     ("Content-Length", str(len(body))),
                 ],
             )
@@ -248,19 +280,41 @@ class FormPoster:
                 idle = self._idle.get(origin)
                 if not idle:
                     return None
-                conn = idle.pop()
-            if _dropped(conn.sock):
-                _close(conn)  # closed by the server while idle (or it sent what was not asked)
+                conn = idle.pop()  # the most recently used: the least likely to be closed
+                self._idle_count -= 1
+                if not idle:
+                    del self._idle[origin]
+            if time.monotonic() - conn.idle_since > self._idle_timeout or _dropped(conn.sock):
+                _close(conn)  # too old, or closed by the server while idle (or it sent what was not asked)
                 continue
             return conn
 
     def _put_back(self, origin: tuple[str, str, int], conn: _Conn) -> None:
+        conn.idle_since = time.monotonic()
+        evicted: list[_Conn] = []
         with self._lock:
-            idle = self._idle.setdefault(origin, [])
-            if not self._closed and len(idle) < self._max_idle:
+            idle = self._idle.get(origin)
+            if self._closed or (idle is not None and len(idle) >= self._max_per_origin):
+                evicted.append(conn)
+            else:
+                if idle is None:
+                    idle = self._idle[origin] = []
                 idle.append(conn)
-                return
-        _close(conn)
+                self._idle.move_to_end(origin)
+                self._idle_count += 1
+                while self._idle_count > self._max_idle:  # the origin used longest ago first
+                    oldest, conns = next(iter(self._idle.items()))
+                    evicted.append(conns.pop(0))
+                    self._idle_count -= 1
+                    if not conns:
+                        del self._idle[oldest]
+        for old in evicted:
+            _close(old)
+
+    def idle_connections(self) -> int:
+        """Idle connections held now (all origins)."""
+        with self._lock:
+            return self._idle_count
 
     def _connect(self, origin: tuple[str, str, int], timeout: float) -> _Conn:
         scheme, host, port = origin
@@ -318,6 +372,7 @@ class FormPoster:
             self._closed = True
             conns = [c for idle in self._idle.values() for c in idle]
             self._idle.clear()
+            self._idle_count = 0
         for conn in conns:
             _close(conn)
 

@@ -1,4 +1,4 @@
-"""The delivery transport (oidc_logout.form_post) against real loopback peers speaking raw
+"""The delivery transport (oidc_logout.poster) against real loopback peers speaking raw
 HTTP/1.1 byte for byte: kept-alive connections, answers framed every way HTTP/1.1 allows,
 peers that close, hang or answer what is not HTTP, TLS, and concurrent senders."""
 
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from oidc_logout.backchannel.request import FAILED, RETRY, post_logout_token
-from oidc_logout.form_post import FormPoster, PostFailed, PostTimeout, Reply
+from oidc_logout.poster import Poster, PostFailed, PostTimeout, Reply
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
@@ -100,8 +100,8 @@ def peers() -> Iterator[list[RawPeer]]:
 
 
 @pytest.fixture
-def poster() -> Iterator[FormPoster]:
-    p = FormPoster(dev_mode=True, max_idle_per_origin=4)
+def poster() -> Iterator[Poster]:
+    p = Poster(dev_mode=True, max_idle_per_origin=4)
     yield p
     p.close()
 
@@ -120,8 +120,8 @@ def keep_alive(answer: bytes) -> Handler:
     return handler
 
 
-def send(poster: FormPoster, url: str, *, read_timeout: float = 2.0, max_bytes: int = 4096) -> Reply:
-    return poster.post(
+def send(poster: Poster, url: str, *, read_timeout: float = 2.0, max_bytes: int = 4096) -> Reply:
+    return poster.post_form(
         url,
         {"logout_token": "a.b.c"},
         headers={"Accept": "application/json"},
@@ -134,7 +134,7 @@ def send(poster: FormPoster, url: str, *, read_timeout: float = 2.0, max_bytes: 
 # -- kept-alive connections ------------------------------------------------------------------
 
 
-def test_posts_to_one_rp_reuse_one_connection(poster: FormPoster, peers: list[RawPeer]) -> None:
+def test_posts_to_one_rp_reuse_one_connection(poster: Poster, peers: list[RawPeer]) -> None:
     p = peer(peers, keep_alive(OK))
     for _ in range(5):
         assert send(poster, p.url()).status == 200
@@ -147,7 +147,7 @@ def test_posts_to_one_rp_reuse_one_connection(poster: FormPoster, peers: list[Ra
 
 
 def test_a_connection_the_rp_closed_while_idle_is_replaced_not_failed(
-    poster: FormPoster, peers: list[RawPeer]
+    poster: Poster, peers: list[RawPeer]
 ) -> None:
     """An RP that closes every connection after one answer (without saying so): the next
     POST notices the closed idle connection before using it and opens a new one."""
@@ -163,7 +163,7 @@ def test_a_connection_the_rp_closed_while_idle_is_replaced_not_failed(
     assert (p.connections, len(p.requests)) == (3, 3)
 
 
-def test_connection_close_in_the_answer_is_honoured(poster: FormPoster, peers: list[RawPeer]) -> None:
+def test_connection_close_in_the_answer_is_honoured(poster: Poster, peers: list[RawPeer]) -> None:
     p = peer(peers, keep_alive(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
     assert send(poster, p.url()).status == 200
     assert send(poster, p.url()).status == 200
@@ -173,9 +173,7 @@ def test_connection_close_in_the_answer_is_honoured(poster: FormPoster, peers: l
 # -- answers framed every way --------------------------------------------------------------------
 
 
-def test_a_chunked_error_answer_is_read_and_the_connection_kept(
-    poster: FormPoster, peers: list[RawPeer]
-) -> None:
+def test_a_chunked_error_answer_is_read_and_the_connection_kept(poster: Poster, peers: list[RawPeer]) -> None:
     body = b'{"error":"invalid_request","error_description":"bad sid"}'
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
     p = peer(
@@ -202,7 +200,7 @@ def test_a_chunked_error_answer_is_read_and_the_connection_kept(
     assert p.connections == 1
 
 
-def test_a_body_delimited_by_close_is_read_to_the_end(poster: FormPoster, peers: list[RawPeer]) -> None:
+def test_a_body_delimited_by_close_is_read_to_the_end(poster: Poster, peers: list[RawPeer]) -> None:
     def close_delimited(conn: socket.socket, p: RawPeer) -> None:
         p.read_request(conn)
         conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\n\r\nbusy, come back")
@@ -223,7 +221,7 @@ def test_a_body_delimited_by_close_is_read_to_the_end(poster: FormPoster, peers:
     assert res.error == "HTTP 503 busy, come back"
 
 
-def test_an_interim_100_continue_is_skipped(poster: FormPoster, peers: list[RawPeer]) -> None:
+def test_an_interim_100_continue_is_skipped(poster: Poster, peers: list[RawPeer]) -> None:
     p = peer(peers, keep_alive(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"))
     assert send(poster, p.url()).status == 204
     assert send(poster, p.url()).status == 204
@@ -231,7 +229,7 @@ def test_an_interim_100_continue_is_skipped(poster: FormPoster, peers: list[RawP
 
 
 def test_a_chunked_body_past_the_cap_is_cut_and_the_connection_closed(
-    poster: FormPoster, peers: list[RawPeer]
+    poster: Poster, peers: list[RawPeer]
 ) -> None:
     def endless(conn: socket.socket, p: RawPeer) -> None:
         p.read_request(conn)
@@ -246,7 +244,7 @@ def test_a_chunked_body_past_the_cap_is_cut_and_the_connection_closed(
     assert p.connections == 2  # the cut connection was not reused
 
 
-def test_a_body_still_arriving_at_the_deadline_is_cut(poster: FormPoster, peers: list[RawPeer]) -> None:
+def test_a_body_still_arriving_at_the_deadline_is_cut(poster: Poster, peers: list[RawPeer]) -> None:
     def trickle(conn: socket.socket, p: RawPeer) -> None:
         p.read_request(conn)
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
@@ -256,7 +254,7 @@ def test_a_body_still_arriving_at_the_deadline_is_cut(poster: FormPoster, peers:
 
     p = peer(peers, trickle)
     t0 = time.monotonic()
-    reply = poster.post(
+    reply = poster.post_form(
         p.url(), {"logout_token": "t"}, headers={}, connect_timeout=0.3, read_timeout=0.5, max_bytes=4096
     )
     assert reply.status == 200 and reply.truncated and len(reply.body) < 100
@@ -267,7 +265,7 @@ def test_a_body_still_arriving_at_the_deadline_is_cut(poster: FormPoster, peers:
 
 
 def test_an_rp_closing_without_an_answer_is_a_retry_and_the_post_is_sent_once(
-    poster: FormPoster, peers: list[RawPeer]
+    poster: Poster, peers: list[RawPeer]
 ) -> None:
     def hang_up(conn: socket.socket, p: RawPeer) -> None:
         p.read_request(conn)
@@ -289,14 +287,14 @@ def test_an_rp_closing_without_an_answer_is_a_retry_and_the_post_is_sent_once(
     assert len(p.requests) == 1  # never re-sent: the RP may have acted on it
 
 
-def test_an_answer_that_is_not_http_is_a_retry(poster: FormPoster, peers: list[RawPeer]) -> None:
+def test_an_answer_that_is_not_http_is_a_retry(poster: Poster, peers: list[RawPeer]) -> None:
     p = peer(peers, keep_alive(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"))
     with pytest.raises(PostFailed) as err:
         send(poster, p.url())
     assert err.value.cause == "ProtocolError"
 
 
-def test_an_rp_that_never_answers_times_out(poster: FormPoster, peers: list[RawPeer]) -> None:
+def test_an_rp_that_never_answers_times_out(poster: Poster, peers: list[RawPeer]) -> None:
     release = threading.Event()
 
     def silent(conn: socket.socket, p: RawPeer) -> None:
@@ -311,7 +309,7 @@ def test_an_rp_that_never_answers_times_out(poster: FormPoster, peers: list[RawP
     assert err.value.kind == "ReadTimeout" and time.monotonic() - t0 < 2.0
 
 
-def test_a_refused_connection_is_a_connect_failure(poster: FormPoster) -> None:
+def test_a_refused_connection_is_a_connect_failure(poster: Poster) -> None:
     s = socket.create_server(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
@@ -356,7 +354,7 @@ def test_tls_rp_with_a_trusted_certificate_is_reached_and_kept_alive(
 ) -> None:
     server, cert_file = _self_signed(tmp_path)
     p = peer(peers, keep_alive(OK), tls=server)
-    poster = FormPoster(dev_mode=True, cafile=str(cert_file))
+    poster = Poster(dev_mode=True, cafile=str(cert_file))
     try:
         assert send(poster, p.url(scheme="https")).status == 200
         assert send(poster, p.url(scheme="https")).status == 200
@@ -366,7 +364,7 @@ def test_tls_rp_with_a_trusted_certificate_is_reached_and_kept_alive(
 
 
 def test_tls_rp_with_an_untrusted_certificate_is_refused_unsent(
-    tmp_path: Path, poster: FormPoster, peers: list[RawPeer]
+    tmp_path: Path, poster: Poster, peers: list[RawPeer]
 ) -> None:
     server, _ = _self_signed(tmp_path)
     p = peer(peers, keep_alive(OK), tls=server)
@@ -395,7 +393,7 @@ def test_concurrent_posts_all_answer_and_idle_connections_stay_bounded(peers: li
             conn.sendall(OK)
 
     p = peer(peers, slow_ok)
-    poster = FormPoster(dev_mode=True, max_idle_per_origin=3)
+    poster = Poster(dev_mode=True, max_idle_per_origin=3)
     statuses: list[int] = []
     lock = threading.Lock()
 
@@ -414,7 +412,65 @@ def test_concurrent_posts_all_answer_and_idle_connections_stay_bounded(peers: li
         assert statuses == [200] * 160
         assert len(p.requests) == 160
         assert 1 <= p.connections < 160  # kept alive
-        assert sum(len(idle) for idle in poster._idle.values()) <= 3
+        assert poster.idle_connections() <= 3
     finally:
         poster.close()
-    assert poster._idle == {}
+    assert poster.idle_connections() == 0
+
+
+# -- the idle pool ---------------------------------------------------------------------------
+
+
+def test_idle_connections_are_bounded_in_all_the_origin_used_longest_ago_first(peers: list[RawPeer]) -> None:
+    first, second, third = (peer(peers, keep_alive(OK)) for _ in range(3))
+    poster = Poster(dev_mode=True, max_idle_per_origin=2, max_idle=2)
+    try:
+        for p in (first, second, third):
+            assert send(poster, p.url()).status == 200
+        assert poster.idle_connections() == 2
+        for p in (third, second, first):
+            assert send(poster, p.url()).status == 200
+    finally:
+        poster.close()
+    # The first origin's connection was closed for the third's; the others were kept.
+    assert (first.connections, second.connections, third.connections) == (2, 1, 1)
+
+
+def test_a_connection_idle_longer_than_the_idle_timeout_is_not_used(peers: list[RawPeer]) -> None:
+    p = peer(peers, keep_alive(OK))
+    poster = Poster(dev_mode=True, idle_timeout=0.2)
+    try:
+        assert send(poster, p.url()).status == 200
+        assert send(poster, p.url()).status == 200
+        time.sleep(0.3)
+        assert send(poster, p.url()).status == 200
+    finally:
+        poster.close()
+    assert (p.connections, len(p.requests)) == (2, 3)
+
+
+def test_an_ipv6_loopback_rp_is_reached(poster: Poster) -> None:
+    try:
+        server = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    port = server.getsockname()[1]
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            data = b""
+            while not data.endswith(b"logout_token=a.b.c"):
+                data += conn.recv(65536)
+            seen.append(data)
+            conn.sendall(OK)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        assert send(poster, f"http://[::1]:{port}/bc").status == 200
+    finally:
+        t.join(5)
+        server.close()
+    assert f"host: [::1]:{port}" in seen[0].decode().lower()
