@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -146,7 +147,9 @@ class _Probe:
         self.running: threading.Thread | None = None
 
 
-_PROBES: dict[int, _Probe] = {}
+#: One probe per engine, forgotten with its engine (keyed by id() they outlived it: a new
+#: engine at a reused address inherited a dead engine's probe, still waiting on its database).
+_PROBES: weakref.WeakKeyDictionary[Engine, _Probe] = weakref.WeakKeyDictionary()
 _PROBES_LOCK = threading.Lock()
 
 
@@ -169,7 +172,7 @@ def readiness_within(
     if bound <= 0:
         return readiness(engine, session_factory, settings, delivering)
     with _PROBES_LOCK:
-        probe = _PROBES.setdefault(id(engine), _Probe())
+        probe = _PROBES.setdefault(engine, _Probe())
     result: list[list[Check]] = []
     with probe.lock:
         if probe.running is not None and probe.running.is_alive():

@@ -258,3 +258,34 @@ def test_delivery_is_ready_in_a_worker_that_delivers_its_own_logouts_and_not_onc
         assert not embedded_dispatcher_check(dispatcher)(None).ok  # type: ignore[arg-type]
     finally:
         provider.engine.dispose()
+
+
+def test_a_readiness_probe_is_forgotten_with_its_engine(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The probe of an engine goes with it: probes keyed by ``id(engine)`` outlived their
+    engine, and a new engine at a reused address inherited a dead one's probe."""
+    import gc
+    import weakref
+
+    from oidc_logout import health
+    from oidc_logout.config import Settings
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'op.db'}")
+    checks = health.readiness_within(
+        engine,
+        sessionmaker(engine),
+        Settings(health_check_timeout=5.0),
+        lambda _db: health.Check("x", True, ""),
+    )
+    assert checks[0].name == "database" and checks[0].ok
+    probe = weakref.ref(health._PROBES[engine])
+    gone = weakref.ref(engine)
+    engine.dispose()
+    del engine
+    for _ in range(50):  # the probe's thread lets go of the engine when it ends
+        gc.collect()
+        if gone() is None:
+            break
+        time.sleep(0.05)
+    assert gone() is None
+    gc.collect()
+    assert probe() is None  # nothing holds it any more: forgotten
