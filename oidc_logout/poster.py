@@ -65,6 +65,10 @@ class PostFailed(Exception):
         super().__init__(cause)
         self.cause = cause
 
+    def describe(self) -> str:
+        """The attempt log's words for it (the texts the requests-based transport wrote)."""
+        return f"network error ({self.kind}: {self.cause})"
+
 
 class ConnectFailed(PostFailed):
     """The connection could not be made (refused, unreachable, TLS handshake failed): the
@@ -78,6 +82,9 @@ class PostTimeout(PostFailed):
     def __init__(self, kind: str) -> None:
         super().__init__(kind)
         self.kind = kind
+
+    def describe(self) -> str:
+        return f"timeout ({self.kind})"
 
 
 @dataclass

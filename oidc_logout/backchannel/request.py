@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from .._http import DisallowedAddress
 from ..config import Settings
 from ..keys import KeyRing
-from ..poster import Poster, PostFailed, PostTimeout
+from ..poster import Poster, PostFailed
 from ..storage.base import utcnow
 from ..vocabulary import AttemptOutcome
 from .logout_token import logout_token_claims, new_jti, sign_logout_token
@@ -202,7 +202,7 @@ def post_logout_token(
     try:
         # §2.5: "The OP uses an HTTP POST to the registered Back-Channel Logout URI [...]
         # using the application/x-www-form-urlencoded format" with the logout_token parameter.
-        # (redirects are never followed; the body is streamed and read capped below)
+        # (the poster never follows a redirect and reads at most max_bytes of the answer)
         reply = http.post_form(
             uri,
             {"logout_token": token},
@@ -213,10 +213,8 @@ def post_logout_token(
         )
     except DisallowedAddress as exc:
         return done(FAILED, None, f"address not allowed: {exc.description}")
-    except PostTimeout as exc:
-        return done(RETRY, None, f"timeout ({exc.kind})")
-    except PostFailed as exc:
-        return done(RETRY, None, _clean(f"network error ({exc.kind}: {exc.cause})"))
+    except PostFailed as exc:  # no answer (a PostTimeout too): the outbox retries
+        return done(RETRY, None, _clean(exc.describe()))
     outcome, error, retry_after = classify_response(
         reply.status,
         reply.headers,

@@ -37,7 +37,7 @@ from .._http import DisallowedAddress
 from ..backchannel.request import FAILED, RETRY, AttemptResult, classify_response
 from ..config import Settings
 from ..keys import KeyRing, LoadedKey
-from ..poster import Poster, PostFailed, PostTimeout
+from ..poster import Poster, PostFailed
 from ..storage.base import utcnow
 from ..storage.models import SSFEvent, SSFStream
 from ..vocabulary import AttemptOutcome
@@ -180,10 +180,8 @@ def attempt_push(
         )
     except DisallowedAddress as exc:
         return done(FAILED, None, f"address not allowed: {exc.description}")
-    except PostTimeout as exc:
-        return done(RETRY, None, f"timeout ({exc.kind})")
-    except PostFailed as exc:
-        return done(RETRY, None, f"network error ({exc.kind}: {exc.cause})")
+    except PostFailed as exc:  # no answer (a PostTimeout too): the outbox retries
+        return done(RETRY, None, exc.describe())
     outcome, error, retry_after = classify_push_response(
         reply.status,
         reply.headers,

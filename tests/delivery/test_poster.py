@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from oidc_logout.backchannel.request import FAILED, RETRY, post_logout_token
+from oidc_logout.backchannel.request import FAILED, RETRY, AttemptResult, post_logout_token
 from oidc_logout.poster import Poster, PostFailed, PostTimeout, Reply
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
@@ -120,6 +120,13 @@ def keep_alive(answer: bytes) -> Handler:
     return handler
 
 
+def deliver(poster: Poster, url: str) -> AttemptResult:
+    """One back-channel logout attempt through ``poster``, classified (§2.8)."""
+    return post_logout_token(
+        poster, url, "a.b.c", jti="j", connect_timeout=2, read_timeout=2, max_bytes=4096, retry_after_cap=60
+    )
+
+
 def send(poster: Poster, url: str, *, read_timeout: float = 2.0, max_bytes: int = 4096) -> Reply:
     return poster.post_form(
         url,
@@ -183,16 +190,7 @@ def test_a_chunked_error_answer_is_read_and_the_connection_kept(poster: Poster, 
             + chunked
         ),
     )
-    res = post_logout_token(
-        poster,
-        p.url(),
-        "a.b.c",
-        jti="j",
-        connect_timeout=2,
-        read_timeout=2,
-        max_bytes=4096,
-        retry_after_cap=60,
-    )
+    res = deliver(poster, p.url())
     assert (res.outcome, res.http_status) == (FAILED, 400)
     assert res.error == "HTTP 400 invalid_request: bad sid"
     reply = send(poster, p.url())
@@ -207,16 +205,7 @@ def test_a_body_delimited_by_close_is_read_to_the_end(poster: Poster, peers: lis
         conn.shutdown(socket.SHUT_WR)
 
     p = peer(peers, close_delimited)
-    res = post_logout_token(
-        poster,
-        p.url(),
-        "a.b.c",
-        jti="j",
-        connect_timeout=2,
-        read_timeout=2,
-        max_bytes=4096,
-        retry_after_cap=60,
-    )
+    res = deliver(poster, p.url())
     assert (res.outcome, res.http_status, res.retry_after) == (RETRY, 503, 7.0)
     assert res.error == "HTTP 503 busy, come back"
 
@@ -271,16 +260,7 @@ def test_an_rp_closing_without_an_answer_is_a_retry_and_the_post_is_sent_once(
         p.read_request(conn)
 
     p = peer(peers, hang_up)
-    res = post_logout_token(
-        poster,
-        p.url(),
-        "a.b.c",
-        jti="j",
-        connect_timeout=2,
-        read_timeout=2,
-        max_bytes=4096,
-        retry_after_cap=60,
-    )
+    res = deliver(poster, p.url())
     assert (res.outcome, res.http_status) == (RETRY, None)
     assert res.error == "network error (ConnectionError: RemoteDisconnected)"
     time.sleep(0.1)
@@ -368,16 +348,7 @@ def test_tls_rp_with_an_untrusted_certificate_is_refused_unsent(
 ) -> None:
     server, _ = _self_signed(tmp_path)
     p = peer(peers, keep_alive(OK), tls=server)
-    res = post_logout_token(
-        poster,
-        p.url(scheme="https"),
-        "a.b.c",
-        jti="j",
-        connect_timeout=2,
-        read_timeout=2,
-        max_bytes=4096,
-        retry_after_cap=60,
-    )
+    res = deliver(poster, p.url(scheme="https"))
     assert (res.outcome, res.http_status) == (RETRY, None)
     assert res.error == "network error (ConnectionError: SSLCertVerificationError)"
     assert p.requests == []
