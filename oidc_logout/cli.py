@@ -427,7 +427,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import serve
+    from .serve import check_app_uri, serve
+
+    if args.app is not None:
+        try:
+            check_app_uri(args.app)  # before the database is touched and workers start: exit 2
+        except ValueError as exc:
+            raise CLIError(str(exc), "e.g. --app mymodule:app or --app mymodule:create_app()") from None
 
     if args.server == "granian":
         from .granian_server import parse_bind

@@ -10,6 +10,7 @@ runs the embedded dispatcher and the expiry sweep (:mod:`oidc_logout.granian_ser
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import secrets
 import sys
@@ -102,9 +103,8 @@ def serve(
     return _run_gunicorn(load, bind=bind, workers=workers, threads=threads, timeout=timeout)
 
 
-def import_app(uri: str) -> WSGIApp:
-    """The WSGI app named by ``MODULE:NAME`` or ``MODULE:FACTORY()`` (called without arguments),
-    as gunicorn's ``import_app`` reads them."""
+def _parse_app_uri(uri: str) -> tuple[str, str, bool]:
+    """(module, attribute, whether to call it) of ``MODULE:NAME`` / ``MODULE:FACTORY()``."""
     module_name, sep, name = uri.partition(":")
     if not sep or not module_name or not name:
         raise ValueError(f"--app {uri!r}: expected MODULE:NAME or MODULE:FACTORY()")
@@ -112,6 +112,29 @@ def import_app(uri: str) -> WSGIApp:
     attr = name[:-2] if call else name
     if not attr.isidentifier():
         raise ValueError(f"--app {uri!r}: {attr!r} is not a name (only a call without arguments)")
+    return module_name, attr, call
+
+
+def check_app_uri(uri: str) -> None:
+    """Refuse, before any worker starts, an ``--app`` that is malformed or names a module that
+    cannot be found (from the directory serve runs in, as the workers will look). The module is
+    not imported here: the workers import it, and a host app's import may open connections or
+    start threads that must not be forked. A missing attribute still fails in the workers."""
+    module_name, _attr, _call = _parse_app_uri(uri)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):  # a parent package is missing, or a bad name
+        found = None
+    if found is None:
+        raise ValueError(f"--app {uri!r}: no module named {module_name!r} in {os.getcwd()} or on the path")
+
+
+def import_app(uri: str) -> WSGIApp:
+    """The WSGI app named by ``MODULE:NAME`` or ``MODULE:FACTORY()`` (called without arguments),
+    as gunicorn's ``import_app`` reads them."""
+    module_name, attr, call = _parse_app_uri(uri)
     target = getattr(importlib.import_module(module_name), attr)
     loaded: WSGIApp = target() if call else target
     if not callable(loaded):

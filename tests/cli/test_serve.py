@@ -200,6 +200,38 @@ def test_serve_with_auto_migrate_off_refuses_an_unmigrated_database(tmp_path: Pa
     assert "schema" in one_error(out)
 
 
+@pytest.mark.parametrize(
+    ("app", "said"),
+    [
+        ("nosuchmodule:app", "no module named 'nosuchmodule'"),
+        ("nosuchpackage.wsgi:create_app()", "no module named 'nosuchpackage.wsgi'"),
+        ("hostapp", "expected MODULE:NAME or MODULE:FACTORY()"),
+        ("hostapp:app(1)", "is not a name"),
+    ],
+)
+def test_serve_refuses_an_app_it_cannot_find_before_any_worker_starts(
+    app: str, said: str, tmp_path: Path
+) -> None:
+    """A usage error (exit 2, one line), not a worker that fails to boot: the database is not
+    touched and no server starts."""
+    (tmp_path / "hostapp.py").write_text(HOST_APP)
+    db = tmp_path / "op.db"
+    out = run_cli(
+        "serve",
+        "--app",
+        app,
+        "--bind",
+        f"127.0.0.1:{free_port()}",
+        cwd=tmp_path,
+        OIDC_LOGOUT_DATABASE_URL=f"sqlite:///{db}",
+        OIDC_LOGOUT_DEV_MODE="true",
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    assert said in one_error(out)
+    assert not db.exists()
+
+
 SLOW_HOST_APP = (
     HOST_APP
     + """
