@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from oidc_logout.backchannel.request import FAILED, RETRY, AttemptResult, post_logout_token
 from oidc_logout.poster import Poster, PostFailed, PostTimeout, Reply
+from tests.support.servers import read_http_message
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
@@ -68,20 +69,10 @@ class RawPeer:
 
     def read_request(self, conn: socket.socket) -> bytes | None:
         """One request (head and Content-Length body), or None at EOF."""
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        while len(body) < length:
-            body += conn.recv(65536)
+        message = read_http_message(conn)
+        if message is None:
+            return None
+        head, body = message
         with self.lock:
             self.requests.append(head + b"\r\n\r\n" + body)
         return head

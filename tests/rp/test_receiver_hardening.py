@@ -15,6 +15,7 @@ import requests
 
 from oidc_logout.rp import MemorySessionIndex, MemorySessionStore
 from oidc_logout.rp.receiver import MAX_BODY_BYTES
+from tests.support.servers import read_http_message
 
 from .conftest import FakeOP, ServerThread
 from .rp_app import create_app
@@ -82,27 +83,8 @@ def raw_http(port: int, request: bytes, timeout: float = 5.0) -> bytes:
     """Send ``request`` bytes and read one response (head and Content-Length body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next(
-            (
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            ),
-            0,
-        )
-        while len(body) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-        return head + b"\r\n\r\n" + body
+        message = read_http_message(sock)
+        return b"" if message is None else message[0] + b"\r\n\r\n" + message[1]
 
 
 def assert_400_no_store(resp: requests.Response, reason: str | None = None) -> None:

@@ -12,6 +12,32 @@ from werkzeug.serving import make_server
 from oidc_logout._redact import install_server_log_redaction
 
 
+def read_http_message(sock: socket.socket) -> tuple[bytes, bytes] | None:
+    """One HTTP/1.1 message from ``sock``: its head and its Content-Length body (what arrived
+    of it if the peer closed early); None if the peer closed before a whole head."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head, body
+
+
 class LiveServer:
     """A threaded werkzeug server on 127.0.0.1 with a free port; the WSGI app can be set
     after the port is known (an issuer URL needs the port)."""
