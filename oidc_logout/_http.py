@@ -26,7 +26,7 @@ import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from .errors import OIDCLogoutError
 
@@ -35,7 +35,9 @@ __all__ = [
     "DisallowedAddress",
     "check_address",
     "check_uri_address",
+    "checked_addresses",
     "embedded_ipv4",
+    "uri_origin",
 ]
 
 logger = logging.getLogger(__name__)
@@ -197,14 +199,9 @@ def _resolve_checked(host: str, port: int, policy: AddressPolicy) -> list[tuple[
     return infos
 
 
-def check_uri_address(uri: str, *, dev_mode: bool, allowlist: Iterable[str] = ()) -> None:
-    """Refuse ``uri`` if its host is, or resolves to, a disallowed address.
-
-    Used at client registration (backchannel_logout_uri and other outbound URIs) and,
-    through the pinned connections of :class:`oidc_logout.poster.Poster`, again at every connect.
-    An IP literal is judged without any DNS query; no traffic is ever sent.
-    """
-    parts = urlsplit(uri)
+def uri_origin(parts: SplitResult) -> tuple[str, str, int]:
+    """``(scheme, host, port)`` of an outbound URI (the host without IPv6 brackets); refuses
+    what is not http(s) with a host and a valid port."""
     if parts.scheme not in ("http", "https"):
         raise DisallowedAddress("only http and https URIs can be contacted")
     host = parts.hostname
@@ -214,14 +211,33 @@ def check_uri_address(uri: str, *, dev_mode: bool, allowlist: Iterable[str] = ()
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise DisallowedAddress("URI has an invalid port") from None
+    return parts.scheme, host, port
+
+
+def checked_addresses(host: str, port: int, policy: AddressPolicy) -> list[str]:
+    """The addresses to connect to for ``host``, every one admitted by ``policy``: an IP
+    literal itself (judged without any DNS query), else every address it resolves to (all
+    must be admitted). Raises :class:`DisallowedAddress`, or :class:`socket.gaierror` when
+    the name does not resolve."""
     try:
         literal = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         literal = None
     if literal is not None:
-        check_address(literal, dev_mode=dev_mode, allowlist=allowlist)
-        return
+        check_address(literal, dev_mode=policy.dev_mode, allowlist=policy.allowlist)
+        return [host]
+    return [info[4][0] for info in _resolve_checked(host, port, policy)]
+
+
+def check_uri_address(uri: str, *, dev_mode: bool, allowlist: Iterable[str] = ()) -> None:
+    """Refuse ``uri`` if its host is, or resolves to, a disallowed address.
+
+    Used at client registration (backchannel_logout_uri and other outbound URIs) and,
+    through the pinned connections of :class:`oidc_logout.poster.Poster`, again at every connect.
+    An IP literal is judged without any DNS query; no traffic is ever sent.
+    """
+    _scheme, host, port = uri_origin(urlsplit(uri))
     try:
-        _resolve_checked(host, port, AddressPolicy(dev_mode, tuple(allowlist)))
+        checked_addresses(host, port, AddressPolicy(dev_mode, tuple(allowlist)))
     except socket.gaierror:
         raise DisallowedAddress(f"host {host!r} does not resolve") from None

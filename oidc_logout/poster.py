@@ -1,11 +1,12 @@
-"""Form POSTs to relying parties over kept-alive HTTP/1.1 connections: the transport of a
-back-channel logout delivery (Back-Channel Logout 1.0 §2.5).
+"""POSTs to relying parties and event receivers over kept-alive HTTP/1.1 connections: the
+transport of every outbox delivery, back-channel logouts (Back-Channel Logout 1.0 §2.5) and
+Shared Signals pushes (RFC 8935 §2).
 
-A delivery is one small ``application/x-www-form-urlencoded`` POST whose answer is a status
-and a short body, thousands of times per termination. Through requests + urllib3 +
-http.client it cost 0.89 ms of CPU per POST (``email.parser`` reads every answer's headers),
-a third of a bulk termination's CPU per delivery; here HTTP/1.1 framing is h11's (the
-sans-I/O parser of httpcore and uvicorn) on plain sockets, 0.1-0.2 ms (docs/performance.md).
+A delivery is one small POST whose answer is a status and a short body, thousands of times
+per termination. Through requests + urllib3 + http.client it cost 0.89 ms of CPU per POST
+(``email.parser`` reads every answer's headers), a third of a bulk termination's CPU per
+delivery; here HTTP/1.1 framing is h11's (the sans-I/O parser of httpcore and uvicorn) on
+plain sockets: 0.31-0.33 ms per POST, h11 about 0.1 of it (docs/performance.md).
 
 What the requests session it replaced guaranteed holds here too:
 
@@ -23,7 +24,6 @@ What the requests session it replaced guaranteed holds here too:
 
 from __future__ import annotations
 
-import ipaddress
 import select
 import socket
 import ssl
@@ -37,7 +37,7 @@ from urllib.parse import urlencode, urlsplit
 import h11
 from requests.structures import CaseInsensitiveDict
 
-from ._http import AddressPolicy, DisallowedAddress, _resolve_checked, check_address
+from ._http import AddressPolicy, checked_addresses, uri_origin
 
 __all__ = ["ConnectFailed", "PostFailed", "PostTimeout", "Poster", "Reply"]
 
@@ -95,7 +95,7 @@ class _Conn:
 
 
 class Poster:
-    """Thread-safe form POSTs with a pool of idle connections per origin (scheme, host,
+    """Thread-safe POSTs with a pool of idle connections per origin (scheme, host,
     port). At most ``max_idle_per_origin`` are kept per origin and ``max_idle`` in all (the
     origins used longest ago give theirs up first: an OP with thousands of RPs must not hold a
     socket to each), and none longer than ``idle_timeout`` seconds (servers close idle
@@ -165,17 +165,7 @@ class Poster:
         :class:`PostFailed`."""
         deadline = time.monotonic() + connect_timeout + read_timeout
         parts = urlsplit(url)
-        scheme = parts.scheme
-        if scheme not in ("http", "https"):
-            raise DisallowedAddress("only http and https URIs can be contacted")
-        host = parts.hostname
-        if not host:
-            raise DisallowedAddress("URI has no host")
-        try:
-            port = parts.port or (443 if scheme == "https" else 80)
-        except ValueError:
-            raise DisallowedAddress("URI has an invalid port") from None
-        origin = (scheme, host, port)
+        origin = uri_origin(parts)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         netloc = parts.netloc.rpartition("@")[2]  # never send userinfo in Host
         try:
@@ -325,26 +315,16 @@ class Poster:
 
     def _connect(self, origin: tuple[str, str, int], timeout: float) -> _Conn:
         scheme, host, port = origin
-        bare = host.strip("[]")
         try:
-            literal = ipaddress.ip_address(bare.split("%", 1)[0])
-        except ValueError:
-            literal = None
-        if literal is not None:
-            check_address(literal, dev_mode=self.policy.dev_mode, allowlist=self.policy.allowlist)
-            addresses = [(bare, port)]
-        else:
-            try:
-                # Resolved and every address checked now; the socket connects to exactly a
-                # checked address (no second lookup an attacker's DNS could answer otherwise).
-                infos = _resolve_checked(bare, port, self.policy)
-            except socket.gaierror:
-                raise ConnectFailed("NameResolutionError") from None
-            addresses = [(info[4][0], port) for info in infos]
+            # Resolved and every address checked now; the socket connects to exactly a
+            # checked address (no second lookup an attacker's DNS could answer otherwise).
+            addresses = checked_addresses(host, port, self.policy)
+        except socket.gaierror:
+            raise ConnectFailed("NameResolutionError") from None
         last = "ConnectionRefusedError"
         for address in addresses:
             try:
-                sock = socket.create_connection(address, timeout=timeout)
+                sock = socket.create_connection((address, port), timeout=timeout)
             except TimeoutError:
                 raise PostTimeout("ConnectTimeout") from None
             except OSError as exc:
@@ -353,7 +333,7 @@ class Poster:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if scheme == "https":
-                    sock = self._tls_context().wrap_socket(sock, server_hostname=bare)
+                    sock = self._tls_context().wrap_socket(sock, server_hostname=host)
             except TimeoutError:
                 sock.close()
                 raise PostTimeout("ConnectTimeout") from None

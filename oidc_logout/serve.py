@@ -85,10 +85,7 @@ def serve(
             return bundled_app(settings, password=password, secret_key=key)
     else:
         uri = app
-        if os.getcwd() not in sys.path:
-            # As gunicorn does: --app names a module of the directory serve runs in (the
-            # console script's own directory is what Python put on the path).
-            sys.path.insert(0, os.getcwd())
+        _cwd_on_path()
 
         def load() -> WSGIApp:
             return import_app(uri)
@@ -101,6 +98,13 @@ def serve(
 
         return run(load, bind=bind, workers=workers, threads=threads, stop_timeout=timeout)
     return _run_gunicorn(load, bind=bind, workers=workers, threads=threads, timeout=timeout)
+
+
+def _cwd_on_path() -> None:
+    """As gunicorn does: ``--app`` names a module of the directory serve runs in (the console
+    script's own directory is what Python put on the path)."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 def _parse_app_uri(uri: str) -> tuple[str, str, bool]:
@@ -121,8 +125,7 @@ def check_app_uri(uri: str) -> None:
     not imported here: the workers import it, and a host app's import may open connections or
     start threads that must not be forked. A missing attribute still fails in the workers."""
     module_name, _attr, _call = _parse_app_uri(uri)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _cwd_on_path()
     try:
         found = importlib.util.find_spec(module_name)
     except (ImportError, ValueError):  # a parent package is missing, or a bad name

@@ -37,15 +37,11 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
-    case,
-    false,
     func,
     insert,
-    literal,
     or_,
     select,
     text,
-    union_all,
     update,
 )
 from sqlalchemy.orm import Session
@@ -297,14 +293,20 @@ def _pg_claim_stmt(only: bool) -> Any:
 _PG_CLAIM_STMTS = {False: _pg_claim_stmt(False), True: _pg_claim_stmt(True)}
 
 
-# -- SQLite: the claim loop's claim as one constant statement --------------------------------
+# -- SQLite: the claim as one constant statement ----------------------------------------------
 #
-# The same claim as the generic path's ``UPDATE ... RETURNING`` below, written once as text:
-# built from SQLAlchemy constructs it cost 4.9 ms of Python per claim (statement building and
-# cache keys), a third of a bulk termination's database CPU (docs/performance.md). The
-# predicates are literal, so the pending half reads the partial index ``ix_delivery_pending_due``.
-# The clients' algs come after, from :data:`_CLIENT_ALGS` (SQLite's RETURNING names only the
-# updated table, and plans a correlated subquery in it as a scan of the client table).
+# One atomic UPDATE: SQLite holds the write lock for the whole statement, so the re-check of
+# the claimable condition in its WHERE is the compare-and-set. The candidates come from two
+# ordered LIMITs, expired leases first, then due pending rows through the partial index
+# ``ix_delivery_pending_due`` (as on PostgreSQL): one ORDER BY over the OR of both scanned and
+# sorted every pending row per claim, which made a 100,000-row fan-out crawl. The re-check is
+# a CASE: written as an OR, SQLite drove the UPDATE by that OR through the state index (every
+# pending row, ~0.5 s per claim at 100,000) instead of by the candidate ids; a CASE cannot
+# drive an index. Written once as text: built from SQLAlchemy constructs per call it cost 4.9
+# ms of Python per claim (statement building and cache keys), a third of a bulk termination's
+# database CPU (docs/performance.md); the predicates are literal. The clients' algs come after,
+# from :data:`_CLIENT_ALGS` (SQLite's RETURNING names only the updated table, and plans a
+# correlated subquery in it as a scan of the client table).
 _SQLITE_CLAIM = f"""
 UPDATE {_DELIVERY} SET state = {_IN_FLIGHT}, lease_owner = :owner, lease_until = :lease_until
 WHERE id IN (
@@ -312,12 +314,12 @@ WHERE id IN (
         SELECT 0 AS k, id FROM (
             SELECT id FROM {_DELIVERY}
             WHERE state = {_IN_FLIGHT} AND channel IN ({_PUSHED})
-              AND (lease_until IS NULL OR lease_until < :now)
+              AND (lease_until IS NULL OR lease_until < :now) {{only}}
             ORDER BY next_attempt_at, id LIMIT :lim)
         UNION ALL
         SELECT 1 AS k, id FROM (
             SELECT id FROM {_DELIVERY}
-            WHERE {PENDING_BACKCHANNEL_PREDICATE} AND next_attempt_at <= :due
+            WHERE {PENDING_BACKCHANNEL_PREDICATE} AND next_attempt_at <= :due {{only}}
             ORDER BY next_attempt_at, id LIMIT :lim)
     ) ORDER BY k LIMIT :lim)
   AND channel IN ({_PUSHED})
@@ -327,13 +329,22 @@ WHERE id IN (
 RETURNING id, client_id, sid, subject, target_uri, attempts, created_at, termination_id,
           lease_until, channel, next_attempt_at
 """
-_SQLITE_CLAIM_STMT = (
-    text(_SQLITE_CLAIM)
-    .bindparams(
-        bindparam("now", type_=_UTC), bindparam("due", type_=_UTC), bindparam("lease_until", type_=_UTC)
-    )
-    .columns(created_at=_UTC, lease_until=_UTC, next_attempt_at=_UTC)
-)
+
+
+def _sqlite_claim_stmt(only: bool) -> Any:
+    params = [
+        bindparam("now", type_=_UTC),
+        bindparam("due", type_=_UTC),
+        bindparam("lease_until", type_=_UTC),
+    ]
+    if only:
+        params.append(bindparam("ids", expanding=True))
+    stmt = text(_SQLITE_CLAIM.format(only="AND id IN :ids" if only else "")).bindparams(*params)
+    return stmt.columns(created_at=_UTC, lease_until=_UTC, next_attempt_at=_UTC)
+
+
+#: The claim statement, without and with an ``ids`` restriction (built once).
+_SQLITE_CLAIM_STMTS = {False: _sqlite_claim_stmt(False), True: _sqlite_claim_stmt(True)}
 
 
 def _pg_engine(session_factory: SessionFactory) -> Engine | None:
@@ -458,43 +469,12 @@ def claim_due(
                 update(_T).where(_T.c.id.in_(picked)).values(**claim_values).returning(*_SNAPSHOT_COLUMNS)
             ).all()
             claimed = _returned_snapshots(db, rows)
-        elif dialect.name == "sqlite" and id_list is None and dialect.update_returning:
-            # The claim loop's claim (no ids): the constant statement above.
-            rows = db.execute(
-                _SQLITE_CLAIM_STMT,
-                dict(now=now, due=due, lease_until=lease_until, lim=limit, owner=owner),
-            ).all()
-            claimed = _returned_snapshots(db, rows)
-        elif dialect.update_returning:
-            # One atomic statement: SQLite holds the write lock for the whole UPDATE, so the
-            # re-check of the claimable condition in its WHERE is the compare-and-set.
-            # The candidates come from two ordered LIMITs, expired leases first, then due
-            # pending rows through the partial index ``ix_delivery_pending_due`` (as on
-            # PostgreSQL): one ORDER BY over the OR of both scanned and sorted every pending
-            # row per claim, which made a 100,000-row fan-out crawl.
-            expired = pick(_lease_expired(now), limit).subquery()
-            pending = pick(_due_pending(due), limit).subquery()
-            both = union_all(
-                select(literal(0).label("k"), expired.c.id), select(literal(1).label("k"), pending.c.id)
-            ).subquery()
-            head = select(both.c.id).order_by(both.c.k).limit(limit).scalar_subquery().correlate(None)
-            # The re-check as a CASE: written as the OR of _claimable, SQLite drove the UPDATE by
-            # that OR through the state index (every pending row, ~0.5 s per claim at 100,000)
-            # instead of by the candidate ids; a CASE cannot drive an index.
-            recheck = and_(
-                _T.c.channel.in_(PUSHED_CHANNELS),
-                case(
-                    (_T.c.state == PENDING, _T.c.next_attempt_at <= due),
-                    (_T.c.state == IN_FLIGHT, or_(_T.c.lease_until.is_(None), _T.c.lease_until < now)),
-                    else_=false(),
-                ),
-            )
-            rows = db.execute(
-                update(_T)
-                .where(_T.c.id.in_(head), recheck)
-                .values(**claim_values)
-                .returning(*_SNAPSHOT_COLUMNS)
-            ).all()
+        elif dialect.name == "sqlite" and dialect.update_returning:
+            # One atomic statement, constant text (_SQLITE_CLAIM_STMTS).
+            params: dict[str, Any] = dict(now=now, due=due, lease_until=lease_until, lim=limit, owner=owner)
+            if id_list is not None:
+                params["ids"] = id_list
+            rows = db.execute(_SQLITE_CLAIM_STMTS[id_list is not None], params).all()
             claimed = _returned_snapshots(db, rows)
         else:
             cond = _claimable(now, due)

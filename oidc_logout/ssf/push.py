@@ -5,7 +5,8 @@ carries, sign it with the OP's key, POST it as ``application/secevent+jwt`` with
 Called by the delivery dispatcher (the one hook in :mod:`oidc_logout.delivery.dispatcher`), so
 an SSF push has the outbox's retries, dead letters, per-attempt records, per-client and
 per-host bounds, the address policy of :mod:`oidc_logout._http` and the kept-alive
-connections of :mod:`oidc_logout.poster` - exactly as back-channel logout. Never logs the SET or the authorization header.
+connections of :mod:`oidc_logout.poster` - exactly as back-channel logout. Never logs the SET
+or the authorization header.
 
 Classification (RFC 8935 §2.2-§2.4):
 
