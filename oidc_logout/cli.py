@@ -370,10 +370,13 @@ def cmd_retry(args: argparse.Namespace) -> int:
     provider = open_provider(_settings(args, signs=args.now), need_keys=args.now)
     try:
         with provider.session_factory.begin() as db:
-            q = select(Delivery.id).where(Delivery.channel == Channel.BACKCHANNEL, Delivery.state.in_(states))
+            q = select(Delivery.id, Delivery.attempts).where(
+                Delivery.channel == Channel.BACKCHANNEL, Delivery.state.in_(states)
+            )
             if args.id:
                 q = q.where(Delivery.id.in_(args.id))
-            ids = sorted(db.scalars(q))
+            attempts_before: dict[int, int] = {int(i): int(n) for i, n in db.execute(q).tuples()}
+            ids = sorted(attempts_before)
             missing = sorted(set(args.id or ()) - set(ids))
             if missing:
                 # Nothing changes: an id that is not there is a mistake to fix first.
@@ -389,7 +392,13 @@ def cmd_retry(args: argparse.Namespace) -> int:
         if args.now and ids:
             from .delivery.dispatcher import Dispatcher
 
-            stats = Dispatcher(provider.session_factory, provider.keyring, provider.settings).run_once()
+            # Each requeued row gets its attempt here, or from the service's dispatcher where
+            # that one claimed it first (the rows are due at commit, for every dispatcher).
+            dispatcher = Dispatcher(provider.session_factory, provider.keyring, provider.settings)
+            try:
+                stats = dispatcher.attempt_each(attempts_before, stall_timeout=args.wait)
+            finally:
+                dispatcher.stop(timeout=provider.settings.delivery_timeout)
             with provider.session_factory() as db:
                 rows = db.execute(select(Delivery.state).where(Delivery.id.in_(ids))).scalars().all()
             counts: dict[str, int] = {}
@@ -832,6 +841,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--id", type=int, action="append", help="only these delivery ids (each must exist)")
     r.add_argument("--now", action="store_true", help="deliver them now in this process")
+    r.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        help="with --now: give up when no requeued row has had an attempt for this long (default 30)",
+    )
     r.set_defaults(func=cmd_retry)
 
     rs = sub.add_parser(

@@ -96,6 +96,9 @@ _FINAL_MEMORY = 10_000
 #: The outcome of a claim given back unattempted (a bound was reached; see the module doc).
 DEFERRED = "deferred"
 
+#: Requeued rows :meth:`Dispatcher.attempt_each` follows at a time.
+_EACH_CHUNK = 1000
+
 #: Lease renewals per ``delivery_lease_seconds`` (the heartbeat runs every lease / this): a
 #: live owner keeps its rows unless this many renewals in a row fail or stall, while a dead
 #: owner's rows are claimable at most one lease after its last renewal (docs/operations.md,
@@ -613,9 +616,10 @@ class Dispatcher:
         """Claims held outside the burst: what ``2 x delivery_concurrency`` bounds (holds _cond)."""
         return len(self._inflight) - self._held_burst()
 
-    def run_once(self, timeout: float | None = None) -> dict[str, int]:
-        """Claim everything due now, deliver it, record it; return outcome counts
-        (``delivered``, ``retry``, ``failed``, ``dead``, ``lost``). For tests and the CLI.
+    def run_once(self, timeout: float | None = None, *, ids: Sequence[int] | None = None) -> dict[str, int]:
+        """Claim everything due now (only among ``ids`` if given), deliver it, record it;
+        return outcome counts (``delivered``, ``retry``, ``failed``, ``dead``, ``lost``). For
+        tests and the CLI.
 
         Streams: claims are taken in batches of at most ``delivery_batch_size`` and only while
         fewer than ``2 x delivery_concurrency`` rows are held, so memory does not grow with the
@@ -640,6 +644,7 @@ class Dispatcher:
                         self.owner,
                         n,
                         self.settings.delivery_lease_seconds,
+                        ids,
                         due_by=due_by,
                     )
                     new = self._submit(claims)
@@ -684,6 +689,45 @@ class Dispatcher:
                 counts["deferred"] += deferred
                 break
             time.sleep(self.defer_delay)  # the deferred rows fall due again
+        return dict(counts)
+
+    def attempt_each(self, attempts_before: dict[int, int], stall_timeout: float) -> dict[str, int]:
+        """Give every one of these requeued rows its next attempt, made here or by whoever
+        holds the row; returns this process's outcome counts (as :meth:`run_once`), plus
+        ``unfinished`` for rows that had no attempt at the end. ``attempts_before``: each
+        row's ``attempts`` when it was requeued.
+
+        For ``oidc-logout retry --now`` beside a running service: the service's dispatcher
+        may claim a requeued row before this one does (or give it back, a bound being
+        full). Rows this process can claim are delivered here; a row another dispatcher
+        holds is waited for until its attempt is recorded (or its lease expires and it is
+        claimed here). Only these rows are claimed, never other due work. Gives up when no row
+        has made progress for ``stall_timeout`` seconds. Works in chunks of :data:`_EACH_CHUNK`
+        ids, so memory stays flat however many rows were requeued."""
+        counts: Counter[str] = Counter()
+        todo = sorted(attempts_before)
+        for start in range(0, len(todo), _EACH_CHUNK):
+            waiting = {i: attempts_before[i] for i in todo[start : start + _EACH_CHUNK]}
+            last_progress = time.monotonic()
+            pause = 0.02
+            while waiting:
+                counts.update(self.run_once(ids=sorted(waiting)))
+                with self.session_factory() as db:
+                    marks = outbox.progress(db, waiting)
+                before = len(waiting)
+                for i in list(waiting):
+                    mark = marks.get(i)
+                    # Done: gone, final, or attempted since it was requeued (by anyone).
+                    if mark is None or mark[0] in FINAL_STATES or mark[1] > waiting[i]:
+                        del waiting[i]
+                if len(waiting) < before:
+                    last_progress, pause = time.monotonic(), 0.02
+                elif time.monotonic() - last_progress >= stall_timeout:
+                    counts["unfinished"] += len(waiting) + max(0, len(todo) - start - _EACH_CHUNK)
+                    return dict(counts)
+                if waiting:  # held by another dispatcher: look again shortly
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.5)
         return dict(counts)
 
     def _submit(self, claims: list[ClaimedDelivery], *, burst: bool = False) -> list[Future[str]]:

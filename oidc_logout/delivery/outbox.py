@@ -73,6 +73,7 @@ __all__ = [
     "defer",
     "final_states",
     "list_deliveries",
+    "progress",
     "record_result",
     "record_result_detail",
     "record_results",
@@ -917,5 +918,21 @@ def final_states(db: Session, ids: Iterable[int]) -> dict[int, str]:
     return out
 
 
-#: Ids per ``IN (...)`` of :func:`final_states`.
+def progress(db: Session, ids: Iterable[int]) -> dict[int, tuple[str, int]]:
+    """{id: (state, attempts)} for those of ``ids`` still in the outbox: whether a row has had
+    an attempt since an earlier look (``attempts`` counts recorded attempts), whoever made it.
+    Asked in chunks of :data:`_IN_CHUNK` ids, as :func:`final_states`."""
+    id_list = sorted(set(ids))
+    out: dict[int, tuple[str, int]] = {}
+    for i in range(0, len(id_list), _IN_CHUNK):
+        rows = db.execute(
+            select(Delivery.id, Delivery.state, Delivery.attempts).where(
+                Delivery.id.in_(id_list[i : i + _IN_CHUNK])
+            )
+        )
+        out.update((row_id, (str(state), int(attempts))) for row_id, state, attempts in rows)
+    return out
+
+
+#: Ids per ``IN (...)`` of :func:`final_states` and :func:`progress`.
 _IN_CHUNK = 5000
