@@ -375,7 +375,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
             )
             if args.id:
                 q = q.where(Delivery.id.in_(args.id))
-            attempts_before: dict[int, int] = {int(i): int(n) for i, n in db.execute(q).tuples()}
+            attempts_before: dict[int, int] = {int(i): int(n) for i, n in db.execute(q)}
             ids = sorted(attempts_before)
             missing = sorted(set(args.id or ()) - set(ids))
             if missing:
