@@ -14,15 +14,21 @@ connect time*:
   ``http://169.254.169.254/`` is the classic bypass), connect and read timeouts and a cap on
   response bytes read.
 
-Limitation: ``getaddrinfo`` itself is not bounded by the connect timeout (the resolver's own
-timeouts apply).
+* A name lookup is bounded too (:func:`checked_addresses` ``timeout``): ``getaddrinfo``
+  cannot be interrupted, so it runs on a daemon thread the caller stops waiting for at its
+  deadline (a resolver that hangs would otherwise hold a delivery slot for the resolver's own
+  timeouts, up to tens of seconds). At most :data:`MAX_LOOKUPS` lookups run at once; one
+  that outlives its caller finishes on its own.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +39,7 @@ from .errors import OIDCLogoutError
 __all__ = [
     "AddressPolicy",
     "DisallowedAddress",
+    "ResolutionTimeout",
     "check_address",
     "check_uri_address",
     "checked_addresses",
@@ -183,15 +190,69 @@ def check_address(address: str | IPAddress, *, dev_mode: bool, allowlist: Iterab
 
 
 def _resolve(host: str, port: int) -> list[tuple[Any, ...]]:
-    """``getaddrinfo`` for TCP (a seam for tests that simulate DNS rebinding)."""
+    """``getaddrinfo`` for TCP (a seam for tests that simulate DNS rebinding or a slow resolver)."""
     return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
 
 
-def _resolve_checked(host: str, port: int, policy: AddressPolicy) -> list[tuple[Any, ...]]:
+#: Name lookups running at once in this process (each on its own daemon thread); a caller
+#: that finds them all busy waits for one within its own timeout.
+MAX_LOOKUPS = 32
+_lookups = threading.BoundedSemaphore(MAX_LOOKUPS)
+
+
+def _reset_lookups() -> None:
+    # A lookup thread running at fork time does not exist in the child: its slot would never
+    # be given back there.
+    global _lookups
+    _lookups = threading.BoundedSemaphore(MAX_LOOKUPS)
+
+
+os.register_at_fork(after_in_child=_reset_lookups)
+
+
+class ResolutionTimeout(TimeoutError):
+    """The name lookup did not finish within the caller's timeout."""
+
+
+def _resolve_within(host: str, port: int, timeout: float | None) -> list[tuple[Any, ...]]:
+    """:func:`_resolve`, given up after ``timeout`` seconds (None: the resolver's own)."""
+    if timeout is None:
+        return _resolve(host, port)
+    deadline = time.monotonic() + max(0.0, timeout)
+    slots = _lookups
+    if not slots.acquire(timeout=max(0.0, timeout)):
+        raise ResolutionTimeout(f"no name lookup slot free within {timeout:g} s")
+    result: list[Any] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            result.append(_resolve(host, port))
+        except BaseException as exc:  # handed to the caller, if it still waits
+            result.append(exc)
+        finally:
+            slots.release()
+            done.set()
+
+    try:
+        threading.Thread(target=lookup, name="oidc-logout-dns", daemon=True).start()
+    except BaseException:
+        slots.release()
+        raise
+    if not done.wait(max(0.0, deadline - time.monotonic())):
+        raise ResolutionTimeout(f"name lookup took longer than {timeout:g} s")
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]  # type: ignore[no-any-return]
+
+
+def _resolve_checked(
+    host: str, port: int, policy: AddressPolicy, timeout: float | None = None
+) -> list[tuple[Any, ...]]:
     """Resolve ``host`` and check every address; refuse if ANY of them is disallowed (a name
     that resolves to both a public and a private address is not trustworthy)."""
     host = host.strip("[]")
-    infos = _resolve(host, port)
+    infos = _resolve_within(host, port, timeout)
     if not infos:
         raise DisallowedAddress(f"host {host!r} does not resolve")
     for info in infos:
@@ -214,11 +275,14 @@ def uri_origin(parts: SplitResult) -> tuple[str, str, int]:
     return parts.scheme, host, port
 
 
-def checked_addresses(host: str, port: int, policy: AddressPolicy) -> list[str]:
+def checked_addresses(
+    host: str, port: int, policy: AddressPolicy, *, timeout: float | None = None
+) -> list[str]:
     """The addresses to connect to for ``host``, every one admitted by ``policy``: an IP
     literal itself (judged without any DNS query), else every address it resolves to (all
-    must be admitted). Raises :class:`DisallowedAddress`, or :class:`socket.gaierror` when
-    the name does not resolve."""
+    must be admitted). Raises :class:`DisallowedAddress`, :class:`socket.gaierror` when the
+    name does not resolve, or :class:`ResolutionTimeout` when the lookup takes longer than
+    ``timeout`` seconds."""
     try:
         literal = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -226,11 +290,22 @@ def checked_addresses(host: str, port: int, policy: AddressPolicy) -> list[str]:
     if literal is not None:
         check_address(literal, dev_mode=policy.dev_mode, allowlist=policy.allowlist)
         return [host]
-    return [info[4][0] for info in _resolve_checked(host, port, policy)]
+    return [info[4][0] for info in _resolve_checked(host, port, policy, timeout)]
 
 
-def check_uri_address(uri: str, *, dev_mode: bool, allowlist: Iterable[str] = ()) -> None:
-    """Refuse ``uri`` if its host is, or resolves to, a disallowed address.
+#: How long registration waits for the name of an outbound URI to resolve.
+REGISTRATION_LOOKUP_TIMEOUT = 5.0
+
+
+def check_uri_address(
+    uri: str,
+    *,
+    dev_mode: bool,
+    allowlist: Iterable[str] = (),
+    timeout: float = REGISTRATION_LOOKUP_TIMEOUT,
+) -> None:
+    """Refuse ``uri`` if its host is, or resolves to, a disallowed address, or does not
+    resolve within ``timeout`` seconds (a request thread is not held by a slow resolver).
 
     Used at client registration (backchannel_logout_uri and other outbound URIs) and,
     through the pinned connections of :class:`oidc_logout.poster.Poster`, again at every connect.
@@ -238,6 +313,8 @@ def check_uri_address(uri: str, *, dev_mode: bool, allowlist: Iterable[str] = ()
     """
     _scheme, host, port = uri_origin(urlsplit(uri))
     try:
-        checked_addresses(host, port, AddressPolicy(dev_mode, tuple(allowlist)))
+        checked_addresses(host, port, AddressPolicy(dev_mode, tuple(allowlist)), timeout=timeout)
     except socket.gaierror:
         raise DisallowedAddress(f"host {host!r} does not resolve") from None
+    except ResolutionTimeout:
+        raise DisallowedAddress(f"host {host!r} did not resolve within {timeout:g} s") from None

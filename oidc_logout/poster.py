@@ -37,7 +37,7 @@ from urllib.parse import urlencode, urlsplit
 import h11
 from requests.structures import CaseInsensitiveDict
 
-from ._http import AddressPolicy, checked_addresses, uri_origin
+from ._http import AddressPolicy, ResolutionTimeout, checked_addresses, uri_origin
 
 __all__ = ["ConnectFailed", "PostFailed", "PostTimeout", "Poster", "Reply"]
 
@@ -76,8 +76,8 @@ class ConnectFailed(PostFailed):
 
 
 class PostTimeout(PostFailed):
-    """The connect or the answer took longer than its timeout (``kind``: ``ConnectTimeout``
-    or ``ReadTimeout``)."""
+    """The name lookup, the connect or the answer took longer than its timeout (``kind``:
+    ``NameResolutionTimeout``, ``ConnectTimeout`` or ``ReadTimeout``)."""
 
     def __init__(self, kind: str) -> None:
         super().__init__(kind)
@@ -318,9 +318,11 @@ class Poster:
         try:
             # Resolved and every address checked now; the socket connects to exactly a
             # checked address (no second lookup an attacker's DNS could answer otherwise).
-            addresses = checked_addresses(host, port, self.policy)
+            addresses = checked_addresses(host, port, self.policy, timeout=timeout)
         except socket.gaierror:
             raise ConnectFailed("NameResolutionError") from None
+        except ResolutionTimeout:
+            raise PostTimeout("NameResolutionTimeout") from None
         last = "ConnectionRefusedError"
         for address in addresses:
             try:

@@ -7,12 +7,14 @@ before any connection is attempted.
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 import pytest
 
 from oidc_logout import _http
 from oidc_logout._http import DisallowedAddress, check_uri_address
-from oidc_logout.backchannel.request import FAILED, post_logout_token
+from oidc_logout.backchannel.request import FAILED, RETRY, post_logout_token
 from oidc_logout.poster import Poster
 
 from .conftest import RPServer
@@ -165,3 +167,52 @@ def test_proxy_environment_is_ignored(rp: RPServer, monkeypatch: pytest.MonkeyPa
     finally:
         http.close()
     assert res.outcome == "delivered" and len(rp.hits("/direct")) == 1
+
+
+@pytest.fixture
+def hanging_resolver(monkeypatch: pytest.MonkeyPatch):
+    """A resolver that does not answer until the test ends (getaddrinfo on a dead DNS server)."""
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hang(host: str, port: int) -> list[tuple]:
+        calls.append(host)
+        release.wait(60)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(_http, "_resolve", hang)
+    yield calls
+    release.set()
+
+
+def test_a_hanging_name_lookup_ends_the_attempt_at_the_connect_timeout(
+    rp: RPServer, hanging_resolver: list[str]
+) -> None:
+    """The attempt is a retry (timeout) after the connect timeout, not after the resolver's
+    own timeouts: a slot is not held by a DNS server that does not answer."""
+    rp.url("/slow-dns")
+    http = Poster(dev_mode=True)
+    t0 = time.monotonic()
+    try:
+        res = post_logout_token(
+            http,
+            f"http://rp.slow-dns.test:{rp.port}/slow-dns",
+            "tok",
+            jti="j",
+            connect_timeout=0.3,
+            read_timeout=1,
+            max_bytes=1024,
+            retry_after_cap=10,
+        )
+    finally:
+        http.close()
+    assert hanging_resolver == ["rp.slow-dns.test"]
+    assert res.outcome == RETRY and res.error == "timeout (NameResolutionTimeout)"
+    assert time.monotonic() - t0 < 30  # the resolver answers only after 60 s
+    assert rp.hits("/slow-dns") == []
+
+
+def test_registration_refuses_a_name_that_does_not_resolve_in_time(hanging_resolver: list[str]) -> None:
+    with pytest.raises(DisallowedAddress, match=r"did not resolve within 0\.2 s"):
+        check_uri_address("https://rp.slow-dns.test/logout", dev_mode=False, timeout=0.2)
+    assert hanging_resolver == ["rp.slow-dns.test"]
