@@ -9,6 +9,7 @@ runs the embedded dispatcher and the expiry sweep (:mod:`oidc_logout.granian_ser
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import os
@@ -120,11 +121,13 @@ def _parse_app_uri(uri: str) -> tuple[str, str, bool]:
 
 
 def check_app_uri(uri: str) -> None:
-    """Refuse, before any worker starts, an ``--app`` that is malformed or names a module that
-    cannot be found (from the directory serve runs in, as the workers will look). The module is
-    not imported here: the workers import it, and a host app's import may open connections or
-    start threads that must not be forked. A missing attribute still fails in the workers."""
-    module_name, _attr, _call = _parse_app_uri(uri)
+    """Refuse, before any worker starts, an ``--app`` that is malformed, names a module that
+    cannot be found (from the directory serve runs in, as the workers will look), or names an
+    attribute the module's source does not define. The module is not imported here: the
+    workers import it, and a host app's import may open connections or start threads that must
+    not be forked; its source is read instead (:func:`_source_binds`), and where that cannot
+    tell, the workers find out."""
+    module_name, attr, _call = _parse_app_uri(uri)
     _cwd_on_path()
     try:
         found = importlib.util.find_spec(module_name)
@@ -132,6 +135,64 @@ def check_app_uri(uri: str) -> None:
         found = None
     if found is None:
         raise ValueError(f"--app {uri!r}: no module named {module_name!r} in {os.getcwd()} or on the path")
+    if found.submodule_search_locations is not None:
+        try:  # a package's submodule becomes its attribute once anything imports it
+            if importlib.util.find_spec(f"{module_name}.{attr}") is not None:
+                return
+        except (ImportError, ValueError):
+            pass
+    if found.origin and _source_binds(found.origin, attr) is False:
+        raise ValueError(f"--app {uri!r}: module {module_name!r} ({found.origin}) defines no {attr!r}")
+
+
+#: Calls through which a module can bind names its source does not spell out.
+_DYNAMIC_BINDERS = frozenset({"globals", "vars", "exec", "eval", "setattr", "__import__"})
+
+
+def _source_binds(path: str, name: str) -> bool | None:
+    """Whether the Python source at ``path`` binds ``name`` at module level: True, False, or
+    None when the source cannot say (not Python source, unreadable, or a module that may bind
+    names dynamically: ``from ... import *``, a module ``__getattr__`` (PEP 562), a
+    ``globals()``/``exec``/``setattr`` call, ``sys.modules`` tricks). Errs towards True: a
+    binding anywhere outside function and class bodies counts, in any branch."""
+    if not path.endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(Path(path).read_bytes(), filename=path)
+    except (OSError, SyntaxError, ValueError):
+        return None  # the workers' import reports it, with the interpreter's own message
+    bound: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
+            return None
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _DYNAMIC_BINDERS
+        ):
+            return None
+        if isinstance(node, ast.Attribute) and node.attr == "modules":
+            return None
+        if isinstance(node, ast.Global):  # a function may bind a module name
+            bound.update(node.names)
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)  # its body has names of its own
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".", 1)[0] for a in node.names)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound.add(node.id)
+        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+            bound.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            bound.add(node.rest)
+        pending.extend(ast.iter_child_nodes(node))
+    if "__getattr__" in bound:
+        return None
+    return name in bound
 
 
 def import_app(uri: str) -> WSGIApp:

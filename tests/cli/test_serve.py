@@ -207,6 +207,7 @@ def test_serve_with_auto_migrate_off_refuses_an_unmigrated_database(tmp_path: Pa
         ("nosuchpackage.wsgi:create_app()", "no module named 'nosuchpackage.wsgi'"),
         ("hostapp", "expected MODULE:NAME or MODULE:FACTORY()"),
         ("hostapp:app(1)", "is not a name"),
+        ("hostapp:create_app()", "defines no 'create_app'"),
     ],
 )
 def test_serve_refuses_an_app_it_cannot_find_before_any_worker_starts(

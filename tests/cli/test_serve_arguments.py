@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from oidc_logout.granian_server import Bind, parse_bind
-from oidc_logout.serve import import_app
+from oidc_logout.serve import _source_binds, import_app
 
 from .conftest import free_port, one_error, run_cli
 
@@ -68,3 +68,31 @@ def test_an_app_is_a_module_attribute_or_a_factory_called_without_arguments() ->
 def test_an_app_reference_that_names_no_wsgi_app_is_refused(uri: str) -> None:
     with pytest.raises(ValueError):
         import_app(uri)
+
+
+@pytest.mark.parametrize(
+    ("source", "binds"),
+    [
+        ("app = make()", True),
+        ("def app(environ, start_response): ...", True),
+        ("from flask import Flask as app", True),
+        ("import app.wsgi", True),
+        ("try:\n    from fast import app\nexcept ImportError:\n    app = None", True),
+        ("if True:\n    for app in []: pass", True),
+        ("def init():\n    global app\n    app = 1", True),
+        ("application = make()", False),
+        ("def f():\n    app = 1", False),  # a function's local
+        ("class C:\n    app = 1", False),  # a class attribute
+        ("from hostlib import *", None),  # may bind anything
+        ("def __getattr__(name): ...", None),  # PEP 562
+        ("globals()['app'] = make()", None),
+        ("import sys\nsys.modules[__name__].app = 1", None),
+        ("app = (", None),  # a syntax error: the workers' import reports it
+    ],
+)
+def test_the_app_check_reads_the_source_and_refuses_only_what_it_is_sure_of(
+    source: str, binds: bool | None, tmp_path: Path
+) -> None:
+    path = tmp_path / "wsgi_module.py"
+    path.write_text(source + "\n")
+    assert _source_binds(str(path), "app") is binds
