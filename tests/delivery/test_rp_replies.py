@@ -114,7 +114,7 @@ def test_hanging_rp_times_out_and_is_retried(http: Poster, rp: RPServer) -> None
     t0 = time.monotonic()
     res = post(http, rp.url("/hang", Reply(hang=True)), read_timeout=0.5)
     assert res.outcome == RETRY and res.http_status is None and "timeout" in (res.error or "")
-    assert 0.4 <= time.monotonic() - t0 < 2
+    assert 0.4 <= time.monotonic() - t0 < 5  # the 0.5 s read timeout, not the 30 s hang
 
 
 def test_connection_refused_is_retried(http: Poster) -> None:

@@ -110,7 +110,7 @@ def test_logged_out_browser_session_is_refused_at_authorize(env):
 def test_hanging_rp_delays_neither_other_rps_nor_the_logout_response(database_url):
     """A hanging RP costs the user at most the configured wait bound; the others are served."""
     env = make_env(
-        database_url, replies={"rp-c": [Reply(hang=True)]}, logout_wait_bound=1.0, delivery_timeout=5.0
+        database_url, replies={"rp-c": [Reply(hang=True)]}, logout_wait_bound=1.0, delivery_timeout=10.0
     )
     try:
         browser, tokens = _login_everywhere(env)
@@ -118,11 +118,12 @@ def test_hanging_rp_delays_neither_other_rps_nor_the_logout_response(database_ur
         resp = _end_session(browser, env, tokens)
         elapsed = time.monotonic() - started
         assert resp.status_code == 302
-        assert elapsed < 2.5, elapsed
+        # The 1 s bound, not the hanging RP's 10 s delivery timeout (slack for a loaded CI machine).
+        assert elapsed < 5.0, elapsed
         assert len(env.rps.hits("/rp-a")) == 1 and len(env.rps.hits("/rp-b")) == 1
-        # Not queued behind the hanging RP: served well before its 5 s delivery timeout ends
+        # Not queued behind the hanging RP: served well before its 10 s delivery timeout ends
         # (a bound on ordering, not a speed figure; generous for a loaded 2-core machine).
-        assert env.rps.hits("/rp-a")[0].at - started < 2.5
+        assert env.rps.hits("/rp-a")[0].at - started < 5.0
     finally:
         env.idp.stop()
         env.rps.stop()

@@ -22,7 +22,9 @@ from tests.support.idp import Browser, authorize, introspect
 
 from .conftest import Env, make_env
 
-BOUND = 1.5
+#: Long enough that one wait plus a loaded CI machine's overhead stays well below two waits
+#: (with 1.5 s, one CI run under -n 4 on 2 cores measured 2.77 s; 1.53-1.77 s here).
+BOUND = 3.0
 
 
 def _sid(id_token: str) -> str:
@@ -92,7 +94,7 @@ def test_logout_ending_the_hinted_and_the_browsers_session_is_one_termination_an
     # Both hung RPs were asked (one in each session) ...
     assert {h.path for h in env.rps.requests} == {"/rp-a", "/rp-b"}
     # ... and the response waited once: two sequential waits would take 2 x BOUND.
-    assert waited < 2 * BOUND - 0.3, waited
+    assert waited < 2 * BOUND - 1.0, waited
 
 
 def test_hint_naming_another_users_session_does_not_sign_this_browser_out(env):
