@@ -20,6 +20,7 @@ import os
 import sys
 import time
 import traceback
+from collections import Counter
 from typing import Any
 
 from . import __version__
@@ -362,7 +363,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_retry(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from .delivery.outbox import retry_now
+    from .delivery import outbox
     from .storage.models import Delivery
 
     out = _out(args)
@@ -386,7 +387,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
                     "`oidc-logout deliveries --state failed --state dead` lists them",
                     EXIT_NOT_FOUND,
                 )
-            n = retry_now(db, states=states, ids=ids)
+            n = outbox.retry_now(db, states=states, ids=ids)
         result: dict[str, Any] = {"requeued": n, "ids": ids}
         code = EXIT_OK
         if args.now and ids:
@@ -400,10 +401,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
             finally:
                 dispatcher.stop(timeout=provider.settings.delivery_timeout)
             with provider.session_factory() as db:
-                rows = db.execute(select(Delivery.state).where(Delivery.id.in_(ids))).scalars().all()
-            counts: dict[str, int] = {}
-            for s in rows:
-                counts[str(s)] = counts.get(str(s), 0) + 1
+                counts = dict(Counter(state for state, _n in outbox.progress(db, ids).values()))
             result |= {"attempts": stats, "states": counts}
             code = outcome_code(counts)
     finally:

@@ -72,6 +72,7 @@ __all__ = [
     "claim_rows",
     "defer",
     "final_states",
+    "id_chunks",
     "list_deliveries",
     "progress",
     "record_result",
@@ -517,8 +518,8 @@ def claim_rows(
     thread, and if that process dies after the commit its rows come back when the lease
     expires, as for any claim. One ``UPDATE ... RETURNING`` per :data:`_IN_CHUNK` ids (on
     PostgreSQL with the clients' signing algs; elsewhere one more query reads them)."""
-    id_list = sorted(set(ids))
-    if not id_list:
+    chunks = id_chunks(ids)
+    if not chunks:
         return []
     now = now or utcnow()
     lease_until = now + dt.timedelta(seconds=lease_seconds)
@@ -527,8 +528,7 @@ def claim_rows(
     claimed: list[ClaimedDelivery] = []
     dialect = db.get_bind().dialect
     returning = dialect.update_returning
-    for i in range(0, len(id_list), _IN_CHUNK):
-        chunk = id_list[i : i + _IN_CHUNK]
+    for chunk in chunks:
         if dialect.name == "postgresql":
             # UPDATE ... FROM the client table, its alg in RETURNING: one round trip, as the
             # claim loop's (_PG_CLAIM); a row whose client vanished is not claimed (SQLite's
@@ -865,12 +865,11 @@ def retry_now(db: Session, states: Sequence[str] = (FAILED, DEAD), ids: Iterable
         )
         .execution_options(synchronize_session=False)
     )
-    if ids is not None:
-        id_list = list(ids)
-        if not id_list:
-            return 0
-        stmt = stmt.where(Delivery.id.in_(id_list))
-    return int(db.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    statements = [stmt] if ids is None else [stmt.where(Delivery.id.in_(c)) for c in id_chunks(ids)]
+    requeued = 0
+    for one in statements:
+        requeued += int(db.execute(one).rowcount)  # type: ignore[attr-defined]
+    return requeued
 
 
 def summary(db: Session, channel: str | None = BACKCHANNEL) -> dict[str, int]:
@@ -906,12 +905,11 @@ def final_states(db: Session, ids: Iterable[int]) -> dict[int, str]:
     """{id: state} for those of ``ids`` that reached a final state. Asked in chunks of
     :data:`_IN_CHUNK` ids (a 100,000-row fan-out must not become one statement with 100,000
     parameters: SQLite refuses more than 32,766)."""
-    id_list = sorted(set(ids))
     out: dict[int, str] = {}
-    for i in range(0, len(id_list), _IN_CHUNK):
+    for chunk in id_chunks(ids):
         rows = db.execute(
             select(Delivery.id, Delivery.state).where(
-                Delivery.id.in_(id_list[i : i + _IN_CHUNK]), Delivery.state.in_(list(FINAL_STATES))
+                Delivery.id.in_(chunk), Delivery.state.in_(list(FINAL_STATES))
             )
         )
         out.update((row_id, state) for row_id, state in rows)
@@ -922,17 +920,22 @@ def progress(db: Session, ids: Iterable[int]) -> dict[int, tuple[str, int]]:
     """{id: (state, attempts)} for those of ``ids`` still in the outbox: whether a row has had
     an attempt since an earlier look (``attempts`` counts recorded attempts), whoever made it.
     Asked in chunks of :data:`_IN_CHUNK` ids, as :func:`final_states`."""
-    id_list = sorted(set(ids))
     out: dict[int, tuple[str, int]] = {}
-    for i in range(0, len(id_list), _IN_CHUNK):
+    for chunk in id_chunks(ids):
         rows = db.execute(
-            select(Delivery.id, Delivery.state, Delivery.attempts).where(
-                Delivery.id.in_(id_list[i : i + _IN_CHUNK])
-            )
+            select(Delivery.id, Delivery.state, Delivery.attempts).where(Delivery.id.in_(chunk))
         )
         out.update((row_id, (str(state), int(attempts))) for row_id, state, attempts in rows)
     return out
 
 
-#: Ids per ``IN (...)`` of :func:`final_states` and :func:`progress`.
+#: Ids per ``IN (...)`` of a statement over a list of rows (SQLite refuses more than 32,766
+#: parameters in one statement).
 _IN_CHUNK = 5000
+
+
+def id_chunks(ids: Iterable[int]) -> list[list[int]]:
+    """``ids``, sorted and without repeats, in lists of at most :data:`_IN_CHUNK`: one
+    ``IN (...)`` each."""
+    id_list = sorted(set(ids))
+    return [id_list[i : i + _IN_CHUNK] for i in range(0, len(id_list), _IN_CHUNK)]
